@@ -1,0 +1,1 @@
+//! HTTP API: ingest, SQL, status, health and Prometheus metrics.

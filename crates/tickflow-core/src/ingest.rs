@@ -1,0 +1,275 @@
+//! The ingest JSON format: one object per event, as NDJSON or a JSON array.
+//!
+//! ```json
+//! {"type":"trade","symbol":"NVDA","ts_event":1763800000123456789,"price":"181.25","size":"100","trade_id":"71","seq":71}
+//! {"type":"quote","symbol":"NVDA","ts_event":"2026-11-22T14:30:00.123Z","bid":"181.20","bid_size":"3","ask":"181.30","ask_size":"5"}
+//! ```
+//! Prices and sizes may be strings or JSON numbers; numbers are parsed from their text, never
+//! through `f64`. Unknown keys are rejected so a typo (`"prcie"`) is an error, not a silent
+//! default; free-form data may ride in `"attrs"`, which is accepted and dropped.
+//!
+//! Parsing is syntactic: a negative price parses, and validation later sends it to the DLQ
+//! with its reason. What cannot be parsed at all is refused with the line it is on.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tickflow_model::{Event, Price, Qty, Quote, Symbol, Trade, UnixNanos};
+
+use crate::{Error, Result};
+
+/// Longest accepted `trade_id`, `exchange`, `source` or `feed`.
+const MAX_NAME_LEN: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    symbol: Cow<'a, str>,
+    #[serde(borrow)]
+    ts_event: &'a RawValue,
+    #[serde(borrow, default)]
+    price: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    size: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    bid: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    bid_size: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ask: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ask_size: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    trade_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    exchange: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    feed: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(borrow, default, rename = "attrs")]
+    _attrs: Option<&'a RawValue>,
+}
+
+/// Text of a JSON string or number, without going through f64.
+fn scalar_text(raw: &RawValue) -> std::result::Result<Cow<'_, str>, String> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str::<Cow<'_, str>>(text).map_err(|e| e.to_string())
+    } else if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
+        Ok(Cow::Borrowed(text))
+    } else {
+        Err(format!("expected a string or number, got {text}"))
+    }
+}
+
+fn field<'a>(raw: Option<&'a RawValue>, name: &str, kind: &str) -> std::result::Result<Cow<'a, str>, String> {
+    let raw = raw.ok_or_else(|| format!("{kind} needs \"{name}\""))?;
+    scalar_text(raw).map_err(|e| format!("\"{name}\": {e}"))
+}
+
+fn name(value: Option<Cow<'_, str>>, key: &str) -> std::result::Result<Option<Arc<str>>, String> {
+    match value {
+        Some(v) if v.len() > MAX_NAME_LEN => Err(format!("\"{key}\" is longer than {MAX_NAME_LEN} bytes")),
+        Some(v) if v.is_empty() => Err(format!("\"{key}\" is empty")),
+        Some(v) => Ok(Some(Arc::from(v.as_ref()))),
+        None => Ok(None),
+    }
+}
+
+/// Parses one JSON object into an event received now from `default_source`.
+fn parse_object(text: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> std::result::Result<Event, String> {
+    let w: Wire<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let symbol = Symbol::parse(&w.symbol).map_err(|e| e.to_string())?;
+    let ts_event = UnixNanos::parse(&scalar_text(w.ts_event).map_err(|e| format!("\"ts_event\": {e}"))?).map_err(|e| e.to_string())?;
+    let source = name(w.source, "source")?.unwrap_or_else(|| Arc::clone(default_source));
+    let feed = name(w.feed, "feed")?.unwrap_or_else(|| Arc::clone(&source));
+    let price = |key: &str, raw| -> std::result::Result<Price, String> {
+        Price::parse(&field(raw, key, &w.kind)?).map_err(|e| format!("\"{key}\": {e}"))
+    };
+    let qty = |key: &str, raw| -> std::result::Result<Qty, String> {
+        Qty::parse(&field(raw, key, &w.kind)?).map_err(|e| format!("\"{key}\": {e}"))
+    };
+    match w.kind.as_ref() {
+        "trade" => {
+            let trade_id = match w.trade_id {
+                Some(raw) => Some(scalar_text(raw).map_err(|e| format!("\"trade_id\": {e}"))?.into_owned()),
+                None => None,
+            };
+            if trade_id.as_ref().is_some_and(|id| id.len() > MAX_NAME_LEN) {
+                return Err(format!("\"trade_id\" is longer than {MAX_NAME_LEN} bytes"));
+            }
+            Ok(Event::Trade(Trade {
+                symbol,
+                ts_event,
+                ts_recv,
+                price: price("price", w.price)?,
+                size: qty("size", w.size)?,
+                trade_id,
+                exchange: name(w.exchange, "exchange")?,
+                source,
+                feed,
+                seq: w.seq,
+            }))
+        }
+        "quote" => Ok(Event::Quote(Quote {
+            symbol,
+            ts_event,
+            ts_recv,
+            bid: price("bid", w.bid)?,
+            bid_size: qty("bid_size", w.bid_size)?,
+            ask: price("ask", w.ask)?,
+            ask_size: qty("ask_size", w.ask_size)?,
+            source,
+            feed,
+            seq: w.seq,
+        })),
+        other => Err(format!("unknown \"type\" {other:?}: expected \"trade\" or \"quote\"")),
+    }
+}
+
+/// Parses a request body, NDJSON or a JSON array, into events stamped with `ts_recv`.
+/// Empty lines are skipped.
+///
+/// # Errors
+/// [`Error::Ingest`] for the first line that cannot be parsed, naming its 1-based line number;
+/// nothing is returned then, so a request is taken whole or not at all.
+pub fn parse_body(body: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> Result<Vec<Event>> {
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> =
+            serde_json::from_str(body).map_err(|e| Error::Ingest { line: e.line(), message: format!("not a JSON array of events: {e}") })?;
+        let mut events = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let offset = item.get().as_ptr() as usize - body.as_ptr() as usize;
+            let line = body[..offset].bytes().filter(|&b| b == b'\n').count() + 1;
+            let event = parse_object(item.get(), default_source, ts_recv)
+                .map_err(|message| Error::Ingest { line, message: format!("element {i}: {message}") })?;
+            events.push(event);
+        }
+        return Ok(events);
+    }
+    let mut events = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        events.push(parse_object(line, default_source, ts_recv).map_err(|message| Error::Ingest { line: i + 1, message })?);
+    }
+    Ok(events)
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // serde_json escapes exactly as JSON requires; writing to a String cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// Renders an event in the ingest format, so a DLQ payload can be fixed and replayed as is.
+pub fn to_json(event: &Event) -> String {
+    let mut out = String::with_capacity(200);
+    match event {
+        Event::Trade(t) => {
+            let _ = write!(out, r#"{{"type":"trade","symbol":"{}","ts_event":{},"price":"{}","size":"{}""#, t.symbol, t.ts_event.0, t.price, t.size);
+            if let Some(id) = &t.trade_id {
+                out.push_str(r#","trade_id":"#);
+                push_json_str(&mut out, id);
+            }
+            if let Some(ex) = &t.exchange {
+                out.push_str(r#","exchange":"#);
+                push_json_str(&mut out, ex);
+            }
+            push_common(&mut out, &t.source, &t.feed, t.seq);
+        }
+        Event::Quote(q) => {
+            let _ = write!(
+                out,
+                r#"{{"type":"quote","symbol":"{}","ts_event":{},"bid":"{}","bid_size":"{}","ask":"{}","ask_size":"{}""#,
+                q.symbol, q.ts_event.0, q.bid, q.bid_size, q.ask, q.ask_size
+            );
+            push_common(&mut out, &q.source, &q.feed, q.seq);
+        }
+    }
+    out.push('}');
+    out
+}
+
+fn push_common(out: &mut String, source: &str, feed: &str, seq: Option<u64>) {
+    out.push_str(r#","source":"#);
+    push_json_str(out, source);
+    out.push_str(r#","feed":"#);
+    push_json_str(out, feed);
+    if let Some(seq) = seq {
+        let _ = write!(out, r#","seq":{seq}"#);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http() -> Arc<str> {
+        Arc::from("http")
+    }
+
+    #[test]
+    fn parses_the_documented_examples() {
+        let body = r#"{"type":"trade","symbol":"NVDA","ts_event":1763800000123456789,"price":"181.25","size":"100","trade_id":"71","seq":71}
+{"type":"quote","symbol":"nvda","ts_event":"2026-11-22T14:30:00.123Z","bid":"181.20","bid_size":"3","ask":181.30,"ask_size":5}
+"#;
+        let events = parse_body(body, &http(), UnixNanos(9)).unwrap();
+        assert_eq!(events.len(), 2);
+        let Event::Trade(t) = &events[0] else { panic!("trade expected") };
+        assert_eq!(t.price, Price::parse("181.25").unwrap());
+        assert_eq!(t.trade_id.as_deref(), Some("71"));
+        assert_eq!(&*t.source, "http");
+        assert_eq!(t.ts_recv, UnixNanos(9));
+        let Event::Quote(q) = &events[1] else { panic!("quote expected") };
+        assert_eq!(q.symbol.as_str(), "NVDA");
+        assert_eq!(q.ask.to_string(), "181.30", "number text kept exactly, precision included");
+        assert_eq!(q.ts_event, UnixNanos::parse("2026-11-22T14:30:00.123Z").unwrap());
+    }
+
+    #[test]
+    fn array_and_ndjson_agree_and_round_trip() {
+        let ndjson = r#"{"type":"trade","symbol":"A","ts_event":1,"price":"1.5","size":"2","exchange":"V"}
+{"type":"quote","symbol":"B","ts_event":2,"bid":"1","bid_size":"1","ask":"2","ask_size":"1","seq":3,"source":"x","attrs":{"pad":"zzz"}}"#;
+        let array = format!("[{}]", ndjson.replace('\n', ",\n"));
+        let a = parse_body(ndjson, &http(), UnixNanos(0)).unwrap();
+        let b = parse_body(&array, &http(), UnixNanos(0)).unwrap();
+        assert_eq!(a, b);
+        let rendered: Vec<String> = a.iter().map(to_json).collect();
+        assert_eq!(parse_body(&rendered.join("\n"), &http(), UnixNanos(0)).unwrap(), a);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let good = r#"{"type":"trade","symbol":"A","ts_event":1,"price":"1","size":"1"}"#;
+        let cases = [
+            (format!("{good}\n\n{{\"type\":\"trade\",\"symbol\":\"A\",\"ts_event\":1,\"prcie\":\"1\",\"size\":\"1\"}}"), 3, "prcie"),
+            (format!("{good}\n{{not json"), 2, "key must be a string"),
+            (format!("{good}\n{}", good.replace("\"1\",\"size\"", "\"1.0000000001\",\"size\"")), 2, "more than 9 decimal places"),
+            (format!("{good}\n{}", good.replace("trade", "order")), 2, "unknown \"type\""),
+            (format!("{good}\n{}", good.replace(",\"size\":\"1\"", "")), 2, "trade needs \"size\""),
+            (format!("{good}\n{}", good.replace("\"ts_event\":1", "\"ts_event\":\"yesterday\"")), 2, "yesterday"),
+            (format!("{good}\n{}", good.replace("\"price\":\"1\"", "\"price\":true")), 2, "expected a string or number"),
+            (format!("[{good},\n{}]", good.replace("\"symbol\":\"A\"", "\"symbol\":\"\"")), 2, "element 1"),
+        ];
+        for (body, line, needle) in cases {
+            match parse_body(&body, &http(), UnixNanos(0)) {
+                Err(Error::Ingest { line: l, message }) => {
+                    assert_eq!(l, line, "{message}");
+                    assert!(message.contains(needle), "{message:?} should mention {needle:?}");
+                }
+                other => panic!("expected an ingest error for {body:?}, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Contracts shared by every tickflow component: the binary codec that events take in the
+//! durable log ([`codec`]), the ingest JSON format that HTTP, files and brokers speak
+//! ([`ingest`]), metric names and counters ([`metrics`]), and cooperative [`Shutdown`].
+//!
+//! It holds no I/O and no runtime: sources, sinks and the pipeline build on these pieces.
+
+pub mod codec;
+mod error;
+pub mod ingest;
+pub mod metrics;
+mod shutdown;
+
+pub use error::{Error, Result};
+pub use shutdown::Shutdown;

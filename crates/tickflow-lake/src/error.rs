@@ -1,0 +1,15 @@
+use std::path::PathBuf;
+
+/// Lake failures, with the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("building {table} batch: {source}")]
+    Arrow { table: &'static str, source: arrow::error::ArrowError },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

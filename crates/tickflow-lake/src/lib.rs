@@ -1,0 +1,25 @@
+//! The lake: rows turned into Arrow and written as Parquet in a hive layout that DuckDB,
+//! Spark, Trino and Athena read as they are:
+//! `<root>/<table>/date=YYYY-MM-DD/symbol=SYM/part-<flush>-<n>.parquet`.
+//!
+//! Every file name carries the flush sequence that wrote it. The pipeline records the last
+//! flush it completed in its checkpoint; files from a later flush are leftovers of a crash
+//! before that checkpoint, and [`Lake::recover`] deletes them so the replay that follows
+//! cannot double a row. Readers take only files up to the published flush.
+//!
+//! This crate does not query; `tickflow-query` does, over [`Lake::files`] and [`Rows`] still
+//! in memory. The main types are [`Lake`], [`Rows`] and [`Table`].
+
+mod convert;
+mod error;
+mod rows;
+mod table;
+mod writer;
+
+pub use convert::to_batch;
+pub use error::{Error, Result};
+pub use rows::Rows;
+pub use table::Table;
+pub use writer::{Lake, WriteReport, flush_seq_of};
+
+pub use arrow::record_batch::RecordBatch;

@@ -1,0 +1,34 @@
+use tickflow_model::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
+
+/// Rows for every table, as produced by processing and not yet in Parquet.
+#[derive(Clone, Debug, Default)]
+pub struct Rows {
+    pub trades: Vec<Trade>,
+    pub quotes: Vec<Quote>,
+    pub bars: Vec<Bar>,
+    pub daily_metrics: Vec<DailyMetric>,
+    pub alerts: Vec<Alert>,
+    pub dlq: Vec<DlqRecord>,
+}
+
+impl Rows {
+    /// Rows over all tables.
+    pub fn len(&self) -> usize {
+        self.trades.len() + self.quotes.len() + self.bars.len() + self.daily_metrics.len() + self.alerts.len() + self.dlq.len()
+    }
+
+    /// Whether there are no rows at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves every row of `other` into `self`.
+    pub fn append(&mut self, other: &mut Rows) {
+        self.trades.append(&mut other.trades);
+        self.quotes.append(&mut other.quotes);
+        self.bars.append(&mut other.bars);
+        self.daily_metrics.append(&mut other.daily_metrics);
+        self.alerts.append(&mut other.alerts);
+        self.dlq.append(&mut other.dlq);
+    }
+}

@@ -1,0 +1,104 @@
+//! The log directory: its layout, the lock that keeps a second writer out, and directory fsync.
+//!
+//! ```text
+//! <dir>/LOCK                          flock'ed while a Log is open
+//! <dir>/00000000000000000000.log      segments, named by base offset
+//! <dir>/consumers/<name>.offset       committed consumer offsets
+//! ```
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const SEGMENT_SUFFIX: &str = ".log";
+const LOCK_FILE: &str = "LOCK";
+
+/// File name of the segment whose first record has offset `base`.
+pub(crate) fn segment_file_name(base: u64) -> String {
+    format!("{base:020}{SEGMENT_SUFFIX}")
+}
+
+/// Inverse of [`segment_file_name`]; `None` for anything else found in the directory.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Creates `dir` if needed (making the new entry durable) and takes an exclusive lock on it.
+/// Two writers on one directory would interleave records and break every invariant, so a second
+/// `Log::open` fails fast instead. The lock is released when the returned file is closed.
+pub(crate) fn create_and_lock(dir: &Path, fsync: bool) -> Result<File> {
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        if fsync && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
+/// Segment files in `dir` as (base offset, path), sorted by base offset.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    let mut segments = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        if let Some(base) = name.to_str().and_then(parse_segment_file_name) {
+            segments.push((base, entry.path()));
+        }
+    }
+    segments.sort_unstable_by_key(|(base, _)| *base);
+    Ok(segments)
+}
+
+/// fsyncs a directory so that file creations, renames and deletions in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_file_name(0), "00000000000000000000.log");
+        assert_eq!(segment_file_name(u64::MAX), "18446744073709551615.log");
+        for base in [0, 1, 4096, u64::MAX] {
+            assert_eq!(parse_segment_file_name(&segment_file_name(base)), Some(base));
+        }
+        for other in ["LOCK", "0.log", "0000000000000000000x.log", "00000000000000000000.tmp"] {
+            assert_eq!(parse_segment_file_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn second_lock_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = create_and_lock(dir.path(), false).expect("first lock");
+        assert!(matches!(create_and_lock(dir.path(), false), Err(Error::Locked { .. })));
+        drop(first);
+        create_and_lock(dir.path(), false).expect("lock after release");
+    }
+}

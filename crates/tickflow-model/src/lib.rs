@@ -1,0 +1,29 @@
+//! tickflow's domain model: exact fixed-point prices and sizes, normalized symbols, UTC
+//! nanosecond timestamps, and the rows every table holds (trades, quotes, bars, daily metrics,
+//! alerts, DLQ records).
+//!
+//! This crate does no I/O and has no async; serialization to bytes, JSON, Arrow or Postgres
+//! lives in the crates that own those formats. The types to start from are [`Price`],
+//! [`Event`] and [`Bar`].
+
+mod alert;
+mod bar;
+mod daily;
+mod date;
+mod dlq;
+mod error;
+mod fixed;
+mod nanos;
+mod symbol;
+mod tick;
+
+pub use alert::{Alert, Severity};
+pub use bar::{Bar, BarInterval};
+pub use daily::DailyMetric;
+pub use date::{Date, days_from_civil};
+pub use dlq::{DlqRecord, RejectReason};
+pub use error::{Error, Result};
+pub use fixed::{FIXED_SCALE, MAX_PRECISION, Price, Qty, Volume};
+pub use nanos::UnixNanos;
+pub use symbol::Symbol;
+pub use tick::{Event, Quote, Trade};

@@ -1,0 +1,1 @@
+//! Config, validated plan, and the running topology: sources, log, processing, lake.

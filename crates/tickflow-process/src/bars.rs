@@ -1,0 +1,113 @@
+//! OHLCV bars from event time.
+//!
+//! Each (symbol, interval) keeps its open bars ordered by start. A trade lands in the bar
+//! whose calendar-aligned window holds its `ts_event`; a bar becomes final, and is emitted,
+//! once the symbol's watermark (the newest event time seen) passes its end plus the lateness
+//! budget. A trade that would land in a final bar is older than that line and was already
+//! rejected as late, so a final bar never changes.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use tickflow_model::{Bar, BarInterval, Price, Symbol, Trade, UnixNanos, Volume};
+
+/// A bar being built, with the exact Σ price × size behind its VWAP.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenBar {
+    pub bar: Bar,
+    /// Σ price.raw × size.raw, in units of 10^-18.
+    notional: i128,
+}
+
+impl OpenBar {
+    fn new(symbol: &Symbol, interval: BarInterval, trade: &Trade) -> Self {
+        let start = interval.start_of(trade.ts_event);
+        let mut volume = Volume::default();
+        volume.add(trade.size);
+        let bar = Bar {
+            symbol: symbol.clone(),
+            interval,
+            start,
+            end: UnixNanos(start.0 + interval.nanos()),
+            open: trade.price,
+            high: trade.price,
+            low: trade.price,
+            close: trade.price,
+            volume,
+            vwap: trade.price,
+            trade_count: 1,
+            is_final: false,
+        };
+        Self { bar, notional: i128::from(trade.price.raw()) * i128::from(trade.size.raw()) }
+    }
+
+    /// Folds a trade into the bar. Trades may arrive out of order within the lateness budget,
+    /// so open and close follow event time, not arrival.
+    fn add(&mut self, trade: &Trade, first_ts: &mut i64, last_ts: &mut i64) {
+        let b = &mut self.bar;
+        if trade.ts_event.0 < *first_ts {
+            *first_ts = trade.ts_event.0;
+            b.open = trade.price;
+        }
+        if trade.ts_event.0 >= *last_ts {
+            *last_ts = trade.ts_event.0;
+            b.close = trade.price;
+        }
+        b.high = b.high.max(trade.price);
+        b.low = b.low.min(trade.price);
+        b.volume.add(trade.size);
+        b.trade_count += 1;
+        self.notional += i128::from(trade.price.raw()) * i128::from(trade.size.raw());
+    }
+
+    /// The bar as it stands, VWAP computed exactly and rounded to 10^-9.
+    pub fn snapshot(&self, is_final: bool) -> Bar {
+        let mut bar = self.bar.clone();
+        let precision = bar.open.precision().max(bar.close.precision()).max(2) + 2;
+        if let Some(vwap) = Price::from_ratio(self.notional, bar.volume.raw(), precision.min(9)) {
+            bar.vwap = vwap;
+        }
+        bar.is_final = is_final;
+        bar
+    }
+}
+
+/// One interval's open bars for one symbol, plus the event-time span of each.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct IntervalBars {
+    open: VecDeque<(OpenBar, i64, i64)>,
+}
+
+impl IntervalBars {
+    /// Adds a trade to its bar, opening one if needed.
+    pub fn add(&mut self, symbol: &Symbol, interval: BarInterval, trade: &Trade) {
+        let start = interval.start_of(trade.ts_event);
+        let ts = trade.ts_event.0;
+        // Newest bar first: almost every trade goes to the last one.
+        match self.open.iter().rposition(|(b, _, _)| b.bar.start <= start) {
+            Some(i) if self.open[i].0.bar.start == start => {
+                let (bar, first, last) = &mut self.open[i];
+                bar.add(trade, first, last);
+            }
+            Some(i) => self.open.insert(i + 1, (OpenBar::new(symbol, interval, trade), ts, ts)),
+            None => self.open.push_front((OpenBar::new(symbol, interval, trade), ts, ts)),
+        }
+    }
+
+    /// Emits, as final, every bar whose end + lateness is at or below the watermark.
+    pub fn close_until(&mut self, watermark: i64, lateness: i64, out: &mut Vec<Bar>) {
+        while let Some((b, _, _)) = self.open.front() {
+            if b.bar.end.0.saturating_add(lateness) > watermark {
+                break;
+            }
+            if let Some((b, _, _)) = self.open.pop_front() {
+                out.push(b.snapshot(true));
+            }
+        }
+    }
+
+    /// Open bars as they stand, not final.
+    pub fn open_bars(&self) -> impl Iterator<Item = Bar> + '_ {
+        self.open.iter().map(|(b, _, _)| b.snapshot(false))
+    }
+}

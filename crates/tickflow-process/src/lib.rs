@@ -1,0 +1,20 @@
+//! Pure, synchronous processing of market events: [`validate`] rejects bad ticks with a
+//! reason, [`dedupe`] drops redeliveries by natural key, [`bars`] builds OHLCV bars from event
+//! time with a lateness budget, [`daily`] turns final daily bars into metrics, and [`alerts`]
+//! evaluates threshold rules and the spike detector.
+//!
+//! No I/O, no async, no clock: time comes in with the events and with the `now` the caller
+//! passes, so the same input always gives the same output, which is what makes a replay
+//! after a crash produce the same rows. The entry point is [`Processor`]; its whole state is
+//! [`State`], serializable so the pipeline can checkpoint it with the log offset.
+
+pub mod alerts;
+pub mod bars;
+pub mod daily;
+pub mod dedupe;
+mod hash;
+mod processor;
+pub mod validate;
+
+pub use alerts::{Condition, SpikeRule, ThresholdRule};
+pub use processor::{Output, Processor, ProcessorConfig, State};

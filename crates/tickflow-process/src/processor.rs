@@ -1,0 +1,181 @@
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tickflow_core::ingest;
+use tickflow_model::{Alert, Bar, BarInterval, DailyMetric, DlqRecord, Event, Quote, RejectReason, Symbol, Trade, UnixNanos};
+
+use crate::alerts::{self, AlertState, SpikeRule, ThresholdRule};
+use crate::bars::IntervalBars;
+use crate::daily::DailyState;
+use crate::dedupe::{DedupeWindow, natural_key};
+use crate::hash::StableBuild;
+use crate::validate::{self, Limits};
+
+/// What processing needs to know; built from the validated config.
+#[derive(Clone, Debug)]
+pub struct ProcessorConfig {
+    /// How far behind a symbol's newest event time a tick may arrive and still count.
+    pub lateness_nanos: i64,
+    pub limits: Limits,
+    pub thresholds: Vec<ThresholdRule>,
+    pub spikes: Vec<SpikeRule>,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self { lateness_nanos: 2_000_000_000, limits: Limits::default(), thresholds: Vec::new(), spikes: Vec::new() }
+    }
+}
+
+/// Rows produced by processing, grouped by table, plus what was dropped.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub trades: Vec<Trade>,
+    pub quotes: Vec<Quote>,
+    pub bars: Vec<Bar>,
+    pub daily_metrics: Vec<DailyMetric>,
+    pub alerts: Vec<Alert>,
+    pub dlq: Vec<DlqRecord>,
+    pub duplicates: u64,
+}
+
+impl Output {
+    /// Rows over all tables.
+    pub fn rows(&self) -> usize {
+        self.trades.len() + self.quotes.len() + self.bars.len() + self.daily_metrics.len() + self.alerts.len() + self.dlq.len()
+    }
+
+    /// Moves every row of `other` into `self`.
+    pub fn append(&mut self, other: &mut Output) {
+        self.trades.append(&mut other.trades);
+        self.quotes.append(&mut other.quotes);
+        self.bars.append(&mut other.bars);
+        self.daily_metrics.append(&mut other.daily_metrics);
+        self.alerts.append(&mut other.alerts);
+        self.dlq.append(&mut other.dlq);
+        self.duplicates += std::mem::take(&mut other.duplicates);
+    }
+}
+
+/// Everything one symbol's processing remembers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SymbolState {
+    /// Newest event time seen (trades and quotes).
+    watermark: i64,
+    dedupe: DedupeWindow,
+    bars: [IntervalBars; 5],
+    daily: DailyState,
+    alerts: AlertState,
+}
+
+/// The processor's whole state, checkpointed with the log offset it corresponds to.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    symbols: HashMap<Symbol, SymbolState, StableBuild>,
+}
+
+impl State {
+    /// Rebuilds derived lookups after deserializing.
+    pub fn restore(&mut self) {
+        for s in self.symbols.values_mut() {
+            s.dedupe.restore();
+        }
+    }
+
+    /// Symbols seen.
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
+    }
+}
+
+/// Validates, dedupes and aggregates events one at a time; see the crate docs.
+#[derive(Debug)]
+pub struct Processor {
+    config: ProcessorConfig,
+    state: State,
+}
+
+impl Processor {
+    /// A processor with empty state.
+    pub fn new(config: ProcessorConfig) -> Self {
+        Self::with_state(config, State::default())
+    }
+
+    /// A processor resuming from a checkpointed state.
+    pub fn with_state(config: ProcessorConfig, mut state: State) -> Self {
+        state.restore();
+        Self { config, state }
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Processes one event read at `offset` of the log; `now` stamps DLQ rows.
+    pub fn process(&mut self, offset: Option<u64>, event: Event, now: UnixNanos, out: &mut Output) {
+        if let Err((reason, error)) = validate::check(&event, &self.config.limits) {
+            out.dlq.push(dlq_row(&event, offset, reason, error, now));
+            return;
+        }
+        let lateness = self.config.lateness_nanos;
+        let ts = event.ts_event().0;
+        let state = match self.state.symbols.get_mut(event.symbol()) {
+            Some(s) => s,
+            None => self.state.symbols.entry(event.symbol().clone()).or_default(),
+        };
+        if ts < state.watermark.saturating_sub(lateness) {
+            let error = format!("ts_event {} is more than {}ms behind the newest event {}", event.ts_event(), lateness / 1_000_000, UnixNanos(state.watermark));
+            out.dlq.push(dlq_row(&event, offset, RejectReason::Late, error, now));
+            return;
+        }
+        if !state.dedupe.insert(ts, natural_key(&event)) {
+            out.duplicates += 1;
+            return;
+        }
+        let advanced = ts > state.watermark;
+        if advanced {
+            state.watermark = ts;
+            state.dedupe.evict_before(ts.saturating_sub(lateness));
+        }
+        match event {
+            Event::Trade(trade) => {
+                for (interval, bars) in BarInterval::ALL.into_iter().zip(state.bars.iter_mut()) {
+                    bars.add(&trade.symbol, interval, &trade);
+                }
+                alerts::evaluate(&mut state.alerts, &self.config.thresholds, &self.config.spikes, &trade, &mut out.alerts);
+                out.trades.push(trade);
+            }
+            Event::Quote(quote) => out.quotes.push(quote),
+        }
+        if advanced {
+            let first_new = out.bars.len();
+            for bars in &mut state.bars {
+                bars.close_until(state.watermark, lateness, &mut out.bars);
+            }
+            for bar in &out.bars[first_new..] {
+                if bar.interval == BarInterval::D1 {
+                    out.daily_metrics.push(state.daily.on_final_daily_bar(bar));
+                }
+            }
+        }
+    }
+
+    /// Sends an undecodable record to the DLQ, keeping its bytes (hex) for inspection.
+    pub fn reject_malformed(offset: u64, bytes: &[u8], error: &str, now: UnixNanos, out: &mut Output) {
+        let payload: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        out.dlq.push(DlqRecord { ts: now, source: "log".into(), offset: Some(offset), reason: RejectReason::Malformed, error: error.to_string(), payload });
+    }
+
+    /// Bars not yet final, for queries that want the latest picture.
+    pub fn open_bars(&self) -> Vec<Bar> {
+        self.state.symbols.values().flat_map(|s| s.bars.iter().flat_map(IntervalBars::open_bars)).collect()
+    }
+}
+
+fn dlq_row(event: &Event, offset: Option<u64>, reason: RejectReason, error: String, now: UnixNanos) -> DlqRecord {
+    DlqRecord { ts: now, source: event.source().to_string(), offset, reason, error, payload: ingest::to_json(event) }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,262 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tickflow_model::{Price, Qty, Severity};
+
+use super::*;
+use crate::alerts::Condition;
+
+const SEC: i64 = 1_000_000_000;
+/// 2026-11-22T00:00:00Z
+const T0: i64 = 1_795_305_600 * SEC;
+
+fn trade(sym: &str, ts: i64, price: &str, size: &str, id: u64) -> Event {
+    Event::Trade(Trade {
+        symbol: Symbol::parse(sym).unwrap(),
+        ts_event: UnixNanos(ts),
+        ts_recv: UnixNanos(ts),
+        price: Price::parse(price).unwrap(),
+        size: Qty::parse(size).unwrap(),
+        trade_id: Some(id.to_string()),
+        exchange: None,
+        source: Arc::from("test"),
+        feed: Arc::from("test"),
+        seq: Some(id),
+    })
+}
+
+fn quote(sym: &str, ts: i64, bid: &str, ask: &str) -> Event {
+    Event::Quote(Quote {
+        symbol: Symbol::parse(sym).unwrap(),
+        ts_event: UnixNanos(ts),
+        ts_recv: UnixNanos(ts),
+        bid: Price::parse(bid).unwrap(),
+        bid_size: Qty::parse("1").unwrap(),
+        ask: Price::parse(ask).unwrap(),
+        ask_size: Qty::parse("1").unwrap(),
+        source: Arc::from("test"),
+        feed: Arc::from("test"),
+        seq: Some(1),
+    })
+}
+
+fn run(p: &mut Processor, events: Vec<Event>) -> Output {
+    let mut out = Output::default();
+    for (i, e) in events.into_iter().enumerate() {
+        p.process(Some(i as u64), e, UnixNanos(T0), &mut out);
+    }
+    out
+}
+
+fn bars_of(out: &Output, interval: BarInterval) -> Vec<&Bar> {
+    out.bars.iter().filter(|b| b.interval == interval).collect()
+}
+
+#[test]
+fn builds_exact_ohlcv_bars_and_finalizes_after_lateness() {
+    let mut p = Processor::new(ProcessorConfig { lateness_nanos: SEC, ..Default::default() });
+    let out = run(
+        &mut p,
+        vec![
+            trade("NVDA", T0 + 100, "10.00", "1", 1),
+            trade("NVDA", T0 + 300, "12.50", "3", 2),
+            trade("NVDA", T0 + 200, "9.00", "2", 3), // out of order within the second
+            trade("NVDA", T0 + SEC + 5, "11", "1", 4), // next second: bar 0 still open (lateness 1s)
+        ],
+    );
+    assert!(bars_of(&out, BarInterval::S1).is_empty(), "not final until watermark passes end + lateness");
+    let out = run(&mut p, vec![trade("NVDA", T0 + 2 * SEC, "11", "1", 5)]);
+    let s1 = bars_of(&out, BarInterval::S1);
+    assert_eq!(s1.len(), 1);
+    let b = s1[0];
+    assert_eq!((b.start.0, b.end.0), (T0, T0 + SEC));
+    assert_eq!((b.open.to_string(), b.high.to_string(), b.low.to_string(), b.close.to_string()), ("10.00".into(), "12.50".into(), "9.00".into(), "12.50".into()));
+    assert_eq!(b.volume.raw(), 6 * SEC as i128);
+    assert_eq!(b.trade_count, 3);
+    // (10*1 + 12.5*3 + 9*2) / 6 = 65.5 / 6 = 10.91666…
+    assert_eq!(b.vwap.raw(), 10_916_666_667);
+    assert!(b.is_final);
+    let open = p.open_bars();
+    assert!(open.iter().any(|b| b.interval == BarInterval::D1 && !b.is_final && b.trade_count == 5));
+}
+
+#[test]
+fn late_ticks_go_to_the_dlq_never_into_bars() {
+    let mut p = Processor::new(ProcessorConfig { lateness_nanos: SEC, ..Default::default() });
+    let out = run(&mut p, vec![trade("A", T0 + 10 * SEC, "1", "1", 1), trade("A", T0 + 5 * SEC, "1", "1", 2), trade("A", T0 + 9 * SEC + 1, "2", "1", 3)]);
+    assert_eq!(out.trades.len(), 2);
+    assert_eq!(out.dlq.len(), 1);
+    assert_eq!(out.dlq[0].reason, RejectReason::Late);
+    assert_eq!(out.dlq[0].offset, Some(1));
+    assert!(out.dlq[0].payload.contains("\"trade_id\":\"2\""), "{}", out.dlq[0].payload);
+    let out = run(&mut p, vec![trade("A", T0 + 60 * SEC, "1", "1", 4)]);
+    let s1 = bars_of(&out, BarInterval::S1);
+    assert_eq!(s1.iter().map(|b| b.trade_count).sum::<u64>(), 2, "the late trade is in no bar");
+}
+
+#[test]
+fn duplicates_are_dropped_and_counted() {
+    let mut p = Processor::new(ProcessorConfig::default());
+    let t = trade("A", T0, "1", "1", 7);
+    let out = run(&mut p, vec![t.clone(), t.clone(), quote("A", T0, "1", "2"), quote("A", T0, "1", "2"), t]);
+    assert_eq!(out.trades.len(), 1);
+    assert_eq!(out.quotes.len(), 1);
+    assert_eq!(out.duplicates, 3);
+}
+
+#[test]
+fn bad_ticks_get_their_reasons() {
+    let mut p = Processor::new(ProcessorConfig::default());
+    let out = run(
+        &mut p,
+        vec![
+            trade("A", T0, "-1", "1", 1),
+            trade("A", T0, "1", "0", 2),
+            quote("A", T0, "2", "1"),
+            quote("A", T0, "1", "1"),
+            {
+                let mut future = trade("A", T0 + 3600 * SEC, "1", "1", 3);
+                if let Event::Trade(t) = &mut future {
+                    t.ts_recv = UnixNanos(T0);
+                }
+                future
+            },
+            trade("A", 1000, "1", "1", 4),
+            trade("A", T0, "1000000000", "1", 5),
+        ],
+    );
+    let reasons: Vec<_> = out.dlq.iter().map(|d| d.reason).collect();
+    assert_eq!(reasons, [RejectReason::NonPositivePrice, RejectReason::ZeroSize, RejectReason::CrossedQuote, RejectReason::AbsurdTimestamp, RejectReason::AbsurdTimestamp, RejectReason::OutOfRange]);
+    assert_eq!(out.quotes.len(), 1, "a locked quote (bid == ask) is valid");
+}
+
+#[test]
+fn daily_metrics_follow_the_formulas() {
+    let mut p = Processor::new(ProcessorConfig::default());
+    let day = 86_400 * SEC;
+    // closes 100, 110, 99, 120, 130, 140; each day high = close + 10, low = close - 10
+    let closes = ["100", "110", "99", "120", "130", "140"];
+    let mut events = Vec::new();
+    for (d, c) in closes.iter().enumerate() {
+        let c: i64 = c.parse().unwrap();
+        let base = T0 + d as i64 * day + 3600 * SEC;
+        events.push(trade("X", base, &(c + 10).to_string(), "1", d as u64 * 10));
+        events.push(trade("X", base + SEC, &(c - 10).to_string(), "1", d as u64 * 10 + 1));
+        events.push(trade("X", base + 2 * SEC, &c.to_string(), "1", d as u64 * 10 + 2));
+    }
+    events.push(trade("X", T0 + 7 * day, "1", "1", 999));
+    let out = run(&mut p, events);
+    let m = &out.daily_metrics;
+    assert_eq!(m.len(), 6);
+    assert_eq!(m[0].date.to_string(), "2026-11-22");
+    assert!((m[0].volatility - 20.0).abs() < 1e-9);
+    assert_eq!(m[0].daily_pct_change, None);
+    assert!((m[1].daily_pct_change.unwrap() - 10.0).abs() < 1e-9);
+    assert!((m[2].volatility - 20.0 / 99.0 * 100.0).abs() < 1e-9);
+    // day 6 averages the last five closes: (110 + 99 + 120 + 130 + 140) / 5 = 119.8
+    assert_eq!(m[5].rolling_avg_5d.raw(), 119_800_000_000);
+    // day 2 averages two closes: 105
+    assert_eq!(m[1].rolling_avg_5d.raw(), 105_000_000_000);
+    assert_eq!(m[5].volume.raw(), 3 * SEC as i128);
+}
+
+#[test]
+fn threshold_alerts_respect_cooldown_and_symbol() {
+    let rule = ThresholdRule { name: "nvda-high".into(), symbol: Some(Symbol::parse("NVDA").unwrap()), condition: "price > 200".parse().unwrap(), cooldown_nanos: 10 * SEC, severity: Severity::Critical };
+    let mut p = Processor::new(ProcessorConfig { thresholds: vec![rule], ..Default::default() });
+    let out = run(
+        &mut p,
+        vec![
+            trade("NVDA", T0, "199", "1", 1),
+            trade("NVDA", T0 + SEC, "201", "1", 2),
+            trade("NVDA", T0 + 2 * SEC, "202", "1", 3),
+            trade("AMD", T0 + 3 * SEC, "300", "1", 4),
+            trade("NVDA", T0 + 11 * SEC, "203", "1", 5),
+        ],
+    );
+    let ts: Vec<_> = out.alerts.iter().map(|a| a.ts.0 - T0).collect();
+    assert_eq!(ts, [SEC, 11 * SEC]);
+    assert_eq!(out.alerts[0].severity, Severity::Critical);
+    assert_eq!(out.alerts[0].threshold, "200");
+    assert!(out.alerts[0].message.contains("201 > 200"), "{}", out.alerts[0].message);
+    assert_ne!(out.alerts[0].alert_id, out.alerts[1].alert_id);
+    assert_eq!("price < 1.5".parse::<Condition>().unwrap(), Condition::Below(Price::parse("1.5").unwrap()));
+    assert!("price >= 3".parse::<Condition>().is_err());
+    assert!("volume > 3".parse::<Condition>().is_err());
+}
+
+#[test]
+fn spike_detector_fires_on_a_jump_only() {
+    let rule = SpikeRule { name: "spike".into(), symbol: None, window: 50, k: 6.0, min_samples: 20, cooldown_nanos: 60 * SEC, severity: Severity::Warning };
+    let mut p = Processor::new(ProcessorConfig { spikes: vec![rule], ..Default::default() });
+    let mut events = Vec::new();
+    for i in 0..200u64 {
+        // ±0.1% zig-zag noise around 100
+        let price = if i % 2 == 0 { "100.0" } else { "100.1" };
+        events.push(trade("A", T0 + i as i64 * SEC / 10, price, "1", i));
+    }
+    assert!(run(&mut p, events).alerts.is_empty(), "noise alone must not fire");
+    let out = run(&mut p, vec![trade("A", T0 + 30 * SEC, "110", "1", 1000)]);
+    assert_eq!(out.alerts.len(), 1);
+    assert!(out.alerts[0].message.contains("+9.890%"), "{}", out.alerts[0].message);
+}
+
+fn arb_events() -> impl Strategy<Value = Vec<Event>> {
+    let one = (0usize..3, 0i64..40, 1u32..2000, 1u32..50, 0u64..30, any::<bool>(), 0u8..20);
+    prop::collection::vec(one, 1..300).prop_map(|v| {
+        v.into_iter()
+            .map(|(s, t, p, q, id, is_trade, bad)| {
+                let sym = ["A", "B", "C"][s];
+                let ts = T0 + t * SEC / 4;
+                let price = if bad == 0 { "-1".to_string() } else { format!("{}.{:02}", p / 100, p % 100) };
+                if is_trade { trade(sym, ts, &price, &q.to_string(), id) } else { quote(sym, ts, &price, &format!("{}", p / 100 + 1)) }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    /// Checkpointing the state at any point and resuming gives exactly the rows an
+    /// uninterrupted run gives: the property crash recovery relies on.
+    #[test]
+    fn resume_from_checkpoint_equals_uninterrupted(events in arb_events(), cut in 0usize..300) {
+        let config = ProcessorConfig {
+            lateness_nanos: SEC,
+            thresholds: vec![ThresholdRule { name: "t".into(), symbol: None, condition: "price > 15".parse().unwrap(), cooldown_nanos: SEC, severity: Severity::Info }],
+            spikes: vec![SpikeRule { name: "s".into(), symbol: None, window: 10, k: 2.0, min_samples: 5, cooldown_nanos: SEC, severity: Severity::Info }],
+            ..Default::default()
+        };
+        let cut = cut.min(events.len());
+        let mut whole = Processor::new(config.clone());
+        let expected = run(&mut whole, events.clone());
+
+        let mut first = Processor::new(config.clone());
+        let mut got = run(&mut first, events[..cut].to_vec());
+        let bytes = postcard::to_allocvec(first.state()).unwrap();
+        let state: State = postcard::from_bytes(&bytes).unwrap();
+        let mut second = Processor::with_state(config, state);
+        let mut rest = run(&mut second, events[cut..].to_vec());
+        got.append(&mut rest);
+
+        prop_assert_eq!(got.trades.len(), expected.trades.len());
+        prop_assert_eq!(got.bars, expected.bars);
+        prop_assert_eq!(got.daily_metrics, expected.daily_metrics);
+        prop_assert_eq!(got.alerts, expected.alerts);
+        prop_assert_eq!(got.duplicates, expected.duplicates);
+        prop_assert_eq!(got.dlq.len(), expected.dlq.len());
+        prop_assert_eq!(second.open_bars().len(), whole.open_bars().len());
+    }
+
+    /// Feeding every event twice changes nothing but the duplicate count.
+    #[test]
+    fn redelivery_never_doubles_a_row(events in arb_events()) {
+        let mut once = Processor::new(ProcessorConfig::default());
+        let a = run(&mut once, events.clone());
+        let mut twice = Processor::new(ProcessorConfig::default());
+        let doubled: Vec<Event> = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+        let b = run(&mut twice, doubled);
+        prop_assert_eq!(a.trades, b.trades);
+        prop_assert_eq!(a.quotes, b.quotes);
+        prop_assert_eq!(a.bars, b.bars);
+    }
+}
