@@ -119,6 +119,8 @@ pub struct Metrics {
     pub alerts: Labeled,
     pub alert_deliveries: Labeled,
     pub rows_written: Labeled,
+    /// Rows produced by processing, by table, durable or not yet.
+    pub rows_produced: Labeled,
     pub lake_files: AtomicU64,
     pub lake_flushes: AtomicU64,
     pub http_requests: Labeled,

@@ -1,13 +1,17 @@
 //! The log directory: its layout, the lock that keeps a second writer out, and directory fsync.
 //!
 //! ```text
-//! <dir>/LOCK                          flock'ed while a Log is open
+//! <dir>/LOCK                          fcntl-locked while a Log is open
 //! <dir>/00000000000000000000.log      segments, named by base offset
 //! <dir>/consumers/<name>.offset       committed consumer offsets
 //! ```
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 
@@ -28,16 +32,61 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Creates `dir` if needed (making the new entry durable) and takes an exclusive lock on it.
-/// Two writers on one directory would interleave records and break every invariant, so a second
-/// `Log::open` fails fast instead. The lock is released when the returned file is closed.
-pub(crate) fn create_and_lock(dir: &Path, fsync: bool) -> Result<File> {
+/// Directories locked by this process. POSIX record locks (below) do not conflict within one
+/// process, so a second `Log` on the same directory in this process is caught here.
+static LOCKED_HERE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Exclusive ownership of a log directory, released on drop. Two writers on one directory
+/// would interleave records and break every invariant, so a second `Log::open` fails fast.
+///
+/// Why `fcntl(F_SETLK)` and not `flock` (`File::lock`): a flock belongs to the open file
+/// description, which a child process forked by *any* thread of this program shares until it
+/// execs; a log closed and reopened meanwhile would find its own lock still held. fcntl record
+/// locks belong to the process and are not inherited across fork.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    canonical: PathBuf,
+    file: Option<File>,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Close (releasing the fcntl lock) before allowing another open in this process: a
+        // close by this process of *any* descriptor of the file would drop a newer lock.
+        drop(self.file.take());
+        LOCKED_HERE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.canonical);
+    }
+}
+
+/// Creates `dir` if needed (making the new entry durable) and takes the exclusive lock on it.
+pub(crate) fn create_and_lock(dir: &Path, fsync: bool) -> Result<DirLock> {
     if !dir.is_dir() {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         if fsync && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
     }
+    let canonical = dir
+        .canonicalize()
+        .map_err(|e| Error::io("resolve directory", dir, e))?;
+    let locked = || Error::Locked {
+        dir: dir.to_path_buf(),
+    };
+    if !LOCKED_HERE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(canonical.clone())
+    {
+        return Err(locked());
+    }
+    // From here on, dropping `lock` undoes the registration.
+    let mut lock = DirLock {
+        canonical,
+        file: None,
+    };
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -46,13 +95,25 @@ pub(crate) fn create_and_lock(dir: &Path, fsync: bool) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io("open lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    // SAFETY: an all-zero `flock` is a valid value (plain integers); the fields that matter
+    // are set below.
+    let mut request: libc::flock = unsafe { std::mem::zeroed() };
+    request.l_type = libc::F_WRLCK as libc::c_short;
+    request.l_whence = libc::SEEK_SET as libc::c_short;
+    request.l_start = 0;
+    request.l_len = 0; // the whole file
+    // SAFETY: the descriptor is open for as long as `file` lives, and `request` is a valid
+    // `flock` that outlives the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &request) };
+    if rc == -1 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EACCES | libc::EAGAIN) => locked(),
+            _ => Error::io("lock", &path, e),
+        });
     }
+    lock.file = Some(file);
+    Ok(lock)
 }
 
 /// Segment files in `dir` as (base offset, path), sorted by base offset.
@@ -98,6 +159,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = create_and_lock(dir.path(), false).expect("first lock");
         assert!(matches!(create_and_lock(dir.path(), false), Err(Error::Locked { .. })));
+        let other_spelling = dir.path().join(".");
+        assert!(matches!(create_and_lock(&other_spelling, false), Err(Error::Locked { .. })));
         drop(first);
         create_and_lock(dir.path(), false).expect("lock after release");
     }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -78,7 +78,7 @@ pub(crate) struct Inner {
     pub(crate) changed: Condvar,
     offsets: OffsetStore,
     /// Holds the directory lock for as long as any clone lives.
-    _lock: File,
+    _lock: dir::DirLock,
 }
 
 /// Everything behind the log's one mutex. It is held only for bookkeeping, never across I/O.

@@ -1,1 +1,18 @@
-//! Config, validated plan, and the running topology: sources, log, processing, lake.
+//! The pipeline: configuration ([`config`]: raw TOML → validated [`Plan`]), and the running
+//! topology ([`Pipeline`]): sources append to the durable log, one processor thread reads it
+//! in order, and a flusher thread writes the lake, then the checkpoint, then the consumer
+//! offset, in that order, which is what makes a restart lose nothing and double nothing.
+//!
+//! It is not the HTTP layer (`tickflow-api`) or the SQL engine (`tickflow-query`); it hands
+//! them ingest, status and [`QueryInputs`].
+
+pub mod checkpoint;
+pub mod config;
+mod error;
+mod live;
+mod runtime;
+
+pub use config::Plan;
+pub use error::{ConfigError, Error, Problem, Result};
+pub use live::{QueryInputs, offline_inputs};
+pub use runtime::{Pipeline, Status};

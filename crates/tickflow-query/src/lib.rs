@@ -1,1 +1,15 @@
-//! SQL over the lake and the unflushed rows; the only crate with DataFusion.
+//! SQL over the lake: each table is the union of its published Parquet files and the rows
+//! still in memory, so a query sees a tick the moment processing has it.
+//!
+//! This is the only crate that links DataFusion; everything else hands it a [`Snapshot`]
+//! (file lists and in-memory batches) and gets record batches back. [`render`] turns them
+//! into the CLI's table, CSV or JSON output.
+
+mod error;
+mod format;
+mod snapshot;
+
+pub use error::{Error, Result};
+pub use format::{Format, render};
+pub use snapshot::{QueryResult, Snapshot, run_sql};
+pub use tickflow_lake::{RecordBatch, Table};

@@ -1,0 +1,73 @@
+//! What queries see beyond published Parquet: rows processed but not yet flushed, rows in a
+//! flush that has not completed, and bars still open.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tickflow_lake::{Lake, RecordBatch, Rows, Table};
+use tickflow_model::Bar;
+use tickflow_process::{Processor, ProcessorConfig};
+
+use crate::{Result, checkpoint};
+
+/// Shared between the processor, the flusher and queries, behind one mutex.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Processed since the last flush began.
+    pub(crate) pending: Rows,
+    /// Handed to the flusher, not yet published.
+    pub(crate) flushing: Vec<(u64, Arc<Rows>)>,
+    /// The last flush whose files readers may use.
+    pub(crate) published_seq: u64,
+    /// Bars not yet final, refreshed a few times a second.
+    pub(crate) open_bars: Vec<Bar>,
+}
+
+/// Everything one query reads: Parquet files per table and in-memory batches per table.
+#[derive(Debug, Default)]
+pub struct QueryInputs {
+    pub files: Vec<(Table, Vec<PathBuf>)>,
+    pub live: Vec<(Table, RecordBatch)>,
+}
+
+impl Live {
+    /// Batches of every in-memory row, taken under the caller's lock so that, together with
+    /// the files up to `published_seq`, each row is seen exactly once.
+    pub(crate) fn batches(&self) -> Result<Vec<(Table, RecordBatch)>> {
+        let mut out = Vec::new();
+        let open = Rows { bars: self.open_bars.clone(), ..Default::default() };
+        let parts = std::iter::once(&self.pending).chain(self.flushing.iter().map(|(_, r)| r.as_ref())).chain(std::iter::once(&open));
+        for rows in parts {
+            if rows.is_empty() {
+                continue;
+            }
+            for table in Table::ALL {
+                let batch = tickflow_lake::to_batch(table, rows)?;
+                if batch.num_rows() > 0 {
+                    out.push((table, batch));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Published files of every table up to `seq`.
+pub(crate) fn files(lake: &Lake, seq: u64) -> Result<Vec<(Table, Vec<PathBuf>)>> {
+    Table::ALL.into_iter().map(|t| Ok((t, lake.files(t, seq)?))).collect()
+}
+
+/// Query inputs for a data directory with no pipeline running: the files the checkpoint
+/// published, plus the bars it holds open.
+///
+/// # Errors
+/// A damaged checkpoint or an unreadable lake.
+pub fn offline_inputs(data_dir: &Path) -> Result<QueryInputs> {
+    let lake = Lake::open(data_dir.join("lake"))?;
+    let Some(ckpt) = checkpoint::read(data_dir)? else {
+        return Ok(QueryInputs::default());
+    };
+    let processor = Processor::with_state(ProcessorConfig::default(), ckpt.state);
+    let live = Live { open_bars: processor.open_bars(), published_seq: ckpt.flush_seq, ..Default::default() };
+    Ok(QueryInputs { files: files(&lake, ckpt.flush_seq)?, live: live.batches()? })
+}

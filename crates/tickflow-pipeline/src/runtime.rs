@@ -1,0 +1,460 @@
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tickflow_core::Shutdown;
+use tickflow_core::codec::{self, Decoder};
+use tickflow_core::metrics::Metrics;
+use tickflow_lake::{Lake, Rows};
+use tickflow_log::{Log, LogConfig};
+use tickflow_model::{Event, UnixNanos};
+use tickflow_process::{Output, Processor};
+use tickflow_sources::Simulator;
+use tickflow_sources::pacing::Pacer;
+
+use crate::config::SimulatorPlan;
+use crate::live::{self, Live, QueryInputs};
+use crate::{Error, Plan, Result, checkpoint};
+
+/// The consumer name under which the processor's offset is stored in the log.
+const CONSUMER: &str = "processor";
+/// Records read from the log per batch.
+const READ_BATCH: usize = 8192;
+
+/// A point-in-time view of the running pipeline, for `/api/v1/status` and the status line.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub uptime_secs: f64,
+    pub log_start_offset: u64,
+    pub log_next_offset: u64,
+    pub processed_offset: u64,
+    pub log_lag: u64,
+    pub ingested: BTreeMap<String, u64>,
+    pub processed: u64,
+    pub rows: BTreeMap<String, u64>,
+    pub rows_durable: BTreeMap<String, u64>,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub alerts: u64,
+    pub flushes: u64,
+    pub published_flush: u64,
+    pub latency_p50_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    /// Set when a pipeline thread failed; the pipeline is then stopping.
+    pub failure: Option<String>,
+}
+
+/// One flush handed from the processor to the flusher.
+struct FlushJob {
+    seq: u64,
+    rows: Arc<Rows>,
+    next_offset: u64,
+    checkpoint: Vec<u8>,
+    recv_times: Vec<i64>,
+}
+
+struct Inner {
+    plan: Plan,
+    log: Log,
+    lake: Lake,
+    metrics: Arc<Metrics>,
+    live: Mutex<Live>,
+    /// Raised first on shutdown: sources stop and ingest refuses new events.
+    stop_sources: Shutdown,
+    /// Raised once sources are done: the processor drains the log, flushes and exits.
+    stop_processing: Shutdown,
+    processed_offset: std::sync::atomic::AtomicU64,
+    started: Instant,
+    failure: Mutex<Option<String>>,
+}
+
+impl Inner {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&self, what: &str, e: &Error) {
+        tracing::error!(thread = what, error = %e, "pipeline thread failed; stopping");
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| format!("{what}: {e}"));
+        self.stop_sources.trigger();
+        self.stop_processing.trigger();
+    }
+}
+
+/// A running pipeline: see the crate docs. Dropping it without [`Pipeline::shutdown`] stops
+/// nothing cleanly; always call `shutdown`.
+pub struct Pipeline {
+    inner: Arc<Inner>,
+    threads: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("data_dir", &self.inner.plan.data_dir).finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Opens the log and lake under the plan's data directory, recovers from the last
+    /// checkpoint, and starts the processor, the flusher and any simulator.
+    ///
+    /// # Errors
+    /// The data directory, log, lake or checkpoint cannot be opened or is damaged.
+    pub fn start(plan: Plan) -> Result<Self> {
+        let data_dir = plan.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io { context: format!("creating {}", data_dir.display()), source })?;
+        let log = Log::open(LogConfig {
+            dir: data_dir.join("log"),
+            segment_bytes: plan.log.segment_bytes,
+            retention_bytes: plan.log.retention_bytes,
+            retention_age: plan.log.retention_age,
+            fsync: plan.log.fsync,
+        })?;
+        let lake = Lake::open(data_dir.join("lake"))?;
+        let ckpt = checkpoint::read(&data_dir)?.unwrap_or_default();
+        let removed = lake.recover(ckpt.flush_seq)?;
+        let next = ckpt.next_offset.max(log.start_offset());
+        tracing::info!(data_dir = %data_dir.display(), next_offset = next, log_end = log.next_offset(), flush_seq = ckpt.flush_seq, removed_files = removed, "recovered");
+        let processor = Processor::with_state(plan.processing.clone(), ckpt.state);
+        let live = Live { published_seq: ckpt.flush_seq, open_bars: processor.open_bars(), ..Default::default() };
+        let inner = Arc::new(Inner {
+            plan,
+            log,
+            lake,
+            metrics: Arc::new(Metrics::default()),
+            live: Mutex::new(live),
+            stop_sources: Shutdown::new(),
+            stop_processing: Shutdown::new(),
+            processed_offset: std::sync::atomic::AtomicU64::new(next),
+            started: Instant::now(),
+            failure: Mutex::new(None),
+        });
+        let (tx, rx) = sync_channel::<FlushJob>(2);
+        let mut threads = Vec::new();
+        let spawn = |name: &'static str, f: Box<dyn FnOnce() -> Result<()> + Send>, inner: Arc<Inner>| {
+            std::thread::Builder::new()
+                .name(format!("tickflow-{name}"))
+                .spawn(move || {
+                    if let Err(e) = f() {
+                        inner.fail(name, &e);
+                    }
+                })
+                .map(|h| (name, h))
+                .map_err(|source| Error::Io { context: format!("spawning {name} thread"), source })
+        };
+        let i = Arc::clone(&inner);
+        threads.push(spawn("flusher", Box::new(move || run_flusher(&i, rx)), Arc::clone(&inner))?);
+        let i = Arc::clone(&inner);
+        threads.push(spawn("processor", Box::new(move || run_processor(&i, processor, next, ckpt.flush_seq, tx)), Arc::clone(&inner))?);
+        if let Some(sim) = inner.plan.simulator.clone() {
+            let i = Arc::clone(&inner);
+            threads.push(spawn("simulator", Box::new(move || run_simulator(&i, sim)), Arc::clone(&inner))?);
+        }
+        Ok(Self { inner, threads })
+    }
+
+    /// The plan it runs.
+    pub fn plan(&self) -> &Plan {
+        &self.inner.plan
+    }
+
+    /// Shared counters, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Appends events durably; returns their log offsets once they are on disk.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] once shutdown began; a log error if the append failed (then
+    /// nothing of the batch is acknowledged).
+    pub fn ingest(&self, source: &str, events: &[Event]) -> Result<Range<u64>> {
+        append(&self.inner, source, events)
+    }
+
+    /// Whether shutdown has begun (or a thread failed).
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop_sources.is_triggered()
+    }
+
+    /// Files and in-memory rows for one consistent query.
+    ///
+    /// # Errors
+    /// The lake cannot be listed or a row cannot be converted.
+    pub fn query_inputs(&self) -> Result<QueryInputs> {
+        let (seq, batches) = {
+            let live = self.inner.live();
+            (live.published_seq, live.batches()?)
+        };
+        Ok(QueryInputs { files: live::files(&self.inner.lake, seq)?, live: batches })
+    }
+
+    /// Current counters and offsets.
+    pub fn status(&self) -> Status {
+        let m = &self.inner.metrics;
+        let log_next = self.inner.log.next_offset();
+        let processed_offset = self.inner.processed_offset.load(Ordering::Relaxed);
+        Status {
+            uptime_secs: self.inner.started.elapsed().as_secs_f64(),
+            log_start_offset: self.inner.log.start_offset(),
+            log_next_offset: log_next,
+            processed_offset,
+            log_lag: log_next.saturating_sub(processed_offset),
+            ingested: m.ingested.snapshot().into_iter().collect(),
+            processed: m.processed.load(Ordering::Relaxed),
+            rows: m.rows_produced.snapshot().into_iter().collect(),
+            rows_durable: m.rows_written.snapshot().into_iter().collect(),
+            rejected: m.rejected_total(),
+            duplicates: m.duplicates.load(Ordering::Relaxed),
+            alerts: m.alerts.total(),
+            flushes: m.lake_flushes.load(Ordering::Relaxed),
+            published_flush: self.inner.live().published_seq,
+            latency_p50_seconds: m.latency.quantile(0.5),
+            latency_p99_seconds: m.latency.quantile(0.99),
+            failure: self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Stops cleanly: sources stop, the processor drains everything already in the log, the
+    /// lake and checkpoint are flushed, and the threads are joined.
+    ///
+    /// # Errors
+    /// The first failure any thread reported.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.inner.stop_sources.trigger();
+        let mut threads = std::mem::take(&mut self.threads);
+        if let Some(pos) = threads.iter().position(|(n, _)| *n == "simulator") {
+            let (_, h) = threads.remove(pos);
+            let _ = h.join();
+        }
+        self.inner.stop_processing.trigger();
+        for (name, h) in threads {
+            if h.join().is_err() {
+                return Err(Error::Thread(name, "panicked".into()));
+            }
+        }
+        match self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(f) => Err(Error::Thread("pipeline", f)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn append(inner: &Inner, source: &str, events: &[Event]) -> Result<Range<u64>> {
+    if inner.stop_sources.is_triggered() {
+        return Err(Error::ShuttingDown);
+    }
+    let records: Vec<Vec<u8>> = events.iter().map(codec::to_bytes).collect();
+    let offsets = inner.log.append_batch(&records)?;
+    inner.metrics.ingested.add(source, events.len() as u64);
+    inner.metrics.log_appended.fetch_add(events.len() as u64, Ordering::Relaxed);
+    Ok(offsets)
+}
+
+fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
+    let mut sim = Simulator::new(plan.config);
+    let mut events = Vec::with_capacity(16_384);
+    // History only into an empty log: on a restart it is already there, and pushing it again
+    // would only fill the DLQ with late ticks.
+    if plan.history_days > 0 && inner.log.next_offset() == 0 {
+        let now = UnixNanos::now();
+        let day = 86_400 * 1_000_000_000i64;
+        let step = plan.history_step_nanos;
+        let mut from = (now.0 - i64::from(plan.history_days) * day) / step * step;
+        let started = Instant::now();
+        let mut pushed = 0usize;
+        while from < now.0 && !inner.stop_sources.is_triggered() {
+            let to = (from + day).min(now.0 - step);
+            sim.history(UnixNanos(from), UnixNanos(to), step, now, &mut events);
+            for chunk in events.chunks(16_384) {
+                append(inner, "simulator", chunk)?;
+            }
+            pushed += events.len();
+            events.clear();
+            from = to.max(from + step);
+        }
+        tracing::info!(events = pushed, days = plan.history_days, secs = started.elapsed().as_secs_f64(), "history pushed");
+    }
+    let mut pacer = Pacer::new(plan.rate);
+    let batch = pacer.batch_size(8192);
+    while !inner.stop_sources.is_triggered() {
+        let wait = pacer.delay_for(batch as u64);
+        if !wait.is_zero() {
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        }
+        sim.next_batch(batch, UnixNanos::now(), &mut events);
+        match append(inner, "simulator", &events) {
+            Ok(_) | Err(Error::ShuttingDown) => {}
+            Err(e) => return Err(e),
+        }
+        events.clear();
+    }
+    Ok(())
+}
+
+fn count_output(metrics: &Metrics, out: &Output) {
+    for (table, n) in [
+        ("trades", out.trades.len()),
+        ("quotes", out.quotes.len()),
+        ("bars", out.bars.len()),
+        ("daily_metrics", out.daily_metrics.len()),
+        ("alerts", out.alerts.len()),
+        ("dlq", out.dlq.len()),
+    ] {
+        if n > 0 {
+            metrics.rows_produced.add(table, n as u64);
+        }
+    }
+    for d in &out.dlq {
+        metrics.reject(d.reason, 1);
+    }
+    for a in &out.alerts {
+        metrics.alerts.add(&a.rule, 1);
+        metrics.alert_deliveries.add("log/ok", 1);
+        tracing::info!(rule = %a.rule, symbol = %a.symbol, value = %a.value, severity = %a.severity, alert_id = %a.alert_id, "{}", a.message);
+    }
+    metrics.duplicates.fetch_add(out.duplicates, Ordering::Relaxed);
+}
+
+fn into_rows(out: &mut Output) -> Rows {
+    Rows {
+        trades: std::mem::take(&mut out.trades),
+        quotes: std::mem::take(&mut out.quotes),
+        bars: std::mem::take(&mut out.bars),
+        daily_metrics: std::mem::take(&mut out.daily_metrics),
+        alerts: std::mem::take(&mut out.alerts),
+        dlq: std::mem::take(&mut out.dlq),
+    }
+}
+
+fn run_processor(inner: &Inner, mut processor: Processor, mut next: u64, mut flush_seq: u64, tx: SyncSender<FlushJob>) -> Result<()> {
+    let mut decoder = Decoder::new();
+    let mut records = Vec::with_capacity(READ_BATCH);
+    let mut out = Output::default();
+    let mut recv_times: Vec<i64> = Vec::new();
+    let mut pending_rows = 0usize;
+    let mut flushed_offset = next;
+    let mut last_flush = Instant::now();
+    let mut last_open_bars = Instant::now();
+    let flush_every = inner.plan.lake.flush_interval;
+    let flush_rows = inner.plan.lake.flush_rows;
+    let mut flush = |processor: &Processor, next: u64, recv_times: &mut Vec<i64>| -> Result<()> {
+        flush_seq += 1;
+        let rows = {
+            let mut live = inner.live();
+            let rows = Arc::new(std::mem::take(&mut live.pending));
+            live.flushing.push((flush_seq, Arc::clone(&rows)));
+            live.open_bars = processor.open_bars();
+            rows
+        };
+        let checkpoint = checkpoint::encode(next, flush_seq, processor.state())?;
+        let job = FlushJob { seq: flush_seq, rows, next_offset: next, checkpoint, recv_times: std::mem::take(recv_times) };
+        tx.send(job).map_err(|_| Error::Thread("flusher", "stopped".into()))
+    };
+    loop {
+        inner.log.read(next, READ_BATCH, &mut records)?;
+        if records.is_empty() {
+            let draining = inner.stop_processing.is_triggered();
+            let due = last_flush.elapsed() >= flush_every || draining;
+            if next > flushed_offset && due {
+                flush(&processor, next, &mut recv_times)?;
+                flushed_offset = next;
+                pending_rows = 0;
+                last_flush = Instant::now();
+            }
+            if draining && next >= inner.log.next_offset() {
+                return Ok(());
+            }
+            inner.log.wait_for(next, Duration::from_millis(20));
+            continue;
+        }
+        let now = UnixNanos::now();
+        let n = records.len() as u64;
+        for (offset, bytes) in records.drain(..) {
+            match decoder.decode(&bytes) {
+                Ok(event) => {
+                    recv_times.push(event.ts_recv().0);
+                    processor.process(Some(offset), event, now, &mut out);
+                }
+                Err(e) => Processor::reject_malformed(offset, &bytes, &e.to_string(), now, &mut out),
+            }
+            next = offset + 1;
+        }
+        let m = &inner.metrics;
+        m.processed.fetch_add(n, Ordering::Relaxed);
+        count_output(m, &out);
+        inner.processed_offset.store(next, Ordering::Relaxed);
+        m.log_lag.store(inner.log.next_offset().saturating_sub(next), Ordering::Relaxed);
+        pending_rows += out.rows();
+        out.duplicates = 0;
+        {
+            let mut rows = into_rows(&mut out);
+            let mut live = inner.live();
+            live.pending.append(&mut rows);
+            if last_open_bars.elapsed() >= Duration::from_millis(250) {
+                live.open_bars = processor.open_bars();
+                last_open_bars = Instant::now();
+            }
+        }
+        if pending_rows >= flush_rows || last_flush.elapsed() >= flush_every {
+            flush(&processor, next, &mut recv_times)?;
+            flushed_offset = next;
+            pending_rows = 0;
+            last_flush = Instant::now();
+        }
+    }
+}
+
+fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
+    let data_dir = &inner.plan.data_dir;
+    let m = &inner.metrics;
+    let mut last_retention = Instant::now();
+    for job in rx {
+        let mut attempt = 0u32;
+        let report = loop {
+            match inner.lake.write(&job.rows, job.seq) {
+                Ok(r) => break r,
+                Err(e) => {
+                    m.sink_errors.add("lake", 1);
+                    attempt += 1;
+                    tracing::warn!(sink = "lake", error = %e, attempt, "lake write failed; retrying");
+                    if inner.stop_processing.is_triggered() && attempt >= 5 {
+                        return Err(e.into());
+                    }
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(attempt.min(50))));
+                }
+            }
+        };
+        checkpoint::write(data_dir, &job.checkpoint)?;
+        inner.log.commit_offset(CONSUMER, job.next_offset)?;
+        {
+            let mut live = inner.live();
+            live.published_seq = job.seq;
+            live.flushing.retain(|(s, _)| *s != job.seq);
+        }
+        let now = UnixNanos::now().0;
+        let mut counts = std::collections::HashMap::<u64, u64>::new();
+        for t in &job.recv_times {
+            // Millisecond resolution is plenty for buckets that start at 0.5 ms.
+            *counts.entry(((now - t).max(0) as u64) / 1_000_000).or_default() += 1;
+        }
+        for (ms, n) in counts {
+            m.latency.observe_n(ms * 1_000_000 + 500_000, n);
+        }
+        for (table, n) in &report.rows {
+            m.rows_written.add(table, *n as u64);
+        }
+        m.lake_files.fetch_add(report.files as u64, Ordering::Relaxed);
+        m.lake_flushes.fetch_add(1, Ordering::Relaxed);
+        if last_retention.elapsed() >= Duration::from_secs(60) {
+            let r = inner.log.enforce_retention()?;
+            tracing::debug!(?r, "log retention");
+            last_retention = Instant::now();
+        }
+    }
+    Ok(())
+}
