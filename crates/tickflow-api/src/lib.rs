@@ -1,1 +1,32 @@
-//! HTTP API: ingest, SQL, status, health and Prometheus metrics.
+//! The HTTP API: ingest, SQL, status, health, Prometheus metrics and the dashboard, all
+//! routed in [`routes`]. Status codes for every error live in [`error`].
+//!
+//! It owns no pipeline logic: handlers call [`tickflow_pipeline::Pipeline`] and
+//! [`tickflow_query`], and translate their answers to HTTP.
+
+pub mod error;
+mod handlers;
+pub mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tickflow_pipeline::Pipeline;
+
+pub use routes::router;
+
+/// State shared by every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub pipeline: Arc<Pipeline>,
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(pipeline: Arc<Pipeline>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let max_body = pipeline.plan().http.max_body_bytes;
+    let app = router(AppState { pipeline }, max_body);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

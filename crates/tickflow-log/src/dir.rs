@@ -147,9 +147,17 @@ mod tests {
         assert_eq!(segment_file_name(0), "00000000000000000000.log");
         assert_eq!(segment_file_name(u64::MAX), "18446744073709551615.log");
         for base in [0, 1, 4096, u64::MAX] {
-            assert_eq!(parse_segment_file_name(&segment_file_name(base)), Some(base));
+            assert_eq!(
+                parse_segment_file_name(&segment_file_name(base)),
+                Some(base)
+            );
         }
-        for other in ["LOCK", "0.log", "0000000000000000000x.log", "00000000000000000000.tmp"] {
+        for other in [
+            "LOCK",
+            "0.log",
+            "0000000000000000000x.log",
+            "00000000000000000000.tmp",
+        ] {
             assert_eq!(parse_segment_file_name(other), None, "{other}");
         }
     }
@@ -158,9 +166,15 @@ mod tests {
     fn second_lock_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = create_and_lock(dir.path(), false).expect("first lock");
-        assert!(matches!(create_and_lock(dir.path(), false), Err(Error::Locked { .. })));
+        assert!(matches!(
+            create_and_lock(dir.path(), false),
+            Err(Error::Locked { .. })
+        ));
         let other_spelling = dir.path().join(".");
-        assert!(matches!(create_and_lock(&other_spelling, false), Err(Error::Locked { .. })));
+        assert!(matches!(
+            create_and_lock(&other_spelling, false),
+            Err(Error::Locked { .. })
+        ));
         drop(first);
         create_and_lock(dir.path(), false).expect("lock after release");
     }

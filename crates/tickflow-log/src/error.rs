@@ -36,7 +36,9 @@ pub enum Error {
     InvalidConsumerName { name: String },
 
     /// Committed offsets only move forward; going back would re-deliver silently.
-    #[error("consumer {consumer:?} already committed {committed}; refusing to go back to {requested}")]
+    #[error(
+        "consumer {consumer:?} already committed {committed}; refusing to go back to {requested}"
+    )]
     OffsetRegression {
         consumer: String,
         committed: u64,

@@ -61,7 +61,9 @@ impl Writer {
             next_offset: active.map_or(0, |s| s.end),
             segment_base: active.map_or(0, |s| s.base),
             segment_size: active.map_or(0, |s| s.size),
-            last_indexed: active.and_then(|s| s.index.last()).map_or(0, |&(_, pos)| pos),
+            last_indexed: active
+                .and_then(|s| s.index.last())
+                .map_or(0, |&(_, pos)| pos),
             pending: Vec::new(),
             syncing: false,
             failed: None,

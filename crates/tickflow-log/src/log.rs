@@ -71,6 +71,12 @@ pub struct Log {
     pub(crate) inner: Arc<Inner>,
 }
 
+// `Log` is shared across producer and consumer threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Log>();
+};
+
 pub(crate) struct Inner {
     pub(crate) config: LogConfig,
     pub(crate) state: Mutex<State>,
@@ -270,19 +276,19 @@ impl Log {
         out: &mut Vec<(u64, Vec<u8>)>,
     ) -> Result<()> {
         out.clear();
-        {
-            let st = self.inner.lock();
-            if offset < st.start_offset() || offset > st.durable_end {
-                return Err(st.out_of_range(offset));
-            }
-        }
         let mut next = offset;
-        while out.len() < max_records {
+        loop {
             let plan = {
                 let st = self.inner.lock();
-                if next >= st.durable_end || next < st.start_offset() {
-                    // Caught up, or retention removed the rest meanwhile: return what we have
-                    // (the next read reports the range error).
+                if next < st.start_offset() || next > st.durable_end {
+                    if out.is_empty() {
+                        return Err(st.out_of_range(next));
+                    }
+                    // Retention removed the rest meanwhile: return what we have (the next
+                    // read reports the range error).
+                    break;
+                }
+                if next == st.durable_end || out.len() >= max_records {
                     break;
                 }
                 st.plan_read(next)
@@ -305,22 +311,31 @@ impl Log {
 
     /// Blocks until `next_offset() > offset` or `timeout` passes; returns whether data is there.
     pub fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to add to now (e.g. Duration::MAX) means no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut st = self.inner.lock();
         loop {
             if st.durable_end > offset {
                 return true;
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .inner
-                .changed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = match deadline {
+                None => self
+                    .inner
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    self.inner
+                        .changed
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
         }
     }
 
@@ -389,7 +404,8 @@ impl Log {
                     modified: segment.file.metadata().and_then(|m| m.modified()).ok(),
                 })
                 .collect();
-            let n = retention::segments_to_delete(&closed, policy, min_committed, SystemTime::now());
+            let n =
+                retention::segments_to_delete(&closed, policy, min_committed, SystemTime::now());
             st.segments
                 .iter()
                 .take(n)

@@ -79,7 +79,9 @@ impl OffsetStore {
     /// Holding this guard serialises commits with each other and with retention, which must
     /// not see a lower offset appear between reading the minimum and deleting segments.
     pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<String, u64>> {
-        self.committed.lock().unwrap_or_else(PoisonError::into_inner)
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Durably records `next_offset` for `consumer`. The caller validated the name and holds
@@ -156,10 +158,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = OffsetStore::open(dir.path().join("c"), false).expect("open");
         store.commit(&mut store.lock(), "a", 5).expect("commit");
-        store.commit(&mut store.lock(), "a", 5).expect("same value is fine");
+        store
+            .commit(&mut store.lock(), "a", 5)
+            .expect("same value is fine");
         assert!(matches!(
             store.commit(&mut store.lock(), "a", 4),
-            Err(Error::OffsetRegression { committed: 5, requested: 4, .. })
+            Err(Error::OffsetRegression {
+                committed: 5,
+                requested: 4,
+                ..
+            })
         ));
         fs::write(dir.path().join("c/b.offset.tmp"), "garbage").expect("write tmp");
         let reopened = OffsetStore::open(dir.path().join("c"), false).expect("reopen");

@@ -86,7 +86,10 @@ mod tests {
         for payload in [&b""[..], b"x", b"hello world"] {
             let buf = framed(7, payload);
             assert_eq!(buf.len() as u64, framed_len(payload.len()));
-            assert_eq!(decode(&buf, 7, true), Decoded::Record { len: payload.len() });
+            assert_eq!(
+                decode(&buf, 7, true),
+                Decoded::Record { len: payload.len() }
+            );
             assert_eq!(&buf[HEADER_LEN..], payload);
         }
     }
@@ -113,7 +116,10 @@ mod tests {
                 let mut bad = buf.clone();
                 bad[byte] ^= 1 << bit;
                 let decoded = decode(&bad, 3, true);
-                assert!(!matches!(decoded, Decoded::Record { .. }), "byte {byte} bit {bit}");
+                assert!(
+                    !matches!(decoded, Decoded::Record { .. }),
+                    "byte {byte} bit {bit}"
+                );
             }
         }
     }
@@ -121,8 +127,14 @@ mod tests {
     #[test]
     fn short_and_absurd_input() {
         let buf = framed(0, b"abcdef");
-        assert_eq!(decode(&buf[..5], 0, true), Decoded::Incomplete { total: HEADER_LEN });
-        assert_eq!(decode(&buf[..10], 0, true), Decoded::Incomplete { total: 14 });
+        assert_eq!(
+            decode(&buf[..5], 0, true),
+            Decoded::Incomplete { total: HEADER_LEN }
+        );
+        assert_eq!(
+            decode(&buf[..10], 0, true),
+            Decoded::Incomplete { total: 14 }
+        );
         let mut absurd = buf.clone();
         absurd[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&absurd, 0, true), Decoded::BadLength);

@@ -75,7 +75,11 @@ mod tests {
     #[test]
     fn by_bytes_oldest_first() {
         let now = SystemTime::now();
-        let closed = [seg(10, 100, HOUR, now), seg(20, 100, HOUR, now), seg(30, 100, HOUR, now)];
+        let closed = [
+            seg(10, 100, HOUR, now),
+            seg(20, 100, HOUR, now),
+            seg(30, 100, HOUR, now),
+        ];
         let policy = |max| Policy {
             max_bytes: Some(max),
             max_age: None,

@@ -230,7 +230,9 @@ impl ReadPlan {
 
 /// What [`RecordReader::peek`] found.
 enum Next {
-    Record { len: usize },
+    Record {
+        len: usize,
+    },
     /// Exactly at the limit: no more records.
     End,
     /// Incomplete record before the limit, absurd length, or crc mismatch.
@@ -307,7 +309,8 @@ impl<'a> RecordReader<'a> {
             self.filled -= self.start;
             self.start = 0;
         }
-        let remaining = usize::try_from(self.limit - self.buf_pos).unwrap_or(usize::MAX);
+        let remaining =
+            usize::try_from(self.limit.saturating_sub(self.buf_pos)).unwrap_or(usize::MAX);
         let want = need.max(self.chunk).min(remaining).max(need);
         if self.buf.len() < want {
             self.buf.resize(want, 0);
@@ -371,12 +374,22 @@ mod tests {
     #[test]
     fn sparse_index_and_reads_from_every_offset() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let payloads: Vec<Vec<u8>> = (0..2000u32).map(|i| vec![i as u8; (i % 50) as usize]).collect();
+        let payloads: Vec<Vec<u8>> = (0..2000u32)
+            .map(|i| vec![i as u8; (i % 50) as usize])
+            .collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         let path = write_records(dir.path(), 100, &refs);
         let seg = Segment::recover_active(path, 100, false).expect("recover");
-        assert!(seg.index.len() > 10, "index has {} entries", seg.index.len());
-        assert!(seg.index.windows(2).all(|w| w[1].1 - w[0].1 >= INDEX_INTERVAL));
+        assert!(
+            seg.index.len() > 10,
+            "index has {} entries",
+            seg.index.len()
+        );
+        assert!(
+            seg.index
+                .windows(2)
+                .all(|w| w[1].1 - w[0].1 >= INDEX_INTERVAL)
+        );
         let mut out = Vec::new();
         for want in (100..2100).step_by(37) {
             let plan = ReadPlan {

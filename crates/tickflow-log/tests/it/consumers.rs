@@ -44,14 +44,26 @@ fn invalid_names_are_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = log_with_records(dir.path(), 1);
     let too_long = "x".repeat(65);
-    for name in ["", "a/b", "../up", "a b", "naïve", too_long.as_str(), "tab\t"] {
+    for name in [
+        "",
+        "a/b",
+        "../up",
+        "a b",
+        "naïve",
+        too_long.as_str(),
+        "tab\t",
+    ] {
         assert!(
-            matches!(log.commit_offset(name, 0), Err(Error::InvalidConsumerName { .. })),
+            matches!(
+                log.commit_offset(name, 0),
+                Err(Error::InvalidConsumerName { .. })
+            ),
             "{name:?}"
         );
         assert_eq!(log.committed_offset(name), None);
     }
-    log.commit_offset(&"x".repeat(64), 1).expect("64 characters is fine");
+    log.commit_offset(&"x".repeat(64), 1)
+        .expect("64 characters is fine");
     assert_eq!(log.consumers().len(), 1);
 }
 
@@ -60,7 +72,8 @@ fn regressing_or_future_commits_are_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = log_with_records(dir.path(), 10);
     log.commit_offset("c", 5).expect("commit");
-    log.commit_offset("c", 5).expect("re-committing the same offset is fine");
+    log.commit_offset("c", 5)
+        .expect("re-committing the same offset is fine");
     match log.commit_offset("c", 4) {
         Err(Error::OffsetRegression {
             consumer,
@@ -73,7 +86,8 @@ fn regressing_or_future_commits_are_rejected() {
         log.commit_offset("c", 11),
         Err(Error::OffsetOutOfRange { offset: 11, .. })
     ));
-    log.commit_offset("c", 10).expect("up to next_offset is fine");
+    log.commit_offset("c", 10)
+        .expect("up to next_offset is fine");
     drop(log);
     let log = Log::open(fast_config(dir.path())).expect("reopen");
     assert!(matches!(

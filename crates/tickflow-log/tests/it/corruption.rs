@@ -55,7 +55,10 @@ fn flipped_byte_in_a_closed_segment_is_an_error_not_data() {
     let mut out = Vec::new();
     // A read running into the damage returns the good records before it...
     log.read(0, 100, &mut out).expect("read up to the damage");
-    assert_eq!(out.iter().map(|r| r.0).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    assert_eq!(
+        out.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..7).collect::<Vec<_>>()
+    );
     // ...and reads at or after it in that segment fail.
     for offset in 7..10 {
         expect_corrupt(log.read(offset, 1, &mut out), second, 2 * FRAMED);
@@ -93,7 +96,8 @@ fn absurd_length_in_a_closed_segment_is_an_error() {
     build(dir.path());
     let first = &segment_files(dir.path())[0];
     let file = OpenOptions::new().write(true).open(first).expect("open");
-    file.write_all_at(&u32::MAX.to_le_bytes(), FRAMED).expect("write");
+    file.write_all_at(&u32::MAX.to_le_bytes(), FRAMED)
+        .expect("write");
     drop(file);
     let log = Log::open(config(dir.path())).expect("open");
     let mut out = Vec::new();
@@ -111,7 +115,8 @@ fn damage_after_open_is_caught_by_the_read_crc() {
     file.write_all_at(&[0xFF], FRAMED + 10).expect("write");
     drop(file);
     let mut out = Vec::new();
-    log.read(20, 10, &mut out).expect("record before the damage");
+    log.read(20, 10, &mut out)
+        .expect("record before the damage");
     assert_eq!(out, vec![(20, record(20))]);
     expect_corrupt(log.read(21, 10, &mut out), &active, FRAMED);
     // Every record the log does return is intact.

@@ -62,7 +62,10 @@ fn check_log(log: &Log, context: &str) -> [u64; WRITERS] {
     while offset < next {
         log.read(offset, 4096, &mut out)
             .unwrap_or_else(|e| panic!("{context}: read at {offset}: {e}"));
-        assert!(!out.is_empty(), "{context}: empty read at {offset} < {next}");
+        assert!(
+            !out.is_empty(),
+            "{context}: empty read at {offset} < {next}"
+        );
         for (o, bytes) in &out {
             assert_eq!(*o, offset, "{context}: offsets must be contiguous");
             let (writer, seq) =
@@ -94,23 +97,29 @@ fn child_appends_until_killed() {
             let log = log.clone();
             s.spawn(move || {
                 let mut seq = first_seq;
-                let mut rng = XorShift::new((seq + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ writer as u64);
+                let mut rng =
+                    XorShift::new((seq + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ writer as u64);
                 let mut batches = 0u64;
                 while Instant::now() < deadline {
                     let n = rng.range(1, 200);
-                    let records: Vec<Vec<u8>> = (seq..seq + n).map(|q| encode(writer as u8, q)).collect();
+                    let records: Vec<Vec<u8>> =
+                        (seq..seq + n).map(|q| encode(writer as u8, q)).collect();
                     log.append_batch(&records).expect("child: append");
                     seq += n;
                     batches += 1;
                     let mut line = format!("ACK {writer} {}\n", seq - 1);
-                    if writer == 0 && batches % 8 == 0 {
+                    if writer == 0 && batches.is_multiple_of(8) {
                         let next = log.next_offset();
                         log.commit_offset(CONSUMER, next).expect("child: commit");
                         line.push_str(&format!("COMMIT {next}\n"));
                     }
                     let stdout = std::io::stdout();
                     let mut out = stdout.lock();
-                    if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
+                    if out
+                        .write_all(line.as_bytes())
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -134,7 +143,13 @@ fn acknowledged_records_survive_sigkill() {
     let mut stored = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .args([
+                CHILD_TEST,
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -234,7 +249,13 @@ fn verify(dir: &Path, acked: [Option<u64>; WRITERS], committed: Option<u64>, rou
     }
     let next = log.next_offset();
     let on_disk = log.committed_offset(CONSUMER);
-    assert!(on_disk >= committed, "{context}: committed {committed:?} but stored {on_disk:?}");
-    assert!(on_disk.is_none_or(|s| s <= next), "{context}: commit past the end");
+    assert!(
+        on_disk >= committed,
+        "{context}: committed {committed:?} but stored {on_disk:?}"
+    );
+    assert!(
+        on_disk.is_none_or(|s| s <= next),
+        "{context}: commit past the end"
+    );
     next
 }

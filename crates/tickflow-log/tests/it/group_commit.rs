@@ -36,11 +36,13 @@ fn concurrent_appenders_get_disjoint_ranges_and_share_fsyncs() {
                     let mut out = Vec::new();
                     (0..BATCHES)
                         .map(|b| {
-                            let records: Vec<Vec<u8>> = (0..BATCH).map(|i| record(t, b, i)).collect();
+                            let records: Vec<Vec<u8>> =
+                                (0..BATCH).map(|i| record(t, b, i)).collect();
                             let range = log.append_batch(&records).expect("append");
                             // Acknowledged means durable, and durable means visible.
                             assert!(log.next_offset() >= range.end, "acked before durable");
-                            log.read(range.end - 1, 1, &mut out).expect("read own record");
+                            log.read(range.end - 1, 1, &mut out)
+                                .expect("read own record");
                             assert_eq!(out, vec![(range.end - 1, record(t, b, BATCH - 1))]);
                             (t, b, range)
                         })
@@ -84,7 +86,10 @@ fn concurrent_appenders_get_disjoint_ranges_and_share_fsyncs() {
         stats.fsyncs < stats.appends,
         "group commit should share fsyncs: {stats:?}"
     );
-    eprintln!("group commit: {} appends, {} fsyncs", stats.appends, stats.fsyncs);
+    eprintln!(
+        "group commit: {} appends, {} fsyncs",
+        stats.appends, stats.fsyncs
+    );
 
     drop(log);
     let log = Log::open(fast_config(dir.path())).expect("reopen");
@@ -99,7 +104,11 @@ fn empty_batches_and_empty_records() {
     let none: [&[u8]; 0] = [];
     assert_eq!(log.append_batch(&none).expect("empty batch"), 0..0);
     assert_eq!(log.append(b"").expect("empty record"), 0);
-    assert_eq!(log.append_batch(&[b"".as_slice(), b"x", b""]).expect("batch"), 1..4);
+    assert_eq!(
+        log.append_batch(&[b"".as_slice(), b"x", b""])
+            .expect("batch"),
+        1..4
+    );
     assert_eq!(log.append_batch(&none).expect("empty batch"), 4..4);
     assert_eq!(log.stats().appends, 2);
     assert_eq!(
@@ -118,7 +127,11 @@ fn oversized_records_are_rejected_whole_batch() {
         result,
         Err(Error::RecordTooLarge { len, max }) if len == MAX_RECORD_BYTES + 1 && max == MAX_RECORD_BYTES
     ));
-    assert_eq!(log.next_offset(), 0, "nothing of a rejected batch is appended");
+    assert_eq!(
+        log.next_offset(),
+        0,
+        "nothing of a rejected batch is appended"
+    );
     let max = vec![1u8; MAX_RECORD_BYTES];
     assert_eq!(log.append(&max).expect("max size is fine"), 0);
     let mut out = Vec::new();
@@ -135,9 +148,11 @@ fn wait_for_wakes_on_append_and_times_out() {
     assert!(start.elapsed() >= Duration::from_millis(30));
     thread::scope(|s| {
         let waiter = s.spawn(|| log.wait_for(0, Duration::from_secs(10)));
+        let forever = s.spawn(|| log.wait_for(0, Duration::MAX));
         thread::sleep(Duration::from_millis(20));
         log.append(b"x").expect("append");
         assert!(waiter.join().expect("waiter"));
+        assert!(forever.join().expect("waiter without deadline"));
     });
     assert!(log.wait_for(0, Duration::ZERO));
     assert!(!log.wait_for(1, Duration::ZERO));
@@ -153,10 +168,13 @@ fn one_open_log_per_directory() {
         Err(Error::Locked { .. })
     ));
     drop(log);
-    assert!(matches!(
-        Log::open(fast_config(dir.path())),
-        Err(Error::Locked { .. })
-    ), "a clone keeps the log open");
+    assert!(
+        matches!(
+            Log::open(fast_config(dir.path())),
+            Err(Error::Locked { .. })
+        ),
+        "a clone keeps the log open"
+    );
     drop(clone);
     Log::open(fast_config(dir.path())).expect("open after all clones dropped");
 }
@@ -171,7 +189,11 @@ fn reads_out_of_range() {
     assert!(out.is_empty(), "out is cleared first");
     assert!(matches!(
         log.read(3, 10, &mut out),
-        Err(Error::OffsetOutOfRange { offset: 3, start: 0, next: 2 })
+        Err(Error::OffsetOutOfRange {
+            offset: 3,
+            start: 0,
+            next: 2
+        })
     ));
     log.read(1, 0, &mut out).expect("max_records 0");
     assert!(out.is_empty());

@@ -28,7 +28,10 @@ fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     let mut offset = log.start_offset();
     while offset < log.next_offset() {
         log.read(offset, 1000, &mut batch).expect("read");
-        assert!(!batch.is_empty(), "read at {offset} returned nothing before the end");
+        assert!(
+            !batch.is_empty(),
+            "read at {offset} returned nothing before the end"
+        );
         offset = batch.last().map_or(offset, |r| r.0 + 1);
         all.append(&mut batch);
     }
@@ -49,7 +52,9 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 /// A distinct, recognisable payload for record `i` (length varies with `i`).
 fn payload(i: u64) -> Vec<u8> {
     let len = (i * 7 % 23) as usize + 1;
-    (0..len).map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8)).collect()
+    (0..len)
+        .map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8))
+        .collect()
 }
 
 /// Small deterministic PRNG so that failures reproduce.

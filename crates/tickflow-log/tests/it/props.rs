@@ -11,7 +11,11 @@ enum Op {
     Reopen,
     /// Read at a random offset, then keep reading from where each read stopped (the path a
     /// tailing consumer takes).
-    Read { at: Index, max: usize, follow_ups: usize },
+    Read {
+        at: Index,
+        max: usize,
+        follow_ups: usize,
+    },
 }
 
 fn payload() -> impl Strategy<Value = Vec<u8>> {

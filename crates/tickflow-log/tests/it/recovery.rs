@@ -33,7 +33,11 @@ fn assert_recovered(dir: &Path, last_start: u64, what: &str) {
     let expected: Vec<(u64, Vec<u8>)> = (0..KEPT).map(|i| (i, payload(i))).collect();
     assert_eq!(read_all(&log), expected, "{what}");
     let file = &segment_files(dir)[0];
-    assert_eq!(fs::metadata(file).expect("stat").len(), last_start, "{what}: truncated");
+    assert_eq!(
+        fs::metadata(file).expect("stat").len(),
+        last_start,
+        "{what}: truncated"
+    );
     assert_eq!(log.append(b"after").expect("append"), KEPT, "{what}");
     drop(log);
     let log = Log::open(fast_config(dir)).expect("reopen again");

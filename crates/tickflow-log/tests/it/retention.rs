@@ -56,10 +56,20 @@ fn by_bytes_deletes_oldest_closed_segments() {
     let mut out = Vec::new();
     assert!(matches!(
         log.read(9, 10, &mut out),
-        Err(Error::OffsetOutOfRange { offset: 9, start: 10, next: 22 })
+        Err(Error::OffsetOutOfRange {
+            offset: 9,
+            start: 10,
+            next: 22
+        })
     ));
-    assert!(matches!(log.read(0, 10, &mut out), Err(Error::OffsetOutOfRange { .. })));
-    assert_eq!(log.enforce_retention().expect("again"), RetentionReport::default());
+    assert!(matches!(
+        log.read(0, 10, &mut out),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        log.enforce_retention().expect("again"),
+        RetentionReport::default()
+    );
     drop(log);
 
     let log = Log::open(config).expect("reopen");
@@ -86,7 +96,10 @@ fn never_deletes_the_active_segment() {
     let mut config = self::config(dir.path());
     config.retention_bytes = Some(0);
     let log = Log::open(config).expect("open");
-    assert_eq!(log.enforce_retention().expect("retention").segments_removed, 0);
+    assert_eq!(
+        log.enforce_retention().expect("retention").segments_removed,
+        0
+    );
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
@@ -99,13 +112,20 @@ fn never_deletes_past_the_lowest_committed_offset() {
     log.commit_offset("fast", 22).expect("commit");
     log.commit_offset("slow", 7).expect("commit");
     // Segment [5,10) holds offsets >= 7, which "slow" has not consumed.
-    assert_eq!(log.enforce_retention().expect("retention").segments_removed, 1);
+    assert_eq!(
+        log.enforce_retention().expect("retention").segments_removed,
+        1
+    );
     assert_eq!(log.start_offset(), 5);
     log.commit_offset("slow", 15).expect("commit");
-    assert_eq!(log.enforce_retention().expect("retention").segments_removed, 2);
+    assert_eq!(
+        log.enforce_retention().expect("retention").segments_removed,
+        2
+    );
     assert_eq!(log.start_offset(), 15);
     let mut out = Vec::new();
-    log.read(15, 100, &mut out).expect("unconsumed records are still there");
+    log.read(15, 100, &mut out)
+        .expect("unconsumed records are still there");
     assert_eq!(out.len(), 7);
 }
 
@@ -120,14 +140,20 @@ fn by_age_uses_mtime_and_spares_the_active_segment() {
     // Only the two oldest segments are old.
     set_mtime(&files[0], two_hours_ago);
     set_mtime(&files[1], two_hours_ago);
-    assert_eq!(log.enforce_retention().expect("retention").segments_removed, 2);
+    assert_eq!(
+        log.enforce_retention().expect("retention").segments_removed,
+        2
+    );
     assert_eq!(log.start_offset(), 10);
     assert_eq!(segment_files(dir.path()), files[2..].to_vec());
     // Everything old now, the active segment included: it still stays.
     for file in &files[2..] {
         set_mtime(file, two_hours_ago);
     }
-    assert_eq!(log.enforce_retention().expect("retention").segments_removed, 2);
+    assert_eq!(
+        log.enforce_retention().expect("retention").segments_removed,
+        2
+    );
     assert_eq!(segment_files(dir.path()), vec![files[4].clone()]);
     assert_eq!(log.start_offset(), 20);
 }
@@ -139,6 +165,9 @@ fn no_policy_deletes_nothing() {
     for file in segment_files(dir.path()) {
         set_mtime(&file, SystemTime::UNIX_EPOCH + Duration::from_secs(1));
     }
-    assert_eq!(log.enforce_retention().expect("retention"), RetentionReport::default());
+    assert_eq!(
+        log.enforce_retention().expect("retention"),
+        RetentionReport::default()
+    );
     assert_eq!(log.start_offset(), 0);
 }

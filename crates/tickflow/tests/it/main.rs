@@ -1,1 +1,7 @@
-fn main() {}
+//! End-to-end tests: the real binary, real files, loopback HTTP.
+
+mod check;
+mod crash;
+mod demo;
+mod http;
+mod support;

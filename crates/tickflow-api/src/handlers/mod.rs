@@ -1,0 +1,5 @@
+pub(crate) mod dashboard;
+pub(crate) mod health;
+pub(crate) mod ingest;
+pub(crate) mod sql;
+pub(crate) mod status;

@@ -1,0 +1,32 @@
+//! Every path the API serves, in one table.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::AppState;
+use crate::handlers::{dashboard, health, ingest, sql, status};
+
+pub const INGEST: &str = "/api/v1/ingest";
+pub const SQL: &str = "/api/v1/sql";
+pub const STATUS: &str = "/api/v1/status";
+pub const METRICS: &str = "/metrics";
+pub const HEALTHZ: &str = "/healthz";
+pub const READYZ: &str = "/readyz";
+pub const DASHBOARD: &str = "/";
+
+/// The router; bodies above `max_body_bytes` are refused with 413.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(DASHBOARD, get(dashboard::index))
+        .route("/app.js", get(dashboard::script))
+        .route("/style.css", get(dashboard::style))
+        .route(HEALTHZ, get(health::healthz))
+        .route(READYZ, get(health::readyz))
+        .route(METRICS, get(health::metrics))
+        .route(INGEST, post(ingest::ingest))
+        .route(SQL, post(sql::sql))
+        .route(STATUS, get(status::status))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,132 @@
+//! Command-line interface: every command, flag and example, as `--help` shows them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Real-time market-data pipeline: ticks in, durable log, bars, daily metrics, alerts,
+/// a Parquet lake and SQL, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tickflow", version, propagate_version = true)]
+#[command(after_help = "Start with `tickflow demo`, then query with `tickflow sql \"SELECT * FROM bars LIMIT 5\"`.\nExit codes: 0 success, 1 failure, 2 invalid usage or configuration.")]
+pub(crate) struct Cli {
+    /// Log more (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the embedded pipeline on the simulator: 90 days of history, then live ticks.
+    #[command(after_help = "Examples:\n  tickflow demo\n  tickflow demo --duration 20 --data-dir /tmp/tf\n  tickflow demo --port 0   # any free port; the address is printed")]
+    Demo(DemoArgs),
+    /// Run the pipeline a config file describes.
+    #[command(after_help = "Examples:\n  tickflow run --config config/demo.toml\n  tickflow run --config my.toml --duration 60")]
+    Run(RunArgs),
+    /// Validate a config file and print every problem with file, line and key.
+    #[command(after_help = "Examples:\n  tickflow check --config config/demo.toml")]
+    Check(CheckArgs),
+    /// Query trades, quotes, bars, daily_metrics, alerts and dlq with SQL.
+    #[command(after_help = "Examples:\n  tickflow sql \"SELECT interval, count(*) FROM bars GROUP BY interval\"\n  tickflow sql --format csv \"SELECT * FROM daily_metrics WHERE symbol = 'NVDA' ORDER BY date\"\n  tickflow sql --data-dir /tmp/tf --format json \"SELECT reason, count(*) FROM dlq GROUP BY reason\"\n\nWhile a pipeline runs on the data directory, the query goes to it and also sees rows not yet\nflushed to Parquet; otherwise the files and the last checkpoint are read directly.\nColumns named like SQL keywords need double quotes: \"end\", \"final\", \"offset\", \"interval\".")]
+    Sql(SqlArgs),
+    /// Send test events to a running pipeline's HTTP ingest (the old test-event producer).
+    #[command(after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750")]
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Stop cleanly after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) duration: Option<u64>,
+    /// Where the log, lake and checkpoint live.
+    #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Address the HTTP server binds to.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub(crate) bind: String,
+    /// HTTP port (0 picks a free one).
+    #[arg(long, value_name = "N", default_value_t = 8750)]
+    pub(crate) port: u16,
+    /// Live simulator rate in events per second (0 = as fast as possible).
+    #[arg(long, value_name = "EVENTS")]
+    pub(crate) rate: Option<u64>,
+    /// Days of simulated history pushed first.
+    #[arg(long, value_name = "DAYS")]
+    pub(crate) history_days: Option<u32>,
+    /// Write a JSON summary (throughput, latency, peak memory) here on exit; bench/ uses it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) summary: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// Stop cleanly after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) duration: Option<u64>,
+    /// Write a JSON summary (throughput, latency, peak memory) here on exit.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) summary: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The config file.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SqlArgs {
+    /// The data directory to query.
+    #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "csv", "json"])]
+    pub(crate) format: String,
+    /// One SQL statement (read-only).
+    pub(crate) query: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    /// Events to send in total.
+    #[arg(long, value_name = "N")]
+    pub(crate) count: u64,
+    /// Events per request.
+    #[arg(long, value_name = "B", default_value_t = 100)]
+    pub(crate) batch_size: u64,
+    /// Pad each event to about this many KB (0 = no padding), as the old producer did.
+    #[arg(long, value_name = "K", default_value_t = 0.0)]
+    pub(crate) target_kb: f64,
+    /// Events per second (0 = as fast as possible).
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    pub(crate) rate: u64,
+    /// Base URL of the running pipeline.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8750")]
+    pub(crate) to: String,
+    /// Symbols to cycle through, comma separated.
+    #[arg(long, value_name = "LIST", default_value = "AAPL,MSFT,NVDA,BTC-USD")]
+    pub(crate) symbols: String,
+    /// Seed of the price walk.
+    #[arg(long, default_value_t = 7)]
+    pub(crate) seed: u64,
+    /// Number of the first event (its `seq` and `trade_id`), to continue an earlier run.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) start_seq: u64,
+    /// Append one line "FIRST LAST" per acknowledged request to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ack_log: Option<PathBuf>,
+    /// Retries per request on connection errors or 5xx before giving up on it.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) retries: u32,
+}
+
+pub(crate) fn parse() -> Cli {
+    Cli::parse()
+}

@@ -1,0 +1,30 @@
+use std::process::ExitCode;
+
+use tickflow_pipeline::config;
+
+use crate::cli::CheckArgs;
+
+/// Validates a config file; prints every problem, or a summary of the plan.
+pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    match config::load(&args.config) {
+        Ok(plan) => {
+            let sim = plan.simulator.as_ref().map_or("none".to_string(), |s| format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate));
+            println!(
+                "{}: ok (data_dir {}, http {}:{}, simulator {}, {} threshold and {} spike rules)",
+                args.config.display(),
+                plan.data_dir.display(),
+                plan.http.bind,
+                plan.http.port,
+                sim,
+                plan.processing.thresholds.len(),
+                plan.processing.spikes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{} problem(s) found", e.problems.len());
+            Ok(ExitCode::from(super::EXIT_USAGE))
+        }
+    }
+}

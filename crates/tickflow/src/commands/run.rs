@@ -1,0 +1,176 @@
+//! `demo` and `run`: start the pipeline and the HTTP server, show a status line, stop cleanly
+//! on Ctrl-C, SIGTERM or `--duration`.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tickflow_pipeline::{Pipeline, Plan, config};
+
+use crate::cli::{DemoArgs, RunArgs};
+
+/// Where a running pipeline writes its address, so `tickflow sql` can find it.
+pub(crate) fn server_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("server.json")
+}
+
+pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut plan = match config::parse(config::DEMO_TOML, Path::new("<embedded demo.toml>")) {
+        Ok(p) => p,
+        Err(e) => anyhow::bail!("the embedded demo config is invalid:\n{e}"),
+    };
+    plan.data_dir = args.data_dir;
+    plan.http.bind = args.bind.parse().with_context(|| format!("--bind {:?} is not an IP address", args.bind))?;
+    plan.http.port = args.port;
+    if let Some(sim) = plan.simulator.as_mut() {
+        if let Some(rate) = args.rate {
+            sim.rate = rate;
+        }
+        if let Some(days) = args.history_days {
+            sim.history_days = days;
+        }
+    }
+    serve(plan, args.duration, args.summary.as_deref())
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    match config::load(&args.config) {
+        Ok(plan) => serve(plan, args.duration, args.summary.as_deref()),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(super::EXIT_USAGE))
+        }
+    }
+}
+
+fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let data_dir = plan.data_dir.clone();
+    let bind = SocketAddr::new(plan.http.bind, plan.http.port);
+    let rt = super::runtime()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(bind)).with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = listener.local_addr()?;
+    let pipeline = Arc::new(Pipeline::start(plan).context("starting the pipeline")?);
+    let url = format!("http://{addr}");
+    std::fs::write(server_file(&data_dir), format!("{{\"url\":\"{url}\",\"pid\":{}}}\n", std::process::id())).context("writing server.json")?;
+    println!("tickflow is running: dashboard {url}/  (data in {}; Ctrl-C stops)", data_dir.display());
+    let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let pipeline = Arc::clone(&pipeline);
+        let mut rx = stop_rx.clone();
+        rt.spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            tickflow_api::serve(pipeline, listener, shutdown).await
+        })
+    };
+    let reason = rt.block_on(wait_for_stop(&pipeline, duration));
+    eprintln!();
+    tracing::info!(reason, "stopping");
+    let _ = stop_tx.send(true);
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await }) {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server error"),
+        Err(_) => tracing::warn!("http server did not stop within 10 s"),
+        _ => {}
+    }
+    drop(rt);
+    let _ = std::fs::remove_file(server_file(&data_dir));
+    let metrics = Arc::clone(pipeline.metrics());
+    let pipeline = Arc::try_unwrap(pipeline).map_err(|_| anyhow::anyhow!("pipeline still in use after the server stopped"))?;
+    let started = pipeline.status();
+    pipeline.shutdown().context("stopping the pipeline")?;
+    let final_status = started;
+    if let Some(path) = summary {
+        let processed = metrics.processed.load(std::sync::atomic::Ordering::Relaxed);
+        let secs = final_status.uptime_secs;
+        let json = serde_json::json!({
+            "processed": processed,
+            "ingested": metrics.ingested.total(),
+            "seconds": secs,
+            "ticks_per_second": processed as f64 / secs.max(1e-9),
+            "latency_p50_seconds": metrics.latency.quantile(0.5),
+            "latency_p99_seconds": metrics.latency.quantile(0.99),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "rejected": metrics.rejected_total(),
+            "alerts": metrics.alerts.total(),
+        });
+        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "stopped ({reason}): {} events processed, rows {:?}, {} rejected to the DLQ, {} duplicates dropped, {} alerts",
+        final_status.processed, final_status.rows, final_status.rejected, final_status.duplicates, final_status.alerts
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Shows the status line until Ctrl-C, SIGTERM, the duration, or a pipeline failure.
+async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static str {
+    let deadline = duration.map(|s| Instant::now() + Duration::from_secs(s));
+    let tty = std::io::stderr().is_terminal();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last_processed = 0u64;
+    let mut last_at = Instant::now();
+    let mut lines = 0u64;
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        #[cfg(unix)]
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sigterm = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return "interrupted",
+            _ = sigterm => return "terminated",
+            _ = ticker.tick() => {}
+        }
+        let s = pipeline.status();
+        if s.failure.is_some() {
+            return "a pipeline thread failed";
+        }
+        let rate = (s.processed - last_processed) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
+        last_processed = s.processed;
+        last_at = Instant::now();
+        let get = |k: &str| s.rows.get(k).copied().unwrap_or(0);
+        let line = format!(
+            "{:>9.0} ticks/s | lag {:>7} | trades {:>9} | bars {:>8} | daily {:>5} | alerts {:>5} | rejects {:>5} | p99 to lake {}",
+            rate,
+            s.log_lag,
+            get("trades"),
+            get("bars"),
+            get("daily_metrics"),
+            s.alerts,
+            s.rejected,
+            s.latency_p99_seconds.map_or("-".to_string(), |p| format!("{:.0} ms", p * 1000.0)),
+        );
+        if tty {
+            eprint!("\r{line}");
+        } else if lines % 5 == 0 {
+            eprintln!("{line}");
+        }
+        lines += 1;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return "duration reached";
+        }
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,63 @@
+//! `tickflow sql`: ask the running pipeline when there is one (it also sees unflushed rows),
+//! otherwise read the lake and the last checkpoint directly.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tickflow_query::{Format, Snapshot};
+
+use crate::cli::SqlArgs;
+
+pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
+    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    let rt = super::runtime()?;
+    if let Some(url) = running_server(&args.data_dir) {
+        let client = reqwest::Client::new();
+        let body = serde_json::json!({ "sql": args.query, "format": if format == Format::Json { "json" } else { &args.format } });
+        let sent = rt.block_on(async { client.post(format!("{url}/api/v1/sql")).header("content-type", "application/json").body(body.to_string()).send().await });
+        if let Ok(resp) = sent {
+            let status = resp.status();
+            let text = rt.block_on(resp.text())?;
+            if status.is_success() {
+                if format == Format::Json {
+                    let v: serde_json::Value = serde_json::from_str(&text)?;
+                    println!("{}", v["rows"]);
+                } else {
+                    print!("{text}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            eprintln!("error: {}", v["error"].as_str().unwrap_or(&text));
+            return Ok(ExitCode::from(if status.is_client_error() { super::EXIT_USAGE } else { 1 }));
+        }
+    }
+    if !args.data_dir.exists() {
+        anyhow::bail!("no data directory at {} (run `tickflow demo` first, or pass --data-dir)", args.data_dir.display());
+    }
+    let inputs = tickflow_pipeline::offline_inputs(&args.data_dir).with_context(|| format!("reading {}", args.data_dir.display()))?;
+    let snapshot = Snapshot { files: inputs.files, live: inputs.live };
+    match rt.block_on(tickflow_query::run_sql(snapshot, &args.query)) {
+        Ok(result) => {
+            let text = tickflow_query::render(&result, format)?;
+            println!("{}", text.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(tickflow_query::Error::Sql(message)) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::from(super::EXIT_USAGE))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The URL in `server.json`, if the process that wrote it is still alive.
+fn running_server(data_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(super::run::server_file(data_dir)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let pid = v["pid"].as_u64()?;
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return None;
+    }
+    v["url"].as_str().map(str::to_string)
+}

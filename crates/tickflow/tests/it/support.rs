@@ -1,0 +1,113 @@
+//! Running the binary and a pipeline under test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tickflow"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+pub(crate) fn run_ok(args: &[&str]) -> String {
+    let out = bin().args(args).output().expect("run tickflow");
+    assert!(out.status.success(), "tickflow {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+pub(crate) fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run tickflow")
+}
+
+/// `tickflow sql --format json` on a data directory, parsed.
+pub(crate) fn sql(data_dir: &Path, query: &str) -> Vec<serde_json::Value> {
+    let out = run_ok(&["sql", "--data-dir", data_dir.to_str().unwrap(), "--format", "json", query]);
+    serde_json::from_str::<Vec<serde_json::Value>>(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A single integer from a one-row, one-column query.
+pub(crate) fn sql_count(data_dir: &Path, query: &str) -> i64 {
+    let rows = sql(data_dir, query);
+    let row = rows.first().and_then(|r| r.as_object()).unwrap_or_else(|| panic!("no row for {query}"));
+    let v = row.values().next().expect("one column");
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// A `tickflow run` process with its config in a temp dir.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) data_dir: PathBuf,
+}
+
+pub(crate) fn config(data_dir: &Path, extra: &str) -> String {
+    format!("data_dir = \"{}\"\n\n[http]\nport = 0\n{extra}\n", data_dir.display())
+}
+
+impl Server {
+    pub(crate) fn start(config_path: &Path, data_dir: &Path) -> Server {
+        let _ = std::fs::remove_file(data_dir.join("server.json"));
+        let child = bin().args(["run", "--config", config_path.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn tickflow run");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(data_dir.join("server.json")) {
+                let v: serde_json::Value = serde_json::from_str(&text).expect("server.json");
+                if v["pid"].as_u64() == Some(u64::from(child.id())) {
+                    let url = v["url"].as_str().expect("url").to_string();
+                    return Server { child, url, data_dir: data_dir.to_path_buf() };
+                }
+            }
+            assert!(Instant::now() < deadline, "tickflow run did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn status(&self) -> serde_json::Value {
+        let (_, body) = http("GET", &format!("{}/api/v1/status", self.url), None);
+        serde_json::from_str(&body).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub(crate) fn stop(mut self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
+        }
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "tickflow run exited with {status}");
+        let _ = self.data_dir;
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A blocking HTTP/1.0 request over a plain socket: (status, body). Status 0 if the
+/// server could not be reached.
+pub(crate) fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else { return (0, String::new()) };
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let body = body.unwrap_or_default();
+    let head = format!("{method} {path} HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+    if stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).is_err() {
+        // The server may answer (413) before reading everything; read what it said.
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return (0, text) };
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body.to_string())
+}
