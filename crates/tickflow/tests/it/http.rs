@@ -15,7 +15,9 @@ fn http_api_answers_and_refuses_clearly() {
     let (code, body) = http("GET", &format!("{url}/healthz"), None);
     assert_eq!((code, body.as_str()), (200, "ok\n"));
 
-    let good = r#"{"type":"trade","symbol":"NVDA","ts_event":"2026-11-22T14:30:00.5Z","price":"181.25","size":"100","trade_id":"1"}"#;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let good = format!(r#"{{"type":"trade","symbol":"NVDA","ts_event":{now},"price":"181.25","size":"100","trade_id":"1"}}"#);
+    let good = good.as_str();
     let ndjson = format!("{good}\n{}\n", good.replace("\"1\"}", "\"2\"}").replace("181.25", "181.50"));
     let (code, body) = http("POST", &format!("{url}/api/v1/ingest"), Some(ndjson.as_bytes()));
     assert_eq!(code, 200, "{body}");

@@ -86,6 +86,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a server running (it would hold the test's pipes open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
