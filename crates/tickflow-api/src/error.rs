@@ -17,7 +17,11 @@ pub struct ApiError {
 impl ApiError {
     /// 400 with a message.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into(), line: None }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            line: None,
+        }
     }
 }
 
@@ -39,14 +43,22 @@ impl From<axum::extract::rejection::StringRejection> for ApiError {
         } else {
             r.body_text()
         };
-        Self { status, message, line: None }
+        Self {
+            status,
+            message,
+            line: None,
+        }
     }
 }
 
 impl From<tickflow_core::Error> for ApiError {
     fn from(e: tickflow_core::Error) -> Self {
         match e {
-            tickflow_core::Error::Ingest { line, message } => Self { status: StatusCode::BAD_REQUEST, message: format!("line {line}: {message}"), line: Some(line) },
+            tickflow_core::Error::Ingest { line, message } => Self {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("line {line}: {message}"),
+                line: Some(line),
+            },
             other => Self::bad_request(other.to_string()),
         }
     }
@@ -58,7 +70,11 @@ impl From<tickflow_pipeline::Error> for ApiError {
             tickflow_pipeline::Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self { status, message: e.to_string(), line: None }
+        Self {
+            status,
+            message: e.to_string(),
+            line: None,
+        }
     }
 }
 
@@ -68,6 +84,10 @@ impl From<tickflow_query::Error> for ApiError {
             tickflow_query::Error::Sql(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self { status, message: e.to_string(), line: None }
+        Self {
+            status,
+            message: e.to_string(),
+            line: None,
+        }
     }
 }

@@ -25,8 +25,14 @@ pub struct AppState {
 ///
 /// # Errors
 /// The listener fails.
-pub async fn serve(pipeline: Arc<Pipeline>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    pipeline: Arc<Pipeline>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let max_body = pipeline.plan().http.max_body_bytes;
     let app = router(AppState { pipeline }, max_body);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

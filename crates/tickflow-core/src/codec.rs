@@ -21,9 +21,9 @@ const HAS_SEQ: u8 = 4;
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
     match event {
         Event::Trade(t) => {
-            let flags = u8::from(t.trade_id.is_some()) * HAS_TRADE_ID
-                | u8::from(t.exchange.is_some()) * HAS_EXCHANGE
-                | u8::from(t.seq.is_some()) * HAS_SEQ;
+            let flags = (u8::from(t.trade_id.is_some()) * HAS_TRADE_ID)
+                | (u8::from(t.exchange.is_some()) * HAS_EXCHANGE)
+                | (u8::from(t.seq.is_some()) * HAS_SEQ);
             out.extend_from_slice(&[TAG_TRADE, flags]);
             out.extend_from_slice(&t.ts_event.0.to_le_bytes());
             out.extend_from_slice(&t.ts_recv.0.to_le_bytes());
@@ -105,14 +105,27 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Error::Codec("truncated"))?))
+        Ok(i64::from_le_bytes(
+            self.take(8)?
+                .try_into()
+                .map_err(|_| Error::Codec("truncated"))?,
+        ))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Error::Codec("truncated"))?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?
+                .try_into()
+                .map_err(|_| Error::Codec("truncated"))?,
+        ))
     }
     fn str(&mut self) -> Result<&'a str> {
-        let len = u16::from_le_bytes(self.take(2)?.try_into().map_err(|_| Error::Codec("truncated"))?);
-        std::str::from_utf8(self.take(usize::from(len))?).map_err(|_| Error::Codec("string is not UTF-8"))
+        let len = u16::from_le_bytes(
+            self.take(2)?
+                .try_into()
+                .map_err(|_| Error::Codec("truncated"))?,
+        );
+        std::str::from_utf8(self.take(usize::from(len))?)
+            .map_err(|_| Error::Codec("string is not UTF-8"))
     }
     fn price(&mut self) -> Result<Price> {
         let raw = self.i64()?;
@@ -173,24 +186,62 @@ impl Decoder {
             TAG_TRADE => {
                 let price = c.price()?;
                 let size = c.qty()?;
-                let seq = if flags & HAS_SEQ != 0 { Some(c.u64()?) } else { None };
+                let seq = if flags & HAS_SEQ != 0 {
+                    Some(c.u64()?)
+                } else {
+                    None
+                };
                 let symbol = self.symbol(c.str()?)?;
                 let source = self.name(c.str()?);
                 let feed = self.name(c.str()?);
-                let exchange = if flags & HAS_EXCHANGE != 0 { Some(self.name(c.str()?)) } else { None };
-                let trade_id = if flags & HAS_TRADE_ID != 0 { Some(c.str()?.to_string()) } else { None };
-                Event::Trade(Trade { symbol, ts_event, ts_recv, price, size, trade_id, exchange, source, feed, seq })
+                let exchange = if flags & HAS_EXCHANGE != 0 {
+                    Some(self.name(c.str()?))
+                } else {
+                    None
+                };
+                let trade_id = if flags & HAS_TRADE_ID != 0 {
+                    Some(c.str()?.to_string())
+                } else {
+                    None
+                };
+                Event::Trade(Trade {
+                    symbol,
+                    ts_event,
+                    ts_recv,
+                    price,
+                    size,
+                    trade_id,
+                    exchange,
+                    source,
+                    feed,
+                    seq,
+                })
             }
             TAG_QUOTE => {
                 let bid = c.price()?;
                 let bid_size = c.qty()?;
                 let ask = c.price()?;
                 let ask_size = c.qty()?;
-                let seq = if flags & HAS_SEQ != 0 { Some(c.u64()?) } else { None };
+                let seq = if flags & HAS_SEQ != 0 {
+                    Some(c.u64()?)
+                } else {
+                    None
+                };
                 let symbol = self.symbol(c.str()?)?;
                 let source = self.name(c.str()?);
                 let feed = self.name(c.str()?);
-                Event::Quote(Quote { symbol, ts_event, ts_recv, bid, bid_size, ask, ask_size, source, feed, seq })
+                Event::Quote(Quote {
+                    symbol,
+                    ts_event,
+                    ts_recv,
+                    bid,
+                    bid_size,
+                    ask,
+                    ask_size,
+                    source,
+                    feed,
+                    seq,
+                })
             }
             _ => return Err(Error::Codec("unknown event tag")),
         };

@@ -71,14 +71,20 @@ fn scalar_text(raw: &RawValue) -> std::result::Result<Cow<'_, str>, String> {
     }
 }
 
-fn field<'a>(raw: Option<&'a RawValue>, name: &str, kind: &str) -> std::result::Result<Cow<'a, str>, String> {
+fn field<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+    kind: &str,
+) -> std::result::Result<Cow<'a, str>, String> {
     let raw = raw.ok_or_else(|| format!("{kind} needs \"{name}\""))?;
     scalar_text(raw).map_err(|e| format!("\"{name}\": {e}"))
 }
 
 fn name(value: Option<Cow<'_, str>>, key: &str) -> std::result::Result<Option<Arc<str>>, String> {
     match value {
-        Some(v) if v.len() > MAX_NAME_LEN => Err(format!("\"{key}\" is longer than {MAX_NAME_LEN} bytes")),
+        Some(v) if v.len() > MAX_NAME_LEN => {
+            Err(format!("\"{key}\" is longer than {MAX_NAME_LEN} bytes"))
+        }
         Some(v) if v.is_empty() => Err(format!("\"{key}\" is empty")),
         Some(v) => Ok(Some(Arc::from(v.as_ref()))),
         None => Ok(None),
@@ -86,10 +92,16 @@ fn name(value: Option<Cow<'_, str>>, key: &str) -> std::result::Result<Option<Ar
 }
 
 /// Parses one JSON object into an event received now from `default_source`.
-fn parse_object(text: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> std::result::Result<Event, String> {
+fn parse_object(
+    text: &str,
+    default_source: &Arc<str>,
+    ts_recv: UnixNanos,
+) -> std::result::Result<Event, String> {
     let w: Wire<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let symbol = Symbol::parse(&w.symbol).map_err(|e| e.to_string())?;
-    let ts_event = UnixNanos::parse(&scalar_text(w.ts_event).map_err(|e| format!("\"ts_event\": {e}"))?).map_err(|e| e.to_string())?;
+    let ts_event =
+        UnixNanos::parse(&scalar_text(w.ts_event).map_err(|e| format!("\"ts_event\": {e}"))?)
+            .map_err(|e| e.to_string())?;
     let source = name(w.source, "source")?.unwrap_or_else(|| Arc::clone(default_source));
     let feed = name(w.feed, "feed")?.unwrap_or_else(|| Arc::clone(&source));
     let price = |key: &str, raw| -> std::result::Result<Price, String> {
@@ -101,7 +113,11 @@ fn parse_object(text: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> st
     match w.kind.as_ref() {
         "trade" => {
             let trade_id = match w.trade_id {
-                Some(raw) => Some(scalar_text(raw).map_err(|e| format!("\"trade_id\": {e}"))?.into_owned()),
+                Some(raw) => Some(
+                    scalar_text(raw)
+                        .map_err(|e| format!("\"trade_id\": {e}"))?
+                        .into_owned(),
+                ),
                 None => None,
             };
             if trade_id.as_ref().is_some_and(|id| id.len() > MAX_NAME_LEN) {
@@ -132,7 +148,9 @@ fn parse_object(text: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> st
             feed,
             seq: w.seq,
         })),
-        other => Err(format!("unknown \"type\" {other:?}: expected \"trade\" or \"quote\"")),
+        other => Err(format!(
+            "unknown \"type\" {other:?}: expected \"trade\" or \"quote\""
+        )),
     }
 }
 
@@ -145,14 +163,20 @@ fn parse_object(text: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> st
 pub fn parse_body(body: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> Result<Vec<Event>> {
     let trimmed = body.trim_start();
     if trimmed.starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(body).map_err(|e| Error::Ingest { line: e.line(), message: format!("not a JSON array of events: {e}") })?;
+        let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|e| Error::Ingest {
+            line: e.line(),
+            message: format!("not a JSON array of events: {e}"),
+        })?;
         let mut events = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let offset = item.get().as_ptr() as usize - body.as_ptr() as usize;
             let line = body[..offset].bytes().filter(|&b| b == b'\n').count() + 1;
-            let event = parse_object(item.get(), default_source, ts_recv)
-                .map_err(|message| Error::Ingest { line, message: format!("element {i}: {message}") })?;
+            let event = parse_object(item.get(), default_source, ts_recv).map_err(|message| {
+                Error::Ingest {
+                    line,
+                    message: format!("element {i}: {message}"),
+                }
+            })?;
             events.push(event);
         }
         return Ok(events);
@@ -162,7 +186,12 @@ pub fn parse_body(body: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> 
         if line.trim().is_empty() {
             continue;
         }
-        events.push(parse_object(line, default_source, ts_recv).map_err(|message| Error::Ingest { line: i + 1, message })?);
+        events.push(
+            parse_object(line, default_source, ts_recv).map_err(|message| Error::Ingest {
+                line: i + 1,
+                message,
+            })?,
+        );
     }
     Ok(events)
 }
@@ -177,7 +206,11 @@ pub fn to_json(event: &Event) -> String {
     let mut out = String::with_capacity(200);
     match event {
         Event::Trade(t) => {
-            let _ = write!(out, r#"{{"type":"trade","symbol":"{}","ts_event":{},"price":"{}","size":"{}""#, t.symbol, t.ts_event.0, t.price, t.size);
+            let _ = write!(
+                out,
+                r#"{{"type":"trade","symbol":"{}","ts_event":{},"price":"{}","size":"{}""#,
+                t.symbol, t.ts_event.0, t.price, t.size
+            );
             if let Some(id) = &t.trade_id {
                 out.push_str(r#","trade_id":"#);
                 push_json_str(&mut out, id);
@@ -226,15 +259,26 @@ mod tests {
 "#;
         let events = parse_body(body, &http(), UnixNanos(9)).unwrap();
         assert_eq!(events.len(), 2);
-        let Event::Trade(t) = &events[0] else { panic!("trade expected") };
+        let Event::Trade(t) = &events[0] else {
+            panic!("trade expected")
+        };
         assert_eq!(t.price, Price::parse("181.25").unwrap());
         assert_eq!(t.trade_id.as_deref(), Some("71"));
         assert_eq!(&*t.source, "http");
         assert_eq!(t.ts_recv, UnixNanos(9));
-        let Event::Quote(q) = &events[1] else { panic!("quote expected") };
+        let Event::Quote(q) = &events[1] else {
+            panic!("quote expected")
+        };
         assert_eq!(q.symbol.as_str(), "NVDA");
-        assert_eq!(q.ask.to_string(), "181.30", "number text kept exactly, precision included");
-        assert_eq!(q.ts_event, UnixNanos::parse("2026-11-22T14:30:00.123Z").unwrap());
+        assert_eq!(
+            q.ask.to_string(),
+            "181.30",
+            "number text kept exactly, precision included"
+        );
+        assert_eq!(
+            q.ts_event,
+            UnixNanos::parse("2026-11-22T14:30:00.123Z").unwrap()
+        );
     }
 
     #[test]
@@ -246,27 +290,75 @@ mod tests {
         let b = parse_body(&array, &http(), UnixNanos(0)).unwrap();
         assert_eq!(a, b);
         let rendered: Vec<String> = a.iter().map(to_json).collect();
-        assert_eq!(parse_body(&rendered.join("\n"), &http(), UnixNanos(0)).unwrap(), a);
+        assert_eq!(
+            parse_body(&rendered.join("\n"), &http(), UnixNanos(0)).unwrap(),
+            a
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
         let good = r#"{"type":"trade","symbol":"A","ts_event":1,"price":"1","size":"1"}"#;
         let cases = [
-            (format!("{good}\n\n{{\"type\":\"trade\",\"symbol\":\"A\",\"ts_event\":1,\"prcie\":\"1\",\"size\":\"1\"}}"), 3, "prcie"),
+            (
+                format!(
+                    "{good}\n\n{{\"type\":\"trade\",\"symbol\":\"A\",\"ts_event\":1,\"prcie\":\"1\",\"size\":\"1\"}}"
+                ),
+                3,
+                "prcie",
+            ),
             (format!("{good}\n{{not json"), 2, "key must be a string"),
-            (format!("{good}\n{}", good.replace("\"1\",\"size\"", "\"1.0000000001\",\"size\"")), 2, "more than 9 decimal places"),
-            (format!("{good}\n{}", good.replace("trade", "order")), 2, "unknown \"type\""),
-            (format!("{good}\n{}", good.replace(",\"size\":\"1\"", "")), 2, "trade needs \"size\""),
-            (format!("{good}\n{}", good.replace("\"ts_event\":1", "\"ts_event\":\"yesterday\"")), 2, "yesterday"),
-            (format!("{good}\n{}", good.replace("\"price\":\"1\"", "\"price\":true")), 2, "expected a string or number"),
-            (format!("[{good},\n{}]", good.replace("\"symbol\":\"A\"", "\"symbol\":\"\"")), 2, "element 1"),
+            (
+                format!(
+                    "{good}\n{}",
+                    good.replace("\"1\",\"size\"", "\"1.0000000001\",\"size\"")
+                ),
+                2,
+                "more than 9 decimal places",
+            ),
+            (
+                format!("{good}\n{}", good.replace("trade", "order")),
+                2,
+                "unknown \"type\"",
+            ),
+            (
+                format!("{good}\n{}", good.replace(",\"size\":\"1\"", "")),
+                2,
+                "trade needs \"size\"",
+            ),
+            (
+                format!(
+                    "{good}\n{}",
+                    good.replace("\"ts_event\":1", "\"ts_event\":\"yesterday\"")
+                ),
+                2,
+                "yesterday",
+            ),
+            (
+                format!(
+                    "{good}\n{}",
+                    good.replace("\"price\":\"1\"", "\"price\":true")
+                ),
+                2,
+                "expected a string or number",
+            ),
+            (
+                format!(
+                    "[{good},\n{}]",
+                    good.replace("\"symbol\":\"A\"", "\"symbol\":\"\"")
+                ),
+                2,
+                "element 1",
+            ),
         ];
         for (body, line, needle) in cases {
             match parse_body(&body, &http(), UnixNanos(0)) {
                 Err(Error::Ingest { line: l, message }) => {
                     assert_eq!(l, line, "{message}");
-                    assert!(message.contains(needle), "{message:?} should mention {needle:?}");
+                    assert!(
+                        message.contains(needle),
+                        "{message:?} should mention {needle:?}"
+                    );
                 }
                 other => panic!("expected an ingest error for {body:?}, got {other:?}"),
             }

@@ -45,7 +45,9 @@ impl Labeled {
     /// Current values, by label.
     pub fn snapshot(&self) -> Vec<(String, u64)> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed))).collect()
+        map.iter()
+            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Sum over labels.
@@ -55,8 +57,10 @@ impl Labeled {
 }
 
 /// Upper bounds of the latency histogram, in seconds.
-pub const LATENCY_BUCKETS: [f64; 20] =
-    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0];
+pub const LATENCY_BUCKETS: [f64; 20] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
+    5.0, 10.0, 30.0, 60.0,
+];
 
 /// A fixed-bucket histogram of durations.
 #[derive(Debug, Default)]
@@ -69,14 +73,21 @@ impl Histogram {
     /// Records `n` observations of the same duration.
     pub fn observe_n(&self, nanos: u64, n: u64) {
         let secs = nanos as f64 / 1e9;
-        let i = LATENCY_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(LATENCY_BUCKETS.len());
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
         self.buckets[i].fetch_add(n, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(nanos.saturating_mul(n), Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(nanos.saturating_mul(n), Ordering::Relaxed);
     }
 
     /// Counts per bucket (the last is +Inf), not cumulative.
     pub fn counts(&self) -> Vec<u64> {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Estimates the q-quantile in seconds by linear interpolation inside its bucket.
@@ -129,51 +140,139 @@ pub struct Metrics {
 impl Metrics {
     /// Counts rejects for `reason`.
     pub fn reject(&self, reason: RejectReason, n: u64) {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.rejected[i].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Rejects counted so far for `reason`.
     pub fn rejected(&self, reason: RejectReason) -> u64 {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.rejected[i].load(Ordering::Relaxed)
     }
 
     /// Rejects over all reasons.
     pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.rejected
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let labeled = |out: &mut String, name: &str, label: &str, help: &str, values: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (k, v) in values {
-                let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", k.replace('\\', "\\\\").replace('"', "\\\""));
-            }
-        };
-        labeled(&mut out, INGESTED_TOTAL, "source", "Events accepted into the durable log.", self.ingested.snapshot());
-        let rejects = RejectReason::ALL.iter().map(|r| (r.as_str().to_string(), self.rejected(*r))).collect();
-        labeled(&mut out, REJECTED_TOTAL, "reason", "Events sent to the DLQ.", rejects);
-        labeled(&mut out, SINK_ERRORS_TOTAL, "sink", "Failed sink writes (retried).", self.sink_errors.snapshot());
-        labeled(&mut out, ALERTS_TOTAL, "rule", "Alerts fired.", self.alerts.snapshot());
-        labeled(&mut out, ROWS_WRITTEN_TOTAL, "table", "Rows durably written to the lake.", self.rows_written.snapshot());
-        labeled(&mut out, HTTP_REQUESTS_TOTAL, "status", "HTTP requests answered.", self.http_requests.snapshot());
-        let _ = writeln!(out, "# HELP {ALERT_DELIVERIES_TOTAL} Alert deliveries by channel and status.\n# TYPE {ALERT_DELIVERIES_TOTAL} counter");
+        let labeled =
+            |out: &mut String, name: &str, label: &str, help: &str, values: Vec<(String, u64)>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (k, v) in values {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{label}=\"{}\"}} {v}",
+                        k.replace('\\', "\\\\").replace('"', "\\\"")
+                    );
+                }
+            };
+        labeled(
+            &mut out,
+            INGESTED_TOTAL,
+            "source",
+            "Events accepted into the durable log.",
+            self.ingested.snapshot(),
+        );
+        let rejects = RejectReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), self.rejected(*r)))
+            .collect();
+        labeled(
+            &mut out,
+            REJECTED_TOTAL,
+            "reason",
+            "Events sent to the DLQ.",
+            rejects,
+        );
+        labeled(
+            &mut out,
+            SINK_ERRORS_TOTAL,
+            "sink",
+            "Failed sink writes (retried).",
+            self.sink_errors.snapshot(),
+        );
+        labeled(
+            &mut out,
+            ALERTS_TOTAL,
+            "rule",
+            "Alerts fired.",
+            self.alerts.snapshot(),
+        );
+        labeled(
+            &mut out,
+            ROWS_WRITTEN_TOTAL,
+            "table",
+            "Rows durably written to the lake.",
+            self.rows_written.snapshot(),
+        );
+        labeled(
+            &mut out,
+            HTTP_REQUESTS_TOTAL,
+            "status",
+            "HTTP requests answered.",
+            self.http_requests.snapshot(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP {ALERT_DELIVERIES_TOTAL} Alert deliveries by channel and status.\n# TYPE {ALERT_DELIVERIES_TOTAL} counter"
+        );
         for (k, v) in self.alert_deliveries.snapshot() {
             let (channel, status) = k.split_once('/').unwrap_or((&k, "ok"));
-            let _ = writeln!(out, "{ALERT_DELIVERIES_TOTAL}{{channel=\"{channel}\",status=\"{status}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "{ALERT_DELIVERIES_TOTAL}{{channel=\"{channel}\",status=\"{status}\"}} {v}"
+            );
         }
         let plain = [
-            (DUPLICATES_TOTAL, "counter", "Events dropped as duplicates of a natural key already seen.", &self.duplicates),
-            (LOG_APPENDED_TOTAL, "counter", "Records appended to the durable log.", &self.log_appended),
-            (PROCESSED_TOTAL, "counter", "Log records processed.", &self.processed),
-            (LAKE_FILES_TOTAL, "counter", "Parquet files written.", &self.lake_files),
-            (LAKE_FLUSHES_TOTAL, "counter", "Lake flushes committed.", &self.lake_flushes),
+            (
+                DUPLICATES_TOTAL,
+                "counter",
+                "Events dropped as duplicates of a natural key already seen.",
+                &self.duplicates,
+            ),
+            (
+                LOG_APPENDED_TOTAL,
+                "counter",
+                "Records appended to the durable log.",
+                &self.log_appended,
+            ),
+            (
+                PROCESSED_TOTAL,
+                "counter",
+                "Log records processed.",
+                &self.processed,
+            ),
+            (
+                LAKE_FILES_TOTAL,
+                "counter",
+                "Parquet files written.",
+                &self.lake_files,
+            ),
+            (
+                LAKE_FLUSHES_TOTAL,
+                "counter",
+                "Lake flushes committed.",
+                &self.lake_flushes,
+            ),
         ];
         for (name, kind, help, value) in plain {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(
             out,
@@ -181,7 +280,10 @@ impl Metrics {
             self.log_lag.load(Ordering::Relaxed)
         );
         let name = PROCESS_LATENCY_SECONDS;
-        let _ = writeln!(out, "# HELP {name} Time from ts_recv to durable in the lake.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from ts_recv to durable in the lake.\n# TYPE {name} histogram"
+        );
         let counts = self.latency.counts();
         let mut cumulative = 0;
         for (i, c) in counts.iter().enumerate() {
@@ -212,7 +314,10 @@ mod tests {
         m.reject(RejectReason::Late, 2);
         m.latency.observe_n(3_000_000, 4); // 3 ms, into the 5 ms bucket
         let text = m.render_prometheus();
-        assert!(text.contains("tickflow_ingested_total{source=\"http\"} 3"), "{text}");
+        assert!(
+            text.contains("tickflow_ingested_total{source=\"http\"} 3"),
+            "{text}"
+        );
         assert!(text.contains("tickflow_rejected_total{reason=\"late\"} 2"));
         assert!(text.contains("tickflow_rejected_total{reason=\"crossed_quote\"} 0"));
         assert!(text.contains("tickflow_process_latency_seconds_bucket{le=\"0.002\"} 0"));

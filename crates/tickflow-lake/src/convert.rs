@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, StringArray,
+    TimestampNanosecondArray, UInt64Array,
+};
 use arrow::record_batch::RecordBatch;
 use tickflow_model::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
 
@@ -20,7 +23,10 @@ fn dec(values: impl Iterator<Item = i128>, wide: bool) -> Result<ArrayRef> {
     };
     let array = Decimal128Array::from_iter_values(values)
         .with_precision_and_scale(p, s)
-        .map_err(|source| Error::Arrow { table: "decimal", source })?;
+        .map_err(|source| Error::Arrow {
+            table: "decimal",
+            source,
+        })?;
     Ok(Arc::new(array))
 }
 
@@ -37,7 +43,10 @@ fn opt_u64(values: impl Iterator<Item = Option<u64>>) -> ArrayRef {
 }
 
 fn batch(table: Table, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-    RecordBatch::try_new(table.schema(), columns).map_err(|source| Error::Arrow { table: table.name(), source })
+    RecordBatch::try_new(table.schema(), columns).map_err(|source| Error::Arrow {
+        table: table.name(),
+        source,
+    })
 }
 
 pub(crate) fn trades(rows: &[&Trade]) -> Result<RecordBatch> {

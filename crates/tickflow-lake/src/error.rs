@@ -4,11 +4,20 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing {path}: {source}")]
-    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("building {table} batch: {source}")]
-    Arrow { table: &'static str, source: arrow::error::ArrowError },
+    Arrow {
+        table: &'static str,
+        source: arrow::error::ArrowError,
+    },
 }
 
 /// Result with this crate's [`Error`].

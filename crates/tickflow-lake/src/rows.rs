@@ -14,7 +14,12 @@ pub struct Rows {
 impl Rows {
     /// Rows over all tables.
     pub fn len(&self) -> usize {
-        self.trades.len() + self.quotes.len() + self.bars.len() + self.daily_metrics.len() + self.alerts.len() + self.dlq.len()
+        self.trades.len()
+            + self.quotes.len()
+            + self.bars.len()
+            + self.daily_metrics.len()
+            + self.alerts.len()
+            + self.dlq.len()
     }
 
     /// Whether there are no rows at all.

@@ -24,7 +24,12 @@ fn ts() -> DataType {
 }
 
 fn schema(fields: Vec<(&str, DataType, bool)>) -> SchemaRef {
-    Arc::new(Schema::new(fields.into_iter().map(|(n, t, null)| Field::new(n, t, null)).collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        fields
+            .into_iter()
+            .map(|(n, t, null)| Field::new(n, t, null))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
@@ -104,7 +109,14 @@ static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 6] = [Self::Trades, Self::Quotes, Self::Bars, Self::DailyMetrics, Self::Alerts, Self::Dlq];
+    pub const ALL: [Table; 6] = [
+        Self::Trades,
+        Self::Quotes,
+        Self::Bars,
+        Self::DailyMetrics,
+        Self::Alerts,
+        Self::Dlq,
+    ];
 
     /// The SQL name.
     pub const fn name(self) -> &'static str {

@@ -28,7 +28,10 @@ pub struct Lake {
 type PartitionKey<'a> = (Date, Option<&'a str>);
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The flush sequence in a part file's name, `part-<flush>-<n>.parquet`.
@@ -39,7 +42,10 @@ pub fn flush_seq_of(path: &Path) -> Option<u64> {
 }
 
 /// Groups rows by partition, keeping their order inside each group.
-fn partition<'a, T>(rows: &'a [T], key: impl Fn(&'a T) -> PartitionKey<'a>) -> BTreeMap<PartitionKey<'a>, Vec<&'a T>> {
+fn partition<'a, T>(
+    rows: &'a [T],
+    key: impl Fn(&'a T) -> PartitionKey<'a>,
+) -> BTreeMap<PartitionKey<'a>, Vec<&'a T>> {
     let mut groups: BTreeMap<PartitionKey<'a>, Vec<&'a T>> = BTreeMap::new();
     for row in rows {
         groups.entry(key(row)).or_default().push(row);
@@ -87,16 +93,29 @@ impl Lake {
     pub fn write(&self, rows: &Rows, flush_seq: u64) -> Result<WriteReport> {
         let mut report = WriteReport::default();
         let mut n = 0usize;
-        let mut write = |table: Table, key: PartitionKey<'_>, batch: arrow::record_batch::RecordBatch| -> Result<()> {
+        let mut write = |table: Table,
+                         key: PartitionKey<'_>,
+                         batch: arrow::record_batch::RecordBatch|
+         -> Result<()> {
             let dir = self.partition_dir(table, key);
             fs::create_dir_all(&dir).map_err(io(&dir))?;
             let path = dir.join(format!("part-{flush_seq:012}-{n:05}.parquet"));
             let tmp = dir.join(format!(".part-{flush_seq:012}-{n:05}.parquet.tmp"));
             n += 1;
             let file = File::create(&tmp).map_err(io(&tmp))?;
-            let mut writer = ArrowWriter::try_new(file, table.schema(), Some(self.props.clone())).map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
-            writer.write(&batch).map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
-            let file = writer.into_inner().map_err(|source| Error::Parquet { path: tmp.clone(), source })?;
+            let mut writer = ArrowWriter::try_new(file, table.schema(), Some(self.props.clone()))
+                .map_err(|source| Error::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
+            writer.write(&batch).map_err(|source| Error::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
+            let file = writer.into_inner().map_err(|source| Error::Parquet {
+                path: tmp.clone(),
+                source,
+            })?;
             report.bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
             fs::rename(&tmp, &path).map_err(io(&path))?;
             report.files += 1;
@@ -104,10 +123,12 @@ impl Lake {
             Ok(())
         };
         let day = |ts: UnixNanos| ts.date();
-        for (key, group) in partition(&rows.trades, |t| (day(t.ts_event), Some(t.symbol.as_str()))) {
+        for (key, group) in partition(&rows.trades, |t| (day(t.ts_event), Some(t.symbol.as_str())))
+        {
             write(Table::Trades, key, convert::trades(&group)?)?;
         }
-        for (key, group) in partition(&rows.quotes, |q| (day(q.ts_event), Some(q.symbol.as_str()))) {
+        for (key, group) in partition(&rows.quotes, |q| (day(q.ts_event), Some(q.symbol.as_str())))
+        {
             write(Table::Quotes, key, convert::quotes(&group)?)?;
         }
         for (key, group) in partition(&rows.bars, |b| (day(b.start), Some(b.symbol.as_str()))) {
@@ -152,7 +173,9 @@ impl Lake {
         let mut doomed = Vec::new();
         walk(&self.root, &mut |path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".parquet.tmp") || flush_seq_of(path).is_some_and(|s| s > committed_seq) {
+            if name.ends_with(".parquet.tmp")
+                || flush_seq_of(path).is_some_and(|s| s > committed_seq)
+            {
                 doomed.push(path.to_path_buf());
             }
         })?;
@@ -160,7 +183,11 @@ impl Lake {
             fs::remove_file(path).map_err(io(path))?;
         }
         if !doomed.is_empty() {
-            tracing::warn!(files = doomed.len(), committed_seq, "removed lake files of an uncommitted flush");
+            tracing::warn!(
+                files = doomed.len(),
+                committed_seq,
+                "removed lake files of an uncommitted flush"
+            );
             sync_filesystem(&self.root)?;
         }
         Ok(doomed.len())
@@ -232,23 +259,59 @@ mod tests {
     fn writes_hive_partitions_and_recovers_uncommitted_flushes() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
-        let rows = Rows { trades: vec![trade("NVDA", 0, 1), trade("NVDA", 0, 2), trade("BTC-USD", 1, 3)], ..Default::default() };
+        let rows = Rows {
+            trades: vec![
+                trade("NVDA", 0, 1),
+                trade("NVDA", 0, 2),
+                trade("BTC-USD", 1, 3),
+            ],
+            ..Default::default()
+        };
         let report = lake.write(&rows, 1).unwrap();
         assert_eq!(report.files, 2);
         assert_eq!(report.rows["trades"], 3);
         let files = lake.files(Table::Trades, 1).unwrap();
-        let rel: Vec<_> = files.iter().map(|p| p.strip_prefix(dir.path()).unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(rel, ["trades/date=2024-10-04/symbol=NVDA/part-000000000001-00000.parquet", "trades/date=2024-10-05/symbol=BTC-USD/part-000000000001-00001.parquet"]);
+        let rel: Vec<_> = files
+            .iter()
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                "trades/date=2024-10-04/symbol=NVDA/part-000000000001-00000.parquet",
+                "trades/date=2024-10-05/symbol=BTC-USD/part-000000000001-00001.parquet"
+            ]
+        );
 
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&files[0]).unwrap()).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&files[0]).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
         let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches[0].num_rows(), 2);
-        assert_eq!(batches[0].schema().field(3).data_type(), &arrow::datatypes::DataType::Decimal128(18, 9));
+        assert_eq!(
+            batches[0].schema().field(3).data_type(),
+            &arrow::datatypes::DataType::Decimal128(18, 9)
+        );
 
         lake.write(&rows, 2).unwrap();
-        assert_eq!(lake.files(Table::Trades, 1).unwrap().len(), 2, "readers ignore an unpublished flush");
+        assert_eq!(
+            lake.files(Table::Trades, 1).unwrap().len(),
+            2,
+            "readers ignore an unpublished flush"
+        );
         assert_eq!(lake.files(Table::Trades, 2).unwrap().len(), 4);
-        fs::write(dir.path().join("trades/.part-000000000003-00000.parquet.tmp"), b"half").unwrap();
+        fs::write(
+            dir.path()
+                .join("trades/.part-000000000003-00000.parquet.tmp"),
+            b"half",
+        )
+        .unwrap();
         assert_eq!(lake.recover(1).unwrap(), 3);
         assert_eq!(lake.files(Table::Trades, u64::MAX).unwrap(), files);
     }

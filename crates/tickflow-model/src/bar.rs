@@ -57,7 +57,12 @@ impl fmt::Display for BarInterval {
 impl FromStr for BarInterval {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|i| i.as_str() == s).ok_or_else(|| Error::Interval { value: s.to_string() })
+        Self::ALL
+            .into_iter()
+            .find(|i| i.as_str() == s)
+            .ok_or_else(|| Error::Interval {
+                value: s.to_string(),
+            })
     }
 }
 

@@ -51,7 +51,9 @@ impl Date {
     /// # Errors
     /// Anything else, or a day that does not exist.
     pub fn parse(text: &str) -> Result<Self> {
-        let err = || Error::Date { value: text.to_string() };
+        let err = || Error::Date {
+            value: text.to_string(),
+        };
         let b = text.as_bytes();
         if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return Err(err());

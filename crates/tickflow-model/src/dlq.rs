@@ -26,8 +26,15 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, for metrics that list zeros too.
-    pub const ALL: [RejectReason; 7] =
-        [Self::Malformed, Self::NonPositivePrice, Self::ZeroSize, Self::CrossedQuote, Self::AbsurdTimestamp, Self::Late, Self::OutOfRange];
+    pub const ALL: [RejectReason; 7] = [
+        Self::Malformed,
+        Self::NonPositivePrice,
+        Self::ZeroSize,
+        Self::CrossedQuote,
+        Self::AbsurdTimestamp,
+        Self::Late,
+        Self::OutOfRange,
+    ];
 
     /// The snake_case name stored in the `dlq.reason` column.
     pub const fn as_str(self) -> &'static str {

@@ -19,7 +19,10 @@ pub const MAX_PRECISION: u8 = 9;
 
 /// A decimal parsed into raw units of 10^-9, plus the number of fractional digits it was written with.
 fn parse_decimal(text: &str) -> Result<(i128, u8)> {
-    let err = |reason| Error::Decimal { value: text.to_string(), reason };
+    let err = |reason| Error::Decimal {
+        value: text.to_string(),
+        reason,
+    };
     let s = text.trim();
     let (negative, s) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -40,7 +43,11 @@ fn parse_decimal(text: &str) -> Result<(i128, u8)> {
     if int_part.is_empty() && frac_part.is_empty() {
         return Err(err("no digits"));
     }
-    if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return Err(err("not a decimal number"));
     }
     if exponent.abs() > 40 {
@@ -62,7 +69,11 @@ fn parse_decimal(text: &str) -> Result<(i128, u8)> {
     if significant.len() as i32 + shift.max(0) > 38 {
         return Err(err("too large"));
     }
-    let mut raw: i128 = if significant.is_empty() { 0 } else { significant.parse().map_err(|_| err("too large"))? };
+    let mut raw: i128 = if significant.is_empty() {
+        0
+    } else {
+        significant.parse().map_err(|_| err("too large"))?
+    };
     for _ in 0..shift.max(0) {
         raw = raw.checked_mul(10).ok_or_else(|| err("too large"))?;
     }
@@ -80,7 +91,11 @@ fn write_fixed(f: &mut fmt::Formatter<'_>, raw: i128, precision: u8) -> fmt::Res
     }
     let frac = abs % scale as u128;
     let frac = frac / 10u128.pow(u32::from(MAX_PRECISION - precision));
-    write!(f, "{sign}{int}.{frac:0width$}", width = usize::from(precision))
+    write!(
+        f,
+        "{sign}{int}.{frac:0width$}",
+        width = usize::from(precision)
+    )
 }
 
 macro_rules! fixed_common {
@@ -96,7 +111,10 @@ macro_rules! fixed_common {
             }
             /// The same value shown with another number of digits (capped at 9).
             pub fn with_precision(self, precision: u8) -> Self {
-                Self { raw: self.raw, precision: precision.min(MAX_PRECISION) }
+                Self {
+                    raw: self.raw,
+                    precision: precision.min(MAX_PRECISION),
+                }
             }
             /// A lossy view for statistics (volatility, z-scores), never for storage.
             pub fn as_f64(self) -> f64 {
@@ -150,7 +168,10 @@ fixed_common!(Price, i64);
 impl Price {
     /// Builds a price from raw units of 10^-9.
     pub fn from_raw(raw: i64, precision: u8) -> Self {
-        Self { raw, precision: precision.min(MAX_PRECISION) }
+        Self {
+            raw,
+            precision: precision.min(MAX_PRECISION),
+        }
     }
 
     /// Parses decimal text such as `181.25`, `-3`, `1.5e2`.
@@ -159,7 +180,10 @@ impl Price {
     /// Text that is not a decimal, has more than 9 significant fractional digits, or does not fit.
     pub fn parse(text: &str) -> Result<Self> {
         let (raw, precision) = parse_decimal(text)?;
-        let raw = i64::try_from(raw).map_err(|_| Error::Decimal { value: text.to_string(), reason: "too large" })?;
+        let raw = i64::try_from(raw).map_err(|_| Error::Decimal {
+            value: text.to_string(),
+            reason: "too large",
+        })?;
         Ok(Self { raw, precision })
     }
 
@@ -171,8 +195,14 @@ impl Price {
         }
         let q = num / den;
         let r = num % den;
-        let q = if 2 * r.abs() >= den.abs() { q + (num.signum() * den.signum()) } else { q };
-        i64::try_from(q).ok().map(|raw| Self::from_raw(raw, precision))
+        let q = if 2 * r.abs() >= den.abs() {
+            q + (num.signum() * den.signum())
+        } else {
+            q
+        };
+        i64::try_from(q)
+            .ok()
+            .map(|raw| Self::from_raw(raw, precision))
     }
 }
 
@@ -187,7 +217,10 @@ fixed_common!(Qty, u64);
 impl Qty {
     /// Builds a size from raw units of 10^-9.
     pub fn from_raw(raw: u64, precision: u8) -> Self {
-        Self { raw, precision: precision.min(MAX_PRECISION) }
+        Self {
+            raw,
+            precision: precision.min(MAX_PRECISION),
+        }
     }
 
     /// Parses decimal text such as `100` or `0.0025`.
@@ -197,9 +230,15 @@ impl Qty {
     pub fn parse(text: &str) -> Result<Self> {
         let (raw, precision) = parse_decimal(text)?;
         if raw < 0 {
-            return Err(Error::Decimal { value: text.to_string(), reason: "size must not be negative" });
+            return Err(Error::Decimal {
+                value: text.to_string(),
+                reason: "size must not be negative",
+            });
         }
-        let raw = u64::try_from(raw).map_err(|_| Error::Decimal { value: text.to_string(), reason: "too large" })?;
+        let raw = u64::try_from(raw).map_err(|_| Error::Decimal {
+            value: text.to_string(),
+            reason: "too large",
+        })?;
         Ok(Self { raw, precision })
     }
 
@@ -220,7 +259,10 @@ fixed_common!(Volume, i128);
 impl Volume {
     /// Builds a volume from raw units of 10^-9.
     pub fn from_raw(raw: i128, precision: u8) -> Self {
-        Self { raw, precision: precision.min(MAX_PRECISION) }
+        Self {
+            raw,
+            precision: precision.min(MAX_PRECISION),
+        }
     }
 
     /// Parses decimal text.
@@ -250,20 +292,39 @@ mod tests {
         assert_eq!(p.raw(), 181_250_000_000);
         assert_eq!(p.precision(), 2);
         assert_eq!(p.to_string(), "181.25");
-        assert_eq!(Price::parse("0.1").unwrap().raw() + Price::parse("0.2").unwrap().raw(), Price::parse("0.3").unwrap().raw());
+        assert_eq!(
+            Price::parse("0.1").unwrap().raw() + Price::parse("0.2").unwrap().raw(),
+            Price::parse("0.3").unwrap().raw()
+        );
         assert_eq!(Price::parse("-3").unwrap().to_string(), "-3");
         assert_eq!(Price::parse("1.5e2").unwrap(), Price::parse("150").unwrap());
         assert_eq!(Price::parse("1.5e2").unwrap().precision(), 0);
         assert_eq!(Price::parse("12345E-4").unwrap().to_string(), "1.2345");
         assert_eq!(Price::parse(".5").unwrap().raw(), 500_000_000);
         assert_eq!(Price::parse("0.000000001").unwrap().raw(), 1);
-        assert_eq!(Price::parse("1.1000000000000").unwrap().raw(), 1_100_000_000);
+        assert_eq!(
+            Price::parse("1.1000000000000").unwrap().raw(),
+            1_100_000_000
+        );
         assert_eq!(Qty::parse("0.0025").unwrap().raw(), 2_500_000);
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "-", ".", "abc", "1.2.3", "1,5", "0.0000000001", "1e999", "99999999999999999999", "NaN", "inf", "1e"] {
+        for bad in [
+            "",
+            "-",
+            ".",
+            "abc",
+            "1.2.3",
+            "1,5",
+            "0.0000000001",
+            "1e999",
+            "99999999999999999999",
+            "NaN",
+            "inf",
+            "1e",
+        ] {
             assert!(Price::parse(bad).is_err(), "{bad:?} should fail");
         }
         assert!(Qty::parse("-1").is_err());

@@ -14,13 +14,17 @@ const NANOS_PER_SEC: i64 = 1_000_000_000;
 const NANOS_PER_DAY: i64 = 86_400 * NANOS_PER_SEC;
 
 /// Nanoseconds since the Unix epoch, UTC.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct UnixNanos(pub i64);
 
 impl UnixNanos {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Self(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
     }
 
@@ -45,20 +49,36 @@ impl UnixNanos {
     /// Text in neither form, or outside the representable range.
     pub fn parse(text: &str) -> Result<Self> {
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-            return text.parse().map(Self).map_err(|_| Error::Timestamp { value: text.to_string(), reason: "not an integer of nanoseconds" });
+            return text.parse().map(Self).map_err(|_| Error::Timestamp {
+                value: text.to_string(),
+                reason: "not an integer of nanoseconds",
+            });
         }
         Self::parse_rfc3339(text)
     }
 
     fn parse_rfc3339(text: &str) -> Result<Self> {
-        let err = |reason| Error::Timestamp { value: text.to_string(), reason };
+        let err = |reason| Error::Timestamp {
+            value: text.to_string(),
+            reason,
+        };
         let b = text.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return Err(err("expected RFC 3339, e.g. 2026-11-22T14:30:00Z"));
         }
         let num = |r: std::ops::Range<usize>| -> Result<i64> {
             let s = &text[r];
-            if s.bytes().all(|c| c.is_ascii_digit()) { s.parse().map_err(|_| err("bad number")) } else { Err(err("bad number")) }
+            if s.bytes().all(|c| c.is_ascii_digit()) {
+                s.parse().map_err(|_| err("bad number"))
+            } else {
+                Err(err("bad number"))
+            }
         };
         let (year, month, day) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
         let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -89,7 +109,10 @@ impl UnixNanos {
         }
         let offset_secs = match &text[i..] {
             "Z" | "z" => 0,
-            tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && tz.as_bytes()[3] == b':' => {
+            tz if tz.len() == 6
+                && (tz.starts_with('+') || tz.starts_with('-'))
+                && tz.as_bytes()[3] == b':' =>
+            {
                 let h = num(i + 1..i + 3)?;
                 let m = num(i + 4..i + 6)?;
                 let s = (h * 60 + m) * 60;
@@ -99,7 +122,10 @@ impl UnixNanos {
         };
         let days = days_from_civil(year, month, day);
         let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-        secs.checked_mul(NANOS_PER_SEC).and_then(|n| n.checked_add(frac)).map(Self).ok_or_else(|| err("out of range"))
+        secs.checked_mul(NANOS_PER_SEC)
+            .and_then(|n| n.checked_add(frac))
+            .map(Self)
+            .ok_or_else(|| err("out of range"))
     }
 }
 
@@ -111,7 +137,13 @@ impl fmt::Display for UnixNanos {
         let (y, m, d) = civil_from_days(days);
         let secs = rem / NANOS_PER_SEC;
         let nanos = rem % NANOS_PER_SEC;
-        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", secs / 3600, secs / 60 % 60, secs % 60)
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )
     }
 }
 
@@ -122,13 +154,29 @@ mod tests {
     #[test]
     fn parses_both_forms() {
         let t = UnixNanos::parse("2026-11-22T14:30:00.123Z").unwrap();
-        assert_eq!(t.0, (days_from_civil(2026, 11, 22) * 86_400 + 14 * 3600 + 30 * 60) * NANOS_PER_SEC + 123_000_000);
-        assert_eq!(UnixNanos::parse("2026-11-22T15:30:00.123+01:00").unwrap(), t);
+        assert_eq!(
+            t.0,
+            (days_from_civil(2026, 11, 22) * 86_400 + 14 * 3600 + 30 * 60) * NANOS_PER_SEC
+                + 123_000_000
+        );
+        assert_eq!(
+            UnixNanos::parse("2026-11-22T15:30:00.123+01:00").unwrap(),
+            t
+        );
         assert_eq!(UnixNanos::parse(&t.0.to_string()).unwrap(), t);
         assert_eq!(t.to_string(), "2026-11-22T14:30:00.123000000Z");
         assert_eq!(UnixNanos::parse(&t.to_string()).unwrap(), t);
         assert_eq!(t.date().to_string(), "2026-11-22");
-        for bad in ["", "yesterday", "2026-11-22", "2026-11-22T14:30:00", "2026-02-30T00:00:00Z", "2026-11-22T25:00:00Z", "99999999999999999999", "2026-11-22T14:30:00.Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-22",
+            "2026-11-22T14:30:00",
+            "2026-02-30T00:00:00Z",
+            "2026-11-22T25:00:00Z",
+            "99999999999999999999",
+            "2026-11-22T14:30:00.Z",
+        ] {
             assert!(UnixNanos::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -19,7 +19,10 @@ impl Symbol {
     /// # Errors
     /// Empty, too long, or characters other than letters, digits, `.`, `-`, `/`, `_`, `:`.
     pub fn parse(raw: &str) -> Result<Self> {
-        let err = |reason| Error::Symbol { value: raw.to_string(), reason };
+        let err = |reason| Error::Symbol {
+            value: raw.to_string(),
+            reason,
+        };
         let s = raw.trim();
         if s.is_empty() {
             return Err(err("empty"));
@@ -27,13 +30,27 @@ impl Symbol {
         if s.len() > Self::MAX_LEN {
             return Err(err("longer than 32 characters"));
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'/' | b'_' | b':')) {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'/' | b'_' | b':'))
+        {
             return Err(err("only letters, digits and . - / _ : are allowed"));
         }
-        if s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':')) {
+        if s.bytes().all(|b| {
+            b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':')
+        }) {
             return Ok(Self(Arc::from(s)));
         }
-        let normalized: String = s.chars().map(|c| if matches!(c, '/' | '_') { '-' } else { c.to_ascii_uppercase() }).collect();
+        let normalized: String = s
+            .chars()
+            .map(|c| {
+                if matches!(c, '/' | '_') {
+                    '-'
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            })
+            .collect();
         Ok(Self(Arc::from(normalized)))
     }
 

@@ -32,12 +32,16 @@ pub fn path(data_dir: &Path) -> PathBuf {
 }
 
 fn err(path: &Path, message: impl Into<String>) -> Error {
-    Error::Checkpoint { path: path.to_path_buf(), message: message.into() }
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Serializes a checkpoint (done on the processor thread, which owns the state).
 pub fn encode(next_offset: u64, flush_seq: u64, state: &State) -> Result<Vec<u8>> {
-    let body = postcard::to_allocvec(state).map_err(|e| err(Path::new("<memory>"), e.to_string()))?;
+    let body =
+        postcard::to_allocvec(state).map_err(|e| err(Path::new("<memory>"), e.to_string()))?;
     let mut out = Vec::with_capacity(body.len() + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&next_offset.to_le_bytes());
@@ -82,8 +86,13 @@ pub fn read(data_dir: &Path) -> Result<Option<Checkpoint>> {
     if crc32fast::hash(body) != crc {
         return Err(err(&path, "checksum mismatch: the file is damaged"));
     }
-    let state: State = postcard::from_bytes(body).map_err(|e| err(&path, format!("cannot decode state: {e}")))?;
-    Ok(Some(Checkpoint { next_offset: u64_at(8), flush_seq: u64_at(16), state }))
+    let state: State =
+        postcard::from_bytes(body).map_err(|e| err(&path, format!("cannot decode state: {e}")))?;
+    Ok(Some(Checkpoint {
+        next_offset: u64_at(8),
+        flush_seq: u64_at(16),
+        state,
+    }))
 }
 
 #[cfg(test)]
@@ -103,6 +112,11 @@ mod tests {
         bytes[last] ^= 0xff;
         bytes.push(0);
         fs::write(&p, &bytes).unwrap();
-        assert!(read(dir.path()).unwrap_err().to_string().contains("damaged"));
+        assert!(
+            read(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("damaged")
+        );
     }
 }

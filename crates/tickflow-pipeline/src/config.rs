@@ -199,14 +199,24 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
         P::Map { parent, key } => {
             let parent = key_path(parent);
-            if parent.is_empty() { key.clone() } else { format!("{parent}.{key}") }
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
         }
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_path(parent),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            key_path(parent)
+        }
     }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Finds the byte span of the value at a dotted path like `alerts.threshold[1].condition`.
@@ -223,7 +233,9 @@ fn span_of(root: &toml::de::DeTable<'_>, path: &str) -> Option<std::ops::Range<u
         span = Some(k.span());
         let mut value = v;
         if let Some(i) = index {
-            let toml::de::DeValue::Array(items) = value.get_ref() else { return span };
+            let toml::de::DeValue::Array(items) = value.get_ref() else {
+                return span;
+            };
             value = items.get(i)?;
             span = Some(value.span());
         }
@@ -260,7 +272,11 @@ impl Checker {
     }
 
     fn symbol(&mut self, key: &str, value: Option<&str>) -> Option<Symbol> {
-        value.and_then(|s| Symbol::parse(s).map_err(|e| self.add(key, e.to_string())).ok())
+        value.and_then(|s| {
+            Symbol::parse(s)
+                .map_err(|e| self.add(key, e.to_string()))
+                .ok()
+        })
     }
 
     fn severity(&mut self, key: &str, value: Option<&str>) -> Severity {
@@ -270,7 +286,10 @@ impl Checker {
             Some("warning") => Severity::Warning,
             Some("critical") => Severity::Critical,
             Some(other) => {
-                self.add(key, format!("unknown severity {other:?}: expected info, warning or critical"));
+                self.add(
+                    key,
+                    format!("unknown severity {other:?}: expected info, warning or critical"),
+                );
                 Severity::default()
             }
         }
@@ -280,29 +299,58 @@ impl Checker {
 fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     let c = checker;
     // Relative to the working directory, like every other path a command line takes.
-    let data_dir = raw.data_dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("./tickflow-data"));
-    let bind = match raw.http.bind.as_deref().unwrap_or("127.0.0.1").parse::<IpAddr>() {
+    let data_dir = raw
+        .data_dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./tickflow-data"));
+    let bind = match raw
+        .http
+        .bind
+        .as_deref()
+        .unwrap_or("127.0.0.1")
+        .parse::<IpAddr>()
+    {
         Ok(ip) => ip,
         Err(_) => {
-            c.add("http.bind", format!("{:?} is not an IP address", raw.http.bind.unwrap_or_default()));
+            c.add(
+                "http.bind",
+                format!(
+                    "{:?} is not an IP address",
+                    raw.http.bind.unwrap_or_default()
+                ),
+            );
             IpAddr::from([127, 0, 0, 1])
         }
     };
     let http = HttpPlan {
         bind,
         port: c.range("http.port", raw.http.port, 8750, 0, 65_535) as u16,
-        max_body_bytes: c.range("http.max_body_mb", raw.http.max_body_mb, 16, 1, 1024) as usize * 1024 * 1024,
+        max_body_bytes: c.range("http.max_body_mb", raw.http.max_body_mb, 16, 1, 1024) as usize
+            * 1024
+            * 1024,
     };
     let retention_gb = match raw.log.retention_gb {
-        Some(v) if !(v > 0.0) => {
+        Some(v) if v.is_nan() || v <= 0.0 => {
             c.add("log.retention_gb", format!("{v} must be positive"));
             None
         }
         other => other,
     };
     let log = LogPlan {
-        segment_bytes: c.range("log.segment_mb", raw.log.segment_mb, 128, 1, 4096) as u64 * 1024 * 1024,
-        retention_age: raw.log.retention_hours.map(|_| Duration::from_secs(3600 * c.range("log.retention_hours", raw.log.retention_hours, 168, 1, 24 * 3650) as u64)),
+        segment_bytes: c.range("log.segment_mb", raw.log.segment_mb, 128, 1, 4096) as u64
+            * 1024
+            * 1024,
+        retention_age: raw.log.retention_hours.map(|_| {
+            Duration::from_secs(
+                3600 * c.range(
+                    "log.retention_hours",
+                    raw.log.retention_hours,
+                    168,
+                    1,
+                    24 * 3650,
+                ) as u64,
+            )
+        }),
         retention_bytes: retention_gb.map(|gb| (gb * 1024.0 * 1024.0 * 1024.0) as u64),
         fsync: raw.log.fsync.unwrap_or(true),
     };
@@ -313,12 +361,22 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         if !names.insert(t.name.clone()) {
             c.add(key("name"), format!("duplicate rule name {:?}", t.name));
         }
-        let condition = t.condition.parse::<Condition>().map_err(|e| c.add(key("condition"), e)).ok();
+        let condition = t
+            .condition
+            .parse::<Condition>()
+            .map_err(|e| c.add(key("condition"), e))
+            .ok();
         let symbol = c.symbol(&key("symbol"), t.symbol.as_deref());
         let cooldown = c.range(&key("cooldown_secs"), t.cooldown_secs, 60, 0, 86_400 * 30);
         let severity = c.severity(&key("severity"), t.severity.as_deref());
         if let Some(condition) = condition {
-            thresholds.push(ThresholdRule { name: t.name, symbol, condition, cooldown_nanos: cooldown * 1_000_000_000, severity });
+            thresholds.push(ThresholdRule {
+                name: t.name,
+                symbol,
+                condition,
+                cooldown_nanos: cooldown * 1_000_000_000,
+                severity,
+            });
         }
     }
     let mut spikes = Vec::new();
@@ -328,13 +386,19 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             c.add(key("name"), format!("duplicate rule name {:?}", s.name));
         }
         let k = s.k.unwrap_or(6.0);
-        if !(k > 0.0 && k.is_finite()) {
-            c.add(key("k"), format!("{k} must be a positive number of standard deviations"));
+        if k.is_nan() || k <= 0.0 || k.is_infinite() {
+            c.add(
+                key("k"),
+                format!("{k} must be a positive number of standard deviations"),
+            );
         }
         let window = c.range(&key("window"), s.window, 200, 2, 100_000) as usize;
         let min_samples = c.range(&key("min_samples"), s.min_samples, 50, 2, 100_000) as usize;
         if min_samples > window {
-            c.add(key("min_samples"), format!("{min_samples} is larger than window {window}"));
+            c.add(
+                key("min_samples"),
+                format!("{min_samples} is larger than window {window}"),
+            );
         }
         spikes.push(SpikeRule {
             name: s.name,
@@ -342,25 +406,61 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             window,
             k,
             min_samples,
-            cooldown_nanos: c.range(&key("cooldown_secs"), s.cooldown_secs, 60, 0, 86_400 * 30) * 1_000_000_000,
+            cooldown_nanos: c.range(&key("cooldown_secs"), s.cooldown_secs, 60, 0, 86_400 * 30)
+                * 1_000_000_000,
             severity: c.severity(&key("severity"), s.severity.as_deref()),
         });
     }
     let processing = ProcessorConfig {
-        lateness_nanos: c.range("processing.lateness_ms", raw.processing.lateness_ms, 2000, 0, 86_400_000) * 1_000_000,
-        limits: Limits { max_future_nanos: c.range("processing.max_future_secs", raw.processing.max_future_secs, 300, 1, 86_400 * 7) * 1_000_000_000, ..Limits::default() },
+        lateness_nanos: c.range(
+            "processing.lateness_ms",
+            raw.processing.lateness_ms,
+            2000,
+            0,
+            86_400_000,
+        ) * 1_000_000,
+        limits: Limits {
+            max_future_nanos: c.range(
+                "processing.max_future_secs",
+                raw.processing.max_future_secs,
+                300,
+                1,
+                86_400 * 7,
+            ) * 1_000_000_000,
+            ..Limits::default()
+        },
         thresholds,
         spikes,
     };
     let lake = LakePlan {
-        flush_interval: Duration::from_millis(c.range("lake.flush_interval_ms", raw.lake.flush_interval_ms, 1000, 10, 3_600_000) as u64),
-        flush_rows: c.range("lake.flush_rows", raw.lake.flush_rows, 1_000_000, 1, 100_000_000) as usize,
+        flush_interval: Duration::from_millis(c.range(
+            "lake.flush_interval_ms",
+            raw.lake.flush_interval_ms,
+            1000,
+            10,
+            3_600_000,
+        ) as u64),
+        flush_rows: c.range(
+            "lake.flush_rows",
+            raw.lake.flush_rows,
+            1_000_000,
+            1,
+            100_000_000,
+        ) as usize,
     };
     let mut simulator = None;
     for (i, source) in raw.sources.into_iter().enumerate() {
         let key = |f: &str| format!("sources[{i}].{f}");
         match source {
-            RawSource::Simulator { rate, seed, anomaly_rate, quote_ratio, history_days, history_step_secs, symbols } => {
+            RawSource::Simulator {
+                rate,
+                seed,
+                anomaly_rate,
+                quote_ratio,
+                history_days,
+                history_step_secs,
+                symbols,
+            } => {
                 if simulator.is_some() {
                     c.add(key("type"), "only one simulator source is supported");
                 }
@@ -378,13 +478,22 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 let symbols = match symbols {
                     None => universe,
                     Some(list) if list.is_empty() => {
-                        c.add(key("symbols"), "list at least one symbol, or leave the key out for the demo universe");
+                        c.add(
+                            key("symbols"),
+                            "list at least one symbol, or leave the key out for the demo universe",
+                        );
                         universe
                     }
                     Some(list) => list
                         .iter()
                         .filter_map(|s| match Symbol::parse(s) {
-                            Ok(sym) => Some(universe.iter().find(|u| u.symbol == sym).cloned().unwrap_or_else(|| SimSymbol::new(sym.as_str(), 100.0, 0.4))),
+                            Ok(sym) => Some(
+                                universe
+                                    .iter()
+                                    .find(|u| u.symbol == sym)
+                                    .cloned()
+                                    .unwrap_or_else(|| SimSymbol::new(sym.as_str(), 100.0, 0.4)),
+                            ),
                             Err(e) => {
                                 c.add(key("symbols"), e.to_string());
                                 None
@@ -393,15 +502,35 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                         .collect(),
                 };
                 simulator = Some(SimulatorPlan {
-                    config: SimulatorConfig { symbols, seed: seed.unwrap_or(42), quote_ratio, anomaly_rate, source: Arc::from("simulator"), feed: Arc::from("sim") },
+                    config: SimulatorConfig {
+                        symbols,
+                        seed: seed.unwrap_or(42),
+                        quote_ratio,
+                        anomaly_rate,
+                        source: Arc::from("simulator"),
+                        feed: Arc::from("sim"),
+                    },
                     rate: c.range(&key("rate"), rate, 20_000, 0, 100_000_000) as u64,
                     history_days: c.range(&key("history_days"), history_days, 0, 0, 3650) as u32,
-                    history_step_nanos: c.range(&key("history_step_secs"), history_step_secs, 300, 1, 86_400) * 1_000_000_000,
+                    history_step_nanos: c.range(
+                        &key("history_step_secs"),
+                        history_step_secs,
+                        300,
+                        1,
+                        86_400,
+                    ) * 1_000_000_000,
                 });
             }
         }
     }
-    Plan { data_dir, http, log, processing, lake, simulator }
+    Plan {
+        data_dir,
+        http,
+        log,
+        processing,
+        lake,
+        simulator,
+    }
 }
 
 /// Parses and validates configuration text; `file` names it in errors.
@@ -409,14 +538,28 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
 /// # Errors
 /// Every problem found, each with line and key.
 pub fn parse(text: &str, file: &Path) -> Result<Plan, ConfigError> {
-    let fail = |problems: Vec<Problem>| ConfigError { file: file.to_path_buf(), problems };
+    let fail = |problems: Vec<Problem>| ConfigError {
+        file: file.to_path_buf(),
+        problems,
+    };
     let mut env_problems = Vec::new();
     let text = interpolate(text, &mut env_problems);
-    let mut problems: Vec<Problem> = env_problems.into_iter().map(|(off, m)| Problem { line: Some(line_of(&text, off)), key: String::new(), message: m }).collect();
+    let mut problems: Vec<Problem> = env_problems
+        .into_iter()
+        .map(|(off, m)| Problem {
+            line: Some(line_of(&text, off)),
+            key: String::new(),
+            message: m,
+        })
+        .collect();
     let root = match toml::de::DeTable::parse(&text) {
         Ok(root) => root,
         Err(e) => {
-            problems.push(Problem { line: e.span().map(|s| line_of(&text, s.start)), key: String::new(), message: e.message().to_string() });
+            problems.push(Problem {
+                line: e.span().map(|s| line_of(&text, s.start)),
+                key: String::new(),
+                message: e.message().to_string(),
+            });
             return Err(fail(problems));
         }
     };
@@ -424,26 +567,45 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, ConfigError> {
     // First pass: every unknown key at once (serde stops at the first otherwise).
     let mut unknown = Vec::new();
     if let Ok(de) = toml::de::Deserializer::parse(&text) {
-        let _: Result<LenientConfig, _> = serde_ignored::deserialize(de, |path| unknown.push(key_path(&path)));
+        let _: Result<LenientConfig, _> =
+            serde_ignored::deserialize(de, |path| unknown.push(key_path(&path)));
     }
     for key in unknown {
-        problems.push(Problem { line: locate(&key), key: key.clone(), message: "unknown key".to_string() });
+        problems.push(Problem {
+            line: locate(&key),
+            key: key.clone(),
+            message: "unknown key".to_string(),
+        });
     }
     let raw: RawConfig = match toml::from_str(&text) {
         Ok(raw) => raw,
         Err(e) => {
             if problems.is_empty() {
-                problems.push(Problem { line: e.span().map(|s| line_of(&text, s.start)), key: String::new(), message: e.message().trim().to_string() });
+                problems.push(Problem {
+                    line: e.span().map(|s| line_of(&text, s.start)),
+                    key: String::new(),
+                    message: e.message().trim().to_string(),
+                });
             }
             return Err(fail(problems));
         }
     };
-    let mut checker = Checker { problems: Vec::new() };
+    let mut checker = Checker {
+        problems: Vec::new(),
+    };
     let plan = validate(raw, &mut checker);
     for (key, message) in checker.problems {
-        problems.push(Problem { line: locate(&key), key, message });
+        problems.push(Problem {
+            line: locate(&key),
+            key,
+            message,
+        });
     }
-    if problems.is_empty() { Ok(plan) } else { Err(fail(problems)) }
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(fail(problems))
+    }
 }
 
 /// Reads, parses and validates a config file.
@@ -451,8 +613,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, ConfigError> {
 /// # Errors
 /// The file cannot be read, or any problem [`parse`] reports.
 pub fn load(path: &Path) -> Result<Plan, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { file: path.to_path_buf(), problems: vec![Problem { line: None, key: String::new(), message: format!("cannot read: {e}") }] })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
     parse(&text, path)
 }
 
@@ -483,13 +651,51 @@ macro_rules! lenient {
         struct $name { $($field: Option<toml::Value>),* }
     };
 }
-lenient!(LenientHttp { bind, port, max_body_mb });
-lenient!(LenientLog { segment_mb, retention_hours, retention_gb, fsync });
-lenient!(LenientProcessing { lateness_ms, max_future_secs });
-lenient!(LenientLake { flush_interval_ms, flush_rows });
-lenient!(LenientSource { r#type, rate, seed, anomaly_rate, quote_ratio, history_days, history_step_secs, symbols });
-lenient!(LenientThreshold { name, symbol, condition, cooldown_secs, severity });
-lenient!(LenientSpike { name, symbol, window, k, min_samples, cooldown_secs, severity });
+lenient!(LenientHttp {
+    bind,
+    port,
+    max_body_mb
+});
+lenient!(LenientLog {
+    segment_mb,
+    retention_hours,
+    retention_gb,
+    fsync
+});
+lenient!(LenientProcessing {
+    lateness_ms,
+    max_future_secs
+});
+lenient!(LenientLake {
+    flush_interval_ms,
+    flush_rows
+});
+lenient!(LenientSource {
+    r#type,
+    rate,
+    seed,
+    anomaly_rate,
+    quote_ratio,
+    history_days,
+    history_step_secs,
+    symbols
+});
+lenient!(LenientThreshold {
+    name,
+    symbol,
+    condition,
+    cooldown_secs,
+    severity
+});
+lenient!(LenientSpike {
+    name,
+    symbol,
+    window,
+    k,
+    min_samples,
+    cooldown_secs,
+    severity
+});
 
 #[derive(Debug, Default, Deserialize)]
 #[allow(dead_code)]
@@ -526,7 +732,9 @@ mod tests {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
         }
         // Unknown keys stop typed parsing; fix them and the value problems all show at once.
-        let text = text.replace("bnid", "bind").replace("flush_ms", "flush_rows");
+        let text = text
+            .replace("bnid", "bind")
+            .replace("flush_ms", "flush_rows");
         let shown = parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
         for needle in [
             "bad.toml:4: http.port: 99999 is out of range",
@@ -542,15 +750,29 @@ mod tests {
 
     #[test]
     fn interpolates_environment() {
-        let plan = parse("data_dir = \"${TICKFLOW_TEST_UNSET_DIR:-/tmp/tf}\"\n", Path::new("x.toml")).unwrap();
+        let plan = parse(
+            "data_dir = \"${TICKFLOW_TEST_UNSET_DIR:-/tmp/tf}\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
         assert_eq!(plan.data_dir, PathBuf::from("/tmp/tf"));
-        let err = parse("\n[http]\nbind = \"${TICKFLOW_TEST_UNSET_VAR}\"\n", Path::new("x.toml")).unwrap_err().to_string();
-        assert!(err.contains("x.toml:3") && err.contains("TICKFLOW_TEST_UNSET_VAR is not set"), "{err}");
+        let err = parse(
+            "\n[http]\nbind = \"${TICKFLOW_TEST_UNSET_VAR}\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("x.toml:3") && err.contains("TICKFLOW_TEST_UNSET_VAR is not set"),
+            "{err}"
+        );
     }
 
     #[test]
     fn syntax_errors_name_the_line() {
-        let err = parse("[http]\nport = \n", Path::new("s.toml")).unwrap_err().to_string();
+        let err = parse("[http]\nport = \n", Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("s.toml:2"), "{err}");
     }
 }

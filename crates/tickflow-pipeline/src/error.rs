@@ -50,7 +50,10 @@ pub enum Error {
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("pipeline is shutting down")]
     ShuttingDown,
     #[error("{0} thread failed: {1}")]

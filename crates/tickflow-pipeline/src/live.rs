@@ -35,8 +35,13 @@ impl Live {
     /// the files up to `published_seq`, each row is seen exactly once.
     pub(crate) fn batches(&self) -> Result<Vec<(Table, RecordBatch)>> {
         let mut out = Vec::new();
-        let open = Rows { bars: self.open_bars.clone(), ..Default::default() };
-        let parts = std::iter::once(&self.pending).chain(self.flushing.iter().map(|(_, r)| r.as_ref())).chain(std::iter::once(&open));
+        let open = Rows {
+            bars: self.open_bars.clone(),
+            ..Default::default()
+        };
+        let parts = std::iter::once(&self.pending)
+            .chain(self.flushing.iter().map(|(_, r)| r.as_ref()))
+            .chain(std::iter::once(&open));
         for rows in parts {
             if rows.is_empty() {
                 continue;
@@ -54,7 +59,10 @@ impl Live {
 
 /// Published files of every table up to `seq`.
 pub(crate) fn files(lake: &Lake, seq: u64) -> Result<Vec<(Table, Vec<PathBuf>)>> {
-    Table::ALL.into_iter().map(|t| Ok((t, lake.files(t, seq)?))).collect()
+    Table::ALL
+        .into_iter()
+        .map(|t| Ok((t, lake.files(t, seq)?)))
+        .collect()
 }
 
 /// Query inputs for a data directory with no pipeline running: the files the checkpoint
@@ -68,6 +76,13 @@ pub fn offline_inputs(data_dir: &Path) -> Result<QueryInputs> {
         return Ok(QueryInputs::default());
     };
     let processor = Processor::with_state(ProcessorConfig::default(), ckpt.state);
-    let live = Live { open_bars: processor.open_bars(), published_seq: ckpt.flush_seq, ..Default::default() };
-    Ok(QueryInputs { files: files(&lake, ckpt.flush_seq)?, live: live.batches()? })
+    let live = Live {
+        open_bars: processor.open_bars(),
+        published_seq: ckpt.flush_seq,
+        ..Default::default()
+    };
+    Ok(QueryInputs {
+        files: files(&lake, ckpt.flush_seq)?,
+        live: live.batches()?,
+    })
 }

@@ -79,7 +79,10 @@ impl Inner {
 
     fn fail(&self, what: &str, e: &Error) {
         tracing::error!(thread = what, error = %e, "pipeline thread failed; stopping");
-        self.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| format!("{what}: {e}"));
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| format!("{what}: {e}"));
         self.stop_sources.trigger();
         self.stop_processing.trigger();
     }
@@ -94,7 +97,9 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("data_dir", &self.inner.plan.data_dir).finish_non_exhaustive()
+        f.debug_struct("Pipeline")
+            .field("data_dir", &self.inner.plan.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,7 +111,10 @@ impl Pipeline {
     /// The data directory, log, lake or checkpoint cannot be opened or is damaged.
     pub fn start(plan: Plan) -> Result<Self> {
         let data_dir = plan.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io { context: format!("creating {}", data_dir.display()), source })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
+            context: format!("creating {}", data_dir.display()),
+            source,
+        })?;
         let log = Log::open(LogConfig {
             dir: data_dir.join("log"),
             segment_bytes: plan.log.segment_bytes,
@@ -120,7 +128,11 @@ impl Pipeline {
         let next = ckpt.next_offset.max(log.start_offset());
         tracing::info!(data_dir = %data_dir.display(), next_offset = next, log_end = log.next_offset(), flush_seq = ckpt.flush_seq, removed_files = removed, "recovered");
         let processor = Processor::with_state(plan.processing.clone(), ckpt.state);
-        let live = Live { published_seq: ckpt.flush_seq, open_bars: processor.open_bars(), ..Default::default() };
+        let live = Live {
+            published_seq: ckpt.flush_seq,
+            open_bars: processor.open_bars(),
+            ..Default::default()
+        };
         let inner = Arc::new(Inner {
             plan,
             log,
@@ -135,24 +147,40 @@ impl Pipeline {
         });
         let (tx, rx) = sync_channel::<FlushJob>(2);
         let mut threads = Vec::new();
-        let spawn = |name: &'static str, f: Box<dyn FnOnce() -> Result<()> + Send>, inner: Arc<Inner>| {
-            std::thread::Builder::new()
-                .name(format!("tickflow-{name}"))
-                .spawn(move || {
-                    if let Err(e) = f() {
-                        inner.fail(name, &e);
-                    }
-                })
-                .map(|h| (name, h))
-                .map_err(|source| Error::Io { context: format!("spawning {name} thread"), source })
-        };
+        let spawn =
+            |name: &'static str, f: Box<dyn FnOnce() -> Result<()> + Send>, inner: Arc<Inner>| {
+                std::thread::Builder::new()
+                    .name(format!("tickflow-{name}"))
+                    .spawn(move || {
+                        if let Err(e) = f() {
+                            inner.fail(name, &e);
+                        }
+                    })
+                    .map(|h| (name, h))
+                    .map_err(|source| Error::Io {
+                        context: format!("spawning {name} thread"),
+                        source,
+                    })
+            };
         let i = Arc::clone(&inner);
-        threads.push(spawn("flusher", Box::new(move || run_flusher(&i, rx)), Arc::clone(&inner))?);
+        threads.push(spawn(
+            "flusher",
+            Box::new(move || run_flusher(&i, rx)),
+            Arc::clone(&inner),
+        )?);
         let i = Arc::clone(&inner);
-        threads.push(spawn("processor", Box::new(move || run_processor(&i, processor, next, ckpt.flush_seq, tx)), Arc::clone(&inner))?);
+        threads.push(spawn(
+            "processor",
+            Box::new(move || run_processor(&i, processor, next, ckpt.flush_seq, tx)),
+            Arc::clone(&inner),
+        )?);
         if let Some(sim) = inner.plan.simulator.clone() {
             let i = Arc::clone(&inner);
-            threads.push(spawn("simulator", Box::new(move || run_simulator(&i, sim)), Arc::clone(&inner))?);
+            threads.push(spawn(
+                "simulator",
+                Box::new(move || run_simulator(&i, sim)),
+                Arc::clone(&inner),
+            )?);
         }
         Ok(Self { inner, threads })
     }
@@ -190,7 +218,10 @@ impl Pipeline {
             let live = self.inner.live();
             (live.published_seq, live.batches()?)
         };
-        Ok(QueryInputs { files: live::files(&self.inner.lake, seq)?, live: batches })
+        Ok(QueryInputs {
+            files: live::files(&self.inner.lake, seq)?,
+            live: batches,
+        })
     }
 
     /// Current counters and offsets.
@@ -215,7 +246,12 @@ impl Pipeline {
             published_flush: self.inner.live().published_seq,
             latency_p50_seconds: m.latency.quantile(0.5),
             latency_p99_seconds: m.latency.quantile(0.99),
-            failure: self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            failure: self
+                .inner
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -237,7 +273,13 @@ impl Pipeline {
                 return Err(Error::Thread(name, "panicked".into()));
             }
         }
-        match self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        match self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             Some(f) => Err(Error::Thread("pipeline", f)),
             None => Ok(()),
         }
@@ -251,7 +293,10 @@ fn append(inner: &Inner, source: &str, events: &[Event]) -> Result<Range<u64>> {
     let records: Vec<Vec<u8>> = events.iter().map(codec::to_bytes).collect();
     let offsets = inner.log.append_batch(&records)?;
     inner.metrics.ingested.add(source, events.len() as u64);
-    inner.metrics.log_appended.fetch_add(events.len() as u64, Ordering::Relaxed);
+    inner
+        .metrics
+        .log_appended
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
     Ok(offsets)
 }
 
@@ -277,7 +322,12 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
             events.clear();
             from = to.max(from + step);
         }
-        tracing::info!(events = pushed, days = plan.history_days, secs = started.elapsed().as_secs_f64(), "history pushed");
+        tracing::info!(
+            events = pushed,
+            days = plan.history_days,
+            secs = started.elapsed().as_secs_f64(),
+            "history pushed"
+        );
     }
     let mut pacer = Pacer::new(plan.rate);
     let batch = pacer.batch_size(8192);
@@ -317,7 +367,9 @@ fn count_output(metrics: &Metrics, out: &Output) {
         metrics.alert_deliveries.add("log/ok", 1);
         tracing::info!(rule = %a.rule, symbol = %a.symbol, value = %a.value, severity = %a.severity, alert_id = %a.alert_id, "{}", a.message);
     }
-    metrics.duplicates.fetch_add(out.duplicates, Ordering::Relaxed);
+    metrics
+        .duplicates
+        .fetch_add(out.duplicates, Ordering::Relaxed);
 }
 
 fn into_rows(out: &mut Output) -> Rows {
@@ -331,7 +383,13 @@ fn into_rows(out: &mut Output) -> Rows {
     }
 }
 
-fn run_processor(inner: &Inner, mut processor: Processor, mut next: u64, mut flush_seq: u64, tx: SyncSender<FlushJob>) -> Result<()> {
+fn run_processor(
+    inner: &Inner,
+    mut processor: Processor,
+    mut next: u64,
+    mut flush_seq: u64,
+    tx: SyncSender<FlushJob>,
+) -> Result<()> {
     let mut decoder = Decoder::new();
     let mut records = Vec::with_capacity(READ_BATCH);
     let mut out = Output::default();
@@ -352,8 +410,15 @@ fn run_processor(inner: &Inner, mut processor: Processor, mut next: u64, mut flu
             rows
         };
         let checkpoint = checkpoint::encode(next, flush_seq, processor.state())?;
-        let job = FlushJob { seq: flush_seq, rows, next_offset: next, checkpoint, recv_times: std::mem::take(recv_times) };
-        tx.send(job).map_err(|_| Error::Thread("flusher", "stopped".into()))
+        let job = FlushJob {
+            seq: flush_seq,
+            rows,
+            next_offset: next,
+            checkpoint,
+            recv_times: std::mem::take(recv_times),
+        };
+        tx.send(job)
+            .map_err(|_| Error::Thread("flusher", "stopped".into()))
     };
     loop {
         inner.log.read(next, READ_BATCH, &mut records)?;
@@ -380,7 +445,9 @@ fn run_processor(inner: &Inner, mut processor: Processor, mut next: u64, mut flu
                     recv_times.push(event.ts_recv().0);
                     processor.process(Some(offset), event, now, &mut out);
                 }
-                Err(e) => Processor::reject_malformed(offset, &bytes, &e.to_string(), now, &mut out),
+                Err(e) => {
+                    Processor::reject_malformed(offset, &bytes, &e.to_string(), now, &mut out)
+                }
             }
             next = offset + 1;
         }
@@ -388,7 +455,10 @@ fn run_processor(inner: &Inner, mut processor: Processor, mut next: u64, mut flu
         m.processed.fetch_add(n, Ordering::Relaxed);
         count_output(m, &out);
         inner.processed_offset.store(next, Ordering::Relaxed);
-        m.log_lag.store(inner.log.next_offset().saturating_sub(next), Ordering::Relaxed);
+        m.log_lag.store(
+            inner.log.next_offset().saturating_sub(next),
+            Ordering::Relaxed,
+        );
         pending_rows += out.rows();
         out.duplicates = 0;
         {
@@ -440,7 +510,9 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         let mut counts = std::collections::HashMap::<u64, u64>::new();
         for t in &job.recv_times {
             // Millisecond resolution is plenty for buckets that start at 0.5 ms.
-            *counts.entry(((now - t).max(0) as u64) / 1_000_000).or_default() += 1;
+            *counts
+                .entry(((now - t).max(0) as u64) / 1_000_000)
+                .or_default() += 1;
         }
         for (ms, n) in counts {
             m.latency.observe_n(ms * 1_000_000 + 500_000, n);
@@ -448,7 +520,8 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         for (table, n) in &report.rows {
             m.rows_written.add(table, *n as u64);
         }
-        m.lake_files.fetch_add(report.files as u64, Ordering::Relaxed);
+        m.lake_files
+            .fetch_add(report.files as u64, Ordering::Relaxed);
         m.lake_flushes.fetch_add(1, Ordering::Relaxed);
         if last_retention.elapsed() >= Duration::from_secs(60) {
             let r = inner.log.enforce_retention()?;

@@ -23,7 +23,11 @@ impl FromStr for Condition {
     /// Parses `price > 200` or `price < 150.5`.
     fn from_str(s: &str) -> Result<Self, String> {
         let usage = || format!("expected `price > X` or `price < X`, got {s:?}");
-        let rest = s.trim().strip_prefix("price").ok_or_else(usage)?.trim_start();
+        let rest = s
+            .trim()
+            .strip_prefix("price")
+            .ok_or_else(usage)?
+            .trim_start();
         let (op, value) = rest.split_at(rest.chars().next().map_or(0, char::len_utf8));
         let value = Price::parse(value.trim()).map_err(|e| format!("{e} in {s:?}"))?;
         match op {
@@ -90,7 +94,7 @@ impl ReturnWindow {
         }
         self.updates += 1;
         // Re-sum now and then so floating error cannot build up over millions of updates.
-        if self.updates % 1024 == 0 {
+        if self.updates.is_multiple_of(1024) {
             self.sum = self.returns.iter().sum();
             self.sum_sq = self.returns.iter().map(|x| x * x).sum();
         }
@@ -113,13 +117,21 @@ pub struct AlertState {
 }
 
 /// Evaluates every rule for one trade, appending fired alerts.
-pub(crate) fn evaluate(state: &mut AlertState, thresholds: &[ThresholdRule], spikes: &[SpikeRule], trade: &Trade, out: &mut Vec<Alert>) {
+pub(crate) fn evaluate(
+    state: &mut AlertState,
+    thresholds: &[ThresholdRule],
+    spikes: &[SpikeRule],
+    trade: &Trade,
+    out: &mut Vec<Alert>,
+) {
     let rules = thresholds.len() + spikes.len();
     if state.last_fired.len() != rules {
         state.last_fired.resize(rules, None);
     }
     if state.windows.len() != spikes.len() {
-        state.windows.resize_with(spikes.len(), ReturnWindow::default);
+        state
+            .windows
+            .resize_with(spikes.len(), ReturnWindow::default);
     }
     let ts = trade.ts_event.0;
     let applies = |s: &Option<Symbol>| s.as_ref().is_none_or(|s| *s == trade.symbol);
@@ -139,10 +151,25 @@ pub(crate) fn evaluate(state: &mut AlertState, thresholds: &[ThresholdRule], spi
             Condition::Below(x) => (trade.price < x, x),
         };
         if hit && cooled(i, rule.cooldown_nanos) {
-            out.push(alert(&rule.name, trade, threshold.to_string(), format!("{} {} ({})", trade.symbol, rule.condition.to_string().replace("price", &trade.price.to_string()), rule.condition), rule.severity));
+            out.push(alert(
+                &rule.name,
+                trade,
+                threshold.to_string(),
+                format!(
+                    "{} {} ({})",
+                    trade.symbol,
+                    rule.condition
+                        .to_string()
+                        .replace("price", &trade.price.to_string()),
+                    rule.condition
+                ),
+                rule.severity,
+            ));
         }
     }
-    let Some(prev) = state.last_price.replace(trade.price) else { return };
+    let Some(prev) = state.last_price.replace(trade.price) else {
+        return;
+    };
     if prev.raw() == 0 {
         return;
     }
@@ -154,18 +181,44 @@ pub(crate) fn evaluate(state: &mut AlertState, thresholds: &[ThresholdRule], spi
         let window = &mut state.windows[j];
         if window.returns.len() >= rule.min_samples.max(2) {
             let (mean, std) = window.mean_std();
-            let z = if std > 0.0 { (r - mean).abs() / std } else { 0.0 };
+            let z = if std > 0.0 {
+                (r - mean).abs() / std
+            } else {
+                0.0
+            };
             if z > rule.k && cooled(thresholds.len() + j, rule.cooldown_nanos) {
-                let msg = format!("{} moved {:+.3}% in one trade ({} -> {}), {z:.1}σ over the last {} returns", trade.symbol, r * 100.0, prev, trade.price, window.returns.len());
-                out.push(alert(&rule.name, trade, format!("{}σ", rule.k), msg, rule.severity));
+                let msg = format!(
+                    "{} moved {:+.3}% in one trade ({} -> {}), {z:.1}σ over the last {} returns",
+                    trade.symbol,
+                    r * 100.0,
+                    prev,
+                    trade.price,
+                    window.returns.len()
+                );
+                out.push(alert(
+                    &rule.name,
+                    trade,
+                    format!("{}σ", rule.k),
+                    msg,
+                    rule.severity,
+                ));
             }
         }
         window.push(r, rule.window);
     }
 }
 
-fn alert(rule: &str, trade: &Trade, threshold: String, message: String, severity: Severity) -> Alert {
-    let id = stable_hash(&[rule.as_bytes(), trade.symbol.as_str().as_bytes()], &[trade.ts_event.0]);
+fn alert(
+    rule: &str,
+    trade: &Trade,
+    threshold: String,
+    message: String,
+    severity: Severity,
+) -> Alert {
+    let id = stable_hash(
+        &[rule.as_bytes(), trade.symbol.as_str().as_bytes()],
+        &[trade.ts_event.0],
+    );
     Alert {
         alert_id: format!("{id:016x}"),
         rule: rule.to_string(),

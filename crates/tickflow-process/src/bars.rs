@@ -38,7 +38,10 @@ impl OpenBar {
             trade_count: 1,
             is_final: false,
         };
-        Self { bar, notional: i128::from(trade.price.raw()) * i128::from(trade.size.raw()) }
+        Self {
+            bar,
+            notional: i128::from(trade.price.raw()) * i128::from(trade.size.raw()),
+        }
     }
 
     /// Folds a trade into the bar. Trades may arrive out of order within the lateness budget,
@@ -89,8 +92,12 @@ impl IntervalBars {
                 let (bar, first, last) = &mut self.open[i];
                 bar.add(trade, first, last);
             }
-            Some(i) => self.open.insert(i + 1, (OpenBar::new(symbol, interval, trade), ts, ts)),
-            None => self.open.push_front((OpenBar::new(symbol, interval, trade), ts, ts)),
+            Some(i) => self
+                .open
+                .insert(i + 1, (OpenBar::new(symbol, interval, trade), ts, ts)),
+            None => self
+                .open
+                .push_front((OpenBar::new(symbol, interval, trade), ts, ts)),
         }
     }
 

@@ -34,11 +34,16 @@ impl DailyState {
             low: bar.low,
             close: bar.close,
             volume: bar.volume,
-            volatility: if close_f == 0.0 { 0.0 } else { (bar.high.as_f64() - bar.low.as_f64()) / close_f * 100.0 },
-            rolling_avg_5d: Price::from_ratio(sum, n, bar.close.precision().max(4)).unwrap_or(bar.close),
-            daily_pct_change: prev
-                .filter(|p| p.raw() != 0)
-                .map(|p| (i128::from(bar.close.raw()) - i128::from(p.raw())) as f64 / p.raw() as f64 * 100.0),
+            volatility: if close_f == 0.0 {
+                0.0
+            } else {
+                (bar.high.as_f64() - bar.low.as_f64()) / close_f * 100.0
+            },
+            rolling_avg_5d: Price::from_ratio(sum, n, bar.close.precision().max(4))
+                .unwrap_or(bar.close),
+            daily_pct_change: prev.filter(|p| p.raw() != 0).map(|p| {
+                (i128::from(bar.close.raw()) - i128::from(p.raw())) as f64 / p.raw() as f64 * 100.0
+            }),
         }
     }
 }

@@ -17,15 +17,28 @@ use crate::hash::{StableBuild, stable_hash};
 pub fn natural_key(event: &Event) -> u64 {
     match event {
         Event::Trade(t) => match (&t.trade_id, t.seq) {
-            (Some(id), _) => stable_hash(&[b"t", t.source.as_bytes(), id.as_bytes()], &[t.ts_event.0]),
-            (None, Some(seq)) => stable_hash(&[b"ts", t.source.as_bytes()], &[t.ts_event.0, seq as i64]),
-            (None, None) => stable_hash(&[b"tp", t.source.as_bytes()], &[t.ts_event.0, t.price.raw(), t.size.raw() as i64]),
+            (Some(id), _) => {
+                stable_hash(&[b"t", t.source.as_bytes(), id.as_bytes()], &[t.ts_event.0])
+            }
+            (None, Some(seq)) => {
+                stable_hash(&[b"ts", t.source.as_bytes()], &[t.ts_event.0, seq as i64])
+            }
+            (None, None) => stable_hash(
+                &[b"tp", t.source.as_bytes()],
+                &[t.ts_event.0, t.price.raw(), t.size.raw() as i64],
+            ),
         },
         Event::Quote(q) => match q.seq {
             Some(seq) => stable_hash(&[b"q", q.source.as_bytes()], &[q.ts_event.0, seq as i64]),
             None => stable_hash(
                 &[b"qp", q.source.as_bytes()],
-                &[q.ts_event.0, q.bid.raw(), q.ask.raw(), q.bid_size.raw() as i64, q.ask_size.raw() as i64],
+                &[
+                    q.ts_event.0,
+                    q.bid.raw(),
+                    q.ask.raw(),
+                    q.bid_size.raw() as i64,
+                    q.ask_size.raw() as i64,
+                ],
             ),
         },
     }

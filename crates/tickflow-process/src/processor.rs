@@ -2,7 +2,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tickflow_core::ingest;
-use tickflow_model::{Alert, Bar, BarInterval, DailyMetric, DlqRecord, Event, Quote, RejectReason, Symbol, Trade, UnixNanos};
+use tickflow_model::{
+    Alert, Bar, BarInterval, DailyMetric, DlqRecord, Event, Quote, RejectReason, Symbol, Trade,
+    UnixNanos,
+};
 
 use crate::alerts::{self, AlertState, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
@@ -23,7 +26,12 @@ pub struct ProcessorConfig {
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
-        Self { lateness_nanos: 2_000_000_000, limits: Limits::default(), thresholds: Vec::new(), spikes: Vec::new() }
+        Self {
+            lateness_nanos: 2_000_000_000,
+            limits: Limits::default(),
+            thresholds: Vec::new(),
+            spikes: Vec::new(),
+        }
     }
 }
 
@@ -42,7 +50,12 @@ pub struct Output {
 impl Output {
     /// Rows over all tables.
     pub fn rows(&self) -> usize {
-        self.trades.len() + self.quotes.len() + self.bars.len() + self.daily_metrics.len() + self.alerts.len() + self.dlq.len()
+        self.trades.len()
+            + self.quotes.len()
+            + self.bars.len()
+            + self.daily_metrics.len()
+            + self.alerts.len()
+            + self.dlq.len()
     }
 
     /// Moves every row of `other` into `self`.
@@ -122,11 +135,21 @@ impl Processor {
         let ts = event.ts_event().0;
         let state = match self.state.symbols.get_mut(event.symbol()) {
             Some(s) => s,
-            None => self.state.symbols.entry(event.symbol().clone()).or_default(),
+            None => self
+                .state
+                .symbols
+                .entry(event.symbol().clone())
+                .or_default(),
         };
         if ts < state.watermark.saturating_sub(lateness) {
-            let error = format!("ts_event {} is more than {}ms behind the newest event {}", event.ts_event(), lateness / 1_000_000, UnixNanos(state.watermark));
-            out.dlq.push(dlq_row(&event, offset, RejectReason::Late, error, now));
+            let error = format!(
+                "ts_event {} is more than {}ms behind the newest event {}",
+                event.ts_event(),
+                lateness / 1_000_000,
+                UnixNanos(state.watermark)
+            );
+            out.dlq
+                .push(dlq_row(&event, offset, RejectReason::Late, error, now));
             return;
         }
         if !state.dedupe.insert(ts, natural_key(&event)) {
@@ -143,7 +166,13 @@ impl Processor {
                 for (interval, bars) in BarInterval::ALL.into_iter().zip(state.bars.iter_mut()) {
                     bars.add(&trade.symbol, interval, &trade);
                 }
-                alerts::evaluate(&mut state.alerts, &self.config.thresholds, &self.config.spikes, &trade, &mut out.alerts);
+                alerts::evaluate(
+                    &mut state.alerts,
+                    &self.config.thresholds,
+                    &self.config.spikes,
+                    &trade,
+                    &mut out.alerts,
+                );
                 out.trades.push(trade);
             }
             Event::Quote(quote) => out.quotes.push(quote),
@@ -162,19 +191,49 @@ impl Processor {
     }
 
     /// Sends an undecodable record to the DLQ, keeping its bytes (hex) for inspection.
-    pub fn reject_malformed(offset: u64, bytes: &[u8], error: &str, now: UnixNanos, out: &mut Output) {
+    pub fn reject_malformed(
+        offset: u64,
+        bytes: &[u8],
+        error: &str,
+        now: UnixNanos,
+        out: &mut Output,
+    ) {
         let payload: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        out.dlq.push(DlqRecord { ts: now, source: "log".into(), offset: Some(offset), reason: RejectReason::Malformed, error: error.to_string(), payload });
+        out.dlq.push(DlqRecord {
+            ts: now,
+            source: "log".into(),
+            offset: Some(offset),
+            reason: RejectReason::Malformed,
+            error: error.to_string(),
+            payload,
+        });
     }
 
     /// Bars not yet final, for queries that want the latest picture.
     pub fn open_bars(&self) -> Vec<Bar> {
-        self.state.symbols.values().flat_map(|s| s.bars.iter().flat_map(IntervalBars::open_bars)).collect()
+        self.state
+            .symbols
+            .values()
+            .flat_map(|s| s.bars.iter().flat_map(IntervalBars::open_bars))
+            .collect()
     }
 }
 
-fn dlq_row(event: &Event, offset: Option<u64>, reason: RejectReason, error: String, now: UnixNanos) -> DlqRecord {
-    DlqRecord { ts: now, source: event.source().to_string(), offset, reason, error, payload: ingest::to_json(event) }
+fn dlq_row(
+    event: &Event,
+    offset: Option<u64>,
+    reason: RejectReason,
+    error: String,
+    now: UnixNanos,
+) -> DlqRecord {
+    DlqRecord {
+        ts: now,
+        source: event.source().to_string(),
+        offset,
+        reason,
+        error,
+        payload: ingest::to_json(event),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_future_nanos: 5 * 60 * 1_000_000_000, min_ts: UnixNanos(946_684_800 * 1_000_000_000) }
+        Self {
+            max_future_nanos: 5 * 60 * 1_000_000_000,
+            min_ts: UnixNanos(946_684_800 * 1_000_000_000),
+        }
     }
 }
 
@@ -24,20 +27,39 @@ impl Default for Limits {
 pub fn check(event: &Event, limits: &Limits) -> Result<(), (RejectReason, String)> {
     let ts = event.ts_event();
     if ts < limits.min_ts || ts.0 > event.ts_recv().0.saturating_add(limits.max_future_nanos) {
-        return Err((RejectReason::AbsurdTimestamp, format!("ts_event {ts} is outside [{}, ts_recv + {}s]", limits.min_ts, limits.max_future_nanos / 1_000_000_000)));
+        return Err((
+            RejectReason::AbsurdTimestamp,
+            format!(
+                "ts_event {ts} is outside [{}, ts_recv + {}s]",
+                limits.min_ts,
+                limits.max_future_nanos / 1_000_000_000
+            ),
+        ));
     }
     let too_big = |raw: i128| raw.unsigned_abs() >= MAX_STORED_RAW;
     let out_of_range = match event {
         Event::Trade(t) => too_big(t.price.raw().into()) || too_big(t.size.raw().into()),
-        Event::Quote(q) => [q.bid.raw(), q.ask.raw()].into_iter().any(|r| too_big(r.into())) || too_big(q.bid_size.raw().into()) || too_big(q.ask_size.raw().into()),
+        Event::Quote(q) => {
+            [q.bid.raw(), q.ask.raw()]
+                .into_iter()
+                .any(|r| too_big(r.into()))
+                || too_big(q.bid_size.raw().into())
+                || too_big(q.ask_size.raw().into())
+        }
     };
     if out_of_range {
-        return Err((RejectReason::OutOfRange, "a price or size is 1,000,000,000 or more".to_string()));
+        return Err((
+            RejectReason::OutOfRange,
+            "a price or size is 1,000,000,000 or more".to_string(),
+        ));
     }
     match event {
         Event::Trade(t) => {
             if t.price.raw() <= 0 {
-                return Err((RejectReason::NonPositivePrice, format!("price {} is not positive", t.price)));
+                return Err((
+                    RejectReason::NonPositivePrice,
+                    format!("price {} is not positive", t.price),
+                ));
             }
             if t.size.is_zero() {
                 return Err((RejectReason::ZeroSize, "size is zero".to_string()));
@@ -45,10 +67,16 @@ pub fn check(event: &Event, limits: &Limits) -> Result<(), (RejectReason, String
         }
         Event::Quote(q) => {
             if q.bid.raw() <= 0 || q.ask.raw() <= 0 {
-                return Err((RejectReason::NonPositivePrice, format!("bid {} / ask {} must be positive", q.bid, q.ask)));
+                return Err((
+                    RejectReason::NonPositivePrice,
+                    format!("bid {} / ask {} must be positive", q.bid, q.ask),
+                ));
             }
             if q.bid > q.ask {
-                return Err((RejectReason::CrossedQuote, format!("bid {} is above ask {}", q.bid, q.ask)));
+                return Err((
+                    RejectReason::CrossedQuote,
+                    format!("bid {} is above ask {}", q.bid, q.ask),
+                ));
             }
         }
     }

@@ -13,7 +13,9 @@ impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as E;
         match e.find_root() {
-            E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => Error::Sql(e.find_root().to_string()),
+            E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => {
+                Error::Sql(e.find_root().to_string())
+            }
             _ => Error::Execution(e.to_string()),
         }
     }

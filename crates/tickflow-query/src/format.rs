@@ -23,7 +23,9 @@ impl FromStr for Format {
             "table" => Ok(Self::Table),
             "csv" => Ok(Self::Csv),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown format {other:?}: expected table, csv or json")),
+            other => Err(format!(
+                "unknown format {other:?}: expected table, csv or json"
+            )),
         }
     }
 }
@@ -36,7 +38,9 @@ pub fn render(result: &QueryResult, format: Format) -> Result<String> {
     match format {
         Format::Table => {
             if result.batches.is_empty() {
-                let empty = arrow::record_batch::RecordBatch::new_empty(std::sync::Arc::clone(&result.schema));
+                let empty = arrow::record_batch::RecordBatch::new_empty(std::sync::Arc::clone(
+                    &result.schema,
+                ));
                 return Ok(pretty_format_batches(&[empty])?.to_string());
             }
             Ok(pretty_format_batches(&result.batches)?.to_string())
@@ -44,9 +48,13 @@ pub fn render(result: &QueryResult, format: Format) -> Result<String> {
         Format::Csv => {
             let mut out = Vec::new();
             {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
                 if result.batches.is_empty() {
-                    w.write(&arrow::record_batch::RecordBatch::new_empty(std::sync::Arc::clone(&result.schema)))?;
+                    w.write(&arrow::record_batch::RecordBatch::new_empty(
+                        std::sync::Arc::clone(&result.schema),
+                    ))?;
                 }
                 for b in &result.batches {
                     w.write(b)?;
@@ -64,7 +72,11 @@ pub fn render(result: &QueryResult, format: Format) -> Result<String> {
                 w.finish()?;
             }
             let text = String::from_utf8_lossy(&out).into_owned();
-            Ok(if text.is_empty() { "[]".to_string() } else { text })
+            Ok(if text.is_empty() {
+                "[]".to_string()
+            } else {
+                text
+            })
         }
     }
 }

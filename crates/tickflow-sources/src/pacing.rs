@@ -13,7 +13,11 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer for `rate` events per second (0 = as fast as possible).
     pub fn new(rate: u64) -> Self {
-        Self { rate, started: Instant::now(), sent: 0 }
+        Self {
+            rate,
+            started: Instant::now(),
+            sent: 0,
+        }
     }
 
     /// How long to wait before sending `n` more events.
@@ -28,6 +32,10 @@ impl Pacer {
 
     /// The batch size that keeps latency low at this rate: about 10 ms of events.
     pub fn batch_size(&self, max: usize) -> usize {
-        if self.rate == 0 { max } else { ((self.rate / 100) as usize).clamp(1, max) }
+        if self.rate == 0 {
+            max
+        } else {
+            ((self.rate / 100) as usize).clamp(1, max)
+        }
     }
 }

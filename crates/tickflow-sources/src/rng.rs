@@ -18,7 +18,10 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        Self { s: [next(), next(), next(), next()], spare_normal: None }
+        Self {
+            s: [next(), next(), next(), next()],
+            spare_normal: None,
+        }
     }
 
     /// Next 64 random bits.

@@ -34,7 +34,8 @@ impl SimSymbol {
     pub fn new(symbol: &str, price: f64, volatility: f64) -> Self {
         let crypto = symbol.ends_with("-USD");
         Self {
-            symbol: Symbol::parse(symbol).unwrap_or_else(|_| Symbol::parse("SIM").expect("literal symbol is valid")),
+            symbol: Symbol::parse(symbol)
+                .unwrap_or_else(|_| Symbol::parse("SIM").expect("literal symbol is valid")),
             price,
             drift: 0.05,
             volatility,
@@ -84,7 +85,14 @@ pub enum Anomaly {
 
 impl Anomaly {
     /// Every kind, in the order they are drawn.
-    pub const ALL: [Anomaly; 6] = [Self::Spike, Self::NegativePrice, Self::CrossedQuote, Self::AbsurdTimestamp, Self::Late, Self::Duplicate];
+    pub const ALL: [Anomaly; 6] = [
+        Self::Spike,
+        Self::NegativePrice,
+        Self::CrossedQuote,
+        Self::AbsurdTimestamp,
+        Self::Late,
+        Self::Duplicate,
+    ];
 }
 
 /// How to simulate.
@@ -137,8 +145,24 @@ pub struct Simulator {
 impl Simulator {
     /// A simulator at its starting prices.
     pub fn new(config: SimulatorConfig) -> Self {
-        let walks = config.symbols.iter().map(|s| Walk { spec: s.clone(), price: s.price, last_ts: None, spike_pending: false }).collect();
-        Self { rng: Rng::new(config.seed), walks, seq: 0, last_event: None, injected: [0; 6], config }
+        let walks = config
+            .symbols
+            .iter()
+            .map(|s| Walk {
+                spec: s.clone(),
+                price: s.price,
+                last_ts: None,
+                spike_pending: false,
+            })
+            .collect();
+        Self {
+            rng: Rng::new(config.seed),
+            walks,
+            seq: 0,
+            last_event: None,
+            injected: [0; 6],
+            config,
+        }
     }
 
     /// Symbols simulated.
@@ -148,7 +172,14 @@ impl Simulator {
 
     /// Coarse history: one trade and one quote per symbol every `step` nanoseconds over
     /// `[from, to)`, in event-time order, without anomalies (history should be clean).
-    pub fn history(&mut self, from: UnixNanos, to: UnixNanos, step: i64, ts_recv: UnixNanos, out: &mut Vec<Event>) {
+    pub fn history(
+        &mut self,
+        from: UnixNanos,
+        to: UnixNanos,
+        step: i64,
+        ts_recv: UnixNanos,
+        out: &mut Vec<Event>,
+    ) {
         let mut ts = from.0;
         while ts < to.0 {
             for i in 0..self.walks.len() {
@@ -170,11 +201,12 @@ impl Simulator {
         for k in 0..n {
             let i = self.rng.below(syms as u64) as usize;
             let ts = now.0 - 1_000_000 + (k as i64 * 1_000_000 / n.max(1) as i64);
-            let anomaly = if self.config.anomaly_rate > 0.0 && self.rng.f64() < self.config.anomaly_rate {
-                Some(Anomaly::ALL[self.rng.below(Anomaly::ALL.len() as u64) as usize])
-            } else {
-                None
-            };
+            let anomaly =
+                if self.config.anomaly_rate > 0.0 && self.rng.f64() < self.config.anomaly_rate {
+                    Some(Anomaly::ALL[self.rng.below(Anomaly::ALL.len() as u64) as usize])
+                } else {
+                    None
+                };
             let event = match anomaly {
                 Some(a) => self.anomaly(a, i, ts, now),
                 None if self.rng.f64() < self.config.quote_ratio => self.quote(i, ts, now),
@@ -223,7 +255,9 @@ impl Simulator {
     fn step(&mut self, i: usize, ts: i64) -> f64 {
         let z = self.rng.normal();
         let w = &mut self.walks[i];
-        let dt = w.last_ts.map_or(0.0, |last| (ts - last).max(0) as f64 / NANOS_PER_YEAR);
+        let dt = w
+            .last_ts
+            .map_or(0.0, |last| (ts - last).max(0) as f64 / NANOS_PER_YEAR);
         w.last_ts = Some(ts);
         let sigma = w.spec.volatility;
         w.price *= ((w.spec.drift - sigma * sigma / 2.0) * dt + sigma * dt.sqrt() * z).exp();
@@ -234,7 +268,10 @@ impl Simulator {
     fn price(precision: u8, value: f64) -> Price {
         // Round at the display precision first, then scale: no float residue below it.
         let units = (value * 10f64.powi(i32::from(precision))).round() as i64;
-        Price::from_raw(units * 10i64.pow(u32::from(9 - precision.min(9))), precision)
+        Price::from_raw(
+            units * 10i64.pow(u32::from(9 - precision.min(9))),
+            precision,
+        )
     }
 
     fn trade(&mut self, i: usize, ts: i64, now: UnixNanos) -> Event {
@@ -245,7 +282,11 @@ impl Simulator {
         let spec = &self.walks[i].spec;
         let (pp, sp) = (spec.price_precision, spec.size_precision);
         let symbol = spec.symbol.clone();
-        let size_units = if sp == 0 { 1 + self.rng.below(500) } else { 1 + self.rng.below(20_000) };
+        let size_units = if sp == 0 {
+            1 + self.rng.below(500)
+        } else {
+            1 + self.rng.below(20_000)
+        };
         self.seq += 1;
         Event::Trade(Trade {
             symbol,
@@ -299,7 +340,11 @@ mod tests {
     #[test]
     fn same_seed_same_market() {
         let run = |seed| {
-            let mut sim = Simulator::new(SimulatorConfig { seed, anomaly_rate: 0.01, ..Default::default() });
+            let mut sim = Simulator::new(SimulatorConfig {
+                seed,
+                anomaly_rate: 0.01,
+                ..Default::default()
+            });
             let mut out = Vec::new();
             sim.next_batch(2000, NOW, &mut out);
             out
@@ -313,40 +358,86 @@ mod tests {
         let mut sim = Simulator::new(SimulatorConfig::default());
         let mut out = Vec::new();
         let day = 86_400 * 1_000_000_000;
-        sim.history(UnixNanos(NOW.0 - 10 * day), NOW, 300 * 1_000_000_000, NOW, &mut out);
+        sim.history(
+            UnixNanos(NOW.0 - 10 * day),
+            NOW,
+            300 * 1_000_000_000,
+            NOW,
+            &mut out,
+        );
         assert_eq!(out.len(), 10 * 288 * 12 * 2);
         let mut p = Processor::new(ProcessorConfig::default());
         let mut o = Output::default();
         for e in out {
             p.process(None, e, NOW, &mut o);
         }
-        assert!(o.dlq.is_empty(), "history has no bad ticks: {:?}", o.dlq.first());
-        assert_eq!(o.daily_metrics.len(), 9 * 12, "nine completed days per symbol");
-        let btc: Vec<_> = o.daily_metrics.iter().filter(|m| m.symbol.as_str() == "BTC-USD").collect();
-        assert!(btc.iter().any(|m| m.close.as_f64() != 97_000.0), "prices move");
-        assert!(btc.iter().all(|m| m.close.as_f64() > 50_000.0 && m.close.as_f64() < 200_000.0));
+        assert!(
+            o.dlq.is_empty(),
+            "history has no bad ticks: {:?}",
+            o.dlq.first()
+        );
+        assert_eq!(
+            o.daily_metrics.len(),
+            9 * 12,
+            "nine completed days per symbol"
+        );
+        let btc: Vec<_> = o
+            .daily_metrics
+            .iter()
+            .filter(|m| m.symbol.as_str() == "BTC-USD")
+            .collect();
+        assert!(
+            btc.iter().any(|m| m.close.as_f64() != 97_000.0),
+            "prices move"
+        );
+        assert!(
+            btc.iter()
+                .all(|m| m.close.as_f64() > 50_000.0 && m.close.as_f64() < 200_000.0)
+        );
     }
 
     #[test]
     fn anomalies_reach_the_dlq_dedupe_and_alerts() {
-        let mut sim = Simulator::new(SimulatorConfig { anomaly_rate: 0.02, ..Default::default() });
+        let mut sim = Simulator::new(SimulatorConfig {
+            anomaly_rate: 0.02,
+            ..Default::default()
+        });
         let mut events = Vec::new();
         for k in 0..50 {
             sim.next_batch(1000, UnixNanos(NOW.0 + k * 10_000_000), &mut events);
         }
-        let spike = tickflow_process::SpikeRule { name: "spike".into(), symbol: None, window: 100, k: 5.0, min_samples: 30, cooldown_nanos: 0, severity: Default::default() };
-        let mut p = Processor::new(ProcessorConfig { spikes: vec![spike], ..Default::default() });
+        let spike = tickflow_process::SpikeRule {
+            name: "spike".into(),
+            symbol: None,
+            window: 100,
+            k: 5.0,
+            min_samples: 30,
+            cooldown_nanos: 0,
+            severity: Default::default(),
+        };
+        let mut p = Processor::new(ProcessorConfig {
+            spikes: vec![spike],
+            ..Default::default()
+        });
         let mut o = Output::default();
         for e in events {
             p.process(None, e, NOW, &mut o);
         }
         let count = |r| o.dlq.iter().filter(|d| d.reason == r).count();
         assert!(sim.injected.iter().all(|&n| n > 0), "{:?}", sim.injected);
-        assert_eq!(count(RejectReason::NonPositivePrice) as u64, sim.injected[1]);
+        assert_eq!(
+            count(RejectReason::NonPositivePrice) as u64,
+            sim.injected[1]
+        );
         assert_eq!(count(RejectReason::CrossedQuote) as u64, sim.injected[2]);
         assert_eq!(count(RejectReason::AbsurdTimestamp) as u64, sim.injected[3]);
         assert!(count(RejectReason::Late) as u64 >= sim.injected[4]);
         assert!(o.duplicates > 0);
-        assert!(o.alerts.len() as u64 >= sim.injected[0] / 2, "{} alerts for {} spikes", o.alerts.len(), sim.injected[0]);
+        assert!(
+            o.alerts.len() as u64 >= sim.injected[0] / 2,
+            "{} alerts for {} spikes",
+            o.alerts.len(),
+            sim.injected[0]
+        );
     }
 }

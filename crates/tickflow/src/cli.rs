@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 /// a Parquet lake and SQL, in one binary.
 #[derive(Debug, Parser)]
 #[command(name = "tickflow", version, propagate_version = true)]
-#[command(after_help = "Start with `tickflow demo`, then query with `tickflow sql \"SELECT * FROM bars LIMIT 5\"`.\nExit codes: 0 success, 1 failure, 2 invalid usage or configuration.")]
+#[command(
+    after_help = "Start with `tickflow demo`, then query with `tickflow sql \"SELECT * FROM bars LIMIT 5\"`.\nExit codes: 0 success, 1 failure, 2 invalid usage or configuration."
+)]
 pub(crate) struct Cli {
     /// Log more (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -20,19 +22,27 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the embedded pipeline on the simulator: 90 days of history, then live ticks.
-    #[command(after_help = "Examples:\n  tickflow demo\n  tickflow demo --duration 20 --data-dir /tmp/tf\n  tickflow demo --port 0   # any free port; the address is printed")]
+    #[command(
+        after_help = "Examples:\n  tickflow demo\n  tickflow demo --duration 20 --data-dir /tmp/tf\n  tickflow demo --port 0   # any free port; the address is printed"
+    )]
     Demo(DemoArgs),
     /// Run the pipeline a config file describes.
-    #[command(after_help = "Examples:\n  tickflow run --config config/demo.toml\n  tickflow run --config my.toml --duration 60")]
+    #[command(
+        after_help = "Examples:\n  tickflow run --config config/demo.toml\n  tickflow run --config my.toml --duration 60"
+    )]
     Run(RunArgs),
     /// Validate a config file and print every problem with file, line and key.
     #[command(after_help = "Examples:\n  tickflow check --config config/demo.toml")]
     Check(CheckArgs),
     /// Query trades, quotes, bars, daily_metrics, alerts and dlq with SQL.
-    #[command(after_help = "Examples:\n  tickflow sql \"SELECT interval, count(*) FROM bars GROUP BY interval\"\n  tickflow sql --format csv \"SELECT * FROM daily_metrics WHERE symbol = 'NVDA' ORDER BY date\"\n  tickflow sql --data-dir /tmp/tf --format json \"SELECT reason, count(*) FROM dlq GROUP BY reason\"\n\nWhile a pipeline runs on the data directory, the query goes to it and also sees rows not yet\nflushed to Parquet; otherwise the files and the last checkpoint are read directly.\nColumns named like SQL keywords need double quotes: \"end\", \"final\", \"offset\", \"interval\".")]
+    #[command(
+        after_help = "Examples:\n  tickflow sql \"SELECT interval, count(*) FROM bars GROUP BY interval\"\n  tickflow sql --format csv \"SELECT * FROM daily_metrics WHERE symbol = 'NVDA' ORDER BY date\"\n  tickflow sql --data-dir /tmp/tf --format json \"SELECT reason, count(*) FROM dlq GROUP BY reason\"\n\nWhile a pipeline runs on the data directory, the query goes to it and also sees rows not yet\nflushed to Parquet; otherwise the files and the last checkpoint are read directly.\nColumns named like SQL keywords need double quotes: \"end\", \"final\", \"offset\", \"interval\"."
+    )]
     Sql(SqlArgs),
     /// Send test events to a running pipeline's HTTP ingest (the old test-event producer).
-    #[command(after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750")]
+    #[command(
+        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750"
+    )]
     Produce(ProduceArgs),
 }
 

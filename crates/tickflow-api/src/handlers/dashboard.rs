@@ -7,9 +7,15 @@ pub(crate) async fn index() -> Html<&'static str> {
 }
 
 pub(crate) async fn script() -> impl IntoResponse {
-    ([("content-type", "text/javascript; charset=utf-8")], include_str!("../../../../web/app.js"))
+    (
+        [("content-type", "text/javascript; charset=utf-8")],
+        include_str!("../../../../web/app.js"),
+    )
 }
 
 pub(crate) async fn style() -> impl IntoResponse {
-    ([("content-type", "text/css; charset=utf-8")], include_str!("../../../../web/style.css"))
+    (
+        [("content-type", "text/css; charset=utf-8")],
+        include_str!("../../../../web/style.css"),
+    )
 }

@@ -14,10 +14,17 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> impl IntoResponse 
 
 /// `GET /readyz`: ready to accept ingest (not shutting down).
 pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.pipeline.is_stopping() { (StatusCode::SERVICE_UNAVAILABLE, "stopping\n") } else { (StatusCode::OK, "ready\n") }
+    if state.pipeline.is_stopping() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], state.pipeline.metrics().render_prometheus())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.pipeline.metrics().render_prometheus(),
+    )
 }

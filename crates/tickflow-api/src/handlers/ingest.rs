@@ -12,17 +12,28 @@ use crate::error::ApiError;
 /// `POST /api/v1/ingest`: NDJSON or a JSON array of events. Answers 200 only once every event
 /// of the body is durable in the log; a body with any unparseable line is refused whole (400
 /// naming the line) so a producer can fix and resend it without doubling the good lines.
-pub(crate) async fn ingest(State(state): State<AppState>, body: Result<String, StringRejection>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    body: Result<String, StringRejection>,
+) -> Result<Json<Value>, ApiError> {
     let body = body?;
     let source: Arc<str> = Arc::from("http");
     let events = tickflow_core::ingest::parse_body(&body, &source, UnixNanos::now())?;
     if events.is_empty() {
-        return Err(ApiError::bad_request("no events in the body: send NDJSON or a JSON array of events"));
+        return Err(ApiError::bad_request(
+            "no events in the body: send NDJSON or a JSON array of events",
+        ));
     }
     let pipeline = Arc::clone(&state.pipeline);
     let n = events.len();
     let offsets = tokio::task::spawn_blocking(move || pipeline.ingest("http", &events))
         .await
-        .map_err(|e| ApiError { status: axum::http::StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string(), line: None })??;
-    Ok(Json(json!({ "accepted": n, "first_offset": offsets.start, "last_offset": offsets.end.saturating_sub(1) })))
+        .map_err(|e| ApiError {
+            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+            line: None,
+        })??;
+    Ok(Json(
+        json!({ "accepted": n, "first_offset": offsets.start, "last_offset": offsets.end.saturating_sub(1) }),
+    ))
 }

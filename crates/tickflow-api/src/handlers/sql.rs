@@ -19,12 +19,20 @@ struct SqlRequest {
 
 /// `POST /api/v1/sql` with `{"sql": "...", "format": "json|csv|table"}` or the statement as
 /// plain text. Sees rows the moment they are processed, flushed to Parquet or not.
-pub(crate) async fn sql(State(state): State<AppState>, body: Result<String, StringRejection>) -> Result<Response, ApiError> {
+pub(crate) async fn sql(
+    State(state): State<AppState>,
+    body: Result<String, StringRejection>,
+) -> Result<Response, ApiError> {
     let body = body?;
     let request = if body.trim_start().starts_with('{') {
-        serde_json::from_str::<SqlRequest>(&body).map_err(|e| ApiError::bad_request(format!("expected {{\"sql\": \"SELECT ...\"}}: {e}")))?
+        serde_json::from_str::<SqlRequest>(&body).map_err(|e| {
+            ApiError::bad_request(format!("expected {{\"sql\": \"SELECT ...\"}}: {e}"))
+        })?
     } else {
-        SqlRequest { sql: body, format: None }
+        SqlRequest {
+            sql: body,
+            format: None,
+        }
     };
     if request.sql.trim().is_empty() {
         return Err(ApiError::bad_request("empty SQL statement"));
@@ -34,14 +42,23 @@ pub(crate) async fn sql(State(state): State<AppState>, body: Result<String, Stri
         Some(f) => f.parse::<Format>().map_err(ApiError::bad_request)?,
     };
     let inputs = state.pipeline.query_inputs()?;
-    let snapshot = Snapshot { files: inputs.files, live: inputs.live };
+    let snapshot = Snapshot {
+        files: inputs.files,
+        live: inputs.live,
+    };
     let result = tickflow_query::run_sql(snapshot, &request.sql).await?;
     let text = tickflow_query::render(&result, format)?;
     Ok(match format {
         Format::Json => {
             let rows: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| json!([]));
-            let columns: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
-            Json(json!({ "columns": columns, "rows": rows, "row_count": result.num_rows() })).into_response()
+            let columns: Vec<&str> = result
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            Json(json!({ "columns": columns, "rows": rows, "row_count": result.num_rows() }))
+                .into_response()
         }
         Format::Csv => ([("content-type", "text/csv; charset=utf-8")], text).into_response(),
         Format::Table => ([("content-type", "text/plain; charset=utf-8")], text).into_response(),

@@ -54,7 +54,10 @@ fn bars_of(out: &Output, interval: BarInterval) -> Vec<&Bar> {
 
 #[test]
 fn builds_exact_ohlcv_bars_and_finalizes_after_lateness() {
-    let mut p = Processor::new(ProcessorConfig { lateness_nanos: SEC, ..Default::default() });
+    let mut p = Processor::new(ProcessorConfig {
+        lateness_nanos: SEC,
+        ..Default::default()
+    });
     let out = run(
         &mut p,
         vec![
@@ -64,41 +67,87 @@ fn builds_exact_ohlcv_bars_and_finalizes_after_lateness() {
             trade("NVDA", T0 + SEC + 5, "11", "1", 4), // next second: bar 0 still open (lateness 1s)
         ],
     );
-    assert!(bars_of(&out, BarInterval::S1).is_empty(), "not final until watermark passes end + lateness");
+    assert!(
+        bars_of(&out, BarInterval::S1).is_empty(),
+        "not final until watermark passes end + lateness"
+    );
     let out = run(&mut p, vec![trade("NVDA", T0 + 2 * SEC, "11", "1", 5)]);
     let s1 = bars_of(&out, BarInterval::S1);
     assert_eq!(s1.len(), 1);
     let b = s1[0];
     assert_eq!((b.start.0, b.end.0), (T0, T0 + SEC));
-    assert_eq!((b.open.to_string(), b.high.to_string(), b.low.to_string(), b.close.to_string()), ("10.00".into(), "12.50".into(), "9.00".into(), "12.50".into()));
+    assert_eq!(
+        (
+            b.open.to_string(),
+            b.high.to_string(),
+            b.low.to_string(),
+            b.close.to_string()
+        ),
+        (
+            "10.00".into(),
+            "12.50".into(),
+            "9.00".into(),
+            "12.50".into()
+        )
+    );
     assert_eq!(b.volume.raw(), 6 * SEC as i128);
     assert_eq!(b.trade_count, 3);
     // (10*1 + 12.5*3 + 9*2) / 6 = 65.5 / 6 = 10.91666…
     assert_eq!(b.vwap.raw(), 10_916_666_667);
     assert!(b.is_final);
     let open = p.open_bars();
-    assert!(open.iter().any(|b| b.interval == BarInterval::D1 && !b.is_final && b.trade_count == 5));
+    assert!(
+        open.iter()
+            .any(|b| b.interval == BarInterval::D1 && !b.is_final && b.trade_count == 5)
+    );
 }
 
 #[test]
 fn late_ticks_go_to_the_dlq_never_into_bars() {
-    let mut p = Processor::new(ProcessorConfig { lateness_nanos: SEC, ..Default::default() });
-    let out = run(&mut p, vec![trade("A", T0 + 10 * SEC, "1", "1", 1), trade("A", T0 + 5 * SEC, "1", "1", 2), trade("A", T0 + 9 * SEC + 1, "2", "1", 3)]);
+    let mut p = Processor::new(ProcessorConfig {
+        lateness_nanos: SEC,
+        ..Default::default()
+    });
+    let out = run(
+        &mut p,
+        vec![
+            trade("A", T0 + 10 * SEC, "1", "1", 1),
+            trade("A", T0 + 5 * SEC, "1", "1", 2),
+            trade("A", T0 + 9 * SEC + 1, "2", "1", 3),
+        ],
+    );
     assert_eq!(out.trades.len(), 2);
     assert_eq!(out.dlq.len(), 1);
     assert_eq!(out.dlq[0].reason, RejectReason::Late);
     assert_eq!(out.dlq[0].offset, Some(1));
-    assert!(out.dlq[0].payload.contains("\"trade_id\":\"2\""), "{}", out.dlq[0].payload);
+    assert!(
+        out.dlq[0].payload.contains("\"trade_id\":\"2\""),
+        "{}",
+        out.dlq[0].payload
+    );
     let out = run(&mut p, vec![trade("A", T0 + 60 * SEC, "1", "1", 4)]);
     let s1 = bars_of(&out, BarInterval::S1);
-    assert_eq!(s1.iter().map(|b| b.trade_count).sum::<u64>(), 2, "the late trade is in no bar");
+    assert_eq!(
+        s1.iter().map(|b| b.trade_count).sum::<u64>(),
+        2,
+        "the late trade is in no bar"
+    );
 }
 
 #[test]
 fn duplicates_are_dropped_and_counted() {
     let mut p = Processor::new(ProcessorConfig::default());
     let t = trade("A", T0, "1", "1", 7);
-    let out = run(&mut p, vec![t.clone(), t.clone(), quote("A", T0, "1", "2"), quote("A", T0, "1", "2"), t]);
+    let out = run(
+        &mut p,
+        vec![
+            t.clone(),
+            t.clone(),
+            quote("A", T0, "1", "2"),
+            quote("A", T0, "1", "2"),
+            t,
+        ],
+    );
     assert_eq!(out.trades.len(), 1);
     assert_eq!(out.quotes.len(), 1);
     assert_eq!(out.duplicates, 3);
@@ -126,7 +175,17 @@ fn bad_ticks_get_their_reasons() {
         ],
     );
     let reasons: Vec<_> = out.dlq.iter().map(|d| d.reason).collect();
-    assert_eq!(reasons, [RejectReason::NonPositivePrice, RejectReason::ZeroSize, RejectReason::CrossedQuote, RejectReason::AbsurdTimestamp, RejectReason::AbsurdTimestamp, RejectReason::OutOfRange]);
+    assert_eq!(
+        reasons,
+        [
+            RejectReason::NonPositivePrice,
+            RejectReason::ZeroSize,
+            RejectReason::CrossedQuote,
+            RejectReason::AbsurdTimestamp,
+            RejectReason::AbsurdTimestamp,
+            RejectReason::OutOfRange
+        ]
+    );
     assert_eq!(out.quotes.len(), 1, "a locked quote (bid == ask) is valid");
 }
 
@@ -141,8 +200,20 @@ fn daily_metrics_follow_the_formulas() {
         let c: i64 = c.parse().unwrap();
         let base = T0 + d as i64 * day + 3600 * SEC;
         events.push(trade("X", base, &(c + 10).to_string(), "1", d as u64 * 10));
-        events.push(trade("X", base + SEC, &(c - 10).to_string(), "1", d as u64 * 10 + 1));
-        events.push(trade("X", base + 2 * SEC, &c.to_string(), "1", d as u64 * 10 + 2));
+        events.push(trade(
+            "X",
+            base + SEC,
+            &(c - 10).to_string(),
+            "1",
+            d as u64 * 10 + 1,
+        ));
+        events.push(trade(
+            "X",
+            base + 2 * SEC,
+            &c.to_string(),
+            "1",
+            d as u64 * 10 + 2,
+        ));
     }
     events.push(trade("X", T0 + 7 * day, "1", "1", 999));
     let out = run(&mut p, events);
@@ -162,8 +233,17 @@ fn daily_metrics_follow_the_formulas() {
 
 #[test]
 fn threshold_alerts_respect_cooldown_and_symbol() {
-    let rule = ThresholdRule { name: "nvda-high".into(), symbol: Some(Symbol::parse("NVDA").unwrap()), condition: "price > 200".parse().unwrap(), cooldown_nanos: 10 * SEC, severity: Severity::Critical };
-    let mut p = Processor::new(ProcessorConfig { thresholds: vec![rule], ..Default::default() });
+    let rule = ThresholdRule {
+        name: "nvda-high".into(),
+        symbol: Some(Symbol::parse("NVDA").unwrap()),
+        condition: "price > 200".parse().unwrap(),
+        cooldown_nanos: 10 * SEC,
+        severity: Severity::Critical,
+    };
+    let mut p = Processor::new(ProcessorConfig {
+        thresholds: vec![rule],
+        ..Default::default()
+    });
     let out = run(
         &mut p,
         vec![
@@ -178,38 +258,79 @@ fn threshold_alerts_respect_cooldown_and_symbol() {
     assert_eq!(ts, [SEC, 11 * SEC]);
     assert_eq!(out.alerts[0].severity, Severity::Critical);
     assert_eq!(out.alerts[0].threshold, "200");
-    assert!(out.alerts[0].message.contains("201 > 200"), "{}", out.alerts[0].message);
+    assert!(
+        out.alerts[0].message.contains("201 > 200"),
+        "{}",
+        out.alerts[0].message
+    );
     assert_ne!(out.alerts[0].alert_id, out.alerts[1].alert_id);
-    assert_eq!("price < 1.5".parse::<Condition>().unwrap(), Condition::Below(Price::parse("1.5").unwrap()));
+    assert_eq!(
+        "price < 1.5".parse::<Condition>().unwrap(),
+        Condition::Below(Price::parse("1.5").unwrap())
+    );
     assert!("price >= 3".parse::<Condition>().is_err());
     assert!("volume > 3".parse::<Condition>().is_err());
 }
 
 #[test]
 fn spike_detector_fires_on_a_jump_only() {
-    let rule = SpikeRule { name: "spike".into(), symbol: None, window: 50, k: 6.0, min_samples: 20, cooldown_nanos: 60 * SEC, severity: Severity::Warning };
-    let mut p = Processor::new(ProcessorConfig { spikes: vec![rule], ..Default::default() });
+    let rule = SpikeRule {
+        name: "spike".into(),
+        symbol: None,
+        window: 50,
+        k: 6.0,
+        min_samples: 20,
+        cooldown_nanos: 60 * SEC,
+        severity: Severity::Warning,
+    };
+    let mut p = Processor::new(ProcessorConfig {
+        spikes: vec![rule],
+        ..Default::default()
+    });
     let mut events = Vec::new();
     for i in 0..200u64 {
         // ±0.1% zig-zag noise around 100
         let price = if i % 2 == 0 { "100.0" } else { "100.1" };
         events.push(trade("A", T0 + i as i64 * SEC / 10, price, "1", i));
     }
-    assert!(run(&mut p, events).alerts.is_empty(), "noise alone must not fire");
+    assert!(
+        run(&mut p, events).alerts.is_empty(),
+        "noise alone must not fire"
+    );
     let out = run(&mut p, vec![trade("A", T0 + 30 * SEC, "110", "1", 1000)]);
     assert_eq!(out.alerts.len(), 1);
-    assert!(out.alerts[0].message.contains("+9.890%"), "{}", out.alerts[0].message);
+    assert!(
+        out.alerts[0].message.contains("+9.890%"),
+        "{}",
+        out.alerts[0].message
+    );
 }
 
 fn arb_events() -> impl Strategy<Value = Vec<Event>> {
-    let one = (0usize..3, 0i64..40, 1u32..2000, 1u32..50, 0u64..30, any::<bool>(), 0u8..20);
+    let one = (
+        0usize..3,
+        0i64..40,
+        1u32..2000,
+        1u32..50,
+        0u64..30,
+        any::<bool>(),
+        0u8..20,
+    );
     prop::collection::vec(one, 1..300).prop_map(|v| {
         v.into_iter()
             .map(|(s, t, p, q, id, is_trade, bad)| {
                 let sym = ["A", "B", "C"][s];
                 let ts = T0 + t * SEC / 4;
-                let price = if bad == 0 { "-1".to_string() } else { format!("{}.{:02}", p / 100, p % 100) };
-                if is_trade { trade(sym, ts, &price, &q.to_string(), id) } else { quote(sym, ts, &price, &format!("{}", p / 100 + 1)) }
+                let price = if bad == 0 {
+                    "-1".to_string()
+                } else {
+                    format!("{}.{:02}", p / 100, p % 100)
+                };
+                if is_trade {
+                    trade(sym, ts, &price, &q.to_string(), id)
+                } else {
+                    quote(sym, ts, &price, &format!("{}", p / 100 + 1))
+                }
             })
             .collect()
     })

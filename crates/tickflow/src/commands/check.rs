@@ -8,7 +8,9 @@ use crate::cli::CheckArgs;
 pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     match config::load(&args.config) {
         Ok(plan) => {
-            let sim = plan.simulator.as_ref().map_or("none".to_string(), |s| format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate));
+            let sim = plan.simulator.as_ref().map_or("none".to_string(), |s| {
+                format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate)
+            });
             println!(
                 "{}: ok (data_dir {}, http {}:{}, simulator {}, {} threshold and {} spike rules)",
                 args.config.display(),

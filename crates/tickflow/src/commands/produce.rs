@@ -19,17 +19,30 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=1024.0).contains(&args.target_kb) {
         anyhow::bail!("--target-kb must be between 0 and 1024");
     }
-    let symbols: Vec<&str> = args.symbols.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let symbols: Vec<&str> = args
+        .symbols
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if symbols.is_empty() {
         anyhow::bail!("--symbols lists no symbol");
     }
     let url = format!("{}/api/v1/ingest", args.to.trim_end_matches('/'));
     let mut ack_log = match &args.ack_log {
-        Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("opening {}", p.display()))?),
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        ),
         None => None,
     };
     let rt = super::runtime()?;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let mut rng = Rng::new(args.seed);
     let mut prices: Vec<f64> = symbols.iter().map(|_| 100.0).collect();
     let pad_bytes = (args.target_kb * 1024.0) as usize;
@@ -47,7 +60,10 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
         for _ in 0..n {
             let i = (seq % symbols.len() as u64) as usize;
             prices[i] = (prices[i] * (1.0 + rng.normal() * 0.0005)).max(0.01);
-            let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
             let _ = write!(
                 body,
                 r#"{{"type":"trade","symbol":"{}","ts_event":{ts},"price":"{:.2}","size":"{}","trade_id":"{seq}","seq":{seq}"#,
@@ -57,7 +73,11 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
             );
             if pad_bytes > 0 {
                 // The event without padding is about 150 bytes; the pad brings it to the target.
-                let _ = write!(body, r#","attrs":{{"pad":"{}"}}"#, "x".repeat(pad_bytes.saturating_sub(150).max(1)));
+                let _ = write!(
+                    body,
+                    r#","attrs":{{"pad":"{}"}}"#,
+                    "x".repeat(pad_bytes.saturating_sub(150).max(1))
+                );
             }
             body.push_str("}\n");
             seq += 1;
@@ -65,13 +85,23 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
         requests += 1;
         let mut tries = 0;
         loop {
-            let sent = rt.block_on(async { client.post(&url).header("content-type", "application/x-ndjson").body(body.clone()).send().await });
+            let sent = rt.block_on(async {
+                client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body.clone())
+                    .send()
+                    .await
+            });
             let outcome = match sent {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => {
                     let status = r.status();
                     let text = rt.block_on(r.text()).unwrap_or_default();
-                    Err((status.is_server_error(), format!("{status}: {}", text.trim())))
+                    Err((
+                        status.is_server_error(),
+                        format!("{status}: {}", text.trim()),
+                    ))
                 }
                 Err(e) => Err((true, e.to_string())),
             };
@@ -106,5 +136,9 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = last_error {
         eprintln!("last error: {e}");
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -24,7 +24,10 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Err(e) => anyhow::bail!("the embedded demo config is invalid:\n{e}"),
     };
     plan.data_dir = args.data_dir;
-    plan.http.bind = args.bind.parse().with_context(|| format!("--bind {:?} is not an IP address", args.bind))?;
+    plan.http.bind = args
+        .bind
+        .parse()
+        .with_context(|| format!("--bind {:?} is not an IP address", args.bind))?;
     plan.http.port = args.port;
     if let Some(sim) = plan.simulator.as_mut() {
         if let Some(rate) = args.rate {
@@ -51,12 +54,21 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
     let data_dir = plan.data_dir.clone();
     let bind = SocketAddr::new(plan.http.bind, plan.http.port);
     let rt = super::runtime()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind(bind)).with_context(|| format!("cannot listen on {bind}"))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(bind))
+        .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
     let pipeline = Arc::new(Pipeline::start(plan).context("starting the pipeline")?);
     let url = format!("http://{addr}");
-    std::fs::write(server_file(&data_dir), format!("{{\"url\":\"{url}\",\"pid\":{}}}\n", std::process::id())).context("writing server.json")?;
-    println!("tickflow is running: dashboard {url}/  (data in {}; Ctrl-C stops)", data_dir.display());
+    std::fs::write(
+        server_file(&data_dir),
+        format!("{{\"url\":\"{url}\",\"pid\":{}}}\n", std::process::id()),
+    )
+    .context("writing server.json")?;
+    println!(
+        "tickflow is running: dashboard {url}/  (data in {}; Ctrl-C stops)",
+        data_dir.display()
+    );
     let _ = std::io::stdout().flush();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -82,7 +94,8 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
     drop(rt);
     let _ = std::fs::remove_file(server_file(&data_dir));
     let metrics = Arc::clone(pipeline.metrics());
-    let pipeline = Arc::try_unwrap(pipeline).map_err(|_| anyhow::anyhow!("pipeline still in use after the server stopped"))?;
+    let pipeline = Arc::try_unwrap(pipeline)
+        .map_err(|_| anyhow::anyhow!("pipeline still in use after the server stopped"))?;
     let started = pipeline.status();
     pipeline.shutdown().context("stopping the pipeline")?;
     let final_status = started;
@@ -100,11 +113,16 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
             "rejected": metrics.rejected_total(),
             "alerts": metrics.alerts.total(),
         });
-        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "stopped ({reason}): {} events processed, rows {:?}, {} rejected to the DLQ, {} duplicates dropped, {} alerts",
-        final_status.processed, final_status.rows, final_status.rejected, final_status.duplicates, final_status.alerts
+        final_status.processed,
+        final_status.rows,
+        final_status.rejected,
+        final_status.duplicates,
+        final_status.alerts
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -140,7 +158,8 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
         if s.failure.is_some() {
             return "a pipeline thread failed";
         }
-        let rate = (s.processed - last_processed) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
+        let rate =
+            (s.processed - last_processed) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
         last_processed = s.processed;
         last_at = Instant::now();
         let get = |k: &str| s.rows.get(k).copied().unwrap_or(0);
@@ -153,11 +172,12 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
             get("daily_metrics"),
             s.alerts,
             s.rejected,
-            s.latency_p99_seconds.map_or("-".to_string(), |p| format!("{:.0} ms", p * 1000.0)),
+            s.latency_p99_seconds
+                .map_or("-".to_string(), |p| format!("{:.0} ms", p * 1000.0)),
         );
         if tty {
             eprint!("\r{line}");
-        } else if lines % 5 == 0 {
+        } else if lines.is_multiple_of(5) {
             eprintln!("{line}");
         }
         lines += 1;

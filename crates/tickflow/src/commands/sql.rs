@@ -14,7 +14,14 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = running_server(&args.data_dir) {
         let client = reqwest::Client::new();
         let body = serde_json::json!({ "sql": args.query, "format": if format == Format::Json { "json" } else { &args.format } });
-        let sent = rt.block_on(async { client.post(format!("{url}/api/v1/sql")).header("content-type", "application/json").body(body.to_string()).send().await });
+        let sent = rt.block_on(async {
+            client
+                .post(format!("{url}/api/v1/sql"))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+        });
         if let Ok(resp) = sent {
             let status = resp.status();
             let text = rt.block_on(resp.text())?;
@@ -29,14 +36,25 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
             }
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             eprintln!("error: {}", v["error"].as_str().unwrap_or(&text));
-            return Ok(ExitCode::from(if status.is_client_error() { super::EXIT_USAGE } else { 1 }));
+            return Ok(ExitCode::from(if status.is_client_error() {
+                super::EXIT_USAGE
+            } else {
+                1
+            }));
         }
     }
     if !args.data_dir.exists() {
-        anyhow::bail!("no data directory at {} (run `tickflow demo` first, or pass --data-dir)", args.data_dir.display());
+        anyhow::bail!(
+            "no data directory at {} (run `tickflow demo` first, or pass --data-dir)",
+            args.data_dir.display()
+        );
     }
-    let inputs = tickflow_pipeline::offline_inputs(&args.data_dir).with_context(|| format!("reading {}", args.data_dir.display()))?;
-    let snapshot = Snapshot { files: inputs.files, live: inputs.live };
+    let inputs = tickflow_pipeline::offline_inputs(&args.data_dir)
+        .with_context(|| format!("reading {}", args.data_dir.display()))?;
+    let snapshot = Snapshot {
+        files: inputs.files,
+        live: inputs.live,
+    };
     match rt.block_on(tickflow_query::run_sql(snapshot, &args.query)) {
         Ok(result) => {
             let text = tickflow_query::render(&result, format)?;

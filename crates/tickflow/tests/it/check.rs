@@ -12,7 +12,10 @@ fn every_example_config_passes_check() {
             checked += 1;
         }
     }
-    assert!(checked >= 2, "expected the example configs, found {checked}");
+    assert!(
+        checked >= 2,
+        "expected the example configs, found {checked}"
+    );
 }
 
 #[test]
@@ -24,7 +27,12 @@ fn check_lists_every_problem_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
-    for needle in [format!("{file}:2: http.port"), format!("{file}:6: alerts.threshold[0].symbol"), format!("{file}:7: alerts.threshold[0].condition"), "3 problem(s) found".to_string()] {
+    for needle in [
+        format!("{file}:2: http.port"),
+        format!("{file}:6: alerts.threshold[0].symbol"),
+        format!("{file}:7: alerts.threshold[0].condition"),
+        "3 problem(s) found".to_string(),
+    ] {
         assert!(err.contains(&needle), "{needle:?} not in:\n{err}");
     }
 }

@@ -28,7 +28,17 @@ fn sigkill_during_ingest_loses_and_doubles_nothing() {
     for round in 0..3 {
         let server = Server::start(&cfg, &data);
         let mut producer = bin()
-            .args(["produce", "--count", "1000000", "--batch-size", "200", "--to", &server.url, "--start-seq", &next_seq.to_string()])
+            .args([
+                "produce",
+                "--count",
+                "1000000",
+                "--batch-size",
+                "200",
+                "--to",
+                &server.url,
+                "--start-seq",
+                &next_seq.to_string(),
+            ])
             .args(["--ack-log", ack_log.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -64,7 +74,16 @@ fn sigkill_during_ingest_loses_and_doubles_nothing() {
     let stored: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     let unique: HashSet<u64> = stored.iter().copied().collect();
     assert_eq!(unique.len(), stored.len(), "a trade is stored twice");
-    let missing: Vec<u64> = acked.iter().copied().filter(|s| !unique.contains(s)).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?} (of {} acked)", acked.len());
+    let missing: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|s| !unique.contains(s))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but lost: {missing:?} (of {} acked)",
+        acked.len()
+    );
     assert_eq!(sql_count(&data, "SELECT count(*) FROM dlq"), 0);
 }

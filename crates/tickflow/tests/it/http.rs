@@ -8,25 +8,51 @@ fn http_api_answers_and_refuses_clearly() {
     let data = dir.path().join("data");
     let cfg = dir.path().join("run.toml");
     // A long flush interval: rows stay unflushed, and queries must still see them.
-    std::fs::write(&cfg, config(&data, "max_body_mb = 1\n\n[lake]\nflush_interval_ms = 600000\nflush_rows = 100000000\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            "max_body_mb = 1\n\n[lake]\nflush_interval_ms = 600000\nflush_rows = 100000000\n",
+        ),
+    )
+    .unwrap();
     let server = Server::start(&cfg, &data);
     let url = &server.url;
 
     let (code, body) = http("GET", &format!("{url}/healthz"), None);
     assert_eq!((code, body.as_str()), (200, "ok\n"));
 
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let good = format!(r#"{{"type":"trade","symbol":"NVDA","ts_event":{now},"price":"181.25","size":"100","trade_id":"1"}}"#);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let good = format!(
+        r#"{{"type":"trade","symbol":"NVDA","ts_event":{now},"price":"181.25","size":"100","trade_id":"1"}}"#
+    );
     let good = good.as_str();
-    let ndjson = format!("{good}\n{}\n", good.replace("\"1\"}", "\"2\"}").replace("181.25", "181.50"));
-    let (code, body) = http("POST", &format!("{url}/api/v1/ingest"), Some(ndjson.as_bytes()));
+    let ndjson = format!(
+        "{good}\n{}\n",
+        good.replace("\"1\"}", "\"2\"}").replace("181.25", "181.50")
+    );
+    let (code, body) = http(
+        "POST",
+        &format!("{url}/api/v1/ingest"),
+        Some(ndjson.as_bytes()),
+    );
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"accepted\":2"), "{body}");
 
     let bad = format!("{good}\n{}\n", good.replace("\"price\"", "\"prcie\""));
-    let (code, body) = http("POST", &format!("{url}/api/v1/ingest"), Some(bad.as_bytes()));
+    let (code, body) = http(
+        "POST",
+        &format!("{url}/api/v1/ingest"),
+        Some(bad.as_bytes()),
+    );
     assert_eq!(code, 400, "{body}");
-    assert!(body.contains("line 2") && body.contains("prcie") && body.contains("\"line\":2"), "{body}");
+    assert!(
+        body.contains("line 2") && body.contains("prcie") && body.contains("\"line\":2"),
+        "{body}"
+    );
 
     let big = vec![b' '; 2 * 1024 * 1024];
     let (code, body) = http("POST", &format!("{url}/api/v1/ingest"), Some(&big));
@@ -35,7 +61,11 @@ fn http_api_answers_and_refuses_clearly() {
     // Unflushed rows are visible at once; decimals are exact.
     let mut rows = serde_json::Value::Null;
     for _ in 0..100 {
-        let (code, body) = http("POST", &format!("{url}/api/v1/sql"), Some(br#"{"sql":"SELECT count(*) AS n, sum(price) AS total FROM trades"}"#));
+        let (code, body) = http(
+            "POST",
+            &format!("{url}/api/v1/sql"),
+            Some(br#"{"sql":"SELECT count(*) AS n, sum(price) AS total FROM trades"}"#),
+        );
         assert_eq!(code, 200, "{body}");
         rows = serde_json::from_str::<serde_json::Value>(&body).unwrap()["rows"].clone();
         if rows[0]["n"] == 2 {
@@ -46,16 +76,30 @@ fn http_api_answers_and_refuses_clearly() {
     assert_eq!(rows[0]["n"], 2, "{rows}");
     assert!(rows[0]["total"].to_string().contains("362.75"), "{rows}");
 
-    let (code, body) = http("POST", &format!("{url}/api/v1/sql"), Some(br#"{"sql":"SELECT nope FROM trades"}"#));
+    let (code, body) = http(
+        "POST",
+        &format!("{url}/api/v1/sql"),
+        Some(br#"{"sql":"SELECT nope FROM trades"}"#),
+    );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("nope"), "{body}");
-    let (code, _) = http("POST", &format!("{url}/api/v1/sql"), Some(br#"{"sql":"DROP TABLE trades"}"#));
+    let (code, _) = http(
+        "POST",
+        &format!("{url}/api/v1/sql"),
+        Some(br#"{"sql":"DROP TABLE trades"}"#),
+    );
     assert_eq!(code, 400);
 
     let (code, body) = http("GET", &format!("{url}/metrics"), None);
     assert_eq!(code, 200);
-    assert!(body.contains("tickflow_ingested_total{source=\"http\"} 2"), "{body}");
-    assert!(body.contains("tickflow_rejected_total{reason=\"late\"} 0"), "{body}");
+    assert!(
+        body.contains("tickflow_ingested_total{source=\"http\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("tickflow_rejected_total{reason=\"late\"} 0"),
+        "{body}"
+    );
 
     let (code, body) = http("GET", &format!("{url}/api/v1/status"), None);
     assert_eq!(code, 200);

@@ -12,7 +12,12 @@ pub(crate) fn bin() -> Command {
 
 pub(crate) fn run_ok(args: &[&str]) -> String {
     let out = bin().args(args).output().expect("run tickflow");
-    assert!(out.status.success(), "tickflow {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tickflow {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -22,16 +27,29 @@ pub(crate) fn run(args: &[&str]) -> Output {
 
 /// `tickflow sql --format json` on a data directory, parsed.
 pub(crate) fn sql(data_dir: &Path, query: &str) -> Vec<serde_json::Value> {
-    let out = run_ok(&["sql", "--data-dir", data_dir.to_str().unwrap(), "--format", "json", query]);
-    serde_json::from_str::<Vec<serde_json::Value>>(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    let out = run_ok(&[
+        "sql",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--format",
+        "json",
+        query,
+    ]);
+    serde_json::from_str::<Vec<serde_json::Value>>(out.trim())
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// A single integer from a one-row, one-column query.
 pub(crate) fn sql_count(data_dir: &Path, query: &str) -> i64 {
     let rows = sql(data_dir, query);
-    let row = rows.first().and_then(|r| r.as_object()).unwrap_or_else(|| panic!("no row for {query}"));
+    let row = rows
+        .first()
+        .and_then(|r| r.as_object())
+        .unwrap_or_else(|| panic!("no row for {query}"));
     let v = row.values().next().expect("one column");
-    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("not a number: {v}"))
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 /// A `tickflow run` process with its config in a temp dir.
@@ -42,20 +60,34 @@ pub(crate) struct Server {
 }
 
 pub(crate) fn config(data_dir: &Path, extra: &str) -> String {
-    format!("data_dir = \"{}\"\n\n[http]\nport = 0\n{extra}\n", data_dir.display())
+    format!(
+        "data_dir = \"{}\"\n\n[http]\nport = 0\n{extra}\n",
+        data_dir.display()
+    )
 }
 
 impl Server {
     pub(crate) fn start(config_path: &Path, data_dir: &Path) -> Server {
         let _ = std::fs::remove_file(data_dir.join("server.json"));
-        let child = bin().args(["run", "--config", config_path.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn tickflow run");
+        let child = bin()
+            .args(["run", "--config", config_path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tickflow run");
+        // Owned by a Server from here on, so a failed wait below still kills it on drop.
+        let mut server = Server {
+            child,
+            url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(text) = std::fs::read_to_string(data_dir.join("server.json")) {
                 let v: serde_json::Value = serde_json::from_str(&text).expect("server.json");
-                if v["pid"].as_u64() == Some(u64::from(child.id())) {
-                    let url = v["url"].as_str().expect("url").to_string();
-                    return Server { child, url, data_dir: data_dir.to_path_buf() };
+                if v["pid"].as_u64() == Some(u64::from(server.child.id())) {
+                    server.url = v["url"].as_str().expect("url").to_string();
+                    return server;
                 }
             }
             assert!(Instant::now() < deadline, "tickflow run did not start");
@@ -104,18 +136,37 @@ unsafe extern "C" {
 pub(crate) fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else { return (0, String::new()) };
-    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     let body = body.unwrap_or_default();
-    let head = format!("{method} {path} HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
-    if stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).is_err() {
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    if stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(body))
+        .is_err()
+    {
         // The server may answer (413) before reading everything; read what it said.
     }
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { return (0, text) };
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return (0, text);
+    };
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (code, body.to_string())
 }
