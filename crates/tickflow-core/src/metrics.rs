@@ -82,6 +82,27 @@ impl Histogram {
             .fetch_add(nanos.saturating_mul(n), Ordering::Relaxed);
     }
 
+    /// Records many durations, counting locally first so the shared counters are touched
+    /// once per bucket rather than once per value.
+    pub fn observe_all(&self, nanos: impl Iterator<Item = u64>) {
+        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+        let mut sum = 0u64;
+        for n in nanos {
+            let secs = n as f64 / 1e9;
+            counts[LATENCY_BUCKETS
+                .iter()
+                .position(|&b| secs <= b)
+                .unwrap_or(LATENCY_BUCKETS.len())] += 1;
+            sum = sum.saturating_add(n);
+        }
+        for (bucket, c) in self.buckets.iter().zip(counts) {
+            if c > 0 {
+                bucket.fetch_add(c, Ordering::Relaxed);
+            }
+        }
+        self.sum_nanos.fetch_add(sum, Ordering::Relaxed);
+    }
+
     /// Counts per bucket (the last is +Inf), not cumulative.
     pub fn counts(&self) -> Vec<u64> {
         self.buckets

@@ -63,6 +63,9 @@ impl UnixNanos {
             reason,
         };
         let b = text.as_bytes();
+        if !text.is_ascii() {
+            return Err(err("not ASCII"));
+        }
         if b.len() < 20
             || b[4] != b'-'
             || b[7] != b'-'
@@ -176,6 +179,7 @@ mod tests {
             "2026-11-22T25:00:00Z",
             "99999999999999999999",
             "2026-11-22T14:30:00.Z",
+            "2026-11-22T14:30:0éZ",
         ] {
             assert!(UnixNanos::parse(bad).is_err(), "{bad:?}");
         }

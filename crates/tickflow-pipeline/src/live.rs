@@ -35,8 +35,24 @@ impl Live {
     /// the files up to `published_seq`, each row is seen exactly once.
     pub(crate) fn batches(&self) -> Result<Vec<(Table, RecordBatch)>> {
         let mut out = Vec::new();
+        // The open-bar snapshot lags processing a little; a bar already final in memory must
+        // not also show as open.
+        let finals: std::collections::HashSet<_> = std::iter::once(&self.pending)
+            .chain(self.flushing.iter().map(|(_, r)| r.as_ref()))
+            .flat_map(|r| {
+                r.bars
+                    .iter()
+                    .map(|b| (b.symbol.clone(), b.interval, b.start))
+            })
+            .collect();
+        let bars = self
+            .open_bars
+            .iter()
+            .filter(|b| !finals.contains(&(b.symbol.clone(), b.interval, b.start)))
+            .cloned()
+            .collect();
         let open = Rows {
-            bars: self.open_bars.clone(),
+            bars,
             ..Default::default()
         };
         let parts = std::iter::once(&self.pending)
@@ -85,4 +101,54 @@ pub fn offline_inputs(data_dir: &Path) -> Result<QueryInputs> {
         files: files(&lake, ckpt.flush_seq)?,
         live: live.batches()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tickflow_model::{Bar, BarInterval, Price, Symbol, UnixNanos, Volume};
+
+    use super::*;
+
+    fn bar(is_final: bool) -> Bar {
+        let p = Price::parse("1").unwrap();
+        Bar {
+            symbol: Symbol::parse("A").unwrap(),
+            interval: BarInterval::S1,
+            start: UnixNanos(0),
+            end: UnixNanos(1_000_000_000),
+            open: p,
+            high: p,
+            low: p,
+            close: p,
+            volume: Volume::default(),
+            vwap: p,
+            trade_count: 1,
+            is_final,
+        }
+    }
+
+    #[test]
+    fn a_bar_final_in_memory_is_not_also_shown_open() {
+        let mut other = bar(false);
+        other.start = UnixNanos(1_000_000_000);
+        let live = Live {
+            pending: Rows {
+                bars: vec![bar(true)],
+                ..Default::default()
+            },
+            open_bars: vec![bar(false), other],
+            ..Default::default()
+        };
+        let rows: usize = live
+            .batches()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t == Table::Bars)
+            .map(|(_, b)| b.num_rows())
+            .sum();
+        assert_eq!(
+            rows, 2,
+            "the final bar and the other open bar, not the stale open copy"
+        );
+    }
 }

@@ -24,6 +24,8 @@ use crate::{Error, Plan, Result, checkpoint};
 const CONSUMER: &str = "processor";
 /// Records read from the log per batch.
 const READ_BATCH: usize = 8192;
+/// How long shutdown keeps processing what is already in the log.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A point-in-time view of the running pipeline, for `/api/v1/status` and the status line.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -123,7 +125,19 @@ impl Pipeline {
             fsync: plan.log.fsync,
         })?;
         let lake = Lake::open(data_dir.join("lake"))?;
-        let ckpt = checkpoint::read(&data_dir)?.unwrap_or_default();
+        let ckpt = match checkpoint::read(&data_dir)? {
+            Some(c) => c,
+            None if tickflow_lake::Table::ALL
+                .iter()
+                .any(|t| lake.files(*t, u64::MAX).is_ok_and(|f| !f.is_empty())) =>
+            {
+                return Err(Error::Checkpoint {
+                    path: checkpoint::path(&data_dir),
+                    message: "missing, but the lake holds data: starting over would delete or double it; restore the checkpoint or use a new data directory".into(),
+                });
+            }
+            None => checkpoint::Checkpoint::default(),
+        };
         let removed = lake.recover(ckpt.flush_seq)?;
         let next = ckpt.next_offset.max(log.start_offset());
         tracing::info!(data_dir = %data_dir.display(), next_offset = next, log_end = log.next_offset(), flush_seq = ckpt.flush_seq, removed_files = removed, "recovered");
@@ -152,8 +166,10 @@ impl Pipeline {
                 std::thread::Builder::new()
                     .name(format!("tickflow-{name}"))
                     .spawn(move || {
-                        if let Err(e) = f() {
-                            inner.fail(name, &e);
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => inner.fail(name, &e),
+                            Err(_) => inner.fail(name, &Error::Thread(name, "panicked".into())),
                         }
                     })
                     .map(|h| (name, h))
@@ -290,7 +306,21 @@ fn append(inner: &Inner, source: &str, events: &[Event]) -> Result<Range<u64>> {
     if inner.stop_sources.is_triggered() {
         return Err(Error::ShuttingDown);
     }
-    let records: Vec<Vec<u8>> = events.iter().map(codec::to_bytes).collect();
+    // One buffer for the whole batch, sliced per record: no allocation per event.
+    let mut buf = Vec::with_capacity(events.len() * 80);
+    let mut ends = Vec::with_capacity(events.len());
+    for event in events {
+        codec::encode(event, &mut buf);
+        ends.push(buf.len());
+    }
+    let records: Vec<&[u8]> = ends
+        .iter()
+        .scan(0, |start, &end| {
+            let record = &buf[*start..end];
+            *start = end;
+            Some(record)
+        })
+        .collect();
     let offsets = inner.log.append_batch(&records)?;
     inner.metrics.ingested.add(source, events.len() as u64);
     inner
@@ -316,7 +346,11 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
             let to = (from + day).min(now.0 - step);
             sim.history(UnixNanos(from), UnixNanos(to), step, now, &mut events);
             for chunk in events.chunks(16_384) {
-                append(inner, "simulator", chunk)?;
+                match append(inner, "simulator", chunk) {
+                    Ok(_) => {}
+                    Err(Error::ShuttingDown) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
             }
             pushed += events.len();
             events.clear();
@@ -332,9 +366,16 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
     let mut pacer = Pacer::new(plan.rate);
     let batch = pacer.batch_size(8192);
     while !inner.stop_sources.is_triggered() {
-        let wait = pacer.delay_for(batch as u64);
-        if !wait.is_zero() {
-            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        let due = Instant::now() + pacer.delay_for(batch as u64);
+        // Sleep in short steps so a stop request is honoured quickly even at low rates.
+        while Instant::now() < due {
+            if inner.stop_sources.is_triggered() {
+                return Ok(());
+            }
+            std::thread::sleep(
+                due.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50)),
+            );
         }
         sim.next_batch(batch, UnixNanos::now(), &mut events);
         match append(inner, "simulator", &events) {
@@ -420,7 +461,21 @@ fn run_processor(
         tx.send(job)
             .map_err(|_| Error::Thread("flusher", "stopped".into()))
     };
+    let mut drain_deadline: Option<Instant> = None;
     loop {
+        if inner.stop_processing.is_triggered() {
+            // Drain what is in the log, but not forever: what is left stays durable in the log
+            // and is processed after the next start.
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+            if Instant::now() >= deadline && next > flushed_offset {
+                tracing::warn!(
+                    left = inner.log.next_offset().saturating_sub(next),
+                    "stopping before the log is drained; the rest is processed on the next start"
+                );
+                flush(&processor, next, &mut recv_times)?;
+                return Ok(());
+            }
+        }
         inner.log.read(next, READ_BATCH, &mut records)?;
         if records.is_empty() {
             let draining = inner.stop_processing.is_triggered();
@@ -507,16 +562,11 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             live.flushing.retain(|(s, _)| *s != job.seq);
         }
         let now = UnixNanos::now().0;
-        let mut counts = std::collections::HashMap::<u64, u64>::new();
-        for t in &job.recv_times {
-            // Millisecond resolution is plenty for buckets that start at 0.5 ms.
-            *counts
-                .entry(((now - t).max(0) as u64) / 1_000_000)
-                .or_default() += 1;
-        }
-        for (ms, n) in counts {
-            m.latency.observe_n(ms * 1_000_000 + 500_000, n);
-        }
+        m.latency.observe_all(
+            job.recv_times
+                .iter()
+                .map(|t| now.saturating_sub(*t).max(0) as u64),
+        );
         for (table, n) in &report.rows {
             m.rows_written.add(table, *n as u64);
         }

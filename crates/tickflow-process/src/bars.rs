@@ -60,7 +60,10 @@ impl OpenBar {
         b.low = b.low.min(trade.price);
         b.volume.add(trade.size);
         b.trade_count += 1;
-        self.notional += i128::from(trade.price.raw()) * i128::from(trade.size.raw());
+        // Saturates instead of wrapping: only absurd bars (≈170 trades near 10⁹ × 10⁹) get there.
+        self.notional = self
+            .notional
+            .saturating_add(i128::from(trade.price.raw()) * i128::from(trade.size.raw()));
     }
 
     /// The bar as it stands, VWAP computed exactly and rounded to 10^-9.

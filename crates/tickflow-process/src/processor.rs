@@ -156,10 +156,14 @@ impl Processor {
             out.duplicates += 1;
             return;
         }
-        let advanced = ts > state.watermark;
+        // A tick from a skewed clock may be ahead of its receipt by up to max_future; letting it
+        // move the watermark that far would make minutes of correct ticks "late". The watermark
+        // therefore advances at most to ts_recv + lateness.
+        let mark = ts.min(event.ts_recv().0.saturating_add(lateness));
+        let advanced = mark > state.watermark;
         if advanced {
-            state.watermark = ts;
-            state.dedupe.evict_before(ts.saturating_sub(lateness));
+            state.watermark = mark;
+            state.dedupe.evict_before(mark.saturating_sub(lateness));
         }
         match event {
             Event::Trade(trade) => {

@@ -381,3 +381,25 @@ proptest! {
         prop_assert_eq!(a.bars, b.bars);
     }
 }
+
+#[test]
+fn a_future_dated_tick_does_not_make_later_ticks_late() {
+    let mut p = Processor::new(ProcessorConfig {
+        lateness_nanos: SEC,
+        ..Default::default()
+    });
+    let mut skewed = trade("A", T0 + 200 * SEC, "1", "1", 1);
+    if let Event::Trade(t) = &mut skewed {
+        t.ts_recv = UnixNanos(T0); // 200 s ahead of receipt: within max_future, so accepted
+    }
+    let out = run(
+        &mut p,
+        vec![
+            skewed,
+            trade("A", T0 + SEC / 2, "1", "1", 2),
+            trade("A", T0 + SEC, "1", "1", 3),
+        ],
+    );
+    assert!(out.dlq.is_empty(), "{:?}", out.dlq);
+    assert_eq!(out.trades.len(), 3);
+}

@@ -58,6 +58,7 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
         .block_on(tokio::net::TcpListener::bind(bind))
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
+    let started = Instant::now();
     let pipeline = Arc::new(Pipeline::start(plan).context("starting the pipeline")?);
     let url = format!("http://{addr}");
     std::fs::write(
@@ -96,12 +97,12 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
     let metrics = Arc::clone(pipeline.metrics());
     let pipeline = Arc::try_unwrap(pipeline)
         .map_err(|_| anyhow::anyhow!("pipeline still in use after the server stopped"))?;
-    let started = pipeline.status();
     pipeline.shutdown().context("stopping the pipeline")?;
-    let final_status = started;
+    let secs = started.elapsed().as_secs_f64();
+    let processed = metrics.processed.load(std::sync::atomic::Ordering::Relaxed);
+    let rows: std::collections::BTreeMap<String, u64> =
+        metrics.rows_produced.snapshot().into_iter().collect();
     if let Some(path) = summary {
-        let processed = metrics.processed.load(std::sync::atomic::Ordering::Relaxed);
-        let secs = final_status.uptime_secs;
         let json = serde_json::json!({
             "processed": processed,
             "ingested": metrics.ingested.total(),
@@ -112,17 +113,18 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
             "peak_rss_bytes": peak_rss_bytes(),
             "rejected": metrics.rejected_total(),
             "alerts": metrics.alerts.total(),
+            "rows": rows,
         });
         std::fs::write(path, format!("{json}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
-        "stopped ({reason}): {} events processed, rows {:?}, {} rejected to the DLQ, {} duplicates dropped, {} alerts",
-        final_status.processed,
-        final_status.rows,
-        final_status.rejected,
-        final_status.duplicates,
-        final_status.alerts
+        "stopped ({reason}) after {secs:.1} s: {processed} events processed, rows {rows:?}, {} rejected to the DLQ, {} duplicates dropped, {} alerts",
+        metrics.rejected_total(),
+        metrics
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        metrics.alerts.total()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -137,6 +139,9 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
     let mut lines = 0u64;
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // One future for the whole wait, so a Ctrl-C between two status ticks is not missed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         #[cfg(unix)]
         let sigterm = async {
@@ -150,7 +155,7 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
         #[cfg(not(unix))]
         let sigterm = std::future::pending::<()>();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return "interrupted",
+            _ = &mut ctrl_c => return "interrupted",
             _ = sigterm => return "terminated",
             _ = ticker.tick() => {}
         }
