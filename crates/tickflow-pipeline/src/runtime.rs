@@ -127,9 +127,12 @@ impl Pipeline {
         let lake = Lake::open(data_dir.join("lake"))?;
         let ckpt = match checkpoint::read(&data_dir)? {
             Some(c) => c,
-            None if tickflow_lake::Table::ALL
-                .iter()
-                .any(|t| lake.files(*t, u64::MAX).is_ok_and(|f| !f.is_empty())) =>
+            // Without a checkpoint the only legitimate leftovers are from flush 1 (a crash before
+            // the first checkpoint); a later flush means a checkpoint existed and was lost.
+            None if tickflow_lake::Table::ALL.iter().any(|t| {
+                lake.files(*t, u64::MAX).map(|f| f.len()).unwrap_or(0)
+                    > lake.files(*t, 1).map(|f| f.len()).unwrap_or(0)
+            }) =>
             {
                 return Err(Error::Checkpoint {
                     path: checkpoint::path(&data_dir),
