@@ -50,7 +50,7 @@ fn sigkill_during_ingest_loses_and_doubles_nothing() {
             assert!(Instant::now() < deadline, "producer made no progress");
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(100 + 150 * round as u64));
+        std::thread::sleep(Duration::from_millis(300 + 250 * round as u64));
         server.kill();
         let _ = producer.wait();
         next_seq += 1_000_000;
