@@ -111,6 +111,7 @@ pub struct RawSpike {
     pub window: Option<i64>,
     pub k: Option<f64>,
     pub min_samples: Option<i64>,
+    pub min_return_pct: Option<f64>,
     pub cooldown_secs: Option<i64>,
     pub severity: Option<String>,
 }
@@ -400,12 +401,20 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 format!("{min_samples} is larger than window {window}"),
             );
         }
+        let min_return_pct = s.min_return_pct.unwrap_or(1.0);
+        if min_return_pct.is_nan() || !(0.0..=100.0).contains(&min_return_pct) {
+            c.add(
+                key("min_return_pct"),
+                format!("{min_return_pct} must be a percentage in 0..=100"),
+            );
+        }
         spikes.push(SpikeRule {
             name: s.name,
             symbol: c.symbol(&key("symbol"), s.symbol.as_deref()),
             window,
             k,
             min_samples,
+            min_return: min_return_pct / 100.0,
             cooldown_nanos: c.range(&key("cooldown_secs"), s.cooldown_secs, 60, 0, 86_400 * 30)
                 * 1_000_000_000,
             severity: c.severity(&key("severity"), s.severity.as_deref()),
@@ -693,6 +702,7 @@ lenient!(LenientSpike {
     window,
     k,
     min_samples,
+    min_return_pct,
     cooldown_secs,
     severity
 });

@@ -68,6 +68,9 @@ pub struct SpikeRule {
     pub k: f64,
     /// Returns needed before the detector may fire, so a cold start is quiet.
     pub min_samples: usize,
+    /// Smallest absolute return (a fraction, 0.01 = 1%) that may fire. Prices move in ticks:
+    /// a quiet symbol's standard deviation can be tiny, and one cent would be "14σ".
+    pub min_return: f64,
     pub cooldown_nanos: i64,
     pub severity: Severity,
 }
@@ -186,7 +189,10 @@ pub(crate) fn evaluate(
             } else {
                 0.0
             };
-            if z > rule.k && cooled(thresholds.len() + j, rule.cooldown_nanos) {
+            if z > rule.k
+                && r.abs() >= rule.min_return
+                && cooled(thresholds.len() + j, rule.cooldown_nanos)
+            {
                 let msg = format!(
                     "{} moved {:+.3}% in one trade ({} -> {}), {z:.1}σ over the last {} returns",
                     trade.symbol,

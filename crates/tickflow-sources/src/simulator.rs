@@ -412,6 +412,7 @@ mod tests {
             window: 100,
             k: 5.0,
             min_samples: 30,
+            min_return: 0.01,
             cooldown_nanos: 0,
             severity: Default::default(),
         };

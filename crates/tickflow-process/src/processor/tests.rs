@@ -280,6 +280,7 @@ fn spike_detector_fires_on_a_jump_only() {
         window: 50,
         k: 6.0,
         min_samples: 20,
+        min_return: 0.01,
         cooldown_nanos: 60 * SEC,
         severity: Severity::Warning,
     };
@@ -344,7 +345,8 @@ proptest! {
         let config = ProcessorConfig {
             lateness_nanos: SEC,
             thresholds: vec![ThresholdRule { name: "t".into(), symbol: None, condition: "price > 15".parse().unwrap(), cooldown_nanos: SEC, severity: Severity::Info }],
-            spikes: vec![SpikeRule { name: "s".into(), symbol: None, window: 10, k: 2.0, min_samples: 5, cooldown_nanos: SEC, severity: Severity::Info }],
+            spikes: vec![SpikeRule { name: "s".into(), symbol: None, window: 10, k: 2.0, min_samples: 5,
+                min_return: 0.0, cooldown_nanos: SEC, severity: Severity::Info }],
             ..Default::default()
         };
         let cut = cut.min(events.len());
@@ -402,4 +404,42 @@ fn a_future_dated_tick_does_not_make_later_ticks_late() {
     );
     assert!(out.dlq.is_empty(), "{:?}", out.dlq);
     assert_eq!(out.trades.len(), 3);
+}
+
+#[test]
+fn one_tick_moves_on_a_quiet_symbol_need_the_minimum_return() {
+    let quiet = |min_return: f64| {
+        let rule = SpikeRule {
+            name: "s".into(),
+            symbol: None,
+            window: 100,
+            k: 4.0,
+            min_samples: 20,
+            min_return,
+            cooldown_nanos: 0,
+            severity: Severity::Info,
+        };
+        let mut p = Processor::new(ProcessorConfig {
+            spikes: vec![rule],
+            ..Default::default()
+        });
+        let mut events: Vec<Event> = (0..60)
+            .map(|i| {
+                trade(
+                    "Q",
+                    T0 + i * SEC / 10,
+                    if i == 30 { "9.81" } else { "9.80" },
+                    "1",
+                    i as u64,
+                )
+            })
+            .collect();
+        events.push(trade("Q", T0 + 7 * SEC, "9.79", "1", 999));
+        run(&mut p, events).alerts.len()
+    };
+    assert!(
+        quiet(0.0) > 0,
+        "without a minimum the one-cent move is many σ"
+    );
+    assert_eq!(quiet(0.01), 0, "a 0.1% move is below the 1% minimum");
 }
