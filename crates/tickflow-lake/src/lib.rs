@@ -12,14 +12,13 @@
 
 mod convert;
 mod error;
-mod rows;
 mod table;
 mod writer;
 
 pub use convert::to_batch;
 pub use error::{Error, Result};
-pub use rows::Rows;
 pub use table::Table;
+pub use tickflow_model::Rows;
 pub use writer::{Lake, WriteReport, flush_seq_of};
 
 pub use arrow::record_batch::RecordBatch;

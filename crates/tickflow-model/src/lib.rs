@@ -14,6 +14,7 @@ mod dlq;
 mod error;
 mod fixed;
 mod nanos;
+mod rows;
 mod symbol;
 mod tick;
 
@@ -25,5 +26,6 @@ pub use dlq::{DlqRecord, RejectReason};
 pub use error::{Error, Result};
 pub use fixed::{FIXED_SCALE, MAX_PRECISION, Price, Qty, Volume};
 pub use nanos::UnixNanos;
+pub use rows::Rows;
 pub use symbol::Symbol;
 pub use tick::{Event, Quote, Trade};

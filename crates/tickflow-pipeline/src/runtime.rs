@@ -392,21 +392,21 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
 
 fn count_output(metrics: &Metrics, out: &Output) {
     for (table, n) in [
-        ("trades", out.trades.len()),
-        ("quotes", out.quotes.len()),
-        ("bars", out.bars.len()),
-        ("daily_metrics", out.daily_metrics.len()),
-        ("alerts", out.alerts.len()),
-        ("dlq", out.dlq.len()),
+        ("trades", out.rows.trades.len()),
+        ("quotes", out.rows.quotes.len()),
+        ("bars", out.rows.bars.len()),
+        ("daily_metrics", out.rows.daily_metrics.len()),
+        ("alerts", out.rows.alerts.len()),
+        ("dlq", out.rows.dlq.len()),
     ] {
         if n > 0 {
             metrics.rows_produced.add(table, n as u64);
         }
     }
-    for d in &out.dlq {
+    for d in &out.rows.dlq {
         metrics.reject(d.reason, 1);
     }
-    for a in &out.alerts {
+    for a in &out.rows.alerts {
         metrics.alerts.add(&a.rule, 1);
         metrics.alert_deliveries.add("log/ok", 1);
         tracing::info!(rule = %a.rule, symbol = %a.symbol, value = %a.value, severity = %a.severity, alert_id = %a.alert_id, "{}", a.message);
@@ -414,17 +414,6 @@ fn count_output(metrics: &Metrics, out: &Output) {
     metrics
         .duplicates
         .fetch_add(out.duplicates, Ordering::Relaxed);
-}
-
-fn into_rows(out: &mut Output) -> Rows {
-    Rows {
-        trades: std::mem::take(&mut out.trades),
-        quotes: std::mem::take(&mut out.quotes),
-        bars: std::mem::take(&mut out.bars),
-        daily_metrics: std::mem::take(&mut out.daily_metrics),
-        alerts: std::mem::take(&mut out.alerts),
-        dlq: std::mem::take(&mut out.dlq),
-    }
 }
 
 fn run_processor(
@@ -517,10 +506,10 @@ fn run_processor(
             inner.log.next_offset().saturating_sub(next),
             Ordering::Relaxed,
         );
-        pending_rows += out.rows();
+        pending_rows += out.rows.len();
         out.duplicates = 0;
         {
-            let mut rows = into_rows(&mut out);
+            let mut rows = std::mem::take(&mut out.rows);
             let mut live = inner.live();
             live.pending.append(&mut rows);
             if last_open_bars.elapsed() >= Duration::from_millis(250) {

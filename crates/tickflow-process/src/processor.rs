@@ -2,10 +2,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tickflow_core::ingest;
-use tickflow_model::{
-    Alert, Bar, BarInterval, DailyMetric, DlqRecord, Event, Quote, RejectReason, Symbol, Trade,
-    UnixNanos,
-};
+use tickflow_model::{Bar, BarInterval, DlqRecord, Event, RejectReason, Rows, Symbol, UnixNanos};
 
 use crate::alerts::{self, AlertState, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
@@ -38,36 +35,8 @@ impl Default for ProcessorConfig {
 /// Rows produced by processing, grouped by table, plus what was dropped.
 #[derive(Debug, Default)]
 pub struct Output {
-    pub trades: Vec<Trade>,
-    pub quotes: Vec<Quote>,
-    pub bars: Vec<Bar>,
-    pub daily_metrics: Vec<DailyMetric>,
-    pub alerts: Vec<Alert>,
-    pub dlq: Vec<DlqRecord>,
+    pub rows: Rows,
     pub duplicates: u64,
-}
-
-impl Output {
-    /// Rows over all tables.
-    pub fn rows(&self) -> usize {
-        self.trades.len()
-            + self.quotes.len()
-            + self.bars.len()
-            + self.daily_metrics.len()
-            + self.alerts.len()
-            + self.dlq.len()
-    }
-
-    /// Moves every row of `other` into `self`.
-    pub fn append(&mut self, other: &mut Output) {
-        self.trades.append(&mut other.trades);
-        self.quotes.append(&mut other.quotes);
-        self.bars.append(&mut other.bars);
-        self.daily_metrics.append(&mut other.daily_metrics);
-        self.alerts.append(&mut other.alerts);
-        self.dlq.append(&mut other.dlq);
-        self.duplicates += std::mem::take(&mut other.duplicates);
-    }
 }
 
 /// Everything one symbol's processing remembers.
@@ -128,7 +97,9 @@ impl Processor {
     /// Processes one event read at `offset` of the log; `now` stamps DLQ rows.
     pub fn process(&mut self, offset: Option<u64>, event: Event, now: UnixNanos, out: &mut Output) {
         if let Err((reason, error)) = validate::check(&event, &self.config.limits) {
-            out.dlq.push(dlq_row(&event, offset, reason, error, now));
+            out.rows
+                .dlq
+                .push(dlq_row(&event, offset, reason, error, now));
             return;
         }
         let lateness = self.config.lateness_nanos;
@@ -148,7 +119,8 @@ impl Processor {
                 lateness / 1_000_000,
                 UnixNanos(state.watermark)
             );
-            out.dlq
+            out.rows
+                .dlq
                 .push(dlq_row(&event, offset, RejectReason::Late, error, now));
             return;
         }
@@ -175,20 +147,22 @@ impl Processor {
                     &self.config.thresholds,
                     &self.config.spikes,
                     &trade,
-                    &mut out.alerts,
+                    &mut out.rows.alerts,
                 );
-                out.trades.push(trade);
+                out.rows.trades.push(trade);
             }
-            Event::Quote(quote) => out.quotes.push(quote),
+            Event::Quote(quote) => out.rows.quotes.push(quote),
         }
         if advanced {
-            let first_new = out.bars.len();
+            let first_new = out.rows.bars.len();
             for bars in &mut state.bars {
-                bars.close_until(state.watermark, lateness, &mut out.bars);
+                bars.close_until(state.watermark, lateness, &mut out.rows.bars);
             }
-            for bar in &out.bars[first_new..] {
+            for bar in &out.rows.bars[first_new..] {
                 if bar.interval == BarInterval::D1 {
-                    out.daily_metrics.push(state.daily.on_final_daily_bar(bar));
+                    out.rows
+                        .daily_metrics
+                        .push(state.daily.on_final_daily_bar(bar));
                 }
             }
         }
@@ -203,7 +177,7 @@ impl Processor {
         out: &mut Output,
     ) {
         let payload: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        out.dlq.push(DlqRecord {
+        out.rows.dlq.push(DlqRecord {
             ts: now,
             source: "log".into(),
             offset: Some(offset),

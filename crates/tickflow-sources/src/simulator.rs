@@ -372,16 +372,17 @@ mod tests {
             p.process(None, e, NOW, &mut o);
         }
         assert!(
-            o.dlq.is_empty(),
+            o.rows.dlq.is_empty(),
             "history has no bad ticks: {:?}",
-            o.dlq.first()
+            o.rows.dlq.first()
         );
         assert_eq!(
-            o.daily_metrics.len(),
+            o.rows.daily_metrics.len(),
             9 * 12,
             "nine completed days per symbol"
         );
         let btc: Vec<_> = o
+            .rows
             .daily_metrics
             .iter()
             .filter(|m| m.symbol.as_str() == "BTC-USD")
@@ -424,7 +425,7 @@ mod tests {
         for e in events {
             p.process(None, e, NOW, &mut o);
         }
-        let count = |r| o.dlq.iter().filter(|d| d.reason == r).count();
+        let count = |r| o.rows.dlq.iter().filter(|d| d.reason == r).count();
         assert!(sim.injected.iter().all(|&n| n > 0), "{:?}", sim.injected);
         assert_eq!(
             count(RejectReason::NonPositivePrice) as u64,
@@ -435,9 +436,9 @@ mod tests {
         assert!(count(RejectReason::Late) as u64 >= sim.injected[4]);
         assert!(o.duplicates > 0);
         assert!(
-            o.alerts.len() as u64 >= sim.injected[0] / 2,
+            o.rows.alerts.len() as u64 >= sim.injected[0] / 2,
             "{} alerts for {} spikes",
-            o.alerts.len(),
+            o.rows.alerts.len(),
             sim.injected[0]
         );
     }

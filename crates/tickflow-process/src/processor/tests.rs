@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tickflow_model::{Price, Qty, Severity};
+use tickflow_model::{Price, Qty, Quote, Severity, Trade};
 
 use super::*;
 use crate::alerts::Condition;
@@ -49,7 +49,11 @@ fn run(p: &mut Processor, events: Vec<Event>) -> Output {
 }
 
 fn bars_of(out: &Output, interval: BarInterval) -> Vec<&Bar> {
-    out.bars.iter().filter(|b| b.interval == interval).collect()
+    out.rows
+        .bars
+        .iter()
+        .filter(|b| b.interval == interval)
+        .collect()
 }
 
 #[test]
@@ -116,14 +120,14 @@ fn late_ticks_go_to_the_dlq_never_into_bars() {
             trade("A", T0 + 9 * SEC + 1, "2", "1", 3),
         ],
     );
-    assert_eq!(out.trades.len(), 2);
-    assert_eq!(out.dlq.len(), 1);
-    assert_eq!(out.dlq[0].reason, RejectReason::Late);
-    assert_eq!(out.dlq[0].offset, Some(1));
+    assert_eq!(out.rows.trades.len(), 2);
+    assert_eq!(out.rows.dlq.len(), 1);
+    assert_eq!(out.rows.dlq[0].reason, RejectReason::Late);
+    assert_eq!(out.rows.dlq[0].offset, Some(1));
     assert!(
-        out.dlq[0].payload.contains("\"trade_id\":\"2\""),
+        out.rows.dlq[0].payload.contains("\"trade_id\":\"2\""),
         "{}",
-        out.dlq[0].payload
+        out.rows.dlq[0].payload
     );
     let out = run(&mut p, vec![trade("A", T0 + 60 * SEC, "1", "1", 4)]);
     let s1 = bars_of(&out, BarInterval::S1);
@@ -148,8 +152,8 @@ fn duplicates_are_dropped_and_counted() {
             t,
         ],
     );
-    assert_eq!(out.trades.len(), 1);
-    assert_eq!(out.quotes.len(), 1);
+    assert_eq!(out.rows.trades.len(), 1);
+    assert_eq!(out.rows.quotes.len(), 1);
     assert_eq!(out.duplicates, 3);
 }
 
@@ -174,7 +178,7 @@ fn bad_ticks_get_their_reasons() {
             trade("A", T0, "1000000000", "1", 5),
         ],
     );
-    let reasons: Vec<_> = out.dlq.iter().map(|d| d.reason).collect();
+    let reasons: Vec<_> = out.rows.dlq.iter().map(|d| d.reason).collect();
     assert_eq!(
         reasons,
         [
@@ -186,7 +190,11 @@ fn bad_ticks_get_their_reasons() {
             RejectReason::OutOfRange
         ]
     );
-    assert_eq!(out.quotes.len(), 1, "a locked quote (bid == ask) is valid");
+    assert_eq!(
+        out.rows.quotes.len(),
+        1,
+        "a locked quote (bid == ask) is valid"
+    );
 }
 
 #[test]
@@ -217,7 +225,7 @@ fn daily_metrics_follow_the_formulas() {
     }
     events.push(trade("X", T0 + 7 * day, "1", "1", 999));
     let out = run(&mut p, events);
-    let m = &out.daily_metrics;
+    let m = &out.rows.daily_metrics;
     assert_eq!(m.len(), 6);
     assert_eq!(m[0].date.to_string(), "2026-11-22");
     assert!((m[0].volatility - 20.0).abs() < 1e-9);
@@ -254,16 +262,16 @@ fn threshold_alerts_respect_cooldown_and_symbol() {
             trade("NVDA", T0 + 11 * SEC, "203", "1", 5),
         ],
     );
-    let ts: Vec<_> = out.alerts.iter().map(|a| a.ts.0 - T0).collect();
+    let ts: Vec<_> = out.rows.alerts.iter().map(|a| a.ts.0 - T0).collect();
     assert_eq!(ts, [SEC, 11 * SEC]);
-    assert_eq!(out.alerts[0].severity, Severity::Critical);
-    assert_eq!(out.alerts[0].threshold, "200");
+    assert_eq!(out.rows.alerts[0].severity, Severity::Critical);
+    assert_eq!(out.rows.alerts[0].threshold, "200");
     assert!(
-        out.alerts[0].message.contains("201 > 200"),
+        out.rows.alerts[0].message.contains("201 > 200"),
         "{}",
-        out.alerts[0].message
+        out.rows.alerts[0].message
     );
-    assert_ne!(out.alerts[0].alert_id, out.alerts[1].alert_id);
+    assert_ne!(out.rows.alerts[0].alert_id, out.rows.alerts[1].alert_id);
     assert_eq!(
         "price < 1.5".parse::<Condition>().unwrap(),
         Condition::Below(Price::parse("1.5").unwrap())
@@ -295,15 +303,15 @@ fn spike_detector_fires_on_a_jump_only() {
         events.push(trade("A", T0 + i as i64 * SEC / 10, price, "1", i));
     }
     assert!(
-        run(&mut p, events).alerts.is_empty(),
+        run(&mut p, events).rows.alerts.is_empty(),
         "noise alone must not fire"
     );
     let out = run(&mut p, vec![trade("A", T0 + 30 * SEC, "110", "1", 1000)]);
-    assert_eq!(out.alerts.len(), 1);
+    assert_eq!(out.rows.alerts.len(), 1);
     assert!(
-        out.alerts[0].message.contains("+9.890%"),
+        out.rows.alerts[0].message.contains("+9.890%"),
         "{}",
-        out.alerts[0].message
+        out.rows.alerts[0].message
     );
 }
 
@@ -359,14 +367,15 @@ proptest! {
         let state: State = postcard::from_bytes(&bytes).unwrap();
         let mut second = Processor::with_state(config, state);
         let mut rest = run(&mut second, events[cut..].to_vec());
-        got.append(&mut rest);
+        got.rows.append(&mut rest.rows);
+        got.duplicates += rest.duplicates;
 
-        prop_assert_eq!(got.trades.len(), expected.trades.len());
-        prop_assert_eq!(got.bars, expected.bars);
-        prop_assert_eq!(got.daily_metrics, expected.daily_metrics);
-        prop_assert_eq!(got.alerts, expected.alerts);
+        prop_assert_eq!(got.rows.trades.len(), expected.rows.trades.len());
+        prop_assert_eq!(got.rows.bars, expected.rows.bars);
+        prop_assert_eq!(got.rows.daily_metrics, expected.rows.daily_metrics);
+        prop_assert_eq!(got.rows.alerts, expected.rows.alerts);
         prop_assert_eq!(got.duplicates, expected.duplicates);
-        prop_assert_eq!(got.dlq.len(), expected.dlq.len());
+        prop_assert_eq!(got.rows.dlq.len(), expected.rows.dlq.len());
         prop_assert_eq!(second.open_bars().len(), whole.open_bars().len());
     }
 
@@ -378,9 +387,9 @@ proptest! {
         let mut twice = Processor::new(ProcessorConfig::default());
         let doubled: Vec<Event> = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
         let b = run(&mut twice, doubled);
-        prop_assert_eq!(a.trades, b.trades);
-        prop_assert_eq!(a.quotes, b.quotes);
-        prop_assert_eq!(a.bars, b.bars);
+        prop_assert_eq!(a.rows.trades, b.rows.trades);
+        prop_assert_eq!(a.rows.quotes, b.rows.quotes);
+        prop_assert_eq!(a.rows.bars, b.rows.bars);
     }
 }
 
@@ -402,8 +411,8 @@ fn a_future_dated_tick_does_not_make_later_ticks_late() {
             trade("A", T0 + SEC, "1", "1", 3),
         ],
     );
-    assert!(out.dlq.is_empty(), "{:?}", out.dlq);
-    assert_eq!(out.trades.len(), 3);
+    assert!(out.rows.dlq.is_empty(), "{:?}", out.rows.dlq);
+    assert_eq!(out.rows.trades.len(), 3);
 }
 
 #[test]
@@ -435,7 +444,7 @@ fn one_tick_moves_on_a_quiet_symbol_need_the_minimum_return() {
             })
             .collect();
         events.push(trade("Q", T0 + 7 * SEC, "9.79", "1", 999));
-        run(&mut p, events).alerts.len()
+        run(&mut p, events).rows.alerts.len()
     };
     assert!(
         quiet(0.0) > 0,

@@ -1,6 +1,6 @@
-use tickflow_model::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
+use crate::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
 
-/// Rows for every table, as produced by processing and not yet in Parquet.
+/// Rows for every table: what processing produces and what the lake writes.
 #[derive(Clone, Debug, Default)]
 pub struct Rows {
     pub trades: Vec<Trade>,
