@@ -71,8 +71,6 @@ pub async fn run_sql(snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
         let union = parquet.union(ctx.read_table(mem)?)?;
         ctx.register_table(table.name(), union.into_view())?;
     }
-    let options = datafusion::sql::planner::ParserOptions::default();
-    let _ = options;
     let df = ctx
         .sql_with_options(
             sql,

@@ -1,6 +1,6 @@
 //! Running the binary and a pipeline under test.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,6 @@ pub(crate) fn sql_count(data_dir: &Path, query: &str) -> i64 {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) url: String,
-    pub(crate) data_dir: PathBuf,
 }
 
 pub(crate) fn config(data_dir: &Path, extra: &str) -> String {
@@ -79,7 +78,6 @@ impl Server {
         let mut server = Server {
             child,
             url: String::new(),
-            data_dir: data_dir.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -108,7 +106,6 @@ impl Server {
         }
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "tickflow run exited with {status}");
-        let _ = self.data_dir;
     }
 
     /// SIGKILL: no chance to flush anything.
