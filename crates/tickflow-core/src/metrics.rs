@@ -18,6 +18,9 @@ pub const LOG_LAG: &str = "tickflow_log_lag";
 pub const LOG_APPENDED_TOTAL: &str = "tickflow_log_appended_total";
 pub const PROCESSED_TOTAL: &str = "tickflow_processed_total";
 pub const PROCESS_LATENCY_SECONDS: &str = "tickflow_process_latency_seconds";
+pub const LOG_LATENCY_SECONDS: &str = "tickflow_log_latency_seconds";
+pub const QUERYABLE_LATENCY_SECONDS: &str = "tickflow_queryable_latency_seconds";
+pub const ALERT_LATENCY_SECONDS: &str = "tickflow_alert_latency_seconds";
 pub const SINK_ERRORS_TOTAL: &str = "tickflow_sink_errors_total";
 pub const ALERTS_TOTAL: &str = "tickflow_alerts_total";
 pub const ALERT_DELIVERIES_TOTAL: &str = "tickflow_alert_deliveries_total";
@@ -56,28 +59,57 @@ impl Labeled {
     }
 }
 
-/// Upper bounds of the latency histogram, in seconds.
-pub const LATENCY_BUCKETS: [f64; 20] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
-    5.0, 10.0, 30.0, 60.0,
+/// Upper bounds of the latency histograms, in nanoseconds: fine below 10 ms, where the
+/// alert-latency target sits, and coarse up to a minute for backlogs.
+pub const LATENCY_BUCKETS_NANOS: [u64; 25] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    3_000_000,
+    5_000_000,
+    7_500_000,
+    10_000_000,
+    15_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    750_000_000,
+    1_000_000_000,
+    1_500_000_000,
+    2_000_000_000,
+    3_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
 ];
+
+/// Upper bound of bucket `i` in seconds; `None` for the last (+Inf) bucket.
+fn bucket_secs(i: usize) -> Option<f64> {
+    LATENCY_BUCKETS_NANOS.get(i).map(|&n| n as f64 / 1e9)
+}
+
+/// Index of the bucket holding `nanos`: the first whose bound is not below it.
+fn bucket_of(nanos: u64) -> usize {
+    LATENCY_BUCKETS_NANOS.partition_point(|&b| b < nanos)
+}
 
 /// A fixed-bucket histogram of durations.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    buckets: [AtomicU64; LATENCY_BUCKETS_NANOS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
 impl Histogram {
     /// Records `n` observations of the same duration.
     pub fn observe_n(&self, nanos: u64, n: u64) {
-        let secs = nanos as f64 / 1e9;
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        self.buckets[bucket_of(nanos)].fetch_add(n, Ordering::Relaxed);
         self.sum_nanos
             .fetch_add(nanos.saturating_mul(n), Ordering::Relaxed);
     }
@@ -85,14 +117,10 @@ impl Histogram {
     /// Records many durations, counting locally first so the shared counters are touched
     /// once per bucket rather than once per value.
     pub fn observe_all(&self, nanos: impl Iterator<Item = u64>) {
-        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+        let mut counts = [0u64; LATENCY_BUCKETS_NANOS.len() + 1];
         let mut sum = 0u64;
         for n in nanos {
-            let secs = n as f64 / 1e9;
-            counts[LATENCY_BUCKETS
-                .iter()
-                .position(|&b| secs <= b)
-                .unwrap_or(LATENCY_BUCKETS.len())] += 1;
+            counts[bucket_of(n)] += 1;
             sum = sum.saturating_add(n);
         }
         for (bucket, c) in self.buckets.iter().zip(counts) {
@@ -101,6 +129,11 @@ impl Histogram {
             }
         }
         self.sum_nanos.fetch_add(sum, Ordering::Relaxed);
+    }
+
+    /// Records `now - t` for every receive time `t` (nanoseconds), clamping clock steps to 0.
+    pub fn observe_since(&self, now: i64, recv_times: impl Iterator<Item = i64>) {
+        self.observe_all(recv_times.map(|t| now.saturating_sub(t).max(0) as u64));
     }
 
     /// Counts per bucket (the last is +Inf), not cumulative.
@@ -128,8 +161,12 @@ pub fn quantile_from_counts(counts: &[u64], q: f64) -> Option<f64> {
     for (i, &c) in counts.iter().enumerate() {
         let next = seen + c as f64;
         if next >= rank && c > 0 {
-            let lo = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
-            let hi = LATENCY_BUCKETS.get(i).copied().unwrap_or(lo * 2.0);
+            let lo = if i == 0 {
+                0.0
+            } else {
+                bucket_secs(i - 1).unwrap_or(0.0)
+            };
+            let hi = bucket_secs(i).unwrap_or(lo * 2.0);
             return Some(lo + (hi - lo) * ((rank - seen) / c as f64));
         }
         seen = next;
@@ -146,7 +183,14 @@ pub struct Metrics {
     pub log_appended: AtomicU64,
     pub log_lag: AtomicU64,
     pub processed: AtomicU64,
+    /// `ts_recv` → durable in the lake (and the checkpoint).
     pub latency: Histogram,
+    /// `ts_recv` → durable in the log, i.e. acknowledged to the source.
+    pub log_latency: Histogram,
+    /// `ts_recv` → processed and visible to queries.
+    pub queryable_latency: Histogram,
+    /// `ts_recv` of the triggering tick → alert handed to every notifier.
+    pub alert_latency: Histogram,
     pub sink_errors: Labeled,
     pub alerts: Labeled,
     pub alert_deliveries: Labeled,
@@ -300,28 +344,50 @@ impl Metrics {
             "# HELP {LOG_LAG} Records appended but not yet processed.\n# TYPE {LOG_LAG} gauge\n{LOG_LAG}{{consumer=\"processor\"}} {}",
             self.log_lag.load(Ordering::Relaxed)
         );
-        let name = PROCESS_LATENCY_SECONDS;
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from ts_recv to durable in the lake.\n# TYPE {name} histogram"
-        );
-        let counts = self.latency.counts();
-        let mut cumulative = 0;
-        for (i, c) in counts.iter().enumerate() {
-            cumulative += c;
-            match LATENCY_BUCKETS.get(i) {
-                Some(le) => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-                }
-                None => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-                }
-            }
+        for (name, help, h) in [
+            (
+                PROCESS_LATENCY_SECONDS,
+                "Time from ts_recv to durable in the lake.",
+                &self.latency,
+            ),
+            (
+                LOG_LATENCY_SECONDS,
+                "Time from ts_recv to durable in the log (acknowledged).",
+                &self.log_latency,
+            ),
+            (
+                QUERYABLE_LATENCY_SECONDS,
+                "Time from ts_recv to processed and visible to queries.",
+                &self.queryable_latency,
+            ),
+            (
+                ALERT_LATENCY_SECONDS,
+                "Time from the triggering tick's ts_recv to the alert handed to notifiers.",
+                &self.alert_latency,
+            ),
+        ] {
+            render_histogram(&mut out, name, help, h);
         }
-        let sum = self.latency.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
         out
     }
+}
+
+fn render_histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, c) in h.counts().iter().enumerate() {
+        cumulative += c;
+        match bucket_secs(i) {
+            Some(le) => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+            }
+        }
+    }
+    let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
 }
 
 #[cfg(test)]
@@ -333,7 +399,9 @@ mod tests {
         let m = Metrics::default();
         m.ingested.add("http", 3);
         m.reject(RejectReason::Late, 2);
-        m.latency.observe_n(3_000_000, 4); // 3 ms, into the 5 ms bucket
+        m.latency.observe_n(4_000_000, 4); // 4 ms, into the 5 ms bucket
+        m.alert_latency
+            .observe_since(10_000_000, [9_000_000i64, 11_000_000].into_iter());
         let text = m.render_prometheus();
         assert!(
             text.contains("tickflow_ingested_total{source=\"http\"} 3"),
@@ -341,10 +409,14 @@ mod tests {
         );
         assert!(text.contains("tickflow_rejected_total{reason=\"late\"} 2"));
         assert!(text.contains("tickflow_rejected_total{reason=\"crossed_quote\"} 0"));
-        assert!(text.contains("tickflow_process_latency_seconds_bucket{le=\"0.002\"} 0"));
+        assert!(text.contains("tickflow_process_latency_seconds_bucket{le=\"0.003\"} 0"));
         assert!(text.contains("tickflow_process_latency_seconds_bucket{le=\"0.005\"} 4"));
         assert!(text.contains("tickflow_process_latency_seconds_count 4"));
         let p50 = m.latency.quantile(0.5).unwrap();
-        assert!((0.002..=0.005).contains(&p50), "{p50}");
+        assert!((0.003..=0.005).contains(&p50), "{p50}");
+        // 1 ms ago lands in the 1 ms bucket; a receive time in the future counts as 0.
+        assert!(text.contains("tickflow_alert_latency_seconds_bucket{le=\"0.00005\"} 1"));
+        assert!(text.contains("tickflow_alert_latency_seconds_bucket{le=\"0.001\"} 2"));
+        assert!(text.contains("tickflow_log_latency_seconds_count 0"));
     }
 }

@@ -325,6 +325,10 @@ fn append(inner: &Inner, source: &str, events: &[Event]) -> Result<Range<u64>> {
         })
         .collect();
     let offsets = inner.log.append_batch(&records)?;
+    inner
+        .metrics
+        .log_latency
+        .observe_since(UnixNanos::now().0, events.iter().map(|e| e.ts_recv().0));
     inner.metrics.ingested.add(source, events.len() as u64);
     inner
         .metrics
@@ -427,6 +431,7 @@ fn run_processor(
     let mut records = Vec::with_capacity(READ_BATCH);
     let mut out = Output::default();
     let mut recv_times: Vec<i64> = Vec::new();
+    let mut alert_recv_times: Vec<i64> = Vec::new();
     let mut pending_rows = 0usize;
     let mut flushed_offset = next;
     let mut last_flush = Instant::now();
@@ -486,11 +491,17 @@ fn run_processor(
         }
         let now = UnixNanos::now();
         let n = records.len() as u64;
+        let batch_start = recv_times.len();
         for (offset, bytes) in records.drain(..) {
             match decoder.decode(&bytes) {
                 Ok(event) => {
-                    recv_times.push(event.ts_recv().0);
+                    let ts_recv = event.ts_recv().0;
+                    recv_times.push(ts_recv);
+                    let alerts_before = out.rows.alerts.len();
                     processor.process(Some(offset), event, now, &mut out);
+                    if out.rows.alerts.len() > alerts_before {
+                        alert_recv_times.push(ts_recv);
+                    }
                 }
                 Err(e) => {
                     Processor::reject_malformed(offset, &bytes, &e.to_string(), now, &mut out)
@@ -501,6 +512,9 @@ fn run_processor(
         let m = &inner.metrics;
         m.processed.fetch_add(n, Ordering::Relaxed);
         count_output(m, &out);
+        // The log notifier above is the only one today; webhook and email join it here.
+        m.alert_latency
+            .observe_since(UnixNanos::now().0, alert_recv_times.drain(..));
         inner.processed_offset.store(next, Ordering::Relaxed);
         m.log_lag.store(
             inner.log.next_offset().saturating_sub(next),
@@ -512,6 +526,10 @@ fn run_processor(
             let mut rows = std::mem::take(&mut out.rows);
             let mut live = inner.live();
             live.pending.append(&mut rows);
+            m.queryable_latency.observe_since(
+                UnixNanos::now().0,
+                recv_times[batch_start..].iter().copied(),
+            );
             if last_open_bars.elapsed() >= Duration::from_millis(250) {
                 live.open_bars = processor.open_bars();
                 last_open_bars = Instant::now();
@@ -553,12 +571,8 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             live.published_seq = job.seq;
             live.flushing.retain(|(s, _)| *s != job.seq);
         }
-        let now = UnixNanos::now().0;
-        m.latency.observe_all(
-            job.recv_times
-                .iter()
-                .map(|t| now.saturating_sub(*t).max(0) as u64),
-        );
+        m.latency
+            .observe_since(UnixNanos::now().0, job.recv_times.iter().copied());
         for (table, n) in &report.rows {
             m.rows_written.add(table, *n as u64);
         }

@@ -117,6 +117,28 @@ pub struct AlertState {
     last_fired: Vec<Option<i64>>,
     windows: Vec<ReturnWindow>,
     last_price: Option<Price>,
+    /// Positions of the threshold and spike rules that apply to this symbol, found on its
+    /// first trade, so each trade costs the rules that concern it, not every rule configured.
+    #[serde(skip)]
+    applicable: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+fn applicable_rules(
+    symbol: &Symbol,
+    thresholds: &[ThresholdRule],
+    spikes: &[SpikeRule],
+) -> (Vec<u32>, Vec<u32>) {
+    let applies = |s: &Option<Symbol>| s.as_ref().is_none_or(|s| s == symbol);
+    let pick = |it: &mut dyn Iterator<Item = bool>| {
+        it.enumerate()
+            .filter(|(_, a)| *a)
+            .map(|(i, _)| i as u32)
+            .collect()
+    };
+    (
+        pick(&mut thresholds.iter().map(|r| applies(&r.symbol))),
+        pick(&mut spikes.iter().map(|r| applies(&r.symbol))),
+    )
 }
 
 /// Evaluates every rule for one trade, appending fired alerts.
@@ -137,18 +159,19 @@ pub(crate) fn evaluate(
             .resize_with(spikes.len(), ReturnWindow::default);
     }
     let ts = trade.ts_event.0;
-    let applies = |s: &Option<Symbol>| s.as_ref().is_none_or(|s| *s == trade.symbol);
+    let (threshold_ix, spike_ix) = state
+        .applicable
+        .get_or_insert_with(|| applicable_rules(&trade.symbol, thresholds, spikes));
+    let last_fired = &mut state.last_fired;
     let mut cooled = |i: usize, cooldown: i64| {
-        let ok = state.last_fired[i].is_none_or(|last| ts.saturating_sub(last) >= cooldown);
+        let ok = last_fired[i].is_none_or(|last| ts.saturating_sub(last) >= cooldown);
         if ok {
-            state.last_fired[i] = Some(ts);
+            last_fired[i] = Some(ts);
         }
         ok
     };
-    for (i, rule) in thresholds.iter().enumerate() {
-        if !applies(&rule.symbol) {
-            continue;
-        }
+    for &i in threshold_ix.iter() {
+        let (i, rule) = (i as usize, &thresholds[i as usize]);
         let (hit, threshold) = match rule.condition {
             Condition::Above(x) => (trade.price > x, x),
             Condition::Below(x) => (trade.price < x, x),
@@ -177,10 +200,8 @@ pub(crate) fn evaluate(
         return;
     }
     let r = (trade.price.raw() - prev.raw()) as f64 / prev.raw() as f64;
-    for (j, rule) in spikes.iter().enumerate() {
-        if !applies(&rule.symbol) {
-            continue;
-        }
+    for &j in spike_ix.iter() {
+        let (j, rule) = (j as usize, &spikes[j as usize]);
         let window = &mut state.windows[j];
         if window.returns.len() >= rule.min_samples.max(2) {
             let (mean, std) = window.mean_std();

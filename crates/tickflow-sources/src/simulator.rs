@@ -170,8 +170,9 @@ impl Simulator {
         self.walks.iter().map(|w| &w.spec.symbol)
     }
 
-    /// Coarse history: one trade and one quote per symbol every `step` nanoseconds over
-    /// `[from, to)`, in event-time order, without anomalies (history should be clean).
+    /// Coarse history: one trade and one quote (none when `quote_ratio` is 0) per symbol every
+    /// `step` nanoseconds over `[from, to)`, in event-time order, without anomalies (history
+    /// should be clean).
     pub fn history(
         &mut self,
         from: UnixNanos,
@@ -185,7 +186,9 @@ impl Simulator {
             for i in 0..self.walks.len() {
                 let jitter = self.rng.below((step / 2).max(1) as u64) as i64;
                 out.push(self.trade(i, ts + jitter, ts_recv));
-                out.push(self.quote(i, ts + jitter + 1, ts_recv));
+                if self.config.quote_ratio > 0.0 {
+                    out.push(self.quote(i, ts + jitter + 1, ts_recv));
+                }
             }
             ts += step;
         }
@@ -351,6 +354,24 @@ mod tests {
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn history_has_no_quotes_when_the_quote_ratio_is_zero() {
+        let mut sim = Simulator::new(SimulatorConfig {
+            quote_ratio: 0.0,
+            ..SimulatorConfig::default()
+        });
+        let mut out = Vec::new();
+        sim.history(
+            UnixNanos(NOW.0 - 3_600_000_000_000),
+            NOW,
+            60_000_000_000,
+            NOW,
+            &mut out,
+        );
+        assert_eq!(out.len(), 60 * 12);
+        assert!(out.iter().all(|e| matches!(e, Event::Trade(_))));
     }
 
     #[test]

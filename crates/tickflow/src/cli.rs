@@ -39,9 +39,9 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tickflow sql \"SELECT interval, count(*) FROM bars GROUP BY interval\"\n  tickflow sql --format csv \"SELECT * FROM daily_metrics WHERE symbol = 'NVDA' ORDER BY date\"\n  tickflow sql --data-dir /tmp/tf --format json \"SELECT reason, count(*) FROM dlq GROUP BY reason\"\n\nWhile a pipeline runs on the data directory, the query goes to it and also sees rows not yet\nflushed to Parquet; otherwise the files and the last checkpoint are read directly.\nColumns named like SQL keywords need double quotes: \"end\", \"final\", \"offset\", \"interval\"."
     )]
     Sql(SqlArgs),
-    /// Send test events to a running pipeline's HTTP ingest (the old test-event producer).
+    /// Send test events to a running pipeline's HTTP ingest (the old test-event producer), or write them to a file.
     #[command(
-        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750"
+        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file"
     )]
     Produce(ProduceArgs),
 }
@@ -99,6 +99,10 @@ pub(crate) struct SqlArgs {
     /// Output format.
     #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "csv", "json"])]
     pub(crate) format: String,
+    /// Print the time the query took to standard error, as psql's \timing does (planning and
+    /// execution; not printing the rows).
+    #[arg(long)]
+    pub(crate) timing: bool,
     /// One SQL statement (read-only).
     pub(crate) query: String,
 }
@@ -117,9 +121,12 @@ pub(crate) struct ProduceArgs {
     /// Events per second (0 = as fast as possible).
     #[arg(long, value_name = "R", default_value_t = 0)]
     pub(crate) rate: u64,
-    /// Base URL of the running pipeline.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8750")]
+    /// Base URL of the running pipeline, or a file path to write the same NDJSON to.
+    #[arg(long, value_name = "URL|FILE", default_value = "http://127.0.0.1:8750")]
     pub(crate) to: String,
+    /// Requests in flight at once.
+    #[arg(long, value_name = "C", default_value_t = 1)]
+    pub(crate) connections: usize,
     /// Symbols to cycle through, comma separated.
     #[arg(long, value_name = "LIST", default_value = "AAPL,MSFT,NVDA,BTC-USD")]
     pub(crate) symbols: String,

@@ -281,6 +281,51 @@ fn threshold_alerts_respect_cooldown_and_symbol() {
 }
 
 #[test]
+fn each_symbol_is_checked_against_its_own_and_global_rules() {
+    let rule = |name: &str, symbol: Option<&str>, condition: &str| ThresholdRule {
+        name: name.into(),
+        symbol: symbol.map(|s| Symbol::parse(s).unwrap()),
+        condition: condition.parse().unwrap(),
+        cooldown_nanos: 0,
+        severity: Severity::Info,
+    };
+    let mut p = Processor::new(ProcessorConfig {
+        thresholds: vec![
+            rule("any-above-100", None, "price > 100"),
+            rule("nvda-above-100", Some("NVDA"), "price > 100"),
+            rule("amd-above-500", Some("AMD"), "price > 500"),
+            rule("amd-below-200", Some("AMD"), "price < 200"),
+        ],
+        ..Default::default()
+    });
+    let out = run(
+        &mut p,
+        vec![
+            trade("NVDA", T0, "150", "1", 1),
+            trade("AMD", T0, "150", "1", 2),
+            trade("AMD", T0 + SEC, "600", "1", 3),
+        ],
+    );
+    let fired: Vec<_> = out
+        .rows
+        .alerts
+        .iter()
+        .map(|a| format!("{} {}", a.symbol, a.rule))
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            "NVDA any-above-100",
+            "NVDA nvda-above-100",
+            "AMD any-above-100",
+            "AMD amd-below-200",
+            "AMD any-above-100",
+            "AMD amd-above-500",
+        ]
+    );
+}
+
+#[test]
 fn spike_detector_fires_on_a_jump_only() {
     let rule = SpikeRule {
         name: "spike".into(),

@@ -1,5 +1,7 @@
 //! `tickflow produce`: the seed test-event producer. Sends `count` trades in NDJSON batches to
-//! `POST /api/v1/ingest`, paced to `rate`, padded to `target_kb` per event.
+//! `POST /api/v1/ingest` over `connections` concurrent requests, paced to `rate`, padded to
+//! `target_kb` per event; or writes the same events to a file, so other loaders (the
+//! benchmarks' PostgreSQL consumers) can read exactly what tickflow was sent.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tickflow_sources::pacing::Pacer;
 use tickflow_sources::rng::Rng;
+use tokio::task::JoinSet;
 
 use crate::cli::ProduceArgs;
 
@@ -16,18 +19,114 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     if args.batch_size == 0 {
         anyhow::bail!("--batch-size must be at least 1");
     }
+    if args.connections == 0 {
+        anyhow::bail!("--connections must be at least 1");
+    }
     if !(0.0..=1024.0).contains(&args.target_kb) {
         anyhow::bail!("--target-kb must be between 0 and 1024");
     }
-    let symbols: Vec<&str> = args
+    let symbols: Vec<String> = args
         .symbols
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
+        .map(String::from)
         .collect();
     if symbols.is_empty() {
         anyhow::bail!("--symbols lists no symbol");
     }
+    let mut ticks = Ticks::new(args, symbols);
+    if args.to.starts_with("http://") || args.to.starts_with("https://") {
+        send(args, &mut ticks)
+    } else {
+        write_file(args, &mut ticks)
+    }
+}
+
+/// The deterministic tick stream: a random walk per symbol, cycling through the symbols.
+struct Ticks {
+    symbols: Vec<String>,
+    prices: Vec<f64>,
+    rng: Rng,
+    pad: String,
+    seq: u64,
+    end: u64,
+}
+
+impl Ticks {
+    fn new(args: &ProduceArgs, symbols: Vec<String>) -> Self {
+        let pad_bytes = (args.target_kb * 1024.0) as usize;
+        // The event without padding is about 150 bytes; the pad brings it to the target.
+        let pad = if pad_bytes > 0 {
+            "x".repeat(pad_bytes.saturating_sub(150).max(1))
+        } else {
+            String::new()
+        };
+        Self {
+            prices: vec![100.0; symbols.len()],
+            symbols,
+            rng: Rng::new(args.seed),
+            pad,
+            seq: args.start_seq,
+            end: args.start_seq + args.count,
+        }
+    }
+
+    /// The next batch of at most `max` events as NDJSON, with the seq of its first event and
+    /// its length; `None` once every event is out.
+    fn next_batch(&mut self, max: u64) -> Option<(u64, u64, String)> {
+        let n = max.min(self.end - self.seq);
+        if n == 0 {
+            return None;
+        }
+        let first = self.seq;
+        let mut body = String::with_capacity(n as usize * (120 + self.pad.len()));
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for _ in 0..n {
+            let seq = self.seq;
+            let i = (seq % self.symbols.len() as u64) as usize;
+            self.prices[i] = (self.prices[i] * (1.0 + self.rng.normal() * 0.0005)).max(0.01);
+            let _ = write!(
+                body,
+                r#"{{"type":"trade","symbol":"{}","ts_event":{ts},"price":"{:.2}","size":"{}","trade_id":"{seq}","seq":{seq}"#,
+                self.symbols[i],
+                self.prices[i],
+                1 + self.rng.below(500)
+            );
+            if !self.pad.is_empty() {
+                let _ = write!(body, r#","attrs":{{"pad":"{}"}}"#, self.pad);
+            }
+            body.push_str("}\n");
+            self.seq += 1;
+        }
+        Some((first, n, body))
+    }
+}
+
+fn write_file(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
+    let path = &args.to;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
+    let mut out = std::io::BufWriter::new(file);
+    while let Some((_, _, body)) = ticks.next_batch(args.batch_size) {
+        out.write_all(body.as_bytes())
+            .with_context(|| format!("writing {path}"))?;
+    }
+    out.flush().with_context(|| format!("writing {path}"))?;
+    println!("wrote {} events to {path}", args.count);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What became of one request.
+struct Sent {
+    first: u64,
+    n: u64,
+    outcome: Result<(), String>,
+}
+
+fn send(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
     let url = format!("{}/api/v1/ingest", args.to.trim_end_matches('/'));
     let mut ack_log = match &args.ack_log {
         Some(p) => Some(
@@ -43,90 +142,48 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let mut rng = Rng::new(args.seed);
-    let mut prices: Vec<f64> = symbols.iter().map(|_| 100.0).collect();
-    let pad_bytes = (args.target_kb * 1024.0) as usize;
     let mut pacer = Pacer::new(args.rate);
     let started = Instant::now();
     let (mut acked, mut failed, mut requests) = (0u64, 0u64, 0u64);
     let mut last_error = None;
-    let mut seq = args.start_seq;
-    let end = args.start_seq + args.count;
-    while seq < end {
-        let n = args.batch_size.min(end - seq);
-        std::thread::sleep(pacer.delay_for(n));
-        let first = seq;
-        let mut body = String::with_capacity(n as usize * (120 + pad_bytes));
-        for _ in 0..n {
-            let i = (seq % symbols.len() as u64) as usize;
-            prices[i] = (prices[i] * (1.0 + rng.normal() * 0.0005)).max(0.01);
-            let ts = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let _ = write!(
-                body,
-                r#"{{"type":"trade","symbol":"{}","ts_event":{ts},"price":"{:.2}","size":"{}","trade_id":"{seq}","seq":{seq}"#,
-                symbols[i],
-                prices[i],
-                1 + rng.below(500)
-            );
-            if pad_bytes > 0 {
-                // The event without padding is about 150 bytes; the pad brings it to the target.
-                let _ = write!(
-                    body,
-                    r#","attrs":{{"pad":"{}"}}"#,
-                    "x".repeat(pad_bytes.saturating_sub(150).max(1))
-                );
+    rt.block_on(async {
+        let mut in_flight = JoinSet::new();
+        let mut done = false;
+        while !done || !in_flight.is_empty() {
+            // Keep `connections` requests in flight while events remain.
+            while !done && in_flight.len() < args.connections {
+                let Some((first, n, body)) = ticks.next_batch(args.batch_size) else {
+                    done = true;
+                    break;
+                };
+                tokio::time::sleep(pacer.delay_for(n)).await;
+                requests += 1;
+                let (client, url, retries) = (client.clone(), url.clone(), args.retries);
+                in_flight.spawn(async move {
+                    let outcome = post(&client, &url, body, retries).await;
+                    Sent { first, n, outcome }
+                });
             }
-            body.push_str("}\n");
-            seq += 1;
-        }
-        requests += 1;
-        let mut tries = 0;
-        loop {
-            let sent = rt.block_on(async {
-                client
-                    .post(&url)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body.clone())
-                    .send()
-                    .await
-            });
-            let outcome = match sent {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => {
-                    let status = r.status();
-                    let text = rt.block_on(r.text()).unwrap_or_default();
-                    Err((
-                        status.is_server_error(),
-                        format!("{status}: {}", text.trim()),
-                    ))
-                }
-                Err(e) => Err((true, e.to_string())),
+            let Some(joined) = in_flight.join_next().await else {
+                continue;
             };
-            match outcome {
+            let sent = joined.context("a request task failed")?;
+            match sent.outcome {
                 Ok(()) => {
-                    acked += n;
+                    acked += sent.n;
                     if let Some(f) = ack_log.as_mut() {
-                        writeln!(f, "{first} {}", first + n - 1)?;
+                        writeln!(f, "{} {}", sent.first, sent.first + sent.n - 1)?;
                         f.flush()?;
                     }
-                    break;
                 }
-                Err((retryable, message)) if retryable && tries < args.retries => {
-                    tries += 1;
+                Err(message) => {
+                    failed += sent.n;
                     last_error = Some(message);
-                    std::thread::sleep(Duration::from_millis(200 * u64::from(tries)));
-                }
-                Err((_, message)) => {
-                    failed += n;
-                    last_error = Some(message);
-                    break;
                 }
             }
         }
-    }
+        anyhow::Ok(())
+    })?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "sent {} events in {requests} requests to {url}: {acked} acknowledged, {failed} failed, {:.0} events/s",
@@ -141,4 +198,39 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Posts one body, retrying connection errors and 5xx up to `retries` times with backoff.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    retries: u32,
+) -> Result<(), String> {
+    let mut tries = 0;
+    loop {
+        let sent = client
+            .post(url)
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await;
+        let (retryable, message) = match sent {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                (
+                    status.is_server_error(),
+                    format!("{status}: {}", text.trim()),
+                )
+            }
+            Err(e) => (true, e.to_string()),
+        };
+        if !retryable || tries >= retries {
+            return Err(message);
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+    }
 }

@@ -110,6 +110,13 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
             "ticks_per_second": processed as f64 / secs.max(1e-9),
             "latency_p50_seconds": metrics.latency.quantile(0.5),
             "latency_p99_seconds": metrics.latency.quantile(0.99),
+            "latency_seconds": {
+                "log": quantiles(&metrics.log_latency),
+                "queryable": quantiles(&metrics.queryable_latency),
+                "lake": quantiles(&metrics.latency),
+                "alert": quantiles(&metrics.alert_latency),
+            },
+            "cpu_seconds": cpu_seconds(),
             "peak_rss_bytes": peak_rss_bytes(),
             "rejected": metrics.rejected_total(),
             "alerts": metrics.alerts.total(),
@@ -190,6 +197,28 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
             return "duration reached";
         }
     }
+}
+
+/// p50, p99 and p99.9 of a latency histogram, in seconds, and how many values it holds.
+fn quantiles(h: &tickflow_core::metrics::Histogram) -> serde_json::Value {
+    serde_json::json!({
+        "count": h.counts().iter().sum::<u64>(),
+        "p50": h.quantile(0.5),
+        "p99": h.quantile(0.99),
+        "p999": h.quantile(0.999),
+    })
+}
+
+/// User plus system CPU time of this process so far (Linux `/proc/self/stat`, whose clock
+/// ticks are USER_HZ = 100 per second), if known.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), if known.

@@ -14,6 +14,7 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = running_server(&args.data_dir) {
         let client = reqwest::Client::new();
         let body = serde_json::json!({ "sql": args.query, "format": if format == Format::Json { "json" } else { &args.format } });
+        let started = std::time::Instant::now();
         let sent = rt.block_on(async {
             client
                 .post(format!("{url}/api/v1/sql"))
@@ -25,6 +26,9 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
         if let Ok(resp) = sent {
             let status = resp.status();
             let text = rt.block_on(resp.text())?;
+            if args.timing {
+                eprintln!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+            }
             if status.is_success() {
                 if format == Format::Json {
                     let v: serde_json::Value = serde_json::from_str(&text)?;
@@ -49,6 +53,7 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
             args.data_dir.display()
         );
     }
+    let started = std::time::Instant::now();
     let inputs = tickflow_pipeline::offline_inputs(&args.data_dir)
         .with_context(|| format!("reading {}", args.data_dir.display()))?;
     let snapshot = Snapshot {
@@ -57,6 +62,9 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
     };
     match rt.block_on(tickflow_query::run_sql(snapshot, &args.query)) {
         Ok(result) => {
+            if args.timing {
+                eprintln!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+            }
             let text = tickflow_query::render(&result, format)?;
             println!("{}", text.trim_end());
             Ok(ExitCode::SUCCESS)

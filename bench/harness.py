@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""tickflow benchmarks side by side with the tools users run today, in one run on one machine.
+
+`bench/run` calls this after building the release binary. Each suite measures tickflow and its
+peers, returns rows, and keeps every run's raw figures; the report is written between the
+markers in docs/BENCHMARKS.md and the raw runs to docs/benchmarks.json. Running some suites
+replaces only their rows.
+
+Adding a row: append `row(...)` in a suite (or write a suite and list it in SUITES).
+"""
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BIN = os.path.join(TARGET, "release", "tickflow")
+LOG_BENCH = os.path.join(TARGET, "release", "examples", "log_bench")
+REPORT = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+RAW = os.path.join(ROOT, "docs", "benchmarks.json")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+QUICK = os.environ.get("QUICK") == "1"
+RUNS = int(os.environ.get("RUNS", "1" if QUICK else "3"))
+SECONDS = int(os.environ.get("SECONDS_PER_RUN", "5" if QUICK else "20"))
+PG_DSN = os.environ.get("PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def row(suite, work, unit, tickflow, peer=None, peer_value=None, higher_is_better=True, runs=None, note=""):
+    """One line of the report. `tickflow` and `peer_value` are medians; `runs` keeps the raw ones."""
+    ratio = None
+    if tickflow is not None and peer_value:
+        ratio = tickflow / peer_value if higher_is_better else peer_value / tickflow
+    return {
+        "suite": suite,
+        "work": work,
+        "unit": unit,
+        "tickflow": tickflow,
+        "peer": peer,
+        "peer_value": peer_value,
+        "ratio": ratio,
+        "higher_is_better": higher_is_better,
+        "runs": runs or {},
+        "note": note,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Running tickflow
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000):
+    """A pipeline config for one benchmark run; `sim` holds simulator keys, None for HTTP only."""
+    lines = [
+        f'data_dir = "{data_dir}"',
+        "[http]",
+        'bind = "127.0.0.1"',
+        f"port = {port}",
+        "max_body_mb = 64",
+        "[log]",
+        "fsync = true",
+        "[processing]",
+        "lateness_ms = 2000",
+        "max_future_secs = 300",
+        "[lake]",
+        f"flush_interval_ms = {lake_flush_ms}",
+        "flush_rows = 1000000",
+    ]
+    if sim is not None:
+        lines.append("[[sources]]")
+        lines.append('type = "simulator"')
+        for k, v in sim.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    for t in thresholds:
+        lines.append("[[alerts.threshold]]")
+        for k, v in t.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    spike_list = (
+        [dict(name="return-spike", window=200, k=8.0, min_samples=50, min_return_pct=1.0, cooldown_secs=30)]
+        if spikes is None
+        else spikes
+    )
+    for s in spike_list:
+        lines.append("[[alerts.spike]]")
+        for k, v in s.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+DEMO_RULES = [
+    dict(name="nvda-above-200", symbol="NVDA", condition="price > 200", cooldown_secs=3600),
+    dict(name="btc-below-90k", symbol="BTC-USD", condition="price < 90000", cooldown_secs=3600),
+]
+# Fires about once a second per symbol, so the alert latency has samples at every load.
+EVERY_SECOND_RULE = dict(name="every-second", condition="price > 0", cooldown_secs=1, severity="info")
+
+
+class Pipeline:
+    """`tickflow run` on a generated config, stopped with SIGTERM; yields its summary."""
+
+    def __init__(self, work, duration=None, **config):
+        self.work = work
+        self.data_dir = os.path.join(work, "data")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = os.path.join(work, "bench.toml")
+        self.summary_path = os.path.join(work, "summary.json")
+        write_config(self.config, self.data_dir, self.port, **config)
+        args = [BIN, "run", "--config", self.config, "--summary", self.summary_path]
+        if duration:
+            args += ["--duration", str(duration)]
+        self.stderr = open(os.path.join(work, "stderr.log"), "w")
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=self.stderr, env={**os.environ, "RUST_LOG": "warn"}
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tickflow run exited early: {self.tail()}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(self.url + "/readyz", timeout=1).read()
+                return
+            time.sleep(0.1)
+        raise RuntimeError("tickflow run did not become ready")
+
+    def status(self):
+        return json.loads(urllib.request.urlopen(self.url + "/api/v1/status", timeout=10).read())
+
+    def wait_processed(self, at_least, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            s = self.status()
+            if s["processed"] >= at_least and s["log_lag"] == 0:
+                return s
+            time.sleep(0.05)
+        raise RuntimeError(f"only {self.status()['processed']} of {at_least} events processed in {timeout} s")
+
+    def stop(self, timeout=120):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise RuntimeError("tickflow run did not stop within its timeout")
+        self.stderr.close()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"tickflow run exited with {self.proc.returncode}: {self.tail()}")
+        with open(self.summary_path) as f:
+            return json.load(f)
+
+    def wait(self, timeout):
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise RuntimeError("tickflow run overran its duration")
+        return self.stop()
+
+    def tail(self):
+        self.stderr.flush()
+        with open(os.path.join(self.work, "stderr.log")) as f:
+            return f.read()[-2000:]
+
+
+def simulated(rate, duration, **config):
+    """One simulator run at an offered `rate` (0 = flood); returns the summary."""
+    with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+        p = Pipeline(work, duration=duration, **config)
+        return p.wait(duration + 120)
+
+
+def sim_keys(rate, **extra):
+    return dict(rate=rate, seed=42, anomaly_rate=0.0005, history_days=0, **extra)
+
+
+def per_million_cpu(s):
+    return s["cpu_seconds"] / s["processed"] * 1e6 if s.get("cpu_seconds") and s["processed"] else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Suites
+
+
+def suite_ingest(ctx):
+    """End-to-end: simulator flood and HTTP ingest, with the log, processing and lake on."""
+    rows = []
+    sims = []
+    for i in range(RUNS):
+        log(f"ingest: simulator flood, run {i + 1}/{RUNS}, {SECONDS} s")
+        sims.append(simulated(0, SECONDS, sim=sim_keys(0), thresholds=DEMO_RULES))
+    tps = [s["ticks_per_second"] for s in sims]
+    ctx["max_ticks_per_second"] = median(tps)
+    rows.append(row("ingest", "simulator → log → processing → lake, everything on", "ticks/s", median(tps), runs={"ticks_per_second": tps}))
+    cpu = [per_million_cpu(s) for s in sims]
+    rows.append(row("ingest", "CPU per million ticks (simulator flood, whole process)", "CPU s", median(cpu), higher_is_better=False, runs={"cpu_seconds_per_million": cpu}))
+    rss = [s["peak_rss_bytes"] / 2**20 for s in sims if s.get("peak_rss_bytes")]
+    rows.append(row("ingest", "peak RSS under simulator flood", "MB", median(rss), higher_is_better=False, runs={"peak_rss_mb": rss}))
+
+    count = 200_000 if QUICK else 2_000_000
+    http, http_cpu, http_rss = [], [], []
+    for i in range(RUNS):
+        log(f"ingest: HTTP, {count:,} ticks from `tickflow produce`, run {i + 1}/{RUNS}")
+        with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+            p = Pipeline(work, thresholds=DEMO_RULES)
+            started = time.time()
+            subprocess.run(
+                [BIN, "produce", "--count", str(count), "--batch-size", "5000", "--connections", "4", "--to", p.url],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+            p.wait_processed(count, timeout=300)
+            secs = time.time() - started
+            s = p.stop()
+        http.append(count / secs)
+        http_cpu.append(per_million_cpu(s))
+        http_rss.append(s["peak_rss_bytes"] / 2**20)
+    ctx["http_ticks_per_second"] = median(http)
+    rows.append(row("ingest", f"HTTP ingest (NDJSON, 5,000 per request, 4 connections) → processed, {count:,} ticks", "ticks/s", median(http), runs={"ticks_per_second": http},
+                    note="the producer runs on the same 2 cores"))
+    rows.append(row("ingest", "CPU per million ticks (HTTP ingest, server process)", "CPU s", median(http_cpu), higher_is_better=False, runs={"cpu_seconds_per_million": http_cpu}))
+    rows.append(row("ingest", "peak RSS, HTTP ingest", "MB", median(http_rss), higher_is_better=False, runs={"peak_rss_mb": http_rss}))
+    return rows
+
+
+def suite_latency(ctx):
+    """p50/p99/p99.9 from ts_recv to durable in the log, queryable, alert delivered, lake."""
+    rows = []
+    top = ctx.get("max_ticks_per_second") or previous_value("ingest", "simulator → log → processing → lake, everything on")
+    loads = [10_000, 100_000] + ([int(top * 0.8)] if top else [])
+    for rate in loads:
+        runs = []
+        for i in range(RUNS):
+            log(f"latency: offered {rate:,}/s, run {i + 1}/{RUNS}, {SECONDS} s")
+            runs.append(simulated(rate, SECONDS, sim=sim_keys(rate), thresholds=DEMO_RULES + [EVERY_SECOND_RULE]))
+        label = f"{rate:,} ticks/s" + (" (80% of max)" if rate not in (10_000, 100_000) else "")
+        for stage, what in [("log", "durable in the log (acknowledged)"), ("queryable", "queryable"),
+                            ("alert", "alert delivered (log notifier)"), ("lake", "durable in the lake")]:
+            for q in ("p50", "p99", "p999"):
+                vals = [r["latency_seconds"][stage][q] for r in runs]
+                vals = [v * 1000 for v in vals if v is not None]
+                counts = [r["latency_seconds"][stage]["count"] for r in runs]
+                rows.append(row("latency", f"{label}: ts_recv → {what}, {q.replace('p999', 'p99.9')}", "ms", median(vals),
+                                higher_is_better=False, runs={"ms": vals, "samples": counts}))
+    return rows
+
+
+def suite_postgres(ctx):
+    """The old pipelines' way of writing, against the local PostgreSQL, with the same ticks."""
+    import psycopg
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+        ticks_path = os.path.join(work, "ticks.ndjson")
+        n_copy = 100_000 if QUICK else 1_000_000
+        subprocess.run([BIN, "produce", "--count", str(n_copy), "--to", ticks_path], check=True, stdout=subprocess.DEVNULL)
+        with open(ticks_path) as f:
+            lines = f.readlines()
+        sizes = {"row by row, a commit each": 2_000 if QUICK else 20_000, "batches of 10, a commit each": 5_000 if QUICK else 50_000, "COPY": n_copy}
+        results = {k: [] for k in sizes}
+        for i in range(RUNS):
+            for style, n in sizes.items():
+                log(f"postgres: {style}, {n:,} ticks, run {i + 1}/{RUNS}")
+                results[style].append(pg_load(psycopg, style, lines[:n]))
+    tickflow = ctx.get("http_ticks_per_second") or previous_value("ingest", None, prefix="HTTP ingest")
+    for style, n in sizes.items():
+        rows.append(row("postgres", f"ticks written durably: Python consumer into PostgreSQL, {style} ({n:,} ticks)", "ticks/s",
+                        tickflow, peer=f"psycopg {style}", peer_value=median(results[style]), runs={"peer_ticks_per_second": results[style]},
+                        note="tickflow figure: HTTP ingest to processed (ingest suite)"))
+    return rows
+
+
+def pg_load(psycopg, style, lines):
+    """Parses each JSON tick and writes it the way the named consumer does; returns ticks/s."""
+    with psycopg.connect(PG_DSN, autocommit=False) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_trades")
+        conn.execute(
+            "CREATE TABLE bench_trades (symbol text NOT NULL, ts_event timestamptz NOT NULL, price numeric(18,9) NOT NULL,"
+            " size numeric(18,9) NOT NULL, trade_id text NOT NULL, seq bigint, PRIMARY KEY (symbol, trade_id))"
+        )
+        conn.commit()
+        insert = "INSERT INTO bench_trades VALUES (%s, to_timestamp(%s::double precision / 1e9), %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+
+        def values(line):
+            t = json.loads(line)
+            return (t["symbol"], t["ts_event"], t["price"], t["size"], t["trade_id"], t["seq"])
+
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            if style.startswith("row by row"):
+                for line in lines:
+                    cur.execute(insert, values(line))
+                    conn.commit()
+            elif style.startswith("batches of 10"):
+                for i in range(0, len(lines), 10):
+                    cur.executemany(insert, [values(line) for line in lines[i:i + 10]])
+                    conn.commit()
+            else:
+                with cur.copy("COPY bench_trades (symbol, ts_event, price, size, trade_id, seq) FROM STDIN") as copy:
+                    for line in lines:
+                        t = json.loads(line)
+                        ts = t["ts_event"]
+                        when = datetime.datetime.fromtimestamp(ts // 10**9, datetime.timezone.utc).replace(microsecond=ts % 10**9 // 1000)
+                        copy.write_row((t["symbol"], when, t["price"], t["size"], t["trade_id"], t["seq"]))
+                conn.commit()
+        secs = time.perf_counter() - started
+        stored = conn.execute("SELECT count(*) FROM bench_trades").fetchone()[0]
+        if stored != len(lines):
+            raise RuntimeError(f"PostgreSQL holds {stored} of {len(lines)} ticks after {style}")
+        conn.execute("DROP TABLE bench_trades")
+        conn.commit()
+    return len(lines) / secs
+
+
+SQL_QUERIES = [
+    # (name, tickflow/DataFusion SQL, DuckDB SQL); both run over the same Parquet files.
+    ("1-minute bars",
+     "SELECT symbol, date_trunc('minute', ts_event) AS minute, first_value(price ORDER BY ts_event) AS open, max(price) AS high,"
+     " min(price) AS low, last_value(price ORDER BY ts_event) AS close, sum(size) AS volume FROM trades GROUP BY 1, 2",
+     "SELECT symbol, date_trunc('minute', CAST(ts_event AS TIMESTAMPTZ)) AS minute, arg_min(price, ts_event) AS open, max(price) AS high,"
+     " min(price) AS low, arg_max(price, ts_event) AS close, sum(size) AS volume FROM trades GROUP BY 1, 2"),
+    ("last price per symbol",
+     "SELECT symbol, last_value(price ORDER BY ts_event) AS price FROM trades GROUP BY symbol ORDER BY symbol",
+     "SELECT symbol, arg_max(price, ts_event) AS price FROM trades GROUP BY symbol ORDER BY symbol"),
+    # The sums stay exact decimals; dividing them as decimals overflows in DataFusion, so both
+    # engines divide as DOUBLE (which is what DuckDB does on its own).
+    ("VWAP per symbol",
+     "SELECT symbol, CAST(sum(price * size) AS DOUBLE) / CAST(sum(size) AS DOUBLE) AS vwap FROM trades GROUP BY symbol ORDER BY symbol",
+     "SELECT symbol, CAST(sum(price * size) AS DOUBLE) / CAST(sum(size) AS DOUBLE) AS vwap FROM trades GROUP BY symbol ORDER BY symbol"),
+    ("filtered count",
+     "SELECT count(*) AS n FROM trades WHERE symbol = 'NVDA' AND price > 150 AND size >= 100",
+     "SELECT count(*) AS n FROM trades WHERE symbol = 'NVDA' AND price > 150 AND size >= 100"),
+]
+
+
+def suite_sql(ctx):
+    """The query suite over the same Parquet files, tickflow (DataFusion) against DuckDB."""
+    import duckdb
+
+    days = 1 if QUICK else 20
+    expected = 12 * days * 86_400
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+        log(f"sql: generating {expected:,} trades ({days} days × 12 symbols, one a second) through the pipeline")
+        p = Pipeline(work, sim=dict(rate=10, seed=42, anomaly_rate=0.0, quote_ratio=0.0, history_days=days, history_step_secs=1),
+                     thresholds=DEMO_RULES)
+        p.wait_processed(expected, timeout=1800)
+        p.stop()
+        data_dir = p.data_dir
+        glob = os.path.join(data_dir, "lake", "trades", "**", "*.parquet")
+        files = sum(1 for _ in _walk_parquet(os.path.join(data_dir, "lake", "trades")))
+        con = duckdb.connect()
+        # The partition values are also columns in the files, so the hive path is not read.
+        con.execute(f"CREATE VIEW trades AS SELECT * FROM read_parquet('{glob}', hive_partitioning = false)")
+        n_trades = con.execute("SELECT count(*) FROM trades").fetchone()[0]
+        log(f"sql: {n_trades:,} trades in {files} files")
+        for name, tf_sql, duck_sql in SQL_QUERIES:
+            tf_ms, duck_ms = [], []
+            tf_out = None
+            for i in range(RUNS):
+                out = subprocess.run([BIN, "sql", "--data-dir", data_dir, "--timing", "--format", "csv", tf_sql],
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{name}: tickflow sql failed: {out.stderr.strip()}")
+                tf_ms.append(float(re.search(r"Time: ([0-9.]+) ms", out.stderr).group(1)))
+                tf_out = out.stdout
+                # execute() runs the query to a materialized result; converting it to Python
+                # objects is left out, as tickflow's timing leaves out printing.
+                started = time.perf_counter()
+                con.execute(duck_sql)
+                duck_ms.append((time.perf_counter() - started) * 1000)
+            duck_rows = con.execute(f"SELECT count(*) FROM ({duck_sql})").fetchone()[0]
+            tf_rows = max(0, len(tf_out.strip().splitlines()) - 1)
+            if tf_rows != duck_rows:
+                raise RuntimeError(f"{name}: tickflow returned {tf_rows} rows, DuckDB {duck_rows}")
+            rows.append(row("sql", f"{name} over {n_trades:,} trades ({files} Parquet files)", "ms", median(tf_ms), peer=f"DuckDB {duckdb.__version__}",
+                            peer_value=median(duck_ms), higher_is_better=False, runs={"tickflow_ms": tf_ms, "duckdb_ms": duck_ms},
+                            note="tickflow: `tickflow sql --timing` in a new process each run; DuckDB: in process"))
+    return rows
+
+
+def _walk_parquet(root):
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            if n.endswith(".parquet"):
+                yield os.path.join(dirpath, n)
+
+
+def suite_log(ctx):
+    """The embedded log's durable appends against the disk's own fsync'd sequential writes."""
+    rows = []
+    records = 500_000 if QUICK else 4_000_000
+    for producers, batch in [(1, 8192), (4, 1000)]:
+        runs = []
+        for i in range(RUNS):
+            log(f"log: {records:,} records of 64 bytes, {producers} producer(s), batches of {batch}, run {i + 1}/{RUNS}")
+            with tempfile.TemporaryDirectory(prefix="tickflow-bench-", dir=ROOT) as work:
+                out = subprocess.run([LOG_BENCH, work, str(records), "64", str(batch), str(producers)], check=True, capture_output=True, text=True)
+                runs.append(json.loads(out.stdout))
+        mb = 1e6
+        log_bw = [r["log_bytes_per_second"] / mb for r in runs]
+        rows.append(row("log", f"durable append, {producers} producer(s), batches of {batch}: bandwidth vs disk, 4 MiB writes + fdatasync", "MB/s",
+                        median(log_bw), peer="disk (same bytes)", peer_value=median([r["disk_4mib_bytes_per_second"] / mb for r in runs]),
+                        runs={"log_mb_s": log_bw, "raw": runs}))
+        rows.append(row("log", f"durable append, {producers} producer(s), batches of {batch}: vs disk at the log's own fsync cadence", "MB/s",
+                        median(log_bw), peer="disk (same chunks)", peer_value=median([r["disk_same_chunks_bytes_per_second"] / mb for r in runs]),
+                        runs={"log_mb_s": log_bw}))
+        rows.append(row("log", f"durable append, {producers} producer(s), batches of {batch}: records", "records/s",
+                        median([r["log_records_per_second"] for r in runs]), runs={"records_per_second": [r["log_records_per_second"] for r in runs]}))
+    return rows
+
+
+def suite_scaling(ctx):
+    """Throughput against the number of symbols and of alert rules, simulator flood."""
+    rows = []
+    base = None
+    for n in [10, 1_000, 100_000]:
+        symbols = ["AAPL", "MSFT", "NVDA"] + [f"S{i:06d}" for i in range(n - 3)]
+        runs, error = [], None
+        for i in range(RUNS):
+            log(f"scaling: {n:,} symbols, run {i + 1}/{RUNS}, {SECONDS} s")
+            try:
+                runs.append(simulated(0, SECONDS, sim=sim_keys(0, symbols=symbols), thresholds=DEMO_RULES[:1]))
+            except RuntimeError as e:  # one size failing still reports the others
+                error = str(e)
+                break
+        tps = [r["ticks_per_second"] for r in runs]
+        base = base or median(tps)
+        note = f"failed: {error}" if error else f"{median(tps) / base:.2f}× the 10-symbol rate"
+        rows.append(row("scaling", f"{n:,} symbols (simulator flood)", "ticks/s", None if error else median(tps),
+                        runs={"ticks_per_second": tps, "cpu_seconds_per_million": [per_million_cpu(r) for r in runs]}, note=note))
+    base = None
+    for n in [0, 10, 1_000]:
+        universe = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "TSLA", "META", "SPY", "QUBT", "BTC-USD", "ETH-USD", "SOL-USD"]
+        rules = [dict(name=f"r{i:04d}", symbol=universe[i % len(universe)], condition=f"price > {10_000_000 + i}", cooldown_secs=60)
+                 for i in range(n)]
+        runs = []
+        for i in range(RUNS):
+            log(f"scaling: {n:,} threshold rules, run {i + 1}/{RUNS}, {SECONDS} s")
+            runs.append(simulated(0, SECONDS, sim=sim_keys(0), thresholds=rules, spikes=[]))
+        tps = [r["ticks_per_second"] for r in runs]
+        base = base or median(tps)
+        rows.append(row("scaling", f"{n:,} threshold alert rules over 12 symbols (simulator flood)", "ticks/s", median(tps),
+                        runs={"ticks_per_second": tps}, note=f"{median(tps) / base:.2f}× the rule-free rate"))
+    return rows
+
+
+SUITES = {
+    "ingest": suite_ingest,
+    "latency": suite_latency,
+    "postgres": suite_postgres,
+    "sql": suite_sql,
+    "log": suite_log,
+    "scaling": suite_scaling,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def load_raw():
+    try:
+        with open(RAW) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"suites": {}}
+
+
+def previous_value(suite, work, prefix=None):
+    for r in load_raw().get("suites", {}).get(suite, {}).get("rows", []):
+        if r["work"] == work or (prefix and r["work"].startswith(prefix)):
+            return r["tickflow"]
+    return None
+
+
+def machine():
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.+)", f.read())
+            cpu = m.group(1).strip() if m else cpu
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.machine()}"
+
+
+def fmt(v, unit):
+    if v is None:
+        return "—"
+    if unit in ("ms", "CPU s") or abs(v) < 100:
+        return f"{v:,.2f}" if abs(v) < 10 else f"{v:,.1f}"
+    return f"{v:,.0f}"
+
+
+def render(raw):
+    out = []
+    for name in SUITES:
+        suite = raw["suites"].get(name)
+        if not suite:
+            continue
+        out.append(f"### {name}\n")
+        out.append(f"{SUITES[name].__doc__.strip()} Commit `{suite['commit']}`, {suite['date']}, {suite['machine']}; "
+                   f"median of {suite['runs']} run(s){' (QUICK)' if suite.get('quick') else ''}.\n")
+        out.append("| work | unit | tickflow | peer | peer figure | tickflow advantage | note |")
+        out.append("|---|---|---|---|---|---|---|")
+        for r in suite["rows"]:
+            ratio = f"{r['ratio']:,.2f}×" if r["ratio"] is not None else "—"
+            out.append(f"| {r['work']} | {r['unit']} | {fmt(r['tickflow'], r['unit'])} | {r['peer'] or '—'} | "
+                       f"{fmt(r['peer_value'], r['unit'])} | {ratio} | {r['note']} |")
+        if suite.get("error"):
+            out.append(f"\n**This suite failed:** {suite['error']}")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv):
+    names = argv or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        sys.exit(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit += "+changes" if dirty else ""
+    raw = load_raw()
+    ctx = {}
+    failed = []
+    for name in names:
+        started = time.time()
+        entry = {"commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "runs": RUNS, "quick": QUICK}
+        try:
+            entry["rows"] = SUITES[name](ctx)
+        except Exception as e:  # a failed suite is reported, the others still run
+            log(f"{name} failed: {e}")
+            entry["rows"], entry["error"] = [], str(e)
+            failed.append(name)
+        entry["seconds"] = round(time.time() - started, 1)
+        raw["suites"][name] = entry
+        with open(RAW, "w") as f:
+            json.dump(raw, f, indent=1)
+    with open(REPORT) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{REPORT} lacks the {BEGIN} … {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(REPORT, "w") as f:
+        f.write(head + BEGIN + "\n" + render(raw) + "\n" + END + tail)
+    print(render({"suites": {n: raw["suites"][n] for n in names}}))
+    if failed:
+        sys.exit(f"suite(s) failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
