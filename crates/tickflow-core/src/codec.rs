@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tickflow_model::{Event, Price, Qty, Quote, Symbol, Trade, UnixNanos};
 
+use crate::hash::StableBuild;
 use crate::{Error, Result};
 
 const TAG_TRADE: u8 = 1;
@@ -140,8 +141,8 @@ impl<'a> Cursor<'a> {
 /// Decodes events, sharing one allocation per distinct symbol, source, feed and exchange.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    symbols: HashMap<Box<str>, Symbol>,
-    names: HashMap<Box<str>, Arc<str>>,
+    symbols: HashMap<Box<str>, Symbol, StableBuild>,
+    names: HashMap<Box<str>, Arc<str>, StableBuild>,
 }
 
 impl Decoder {

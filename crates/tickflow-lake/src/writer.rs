@@ -25,7 +25,34 @@ pub struct Lake {
     props: WriterProperties,
 }
 
-type PartitionKey<'a> = (Date, Option<&'a str>);
+/// Above this many symbols in one flush of one table, symbols share files: one folder per
+/// symbol would mean one small file per symbol per flush.
+pub const MAX_SYMBOL_FOLDERS: usize = 1_000;
+
+/// Folders that symbols share once they are too many for one each.
+pub const SYMBOL_BUCKETS: u32 = 64;
+
+/// The folder under `date=…` a group of rows goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Part<'a> {
+    /// `symbol=SYM`
+    Symbol(&'a str),
+    /// `bucket=NN`: symbols whose stable hash falls in bucket NN, sorted by symbol inside.
+    Bucket(u32),
+    /// No folder below the date (the DLQ).
+    None,
+}
+
+type PartitionKey<'a> = (Date, Part<'a>);
+
+/// The bucket of a symbol: FNV-1a, stable across runs and builds, so a symbol's bucket
+/// never moves.
+pub fn symbol_bucket(symbol: &str) -> u32 {
+    let hash = symbol.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % u64::from(SYMBOL_BUCKETS)) as u32
+}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -41,16 +68,34 @@ pub fn flush_seq_of(path: &Path) -> Option<u64> {
     rest.split('-').next()?.parse().ok()
 }
 
-/// Groups rows by partition, keeping their order inside each group.
+/// Groups rows by date and symbol, keeping their order inside each group. When more than
+/// [`MAX_SYMBOL_FOLDERS`] symbols are present, symbols are grouped into buckets instead,
+/// ordered by symbol inside a bucket so row-group statistics still prune by symbol.
 fn partition<'a, T>(
     rows: &'a [T],
-    key: impl Fn(&'a T) -> PartitionKey<'a>,
+    key: impl Fn(&'a T) -> (Date, Option<&'a str>),
 ) -> BTreeMap<PartitionKey<'a>, Vec<&'a T>> {
-    let mut groups: BTreeMap<PartitionKey<'a>, Vec<&'a T>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Date, Option<&'a str>), Vec<&'a T>> = BTreeMap::new();
     for row in rows {
         groups.entry(key(row)).or_default().push(row);
     }
-    groups
+    let symbols = {
+        let mut s: Vec<&str> = groups.keys().filter_map(|(_, sym)| *sym).collect();
+        s.sort_unstable();
+        s.dedup();
+        s.len()
+    };
+    let bucketed = symbols > MAX_SYMBOL_FOLDERS;
+    let mut parts: BTreeMap<PartitionKey<'a>, Vec<&'a T>> = BTreeMap::new();
+    for ((date, symbol), mut group) in groups {
+        let part = match symbol {
+            None => Part::None,
+            Some(s) if bucketed => Part::Bucket(symbol_bucket(s)),
+            Some(s) => Part::Symbol(s),
+        };
+        parts.entry((date, part)).or_default().append(&mut group);
+    }
+    parts
 }
 
 impl Lake {
@@ -73,10 +118,12 @@ impl Lake {
         &self.root
     }
 
-    fn partition_dir(&self, table: Table, (date, symbol): PartitionKey<'_>) -> PathBuf {
+    fn partition_dir(&self, table: Table, (date, part): PartitionKey<'_>) -> PathBuf {
         let mut dir = self.root.join(table.name()).join(format!("date={date}"));
-        if let Some(symbol) = symbol {
-            dir.push(format!("symbol={symbol}"));
+        match part {
+            Part::Symbol(symbol) => dir.push(format!("symbol={symbol}")),
+            Part::Bucket(bucket) => dir.push(format!("bucket={bucket:02}")),
+            Part::None => {}
         }
         dir
     }
@@ -253,6 +300,61 @@ mod tests {
             feed: Arc::from("test"),
             seq: Some(n),
         }
+    }
+
+    #[test]
+    fn many_symbols_share_bucket_folders_sorted_by_symbol() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let symbols: Vec<String> = (0..=MAX_SYMBOL_FOLDERS)
+            .map(|i| format!("S{i:05}"))
+            .collect();
+        // Newest symbol first, so the sort inside a bucket is the writer's doing.
+        let rows = Rows {
+            trades: symbols
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(n, s)| trade(s, 0, n as u64))
+                .collect(),
+            ..Default::default()
+        };
+        let report = lake.write(&rows, 1).unwrap();
+        assert_eq!(report.rows["trades"], symbols.len());
+        assert!(report.files <= SYMBOL_BUCKETS as usize, "{}", report.files);
+        let files = lake.files(Table::Trades, 1).unwrap();
+        let mut seen = 0;
+        for f in &files {
+            let folder = f.parent().unwrap().file_name().unwrap().to_string_lossy();
+            let bucket: u32 = folder.strip_prefix("bucket=").unwrap().parse().unwrap();
+            let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            let in_file: Vec<&str> = col.iter().map(Option::unwrap).collect();
+            assert!(in_file.is_sorted(), "{folder}: {in_file:?}");
+            assert!(in_file.iter().all(|s| symbol_bucket(s) == bucket));
+            seen += in_file.len();
+        }
+        assert_eq!(seen, symbols.len());
+        // Fewer symbols keep a folder each.
+        let few = Rows {
+            trades: vec![trade("NVDA", 0, 1)],
+            ..Default::default()
+        };
+        lake.write(&few, 2).unwrap();
+        assert!(lake.files(Table::Trades, 2).unwrap().iter().any(|p| {
+            p.to_string_lossy()
+                .contains("symbol=NVDA/part-000000000002")
+        }));
     }
 
     #[test]

@@ -27,6 +27,19 @@ impl Rows {
         self.len() == 0
     }
 
+    /// Empty tables with room for as many rows as `like` holds, so a buffer refilled at a
+    /// steady rate is not copied again and again while it grows.
+    pub fn with_capacity_of(like: &Rows) -> Rows {
+        Rows {
+            trades: Vec::with_capacity(like.trades.len()),
+            quotes: Vec::with_capacity(like.quotes.len()),
+            bars: Vec::with_capacity(like.bars.len()),
+            daily_metrics: Vec::with_capacity(like.daily_metrics.len()),
+            alerts: Vec::with_capacity(like.alerts.len()),
+            dlq: Vec::with_capacity(like.dlq.len()),
+        }
+    }
+
     /// Moves every row of `other` into `self`.
     pub fn append(&mut self, other: &mut Rows) {
         self.trades.append(&mut other.trades);

@@ -39,15 +39,24 @@ fn err(path: &Path, message: impl Into<String>) -> Error {
 }
 
 /// Serializes a checkpoint (done on the processor thread, which owns the state).
-pub fn encode(next_offset: u64, flush_seq: u64, state: &State) -> Result<Vec<u8>> {
-    let body =
-        postcard::to_allocvec(state).map_err(|e| err(Path::new("<memory>"), e.to_string()))?;
-    let mut out = Vec::with_capacity(body.len() + 32);
+/// `size_hint` is the length of the previous checkpoint: the state is serialized straight
+/// into a buffer that size, so a state of many megabytes is not copied while it grows.
+pub fn encode(
+    next_offset: u64,
+    flush_seq: u64,
+    state: &State,
+    size_hint: usize,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 64);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&next_offset.to_le_bytes());
     out.extend_from_slice(&flush_seq.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 4]); // crc of the body, filled in below
+    let header = out.len();
+    let mut out =
+        postcard::to_extend(state, out).map_err(|e| err(Path::new("<memory>"), e.to_string()))?;
+    let crc = crc32fast::hash(&out[header..]);
+    out[header - 4..header].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
@@ -103,7 +112,7 @@ mod tests {
     fn round_trips_and_detects_damage() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().is_none());
-        write(dir.path(), &encode(42, 7, &State::default()).unwrap()).unwrap();
+        write(dir.path(), &encode(42, 7, &State::default(), 0).unwrap()).unwrap();
         let c = read(dir.path()).unwrap().unwrap();
         assert_eq!((c.next_offset, c.flush_seq), (42, 7));
         let p = path(dir.path());

@@ -432,6 +432,7 @@ fn run_processor(
     let mut out = Output::default();
     let mut recv_times: Vec<i64> = Vec::new();
     let mut alert_recv_times: Vec<i64> = Vec::new();
+    let mut checkpoint_len = 0usize;
     let mut pending_rows = 0usize;
     let mut flushed_offset = next;
     let mut last_flush = Instant::now();
@@ -442,12 +443,14 @@ fn run_processor(
         flush_seq += 1;
         let rows = {
             let mut live = inner.live();
-            let rows = Arc::new(std::mem::take(&mut live.pending));
+            let next_pending = Rows::with_capacity_of(&live.pending);
+            let rows = Arc::new(std::mem::replace(&mut live.pending, next_pending));
             live.flushing.push((flush_seq, Arc::clone(&rows)));
             live.open_bars = processor.open_bars();
             rows
         };
-        let checkpoint = checkpoint::encode(next, flush_seq, processor.state())?;
+        let checkpoint = checkpoint::encode(next, flush_seq, processor.state(), checkpoint_len)?;
+        checkpoint_len = checkpoint.len();
         let job = FlushJob {
             seq: flush_seq,
             rows,
@@ -523,9 +526,9 @@ fn run_processor(
         pending_rows += out.rows.len();
         out.duplicates = 0;
         {
-            let mut rows = std::mem::take(&mut out.rows);
             let mut live = inner.live();
-            live.pending.append(&mut rows);
+            // Moves the rows and keeps `out`'s buffers for the next batch.
+            live.pending.append(&mut out.rows);
             m.queryable_latency.observe_since(
                 UnixNanos::now().0,
                 recv_times[batch_start..].iter().copied(),

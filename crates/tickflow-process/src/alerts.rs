@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use tickflow_model::{Alert, Price, Severity, Symbol, Trade};
 
-use crate::hash::stable_hash;
+use tickflow_core::hash::stable_hash;
 
 /// `price > X` or `price < X`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

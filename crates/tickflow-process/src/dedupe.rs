@@ -9,7 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use tickflow_model::Event;
 
-use crate::hash::{StableBuild, stable_hash};
+use tickflow_core::hash::{StableBuild, stable_hash};
 
 /// The natural key of an event, hashed: trade = (source, ts_event, trade_id or seq), quote =
 /// (source, ts_event, seq). When a trade has neither id nor seq (or a quote no seq), its

@@ -12,7 +12,7 @@ pub mod alerts;
 pub mod bars;
 pub mod daily;
 pub mod dedupe;
-mod hash;
+
 mod processor;
 pub mod validate;
 

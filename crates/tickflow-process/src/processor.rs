@@ -8,8 +8,8 @@ use crate::alerts::{self, AlertState, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
 use crate::daily::DailyState;
 use crate::dedupe::{DedupeWindow, natural_key};
-use crate::hash::StableBuild;
 use crate::validate::{self, Limits};
+use tickflow_core::hash::StableBuild;
 
 /// What processing needs to know; built from the validated config.
 #[derive(Clone, Debug)]

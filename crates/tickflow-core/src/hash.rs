@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// FxHash-style multiply-rotate hasher (the rustc hasher), stable across runs.
 #[derive(Default, Clone, Copy, Debug)]
-pub(crate) struct StableHasher(u64);
+pub struct StableHasher(u64);
 
 const K: u64 = 0x517c_c1b7_2722_0a95;
 
@@ -39,10 +39,10 @@ impl Hasher for StableHasher {
 }
 
 /// Build-hasher for maps keyed by symbol.
-pub(crate) type StableBuild = BuildHasherDefault<StableHasher>;
+pub type StableBuild = BuildHasherDefault<StableHasher>;
 
 /// Hashes a sequence of byte strings and integers with field separation.
-pub(crate) fn stable_hash(parts: &[&[u8]], ints: &[i64]) -> u64 {
+pub fn stable_hash(parts: &[&[u8]], ints: &[i64]) -> u64 {
     let mut h = StableHasher::default();
     for p in parts {
         h.write(p);
