@@ -1,7 +1,7 @@
 //! The lake: rows turned into Arrow and written as Parquet in a hive layout that DuckDB,
 //! Spark, Trino and Athena read as they are:
 //! `<root>/<table>/date=YYYY-MM-DD/symbol=SYM/part-<flush>-<n>.parquet`, or `bucket=NN`
-//! instead of `symbol=SYM` when a flush holds more symbols than a folder each would suit.
+//! instead of `symbol=SYM` when the lake is set to share folders among many symbols.
 //!
 //! Every file name carries the flush sequence that wrote it. The pipeline records the last
 //! flush it completed in its checkpoint; files from a later flush are leftovers of a crash
@@ -20,8 +20,6 @@ pub use convert::to_batch;
 pub use error::{Error, Result};
 pub use table::Table;
 pub use tickflow_model::Rows;
-pub use writer::{
-    Lake, MAX_SYMBOL_FOLDERS, SYMBOL_BUCKETS, WriteReport, flush_seq_of, symbol_bucket,
-};
+pub use writer::{Lake, WriteReport, flush_seq_of, symbol_bucket};
 
 pub use arrow::record_batch::RecordBatch;

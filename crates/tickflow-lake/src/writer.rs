@@ -23,16 +23,8 @@ pub struct WriteReport {
 pub struct Lake {
     root: PathBuf,
     props: WriterProperties,
+    symbol_buckets: u32,
 }
-
-/// Above this many symbols in one flush of one table, symbols share files: one folder per
-/// symbol would mean one small file per symbol per flush (at 1,000 symbols that alone cut
-/// throughput by more than half in the scaling benchmark). Equal to the bucket count, so
-/// bucketing never writes more files than folders per symbol would.
-pub const MAX_SYMBOL_FOLDERS: usize = 64;
-
-/// Folders that symbols share once they are too many for one each.
-pub const SYMBOL_BUCKETS: u32 = 64;
 
 /// The folder under `date=…` a group of rows goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,13 +39,13 @@ enum Part<'a> {
 
 type PartitionKey<'a> = (Date, Part<'a>);
 
-/// The bucket of a symbol: FNV-1a, stable across runs and builds, so a symbol's bucket
-/// never moves.
-pub fn symbol_bucket(symbol: &str) -> u32 {
+/// The bucket of a symbol among `buckets`: FNV-1a, stable across runs and builds, so a
+/// symbol's bucket never moves while the bucket count stays.
+pub fn symbol_bucket(symbol: &str, buckets: u32) -> u32 {
     let hash = symbol.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    (hash % u64::from(SYMBOL_BUCKETS)) as u32
+    (hash % u64::from(buckets.max(1))) as u32
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -70,29 +62,23 @@ pub fn flush_seq_of(path: &Path) -> Option<u64> {
     rest.split('-').next()?.parse().ok()
 }
 
-/// Groups rows by date and symbol, keeping their order inside each group. When more than
-/// [`MAX_SYMBOL_FOLDERS`] symbols are present, symbols are grouped into buckets instead,
-/// ordered by symbol inside a bucket so row-group statistics still prune by symbol.
+/// Groups rows by date and symbol, keeping their order inside each group; with `buckets`
+/// above 0, symbols are grouped into that many buckets instead, ordered by symbol inside a
+/// bucket so row-group statistics still prune by symbol.
 fn partition<'a, T>(
     rows: &'a [T],
+    buckets: u32,
     key: impl Fn(&'a T) -> (Date, Option<&'a str>),
 ) -> BTreeMap<PartitionKey<'a>, Vec<&'a T>> {
     let mut groups: BTreeMap<(Date, Option<&'a str>), Vec<&'a T>> = BTreeMap::new();
     for row in rows {
         groups.entry(key(row)).or_default().push(row);
     }
-    let symbols = {
-        let mut s: Vec<&str> = groups.keys().filter_map(|(_, sym)| *sym).collect();
-        s.sort_unstable();
-        s.dedup();
-        s.len()
-    };
-    let bucketed = symbols > MAX_SYMBOL_FOLDERS;
     let mut parts: BTreeMap<PartitionKey<'a>, Vec<&'a T>> = BTreeMap::new();
     for ((date, symbol), mut group) in groups {
         let part = match symbol {
             None => Part::None,
-            Some(s) if bucketed => Part::Bucket(symbol_bucket(s)),
+            Some(s) if buckets > 0 => Part::Bucket(symbol_bucket(s, buckets)),
             Some(s) => Part::Symbol(s),
         };
         parts.entry((date, part)).or_default().append(&mut group);
@@ -112,7 +98,21 @@ impl Lake {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
             .set_max_row_group_row_count(Some(1 << 20))
             .build();
-        Ok(Self { root, props })
+        Ok(Self {
+            root,
+            props,
+            symbol_buckets: 0,
+        })
+    }
+
+    /// Writes symbols into `buckets` shared `bucket=NN` folders instead of one `symbol=SYM`
+    /// folder each (0 keeps a folder per symbol). With thousands of symbols a folder each
+    /// means one tiny file per symbol per flush. Keep the count fixed for a lake, so every
+    /// date has the same layout.
+    #[must_use]
+    pub fn with_symbol_buckets(mut self, buckets: u32) -> Self {
+        self.symbol_buckets = buckets;
+        self
     }
 
     /// The lake directory.
@@ -172,24 +172,32 @@ impl Lake {
             Ok(())
         };
         let day = |ts: UnixNanos| ts.date();
-        for (key, group) in partition(&rows.trades, |t| (day(t.ts_event), Some(t.symbol.as_str())))
-        {
+        for (key, group) in partition(&rows.trades, self.symbol_buckets, |t| {
+            (day(t.ts_event), Some(t.symbol.as_str()))
+        }) {
             write(Table::Trades, key, convert::trades(&group)?)?;
         }
-        for (key, group) in partition(&rows.quotes, |q| (day(q.ts_event), Some(q.symbol.as_str())))
-        {
+        for (key, group) in partition(&rows.quotes, self.symbol_buckets, |q| {
+            (day(q.ts_event), Some(q.symbol.as_str()))
+        }) {
             write(Table::Quotes, key, convert::quotes(&group)?)?;
         }
-        for (key, group) in partition(&rows.bars, |b| (day(b.start), Some(b.symbol.as_str()))) {
+        for (key, group) in partition(&rows.bars, self.symbol_buckets, |b| {
+            (day(b.start), Some(b.symbol.as_str()))
+        }) {
             write(Table::Bars, key, convert::bars(&group)?)?;
         }
-        for (key, group) in partition(&rows.daily_metrics, |m| (m.date, Some(m.symbol.as_str()))) {
+        for (key, group) in partition(&rows.daily_metrics, self.symbol_buckets, |m| {
+            (m.date, Some(m.symbol.as_str()))
+        }) {
             write(Table::DailyMetrics, key, convert::daily_metrics(&group)?)?;
         }
-        for (key, group) in partition(&rows.alerts, |a| (day(a.ts), Some(a.symbol.as_str()))) {
+        for (key, group) in partition(&rows.alerts, self.symbol_buckets, |a| {
+            (day(a.ts), Some(a.symbol.as_str()))
+        }) {
             write(Table::Alerts, key, convert::alerts(&group)?)?;
         }
-        for (key, group) in partition(&rows.dlq, |d| (day(d.ts), None)) {
+        for (key, group) in partition(&rows.dlq, self.symbol_buckets, |d| (day(d.ts), None)) {
             write(Table::Dlq, key, convert::dlq(&group)?)?;
         }
         if report.files > 0 {
@@ -305,12 +313,10 @@ mod tests {
     }
 
     #[test]
-    fn many_symbols_share_bucket_folders_sorted_by_symbol() {
+    fn symbols_share_bucket_folders_sorted_by_symbol() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path()).unwrap();
-        let symbols: Vec<String> = (0..=MAX_SYMBOL_FOLDERS)
-            .map(|i| format!("S{i:05}"))
-            .collect();
+        let lake = Lake::open(dir.path()).unwrap().with_symbol_buckets(8);
+        let symbols: Vec<String> = (0..1_000).map(|i| format!("S{i:05}")).collect();
         // Newest symbol first, so the sort inside a bucket is the writer's doing.
         let rows = Rows {
             trades: symbols
@@ -323,10 +329,9 @@ mod tests {
         };
         let report = lake.write(&rows, 1).unwrap();
         assert_eq!(report.rows["trades"], symbols.len());
-        assert!(report.files <= SYMBOL_BUCKETS as usize, "{}", report.files);
-        let files = lake.files(Table::Trades, 1).unwrap();
+        assert_eq!(report.files, 8);
         let mut seen = 0;
-        for f in &files {
+        for f in &lake.files(Table::Trades, 1).unwrap() {
             let folder = f.parent().unwrap().file_name().unwrap().to_string_lossy();
             let bucket: u32 = folder.strip_prefix("bucket=").unwrap().parse().unwrap();
             let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
@@ -343,20 +348,10 @@ mod tests {
                 .unwrap();
             let in_file: Vec<&str> = col.iter().map(Option::unwrap).collect();
             assert!(in_file.is_sorted(), "{folder}: {in_file:?}");
-            assert!(in_file.iter().all(|s| symbol_bucket(s) == bucket));
+            assert!(in_file.iter().all(|s| symbol_bucket(s, 8) == bucket));
             seen += in_file.len();
         }
         assert_eq!(seen, symbols.len());
-        // Fewer symbols keep a folder each.
-        let few = Rows {
-            trades: vec![trade("NVDA", 0, 1)],
-            ..Default::default()
-        };
-        lake.write(&few, 2).unwrap();
-        assert!(lake.files(Table::Trades, 2).unwrap().iter().any(|p| {
-            p.to_string_lossy()
-                .contains("symbol=NVDA/part-000000000002")
-        }));
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub struct RawProcessing {
 pub struct RawLake {
     pub flush_interval_ms: Option<i64>,
     pub flush_rows: Option<i64>,
+    pub symbol_buckets: Option<i64>,
 }
 
 /// One `[[sources]]` entry; `type` picks the variant. Adding a source adds a variant here.
@@ -138,6 +139,8 @@ pub struct LogPlan {
 pub struct LakePlan {
     pub flush_interval: Duration,
     pub flush_rows: usize,
+    /// Shared `bucket=NN` folders for symbols; 0 = one `symbol=SYM` folder each.
+    pub symbol_buckets: u32,
 }
 
 /// A simulator to run.
@@ -456,6 +459,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             1,
             100_000_000,
         ) as usize,
+        symbol_buckets: c.range("lake.symbol_buckets", raw.lake.symbol_buckets, 0, 0, 4096) as u32,
     };
     let mut simulator = None;
     for (i, source) in raw.sources.into_iter().enumerate() {
@@ -677,7 +681,8 @@ lenient!(LenientProcessing {
 });
 lenient!(LenientLake {
     flush_interval_ms,
-    flush_rows
+    flush_rows,
+    symbol_buckets
 });
 lenient!(LenientSource {
     r#type,
@@ -784,5 +789,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("s.toml:2"), "{err}");
+    }
+
+    #[test]
+    fn symbol_buckets_are_read_and_bounded() {
+        let plan = parse(
+            "data_dir = \"x\"\n[lake]\nsymbol_buckets = 64\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(plan.lake.symbol_buckets, 64);
+        let plan = parse("data_dir = \"x\"\n", Path::new("a.toml")).unwrap();
+        assert_eq!(
+            plan.lake.symbol_buckets, 0,
+            "a folder per symbol unless asked"
+        );
+        let err = parse(
+            "data_dir = \"x\"\n[lake]\nsymbol_buckets = 5000\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: lake.symbol_buckets: 5000 is out of range 0..=4096"),
+            "{err}"
+        );
     }
 }

@@ -124,7 +124,7 @@ impl Pipeline {
             retention_age: plan.log.retention_age,
             fsync: plan.log.fsync,
         })?;
-        let lake = Lake::open(data_dir.join("lake"))?;
+        let lake = Lake::open(data_dir.join("lake"))?.with_symbol_buckets(plan.lake.symbol_buckets);
         let ckpt = match checkpoint::read(&data_dir)? {
             Some(c) => c,
             // Without a checkpoint the only legitimate leftovers are from flush 1 (a crash before
@@ -351,7 +351,15 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
         let mut pushed = 0usize;
         while from < now.0 && !inner.stop_sources.is_triggered() {
             let to = (from + day).min(now.0 - step);
-            sim.history(UnixNanos(from), UnixNanos(to), step, now, &mut events);
+            // Received now, as each day is generated: latency figures then show how long
+            // history waited in the pipeline, not how long ago the push began.
+            sim.history(
+                UnixNanos(from),
+                UnixNanos(to),
+                step,
+                UnixNanos::now(),
+                &mut events,
+            );
             for chunk in events.chunks(16_384) {
                 match append(inner, "simulator", chunk) {
                     Ok(_) => {}

@@ -38,9 +38,25 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     let mut ticks = Ticks::new(args, symbols);
     if args.to.starts_with("http://") || args.to.starts_with("https://") {
         send(args, &mut ticks)
+    } else if looks_like_host_port(&args.to) {
+        anyhow::bail!(
+            "--to {:?} looks like an address; write http://{} to send, or a file name to write",
+            args.to,
+            args.to
+        )
     } else {
         write_file(args, &mut ticks)
     }
+}
+
+/// `127.0.0.1:8750` or `localhost:8750`: an address missing its scheme, not a file name.
+fn looks_like_host_port(to: &str) -> bool {
+    to.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains('/')
+            && !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// The deterministic tick stream: a random walk per symbol, cycling through the symbols.
@@ -72,6 +88,11 @@ impl Ticks {
         }
     }
 
+    /// Events not yet produced.
+    fn remaining(&self) -> u64 {
+        self.end - self.seq
+    }
+
     /// The next batch of at most `max` events as NDJSON, with the seq of its first event and
     /// its length; `None` once every event is out.
     fn next_batch(&mut self, max: u64) -> Option<(u64, u64, String)> {
@@ -81,11 +102,11 @@ impl Ticks {
         }
         let first = self.seq;
         let mut body = String::with_capacity(n as usize * (120 + self.pad.len()));
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
         for _ in 0..n {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
             let seq = self.seq;
             let i = (seq % self.symbols.len() as u64) as usize;
             self.prices[i] = (self.prices[i] * (1.0 + self.rng.normal() * 0.0005)).max(0.01);
@@ -152,11 +173,12 @@ fn send(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
         while !done || !in_flight.is_empty() {
             // Keep `connections` requests in flight while events remain.
             while !done && in_flight.len() < args.connections {
+                // Pace first, then stamp: events carry the time they are sent.
+                tokio::time::sleep(pacer.delay_for(ticks.remaining().min(args.batch_size))).await;
                 let Some((first, n, body)) = ticks.next_batch(args.batch_size) else {
                     done = true;
                     break;
                 };
-                tokio::time::sleep(pacer.delay_for(n)).await;
                 requests += 1;
                 let (client, url, retries) = (client.clone(), url.clone(), args.retries);
                 in_flight.spawn(async move {

@@ -4,4 +4,5 @@ mod check;
 mod crash;
 mod demo;
 mod http;
+mod produce;
 mod support;
