@@ -267,7 +267,7 @@ def suite_ingest(ctx):
 
 
 def suite_latency(ctx):
-    """p50/p99/p99.9 from ts_recv to durable in the log, queryable, alert delivered, lake."""
+    """p50/p99/p99.9 from ts_recv to durable in the log, queryable, alert raised, and durable in the lake, at fixed offered loads."""
     rows = []
     top = ctx.get("max_ticks_per_second") or previous_value("ingest", "simulator → log → processing → lake, everything on")
     loads = [10_000, 100_000] + ([int(top * 0.8)] if top else [])
@@ -550,7 +550,8 @@ def render(raw):
             continue
         out.append(f"### {name}\n")
         out.append(f"{SUITES[name].__doc__.strip()} Commit `{suite['commit']}`, {suite['date']}, {suite['machine']}; "
-                   f"median of {suite['runs']} run(s){' (QUICK)' if suite.get('quick') else ''}.\n")
+                   f"median of {suite['runs']} run(s), {suite.get('seconds_per_run', '?')} s per timed pipeline run"
+                   f"{' (QUICK)' if suite.get('quick') else ''}.\n")
         out.append("| work | unit | tickflow | peer | peer figure | tickflow advantage | note |")
         out.append("|---|---|---|---|---|---|---|")
         for r in suite["rows"]:
@@ -563,7 +564,21 @@ def render(raw):
     return "\n".join(out)
 
 
+def write_report(raw):
+    with open(REPORT) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{REPORT} lacks the {BEGIN} … {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(REPORT, "w") as f:
+        f.write(head + BEGIN + "\n" + render(raw) + "\n" + END + tail)
+
+
 def main(argv):
+    if argv == ["--render"]:  # rewrite the tables from benchmarks.json without measuring
+        write_report(load_raw())
+        return
     names = argv or list(SUITES)
     unknown = [n for n in names if n not in SUITES]
     if unknown:
@@ -576,7 +591,7 @@ def main(argv):
     failed = []
     for name in names:
         started = time.time()
-        entry = {"commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "runs": RUNS, "quick": QUICK}
+        entry = {"commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "runs": RUNS, "seconds_per_run": SECONDS, "quick": QUICK}
         try:
             entry["rows"] = SUITES[name](ctx)
         except Exception as e:  # a failed suite is reported, the others still run
@@ -587,14 +602,7 @@ def main(argv):
         raw["suites"][name] = entry
         with open(RAW, "w") as f:
             json.dump(raw, f, indent=1)
-    with open(REPORT) as f:
-        text = f.read()
-    if BEGIN not in text or END not in text:
-        sys.exit(f"{REPORT} lacks the {BEGIN} … {END} markers")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(REPORT, "w") as f:
-        f.write(head + BEGIN + "\n" + render(raw) + "\n" + END + tail)
+    write_report(raw)
     print(render({"suites": {n: raw["suites"][n] for n in names}}))
     if failed:
         sys.exit(f"suite(s) failed: {', '.join(failed)}")
