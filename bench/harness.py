@@ -142,7 +142,11 @@ class Pipeline:
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=self.stderr, env={**os.environ, "RUST_LOG": "warn"}
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except Exception:
+            self.__exit__()
+            raise
 
     def wait_ready(self, timeout=60):
         deadline = time.time() + timeout
