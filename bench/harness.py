@@ -171,15 +171,18 @@ class Pipeline:
             time.sleep(0.05)
         raise RuntimeError(f"only {self.status()['processed']} of {at_least} events processed in {timeout} s")
 
-    def stop(self, timeout=120):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+    def _wait_or_kill(self, timeout, message):
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError("tickflow run did not stop within its timeout")
+            raise RuntimeError(message)
+
+    def stop(self, timeout=120):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self._wait_or_kill(timeout, "tickflow run did not stop within its timeout")
         self.stderr.close()
         if self.proc.returncode != 0:
             raise RuntimeError(f"tickflow run exited with {self.proc.returncode}: {self.tail()}")
@@ -187,12 +190,7 @@ class Pipeline:
             return json.load(f)
 
     def wait(self, timeout):
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError("tickflow run overran its duration")
+        self._wait_or_kill(timeout, "tickflow run overran its duration")
         return self.stop()
 
     def __enter__(self):

@@ -129,15 +129,17 @@ fn applicable_rules(
     spikes: &[SpikeRule],
 ) -> (Vec<u32>, Vec<u32>) {
     let applies = |s: &Option<Symbol>| s.as_ref().is_none_or(|s| s == symbol);
-    let pick = |it: &mut dyn Iterator<Item = bool>| {
-        it.enumerate()
-            .filter(|(_, a)| *a)
-            .map(|(i, _)| i as u32)
-            .collect()
-    };
     (
-        pick(&mut thresholds.iter().map(|r| applies(&r.symbol))),
-        pick(&mut spikes.iter().map(|r| applies(&r.symbol))),
+        (0u32..)
+            .zip(thresholds)
+            .filter(|(_, r)| applies(&r.symbol))
+            .map(|(i, _)| i)
+            .collect(),
+        (0u32..)
+            .zip(spikes)
+            .filter(|(_, r)| applies(&r.symbol))
+            .map(|(i, _)| i)
+            .collect(),
     )
 }
 
