@@ -4,12 +4,12 @@
 //! older than `watermark - lateness` is rejected as late before it reaches dedupe, so keys
 //! below that line are dropped. Memory is therefore bounded by rate × lateness.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use tickflow_model::Event;
 
-use tickflow_core::hash::{StableBuild, stable_hash};
+use tickflow_core::hash::stable_hash;
 
 /// The natural key of an event, hashed: trade = (source, ts_event, trade_id or seq), quote =
 /// (source, ts_event, seq). When a trade has neither id nor seq (or a quote no seq), its
@@ -44,47 +44,160 @@ pub fn natural_key(event: &Event) -> u64 {
     }
 }
 
-/// Keys seen for one symbol, in arrival order with their event times.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Keys seen for one symbol within the lateness window.
+///
+/// Nearly every tick of a symbol arrives with a newer event time than the one before it, and
+/// a duplicate always has the same event time as its original (the key includes it). So
+/// the first key seen at each new event time is appended to `in_order`, sorted by time, at
+/// the cost of a comparison; eviction pops its front. Only keys that share an event time
+/// with an earlier key, or arrive behind the newest one, go into the ordered set `others`.
+/// A hash set of every key, as before, cost a cache miss on each insert and each removal.
+#[derive(Debug, Default)]
 pub struct DedupeWindow {
-    order: VecDeque<(i64, u64)>,
-    #[serde(skip)]
-    seen: HashSet<u64, StableBuild>,
+    /// Keys with strictly increasing event times.
+    in_order: VecDeque<(i64, u64)>,
+    /// Every other key, by (event time, key).
+    others: BTreeSet<(i64, u64)>,
 }
 
 impl DedupeWindow {
-    /// Records `key`; false if it was already there.
+    /// Records `key` of an event at `ts`; false if it was already there.
     pub fn insert(&mut self, ts: i64, key: u64) -> bool {
-        if !self.seen.insert(key) {
+        let newest = match self.in_order.back() {
+            Some(&(newest, _)) => newest,
+            None => i64::MIN,
+        };
+        if ts > newest {
+            self.in_order.push_back((ts, key));
+            return true;
+        }
+        // At most one entry of `in_order` has this time: find it by bisection.
+        let at = self.in_order.partition_point(|&(t, _)| t < ts);
+        if self.in_order.get(at) == Some(&(ts, key)) {
             return false;
         }
-        self.order.push_back((ts, key));
-        true
+        self.others.insert((ts, key))
     }
 
     /// Forgets keys with event time below `cutoff`.
     pub fn evict_before(&mut self, cutoff: i64) {
-        while let Some(&(ts, key)) = self.order.front() {
-            if ts >= cutoff {
-                break;
-            }
-            self.order.pop_front();
-            self.seen.remove(&key);
+        while self.in_order.front().is_some_and(|&(ts, _)| ts < cutoff) {
+            self.in_order.pop_front();
         }
-    }
-
-    /// Rebuilds the lookup set after deserializing (only the ordered keys are stored).
-    pub fn restore(&mut self) {
-        self.seen = self.order.iter().map(|&(_, k)| k).collect();
+        if self.others.first().is_some_and(|&(ts, _)| ts < cutoff) {
+            self.others = self.others.split_off(&(cutoff, 0));
+        }
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.in_order.len() + self.others.len()
     }
 
     /// Whether no keys are held.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.in_order.is_empty() && self.others.is_empty()
+    }
+}
+
+/// Checkpointed as one sequence of (event time, key) in a struct of one field, the layout
+/// earlier versions wrote, so their checkpoints still load.
+#[derive(Serialize, Deserialize)]
+struct Stored<K> {
+    order: K,
+}
+
+impl Serialize for DedupeWindow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Stored { order: Keys(self) }.serialize(serializer)
+    }
+}
+
+struct Keys<'a>(&'a DedupeWindow);
+
+impl Serialize for Keys<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.in_order.iter().chain(&self.0.others))
+    }
+}
+
+impl<'de> Deserialize<'de> for DedupeWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut keys = Stored::<Vec<(i64, u64)>>::deserialize(deserializer)?.order;
+        keys.sort_unstable();
+        let mut window = DedupeWindow::default();
+        for (ts, key) in keys {
+            window.insert(ts, key);
+        }
+        Ok(window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Against the plain definition: a key is a duplicate while a key equal in time and
+        /// hash is held, and eviction forgets exactly the keys below the cutoff.
+        #[test]
+        fn matches_a_set_of_every_key(ops in prop::collection::vec((0i64..40, 0u64..4, any::<bool>()), 0..300)) {
+            let mut w = DedupeWindow::default();
+            let mut model: HashSet<(i64, u64)> = HashSet::new();
+            for (ts, key, evict) in ops {
+                if evict {
+                    w.evict_before(ts);
+                    model.retain(|&(t, _)| t >= ts);
+                } else {
+                    prop_assert_eq!(w.insert(ts, key), model.insert((ts, key)));
+                }
+                prop_assert_eq!(w.len(), model.len());
+            }
+            let back: DedupeWindow = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
+            prop_assert_eq!(back.len(), model.len());
+        }
+    }
+
+    #[test]
+    fn remembers_in_order_equal_and_behind_keys_until_evicted() {
+        let mut w = DedupeWindow::default();
+        assert!(w.insert(10, 1));
+        assert!(w.insert(20, 2));
+        assert!(w.insert(20, 3), "same time, other key");
+        assert!(w.insert(15, 4), "behind the newest");
+        assert!(w.insert(30, 5));
+        for (ts, key) in [(10, 1), (20, 2), (20, 3), (15, 4), (30, 5)] {
+            assert!(!w.insert(ts, key), "({ts}, {key}) is a duplicate");
+        }
+        assert!(w.insert(15, 2), "same key at another time is another event");
+        assert_eq!(w.len(), 6);
+        w.evict_before(20);
+        assert_eq!(w.len(), 3);
+        assert!(!w.insert(20, 3) && !w.insert(20, 2) && !w.insert(30, 5));
+        w.evict_before(31);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn checkpoint_layout_is_one_sequence_of_keys() {
+        let mut w = DedupeWindow::default();
+        for (ts, key) in [(5, 1), (7, 2), (6, 3), (7, 4)] {
+            w.insert(ts, key);
+        }
+        let bytes = postcard::to_allocvec(&w).unwrap();
+        // What earlier versions wrote: a struct holding a VecDeque of the keys.
+        let old: VecDeque<(i64, u64)> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(old.len(), 4);
+        let old_bytes =
+            postcard::to_allocvec(&VecDeque::from(vec![(7i64, 2u64), (5, 1), (6, 3)])).unwrap();
+        let mut back: DedupeWindow = postcard::from_bytes(&old_bytes).unwrap();
+        assert_eq!(back.len(), 3);
+        assert!(!back.insert(6, 3) && !back.insert(5, 1) && !back.insert(7, 2));
+        let again: DedupeWindow = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(again.len(), 4);
     }
 }

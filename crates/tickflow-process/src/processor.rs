@@ -57,13 +57,6 @@ pub struct State {
 }
 
 impl State {
-    /// Rebuilds derived lookups after deserializing.
-    pub fn restore(&mut self) {
-        for s in self.symbols.values_mut() {
-            s.dedupe.restore();
-        }
-    }
-
     /// Symbols seen.
     pub fn symbol_count(&self) -> usize {
         self.symbols.len()
@@ -84,8 +77,7 @@ impl Processor {
     }
 
     /// A processor resuming from a checkpointed state.
-    pub fn with_state(config: ProcessorConfig, mut state: State) -> Self {
-        state.restore();
+    pub fn with_state(config: ProcessorConfig, state: State) -> Self {
         Self { config, state }
     }
 
