@@ -19,19 +19,22 @@ pub use routes::router;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub pipeline: Arc<Pipeline>,
+    /// One engine for every query, so file metadata is read once per file, not per query.
+    pub query: tickflow_query::QueryEngine,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
 ///
 /// # Errors
-/// The listener fails.
+/// The listener fails, or the query engine cannot be set up.
 pub async fn serve(
     pipeline: Arc<Pipeline>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let max_body = pipeline.plan().http.max_body_bytes;
-    let app = router(AppState { pipeline }, max_body);
+    let query = tickflow_query::QueryEngine::new().map_err(std::io::Error::other)?;
+    let app = router(AppState { pipeline, query }, max_body);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

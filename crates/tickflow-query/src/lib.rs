@@ -11,5 +11,5 @@ mod snapshot;
 
 pub use error::{Error, Result};
 pub use format::{Format, render};
-pub use snapshot::{QueryResult, Snapshot, run_sql};
+pub use snapshot::{CachedFiles, QueryEngine, QueryResult, Snapshot, run_sql};
 pub use tickflow_lake::{RecordBatch, Table};

@@ -7,7 +7,11 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::prelude::SessionContext;
+use datafusion::execution::cache::Cache;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use tickflow_lake::{RecordBatch, Table};
 
 use crate::{Error, Result};
@@ -33,13 +37,63 @@ impl QueryResult {
     }
 }
 
-/// Registers every table of `snapshot` and runs one SQL statement (read-only).
-///
-/// # Errors
-/// [`Error::Sql`] for a statement that does not parse or plan; [`Error::Execution`] otherwise.
-pub async fn run_sql(snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
-    let ctx = SessionContext::new();
-    for table in Table::ALL {
+/// Parquet footers and page indexes kept between queries. A lake of thousands of files
+/// needs tens of megabytes; past the limit the least recently used are read again.
+const METADATA_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Runs SQL over snapshots of the lake. Published lake files never change (compaction
+/// writes new ones), so each file's footer and statistics are read once and kept for every
+/// later query: a long-running process keeps one engine.
+#[derive(Clone, Debug)]
+pub struct QueryEngine {
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl QueryEngine {
+    /// An engine with empty caches.
+    ///
+    /// # Errors
+    /// DataFusion's runtime cannot be set up.
+    pub fn new() -> Result<Self> {
+        let caches = CacheManagerConfig::default().with_metadata_cache_limit(METADATA_CACHE_BYTES);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()?;
+        Ok(Self { runtime })
+    }
+
+    /// How many files have their statistics and their footer cached.
+    pub fn cached_files(&self) -> CachedFiles {
+        let caches = &self.runtime.cache_manager;
+        CachedFiles {
+            statistics: caches.get_file_statistic_cache().map_or(0, |c| c.len()),
+            footers: caches.get_file_metadata_cache().len(),
+        }
+    }
+
+    /// Registers every table of `snapshot` and runs one SQL statement (read-only).
+    ///
+    /// # Errors
+    /// [`Error::Sql`] for a statement that does not parse or plan; [`Error::Execution`]
+    /// otherwise.
+    pub async fn run(&self, snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
+        let ctx =
+            SessionContext::new_with_config_rt(SessionConfig::new(), Arc::clone(&self.runtime));
+        for table in Table::ALL {
+            self.register(&ctx, &snapshot, table)?;
+        }
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx.sql_with_options(sql, read_only).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(Error::from)?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// Registers `table` as the union of its files and its in-memory rows.
+    fn register(&self, ctx: &SessionContext, snapshot: &Snapshot, table: Table) -> Result<()> {
         let schema = table.schema();
         let files: Vec<&PathBuf> = snapshot
             .files
@@ -56,7 +110,7 @@ pub async fn run_sql(snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
         let mem = Arc::new(MemTable::try_new(Arc::clone(&schema), vec![live])?);
         if files.is_empty() {
             ctx.register_table(table.name(), mem)?;
-            continue;
+            return Ok(());
         }
         let urls = files
             .iter()
@@ -67,20 +121,26 @@ pub async fn run_sql(snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(Arc::clone(&schema));
-        let parquet = ctx.read_table(Arc::new(ListingTable::try_new(config)?))?;
+        let listing = ListingTable::try_new(config)?
+            .with_cache(self.runtime.cache_manager.get_file_statistic_cache());
+        let parquet = ctx.read_table(Arc::new(listing))?;
         let union = parquet.union(ctx.read_table(mem)?)?;
         ctx.register_table(table.name(), union.into_view())?;
+        Ok(())
     }
-    let df = ctx
-        .sql_with_options(
-            sql,
-            datafusion::execution::context::SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false),
-        )
-        .await?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(Error::from)?;
-    Ok(QueryResult { schema, batches })
+}
+
+/// Counts of files in a [`QueryEngine`]'s caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedFiles {
+    pub statistics: usize,
+    pub footers: usize,
+}
+
+/// Runs one statement on a fresh [`QueryEngine`], for a process that queries once.
+///
+/// # Errors
+/// As [`QueryEngine::run`].
+pub async fn run_sql(snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
+    QueryEngine::new()?.run(snapshot, sql).await
 }

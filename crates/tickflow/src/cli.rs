@@ -100,7 +100,8 @@ pub(crate) struct SqlArgs {
     #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "csv", "json"])]
     pub(crate) format: String,
     /// Print the time the query took to standard error, as psql's \timing does (planning and
-    /// execution; not printing the rows).
+    /// execution; not printing the rows). Asked of a running pipeline, the time is the one
+    /// it reports, followed by the whole round trip.
     #[arg(long)]
     pub(crate) timing: bool,
     /// One SQL statement (read-only).

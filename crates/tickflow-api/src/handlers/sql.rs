@@ -18,7 +18,8 @@ struct SqlRequest {
 }
 
 /// `POST /api/v1/sql` with `{"sql": "...", "format": "json|csv|table"}` or the statement as
-/// plain text. Sees rows the moment they are processed, flushed to Parquet or not.
+/// plain text. Sees rows the moment they are processed, flushed to Parquet or not. The
+/// `Server-Timing` header carries the time spent planning and running the query.
 pub(crate) async fn sql(
     State(state): State<AppState>,
     body: Result<String, StringRejection>,
@@ -46,9 +47,12 @@ pub(crate) async fn sql(
         files: inputs.files,
         live: inputs.live,
     };
-    let result = tickflow_query::run_sql(snapshot, &request.sql).await?;
+    let started = std::time::Instant::now();
+    let result = state.query.run(snapshot, &request.sql).await?;
+    // Planning and running, without rendering: what `tickflow sql --timing` reports.
+    let timing = format!("query;dur={:.3}", started.elapsed().as_secs_f64() * 1000.0);
     let text = tickflow_query::render(&result, format)?;
-    Ok(match format {
+    let response = match format {
         Format::Json => {
             let rows: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| json!([]));
             let columns: Vec<&str> = result
@@ -62,5 +66,6 @@ pub(crate) async fn sql(
         }
         Format::Csv => ([("content-type", "text/csv; charset=utf-8")], text).into_response(),
         Format::Table => ([("content-type", "text/plain; charset=utf-8")], text).into_response(),
-    })
+    };
+    Ok(([("server-timing", timing)], response).into_response())
 }

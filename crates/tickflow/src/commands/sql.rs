@@ -25,9 +25,21 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
         });
         if let Ok(resp) = sent {
             let status = resp.status();
+            let in_server = resp
+                .headers()
+                .get("server-timing")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("query;dur="))
+                .map(str::to_string);
             let text = rt.block_on(resp.text())?;
             if args.timing {
-                eprintln!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+                let round_trip = started.elapsed().as_secs_f64() * 1000.0;
+                match in_server {
+                    Some(ms) => eprintln!(
+                        "Time: {ms} ms in the running pipeline ({round_trip:.3} ms round trip)"
+                    ),
+                    None => eprintln!("Time: {round_trip:.3} ms"),
+                }
             }
             if status.is_success() {
                 if format == Format::Json {
