@@ -6,16 +6,20 @@
 //! Every file name carries the flush sequence that wrote it. The pipeline records the last
 //! flush it completed in its checkpoint; files from a later flush are leftovers of a crash
 //! before that checkpoint, and [`Lake::recover`] deletes them so the replay that follows
-//! cannot double a row. Readers take only files up to the published flush.
+//! cannot double a row. Readers take only files up to the published flush. [`Lake::compact`]
+//! merges small files into `part-<last>-c<first>.parquet`, which supersedes the files of
+//! flushes `first..=last` in its folder.
 //!
 //! This crate does not query; `tickflow-query` does, over [`Lake::files`] and [`Rows`] still
 //! in memory. The main types are [`Lake`], [`Rows`] and [`Table`].
 
+mod compact;
 mod convert;
 mod error;
 mod table;
 mod writer;
 
+pub use compact::{CompactPolicy, CompactReport, seq_range_of};
 pub use convert::to_batch;
 pub use error::{Error, Result};
 pub use table::Table;

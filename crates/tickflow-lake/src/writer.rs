@@ -7,7 +7,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tickflow_model::{Date, UnixNanos};
 
-use crate::{Error, Result, Rows, Table, convert};
+use crate::{Error, Result, Rows, Table, compact, convert};
 
 /// What one flush wrote.
 #[derive(Debug, Default, Clone)]
@@ -48,7 +48,7 @@ pub fn symbol_bucket(symbol: &str, buckets: u32) -> u32 {
     (hash % u64::from(buckets.max(1))) as u32
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -118,6 +118,11 @@ impl Lake {
     /// The lake directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// How Parquet files are written (compression, row groups).
+    pub(crate) fn props(&self) -> &WriterProperties {
+        &self.props
     }
 
     fn partition_dir(&self, table: Table, (date, part): PartitionKey<'_>) -> PathBuf {
@@ -206,23 +211,18 @@ impl Lake {
         Ok(report)
     }
 
-    /// Part files of `table` written by flushes up to and including `max_seq`, sorted.
+    /// Part files of `table` holding flushes up to and including `max_seq`, sorted; files a
+    /// merged file supersedes are left out.
     ///
     /// # Errors
     /// The directory tree cannot be read.
     pub fn files(&self, table: Table, max_seq: u64) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        walk(&self.root.join(table.name()), &mut |path| {
-            if flush_seq_of(path).is_some_and(|s| s <= max_seq) {
-                out.push(path.to_path_buf());
-            }
-        })?;
-        out.sort();
-        Ok(out)
+        compact::live_files(&self.root.join(table.name()), max_seq)
     }
 
-    /// Deletes what a crash left behind: temporary files, and part files of flushes after
-    /// `committed_seq` (their rows will be produced again by the replay). Returns how many.
+    /// Deletes what a crash left behind: temporary files, part files of flushes after
+    /// `committed_seq` (their rows will be produced again by the replay), and files a
+    /// merged file supersedes. Returns how many.
     ///
     /// # Errors
     /// The tree cannot be read or a file cannot be removed.
@@ -239,19 +239,20 @@ impl Lake {
         for path in &doomed {
             fs::remove_file(path).map_err(io(path))?;
         }
-        if !doomed.is_empty() {
+        let doomed = doomed.len() + self.delete_superseded()?;
+        if doomed > 0 {
             tracing::warn!(
-                files = doomed.len(),
+                files = doomed,
                 committed_seq,
                 "removed lake files of an uncommitted flush"
             );
             sync_filesystem(&self.root)?;
         }
-        Ok(doomed.len())
+        Ok(doomed)
     }
 }
 
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
+pub(crate) fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -271,7 +272,7 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
 
 /// Makes every write and rename under `path` durable with one `syncfs`, far cheaper than an
 /// fsync per file and per directory when a flush writes hundreds of partitions.
-fn sync_filesystem(path: &Path) -> Result<()> {
+pub(crate) fn sync_filesystem(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(io(path))?;
     #[cfg(target_os = "linux")]
     {

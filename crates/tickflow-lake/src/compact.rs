@@ -1,0 +1,321 @@
+//! Compaction: a partition's small flush files merged into larger ones.
+//!
+//! A flush writes one file per partition, so a day of one-second flushes leaves 86,400 small
+//! files in today's folder, and every query pays for opening each. Compaction merges them,
+//! sorted by symbol and time so row-group statistics prune well.
+//!
+//! A merged file is named `part-<last>-c<first>.parquet`: it holds every row of the files in
+//! its folder whose flush sequences lie in `first..=last`, and supersedes them. Its rename is
+//! the commit: a crash before it leaves a temporary file, a crash after it leaves superseded
+//! inputs; readers skip those ([`Lake::files`]) and [`Lake::recover`] deletes both.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use arrow::array::ArrayRef;
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tickflow_model::Date;
+
+use crate::writer::{io, sync_filesystem, walk};
+use crate::{Error, Lake, Result, Table};
+
+/// When and how much to merge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactPolicy {
+    /// Files at least this large are left alone, and no merged file is made larger.
+    pub target_bytes: u64,
+    /// In a day still being written, merge only once this many flush files have gathered,
+    /// so each row is rewritten about twice: into such a merge, then when the day closes.
+    pub min_files: usize,
+}
+
+impl Default for CompactPolicy {
+    fn default() -> Self {
+        Self {
+            target_bytes: 128 * 1024 * 1024,
+            min_files: 32,
+        }
+    }
+}
+
+/// What one compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Files merged away.
+    pub inputs: usize,
+    /// Files written.
+    pub outputs: usize,
+    pub rows: usize,
+}
+
+/// The flush sequences a part file holds: `part-<s>-<n>` holds `s..=s`, a merged
+/// `part-<last>-c<first>` holds `first..=last`.
+pub fn seq_range_of(path: &Path) -> Option<(u64, u64)> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (last, tail) = rest.split_once('-')?;
+    let last = last.parse().ok()?;
+    match tail.strip_prefix('c') {
+        Some(first) => Some((first.parse().ok()?, last)),
+        None => Some((last, last)),
+    }
+}
+
+/// A part file with the sequences it holds.
+#[derive(Clone, Debug)]
+struct Part {
+    path: PathBuf,
+    first: u64,
+    last: u64,
+    bytes: u64,
+}
+
+impl Part {
+    /// Whether compaction wrote it (a flush file holds one sequence).
+    fn merged(&self) -> bool {
+        self.first != self.last
+    }
+}
+
+/// Splits the part files of one folder into those readers use and those a merged file
+/// supersedes. The ranges of files in use never overlap.
+fn split_superseded(mut parts: Vec<Part>) -> (Vec<Part>, Vec<Part>) {
+    // Widest range first among equal starts, so a merged file precedes what it holds.
+    parts.sort_by(|a, b| a.first.cmp(&b.first).then(b.last.cmp(&a.last)));
+    let (mut live, mut superseded) = (Vec::new(), Vec::new());
+    let mut covered: Option<u64> = None;
+    for part in parts {
+        if covered.is_some_and(|c| part.last <= c) {
+            superseded.push(part);
+        } else {
+            covered = Some(part.last);
+            live.push(part);
+        }
+    }
+    (live, superseded)
+}
+
+/// Part files under `root`, by folder.
+fn parts_by_folder(root: &Path) -> Result<BTreeMap<PathBuf, Vec<Part>>> {
+    let mut folders: BTreeMap<PathBuf, Vec<Part>> = BTreeMap::new();
+    let mut failed = None;
+    walk(root, &mut |path| {
+        let Some((first, last)) = seq_range_of(path) else {
+            return;
+        };
+        let bytes = match fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                failed.get_or_insert_with(|| io(path)(e));
+                return;
+            }
+        };
+        let folder = path.parent().unwrap_or(root).to_path_buf();
+        folders.entry(folder).or_default().push(Part {
+            path: path.to_path_buf(),
+            first,
+            last,
+            bytes,
+        });
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(folders),
+    }
+}
+
+/// Part files under `root` that readers use (not superseded) holding flushes up to `max_seq`.
+pub(crate) fn live_files(root: &Path, max_seq: u64) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (_, parts) in parts_by_folder(root)? {
+        let (live, _) = split_superseded(parts);
+        out.extend(
+            live.into_iter()
+                .filter(|p| p.last <= max_seq)
+                .map(|p| p.path),
+        );
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Part files under `root` that a merged file supersedes.
+pub(crate) fn superseded_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (_, parts) in parts_by_folder(root)? {
+        out.extend(split_superseded(parts).1.into_iter().map(|p| p.path));
+    }
+    Ok(out)
+}
+
+/// The `date=` of a partition folder, if it has one.
+fn folder_date(folder: &Path) -> Option<Date> {
+    folder.ancestors().find_map(|dir| {
+        let name = dir.file_name()?.to_str()?;
+        Date::parse(name.strip_prefix("date=")?).ok()
+    })
+}
+
+/// Groups of neighbouring files in one folder worth merging, in sequence order.
+fn plan(live: &[Part], closed: bool, policy: CompactPolicy) -> Vec<Vec<Part>> {
+    // In an open day, merged files are left for the day's close: merging them again on
+    // every round would rewrite the day over and over.
+    let eligible = |p: &Part| p.bytes < policy.target_bytes && (closed || !p.merged());
+    let min_files = if closed { 2 } else { policy.min_files.max(2) };
+    let mut groups = Vec::new();
+    let mut group: Vec<Part> = Vec::new();
+    let mut bytes = 0u64;
+    let close = |group: &mut Vec<Part>, groups: &mut Vec<Vec<Part>>| {
+        if group.len() >= min_files {
+            groups.push(std::mem::take(group));
+        }
+        group.clear();
+    };
+    for part in live {
+        if !eligible(part) {
+            close(&mut group, &mut groups);
+            bytes = 0;
+            continue;
+        }
+        if !group.is_empty() && bytes + part.bytes > policy.target_bytes {
+            close(&mut group, &mut groups);
+            bytes = 0;
+        }
+        bytes += part.bytes;
+        group.push(part.clone());
+    }
+    close(&mut group, &mut groups);
+    groups
+}
+
+/// The columns a table's merged files are sorted by.
+fn sort_key(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Trades | Table::Quotes => &["symbol", "ts_event"],
+        Table::Bars => &["symbol", "interval", "start"],
+        Table::DailyMetrics => &["symbol", "date"],
+        Table::Alerts => &["symbol", "ts"],
+        Table::Dlq => &["ts"],
+    }
+}
+
+impl Lake {
+    /// Merges small part files of flushes up to `committed_seq`. Days before `today` are
+    /// closed: each becomes as few files as `policy.target_bytes` allows. Today's folders
+    /// are merged once `policy.min_files` flush files have gathered.
+    ///
+    /// # Errors
+    /// A file cannot be read, written or removed. What was merged before the error stays
+    /// merged; the rest is left as it was.
+    pub fn compact(
+        &self,
+        committed_seq: u64,
+        today: Date,
+        policy: CompactPolicy,
+    ) -> Result<CompactReport> {
+        let mut report = CompactReport::default();
+        for table in Table::ALL {
+            for (folder, parts) in parts_by_folder(&self.root().join(table.name()))? {
+                let (live, _) = split_superseded(parts);
+                let live: Vec<Part> = live
+                    .into_iter()
+                    .filter(|p| p.last <= committed_seq)
+                    .collect();
+                let closed = folder_date(&folder).is_some_and(|d| d < today);
+                for group in plan(&live, closed, policy) {
+                    report.rows += self.merge(table, &folder, &group)?;
+                    report.inputs += group.len();
+                    report.outputs += 1;
+                }
+            }
+        }
+        if report.outputs > 0 {
+            self.delete_superseded()?;
+        }
+        Ok(report)
+    }
+
+    /// Writes the rows of `group` (neighbours in one folder) as one merged file, makes it
+    /// durable, and returns its row count. The inputs are deleted by the caller.
+    fn merge(&self, table: Table, folder: &Path, group: &[Part]) -> Result<usize> {
+        let (first, last) = (group[0].first, group[group.len() - 1].last);
+        let name = format!("part-{last:012}-c{first:012}.parquet");
+        let path = folder.join(&name);
+        let tmp = folder.join(format!(".{name}.tmp"));
+        let parquet = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Parquet { path, source }
+        };
+        let schema = table.schema();
+        let mut batches = Vec::new();
+        for part in group {
+            let file = File::open(&part.path).map_err(io(&part.path))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.with_batch_size(64 * 1024).build())
+                .map_err(parquet(&part.path))?;
+            for batch in reader {
+                let batch = batch.map_err(|source| Error::Arrow {
+                    table: table.name(),
+                    source,
+                })?;
+                batches.push(batch);
+            }
+        }
+        let arrow = |source| Error::Arrow {
+            table: table.name(),
+            source,
+        };
+        let all = concat_batches(&schema, &batches).map_err(arrow)?;
+        drop(batches);
+        let sorted = sort(table, &all).map_err(arrow)?;
+        drop(all);
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let mut writer = ArrowWriter::try_new(file, schema, Some(self.props().clone()))
+            .map_err(parquet(&tmp))?;
+        writer.write(&sorted).map_err(parquet(&tmp))?;
+        writer.into_inner().map_err(parquet(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        // The merged file must be durable before any input is deleted.
+        sync_filesystem(folder)?;
+        Ok(sorted.num_rows())
+    }
+
+    /// Deletes part files a merged file supersedes. Returns how many.
+    ///
+    /// # Errors
+    /// The tree cannot be read or a file cannot be removed.
+    pub(crate) fn delete_superseded(&self) -> Result<usize> {
+        let doomed = superseded_files(self.root())?;
+        for path in &doomed {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(path)(e)),
+            }
+        }
+        Ok(doomed.len())
+    }
+}
+
+fn sort(
+    table: Table,
+    batch: &RecordBatch,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let columns: Vec<SortColumn> = sort_key(table)
+        .iter()
+        .filter_map(|name| batch.column_by_name(name))
+        .map(|values: &ArrayRef| SortColumn {
+            values: values.clone(),
+            options: None,
+        })
+        .collect();
+    let indices = lexsort_to_indices(&columns, None)?;
+    take_record_batch(batch, &indices)
+}
+
+#[cfg(test)]
+mod tests;
