@@ -76,7 +76,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0):
+def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0, compact_secs=60):
     """A pipeline config for one benchmark run; `sim` holds simulator keys, None for HTTP only."""
     lines = [
         f'data_dir = "{data_dir}"',
@@ -93,6 +93,7 @@ def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lak
         f"flush_interval_ms = {lake_flush_ms}",
         "flush_rows = 1000000",
         f"symbol_buckets = {symbol_buckets}",
+        f"compact_interval_secs = {compact_secs}",
     ]
     if sim is not None:
         lines.append("[[sources]]")
@@ -400,6 +401,10 @@ def suite_sql(ctx):
             p.wait_processed(expected, timeout=1800)
             p.stop()
         data_dir = p.data_dir
+        # What a running pipeline does every minute, done once here so that both engines
+        # read the same, final set of files.
+        compacted = subprocess.run([BIN, "compact", "--data-dir", data_dir], check=True, capture_output=True, text=True)
+        log(f"sql: {compacted.stdout.strip()}")
         glob = os.path.join(data_dir, "lake", "trades", "**", "*.parquet")
         files = sum(1 for _ in _walk_parquet(os.path.join(data_dir, "lake", "trades")))
         con = duckdb.connect()
@@ -431,7 +436,7 @@ def suite_sql(ctx):
         cold = {name: [tickflow_sql(name, sql) for _ in range(RUNS)] for name, sql, _ in SQL_QUERIES}
         # The same queries asked of a running pipeline (no source, only the lake): the way a
         # user queries tickflow, which keeps file metadata cached across queries.
-        with Pipeline(work, sim=None) as server:
+        with Pipeline(work, sim=None, compact_secs=0) as server:
             warm = {name: timed(lambda: tickflow_sql(name, sql)) for name, sql, _ in SQL_QUERIES}
             server.stop()
         label = f"over {n_trades:,} trades ({files} Parquet files)"

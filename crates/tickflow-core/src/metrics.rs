@@ -27,6 +27,7 @@ pub const ALERT_DELIVERIES_TOTAL: &str = "tickflow_alert_deliveries_total";
 pub const ROWS_WRITTEN_TOTAL: &str = "tickflow_lake_rows_written_total";
 pub const LAKE_FILES_TOTAL: &str = "tickflow_lake_files_written_total";
 pub const LAKE_FLUSHES_TOTAL: &str = "tickflow_lake_flushes_total";
+pub const LAKE_COMPACTED_FILES_TOTAL: &str = "tickflow_lake_compacted_files_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "tickflow_http_requests_total";
 
 /// Counters keyed by one label value, e.g. `source` or `rule`.
@@ -199,6 +200,8 @@ pub struct Metrics {
     pub rows_produced: Labeled,
     pub lake_files: AtomicU64,
     pub lake_flushes: AtomicU64,
+    /// Small files merged away by compaction.
+    pub lake_compacted_files: AtomicU64,
     pub http_requests: Labeled,
 }
 
@@ -330,6 +333,12 @@ impl Metrics {
                 "counter",
                 "Lake flushes committed.",
                 &self.lake_flushes,
+            ),
+            (
+                LAKE_COMPACTED_FILES_TOTAL,
+                "counter",
+                "Small Parquet files merged into larger ones by compaction.",
+                &self.lake_compacted_files,
             ),
         ];
         for (name, kind, help, value) in plain {

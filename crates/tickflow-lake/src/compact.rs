@@ -289,6 +289,7 @@ impl Lake {
     /// # Errors
     /// The tree cannot be read or a file cannot be removed.
     pub(crate) fn delete_superseded(&self) -> Result<usize> {
+        let _deleting = self.deleting();
         let doomed = superseded_files(self.root())?;
         for path in &doomed {
             match fs::remove_file(path) {

@@ -24,6 +24,9 @@ pub struct Lake {
     root: PathBuf,
     props: WriterProperties,
     symbol_buckets: u32,
+    /// Listing reads under it and compaction deletes under it, so a listing never misses
+    /// both a merged file and the inputs it replaced.
+    listing: std::sync::RwLock<()>,
 }
 
 /// The folder under `date=…` a group of rows goes to.
@@ -102,6 +105,7 @@ impl Lake {
             root,
             props,
             symbol_buckets: 0,
+            listing: std::sync::RwLock::new(()),
         })
     }
 
@@ -217,7 +221,13 @@ impl Lake {
     /// # Errors
     /// The directory tree cannot be read.
     pub fn files(&self, table: Table, max_seq: u64) -> Result<Vec<PathBuf>> {
+        let _listing = self.listing.read().unwrap_or_else(|e| e.into_inner());
         compact::live_files(&self.root.join(table.name()), max_seq)
+    }
+
+    /// Holds off listings while superseded files are deleted.
+    pub(crate) fn deleting(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.listing.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Deletes what a crash left behind: temporary files, part files of flushes after

@@ -68,6 +68,8 @@ pub struct RawLake {
     pub flush_interval_ms: Option<i64>,
     pub flush_rows: Option<i64>,
     pub symbol_buckets: Option<i64>,
+    pub compact_interval_secs: Option<i64>,
+    pub compact_target_mb: Option<i64>,
 }
 
 /// One `[[sources]]` entry; `type` picks the variant. Adding a source adds a variant here.
@@ -141,6 +143,9 @@ pub struct LakePlan {
     pub flush_rows: usize,
     /// Shared `bucket=NN` folders for symbols; 0 = one `symbol=SYM` folder each.
     pub symbol_buckets: u32,
+    /// How often small files are merged; `None` = never.
+    pub compact_every: Option<Duration>,
+    pub compact: tickflow_lake::CompactPolicy,
 }
 
 /// A simulator to run.
@@ -460,6 +465,28 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             100_000_000,
         ) as usize,
         symbol_buckets: c.range("lake.symbol_buckets", raw.lake.symbol_buckets, 0, 0, 4096) as u32,
+        compact_every: match c.range(
+            "lake.compact_interval_secs",
+            raw.lake.compact_interval_secs,
+            60,
+            0,
+            86_400,
+        ) {
+            0 => None,
+            secs => Some(Duration::from_secs(secs as u64)),
+        },
+        compact: tickflow_lake::CompactPolicy {
+            target_bytes: c.range(
+                "lake.compact_target_mb",
+                raw.lake.compact_target_mb,
+                128,
+                1,
+                4096,
+            ) as u64
+                * 1024
+                * 1024,
+            ..tickflow_lake::CompactPolicy::default()
+        },
     };
     let mut simulator = None;
     for (i, source) in raw.sources.into_iter().enumerate() {
@@ -682,7 +709,9 @@ lenient!(LenientProcessing {
 lenient!(LenientLake {
     flush_interval_ms,
     flush_rows,
-    symbol_buckets
+    symbol_buckets,
+    compact_interval_secs,
+    compact_target_mb
 });
 lenient!(LenientSource {
     r#type,
@@ -812,6 +841,30 @@ mod tests {
         .to_string();
         assert!(
             err.contains("a.toml:3: lake.symbol_buckets: 5000 is out of range 0..=4096"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compaction_is_on_by_default_and_can_be_turned_off() {
+        let plan = parse("data_dir = \"x\"\n", Path::new("a.toml")).unwrap();
+        assert_eq!(plan.lake.compact_every, Some(Duration::from_secs(60)));
+        assert_eq!(plan.lake.compact.target_bytes, 128 << 20);
+        let plan = parse(
+            "data_dir = \"x\"\n[lake]\ncompact_interval_secs = 0\ncompact_target_mb = 16\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(plan.lake.compact_every, None);
+        assert_eq!(plan.lake.compact.target_bytes, 16 << 20);
+        let err = parse(
+            "data_dir = \"x\"\n[lake]\ncompact_target_mb = 0\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: lake.compact_target_mb: 0 is out of range"),
             "{err}"
         );
     }

@@ -28,6 +28,8 @@ pub(crate) struct Live {
 pub struct QueryInputs {
     pub files: Vec<(Table, Vec<PathBuf>)>,
     pub live: Vec<(Table, RecordBatch)>,
+    /// [`crate::Pipeline::lake_generation`] when the files were listed.
+    pub lake_generation: u64,
 }
 
 impl Live {
@@ -100,6 +102,7 @@ pub fn offline_inputs(data_dir: &Path) -> Result<QueryInputs> {
     Ok(QueryInputs {
         files: files(&lake, ckpt.flush_seq)?,
         live: live.batches()?,
+        lake_generation: 0,
     })
 }
 

@@ -70,6 +70,8 @@ struct Inner {
     /// Raised once sources are done: the processor drains the log, flushes and exits.
     stop_processing: Shutdown,
     processed_offset: std::sync::atomic::AtomicU64,
+    /// Bumped by each compaction that replaced files, so a query that raced one can retry.
+    lake_generation: std::sync::atomic::AtomicU64,
     started: Instant,
     failure: Mutex<Option<String>>,
 }
@@ -159,6 +161,7 @@ impl Pipeline {
             stop_sources: Shutdown::new(),
             stop_processing: Shutdown::new(),
             processed_offset: std::sync::atomic::AtomicU64::new(next),
+            lake_generation: std::sync::atomic::AtomicU64::new(0),
             started: Instant::now(),
             failure: Mutex::new(None),
         });
@@ -233,6 +236,7 @@ impl Pipeline {
     /// # Errors
     /// The lake cannot be listed or a row cannot be converted.
     pub fn query_inputs(&self) -> Result<QueryInputs> {
+        let generation = self.lake_generation();
         let (seq, batches) = {
             let live = self.inner.live();
             (live.published_seq, live.batches()?)
@@ -240,7 +244,14 @@ impl Pipeline {
         Ok(QueryInputs {
             files: live::files(&self.inner.lake, seq)?,
             live: batches,
+            lake_generation: generation,
         })
+    }
+
+    /// Changes whenever compaction replaces lake files: a query that failed while it did
+    /// may have lost a file it listed, and should be run again on new inputs.
+    pub fn lake_generation(&self) -> u64 {
+        self.inner.lake_generation.load(Ordering::Relaxed)
     }
 
     /// Current counters and offsets.
@@ -559,7 +570,31 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
     let data_dir = &inner.plan.data_dir;
     let m = &inner.metrics;
     let mut last_retention = Instant::now();
-    for job in rx {
+    let mut last_compaction = Instant::now();
+    let mut committed = None;
+    loop {
+        // Compaction runs here, between flushes, so it never races a write to the lake; an
+        // idle pipeline still compacts on schedule.
+        let wait = inner
+            .plan
+            .lake
+            .compact_every
+            .map_or(Duration::from_secs(3600), |every| {
+                every.saturating_sub(last_compaction.elapsed())
+            });
+        let job = match rx.recv_timeout(wait) {
+            Ok(job) => job,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let (Some(every), Some(seq)) = (inner.plan.lake.compact_every, committed)
+                    && last_compaction.elapsed() >= every
+                {
+                    compact(inner, seq);
+                    last_compaction = Instant::now();
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut attempt = 0u32;
         let report = loop {
             match inner.lake.write(&job.rows, job.seq) {
@@ -595,6 +630,44 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             tracing::debug!(?r, "log retention");
             last_retention = Instant::now();
         }
+        committed = Some(job.seq);
+        if let Some(every) = inner.plan.lake.compact_every
+            && last_compaction.elapsed() >= every
+        {
+            compact(inner, job.seq);
+            last_compaction = Instant::now();
+        }
     }
     Ok(())
+}
+
+/// Merges small lake files of committed flushes. A failure is logged and counted, and the
+/// files stay as they were: compaction only ever makes queries faster.
+fn compact(inner: &Inner, committed_seq: u64) {
+    let started = Instant::now();
+    let today = UnixNanos::now().date();
+    match inner
+        .lake
+        .compact(committed_seq, today, inner.plan.lake.compact)
+    {
+        Ok(r) if r.outputs > 0 => {
+            inner
+                .metrics
+                .lake_compacted_files
+                .fetch_add(r.inputs as u64, Ordering::Relaxed);
+            inner.lake_generation.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                merged = r.inputs,
+                into = r.outputs,
+                rows = r.rows,
+                secs = started.elapsed().as_secs_f64(),
+                "lake compaction"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            inner.metrics.sink_errors.add("compaction", 1);
+            tracing::warn!(error = %e, "lake compaction failed; files left as they were");
+        }
+    }
 }

@@ -44,6 +44,21 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file"
     )]
     Produce(ProduceArgs),
+    /// Merge the lake's small Parquet files now (a running pipeline does this on its own).
+    #[command(
+        after_help = "Examples:\n  tickflow compact --data-dir /tmp/tf\n  tickflow compact --data-dir /tmp/tf --target-mb 256\n\nEvery day before today (UTC) becomes as few files per folder as --target-mb allows;\ntoday's folders are merged once 32 flush files have gathered. Refused while a pipeline\nruns on the data directory: it compacts by itself, every lake.compact_interval_secs."
+    )]
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompactArgs {
+    /// The data directory whose lake to compact.
+    #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Largest merged file, in MiB; files this large are left alone.
+    #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) target_mb: u64,
 }
 
 #[derive(Debug, Args)]

@@ -42,13 +42,19 @@ pub(crate) async fn sql(
         None => Format::Json,
         Some(f) => f.parse::<Format>().map_err(ApiError::bad_request)?,
     };
-    let inputs = state.pipeline.query_inputs()?;
-    let snapshot = Snapshot {
-        files: inputs.files,
-        live: inputs.live,
-    };
     let started = std::time::Instant::now();
-    let result = state.query.run(snapshot, &request.sql).await?;
+    let inputs = state.pipeline.query_inputs()?;
+    let generation = inputs.lake_generation;
+    let result = match state.query.run(snapshot(inputs), &request.sql).await {
+        // Compaction deleted a file this query had listed: run it once more on new inputs.
+        Err(tickflow_query::Error::Execution(_))
+            if state.pipeline.lake_generation() != generation =>
+        {
+            let inputs = state.pipeline.query_inputs()?;
+            state.query.run(snapshot(inputs), &request.sql).await?
+        }
+        result => result?,
+    };
     // Planning and running, without rendering: what `tickflow sql --timing` reports.
     let timing = format!("query;dur={:.3}", started.elapsed().as_secs_f64() * 1000.0);
     let text = tickflow_query::render(&result, format)?;
@@ -68,4 +74,11 @@ pub(crate) async fn sql(
         Format::Table => ([("content-type", "text/plain; charset=utf-8")], text).into_response(),
     };
     Ok(([("server-timing", timing)], response).into_response())
+}
+
+fn snapshot(inputs: tickflow_pipeline::QueryInputs) -> Snapshot {
+    Snapshot {
+        files: inputs.files,
+        live: inputs.live,
+    }
 }

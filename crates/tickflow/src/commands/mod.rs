@@ -1,6 +1,7 @@
 //! One module per command; each returns the process exit code.
 
 mod check;
+mod compact;
 mod produce;
 mod run;
 mod sql;
@@ -34,6 +35,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::check(&args),
         Command::Sql(args) => sql::sql(&args),
         Command::Produce(args) => produce::produce(&args),
+        Command::Compact(args) => compact::compact(&args),
     }
 }
 

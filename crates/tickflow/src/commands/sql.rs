@@ -90,7 +90,7 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The URL in `server.json`, if the process that wrote it is still alive.
-fn running_server(data_dir: &std::path::Path) -> Option<String> {
+pub(crate) fn running_server(data_dir: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(super::run::server_file(data_dir)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let pid = v["pid"].as_u64()?;

@@ -1,0 +1,45 @@
+//! `tickflow compact`: merge the lake's small files while no pipeline runs on it.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tickflow_lake::{CompactPolicy, Lake};
+use tickflow_model::UnixNanos;
+
+use crate::cli::CompactArgs;
+
+pub(crate) fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
+    let dir = &args.data_dir;
+    if let Some(url) = super::sql::running_server(dir) {
+        eprintln!(
+            "error: a pipeline is running on {} ({url}); it compacts the lake by itself",
+            dir.display()
+        );
+        return Ok(ExitCode::from(super::EXIT_USAGE));
+    }
+    let Some(checkpoint) = tickflow_pipeline::checkpoint::read(dir)
+        .with_context(|| format!("reading the checkpoint in {}", dir.display()))?
+    else {
+        anyhow::bail!(
+            "no checkpoint in {}: nothing has been written to its lake yet",
+            dir.display()
+        );
+    };
+    let lake = Lake::open(dir.join("lake"))?;
+    let policy = CompactPolicy {
+        target_bytes: args.target_mb * 1024 * 1024,
+        ..CompactPolicy::default()
+    };
+    let started = std::time::Instant::now();
+    let report = lake
+        .compact(checkpoint.flush_seq, UnixNanos::now().date(), policy)
+        .with_context(|| format!("compacting {}", lake.root().display()))?;
+    println!(
+        "merged {} files into {} ({} rows) in {:.1} s",
+        report.inputs,
+        report.outputs,
+        report.rows,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
