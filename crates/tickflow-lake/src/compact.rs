@@ -239,8 +239,8 @@ impl Lake {
         Ok(report)
     }
 
-    /// Writes the rows of `group` (neighbours in one folder) as one merged file, makes it
-    /// durable, and returns its row count. The inputs are deleted by the caller.
+    /// Writes the rows of `group` (neighbours in one folder) as one merged file and returns
+    /// its row count. The inputs are deleted later, once every merged file is durable.
     fn merge(&self, table: Table, folder: &Path, group: &[Part]) -> Result<usize> {
         let (first, last) = (group[0].first, group[group.len() - 1].last);
         let name = format!("part-{last:012}-c{first:012}.parquet");
@@ -279,8 +279,6 @@ impl Lake {
         writer.write(&sorted).map_err(parquet(&tmp))?;
         writer.into_inner().map_err(parquet(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        // The merged file must be durable before any input is deleted.
-        sync_filesystem(folder)?;
         Ok(sorted.num_rows())
     }
 
@@ -291,6 +289,11 @@ impl Lake {
     pub(crate) fn delete_superseded(&self) -> Result<usize> {
         let _deleting = self.deleting();
         let doomed = superseded_files(self.root())?;
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        // Every merged file must be durable before an input it replaces is deleted.
+        sync_filesystem(self.root())?;
         for path in &doomed {
             match fs::remove_file(path) {
                 Ok(()) => {}

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real files, loopback HTTP.
 
 mod check;
+mod compact;
 mod crash;
 mod demo;
 mod http;
