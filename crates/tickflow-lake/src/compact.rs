@@ -132,12 +132,11 @@ fn parts_by_folder(root: &Path) -> Result<BTreeMap<PathBuf, Vec<Part>>> {
 pub(crate) fn live_files(root: &Path, max_seq: u64) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for (_, parts) in parts_by_folder(root)? {
+        // Files past `max_seq` go first: a merged file that holds a later flush must not hide
+        // the flush files a reader at `max_seq` still needs.
+        let parts = parts.into_iter().filter(|p| p.last <= max_seq).collect();
         let (live, _) = split_superseded(parts);
-        out.extend(
-            live.into_iter()
-                .filter(|p| p.last <= max_seq)
-                .map(|p| p.path),
-        );
+        out.extend(live.into_iter().map(|p| p.path));
     }
     out.sort();
     Ok(out)
@@ -218,34 +217,61 @@ impl Lake {
         policy: CompactPolicy,
     ) -> Result<CompactReport> {
         let mut report = CompactReport::default();
+        let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let merged = self.merge_all(committed_seq, today, policy, &mut report, &mut written);
+        if let Err(e) = merged {
+            for (tmp, _) in &written {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+        if written.is_empty() {
+            return Ok(report);
+        }
+        // Each merged file's data must be durable before its name supersedes anything.
+        sync_filesystem(self.root())?;
+        for (tmp, path) in &written {
+            fs::rename(tmp, path).map_err(io(path))?;
+        }
+        self.delete_superseded()?;
+        Ok(report)
+    }
+
+    /// Writes every merge the policy calls for as a temporary file, listed in `written`
+    /// with its final name.
+    fn merge_all(
+        &self,
+        committed_seq: u64,
+        today: Date,
+        policy: CompactPolicy,
+        report: &mut CompactReport,
+        written: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> Result<()> {
         for table in Table::ALL {
             for (folder, parts) in parts_by_folder(&self.root().join(table.name()))? {
-                let (live, _) = split_superseded(parts);
-                let live: Vec<Part> = live
+                let parts = parts
                     .into_iter()
                     .filter(|p| p.last <= committed_seq)
                     .collect();
+                let (live, _) = split_superseded(parts);
                 let closed = folder_date(&folder).is_some_and(|d| d < today);
                 for group in plan(&live, closed, policy) {
-                    report.rows += self.merge(table, &folder, &group)?;
+                    let (first, last) = (group[0].first, group[group.len() - 1].last);
+                    let name = format!("part-{last:012}-c{first:012}.parquet");
+                    let tmp = folder.join(format!(".{name}.tmp"));
+                    written.push((tmp.clone(), folder.join(name)));
+                    report.rows += self.merge(table, &tmp, &group)?;
                     report.inputs += group.len();
                     report.outputs += 1;
                 }
             }
         }
-        if report.outputs > 0 {
-            self.delete_superseded()?;
-        }
-        Ok(report)
+        Ok(())
     }
 
-    /// Writes the rows of `group` (neighbours in one folder) as one merged file and returns
-    /// its row count. The inputs are deleted later, once every merged file is durable.
-    fn merge(&self, table: Table, folder: &Path, group: &[Part]) -> Result<usize> {
-        let (first, last) = (group[0].first, group[group.len() - 1].last);
-        let name = format!("part-{last:012}-c{first:012}.parquet");
-        let path = folder.join(&name);
-        let tmp = folder.join(format!(".{name}.tmp"));
+    /// Writes the rows of `group` (neighbours in one folder), sorted, to `tmp` and returns
+    /// their count.
+    fn merge(&self, table: Table, tmp: &Path, group: &[Part]) -> Result<usize> {
         let parquet = |path: &Path| {
             let path = path.to_path_buf();
             move |source| Error::Parquet { path, source }
@@ -273,12 +299,11 @@ impl Lake {
         drop(batches);
         let sorted = sort(table, &all).map_err(arrow)?;
         drop(all);
-        let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut writer = ArrowWriter::try_new(file, schema, Some(self.props().clone()))
-            .map_err(parquet(&tmp))?;
-        writer.write(&sorted).map_err(parquet(&tmp))?;
-        writer.into_inner().map_err(parquet(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let file = File::create(tmp).map_err(io(tmp))?;
+        let mut writer =
+            ArrowWriter::try_new(file, schema, Some(self.props().clone())).map_err(parquet(tmp))?;
+        writer.write(&sorted).map_err(parquet(tmp))?;
+        writer.into_inner().map_err(parquet(tmp))?;
         Ok(sorted.num_rows())
     }
 
@@ -287,13 +312,13 @@ impl Lake {
     /// # Errors
     /// The tree cannot be read or a file cannot be removed.
     pub(crate) fn delete_superseded(&self) -> Result<usize> {
-        let _deleting = self.deleting();
         let doomed = superseded_files(self.root())?;
         if doomed.is_empty() {
             return Ok(0);
         }
         // Every merged file must be durable before an input it replaces is deleted.
         sync_filesystem(self.root())?;
+        let _deleting = self.deleting();
         for path in &doomed {
             match fs::remove_file(path) {
                 Ok(()) => {}
@@ -313,7 +338,7 @@ fn sort(
         .iter()
         .filter_map(|name| batch.column_by_name(name))
         .map(|values: &ArrayRef| SortColumn {
-            values: values.clone(),
+            values: std::sync::Arc::clone(values),
             options: None,
         })
         .collect();

@@ -27,6 +27,7 @@ pub struct Lake {
     /// Listing reads under it and compaction deletes under it, so a listing never misses
     /// both a merged file and the inputs it replaced.
     listing: std::sync::RwLock<()>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The folder under `date=…` a group of rows goes to.
@@ -106,6 +107,7 @@ impl Lake {
             props,
             symbol_buckets: 0,
             listing: std::sync::RwLock::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -225,9 +227,20 @@ impl Lake {
         compact::live_files(&self.root.join(table.name()), max_seq)
     }
 
-    /// Holds off listings while superseded files are deleted.
+    /// Holds off listings while superseded files are deleted, and counts the deletion in
+    /// [`Lake::generation`] before any file goes.
     pub(crate) fn deleting(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.listing.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.listing.write().unwrap_or_else(|e| e.into_inner());
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        guard
+    }
+
+    /// Changes before compaction deletes files. A reader that saw the same value before
+    /// listing and after its query finished read every file it listed; otherwise it should
+    /// list and query again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Deletes what a crash left behind: temporary files, part files of flushes after

@@ -44,7 +44,7 @@ static LOCKED_HERE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 /// execs; a log closed and reopened meanwhile would find its own lock still held. fcntl record
 /// locks belong to the process and are not inherited across fork.
 #[derive(Debug)]
-pub(crate) struct DirLock {
+pub struct DirLock {
     canonical: PathBuf,
     file: Option<File>,
 }

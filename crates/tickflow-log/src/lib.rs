@@ -35,7 +35,17 @@ mod record;
 mod retention;
 mod segment;
 
+pub use dir::DirLock;
 pub use error::{Error, Result};
 pub use log::{Log, LogConfig, LogStats};
 pub use record::MAX_RECORD_BYTES;
 pub use retention::RetentionReport;
+
+/// Takes the exclusive lock a [`Log`] holds on its directory, without opening the log: a
+/// tool that must not run beside a pipeline (offline compaction) holds it while it works.
+///
+/// # Errors
+/// [`Error::Locked`] while a log is open on `dir`, in this process or another.
+pub fn lock_dir(dir: &std::path::Path) -> Result<DirLock> {
+    dir::create_and_lock(dir, false)
+}

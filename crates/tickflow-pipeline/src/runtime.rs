@@ -70,8 +70,6 @@ struct Inner {
     /// Raised once sources are done: the processor drains the log, flushes and exits.
     stop_processing: Shutdown,
     processed_offset: std::sync::atomic::AtomicU64,
-    /// Bumped by each compaction that replaced files, so a query that raced one can retry.
-    lake_generation: std::sync::atomic::AtomicU64,
     started: Instant,
     failure: Mutex<Option<String>>,
 }
@@ -161,7 +159,6 @@ impl Pipeline {
             stop_sources: Shutdown::new(),
             stop_processing: Shutdown::new(),
             processed_offset: std::sync::atomic::AtomicU64::new(next),
-            lake_generation: std::sync::atomic::AtomicU64::new(0),
             started: Instant::now(),
             failure: Mutex::new(None),
         });
@@ -236,22 +233,29 @@ impl Pipeline {
     /// # Errors
     /// The lake cannot be listed or a row cannot be converted.
     pub fn query_inputs(&self) -> Result<QueryInputs> {
-        let generation = self.lake_generation();
-        let (seq, batches) = {
-            let live = self.inner.live();
-            (live.published_seq, live.batches()?)
-        };
-        Ok(QueryInputs {
-            files: live::files(&self.inner.lake, seq)?,
-            live: batches,
-            lake_generation: generation,
-        })
+        loop {
+            // Compaction may delete files between reading the published flush and listing;
+            // an unchanged generation around both means it did not.
+            let generation = self.lake_generation();
+            let (seq, batches) = {
+                let live = self.inner.live();
+                (live.published_seq, live.batches()?)
+            };
+            let files = live::files(&self.inner.lake, seq)?;
+            if self.lake_generation() == generation {
+                return Ok(QueryInputs {
+                    files,
+                    live: batches,
+                    lake_generation: generation,
+                });
+            }
+        }
     }
 
-    /// Changes whenever compaction replaces lake files: a query that failed while it did
-    /// may have lost a file it listed, and should be run again on new inputs.
+    /// Changes before compaction deletes lake files: a query whose inputs were taken at
+    /// another generation may have missed a file, and is run again on new inputs.
     pub fn lake_generation(&self) -> u64 {
-        self.inner.lake_generation.load(Ordering::Relaxed)
+        self.inner.lake.generation()
     }
 
     /// Current counters and offsets.
@@ -571,7 +575,8 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
     let m = &inner.metrics;
     let mut last_retention = Instant::now();
     let mut last_compaction = Instant::now();
-    let mut committed = None;
+    // The last committed flush; compaction merges nothing after it.
+    let mut committed = inner.live().published_seq;
     loop {
         // Compaction runs here, between flushes, so it never races a write to the lake; an
         // idle pipeline still compacts on schedule.
@@ -585,12 +590,13 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         let job = match rx.recv_timeout(wait) {
             Ok(job) => job,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if let (Some(every), Some(seq)) = (inner.plan.lake.compact_every, committed)
-                    && last_compaction.elapsed() >= every
+                if inner.plan.lake.compact_every.is_some()
+                    && committed > 0
+                    && !inner.stop_processing.is_triggered()
                 {
-                    compact(inner, seq);
-                    last_compaction = Instant::now();
+                    compact(inner, committed);
                 }
+                last_compaction = Instant::now();
                 continue;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -630,9 +636,11 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             tracing::debug!(?r, "log retention");
             last_retention = Instant::now();
         }
-        committed = Some(job.seq);
+        committed = job.seq;
+        // A stopping pipeline does not start a merge: shutdown should not wait for one.
         if let Some(every) = inner.plan.lake.compact_every
             && last_compaction.elapsed() >= every
+            && !inner.stop_processing.is_triggered()
         {
             compact(inner, job.seq);
             last_compaction = Instant::now();
@@ -655,7 +663,6 @@ fn compact(inner: &Inner, committed_seq: u64) {
                 .metrics
                 .lake_compacted_files
                 .fetch_add(r.inputs as u64, Ordering::Relaxed);
-            inner.lake_generation.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 merged = r.inputs,
                 into = r.outputs,

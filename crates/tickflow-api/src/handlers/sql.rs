@@ -43,17 +43,19 @@ pub(crate) async fn sql(
         Some(f) => f.parse::<Format>().map_err(ApiError::bad_request)?,
     };
     let started = std::time::Instant::now();
-    let inputs = state.pipeline.query_inputs()?;
-    let generation = inputs.lake_generation;
-    let result = match state.query.run(snapshot(inputs), &request.sql).await {
-        // Compaction deleted a file this query had listed: run it once more on new inputs.
-        Err(tickflow_query::Error::Execution(_))
-            if state.pipeline.lake_generation() != generation =>
-        {
-            let inputs = state.pipeline.query_inputs()?;
-            state.query.run(snapshot(inputs), &request.sql).await?
+    let mut attempts = 0;
+    let result = loop {
+        attempts += 1;
+        let inputs = state.pipeline.query_inputs()?;
+        let generation = inputs.lake_generation;
+        let result = state.query.run(snapshot(inputs), &request.sql).await;
+        // Compaction deleted files while the query ran: a file it listed may have been
+        // skipped or failed to open, so the query runs again on new inputs. Rounds are a
+        // minute apart, so a second attempt nearly always stands.
+        if state.pipeline.lake_generation() != generation && attempts < 3 {
+            continue;
         }
-        result => result?,
+        break result?;
     };
     // Planning and running, without rendering: what `tickflow sql --timing` reports.
     let timing = format!("query;dur={:.3}", started.elapsed().as_secs_f64() * 1000.0);

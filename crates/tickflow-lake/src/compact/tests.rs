@@ -235,6 +235,13 @@ fn a_crash_between_merge_and_delete_leaves_nothing_doubled() {
     .unwrap();
     let files = lake.files(Table::Trades, 2).unwrap();
     assert_eq!(files.len(), 3, "readers skip superseded files: {files:?}");
+    let first_flush = lake.files(Table::Trades, 1).unwrap();
+    assert_eq!(
+        first_flush.len(),
+        3,
+        "a reader at flush 1 gets flush 1's files, not the merged ones: {first_flush:?}"
+    );
+    assert!(first_flush.iter().all(|p| seq_range_of(p) == Some((1, 1))));
     assert_eq!(read(&files).len(), 18);
     assert_eq!(lake.recover(2).unwrap(), saved.len() + 1);
     assert_eq!(on_disk(&lake), 3);

@@ -17,6 +17,18 @@ pub(crate) fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(super::EXIT_USAGE));
     }
+    // A pipeline holds its log's lock from start to exit, also while server.json is absent.
+    let _lock = match tickflow_log::lock_dir(&dir.join("log")) {
+        Ok(lock) => lock,
+        Err(tickflow_log::Error::Locked { .. }) => {
+            eprintln!(
+                "error: a pipeline is running on {}; it compacts the lake by itself",
+                dir.display()
+            );
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let Some(checkpoint) = tickflow_pipeline::checkpoint::read(dir)
         .with_context(|| format!("reading the checkpoint in {}", dir.display()))?
     else {
