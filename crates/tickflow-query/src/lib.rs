@@ -7,6 +7,7 @@
 
 mod error;
 mod format;
+mod lake_table;
 mod snapshot;
 
 pub use error::{Error, Result};

@@ -3,16 +3,13 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tickflow_lake::{RecordBatch, Table};
 
+use crate::lake_table::LakeTable;
 use crate::{Error, Result};
 
 /// What a query reads: per table, the Parquet files and the in-memory batches.
@@ -111,18 +108,12 @@ impl QueryEngine {
             ctx.register_table(table.name(), mem)?;
             return Ok(());
         }
-        let urls = files
-            .iter()
-            .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(Arc::clone(&schema));
-        let listing = ListingTable::try_new(config)?
-            .with_cache(self.runtime.cache_manager.get_file_statistic_cache());
-        let parquet = ctx.read_table(Arc::new(listing))?;
+        let lake = LakeTable {
+            schema: Arc::clone(&schema),
+            files: files.into_iter().cloned().collect(),
+            statistics: self.runtime.cache_manager.get_file_statistic_cache(),
+        };
+        let parquet = ctx.read_table(Arc::new(lake))?;
         let union = parquet.union(ctx.read_table(mem)?)?;
         ctx.register_table(table.name(), union.into_view())?;
         Ok(())

@@ -73,11 +73,26 @@ async fn reads_files_and_live_rows_and_caches_each_file_once() {
     // A clone shares the caches; a second query reads no footer again.
     let again = engine
         .clone()
-        .run(snapshot, "SELECT symbol FROM trades WHERE price > 101 ")
+        .run(
+            snapshot.clone(),
+            "SELECT symbol FROM trades WHERE price > 101 ",
+        )
         .await
         .unwrap();
     assert_eq!(count(&again), "symbol\nAAPL\n");
     assert_eq!(engine.cached_files(), cached);
+
+    // A symbol filter skips other symbols' folders; the in-memory rows still count.
+    for (filter, n) in [
+        ("symbol = 'MSFT'", 2),
+        ("'AAPL' = symbol", 3),
+        ("symbol IN ('NVDA', 'AAPL') AND symbol <> 'NVDA'", 3),
+        ("symbol = 'ZZZ'", 0),
+    ] {
+        let sql = format!("SELECT count(*) AS n FROM trades WHERE {filter}");
+        let result = engine.run(snapshot.clone(), &sql).await.unwrap();
+        assert_eq!(count(&result), format!("n\n{n}\n"), "{filter}");
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,183 @@
+//! A lake table over a known list of Parquet files that skips, before DataFusion opens any,
+//! the files whose `symbol=` folder cannot match the query's `symbol = '…'` or
+//! `symbol IN (…)` filter. DataFusion prunes files by their statistics only once it has
+//! opened them, which costs about as much as reading a small file; with a folder per symbol
+//! the path already says which files can match.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::Result;
+use datafusion::execution::cache::cache_manager::FileStatisticsCache;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+
+/// The published files of one table.
+#[derive(Debug)]
+pub(crate) struct LakeTable {
+    pub(crate) schema: SchemaRef,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) statistics: Option<Arc<FileStatisticsCache>>,
+}
+
+#[async_trait]
+impl TableProvider for LakeTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used to choose files and row groups; DataFusion still applies every filter.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let wanted = symbols_wanted(filters);
+        let urls = self
+            .files
+            .iter()
+            .filter(|path| may_hold(path, wanted.as_ref()))
+            .map(|path| ListingTableUrl::parse(path.to_string_lossy()))
+            .collect::<Result<Vec<_>>>()?;
+        if urls.is_empty() {
+            let schema = match projection {
+                Some(columns) => Arc::new(self.schema.project(columns)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(Arc::clone(&self.schema));
+        let listing = ListingTable::try_new(config)?.with_cache(self.statistics.clone());
+        listing.scan(state, projection, filters, limit).await
+    }
+}
+
+/// The symbols a row must have to pass `filters` (conjuncts), if they pin any down.
+fn symbols_wanted(filters: &[Expr]) -> Option<BTreeSet<String>> {
+    let mut wanted: Option<BTreeSet<String>> = None;
+    for filter in filters {
+        let Some(these) = symbols_of(filter) else {
+            continue;
+        };
+        wanted = Some(match wanted {
+            Some(before) => before.intersection(&these).cloned().collect(),
+            None => these,
+        });
+    }
+    wanted
+}
+
+/// `symbol = 'X'`, `'X' = symbol` or `symbol IN ('X', 'Y')`.
+fn symbols_of(filter: &Expr) -> Option<BTreeSet<String>> {
+    match filter {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => match (is_symbol(left), is_symbol(right)) {
+            (true, false) => text(right).map(|s| BTreeSet::from([s])),
+            (false, true) => text(left).map(|s| BTreeSet::from([s])),
+            _ => None,
+        },
+        Expr::InList(list) if !list.negated && is_symbol(&list.expr) => {
+            list.list.iter().map(text).collect()
+        }
+        _ => None,
+    }
+}
+
+fn is_symbol(expr: &Expr) -> bool {
+    matches!(expr, Expr::Column(c) if c.name == "symbol")
+}
+
+fn text(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Whether a file may hold rows of `wanted`: always, unless its folder is `symbol=OTHER`.
+fn may_hold(path: &std::path::Path, wanted: Option<&BTreeSet<String>>) -> bool {
+    let Some(wanted) = wanted else {
+        return true;
+    };
+    let folder = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
+    match folder.and_then(|f| f.strip_prefix("symbol=")) {
+        Some(symbol) => wanted.contains(symbol),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    #[test]
+    fn symbol_filters_choose_folders() {
+        let wanted = symbols_wanted(&[
+            col("symbol").in_list(vec![lit("NVDA"), lit("AAPL")], false),
+            lit("NVDA").eq(col("symbol")),
+            col("price").gt(lit(5)),
+        ])
+        .unwrap();
+        assert_eq!(wanted, BTreeSet::from(["NVDA".to_string()]));
+        let path = |p: &str| PathBuf::from(p);
+        assert!(may_hold(
+            &path("t/date=2026-11-20/symbol=NVDA/part-1-0.parquet"),
+            Some(&wanted)
+        ));
+        assert!(!may_hold(
+            &path("t/date=2026-11-20/symbol=AAPL/part-1-0.parquet"),
+            Some(&wanted)
+        ));
+        assert!(may_hold(
+            &path("t/date=2026-11-20/bucket=03/part-1-0.parquet"),
+            Some(&wanted)
+        ));
+        assert!(may_hold(
+            &path("t/date=2026-11-20/symbol=AAPL/part-1-0.parquet"),
+            None
+        ));
+        assert!(symbols_wanted(&[col("symbol").not_eq(lit("NVDA"))]).is_none());
+        assert!(symbols_wanted(&[col("symbol").in_list(vec![lit("A")], true)]).is_none());
+    }
+}
