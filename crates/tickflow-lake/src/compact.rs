@@ -92,6 +92,13 @@ fn split_superseded(mut parts: Vec<Part>) -> (Vec<Part>, Vec<Part>) {
         if covered.is_some_and(|c| part.last <= c) {
             superseded.push(part);
         } else {
+            if covered.is_some_and(|c| part.first <= c) {
+                // Only two compactors at once could do this; one holds the log's lock.
+                tracing::error!(
+                    file = %part.path.display(),
+                    "lake file overlaps another's flushes without containing them; both are read"
+                );
+            }
             covered = Some(part.last);
             live.push(part);
         }
