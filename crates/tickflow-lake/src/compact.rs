@@ -16,11 +16,10 @@ use std::path::{Path, PathBuf};
 use arrow::array::ArrayRef;
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tickflow_model::Date;
 
-use crate::writer::{io, sync_filesystem, walk};
+use crate::writer::{io, sync_filesystem, walk, write_parquet};
 use crate::{Error, Lake, Result, Table};
 
 /// When and how much to merge.
@@ -215,8 +214,9 @@ impl Lake {
     /// are merged once `policy.min_files` flush files have gathered.
     ///
     /// # Errors
-    /// A file cannot be read, written or removed. What was merged before the error stays
-    /// merged; the rest is left as it was.
+    /// A file cannot be read, written or removed. A failure while merging leaves every file
+    /// as it was; one while renaming or deleting leaves what readers skip and recovery
+    /// removes.
     pub fn compact(
         &self,
         committed_seq: u64,
@@ -306,11 +306,7 @@ impl Lake {
         drop(batches);
         let sorted = sort(table, &all).map_err(arrow)?;
         drop(all);
-        let file = File::create(tmp).map_err(io(tmp))?;
-        let mut writer =
-            ArrowWriter::try_new(file, schema, Some(self.props().clone())).map_err(parquet(tmp))?;
-        writer.write(&sorted).map_err(parquet(tmp))?;
-        writer.into_inner().map_err(parquet(tmp))?;
+        write_parquet(tmp, table, &sorted, self.props())?;
         Ok(sorted.num_rows())
     }
 

@@ -61,9 +61,27 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// The flush sequence in a part file's name, `part-<flush>-<n>.parquet`.
 pub fn flush_seq_of(path: &Path) -> Option<u64> {
-    let name = path.file_name()?.to_str()?;
-    let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
-    rest.split('-').next()?.parse().ok()
+    compact::seq_range_of(path).map(|(_, last)| last)
+}
+
+/// Writes `batch` of `table` as one Parquet file at `path` (not yet durable) and returns its
+/// size in bytes.
+pub(crate) fn write_parquet(
+    path: &Path,
+    table: Table,
+    batch: &arrow::record_batch::RecordBatch,
+    props: &WriterProperties,
+) -> Result<u64> {
+    let parquet = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::create(path).map_err(io(path))?;
+    let mut writer =
+        ArrowWriter::try_new(file, table.schema(), Some(props.clone())).map_err(parquet)?;
+    writer.write(batch).map_err(parquet)?;
+    let file = writer.into_inner().map_err(parquet)?;
+    Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
 }
 
 /// Groups rows by date and symbol, keeping their order inside each group; with `buckets`
@@ -162,21 +180,7 @@ impl Lake {
             let path = dir.join(format!("part-{flush_seq:012}-{n:05}.parquet"));
             let tmp = dir.join(format!(".part-{flush_seq:012}-{n:05}.parquet.tmp"));
             n += 1;
-            let file = File::create(&tmp).map_err(io(&tmp))?;
-            let mut writer = ArrowWriter::try_new(file, table.schema(), Some(self.props.clone()))
-                .map_err(|source| Error::Parquet {
-                path: tmp.clone(),
-                source,
-            })?;
-            writer.write(&batch).map_err(|source| Error::Parquet {
-                path: tmp.clone(),
-                source,
-            })?;
-            let file = writer.into_inner().map_err(|source| Error::Parquet {
-                path: tmp.clone(),
-                source,
-            })?;
-            report.bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
+            report.bytes += write_parquet(&tmp, table, &batch, &self.props)?;
             fs::rename(&tmp, &path).map_err(io(&path))?;
             report.files += 1;
             *report.rows.entry(table.name()).or_default() += batch.num_rows();

@@ -70,6 +70,16 @@ fn on_disk(lake: &Lake) -> usize {
     n
 }
 
+/// Flush ranges of the trades files on day `d`, in listing order.
+fn ranges_on(lake: &Lake, d: i64) -> Vec<(u64, u64)> {
+    lake.files(Table::Trades, u64::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|p| folder_date(p) == Some(day(d)))
+        .map(|p| seq_range_of(&p).unwrap())
+        .collect()
+}
+
 fn day(d: i64) -> Date {
     UnixNanos((DAY0 + d) * DAY).date()
 }
@@ -160,26 +170,13 @@ fn an_open_day_waits_for_enough_files_and_uncommitted_flushes_are_left_alone() {
         report.outputs, 1,
         "only day 0 (closed) is merged: {report:?}"
     );
-    let day1: Vec<_> = lake
-        .files(Table::Trades, 4)
-        .unwrap()
-        .into_iter()
-        .filter(|p| folder_date(p) == Some(day(1)))
-        .collect();
-    assert_eq!(day1.len(), 8);
+    assert_eq!(ranges_on(&lake, 1).len(), 8);
     let report = lake.compact(3, day(1), policy).unwrap();
     assert_eq!(
         report.outputs, 3,
         "day 0 again, and 3 committed flush files in each of today's folders"
     );
-    let day1: Vec<_> = lake
-        .files(Table::Trades, 4)
-        .unwrap()
-        .into_iter()
-        .filter(|p| folder_date(p) == Some(day(1)))
-        .map(|p| seq_range_of(&p).unwrap())
-        .collect();
-    assert_eq!(day1, vec![(1, 3), (4, 4), (1, 3), (4, 4)]);
+    assert_eq!(ranges_on(&lake, 1), vec![(1, 3), (4, 4), (1, 3), (4, 4)]);
     // Today's merged files are not merged again while the day is open; day 0 is.
     assert_eq!(lake.compact(4, day(1), policy).unwrap().outputs, 1);
 }

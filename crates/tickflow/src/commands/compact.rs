@@ -17,6 +17,12 @@ pub(crate) fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(super::EXIT_USAGE));
     }
+    if !dir.join("checkpoint").exists() {
+        anyhow::bail!(
+            "no checkpoint in {}: not a tickflow data directory, or nothing written yet",
+            dir.display()
+        );
+    }
     // A pipeline holds its log's lock from start to exit, also while server.json is absent.
     let _lock = match tickflow_log::lock_dir(&dir.join("log")) {
         Ok(lock) => lock,

@@ -119,6 +119,15 @@ fn running_pipeline_merges_small_files_and_keeps_every_row() {
         sql_count(&data, "SELECT count(DISTINCT trade_id) FROM trades"),
         total
     );
+    // A mistyped directory is refused, and nothing is created there.
+    let typo = dir.path().join("no-such-dir");
+    let out = run(&["compact", "--data-dir", typo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no checkpoint"),
+        "{out:?}"
+    );
+    assert!(!typo.exists());
     let out = run(&["compact", "--data-dir", data.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     assert!(
