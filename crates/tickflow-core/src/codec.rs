@@ -18,48 +18,115 @@ const HAS_TRADE_ID: u8 = 1;
 const HAS_EXCHANGE: u8 = 2;
 const HAS_SEQ: u8 = 4;
 
+/// A trade's fields borrowed from wherever they were parsed, so a hot path (HTTP ingest) can
+/// encode a trade without building a [`Trade`] and its owned strings first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TradeRef<'a> {
+    /// Normalized, as [`Symbol::normalize`] returns it.
+    pub symbol: &'a str,
+    pub ts_event: UnixNanos,
+    pub ts_recv: UnixNanos,
+    pub price: Price,
+    pub size: Qty,
+    pub trade_id: Option<&'a str>,
+    pub exchange: Option<&'a str>,
+    pub source: &'a str,
+    pub feed: &'a str,
+    pub seq: Option<u64>,
+}
+
+/// A quote's fields borrowed from wherever they were parsed; see [`TradeRef`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuoteRef<'a> {
+    /// Normalized, as [`Symbol::normalize`] returns it.
+    pub symbol: &'a str,
+    pub ts_event: UnixNanos,
+    pub ts_recv: UnixNanos,
+    pub bid: Price,
+    pub bid_size: Qty,
+    pub ask: Price,
+    pub ask_size: Qty,
+    pub source: &'a str,
+    pub feed: &'a str,
+    pub seq: Option<u64>,
+}
+
 /// Appends the encoding of `event` to `out`.
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
     match event {
-        Event::Trade(t) => {
-            let flags = (u8::from(t.trade_id.is_some()) * HAS_TRADE_ID)
-                | (u8::from(t.exchange.is_some()) * HAS_EXCHANGE)
-                | (u8::from(t.seq.is_some()) * HAS_SEQ);
-            out.extend_from_slice(&[TAG_TRADE, flags]);
-            out.extend_from_slice(&t.ts_event.0.to_le_bytes());
-            out.extend_from_slice(&t.ts_recv.0.to_le_bytes());
-            put_price(out, t.price);
-            put_qty(out, t.size);
-            if let Some(seq) = t.seq {
-                out.extend_from_slice(&seq.to_le_bytes());
-            }
-            put_str(out, t.symbol.as_str());
-            put_str(out, &t.source);
-            put_str(out, &t.feed);
-            if let Some(exchange) = &t.exchange {
-                put_str(out, exchange);
-            }
-            if let Some(id) = &t.trade_id {
-                put_str(out, id);
-            }
-        }
-        Event::Quote(q) => {
-            let flags = u8::from(q.seq.is_some()) * HAS_SEQ;
-            out.extend_from_slice(&[TAG_QUOTE, flags]);
-            out.extend_from_slice(&q.ts_event.0.to_le_bytes());
-            out.extend_from_slice(&q.ts_recv.0.to_le_bytes());
-            put_price(out, q.bid);
-            put_qty(out, q.bid_size);
-            put_price(out, q.ask);
-            put_qty(out, q.ask_size);
-            if let Some(seq) = q.seq {
-                out.extend_from_slice(&seq.to_le_bytes());
-            }
-            put_str(out, q.symbol.as_str());
-            put_str(out, &q.source);
-            put_str(out, &q.feed);
-        }
+        Event::Trade(t) => encode_trade(
+            &TradeRef {
+                symbol: t.symbol.as_str(),
+                ts_event: t.ts_event,
+                ts_recv: t.ts_recv,
+                price: t.price,
+                size: t.size,
+                trade_id: t.trade_id.as_deref(),
+                exchange: t.exchange.as_deref(),
+                source: &t.source,
+                feed: &t.feed,
+                seq: t.seq,
+            },
+            out,
+        ),
+        Event::Quote(q) => encode_quote(
+            &QuoteRef {
+                symbol: q.symbol.as_str(),
+                ts_event: q.ts_event,
+                ts_recv: q.ts_recv,
+                bid: q.bid,
+                bid_size: q.bid_size,
+                ask: q.ask,
+                ask_size: q.ask_size,
+                source: &q.source,
+                feed: &q.feed,
+                seq: q.seq,
+            },
+            out,
+        ),
     }
+}
+
+/// Appends the encoding of a trade to `out`; [`Decoder::decode`] reads it back as a [`Trade`].
+pub fn encode_trade(t: &TradeRef<'_>, out: &mut Vec<u8>) {
+    let flags = (u8::from(t.trade_id.is_some()) * HAS_TRADE_ID)
+        | (u8::from(t.exchange.is_some()) * HAS_EXCHANGE)
+        | (u8::from(t.seq.is_some()) * HAS_SEQ);
+    out.extend_from_slice(&[TAG_TRADE, flags]);
+    out.extend_from_slice(&t.ts_event.0.to_le_bytes());
+    out.extend_from_slice(&t.ts_recv.0.to_le_bytes());
+    put_price(out, t.price);
+    put_qty(out, t.size);
+    if let Some(seq) = t.seq {
+        out.extend_from_slice(&seq.to_le_bytes());
+    }
+    put_str(out, t.symbol);
+    put_str(out, t.source);
+    put_str(out, t.feed);
+    if let Some(exchange) = t.exchange {
+        put_str(out, exchange);
+    }
+    if let Some(id) = t.trade_id {
+        put_str(out, id);
+    }
+}
+
+/// Appends the encoding of a quote to `out`; [`Decoder::decode`] reads it back as a [`Quote`].
+pub fn encode_quote(q: &QuoteRef<'_>, out: &mut Vec<u8>) {
+    let flags = u8::from(q.seq.is_some()) * HAS_SEQ;
+    out.extend_from_slice(&[TAG_QUOTE, flags]);
+    out.extend_from_slice(&q.ts_event.0.to_le_bytes());
+    out.extend_from_slice(&q.ts_recv.0.to_le_bytes());
+    put_price(out, q.bid);
+    put_qty(out, q.bid_size);
+    put_price(out, q.ask);
+    put_qty(out, q.ask_size);
+    if let Some(seq) = q.seq {
+        out.extend_from_slice(&seq.to_le_bytes());
+    }
+    put_str(out, q.symbol);
+    put_str(out, q.source);
+    put_str(out, q.feed);
 }
 
 /// Encodes one event into a fresh buffer.
@@ -67,6 +134,88 @@ pub fn to_bytes(event: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(80);
     encode(event, &mut out);
     out
+}
+
+/// Encoded events back to back in one buffer, ready for one log append: no allocation per
+/// event, and the receive time of each kept for latency metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    recv: Vec<i64>,
+}
+
+impl Batch {
+    /// An empty batch with room for about `events` events.
+    pub fn with_capacity(events: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(events * 80),
+            ends: Vec::with_capacity(events),
+            recv: Vec::with_capacity(events),
+        }
+    }
+
+    /// Appends one event.
+    pub fn push(&mut self, event: &Event) {
+        encode(event, &mut self.bytes);
+        self.sealed(event.ts_recv());
+    }
+
+    /// Appends one trade from borrowed fields.
+    pub fn push_trade(&mut self, trade: &TradeRef<'_>) {
+        encode_trade(trade, &mut self.bytes);
+        self.sealed(trade.ts_recv);
+    }
+
+    /// Appends one quote from borrowed fields.
+    pub fn push_quote(&mut self, quote: &QuoteRef<'_>) {
+        encode_quote(quote, &mut self.bytes);
+        self.sealed(quote.ts_recv);
+    }
+
+    fn sealed(&mut self, ts_recv: UnixNanos) {
+        self.ends.push(self.bytes.len());
+        self.recv.push(ts_recv.0);
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Empties it, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Keeps the first `len` events.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        if len < self.ends.len() {
+            self.bytes
+                .truncate(if len == 0 { 0 } else { self.ends[len - 1] });
+            self.ends.truncate(len);
+            self.recv.truncate(len);
+        }
+    }
+
+    /// Each event's encoding, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        let bytes = &self.bytes;
+        self.ends.iter().enumerate().map(move |(i, &end)| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &bytes[start..end]
+        })
+    }
+
+    /// Each event's `ts_recv` in nanoseconds, in order.
+    pub fn recv_times(&self) -> &[i64] {
+        &self.recv
+    }
 }
 
 fn put_price(out: &mut Vec<u8>, p: Price) {
@@ -292,6 +441,27 @@ mod tests {
             assert_eq!(d.decode(&bytes).unwrap(), e);
             assert_eq!(d.decode(&bytes).unwrap(), e, "cached path");
         }
+    }
+
+    #[test]
+    fn batch_holds_the_same_bytes_as_single_encodings() {
+        let events = [trade(), trade()];
+        let mut batch = Batch::with_capacity(1);
+        for e in &events {
+            batch.push(e);
+        }
+        let mut d = Decoder::new();
+        assert_eq!(batch.len(), 2);
+        for (record, e) in batch.records().zip(&events) {
+            assert_eq!(record, to_bytes(e).as_slice());
+            assert_eq!(&d.decode(record).unwrap(), e);
+        }
+        let recv: Vec<i64> = events.iter().map(|e| e.ts_recv().0).collect();
+        assert_eq!(batch.recv_times(), recv.as_slice());
+        batch.truncate(1);
+        assert_eq!(batch.records().count(), 1);
+        batch.clear();
+        assert!(batch.is_empty() && batch.records().next().is_none());
     }
 
     #[test]

@@ -13,17 +13,20 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickflow_model::{Event, Price, Qty, Quote, Symbol, Trade, UnixNanos};
+use tickflow_model::{Event, Price, Qty, Symbol, UnixNanos};
 
+use crate::codec::{Batch, Decoder, QuoteRef, TradeRef};
 use crate::{Error, Result};
+
+mod scanner;
 
 /// Longest accepted `trade_id`, `exchange`, `source` or `feed`.
 const MAX_NAME_LEN: usize = 256;
 
+/// The format as serde reads it: every valid object, and the error for every invalid one.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
@@ -59,8 +62,62 @@ struct Wire<'a> {
     _attrs: Option<&'a RawValue>,
 }
 
+/// A scalar field's text (a string's contents or a number's digits), or why it is neither.
+type Scalar<'a> = std::result::Result<Cow<'a, str>, String>;
+
+/// One object's fields as text, before any of them is interpreted. Both readers produce it:
+/// [`scanner::scan`] for the common shape without allocating, serde for everything else.
+#[derive(Debug, PartialEq)]
+struct Fields<'a> {
+    kind: Cow<'a, str>,
+    symbol: Cow<'a, str>,
+    ts_event: Scalar<'a>,
+    price: Option<Scalar<'a>>,
+    size: Option<Scalar<'a>>,
+    bid: Option<Scalar<'a>>,
+    bid_size: Option<Scalar<'a>>,
+    ask: Option<Scalar<'a>>,
+    ask_size: Option<Scalar<'a>>,
+    trade_id: Option<Scalar<'a>>,
+    exchange: Option<Cow<'a, str>>,
+    source: Option<Cow<'a, str>>,
+    feed: Option<Cow<'a, str>>,
+    seq: Option<u64>,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads one object: the scanner when it can, serde (and its error messages) otherwise.
+    fn read(text: &'a str) -> std::result::Result<Self, String> {
+        match scanner::scan(text) {
+            Some(fields) => Ok(fields),
+            None => Self::read_with_serde(text),
+        }
+    }
+
+    fn read_with_serde(text: &'a str) -> std::result::Result<Self, String> {
+        let w: Wire<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let scalar = |raw: Option<&'a RawValue>| raw.map(scalar_text);
+        Ok(Self {
+            kind: w.kind,
+            symbol: w.symbol,
+            ts_event: scalar_text(w.ts_event),
+            price: scalar(w.price),
+            size: scalar(w.size),
+            bid: scalar(w.bid),
+            bid_size: scalar(w.bid_size),
+            ask: scalar(w.ask),
+            ask_size: scalar(w.ask_size),
+            trade_id: scalar(w.trade_id),
+            exchange: w.exchange,
+            source: w.source,
+            feed: w.feed,
+            seq: w.seq,
+        })
+    }
+}
+
 /// Text of a JSON string or number, without going through f64.
-fn scalar_text(raw: &RawValue) -> std::result::Result<Cow<'_, str>, String> {
+fn scalar_text(raw: &RawValue) -> Scalar<'_> {
     let text = raw.get();
     if text.starts_with('"') {
         serde_json::from_str::<Cow<'_, str>>(text).map_err(|e| e.to_string())
@@ -71,103 +128,141 @@ fn scalar_text(raw: &RawValue) -> std::result::Result<Cow<'_, str>, String> {
     }
 }
 
-fn field<'a>(
-    raw: Option<&'a RawValue>,
+fn field<'f>(
+    raw: &'f Option<Scalar<'_>>,
     name: &str,
     kind: &str,
-) -> std::result::Result<Cow<'a, str>, String> {
-    let raw = raw.ok_or_else(|| format!("{kind} needs \"{name}\""))?;
-    scalar_text(raw).map_err(|e| format!("\"{name}\": {e}"))
+) -> std::result::Result<&'f str, String> {
+    match raw {
+        None => Err(format!("{kind} needs \"{name}\"")),
+        Some(Ok(text)) => Ok(text),
+        Some(Err(e)) => Err(format!("\"{name}\": {e}")),
+    }
 }
 
-fn name(value: Option<Cow<'_, str>>, key: &str) -> std::result::Result<Option<Arc<str>>, String> {
-    match value {
+fn name<'f>(
+    value: &'f Option<Cow<'_, str>>,
+    key: &str,
+) -> std::result::Result<Option<&'f str>, String> {
+    match value.as_deref() {
         Some(v) if v.len() > MAX_NAME_LEN => {
             Err(format!("\"{key}\" is longer than {MAX_NAME_LEN} bytes"))
         }
-        Some(v) if v.is_empty() => Err(format!("\"{key}\" is empty")),
-        Some(v) => Ok(Some(Arc::from(v.as_ref()))),
-        None => Ok(None),
+        Some("") => Err(format!("\"{key}\" is empty")),
+        other => Ok(other),
     }
 }
 
-/// Parses one JSON object into an event received now from `default_source`.
-fn parse_object(
-    text: &str,
-    default_source: &Arc<str>,
+/// Interprets one object's fields and appends its encoding to `batch`, received at `ts_recv`
+/// from `default_source` unless it names its own.
+fn encode_fields(
+    f: &Fields<'_>,
+    default_source: &str,
     ts_recv: UnixNanos,
-) -> std::result::Result<Event, String> {
-    let w: Wire<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let symbol = Symbol::parse(&w.symbol).map_err(|e| e.to_string())?;
-    let ts_event =
-        UnixNanos::parse(&scalar_text(w.ts_event).map_err(|e| format!("\"ts_event\": {e}"))?)
-            .map_err(|e| e.to_string())?;
-    let source = name(w.source, "source")?.unwrap_or_else(|| Arc::clone(default_source));
-    let feed = name(w.feed, "feed")?.unwrap_or_else(|| Arc::clone(&source));
+    batch: &mut Batch,
+) -> std::result::Result<(), String> {
+    let symbol = Symbol::normalize(&f.symbol).map_err(|e| e.to_string())?;
+    let ts_event = f
+        .ts_event
+        .as_ref()
+        .map_err(|e| format!("\"ts_event\": {e}"))?;
+    let ts_event = UnixNanos::parse(ts_event).map_err(|e| e.to_string())?;
+    let source = name(&f.source, "source")?.unwrap_or(default_source);
+    let feed = name(&f.feed, "feed")?.unwrap_or(source);
     let price = |key: &str, raw| -> std::result::Result<Price, String> {
-        Price::parse(&field(raw, key, &w.kind)?).map_err(|e| format!("\"{key}\": {e}"))
+        Price::parse(field(raw, key, &f.kind)?).map_err(|e| format!("\"{key}\": {e}"))
     };
     let qty = |key: &str, raw| -> std::result::Result<Qty, String> {
-        Qty::parse(&field(raw, key, &w.kind)?).map_err(|e| format!("\"{key}\": {e}"))
+        Qty::parse(field(raw, key, &f.kind)?).map_err(|e| format!("\"{key}\": {e}"))
     };
-    match w.kind.as_ref() {
+    match f.kind.as_ref() {
         "trade" => {
-            let trade_id = match w.trade_id {
-                Some(raw) => Some(
-                    scalar_text(raw)
-                        .map_err(|e| format!("\"trade_id\": {e}"))?
-                        .into_owned(),
-                ),
+            let trade_id = match &f.trade_id {
+                Some(Ok(id)) if id.len() > MAX_NAME_LEN => {
+                    return Err(format!("\"trade_id\" is longer than {MAX_NAME_LEN} bytes"));
+                }
+                Some(Ok(id)) => Some(id.as_ref()),
+                Some(Err(e)) => return Err(format!("\"trade_id\": {e}")),
                 None => None,
             };
-            if trade_id.as_ref().is_some_and(|id| id.len() > MAX_NAME_LEN) {
-                return Err(format!("\"trade_id\" is longer than {MAX_NAME_LEN} bytes"));
-            }
-            Ok(Event::Trade(Trade {
-                symbol,
+            batch.push_trade(&TradeRef {
+                symbol: &symbol,
                 ts_event,
                 ts_recv,
-                price: price("price", w.price)?,
-                size: qty("size", w.size)?,
+                price: price("price", &f.price)?,
+                size: qty("size", &f.size)?,
                 trade_id,
-                exchange: name(w.exchange, "exchange")?,
+                exchange: name(&f.exchange, "exchange")?,
                 source,
                 feed,
-                seq: w.seq,
-            }))
+                seq: f.seq,
+            });
         }
-        "quote" => Ok(Event::Quote(Quote {
-            symbol,
+        "quote" => batch.push_quote(&QuoteRef {
+            symbol: &symbol,
             ts_event,
             ts_recv,
-            bid: price("bid", w.bid)?,
-            bid_size: qty("bid_size", w.bid_size)?,
-            ask: price("ask", w.ask)?,
-            ask_size: qty("ask_size", w.ask_size)?,
+            bid: price("bid", &f.bid)?,
+            bid_size: qty("bid_size", &f.bid_size)?,
+            ask: price("ask", &f.ask)?,
+            ask_size: qty("ask_size", &f.ask_size)?,
             source,
             feed,
-            seq: w.seq,
-        })),
-        other => Err(format!(
-            "unknown \"type\" {other:?}: expected \"trade\" or \"quote\""
-        )),
+            seq: f.seq,
+        }),
+        other => {
+            return Err(format!(
+                "unknown \"type\" {other:?}: expected \"trade\" or \"quote\""
+            ));
+        }
     }
+    Ok(())
 }
 
-/// Parses a request body, NDJSON or a JSON array, into events stamped with `ts_recv`.
-/// Empty lines are skipped.
+/// Parses a request body, NDJSON or a JSON array, into encoded events stamped with
+/// `ts_recv`, appended to `batch`. Empty lines are skipped.
 ///
 /// # Errors
 /// [`Error::Ingest`] for the first line that cannot be parsed, naming its 1-based line number;
-/// nothing is returned then, so a request is taken whole or not at all.
-pub fn parse_body(body: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> Result<Vec<Event>> {
+/// `batch` is then left as it was, so a request is taken whole or not at all.
+pub fn parse_body_into(
+    body: &str,
+    default_source: &str,
+    ts_recv: UnixNanos,
+    batch: &mut Batch,
+) -> Result<()> {
+    let before = batch.len();
+    let parsed = parse_each(body, |text| {
+        Fields::read(text).and_then(|f| encode_fields(&f, default_source, ts_recv, batch))
+    });
+    if parsed.is_err() {
+        batch.truncate(before);
+    }
+    parsed
+}
+
+/// Parses a request body, NDJSON or a JSON array, into events stamped with `ts_recv`.
+///
+/// # Errors
+/// As [`parse_body_into`].
+pub fn parse_body(body: &str, default_source: &str, ts_recv: UnixNanos) -> Result<Vec<Event>> {
+    let mut batch = Batch::default();
+    parse_body_into(body, default_source, ts_recv, &mut batch)?;
+    let mut decoder = Decoder::new();
+    batch.records().map(|r| decoder.decode(r)).collect()
+}
+
+/// Calls `each` on every object of the body with its text, naming the line of the first error.
+fn parse_each(
+    body: &str,
+    mut each: impl FnMut(&str) -> std::result::Result<(), String>,
+) -> Result<()> {
     let trimmed = body.trim_start();
     if trimmed.starts_with('[') {
         let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|e| Error::Ingest {
             line: e.line(),
             message: format!("not a JSON array of events: {e}"),
         })?;
-        let mut events = Vec::with_capacity(items.len());
         let (mut counted_to, mut line) = (0usize, 1usize);
         for (i, item) in items.iter().enumerate() {
             // Count newlines only since the previous element: linear in the body, not quadratic.
@@ -177,29 +272,23 @@ pub fn parse_body(body: &str, default_source: &Arc<str>, ts_recv: UnixNanos) -> 
                 .filter(|&&b| b == b'\n')
                 .count();
             counted_to = offset;
-            let event = parse_object(item.get(), default_source, ts_recv).map_err(|message| {
-                Error::Ingest {
-                    line,
-                    message: format!("element {i}: {message}"),
-                }
+            each(item.get()).map_err(|message| Error::Ingest {
+                line,
+                message: format!("element {i}: {message}"),
             })?;
-            events.push(event);
         }
-        return Ok(events);
+        return Ok(());
     }
-    let mut events = Vec::new();
     for (i, line) in body.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        events.push(
-            parse_object(line, default_source, ts_recv).map_err(|message| Error::Ingest {
-                line: i + 1,
-                message,
-            })?,
-        );
+        each(line).map_err(|message| Error::Ingest {
+            line: i + 1,
+            message,
+        })?;
     }
-    Ok(events)
+    Ok(())
 }
 
 fn push_json_str(out: &mut String, s: &str) {
@@ -254,8 +343,8 @@ fn push_common(out: &mut String, source: &str, feed: &str, seq: Option<u64>) {
 mod tests {
     use super::*;
 
-    fn http() -> Arc<str> {
-        Arc::from("http")
+    fn http() -> &'static str {
+        "http"
     }
 
     #[test]
@@ -263,7 +352,7 @@ mod tests {
         let body = r#"{"type":"trade","symbol":"NVDA","ts_event":1763800000123456789,"price":"181.25","size":"100","trade_id":"71","seq":71}
 {"type":"quote","symbol":"nvda","ts_event":"2026-11-22T14:30:00.123Z","bid":"181.20","bid_size":"3","ask":181.30,"ask_size":5}
 "#;
-        let events = parse_body(body, &http(), UnixNanos(9)).unwrap();
+        let events = parse_body(body, http(), UnixNanos(9)).unwrap();
         assert_eq!(events.len(), 2);
         let Event::Trade(t) = &events[0] else {
             panic!("trade expected")
@@ -292,12 +381,12 @@ mod tests {
         let ndjson = r#"{"type":"trade","symbol":"A","ts_event":1,"price":"1.5","size":"2","exchange":"V"}
 {"type":"quote","symbol":"B","ts_event":2,"bid":"1","bid_size":"1","ask":"2","ask_size":"1","seq":3,"source":"x","attrs":{"pad":"zzz"}}"#;
         let array = format!("[{}]", ndjson.replace('\n', ",\n"));
-        let a = parse_body(ndjson, &http(), UnixNanos(0)).unwrap();
-        let b = parse_body(&array, &http(), UnixNanos(0)).unwrap();
+        let a = parse_body(ndjson, http(), UnixNanos(0)).unwrap();
+        let b = parse_body(&array, http(), UnixNanos(0)).unwrap();
         assert_eq!(a, b);
         let rendered: Vec<String> = a.iter().map(to_json).collect();
         assert_eq!(
-            parse_body(&rendered.join("\n"), &http(), UnixNanos(0)).unwrap(),
+            parse_body(&rendered.join("\n"), http(), UnixNanos(0)).unwrap(),
             a
         );
     }
@@ -358,7 +447,7 @@ mod tests {
             ),
         ];
         for (body, line, needle) in cases {
-            match parse_body(&body, &http(), UnixNanos(0)) {
+            match parse_body(&body, http(), UnixNanos(0)) {
                 Err(Error::Ingest { line: l, message }) => {
                     assert_eq!(l, line, "{message}");
                     assert!(

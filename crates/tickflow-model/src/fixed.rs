@@ -19,6 +19,51 @@ pub const MAX_PRECISION: u8 = 9;
 
 /// A decimal parsed into raw units of 10^-9, plus the number of fractional digits it was written with.
 fn parse_decimal(text: &str) -> Result<(i128, u8)> {
+    match parse_plain_decimal(text.as_bytes()) {
+        Some(parsed) => Ok(parsed),
+        None => parse_general_decimal(text),
+    }
+}
+
+/// The common shape, `[-+]digits[.digits]` with at most 9 fractional and 20 integer digits,
+/// without allocating; `None` sends anything else (exponents, spaces, errors) to
+/// [`parse_general_decimal`], which gives the same value for this shape.
+fn parse_plain_decimal(b: &[u8]) -> Option<(i128, u8)> {
+    let (negative, b) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let dot = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
+    let (int_part, frac_part) = (&b[..dot], b.get(dot + 1..).unwrap_or_default());
+    if (int_part.is_empty() && frac_part.is_empty())
+        || int_part.len() > 20
+        || frac_part.len() > usize::from(MAX_PRECISION)
+    {
+        return None;
+    }
+    let mut int: u128 = 0;
+    for &c in int_part {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        int = int * 10 + u128::from(c - b'0');
+    }
+    let mut frac: u128 = 0;
+    for &c in frac_part {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        frac = frac * 10 + u128::from(c - b'0');
+    }
+    let frac_scale = 10u128.pow(u32::from(MAX_PRECISION) - frac_part.len() as u32);
+    // At most 10^20 * 10^9: far inside i128.
+    let raw = (int * FIXED_SCALE as u128 + frac * frac_scale) as i128;
+    Some((if negative { -raw } else { raw }, frac_part.len() as u8))
+}
+
+/// Every accepted form: exponents, surrounding spaces, trailing fractional zeros past 9 digits.
+fn parse_general_decimal(text: &str) -> Result<(i128, u8)> {
     let err = |reason| Error::Decimal {
         value: text.to_string(),
         reason,
@@ -343,6 +388,18 @@ mod tests {
         fn display_round_trips(raw in -999_999_999_999_999_999i64..999_999_999_999_999_999i64) {
             let p = Price::from_raw(raw, 9);
             prop_assert_eq!(Price::parse(&p.to_string()).unwrap(), p);
+        }
+
+        #[test]
+        fn plain_fast_path_agrees_with_the_general_parser(text in "[-+]?[0-9]{0,21}(\\.[0-9]{0,10})?") {
+            if let Some(fast) = parse_plain_decimal(text.as_bytes()) {
+                prop_assert_eq!(fast, parse_general_decimal(&text).unwrap());
+            } else {
+                // Only shapes the fast path does not cover fall through to the general parser.
+                let digits = text.trim_start_matches(['-', '+']);
+                let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+                prop_assert!(int.len() > 20 || frac.len() > 9 || (int.is_empty() && frac.is_empty()));
+            }
         }
 
         #[test]

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -19,6 +20,15 @@ impl Symbol {
     /// # Errors
     /// Empty, too long, or characters other than letters, digits, `.`, `-`, `/`, `_`, `:`.
     pub fn parse(raw: &str) -> Result<Self> {
+        Self::normalize(raw).map(|s| Self(Arc::from(s.as_ref())))
+    }
+
+    /// The normalized text of `raw`, as [`Symbol::parse`] would hold it, borrowed when `raw`
+    /// is already normalized: hot paths that only copy the text need no allocation.
+    ///
+    /// # Errors
+    /// As [`Symbol::parse`].
+    pub fn normalize(raw: &str) -> Result<Cow<'_, str>> {
         let err = |reason| Error::Symbol {
             value: raw.to_string(),
             reason,
@@ -39,19 +49,19 @@ impl Symbol {
         if s.bytes().all(|b| {
             b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':')
         }) {
-            return Ok(Self(Arc::from(s)));
+            return Ok(Cow::Borrowed(s));
         }
-        let normalized: String = s
-            .chars()
-            .map(|c| {
-                if matches!(c, '/' | '_') {
-                    '-'
-                } else {
-                    c.to_ascii_uppercase()
-                }
-            })
-            .collect();
-        Ok(Self(Arc::from(normalized)))
+        Ok(Cow::Owned(
+            s.chars()
+                .map(|c| {
+                    if matches!(c, '/' | '_') {
+                        '-'
+                    } else {
+                        c.to_ascii_uppercase()
+                    }
+                })
+                .collect(),
+        ))
     }
 
     /// The normalized text.
@@ -97,5 +107,19 @@ mod tests {
         assert!(Symbol::parse("").is_err());
         assert!(Symbol::parse("A B").is_err());
         assert!(Symbol::parse(&"X".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn normalize_borrows_only_what_is_already_normal() {
+        assert!(matches!(
+            Symbol::normalize("BTC-USD"),
+            Ok(Cow::Borrowed("BTC-USD"))
+        ));
+        assert!(matches!(
+            Symbol::normalize(" NVDA "),
+            Ok(Cow::Borrowed("NVDA"))
+        ));
+        assert_eq!(Symbol::normalize("eth_usd").unwrap(), "ETH-USD");
+        assert!(Symbol::normalize("A B").is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tickflow_core::Shutdown;
-use tickflow_core::codec::{self, Decoder};
+use tickflow_core::codec::{Batch, Decoder};
 use tickflow_core::metrics::Metrics;
 use tickflow_lake::{Lake, Rows};
 use tickflow_log::{Log, LogConfig};
@@ -220,7 +220,16 @@ impl Pipeline {
     /// [`Error::ShuttingDown`] once shutdown began; a log error if the append failed (then
     /// nothing of the batch is acknowledged).
     pub fn ingest(&self, source: &str, events: &[Event]) -> Result<Range<u64>> {
-        append(&self.inner, source, events)
+        append_events(&self.inner, source, events, &mut Batch::default())
+    }
+
+    /// Appends events already encoded (HTTP ingest parses straight into a [`Batch`]); as
+    /// [`Pipeline::ingest`] otherwise.
+    ///
+    /// # Errors
+    /// As [`Pipeline::ingest`].
+    pub fn ingest_batch(&self, source: &str, batch: &Batch) -> Result<Range<u64>> {
+        append(&self.inner, source, batch)
     }
 
     /// Whether shutdown has begun (or a thread failed).
@@ -320,41 +329,42 @@ impl Pipeline {
     }
 }
 
-fn append(inner: &Inner, source: &str, events: &[Event]) -> Result<Range<u64>> {
+fn append(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
     if inner.stop_sources.is_triggered() {
         return Err(Error::ShuttingDown);
     }
-    // One buffer for the whole batch, sliced per record: no allocation per event.
-    let mut buf = Vec::with_capacity(events.len() * 80);
-    let mut ends = Vec::with_capacity(events.len());
-    for event in events {
-        codec::encode(event, &mut buf);
-        ends.push(buf.len());
-    }
-    let records: Vec<&[u8]> = ends
-        .iter()
-        .scan(0, |start, &end| {
-            let record = &buf[*start..end];
-            *start = end;
-            Some(record)
-        })
-        .collect();
+    let records: Vec<&[u8]> = batch.records().collect();
     let offsets = inner.log.append_batch(&records)?;
     inner
         .metrics
         .log_latency
-        .observe_since(UnixNanos::now().0, events.iter().map(|e| e.ts_recv().0));
-    inner.metrics.ingested.add(source, events.len() as u64);
+        .observe_since(UnixNanos::now().0, batch.recv_times().iter().copied());
+    inner.metrics.ingested.add(source, batch.len() as u64);
     inner
         .metrics
         .log_appended
-        .fetch_add(events.len() as u64, Ordering::Relaxed);
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
     Ok(offsets)
+}
+
+/// Encodes `events` into `batch` (emptied first) and appends them.
+fn append_events(
+    inner: &Inner,
+    source: &str,
+    events: &[Event],
+    batch: &mut Batch,
+) -> Result<Range<u64>> {
+    batch.clear();
+    for event in events {
+        batch.push(event);
+    }
+    append(inner, source, batch)
 }
 
 fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
     let mut sim = Simulator::new(plan.config);
     let mut events = Vec::with_capacity(16_384);
+    let mut batch = Batch::with_capacity(16_384);
     // History only into an empty log: on a restart it is already there, and pushing it again
     // would only fill the DLQ with late ticks.
     if plan.history_days > 0 && inner.log.next_offset() == 0 {
@@ -376,7 +386,7 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
                 &mut events,
             );
             for chunk in events.chunks(16_384) {
-                match append(inner, "simulator", chunk) {
+                match append_events(inner, "simulator", chunk, &mut batch) {
                     Ok(_) => {}
                     Err(Error::ShuttingDown) => return Ok(()),
                     Err(e) => return Err(e),
@@ -394,9 +404,9 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
         );
     }
     let mut pacer = Pacer::new(plan.rate);
-    let batch = pacer.batch_size(8192);
+    let batch_size = pacer.batch_size(8192);
     while !inner.stop_sources.is_triggered() {
-        let due = Instant::now() + pacer.delay_for(batch as u64);
+        let due = Instant::now() + pacer.delay_for(batch_size as u64);
         // Sleep in short steps so a stop request is honoured quickly even at low rates.
         while Instant::now() < due {
             if inner.stop_sources.is_triggered() {
@@ -407,8 +417,8 @@ fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
                     .min(Duration::from_millis(50)),
             );
         }
-        sim.next_batch(batch, UnixNanos::now(), &mut events);
-        match append(inner, "simulator", &events) {
+        sim.next_batch(batch_size, UnixNanos::now(), &mut events);
+        match append_events(inner, "simulator", &events, &mut batch) {
             Ok(_) | Err(Error::ShuttingDown) => {}
             Err(e) => return Err(e),
         }

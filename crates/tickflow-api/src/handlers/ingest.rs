@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::StringRejection;
 use serde_json::{Value, json};
+use tickflow_core::codec::Batch;
 use tickflow_model::UnixNanos;
 
 use crate::AppState;
@@ -17,16 +18,18 @@ pub(crate) async fn ingest(
     body: Result<String, StringRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
-    let source: Arc<str> = Arc::from("http");
-    let events = tickflow_core::ingest::parse_body(&body, &source, UnixNanos::now())?;
-    if events.is_empty() {
+    // Parsed straight into the log's encoding: no event structs or owned strings per tick.
+    let mut batch = Batch::default();
+    tickflow_core::ingest::parse_body_into(&body, "http", UnixNanos::now(), &mut batch)?;
+    drop(body);
+    if batch.is_empty() {
         return Err(ApiError::bad_request(
             "no events in the body: send NDJSON or a JSON array of events",
         ));
     }
     let pipeline = Arc::clone(&state.pipeline);
-    let n = events.len();
-    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest("http", &events))
+    let n = batch.len();
+    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest_batch("http", &batch))
         .await
         .map_err(|e| ApiError {
             status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
