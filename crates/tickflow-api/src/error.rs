@@ -35,19 +35,31 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::StringRejection> for ApiError {
-    fn from(r: axum::extract::rejection::StringRejection) -> Self {
-        let status = r.status();
+impl ApiError {
+    /// A body the server would not read: too large, or cut off.
+    fn unread_body(status: StatusCode, text: String) -> Self {
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "request body is larger than http.max_body_mb allows; send smaller batches".to_string()
         } else {
-            r.body_text()
+            text
         };
         Self {
             status,
             message,
             line: None,
         }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        Self::unread_body(r.status(), r.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::StringRejection> for ApiError {
+    fn from(r: axum::extract::rejection::StringRejection) -> Self {
+        Self::unread_body(r.status(), r.body_text())
     }
 }
 

@@ -292,6 +292,7 @@ impl<'a> Cursor<'a> {
 pub struct Decoder {
     symbols: HashMap<Box<str>, Symbol, StableBuild>,
     names: HashMap<Box<str>, Arc<str>, StableBuild>,
+    recent_names: [Option<Arc<str>>; 4],
 }
 
 impl Decoder {
@@ -312,14 +313,26 @@ impl Decoder {
     }
 
     fn name(&mut self, s: &str) -> Arc<str> {
-        if let Some(name) = self.names.get(s) {
+        // A stream mostly repeats one source, feed and exchange: compare before hashing.
+        if let Some(name) = self.recent_names.iter().flatten().find(|n| ***n == *s) {
             return Arc::clone(name);
+        }
+        if let Some(name) = self.names.get(s) {
+            let name = Arc::clone(name);
+            self.remember(&name);
+            return name;
         }
         let name: Arc<str> = Arc::from(s);
         if self.names.len() < 10_000 {
             self.names.insert(s.into(), Arc::clone(&name));
         }
+        self.remember(&name);
         name
+    }
+
+    fn remember(&mut self, name: &Arc<str>) {
+        self.recent_names.rotate_right(1);
+        self.recent_names[0] = Some(Arc::clone(name));
     }
 
     /// Decodes one record produced by [`encode`].

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use tickflow_model::{Date, UnixNanos};
 
 use crate::{Error, Result, Rows, Table, compact, convert};
@@ -108,6 +109,14 @@ fn partition<'a, T>(
     parts
 }
 
+/// Columns whose values (nearly) never repeat within a file. A dictionary there only costs:
+/// the writer hashes every value into it until it overflows, and readers decode indices
+/// into a dictionary as large as the column. Every other column keeps Parquet's dictionary.
+const UNIQUE_COLUMNS: &[&str] = &[
+    "ts_event", "ts_recv", "seq", "trade_id", "alert_id", "ts", "offset", "message", "error",
+    "payload",
+];
+
 impl Lake {
     /// Opens (creating) a lake at `root`.
     ///
@@ -116,10 +125,13 @@ impl Lake {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io(&root))?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-            .set_max_row_group_row_count(Some(1 << 20))
-            .build();
+            .set_max_row_group_row_count(Some(1 << 20));
+        for column in UNIQUE_COLUMNS {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+        }
+        let props = props.build();
         Ok(Self {
             root,
             props,
@@ -380,6 +392,38 @@ mod tests {
             seen += in_file.len();
         }
         assert_eq!(seen, symbols.len());
+    }
+
+    #[test]
+    fn dictionaries_only_where_values_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let rows = Rows {
+            trades: (0..1_000).map(|n| trade("NVDA", 0, n)).collect(),
+            ..Default::default()
+        };
+        lake.write(&rows, 1).unwrap();
+        let file = File::open(&lake.files(Table::Trades, 1).unwrap()[0]).unwrap();
+        let meta = Arc::clone(
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .metadata(),
+        );
+        let group = meta.row_group(0);
+        let dictionary = |name: &str| {
+            let column = group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap();
+            column.dictionary_page_offset().is_some()
+        };
+        for name in ["symbol", "price", "source"] {
+            assert!(dictionary(name), "{name} should keep its dictionary");
+        }
+        for name in ["ts_event", "ts_recv", "seq"] {
+            assert!(!dictionary(name), "{name} should be written plain");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::StringRejection;
+use axum::extract::rejection::BytesRejection;
 use serde_json::{Value, json};
 use tickflow_core::codec::Batch;
 use tickflow_model::UnixNanos;
@@ -15,12 +16,14 @@ use crate::error::ApiError;
 /// naming the line) so a producer can fix and resend it without doubling the good lines.
 pub(crate) async fn ingest(
     State(state): State<AppState>,
-    body: Result<String, StringRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
     // Parsed straight into the log's encoding: no event structs or owned strings per tick.
     let mut batch = Batch::default();
-    tickflow_core::ingest::parse_body_into(&body, "http", UnixNanos::now(), &mut batch)?;
+    tickflow_core::ingest::parse_body_into(text, "http", UnixNanos::now(), &mut batch)?;
     drop(body);
     if batch.is_empty() {
         return Err(ApiError::bad_request(

@@ -54,6 +54,14 @@ fn http_api_answers_and_refuses_clearly() {
         "{body}"
     );
 
+    let (code, body) = http(
+        "POST",
+        &format!("{url}/api/v1/ingest"),
+        Some(b"{\"type\":\"trade\",\"symbol\":\"\xff\"}"),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not UTF-8"), "{body}");
+
     let big = vec![b' '; 2 * 1024 * 1024];
     let (code, body) = http("POST", &format!("{url}/api/v1/ingest"), Some(&big));
     assert_eq!(code, 413, "{body}");
