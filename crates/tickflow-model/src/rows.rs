@@ -40,6 +40,17 @@ impl Rows {
         }
     }
 
+    /// Drops every row, keeping the capacity: a flushed buffer is refilled without faulting
+    /// in fresh memory.
+    pub fn clear(&mut self) {
+        self.trades.clear();
+        self.quotes.clear();
+        self.bars.clear();
+        self.daily_metrics.clear();
+        self.alerts.clear();
+        self.dlq.clear();
+    }
+
     /// Moves every row of `other` into `self`.
     pub fn append(&mut self, other: &mut Rows) {
         self.trades.append(&mut other.trades);

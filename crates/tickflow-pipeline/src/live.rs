@@ -21,6 +21,9 @@ pub(crate) struct Live {
     pub(crate) published_seq: u64,
     /// Bars not yet final, refreshed a few times a second.
     pub(crate) open_bars: Vec<Bar>,
+    /// A flushed buffer and its receive times, emptied, for the next flush to refill: at a
+    /// million ticks a second fresh ones would fault in over a hundred megabytes each time.
+    pub(crate) spare: Option<(Rows, Vec<i64>)>,
 }
 
 /// Everything one query reads: Parquet files per table and in-memory batches per table.

@@ -474,13 +474,16 @@ fn run_processor(
     let flush_rows = inner.plan.lake.flush_rows;
     let mut flush = |processor: &Processor, next: u64, recv_times: &mut Vec<i64>| -> Result<()> {
         flush_seq += 1;
-        let rows = {
+        let (rows, next_recv_times) = {
             let mut live = inner.live();
-            let next_pending = Rows::with_capacity_of(&live.pending);
+            let (next_pending, next_recv_times) = live.spare.take().unwrap_or_else(|| {
+                let rows = Rows::with_capacity_of(&live.pending);
+                (rows, Vec::with_capacity(recv_times.len()))
+            });
             let rows = Arc::new(std::mem::replace(&mut live.pending, next_pending));
             live.flushing.push((flush_seq, Arc::clone(&rows)));
             live.open_bars = processor.open_bars();
-            rows
+            (rows, next_recv_times)
         };
         let checkpoint = checkpoint::encode(next, flush_seq, processor.state(), checkpoint_len)?;
         checkpoint_len = checkpoint.len();
@@ -489,7 +492,7 @@ fn run_processor(
             rows,
             next_offset: next,
             checkpoint,
-            recv_times: std::mem::take(recv_times),
+            recv_times: std::mem::replace(recv_times, next_recv_times),
         };
         tx.send(job)
             .map_err(|_| Error::Thread("flusher", "stopped".into()))
@@ -635,6 +638,13 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         }
         m.latency
             .observe_since(UnixNanos::now().0, job.recv_times.iter().copied());
+        // Readers copy rows out under the lock, so the flush's buffer is ours alone now.
+        if let Ok(mut rows) = Arc::try_unwrap(job.rows) {
+            let mut recv_times = job.recv_times;
+            rows.clear();
+            recv_times.clear();
+            inner.live().spare = Some((rows, recv_times));
+        }
         for (table, n) in &report.rows {
             m.rows_written.add(table, *n as u64);
         }

@@ -43,19 +43,23 @@ const METADATA_CACHE_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
+    config: SessionConfig,
 }
 
 impl QueryEngine {
-    /// An engine with empty caches.
+    /// An engine with empty caches. DataFusion's own settings may be tuned from the
+    /// environment (`DATAFUSION_EXECUTION_BATCH_SIZE=65536` for
+    /// `datafusion.execution.batch_size`, and so on).
     ///
     /// # Errors
-    /// DataFusion's runtime cannot be set up.
+    /// DataFusion's runtime cannot be set up, or a `DATAFUSION_*` variable has a bad value.
     pub fn new() -> Result<Self> {
+        let config = SessionConfig::from_env()?;
         let caches = CacheManagerConfig::default().with_metadata_cache_limit(METADATA_CACHE_BYTES);
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
             .build_arc()?;
-        Ok(Self { runtime })
+        Ok(Self { runtime, config })
     }
 
     /// How many files have their statistics and their footer cached.
@@ -74,7 +78,7 @@ impl QueryEngine {
     /// otherwise.
     pub async fn run(&self, snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
         let ctx =
-            SessionContext::new_with_config_rt(SessionConfig::new(), Arc::clone(&self.runtime));
+            SessionContext::new_with_config_rt(self.config.clone(), Arc::clone(&self.runtime));
         for table in Table::ALL {
             self.register(&ctx, &snapshot, table)?;
         }
