@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tickflow_model::{Event, Price, Qty, Quote, Symbol, Trade, UnixNanos};
+use tickflow_model::{Event, Price, Qty, Quote, Symbol, Trade, TradeId, UnixNanos};
 
 use crate::hash::StableBuild;
 use crate::{Error, Result};
@@ -363,7 +363,7 @@ impl Decoder {
                     None
                 };
                 let trade_id = if flags & HAS_TRADE_ID != 0 {
-                    Some(c.str()?.to_string())
+                    Some(TradeId::from(c.str()?))
                 } else {
                     None
                 };

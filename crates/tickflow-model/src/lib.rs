@@ -17,6 +17,7 @@ mod nanos;
 mod rows;
 mod symbol;
 mod tick;
+mod trade_id;
 
 pub use alert::{Alert, Severity};
 pub use bar::{Bar, BarInterval};
@@ -29,3 +30,4 @@ pub use nanos::UnixNanos;
 pub use rows::Rows;
 pub use symbol::Symbol;
 pub use tick::{Event, Quote, Trade};
+pub use trade_id::TradeId;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Price, Qty, Symbol, UnixNanos};
+use crate::{Price, Qty, Symbol, TradeId, UnixNanos};
 
 /// One trade print. Natural key: (source, symbol, ts_event, trade_id or seq).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -14,7 +14,7 @@ pub struct Trade {
     pub ts_recv: UnixNanos,
     pub price: Price,
     pub size: Qty,
-    pub trade_id: Option<String>,
+    pub trade_id: Option<TradeId>,
     pub exchange: Option<Arc<str>>,
     /// Entry point or adapter, e.g. `simulator`, `http`, `alpaca`.
     pub source: Arc<str>,

@@ -17,7 +17,7 @@ fn trade(sym: &str, ts: i64, price: &str, size: &str, id: u64) -> Event {
         ts_recv: UnixNanos(ts),
         price: Price::parse(price).unwrap(),
         size: Qty::parse(size).unwrap(),
-        trade_id: Some(id.to_string()),
+        trade_id: Some(id.to_string().into()),
         exchange: None,
         source: Arc::from("test"),
         feed: Arc::from("test"),
