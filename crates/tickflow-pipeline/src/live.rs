@@ -19,8 +19,12 @@ pub(crate) struct Live {
     pub(crate) flushing: Vec<(u64, Arc<Rows>)>,
     /// The last flush whose files readers may use.
     pub(crate) published_seq: u64,
-    /// Bars not yet final, refreshed a few times a second.
+    /// Bars not yet final: refreshed at every flush, and a few times a second while
+    /// queries read them.
     pub(crate) open_bars: Vec<Bar>,
+    /// Whether a query read `open_bars` since the processor last refreshed them. With
+    /// 100,000 symbols a refresh copies half a million bars, so nobody asking means no copy.
+    pub(crate) open_bars_read: bool,
     /// A flushed buffer and its receive times, emptied, for the next flush to refill: at a
     /// million ticks a second fresh ones would fault in over a hundred megabytes each time.
     pub(crate) spare: Option<(Rows, Vec<i64>)>,

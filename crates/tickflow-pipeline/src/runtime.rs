@@ -247,7 +247,8 @@ impl Pipeline {
             // an unchanged generation around both means it did not.
             let generation = self.lake_generation();
             let (seq, batches) = {
-                let live = self.inner.live();
+                let mut live = self.inner.live();
+                live.open_bars_read = true;
                 (live.published_seq, live.batches()?)
             };
             let files = live::files(&self.inner.lake, seq)?;
@@ -569,8 +570,9 @@ fn run_processor(
                 UnixNanos::now().0,
                 recv_times[batch_start..].iter().copied(),
             );
-            if last_open_bars.elapsed() >= Duration::from_millis(250) {
+            if live.open_bars_read && last_open_bars.elapsed() >= Duration::from_millis(250) {
                 live.open_bars = processor.open_bars();
+                live.open_bars_read = false;
                 last_open_bars = Instant::now();
             }
         }
