@@ -87,9 +87,15 @@ pub struct IntervalBars {
 impl IntervalBars {
     /// Adds a trade to its bar, opening one if needed.
     pub fn add(&mut self, symbol: &Symbol, interval: BarInterval, trade: &Trade) {
-        let start = interval.start_of(trade.ts_event);
         let ts = trade.ts_event.0;
-        // Newest bar first: almost every trade goes to the last one.
+        // Almost every trade falls in the newest bar: found without dividing to align it.
+        if let Some((bar, first, last)) = self.open.back_mut()
+            && (bar.bar.start.0..bar.bar.end.0).contains(&ts)
+        {
+            bar.add(trade, first, last);
+            return;
+        }
+        let start = interval.start_of(trade.ts_event);
         match self.open.iter().rposition(|(b, _, _)| b.bar.start <= start) {
             Some(i) if self.open[i].0.bar.start == start => {
                 let (bar, first, last) = &mut self.open[i];
@@ -119,5 +125,58 @@ impl IntervalBars {
     /// Open bars as they stand, not final.
     pub fn open_bars(&self) -> impl Iterator<Item = Bar> + '_ {
         self.open.iter().map(|(b, _, _)| b.snapshot(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tickflow_model::Qty;
+
+    use super::*;
+
+    fn trade(ts: i64, size: &str) -> Trade {
+        Trade {
+            symbol: Symbol::parse("NVDA").unwrap(),
+            ts_event: UnixNanos(ts),
+            ts_recv: UnixNanos(ts),
+            price: Price::parse("10").unwrap(),
+            size: Qty::parse(size).unwrap(),
+            trade_id: None,
+            exchange: None,
+            source: Arc::from("test"),
+            feed: Arc::from("test"),
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn trades_land_in_their_own_window_whichever_bar_is_newest() {
+        let s = 1_000_000_000;
+        let symbol = Symbol::parse("NVDA").unwrap();
+        let mut bars = IntervalBars::default();
+        // Newest bar, an older open one, one before all, and the newest bar's last instant.
+        for (ts, size) in [
+            (s + 500, "1"),
+            (2 * s + 500, "2"),
+            (s + 700, "4"),
+            (100, "8"),
+            (3 * s - 1, "16"),
+        ] {
+            bars.add(&symbol, BarInterval::S1, &trade(ts, size));
+        }
+        let got: Vec<(i64, String, u64)> = bars
+            .open_bars()
+            .map(|b| (b.start.0, b.volume.to_string(), b.trade_count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "8".to_string(), 1),
+                (s, "5".to_string(), 2),
+                (2 * s, "18".to_string(), 2)
+            ]
+        );
     }
 }
