@@ -147,10 +147,12 @@ macro_rules! fixed_common {
     ($ty:ident, $raw:ty) => {
         impl $ty {
             /// The raw value in units of 10^-9.
+            #[inline]
             pub const fn raw(self) -> $raw {
                 self.raw
             }
             /// Digits shown after the decimal point.
+            #[inline]
             pub const fn precision(self) -> u8 {
                 self.precision
             }
@@ -167,17 +169,20 @@ macro_rules! fixed_common {
             }
         }
         impl PartialEq for $ty {
+            #[inline]
             fn eq(&self, other: &Self) -> bool {
                 self.raw == other.raw
             }
         }
         impl Eq for $ty {}
         impl PartialOrd for $ty {
+            #[inline]
             fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
                 Some(self.cmp(other))
             }
         }
         impl Ord for $ty {
+            #[inline]
             fn cmp(&self, other: &Self) -> Ordering {
                 self.raw.cmp(&other.raw)
             }
@@ -212,6 +217,7 @@ fixed_common!(Price, i64);
 
 impl Price {
     /// Builds a price from raw units of 10^-9.
+    #[inline]
     pub fn from_raw(raw: i64, precision: u8) -> Self {
         Self {
             raw,
@@ -261,6 +267,7 @@ fixed_common!(Qty, u64);
 
 impl Qty {
     /// Builds a size from raw units of 10^-9.
+    #[inline]
     pub fn from_raw(raw: u64, precision: u8) -> Self {
         Self {
             raw,
@@ -303,6 +310,7 @@ fixed_common!(Volume, i128);
 
 impl Volume {
     /// Builds a volume from raw units of 10^-9.
+    #[inline]
     pub fn from_raw(raw: i128, precision: u8) -> Self {
         Self {
             raw,
@@ -320,6 +328,7 @@ impl Volume {
     }
 
     /// Adds a size, keeping the wider display precision.
+    #[inline]
     pub fn add(&mut self, qty: Qty) {
         self.raw += i128::from(qty.raw());
         self.precision = self.precision.max(qty.precision());

@@ -65,6 +65,7 @@ impl Symbol {
     }
 
     /// The normalized text.
+    #[inline]
     pub fn as_str(&self) -> &str {
         &self.0
     }

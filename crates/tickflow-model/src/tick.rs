@@ -47,6 +47,7 @@ pub enum Event {
 
 impl Event {
     /// The event's symbol.
+    #[inline]
     pub fn symbol(&self) -> &Symbol {
         match self {
             Event::Trade(t) => &t.symbol,
@@ -55,6 +56,7 @@ impl Event {
     }
 
     /// The venue's timestamp.
+    #[inline]
     pub fn ts_event(&self) -> UnixNanos {
         match self {
             Event::Trade(t) => t.ts_event,
@@ -63,6 +65,7 @@ impl Event {
     }
 
     /// Our receive timestamp.
+    #[inline]
     pub fn ts_recv(&self) -> UnixNanos {
         match self {
             Event::Trade(t) => t.ts_recv,
@@ -71,6 +74,7 @@ impl Event {
     }
 
     /// The entry point it came through.
+    #[inline]
     pub fn source(&self) -> &str {
         match self {
             Event::Trade(t) => &t.source,

@@ -23,6 +23,7 @@ enum Repr {
 
 impl TradeId {
     /// The id's text.
+    #[inline]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             // Built from a `&str` cut at its end: always UTF-8.
