@@ -268,14 +268,17 @@ impl<'a> Cursor<'a> {
                 .map_err(|_| Error::Codec("truncated"))?,
         ))
     }
-    fn str(&mut self) -> Result<&'a str> {
+    /// A length-prefixed string's bytes, not yet checked to be UTF-8.
+    fn raw_str(&mut self) -> Result<&'a [u8]> {
         let len = u16::from_le_bytes(
             self.take(2)?
                 .try_into()
                 .map_err(|_| Error::Codec("truncated"))?,
         );
-        std::str::from_utf8(self.take(usize::from(len))?)
-            .map_err(|_| Error::Codec("string is not UTF-8"))
+        self.take(usize::from(len))
+    }
+    fn str(&mut self) -> Result<&'a str> {
+        utf8(self.raw_str()?)
     }
     fn price(&mut self) -> Result<Price> {
         let raw = self.i64()?;
@@ -287,11 +290,17 @@ impl<'a> Cursor<'a> {
     }
 }
 
+fn utf8(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|_| Error::Codec("string is not UTF-8"))
+}
+
 /// Decodes events, sharing one allocation per distinct symbol, source, feed and exchange.
+/// The caches are keyed by bytes: a string found there equals one already checked, so
+/// only new strings are validated.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    symbols: HashMap<Box<str>, Symbol, StableBuild>,
-    names: HashMap<Box<str>, Arc<str>, StableBuild>,
+    symbols: HashMap<Box<[u8]>, Symbol, StableBuild>,
+    names: HashMap<Box<[u8]>, Arc<str>, StableBuild>,
     recent_names: [Option<Arc<str>>; 4],
 }
 
@@ -301,33 +310,38 @@ impl Decoder {
         Self::default()
     }
 
-    fn symbol(&mut self, s: &str) -> Result<Symbol> {
-        if let Some(sym) = self.symbols.get(s) {
+    fn symbol(&mut self, b: &[u8]) -> Result<Symbol> {
+        if let Some(sym) = self.symbols.get(b) {
             return Ok(sym.clone());
         }
-        let sym = Symbol::parse(s)?;
+        let sym = Symbol::parse(utf8(b)?)?;
         if self.symbols.len() < 1_000_000 {
-            self.symbols.insert(s.into(), sym.clone());
+            self.symbols.insert(b.into(), sym.clone());
         }
         Ok(sym)
     }
 
-    fn name(&mut self, s: &str) -> Arc<str> {
+    fn name(&mut self, b: &[u8]) -> Result<Arc<str>> {
         // A stream mostly repeats one source, feed and exchange: compare before hashing.
-        if let Some(name) = self.recent_names.iter().flatten().find(|n| ***n == *s) {
-            return Arc::clone(name);
+        if let Some(name) = self
+            .recent_names
+            .iter()
+            .flatten()
+            .find(|n| n.as_bytes() == b)
+        {
+            return Ok(Arc::clone(name));
         }
-        if let Some(name) = self.names.get(s) {
+        if let Some(name) = self.names.get(b) {
             let name = Arc::clone(name);
             self.remember(&name);
-            return name;
+            return Ok(name);
         }
-        let name: Arc<str> = Arc::from(s);
+        let name: Arc<str> = Arc::from(utf8(b)?);
         if self.names.len() < 10_000 {
-            self.names.insert(s.into(), Arc::clone(&name));
+            self.names.insert(b.into(), Arc::clone(&name));
         }
         self.remember(&name);
-        name
+        Ok(name)
     }
 
     fn remember(&mut self, name: &Arc<str>) {
@@ -354,11 +368,11 @@ impl Decoder {
                 } else {
                     None
                 };
-                let symbol = self.symbol(c.str()?)?;
-                let source = self.name(c.str()?);
-                let feed = self.name(c.str()?);
+                let symbol = self.symbol(c.raw_str()?)?;
+                let source = self.name(c.raw_str()?)?;
+                let feed = self.name(c.raw_str()?)?;
                 let exchange = if flags & HAS_EXCHANGE != 0 {
-                    Some(self.name(c.str()?))
+                    Some(self.name(c.raw_str()?)?)
                 } else {
                     None
                 };
@@ -390,9 +404,9 @@ impl Decoder {
                 } else {
                     None
                 };
-                let symbol = self.symbol(c.str()?)?;
-                let source = self.name(c.str()?);
-                let feed = self.name(c.str()?);
+                let symbol = self.symbol(c.raw_str()?)?;
+                let source = self.name(c.raw_str()?)?;
+                let feed = self.name(c.raw_str()?)?;
                 Event::Quote(Quote {
                     symbol,
                     ts_event,
@@ -490,5 +504,25 @@ mod tests {
         let mut bad_tag = bytes;
         bad_tag[0] = 9;
         assert!(d.decode(&bad_tag).is_err());
+    }
+
+    #[test]
+    fn strings_that_are_not_utf8_are_refused_and_not_cached() {
+        let good = to_bytes(&trade());
+        // Each string field in turn: symbol "NVDA", source and feed "http", exchange "V".
+        for (field, at) in [("symbol", "NVDA"), ("source", "http"), ("exchange", "V")] {
+            let at = good
+                .windows(at.len())
+                .position(|w| w == at.as_bytes())
+                .unwrap();
+            let mut bad = good.clone();
+            bad[at] = 0xff;
+            let mut d = Decoder::new();
+            for _ in 0..2 {
+                let e = d.decode(&bad).unwrap_err().to_string();
+                assert!(e.contains("UTF-8"), "{field}: {e}");
+            }
+            assert_eq!(d.decode(&good).unwrap(), trade(), "{field}");
+        }
     }
 }

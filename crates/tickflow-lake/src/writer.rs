@@ -93,12 +93,34 @@ fn partition<'a, T>(
     buckets: u32,
     key: impl Fn(&'a T) -> (Date, Option<&'a str>),
 ) -> BTreeMap<PartitionKey<'a>, Vec<&'a T>> {
-    let mut groups: BTreeMap<(Date, Option<&'a str>), Vec<&'a T>> = BTreeMap::new();
+    // Rows of one symbol share one allocation of its text, so a row usually finds its group
+    // among the last few used by the text's address, without comparing strings.
+    const RECENT: usize = 16;
+    let mut recent: [Option<(Date, usize, usize, usize)>; RECENT] = [None; RECENT];
+    let mut next_slot = 0;
+    let mut index: BTreeMap<(Date, Option<&'a str>), usize> = BTreeMap::new();
+    let mut groups: Vec<Vec<&'a T>> = Vec::new();
     for row in rows {
-        groups.entry(key(row)).or_default().push(row);
+        let (date, symbol) = key(row);
+        let address = symbol.map_or((0, 0), |s| (s.as_ptr() as usize, s.len()));
+        let tag = (date, address.0, address.1);
+        let group = match recent.iter().flatten().find(|r| (r.0, r.1, r.2) == tag) {
+            Some(r) => r.3,
+            None => {
+                let group = *index.entry((date, symbol)).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                recent[next_slot] = Some((date, address.0, address.1, group));
+                next_slot = (next_slot + 1) % RECENT;
+                group
+            }
+        };
+        groups[group].push(row);
     }
     let mut parts: BTreeMap<PartitionKey<'a>, Vec<&'a T>> = BTreeMap::new();
-    for ((date, symbol), mut group) in groups {
+    for ((date, symbol), group) in index {
+        let mut group = std::mem::take(&mut groups[group]);
         let part = match symbol {
             None => Part::None,
             Some(s) if buckets > 0 => Part::Bucket(symbol_bucket(s, buckets)),
@@ -350,6 +372,48 @@ mod tests {
             feed: Arc::from("test"),
             seq: Some(n),
         }
+    }
+
+    #[test]
+    fn partition_groups_by_date_and_symbol_text_in_row_order() {
+        // Day one cycles through 20 symbols, more than the recent-group cache holds; day two
+        // through 5. A third of the rows carry their own copy of the symbol's text.
+        let sym_of = |n: u64| if n < 100 { n % 20 } else { n % 5 };
+        let shared: Vec<Symbol> = (0..20)
+            .map(|i| Symbol::parse(&format!("S{i:02}")).unwrap())
+            .collect();
+        let mut rows = Vec::new();
+        for n in 0..200u64 {
+            let mut t = trade(&format!("S{:02}", sym_of(n)), (n / 100) as i64, n);
+            if n % 3 != 0 {
+                t.symbol = shared[sym_of(n) as usize].clone();
+            }
+            rows.push(t);
+        }
+        fn key(t: &Trade) -> (Date, Option<&str>) {
+            (t.ts_event.date(), Some(t.symbol.as_str()))
+        }
+        let parts = partition(&rows, 0, key);
+        assert_eq!(parts.len(), 25);
+        for ((date, part), group) in &parts {
+            let Part::Symbol(sym) = part else {
+                panic!("{part:?}")
+            };
+            let seqs: Vec<u64> = group.iter().map(|t| t.seq.unwrap()).collect();
+            let expected: Vec<u64> = (0..200)
+                .filter(|&n| key(&rows[n as usize]) == (*date, Some(*sym)))
+                .collect();
+            assert_eq!(seqs, expected, "{date} {sym}");
+        }
+        let buckets = partition(&rows, 4, key);
+        for group in buckets.values() {
+            let syms: Vec<&str> = group.iter().map(|t| t.symbol.as_str()).collect();
+            assert!(
+                syms.is_sorted(),
+                "symbols in a bucket stay sorted: {syms:?}"
+            );
+        }
+        assert_eq!(buckets.values().map(Vec::len).sum::<usize>(), 200);
     }
 
     #[test]

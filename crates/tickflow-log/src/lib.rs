@@ -32,6 +32,7 @@ mod group_commit;
 mod log;
 mod offsets;
 mod record;
+mod records;
 mod retention;
 mod segment;
 
@@ -39,6 +40,7 @@ pub use dir::DirLock;
 pub use error::{Error, Result};
 pub use log::{Log, LogConfig, LogStats};
 pub use record::MAX_RECORD_BYTES;
+pub use records::{RecordSink, Records};
 pub use retention::RetentionReport;
 
 /// Takes the exclusive lock a [`Log`] holds on its directory, without opening the log: a

@@ -12,6 +12,7 @@ use crate::dir;
 use crate::error::{Error, Result};
 use crate::group_commit::Writer;
 use crate::offsets::{self, OffsetStore};
+use crate::records::RecordSink;
 use crate::retention::{self, ClosedSegment, Policy, RetentionReport};
 use crate::segment::{ReadPlan, Segment};
 
@@ -264,31 +265,27 @@ impl Log {
     }
 
     /// Reads up to `max_records` durable records starting at `offset` into `out` (cleared
-    /// first), each as (offset, bytes). Returns `Ok` with `out` empty if
+    /// first), each as (offset, bytes): a `Vec<(u64, Vec<u8>)>`, or a [`crate::Records`] that
+    /// allocates nothing per record. Returns `Ok` with `out` empty if
     /// `offset == next_offset()`; [`Error::OffsetOutOfRange`] if `offset < start_offset()` or
     /// `offset > next_offset()`. Every returned record has passed its crc. If damage is met
     /// after some records were read, those are returned and the next read (starting at the
     /// damaged record) fails with [`Error::Corrupt`].
-    pub fn read(
-        &self,
-        offset: u64,
-        max_records: usize,
-        out: &mut Vec<(u64, Vec<u8>)>,
-    ) -> Result<()> {
-        out.clear();
+    pub fn read<S: RecordSink>(&self, offset: u64, max_records: usize, out: &mut S) -> Result<()> {
+        out.clear_records();
         let mut next = offset;
         loop {
             let plan = {
                 let st = self.inner.lock();
                 if next < st.start_offset() || next > st.durable_end {
-                    if out.is_empty() {
+                    if out.record_count() == 0 {
                         return Err(st.out_of_range(next));
                     }
                     // Retention removed the rest meanwhile: return what we have (the next
                     // read reports the range error).
                     break;
                 }
-                if next == st.durable_end || out.len() >= max_records {
+                if next == st.durable_end || out.record_count() >= max_records {
                     break;
                 }
                 st.plan_read(next)
@@ -302,7 +299,7 @@ impl Log {
                     self.inner.lock().hints.record(base, next, stopped, pos);
                     next = stopped;
                 }
-                Err(e) if out.is_empty() => return Err(e),
+                Err(e) if out.record_count() == 0 => return Err(e),
                 Err(_) => break,
             }
         }

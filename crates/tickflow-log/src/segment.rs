@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::dir::segment_file_name;
 use crate::error::{Error, Result};
 use crate::record::{self, Decoded, HEADER_LEN};
+use crate::records::RecordSink;
 
 /// One (offset, byte position) index entry is kept per this many bytes of segment, so a read
 /// at any offset starts scanning at most about this far before it.
@@ -200,16 +201,16 @@ impl ReadPlan {
         &self,
         want: u64,
         max: usize,
-        out: &mut Vec<(u64, Vec<u8>)>,
+        out: &mut impl RecordSink,
     ) -> Result<(u64, u64)> {
         let (mut offset, pos) = self.from;
         let mut reader = RecordReader::new(&self.file, &self.path, pos, self.limit_pos, READ_CHUNK);
-        while offset < self.limit_offset && out.len() < max {
+        while offset < self.limit_offset && out.record_count() < max {
             let wanted = offset >= want;
             match reader.peek(offset, wanted)? {
                 Next::Record { len } => {
                     if wanted {
-                        out.push((offset, reader.payload(len).to_vec()));
+                        out.push_record(offset, reader.payload(len));
                     }
                     reader.advance(len);
                     offset += 1;

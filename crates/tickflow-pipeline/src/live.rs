@@ -10,6 +10,10 @@ use tickflow_process::{Processor, ProcessorConfig};
 
 use crate::{Result, checkpoint};
 
+/// Spare flush buffers kept: the flush being built, two queued for the flusher and one
+/// being written are all there can be.
+pub(crate) const MAX_SPARE: usize = 3;
+
 /// Shared between the processor, the flusher and queries, behind one mutex.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
@@ -25,9 +29,11 @@ pub(crate) struct Live {
     /// Whether a query read `open_bars` since the processor last refreshed them. With
     /// 100,000 symbols a refresh copies half a million bars, so nobody asking means no copy.
     pub(crate) open_bars_read: bool,
-    /// A flushed buffer and its receive times, emptied, for the next flush to refill: at a
-    /// million ticks a second fresh ones would fault in over a hundred megabytes each time.
-    pub(crate) spare: Option<(Rows, Vec<i64>)>,
+    /// Flushed buffers and their receive times, emptied, for the next flushes to refill: at
+    /// a million ticks a second a fresh one faults in over a hundred megabytes each time.
+    /// Up to [`MAX_SPARE`]: while the flusher lags, several flushes are in flight, and a
+    /// single spare was usually still out when the next flush began.
+    pub(crate) spare: Vec<(Rows, Vec<i64>)>,
 }
 
 /// Everything one query reads: Parquet files per table and in-memory batches per table.

@@ -462,7 +462,7 @@ fn run_processor(
     tx: SyncSender<FlushJob>,
 ) -> Result<()> {
     let mut decoder = Decoder::new();
-    let mut records = Vec::with_capacity(READ_BATCH);
+    let mut records = tickflow_log::Records::default();
     let mut out = Output::default();
     let mut recv_times: Vec<i64> = Vec::new();
     let mut alert_recv_times: Vec<i64> = Vec::new();
@@ -477,7 +477,7 @@ fn run_processor(
         flush_seq += 1;
         let (rows, next_recv_times) = {
             let mut live = inner.live();
-            let (next_pending, next_recv_times) = live.spare.take().unwrap_or_else(|| {
+            let (next_pending, next_recv_times) = live.spare.pop().unwrap_or_else(|| {
                 let rows = Rows::with_capacity_of(&live.pending);
                 (rows, Vec::with_capacity(recv_times.len()))
             });
@@ -532,8 +532,8 @@ fn run_processor(
         let now = UnixNanos::now();
         let n = records.len() as u64;
         let batch_start = recv_times.len();
-        for (offset, bytes) in records.drain(..) {
-            match decoder.decode(&bytes) {
+        for (offset, bytes) in records.iter() {
+            match decoder.decode(bytes) {
                 Ok(event) => {
                     let ts_recv = event.ts_recv().0;
                     recv_times.push(ts_recv);
@@ -543,9 +543,7 @@ fn run_processor(
                         alert_recv_times.push(ts_recv);
                     }
                 }
-                Err(e) => {
-                    Processor::reject_malformed(offset, &bytes, &e.to_string(), now, &mut out)
-                }
+                Err(e) => Processor::reject_malformed(offset, bytes, &e.to_string(), now, &mut out),
             }
             next = offset + 1;
         }
@@ -645,7 +643,10 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             let mut recv_times = job.recv_times;
             rows.clear();
             recv_times.clear();
-            inner.live().spare = Some((rows, recv_times));
+            let mut live = inner.live();
+            if live.spare.len() < live::MAX_SPARE {
+                live.spare.push((rows, recv_times));
+            }
         }
         for (table, n) in &report.rows {
             m.rows_written.add(table, *n as u64);

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use tickflow_log::{Error, Log, LogConfig};
+use tickflow_log::{Error, Log, LogConfig, Records};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -42,6 +42,13 @@ fn check_read(log: &Log, model: &[Vec<u8>], offset: u64, max: usize) -> u64 {
         .map(|i| (i as u64, model[i].clone()))
         .collect();
     assert_eq!(out, expected, "read({offset}, {max})");
+    // The flat buffer, reused with stale records in it, reads the same.
+    let mut flat = Records::default();
+    log.read(offset.saturating_sub(1), 3, &mut flat)
+        .expect("read in range");
+    log.read(offset, max, &mut flat).expect("read in range");
+    let flat: Vec<(u64, Vec<u8>)> = flat.iter().map(|(o, p)| (o, p.to_vec())).collect();
+    assert_eq!(flat, expected, "read({offset}, {max}) into Records");
     end as u64
 }
 

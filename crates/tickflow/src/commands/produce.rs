@@ -102,11 +102,14 @@ impl Ticks {
         }
         let first = self.seq;
         let mut body = String::with_capacity(n as usize * (120 + self.pad.len()));
-        for _ in 0..n {
-            let ts = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+        // One clock read per batch; the events of a batch are a nanosecond apart, so each
+        // still has its own time and the batch carries when it was made.
+        let stamped = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        for k in 0..n {
+            let ts = stamped + k;
             let seq = self.seq;
             let i = (seq % self.symbols.len() as u64) as usize;
             self.prices[i] = (self.prices[i] * (1.0 + self.rng.normal() * 0.0005)).max(0.01);
@@ -140,19 +143,8 @@ impl Ticks {
 }
 
 /// Appends the decimal digits of `v`.
-fn push_u64(out: &mut String, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // ASCII digits are always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+fn push_u64(out: &mut String, v: u64) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 fn write_file(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
@@ -257,6 +249,8 @@ async fn post(
     body: String,
     retries: u32,
 ) -> Result<(), String> {
+    // Shared, not copied, between retries.
+    let body = bytes::Bytes::from(body);
     let mut tries = 0;
     loop {
         let sent = client
