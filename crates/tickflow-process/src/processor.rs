@@ -7,7 +7,7 @@ use tickflow_model::{Bar, BarInterval, DlqRecord, Event, RejectReason, Rows, Sym
 use crate::alerts::{self, AlertState, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
 use crate::daily::DailyState;
-use crate::dedupe::{DedupeWindow, natural_key};
+use crate::dedupe::{DedupeWindow, LegacyWindow, natural_key};
 use crate::validate::{self, Limits};
 use tickflow_core::hash::StableBuild;
 
@@ -61,6 +61,47 @@ impl State {
     pub fn symbol_count(&self) -> usize {
         self.symbols.len()
     }
+
+    /// Reads a state in the layout of checkpoint format 1, whose dedupe keys were a
+    /// sequence of pairs; the derived `Deserialize` reads the current layout.
+    ///
+    /// # Errors
+    /// The deserializer's, for bytes that are not such a state.
+    pub fn deserialize_v1<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<State, D::Error> {
+        let v1 = StateV1::deserialize(deserializer)?;
+        let symbols = v1
+            .symbols
+            .into_iter()
+            .map(|(symbol, s)| {
+                let state = SymbolState {
+                    watermark: s.watermark,
+                    dedupe: s.dedupe.0,
+                    bars: s.bars,
+                    daily: s.daily,
+                    alerts: s.alerts,
+                };
+                (symbol, state)
+            })
+            .collect();
+        Ok(State { symbols })
+    }
+}
+
+/// [`SymbolState`] as checkpoint format 1 laid it out: the same fields in the same order.
+#[derive(Deserialize)]
+struct SymbolStateV1 {
+    watermark: i64,
+    dedupe: LegacyWindow,
+    bars: [IntervalBars; 5],
+    daily: DailyState,
+    alerts: AlertState,
+}
+
+#[derive(Deserialize)]
+struct StateV1 {
+    symbols: HashMap<Symbol, SymbolStateV1, StableBuild>,
 }
 
 /// Validates, dedupes and aggregates events one at a time; see the crate docs.
