@@ -42,23 +42,22 @@ fn parse_plain_decimal(b: &[u8]) -> Option<(i128, u8)> {
     {
         return None;
     }
-    let mut int: u128 = 0;
-    for &c in int_part {
-        if !c.is_ascii_digit() {
-            return None;
+    // Up to 19 digits fit u64, which is cheaper to accumulate in than u128.
+    let digits = |part: &[u8]| -> Option<u64> {
+        part.iter().try_fold(0u64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0'))
+        })
+    };
+    let int = match int_part.split_at_checked(int_part.len().saturating_sub(19)) {
+        Some((high, low)) if !high.is_empty() => {
+            u128::from(digits(high)?) * 10u128.pow(19) + u128::from(digits(low)?)
         }
-        int = int * 10 + u128::from(c - b'0');
-    }
-    let mut frac: u128 = 0;
-    for &c in frac_part {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        frac = frac * 10 + u128::from(c - b'0');
-    }
-    let frac_scale = 10u128.pow(u32::from(MAX_PRECISION) - frac_part.len() as u32);
-    // At most 10^20 * 10^9: far inside i128.
-    let raw = (int * FIXED_SCALE as u128 + frac * frac_scale) as i128;
+        _ => u128::from(digits(int_part)?),
+    };
+    let frac = digits(frac_part)?;
+    let frac_scale = 10u64.pow(u32::from(MAX_PRECISION) - frac_part.len() as u32);
+    // At most 10^20 * 10^9: far inside i128; frac * frac_scale is below 10^9.
+    let raw = (int * FIXED_SCALE as u128 + u128::from(frac * frac_scale)) as i128;
     Some((if negative { -raw } else { raw }, frac_part.len() as u8))
 }
 

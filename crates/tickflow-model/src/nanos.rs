@@ -48,6 +48,15 @@ impl UnixNanos {
     /// # Errors
     /// Text in neither form, or outside the representable range.
     pub fn parse(text: &str) -> Result<Self> {
+        // The common case, in one pass: up to 19 digits cannot overflow u64.
+        if (1..=19).contains(&text.len()) {
+            let value = text.bytes().try_fold(0u64, |acc, b| {
+                b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+            });
+            if let Some(ns) = value.and_then(|v| i64::try_from(v).ok()) {
+                return Ok(Self(ns));
+            }
+        }
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
             return text.parse().map(Self).map_err(|_| Error::Timestamp {
                 value: text.to_string(),
@@ -182,6 +191,14 @@ mod tests {
             "2026-11-22T14:30:0éZ",
         ] {
             assert!(UnixNanos::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass integer path reads what `str::parse` reads, and refuses what it refuses.
+        #[test]
+        fn integers_read_as_std_reads_them(text in "-?[0-9]{1,20}") {
+            proptest::prop_assert_eq!(UnixNanos::parse(&text).ok().map(|t| t.0), text.parse::<i64>().ok());
         }
     }
 }

@@ -214,6 +214,12 @@ impl<'a> Scanner<'a> {
     /// An integer that fits `u64`, as serde reads `seq`.
     fn unsigned(&mut self) -> Option<u64> {
         let text = self.number()?;
+        if text.len() <= 19 {
+            // Cannot overflow: one pass instead of a check and a parse.
+            return text.bytes().try_fold(0u64, |acc, b| {
+                b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+            });
+        }
         if text.bytes().all(|b| b.is_ascii_digit()) {
             text.parse().ok()
         } else {

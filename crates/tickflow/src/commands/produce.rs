@@ -101,7 +101,7 @@ impl Ticks {
             return None;
         }
         let first = self.seq;
-        let mut body = String::with_capacity(n as usize * (120 + self.pad.len()));
+        let mut body = String::with_capacity(n as usize * (160 + self.pad.len()));
         // One clock read per batch; the events of a batch are a nanosecond apart, so each
         // still has its own time and the batch carries when it was made.
         let stamped = std::time::SystemTime::now()
