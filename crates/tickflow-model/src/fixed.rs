@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Result, short_u64};
 
 /// Scale of every raw value: 9 decimal places.
 pub const FIXED_SCALE: i64 = 1_000_000_000;
@@ -43,10 +43,12 @@ fn parse_plain_decimal(b: &[u8]) -> Option<(i128, u8)> {
         return None;
     }
     // Up to 19 digits fit u64, which is cheaper to accumulate in than u128.
-    let digits = |part: &[u8]| -> Option<u64> {
-        part.iter().try_fold(0u64, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0'))
-        })
+    let digits = |part: &[u8]| {
+        if part.is_empty() {
+            Some(0)
+        } else {
+            short_u64(part)
+        }
     };
     let int = match int_part.split_at_checked(int_part.len().saturating_sub(19)) {
         Some((high, low)) if !high.is_empty() => {

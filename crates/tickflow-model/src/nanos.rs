@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::date::{civil_from_days, days_from_civil, days_in_month};
-use crate::{Date, Error, Result};
+use crate::{Date, Error, Result, short_u64};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 const NANOS_PER_DAY: i64 = 86_400 * NANOS_PER_SEC;
@@ -48,14 +48,9 @@ impl UnixNanos {
     /// # Errors
     /// Text in neither form, or outside the representable range.
     pub fn parse(text: &str) -> Result<Self> {
-        // The common case, in one pass: up to 19 digits cannot overflow u64.
-        if (1..=19).contains(&text.len()) {
-            let value = text.bytes().try_fold(0u64, |acc, b| {
-                b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
-            });
-            if let Some(ns) = value.and_then(|v| i64::try_from(v).ok()) {
-                return Ok(Self(ns));
-            }
+        // The common case, in one pass.
+        if let Some(ns) = short_u64(text.as_bytes()).and_then(|v| i64::try_from(v).ok()) {
+            return Ok(Self(ns));
         }
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
             return text.parse().map(Self).map_err(|_| Error::Timestamp {
