@@ -6,8 +6,10 @@
 //! into the CLI's table, CSV or JSON output.
 
 mod error;
+mod exact_sum;
 mod format;
 mod lake_table;
+mod mapped;
 mod snapshot;
 
 pub use error::{Error, Result};

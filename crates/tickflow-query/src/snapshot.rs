@@ -5,11 +5,14 @@ use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tickflow_lake::{RecordBatch, Table};
 
+use crate::exact_sum::ExactDecimalSums;
 use crate::lake_table::LakeTable;
+use crate::mapped::MappedFiles;
 use crate::{Error, Result};
 
 /// What a query reads: per table, the Parquet files and the in-memory batches.
@@ -59,6 +62,10 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
             .build_arc()?;
+        runtime.register_object_store(
+            ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(MappedFiles::default()),
+        );
         Ok(Self { runtime, config })
     }
 
@@ -79,6 +86,7 @@ impl QueryEngine {
     pub async fn run(&self, snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
         let ctx =
             SessionContext::new_with_config_rt(self.config.clone(), Arc::clone(&self.runtime));
+        ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
         for table in Table::ALL {
             self.register(&ctx, &snapshot, table)?;
         }

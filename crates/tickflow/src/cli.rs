@@ -41,7 +41,7 @@ pub(crate) enum Command {
     Sql(SqlArgs),
     /// Send test events to a running pipeline's HTTP ingest (the old test-event producer), or write them to a file.
     #[command(
-        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file"
+        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file\n  tickflow produce --from ticks.ndjson --batch-size 5000 --connections 4   # replay a file"
     )]
     Produce(ProduceArgs),
     /// Merge the lake's small Parquet files now (a running pipeline does this on its own).
@@ -125,9 +125,13 @@ pub(crate) struct SqlArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ProduceArgs {
-    /// Events to send in total.
-    #[arg(long, value_name = "N")]
-    pub(crate) count: u64,
+    /// Events to send in total (with --from: at most this many of the file's).
+    #[arg(long, value_name = "N", required_unless_present = "from")]
+    pub(crate) count: Option<u64>,
+    /// Send the NDJSON lines of this file (one written by --to FILE, or a capture) instead
+    /// of generated events: a replay, with no generating cost on the sender's side.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["target_kb", "symbols", "seed", "start_seq"])]
+    pub(crate) from: Option<PathBuf>,
     /// Events per request.
     #[arg(long, value_name = "B", default_value_t = 100)]
     pub(crate) batch_size: u64,
@@ -152,7 +156,8 @@ pub(crate) struct ProduceArgs {
     /// Number of the first event (its `seq` and `trade_id`), to continue an earlier run.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) start_seq: u64,
-    /// Append one line "FIRST LAST" per acknowledged request to this file.
+    /// Append one line "FIRST LAST" per acknowledged request to this file (the events' seq,
+    /// or with --from their positions in the file, counting from 0).
     #[arg(long, value_name = "FILE")]
     pub(crate) ack_log: Option<PathBuf>,
     /// Retries per request on connection errors or 5xx before giving up on it.

@@ -1,10 +1,13 @@
 //! `tickflow produce`: the seed test-event producer. Sends `count` trades in NDJSON batches to
 //! `POST /api/v1/ingest` over `connections` concurrent requests, paced to `rate`, padded to
 //! `target_kb` per event; or writes the same events to a file, so other loaders (the
-//! benchmarks' PostgreSQL consumers) can read exactly what tickflow was sent.
+//! benchmarks' PostgreSQL consumers) can read exactly what tickflow was sent. `--from FILE`
+//! replays such a file instead, so a load test spends nothing on making events.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -35,20 +38,31 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     if symbols.is_empty() {
         anyhow::bail!("--symbols lists no symbol");
     }
-    let mut ticks = Ticks::new(args, symbols);
-    if args.to.starts_with("http://") || args.to.starts_with("https://") {
-        send(args, &mut ticks)
-    } else if looks_like_host_port(&args.to) {
+    let sending = args.to.starts_with("http://") || args.to.starts_with("https://");
+    if !sending && looks_like_host_port(&args.to) {
         anyhow::bail!(
             "--to {:?} looks like an address; write http://{} to send, or a file name to write",
             args.to,
             args.to
         )
+    }
+    let mut events = match &args.from {
+        Some(path) if !sending => {
+            anyhow::bail!(
+                "--from {} replays to a pipeline: --to must be an http:// URL, not {:?}",
+                path.display(),
+                args.to
+            )
+        }
+        Some(path) => Events::Replayed(Lines::open(path, args.count)?),
+        None => Events::Generated(Ticks::new(args, symbols)),
+    };
+    if sending {
+        send(args, &mut events)
     } else {
-        write_file(args, &mut ticks)
+        write_file(args, &mut events)
     }
 }
-
 /// `127.0.0.1:8750` or `localhost:8750`: an address missing its scheme, not a file name.
 fn looks_like_host_port(to: &str) -> bool {
     to.rsplit_once(':').is_some_and(|(host, port)| {
@@ -57,6 +71,84 @@ fn looks_like_host_port(to: &str) -> bool {
             && !port.is_empty()
             && port.bytes().all(|b| b.is_ascii_digit())
     })
+}
+
+/// Where the events come from.
+enum Events {
+    Generated(Ticks),
+    Replayed(Lines),
+}
+
+impl Events {
+    /// Events not yet produced, as far as known.
+    fn remaining(&self) -> u64 {
+        match self {
+            Self::Generated(t) => t.remaining(),
+            Self::Replayed(l) => l.left,
+        }
+    }
+
+    /// The next batch of at most `max` events as NDJSON: the number of its first event, its
+    /// length and the body; `None` once every event is out.
+    fn next_batch(&mut self, max: u64) -> anyhow::Result<Option<(u64, u64, Vec<u8>)>> {
+        Ok(match self {
+            Self::Generated(t) => t
+                .next_batch(max)
+                .map(|(first, n, body)| (first, n, body.into_bytes())),
+            Self::Replayed(l) => l.next_batch(max)?,
+        })
+    }
+}
+
+/// The lines of an NDJSON file, read a batch at a time; blank lines are skipped.
+struct Lines {
+    reader: BufReader<File>,
+    path: PathBuf,
+    /// Position of the next event in the file, counting non-blank lines from 0.
+    next: u64,
+    /// Events still to send (`u64::MAX` for the whole file).
+    left: u64,
+}
+
+impl Lines {
+    fn open(path: &Path, count: Option<u64>) -> anyhow::Result<Self> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self {
+            reader: BufReader::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            next: 0,
+            left: count.unwrap_or(u64::MAX),
+        })
+    }
+
+    fn next_batch(&mut self, max: u64) -> anyhow::Result<Option<(u64, u64, Vec<u8>)>> {
+        let want = max.min(self.left);
+        let first = self.next;
+        let mut body = Vec::with_capacity(usize::try_from(want.min(100_000)).unwrap_or(0) * 160);
+        let mut n = 0;
+        while n < want {
+            let start = body.len();
+            let read = self
+                .reader
+                .read_until(b'\n', &mut body)
+                .with_context(|| format!("reading {}", self.path.display()))?;
+            if read == 0 {
+                break;
+            }
+            if body[start..].iter().all(u8::is_ascii_whitespace) {
+                body.truncate(start);
+                continue;
+            }
+            if body.last() != Some(&b'\n') {
+                body.push(b'\n');
+            }
+            n += 1;
+        }
+        self.next += n;
+        // The file is done: nothing is left, whatever --count asked for.
+        self.left = if n < want { 0 } else { self.left - n };
+        Ok((n > 0).then_some((first, n, body)))
+    }
 }
 
 /// The deterministic tick stream: a random walk per symbol, cycling through the symbols.
@@ -84,7 +176,7 @@ impl Ticks {
             rng: Rng::new(args.seed),
             pad,
             seq: args.start_seq,
-            end: args.start_seq + args.count,
+            end: args.start_seq.saturating_add(args.count.unwrap_or(0)),
         }
     }
 
@@ -147,16 +239,18 @@ fn push_u64(out: &mut String, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-fn write_file(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
+fn write_file(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
     let path = &args.to;
-    let file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
+    let file = File::create(path).with_context(|| format!("creating {path}"))?;
     let mut out = std::io::BufWriter::new(file);
-    while let Some((_, _, body)) = ticks.next_batch(args.batch_size) {
-        out.write_all(body.as_bytes())
+    let mut written = 0;
+    while let Some((_, n, body)) = events.next_batch(args.batch_size)? {
+        out.write_all(&body)
             .with_context(|| format!("writing {path}"))?;
+        written += n;
     }
     out.flush().with_context(|| format!("writing {path}"))?;
-    println!("wrote {} events to {path}", args.count);
+    println!("wrote {written} events to {path}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -167,7 +261,7 @@ struct Sent {
     outcome: Result<(), String>,
 }
 
-fn send(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
+fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
     let url = format!("{}/api/v1/ingest", args.to.trim_end_matches('/'));
     let mut ack_log = match &args.ack_log {
         Some(p) => Some(
@@ -194,8 +288,8 @@ fn send(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
             // Keep `connections` requests in flight while events remain.
             while !done && in_flight.len() < args.connections {
                 // Pace first, then stamp: events carry the time they are sent.
-                tokio::time::sleep(pacer.delay_for(ticks.remaining().min(args.batch_size))).await;
-                let Some((first, n, body)) = ticks.next_batch(args.batch_size) else {
+                tokio::time::sleep(pacer.delay_for(events.remaining().min(args.batch_size))).await;
+                let Some((first, n, body)) = events.next_batch(args.batch_size)? else {
                     done = true;
                     break;
                 };
@@ -229,7 +323,7 @@ fn send(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "sent {} events in {requests} requests to {url}: {acked} acknowledged, {failed} failed, {:.0} events/s",
-        args.count,
+        acked + failed,
         acked as f64 / secs.max(1e-9)
     );
     if let Some(e) = last_error {
@@ -246,7 +340,7 @@ fn send(args: &ProduceArgs, ticks: &mut Ticks) -> anyhow::Result<ExitCode> {
 async fn post(
     client: &reqwest::Client,
     url: &str,
-    body: String,
+    body: Vec<u8>,
     retries: u32,
 ) -> Result<(), String> {
     // Shared, not copied, between retries.

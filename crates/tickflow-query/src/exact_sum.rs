@@ -1,0 +1,684 @@
+//! Exact decimal sums, `sum(x)` and `sum(a * b)`: the heart of volume, VWAP and notional.
+//!
+//! DataFusion sums DECIMAL128 with a wrapping add, so a sum past 2^127 comes back as a wrong
+//! number, and it evaluates `sum(price * size)` by first multiplying into a new 128-bit array,
+//! checked row by row. The rule here hands both to [`ExactSum`]:
+//! - products are taken inside the summing loop: when a batch's values fit 64 bits (every
+//!   DECIMAL(18, s) does) each is one 64×64→128-bit multiply that cannot overflow;
+//! - sums are checked, and a total past the result's DECIMAL(38) is an error, never a
+//!   wrapped number;
+//! - consecutive rows of one group (the lake's files hold one symbol each) are added in a
+//!   register before touching the group's slot.
+//!
+//! The result has the name, type and value DataFusion's `sum` gives whenever that is right.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array};
+use arrow::buffer::{BooleanBuffer, NullBuffer};
+use arrow::datatypes::{
+    DECIMAL128_MAX_PRECISION, DataType, Decimal128Type, DecimalType, Field, FieldRef,
+};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, ScalarValue, exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::functions_aggregate::sum::Sum;
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, Aggregate, AggregateUDF, AggregateUDFImpl, BinaryExpr, EmitTo, Expr,
+    ExprSchemable, GroupsAccumulator, LogicalPlan, Operator, Signature, Volatility,
+};
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+
+/// Rewrites DataFusion's `sum` of a decimal into [`ExactSum`] wherever the result type is
+/// unchanged: `sum(a * b)` becomes `exact_sum(a, b)`, any other `sum(x)` becomes
+/// `exact_sum(x)`. `DISTINCT` and ordered sums are left alone; `FILTER` is kept.
+#[derive(Debug, Default)]
+pub(crate) struct ExactDecimalSums;
+
+impl OptimizerRule for ExactDecimalSums {
+    fn name(&self) -> &str {
+        "tickflow_exact_decimal_sums"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let input_schema = aggregate.input.schema();
+        let mut rewrote_any = false;
+        let mut aggr_expr = Vec::with_capacity(aggregate.aggr_expr.len());
+        for expr in &aggregate.aggr_expr {
+            match exact(expr, input_schema)? {
+                Some(exact) => {
+                    rewrote_any = true;
+                    aggr_expr.push(exact);
+                }
+                None => aggr_expr.push(expr.clone()),
+            }
+        }
+        if !rewrote_any {
+            return Ok(Transformed::no(LogicalPlan::Aggregate(aggregate)));
+        }
+        let Aggregate {
+            input, group_expr, ..
+        } = aggregate;
+        let rewritten = Aggregate::try_new(input, group_expr, aggr_expr)?;
+        Ok(Transformed::yes(LogicalPlan::Aggregate(rewritten)))
+    }
+}
+
+/// `expr` as an [`ExactSum`] under the name it had, if it is a plain `sum` of a decimal.
+fn exact(expr: &Expr, schema: &DFSchema) -> Result<Option<Expr>> {
+    let (inner, relation, name) = match expr {
+        Expr::Alias(alias) => (
+            alias.expr.as_ref(),
+            alias.relation.clone(),
+            alias.name.clone(),
+        ),
+        other => (other, None, other.schema_name().to_string()),
+    };
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
+        return Ok(None);
+    };
+    let plain = func.inner().is::<Sum>()
+        && params.args.len() == 1
+        && !params.distinct
+        && params.order_by.is_empty()
+        && params.null_treatment.is_none();
+    if !plain {
+        return Ok(None);
+    }
+    let decimal = |e: &Expr| -> Result<bool> {
+        Ok(matches!(e.get_type(schema)?, DataType::Decimal128(_, _)))
+    };
+    let args = match &params.args[0] {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Multiply,
+            right,
+        }) if decimal(left)? && decimal(right)? => {
+            vec![left.as_ref().clone(), right.as_ref().clone()]
+        }
+        x if decimal(x)? => vec![x.clone()],
+        _ => return Ok(None),
+    };
+    let exact = Expr::AggregateFunction(AggregateFunction::new_udf(
+        Arc::new(AggregateUDF::from(ExactSum::new())),
+        args,
+        false,
+        params.filter.clone(),
+        vec![],
+        None,
+    ));
+    if exact.get_type(schema)? != inner.get_type(schema)? {
+        return Ok(None);
+    }
+    Ok(Some(exact.alias_qualified(relation, name)))
+}
+
+/// `exact_sum(x)`: the sum of a DECIMAL128 over rows where it is set; `exact_sum(a, b)`: the
+/// sum of `a * b` over rows where both are set. Typed as DataFusion types `sum(x)`,
+/// DECIMAL(min(38, p + 10), s), and `sum(a * b)`, DECIMAL(min(38, p1 + p2 + 11), s1 + s2).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ExactSum {
+    signature: Signature,
+}
+
+impl ExactSum {
+    pub(crate) fn new() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl AggregateUDFImpl for ExactSum {
+    fn name(&self) -> &str {
+        "exact_sum"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        let (precision, scale) = match args {
+            [DataType::Decimal128(p, s)] => (*p, *s),
+            [DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)] => {
+                let scale = i16::from(*s1) + i16::from(*s2);
+                let Ok(scale) = i8::try_from(scale) else {
+                    return plan_err!(
+                        "the product of {:?} and {:?} has scale {scale}",
+                        args[0],
+                        args[1]
+                    );
+                };
+                // As DataFusion types `a * b` (Hive's rule).
+                ((p1 + p2 + 1).min(DECIMAL128_MAX_PRECISION), scale)
+            }
+            _ => return plan_err!("exact_sum takes one or two DECIMAL128 values, not {args:?}"),
+        };
+        // As DataFusion types `sum`: ten more digits.
+        Ok(DataType::Decimal128(
+            (precision + 10).min(DECIMAL128_MAX_PRECISION),
+            scale,
+        ))
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Total(Sums::new(args.return_field.data_type())?)))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[sum]", args.name),
+            args.return_type().clone(),
+            true,
+        ))])
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(Sums::new(args.return_field.data_type())?))
+    }
+}
+
+/// Per group: the running sum and whether any row has counted.
+#[derive(Debug)]
+struct Sums {
+    sums: Vec<i128>,
+    seen: Vec<bool>,
+    precision: u8,
+    scale: i8,
+}
+
+impl Sums {
+    fn new(result: &DataType) -> Result<Self> {
+        let DataType::Decimal128(precision, scale) = *result else {
+            return exec_err!("exact_sum returns DECIMAL128, not {result}");
+        };
+        Ok(Self {
+            sums: Vec::new(),
+            seen: Vec::new(),
+            precision,
+            scale,
+        })
+    }
+
+    fn grow(&mut self, groups: usize) {
+        if self.sums.len() < groups {
+            self.sums.resize(groups, 0);
+            self.seen.resize(groups, false);
+        }
+    }
+
+    fn overflowed<T>(&self) -> Result<T> {
+        exec_err!(
+            "sum overflows DECIMAL({}, {}); cast the values to DOUBLE to sum them approximately",
+            self.precision,
+            self.scale
+        )
+    }
+
+    /// Adds each row's value (`x`, or `a * b`) to group `groups[i]`, for the rows where
+    /// every argument is set and `filter` passes.
+    fn add_rows(
+        &mut self,
+        args: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let arrays = args.iter().map(decimals).collect::<Result<Vec<_>>>()?;
+        if arrays.iter().any(|a| a.len() != groups.len()) {
+            return exec_err!("exact_sum: arguments and groups differ in length");
+        }
+        let nulls: Vec<_> = arrays.iter().map(|a| a.nulls()).collect();
+        let counted = Counted::of(&nulls, filter);
+        let overflow = match (arrays.as_slice(), &counted) {
+            ([x], Counted::All) => self.add_runs(groups, x.values().iter().copied()),
+            ([x], Counted::Where(_)) => {
+                let x = x.values();
+                self.add_counted(groups, &counted, |i| Some(x[i]))
+            }
+            ([a, b], _) => {
+                let (a, b) = (a.values(), b.values());
+                // |a|, |b| < 2^63 makes every product fit i128 with room to spare.
+                let narrow = |v: &i128| i128::from(*v as i64);
+                if fits_i64(a) && fits_i64(b) {
+                    match &counted {
+                        Counted::All => self
+                            .add_runs(groups, a.iter().zip(b).map(|(x, y)| narrow(x) * narrow(y))),
+                        Counted::Where(_) => self
+                            .add_counted(groups, &counted, |i| Some(narrow(&a[i]) * narrow(&b[i]))),
+                    }
+                } else {
+                    self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i]))
+                }
+            }
+            _ => return exec_err!("exact_sum takes one or two arguments"),
+        };
+        if overflow {
+            return self.overflowed();
+        }
+        Ok(())
+    }
+
+    /// Adds partial sums (a state column) into the groups.
+    fn add_partial_sums(&mut self, partial: &ArrayRef, groups: &[usize]) -> Result<()> {
+        self.add_rows(std::slice::from_ref(partial), groups, None)
+    }
+
+    /// Adds every row's value, keeping a run of rows of one group in a register: the slot
+    /// in memory is touched once per run rather than once per row. True on overflow.
+    #[inline]
+    fn add_runs(&mut self, groups: &[usize], values: impl Iterator<Item = i128>) -> bool {
+        let mut overflow = false;
+        let mut run: Option<(usize, i128)> = None;
+        for (&group, value) in groups.iter().zip(values) {
+            match &mut run {
+                Some((g, sum)) if *g == group => {
+                    let (s, o) = sum.overflowing_add(value);
+                    *sum = s;
+                    overflow |= o;
+                }
+                _ => {
+                    if let Some((g, sum)) = run {
+                        overflow |= self.add_to(g, sum);
+                    }
+                    run = Some((group, value));
+                }
+            }
+        }
+        if let Some((g, sum)) = run {
+            overflow |= self.add_to(g, sum);
+        }
+        overflow
+    }
+
+    /// Adds `value(i)` to group `groups[i]` for each counted row. True on overflow (a
+    /// `None` value or a sum past i128).
+    #[inline]
+    fn add_counted(
+        &mut self,
+        groups: &[usize],
+        counted: &Counted,
+        value: impl Fn(usize) -> Option<i128>,
+    ) -> bool {
+        let mut overflow = false;
+        let mut add = |i: usize| match value(i) {
+            Some(v) => overflow |= self.add_to(groups[i], v),
+            None => overflow = true,
+        };
+        match counted {
+            Counted::All => (0..groups.len()).for_each(&mut add),
+            Counted::Where(mask) => mask.set_indices().for_each(&mut add),
+        }
+        overflow
+    }
+
+    /// Adds `value` to `group`'s sum; true on overflow.
+    #[inline]
+    fn add_to(&mut self, group: usize, value: i128) -> bool {
+        let (sum, overflow) = self.sums[group].overflowing_add(value);
+        self.sums[group] = sum;
+        self.seen[group] = true;
+        overflow
+    }
+
+    /// The first groups per `emit_to` as a DECIMAL array: null where no row counted.
+    fn emit(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let sums = emit_to.take_needed(&mut self.sums);
+        let seen = emit_to.take_needed(&mut self.seen);
+        let array = Decimal128Array::new(sums.into(), Some(NullBuffer::from(seen)))
+            .with_precision_and_scale(self.precision, self.scale)?;
+        // A sum can fit i128 and still have more digits than the type holds.
+        if array.validate_decimal_precision(self.precision).is_err() {
+            return self.overflowed();
+        }
+        Ok(Arc::new(array))
+    }
+}
+
+/// Which rows of a batch count.
+enum Counted {
+    All,
+    Where(BooleanBuffer),
+}
+
+impl Counted {
+    fn of(nulls: &[Option<&NullBuffer>], filter: Option<&BooleanArray>) -> Self {
+        let mut mask: Option<BooleanBuffer> = None;
+        let mut and = |b: &BooleanBuffer| {
+            mask = Some(match mask.take() {
+                Some(m) => &m & b,
+                None => b.clone(),
+            });
+        };
+        for n in nulls.iter().flatten() {
+            and(n.inner());
+        }
+        if let Some(f) = filter {
+            // A null filter value does not pass.
+            let passes = match f.nulls() {
+                Some(n) => f.values() & n.inner(),
+                None => f.values().clone(),
+            };
+            and(&passes);
+        }
+        mask.map_or(Self::All, Self::Where)
+    }
+}
+
+/// Whether every value fits 64 bits (checked over the whole batch so the loop that follows
+/// has no branch for it).
+fn fits_i64(values: &[i128]) -> bool {
+    values
+        .iter()
+        .fold(true, |ok, &v| ok & (i128::from(v as i64) == v))
+}
+
+fn decimals(array: &ArrayRef) -> Result<&Decimal128Array> {
+    match array.as_primitive_opt::<Decimal128Type>() {
+        Some(a) => Ok(a),
+        None => exec_err!("exact_sum takes DECIMAL128, not {}", array.data_type()),
+    }
+}
+
+impl GroupsAccumulator for Sums {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        self.add_rows(values, group_indices, opt_filter)
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        self.emit(emit_to)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.emit(emit_to)?])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.grow(total_num_groups);
+        self.add_partial_sums(&values[0], group_indices)
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // Each row its own group: the state is the row's value.
+        let rows = values[0].len();
+        let mut each = Self {
+            sums: Vec::new(),
+            seen: Vec::new(),
+            precision: self.precision,
+            scale: self.scale,
+        };
+        each.grow(rows);
+        let groups: Vec<usize> = (0..rows).collect();
+        each.add_rows(values, &groups, opt_filter)?;
+        Ok(vec![each.emit(EmitTo::All)?])
+    }
+
+    fn size(&self) -> usize {
+        self.sums.capacity() * size_of::<i128>() + self.seen.capacity()
+    }
+}
+
+/// The ungrouped form (`SELECT sum(x) FROM t`): one group.
+#[derive(Debug)]
+struct Total(Sums);
+
+impl Accumulator for Total {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0.grow(1);
+        let group = vec![0; values[0].len()];
+        self.0.add_rows(values, &group, None)
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.0.grow(1);
+        let group = vec![0; states[0].len()];
+        self.0.add_partial_sums(&states[0], &group)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let Sums {
+            precision, scale, ..
+        } = self.0;
+        let sum = match (self.0.sums.first(), self.0.seen.first()) {
+            (Some(&sum), Some(true)) => {
+                if Decimal128Type::validate_decimal_precision(sum, precision, scale).is_err() {
+                    return self.0.overflowed();
+                }
+                Some(sum)
+            }
+            _ => None,
+        };
+        Ok(ScalarValue::Decimal128(sum, precision, scale))
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.evaluate()?])
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.0.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Decimal128Builder, StringArray};
+    use arrow::datatypes::Schema;
+    use arrow::record_batch::RecordBatch;
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// A table `t(g, a, b)`: `a` DECIMAL(18, 9) and `b` DECIMAL(pb, sb), split over
+    /// `partitions` so that partial sums are merged.
+    fn table(
+        rows: &[(&str, Option<i128>, Option<i128>)],
+        b_type: (u8, i8),
+        partitions: usize,
+    ) -> Arc<MemTable> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Utf8, false),
+            Field::new("a", DataType::Decimal128(18, 9), true),
+            Field::new("b", DataType::Decimal128(b_type.0, b_type.1), true),
+        ]));
+        let chunk = rows.len().div_ceil(partitions).max(1);
+        let batches = rows
+            .chunks(chunk)
+            .map(|part| {
+                let g = StringArray::from_iter_values(part.iter().map(|r| r.0));
+                let mut a = Decimal128Builder::new();
+                let mut b = Decimal128Builder::new();
+                for r in part {
+                    a.append_option(r.1);
+                    b.append_option(r.2);
+                }
+                let a = a.finish().with_precision_and_scale(18, 9).unwrap();
+                let b = b
+                    .finish()
+                    .with_precision_and_scale(b_type.0, b_type.1)
+                    .unwrap();
+                let batch = RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![Arc::new(g), Arc::new(a), Arc::new(b)],
+                )
+                .unwrap();
+                vec![batch]
+            })
+            .collect();
+        Arc::new(MemTable::try_new(schema, batches).unwrap())
+    }
+
+    async fn run(table: Arc<MemTable>, sql: &str, fused: bool) -> Result<String> {
+        let ctx = SessionContext::new();
+        if fused {
+            ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
+        }
+        ctx.register_table("t", table)?;
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+    }
+
+    /// Pseudo-random rows, some with nulls, over five groups: interleaved, or in runs of
+    /// one group (as the lake's files hold one symbol each).
+    fn rows(n: usize, runs: bool) -> Vec<(&'static str, Option<i128>, Option<i128>)> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let a = (x % 1_000_000_000_000) as i128 - 200_000_000_000;
+                let b = ((x >> 20) % 10_000_000_000) as i128;
+                let group = if runs { i * 5 / n } else { i % 5 };
+                let g = ["AAPL", "MSFT", "NVDA", "SPY", "TSLA"][group];
+                (g, (i % 17 != 3).then_some(a), (i % 23 != 5).then_some(b))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn exact_sums_equal_datafusions_own_with_nulls_filters_and_partitions() {
+        let queries = [
+            "SELECT g, sum(a * b) AS s FROM t GROUP BY g ORDER BY g",
+            "SELECT g, sum(a * b), sum(b), sum(a) FROM t GROUP BY g ORDER BY g",
+            "SELECT g, CAST(sum(a * b) AS DOUBLE) / CAST(sum(b) AS DOUBLE) AS vwap FROM t GROUP BY g ORDER BY g",
+            "SELECT g, sum(a * b) FILTER (WHERE b > 5000000000) AS s, sum(a) FILTER (WHERE a < 0) FROM t GROUP BY g ORDER BY g",
+            "SELECT sum(a * b) AS s, sum(b * a), sum(a + b), sum(a) FROM t",
+            "SELECT sum(a * b) AS s, sum(b) FROM t WHERE g = 'nobody'",
+            "SELECT sum(DISTINCT a * b), sum(DISTINCT b) FROM t",
+            "SELECT g, sum(a * b) AS s, sum(a) FROM t WHERE a IS NULL GROUP BY g ORDER BY g",
+        ];
+        for runs in [false, true] {
+            let rows = rows(20_000, runs);
+            for partitions in [1, 3] {
+                for b_type in [(18, 9), (38, 2)] {
+                    let t = table(&rows, b_type, partitions);
+                    for sql in queries {
+                        let exact = run(Arc::clone(&t), sql, true).await.unwrap();
+                        let plain = run(Arc::clone(&t), sql, false).await.unwrap();
+                        assert_eq!(
+                            exact, plain,
+                            "{sql} over {partitions} partitions, b {b_type:?}, runs {runs}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rule_rewrites_plain_decimal_sums_only() {
+        let explain = |sql: &'static str| async move {
+            let ctx = SessionContext::new();
+            ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
+            ctx.register_table("t", table(&rows(10, false), (18, 9), 1))
+                .unwrap();
+            let plan = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            arrow::util::pretty::pretty_format_batches(&plan)
+                .unwrap()
+                .to_string()
+        };
+        let plan = explain("EXPLAIN SELECT g, sum(a * b), sum(b) FROM t GROUP BY g").await;
+        assert!(plan.contains("exact_sum(t.a, t.b)"), "{plan}");
+        assert!(plan.contains("exact_sum(t.b)"), "{plan}");
+        let plan =
+            explain("EXPLAIN SELECT sum(CAST(a AS DOUBLE)), sum(a) FILTER (WHERE a > 0) FROM t")
+                .await;
+        assert!(!plan.contains("exact_sum(CAST"), "{plan}");
+        assert!(plan.contains("exact_sum(t.a) FILTER"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn values_past_64_bits_are_multiplied_exactly() {
+        // b is DECIMAL(38, 2) with values past 2^63: the wide path.
+        let big = 40_000_000_000_000_000_000_i128;
+        let rows = [
+            ("X", Some(3_000_000_000), Some(big)),
+            ("X", Some(-1), Some(7)),
+        ];
+        let t = table(&rows, (38, 2), 1);
+        let sql = "SELECT g, sum(a * b) AS s FROM t GROUP BY g";
+        let fused = run(Arc::clone(&t), sql, true).await.unwrap();
+        assert_eq!(fused, run(t, sql, false).await.unwrap());
+        assert!(fused.contains("1199999999999999999.99999999993"), "{fused}");
+    }
+
+    #[tokio::test]
+    async fn a_sum_past_decimal_38_is_an_error_not_a_wrapped_number() {
+        // Each product is about 10^36 at scale 18; two hundred of them pass 2^127.
+        let max = 999_999_999_999_999_999_i128;
+        let rows = vec![("X", Some(max), Some(max)); 200];
+        let t = table(&rows, (18, 9), 1);
+        for sql in [
+            "SELECT g, sum(a * b) FROM t GROUP BY g",
+            "SELECT sum(a * b) FROM t",
+        ] {
+            let err = run(Arc::clone(&t), sql, true).await.unwrap_err();
+            assert!(
+                err.to_string().contains("sum overflows DECIMAL(38, 18)"),
+                "{sql}: {err}"
+            );
+        }
+        // Under 2^127 but past 38 digits: still refused.
+        let rows = vec![("X", Some(max), Some(max)); 120];
+        let err = run(table(&rows, (18, 9), 1), "SELECT sum(a * b) FROM t", true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("overflows"), "{err}");
+        // A plain sum of DECIMAL(38, 2) values past 2^127: DataFusion's own sum wraps to a
+        // wrong number here; the exact sum refuses.
+        let big = 10_i128.pow(37);
+        let rows = vec![("X", Some(1), Some(big)); 20];
+        let t = table(&rows, (38, 2), 1);
+        let err = run(Arc::clone(&t), "SELECT g, sum(b) FROM t GROUP BY g", true)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("sum overflows DECIMAL(38, 2)"),
+            "{err}"
+        );
+        if let Ok(out) = run(t, "SELECT g, sum(b) FROM t GROUP BY g", false).await {
+            assert!(
+                !out.contains("2000000000000000000000000000000000000.00"),
+                "DataFusion's own sum now gets this right: {out}"
+            );
+        }
+    }
+}
