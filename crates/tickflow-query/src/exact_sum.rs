@@ -604,6 +604,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rows_passed_through_unaggregated_are_summed_alike() {
+        // With many groups DataFusion stops aggregating partially and hands each row on as
+        // its own partial state (`convert_to_state`).
+        use datafusion::prelude::SessionConfig;
+        let rows = rows(30_000, false);
+        let sql = "SELECT a, sum(a * b) AS s, sum(b) FILTER (WHERE b > 1000) FROM t GROUP BY a ORDER BY a";
+        let mut outputs = Vec::new();
+        for exact in [true, false] {
+            let config = SessionConfig::new()
+                .with_target_partitions(3)
+                .set_str(
+                    "datafusion.execution.skip_partial_aggregation_probe_rows_threshold",
+                    "100",
+                )
+                .set_str(
+                    "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold",
+                    "0.1",
+                );
+            let ctx = SessionContext::new_with_config(config);
+            if exact {
+                ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
+            }
+            ctx.register_table("t", table(&rows, (18, 9), 3)).unwrap();
+            let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            outputs.push(
+                arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string(),
+            );
+            if exact {
+                let analyzed = ctx
+                    .sql(&format!("EXPLAIN ANALYZE {sql}"))
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap();
+                let analyzed = arrow::util::pretty::pretty_format_batches(&analyzed)
+                    .unwrap()
+                    .to_string();
+                assert!(analyzed.contains("exact_sum"), "{analyzed}");
+                assert!(
+                    !analyzed.contains("skipped_aggregation_rows=0,")
+                        && analyzed.contains("skipped_aggregation_rows="),
+                    "no row skipped partial aggregation: {analyzed}"
+                );
+            }
+        }
+        assert_eq!(outputs[0], outputs[1]);
+    }
+
+    #[tokio::test]
     async fn the_rule_rewrites_plain_decimal_sums_only() {
         let explain = |sql: &'static str| async move {
             let ctx = SessionContext::new();
