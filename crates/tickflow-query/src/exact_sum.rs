@@ -182,11 +182,18 @@ impl AggregateUDFImpl for ExactSum {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(
-            format!("{}[sum]", args.name),
-            args.return_type().clone(),
-            true,
-        ))])
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}[sum]", args.name),
+                args.return_type().clone(),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}[wraps]", args.name),
+                DataType::Int64,
+                true,
+            )),
+        ])
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -201,10 +208,13 @@ impl AggregateUDFImpl for ExactSum {
     }
 }
 
-/// Per group: the running sum and whether any row has counted.
+/// Per group: the running sum, how many times it wrapped past 2^127 (up minus down), and
+/// whether any row has counted. The total is exact whenever the wraps come back to zero, in
+/// whatever order the rows and partial sums arrive.
 #[derive(Debug)]
 struct Sums {
     sums: Vec<i128>,
+    wraps: Vec<i64>,
     seen: Vec<bool>,
     precision: u8,
     scale: i8,
@@ -217,6 +227,7 @@ impl Sums {
         };
         Ok(Self {
             sums: Vec::new(),
+            wraps: Vec::new(),
             seen: Vec::new(),
             precision,
             scale,
@@ -226,6 +237,7 @@ impl Sums {
     fn grow(&mut self, groups: usize) {
         if self.sums.len() < groups {
             self.sums.resize(groups, 0);
+            self.wraps.resize(groups, 0);
             self.seen.resize(groups, false);
         }
     }
@@ -252,7 +264,7 @@ impl Sums {
         }
         let nulls: Vec<_> = arrays.iter().map(|a| a.nulls()).collect();
         let counted = Counted::of(&nulls, filter);
-        let overflow = match (arrays.as_slice(), &counted) {
+        let product_overflow = match (arrays.as_slice(), &counted) {
             ([x], Counted::All) => self.add_runs(groups, x.values().iter().copied()),
             ([x], Counted::Where(_)) => {
                 let x = x.values();
@@ -275,46 +287,64 @@ impl Sums {
             }
             _ => return exec_err!("exact_sum takes one or two arguments"),
         };
-        if overflow {
+        if product_overflow {
             return self.overflowed();
         }
         Ok(())
     }
 
-    /// Adds partial sums (a state column) into the groups.
-    fn add_partial_sums(&mut self, partial: &ArrayRef, groups: &[usize]) -> Result<()> {
-        self.add_rows(std::slice::from_ref(partial), groups, None)
+    /// Adds partial states (a sum column and a wraps column) into the groups.
+    fn add_partial_sums(&mut self, state: &[ArrayRef], groups: &[usize]) -> Result<()> {
+        let [sums, wraps] = state else {
+            return exec_err!("exact_sum: a partial state has two columns");
+        };
+        let sums = decimals(sums)?;
+        let Some(wraps) = wraps.as_primitive_opt::<arrow::datatypes::Int64Type>() else {
+            return exec_err!(
+                "exact_sum: partial wraps are INT64, not {}",
+                wraps.data_type()
+            );
+        };
+        if sums.len() != groups.len() || wraps.len() != groups.len() {
+            return exec_err!("exact_sum: partial sums and groups differ in length");
+        }
+        let (values, counts) = (sums.values(), wraps.values());
+        let mut add = |i: usize| self.add_to(groups[i], values[i], counts[i]);
+        match sums.nulls() {
+            None => (0..groups.len()).for_each(&mut add),
+            Some(valid) => valid.valid_indices().for_each(&mut add),
+        }
+        Ok(())
     }
 
     /// Adds every row's value, keeping a run of rows of one group in a register: the slot
-    /// in memory is touched once per run rather than once per row. True on overflow.
+    /// in memory is touched once per run rather than once per row. Never overflows (false).
     #[inline]
     fn add_runs(&mut self, groups: &[usize], values: impl Iterator<Item = i128>) -> bool {
-        let mut overflow = false;
-        let mut run: Option<(usize, i128)> = None;
+        let mut run: Option<(usize, i128, i64)> = None;
         for (&group, value) in groups.iter().zip(values) {
             match &mut run {
-                Some((g, sum)) if *g == group => {
-                    let (s, o) = sum.overflowing_add(value);
+                Some((g, sum, wraps)) if *g == group => {
+                    let (s, wrapped) = sum.overflowing_add(value);
                     *sum = s;
-                    overflow |= o;
+                    *wraps += wrap(wrapped, value);
                 }
                 _ => {
-                    if let Some((g, sum)) = run {
-                        overflow |= self.add_to(g, sum);
+                    if let Some((g, sum, wraps)) = run {
+                        self.add_to(g, sum, wraps);
                     }
-                    run = Some((group, value));
+                    run = Some((group, value, 0));
                 }
             }
         }
-        if let Some((g, sum)) = run {
-            overflow |= self.add_to(g, sum);
+        if let Some((g, sum, wraps)) = run {
+            self.add_to(g, sum, wraps);
         }
-        overflow
+        false
     }
 
-    /// Adds `value(i)` to group `groups[i]` for each counted row. True on overflow (a
-    /// `None` value or a sum past i128).
+    /// Adds `value(i)` to group `groups[i]` for each counted row. True if a value is `None`
+    /// (a product past i128).
     #[inline]
     fn add_counted(
         &mut self,
@@ -324,7 +354,7 @@ impl Sums {
     ) -> bool {
         let mut overflow = false;
         let mut add = |i: usize| match value(i) {
-            Some(v) => overflow |= self.add_to(groups[i], v),
+            Some(v) => self.add_to(groups[i], v, 0),
             None => overflow = true,
         };
         match counted {
@@ -334,33 +364,54 @@ impl Sums {
         overflow
     }
 
-    /// Adds `value` to `group`'s sum; true on overflow.
+    /// Adds `value`, which carries `wraps` of its own, to `group`'s sum.
     #[inline]
-    fn add_to(&mut self, group: usize, value: i128) -> bool {
-        let (sum, overflow) = self.sums[group].overflowing_add(value);
+    fn add_to(&mut self, group: usize, value: i128, wraps: i64) {
+        let (sum, wrapped) = self.sums[group].overflowing_add(value);
         self.sums[group] = sum;
+        self.wraps[group] += wraps + wrap(wrapped, value);
         self.seen[group] = true;
-        overflow
     }
 
-    /// The first groups per `emit_to` as a DECIMAL array: null where no row counted. A
-    /// final result (`check_digits`) must fit the type's digits; a partial state only has
-    /// to fit i128, since later rows of other signs may bring the total back.
-    fn emit(&mut self, emit_to: EmitTo, check_digits: bool) -> Result<ArrayRef> {
+    /// The first groups per `emit_to`: the sums as a DECIMAL array, null where no row
+    /// counted, and their wraps. Only a final result has to fit the type.
+    fn emit(&mut self, emit_to: EmitTo) -> Result<(ArrayRef, Vec<i64>)> {
         let sums = emit_to.take_needed(&mut self.sums);
+        let wraps = emit_to.take_needed(&mut self.wraps);
         let seen = emit_to.take_needed(&mut self.seen);
-        // A sum can fit i128 and still have more digits than the type holds. (The array's
-        // own check also compares precision with scale, which a negative scale fails.)
-        if check_digits
-            && sums
-                .iter()
-                .any(|&v| !Decimal128Type::is_valid_decimal_precision(v, self.precision))
-        {
-            return self.overflowed();
-        }
         let array = Decimal128Array::new(sums.into(), Some(NullBuffer::from(seen)))
             .with_precision_and_scale(self.precision, self.scale)?;
-        Ok(Arc::new(array))
+        Ok((Arc::new(array), wraps))
+    }
+
+    fn emit_state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let (sums, wraps) = self.emit(emit_to)?;
+        Ok(vec![sums, Arc::new(arrow::array::Int64Array::from(wraps))])
+    }
+
+    fn emit_final(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let (sums, wraps) = self.emit(emit_to)?;
+        let values = sums.as_primitive::<Decimal128Type>().values();
+        // Wrapped past 2^127 and not back, or more digits than the type holds. (The array's
+        // own precision check also compares precision with scale, which a negative scale
+        // fails.)
+        let fits = |(&v, &w): (&i128, &i64)| {
+            w == 0 && Decimal128Type::is_valid_decimal_precision(v, self.precision)
+        };
+        if !values.iter().zip(&wraps).all(fits) {
+            return self.overflowed();
+        }
+        Ok(sums)
+    }
+}
+
+/// +1 for a sum that wrapped past i128::MAX by adding `value`, -1 past i128::MIN.
+#[inline]
+fn wrap(wrapped: bool, value: i128) -> i64 {
+    match (wrapped, value < 0) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => -1,
     }
 }
 
@@ -422,11 +473,11 @@ impl GroupsAccumulator for Sums {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        self.emit(emit_to, true)
+        self.emit_final(emit_to)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(vec![self.emit(emit_to, false)?])
+        self.emit_state(emit_to)
     }
 
     fn merge_batch(
@@ -436,7 +487,7 @@ impl GroupsAccumulator for Sums {
         total_num_groups: usize,
     ) -> Result<()> {
         self.grow(total_num_groups);
-        self.add_partial_sums(&values[0], group_indices)
+        self.add_partial_sums(values, group_indices)
     }
 
     fn convert_to_state(
@@ -448,6 +499,7 @@ impl GroupsAccumulator for Sums {
         let rows = values[0].len();
         let mut each = Self {
             sums: Vec::new(),
+            wraps: Vec::new(),
             seen: Vec::new(),
             precision: self.precision,
             scale: self.scale,
@@ -455,11 +507,13 @@ impl GroupsAccumulator for Sums {
         each.grow(rows);
         let groups: Vec<usize> = (0..rows).collect();
         each.add_rows(values, &groups, opt_filter)?;
-        Ok(vec![each.emit(EmitTo::All, false)?])
+        each.emit_state(EmitTo::All)
     }
 
     fn size(&self) -> usize {
-        self.sums.capacity() * size_of::<i128>() + self.seen.capacity()
+        self.sums.capacity() * size_of::<i128>()
+            + self.wraps.capacity() * size_of::<i64>()
+            + self.seen.capacity()
     }
 }
 
@@ -477,16 +531,20 @@ impl Accumulator for Total {
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         self.0.grow(1);
         let group = vec![0; states[0].len()];
-        self.0.add_partial_sums(&states[0], &group)
+        self.0.add_partial_sums(states, &group)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let Sums {
             precision, scale, ..
         } = self.0;
-        let sum = match (self.0.sums.first(), self.0.seen.first()) {
-            (Some(&sum), Some(true)) => {
-                if Decimal128Type::validate_decimal_precision(sum, precision, scale).is_err() {
+        let sum = match (
+            self.0.sums.first(),
+            self.0.wraps.first(),
+            self.0.seen.first(),
+        ) {
+            (Some(&sum), Some(&wraps), Some(true)) => {
+                if wraps != 0 || !Decimal128Type::is_valid_decimal_precision(sum, precision) {
                     return self.0.overflowed();
                 }
                 Some(sum)
@@ -500,11 +558,18 @@ impl Accumulator for Total {
         let Sums {
             precision, scale, ..
         } = self.0;
-        let sum = match (self.0.sums.first(), self.0.seen.first()) {
-            (Some(&sum), Some(true)) => Some(sum),
-            _ => None,
+        let (sum, wraps) = match (
+            self.0.sums.first(),
+            self.0.wraps.first(),
+            self.0.seen.first(),
+        ) {
+            (Some(&sum), Some(&wraps), Some(true)) => (Some(sum), wraps),
+            _ => (None, 0),
         };
-        Ok(vec![ScalarValue::Decimal128(sum, precision, scale)])
+        Ok(vec![
+            ScalarValue::Decimal128(sum, precision, scale),
+            ScalarValue::Int64(Some(wraps)),
+        ])
     }
 
     fn size(&self) -> usize {
@@ -760,6 +825,26 @@ mod tests {
             err.to_string().contains("sum overflows DECIMAL(38, 2)"),
             "{err}"
         );
+        // Past 2^127 and back: exact, whichever partial sums meet first.
+        let big = 9 * 10_i128.pow(37);
+        let rows = [
+            ("X", Some(1), Some(big)),
+            ("X", Some(1), Some(big)),
+            ("X", Some(1), Some(-big)),
+        ];
+        for partitions in [1, 3] {
+            let t = table(&rows, (38, 0), partitions);
+            for sql in [
+                "SELECT g, sum(b) AS s FROM t GROUP BY g",
+                "SELECT sum(b) AS s FROM t",
+            ] {
+                let out = run(Arc::clone(&t), sql, true).await.unwrap();
+                assert!(
+                    out.contains("90000000000000000000000000000000000000"),
+                    "{sql}: {out}"
+                );
+            }
+        }
         if let Ok(out) = run(t, "SELECT g, sum(b) FROM t GROUP BY g", false).await {
             assert!(
                 !out.contains("2000000000000000000000000000000000000.00"),
