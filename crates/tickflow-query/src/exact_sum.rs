@@ -265,7 +265,10 @@ impl Sums {
         let nulls: Vec<_> = arrays.iter().map(|a| a.nulls()).collect();
         let counted = Counted::of(&nulls, filter);
         let product_overflow = match (arrays.as_slice(), &counted) {
-            ([x], Counted::All) => self.add_runs(groups, x.values().iter().copied()),
+            ([x], Counted::All) => {
+                self.add_runs(groups, x.values().iter().copied());
+                false
+            }
             ([x], Counted::Where(_)) => {
                 let x = x.values();
                 self.add_counted(groups, &counted, |i| Some(x[i]))
@@ -276,8 +279,13 @@ impl Sums {
                 let narrow = |v: &i128| i128::from(*v as i64);
                 if fits_i64(a) && fits_i64(b) {
                     match &counted {
-                        Counted::All => self
-                            .add_runs(groups, a.iter().zip(b).map(|(x, y)| narrow(x) * narrow(y))),
+                        Counted::All => {
+                            self.add_runs(
+                                groups,
+                                a.iter().zip(b).map(|(x, y)| narrow(x) * narrow(y)),
+                            );
+                            false
+                        }
                         Counted::Where(_) => self
                             .add_counted(groups, &counted, |i| Some(narrow(&a[i]) * narrow(&b[i]))),
                     }
@@ -318,9 +326,9 @@ impl Sums {
     }
 
     /// Adds every row's value, keeping a run of rows of one group in a register: the slot
-    /// in memory is touched once per run rather than once per row. Never overflows (false).
+    /// in memory is touched once per run rather than once per row.
     #[inline]
-    fn add_runs(&mut self, groups: &[usize], values: impl Iterator<Item = i128>) -> bool {
+    fn add_runs(&mut self, groups: &[usize], values: impl Iterator<Item = i128>) {
         let mut run: Option<(usize, i128, i64)> = None;
         for (&group, value) in groups.iter().zip(values) {
             match &mut run {
@@ -340,7 +348,6 @@ impl Sums {
         if let Some((g, sum, wraps)) = run {
             self.add_to(g, sum, wraps);
         }
-        false
     }
 
     /// Adds `value(i)` to group `groups[i]` for each counted row. True if a value is `None`
@@ -392,16 +399,17 @@ impl Sums {
     fn emit_final(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let (sums, wraps) = self.emit(emit_to)?;
         let values = sums.as_primitive::<Decimal128Type>().values();
-        // Wrapped past 2^127 and not back, or more digits than the type holds. (The array's
-        // own precision check also compares precision with scale, which a negative scale
-        // fails.)
-        let fits = |(&v, &w): (&i128, &i64)| {
-            w == 0 && Decimal128Type::is_valid_decimal_precision(v, self.precision)
-        };
-        if !values.iter().zip(&wraps).all(fits) {
+        if !values.iter().zip(&wraps).all(|(&v, &w)| self.fits(v, w)) {
             return self.overflowed();
         }
         Ok(sums)
+    }
+
+    /// Whether a final sum is exact in the result type: it did not end wrapped past 2^127,
+    /// and it has no more digits than the type holds. (The array's own precision check also
+    /// compares precision with scale, which a negative scale fails.)
+    fn fits(&self, sum: i128, wraps: i64) -> bool {
+        wraps == 0 && Decimal128Type::is_valid_decimal_precision(sum, self.precision)
     }
 }
 
@@ -544,7 +552,7 @@ impl Accumulator for Total {
             self.0.seen.first(),
         ) {
             (Some(&sum), Some(&wraps), Some(true)) => {
-                if wraps != 0 || !Decimal128Type::is_valid_decimal_precision(sum, precision) {
+                if !self.0.fits(sum, wraps) {
                     return self.0.overflowed();
                 }
                 Some(sum)

@@ -78,6 +78,13 @@ impl QueryEngine {
         }
     }
 
+    /// What serves `file://` paths to queries (for diagnostics and tests).
+    pub fn local_store(&self) -> String {
+        self.runtime
+            .object_store(ObjectStoreUrl::local_filesystem())
+            .map_or_else(|e| format!("none: {e}"), |store| store.to_string())
+    }
+
     /// Registers every table of `snapshot` and runs one SQL statement (read-only).
     ///
     /// # Errors

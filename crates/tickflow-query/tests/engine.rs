@@ -104,3 +104,26 @@ async fn refuses_statements_that_write() {
         .unwrap_err();
     assert!(matches!(err, tickflow_query::Error::Sql(_)), "{err}");
 }
+
+#[tokio::test]
+async fn the_engine_sums_decimals_exactly_and_reads_files_mapped() {
+    let engine = QueryEngine::new().unwrap();
+    let plan = engine
+        .run(
+            Snapshot::default(),
+            "EXPLAIN SELECT symbol, sum(price * size), sum(size) FROM trades GROUP BY symbol",
+        )
+        .await
+        .unwrap();
+    let plan = tickflow_query::render(&plan, tickflow_query::Format::Csv).unwrap();
+    assert!(
+        plan.contains("exact_sum(trades.price, trades.size)"),
+        "{plan}"
+    );
+    assert!(plan.contains("exact_sum(trades.size)"), "{plan}");
+    assert!(
+        engine.local_store().starts_with("MappedFiles"),
+        "{}",
+        engine.local_store()
+    );
+}

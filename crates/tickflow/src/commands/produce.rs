@@ -63,6 +63,7 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
         write_file(args, &mut events)
     }
 }
+
 /// `127.0.0.1:8750` or `localhost:8750`: an address missing its scheme, not a file name.
 fn looks_like_host_port(to: &str) -> bool {
     to.rsplit_once(':').is_some_and(|(host, port)| {
