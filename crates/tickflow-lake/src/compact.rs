@@ -66,7 +66,7 @@ pub fn seq_range_of(path: &Path) -> Option<(u64, u64)> {
 
 /// A part file with the sequences it holds.
 #[derive(Clone, Debug)]
-struct Part {
+pub(crate) struct Part {
     path: PathBuf,
     first: u64,
     last: u64,
@@ -105,8 +105,11 @@ fn split_superseded(mut parts: Vec<Part>) -> (Vec<Part>, Vec<Part>) {
     (live, superseded)
 }
 
+/// Part files by folder.
+pub(crate) type Folders = BTreeMap<PathBuf, Vec<Part>>;
+
 /// Part files under `root`, by folder.
-fn parts_by_folder(root: &Path) -> Result<BTreeMap<PathBuf, Vec<Part>>> {
+pub(crate) fn parts_by_folder(root: &Path) -> Result<Folders> {
     let mut folders: BTreeMap<PathBuf, Vec<Part>> = BTreeMap::new();
     let mut failed = None;
     walk(root, &mut |path| {
@@ -135,17 +138,21 @@ fn parts_by_folder(root: &Path) -> Result<BTreeMap<PathBuf, Vec<Part>>> {
 }
 
 /// Part files under `root` that readers use (not superseded) holding flushes up to `max_seq`.
-pub(crate) fn live_files(root: &Path, max_seq: u64) -> Result<Vec<PathBuf>> {
+pub(crate) fn live_files(folders: &Folders, max_seq: u64) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for (_, parts) in parts_by_folder(root)? {
+    for parts in folders.values() {
         // Files past `max_seq` go first: a merged file that holds a later flush must not hide
         // the flush files a reader at `max_seq` still needs.
-        let parts = parts.into_iter().filter(|p| p.last <= max_seq).collect();
+        let parts = parts
+            .iter()
+            .filter(|p| p.last <= max_seq)
+            .cloned()
+            .collect();
         let (live, _) = split_superseded(parts);
         out.extend(live.into_iter().map(|p| p.path));
     }
     out.sort();
-    Ok(out)
+    out
 }
 
 /// Part files under `root` that a merged file supersedes.
@@ -237,9 +244,11 @@ impl Lake {
         }
         // Each merged file's data must be durable before its name supersedes anything.
         sync_filesystem(self.root())?;
-        for (tmp, path) in &written {
-            fs::rename(tmp, path).map_err(io(path))?;
-        }
+        let renamed = written
+            .iter()
+            .try_for_each(|(tmp, path)| fs::rename(tmp, path).map_err(io(path)));
+        self.changed();
+        renamed?;
         self.delete_superseded()?;
         Ok(report)
     }

@@ -1,6 +1,8 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -27,8 +29,13 @@ pub struct Lake {
     symbol_buckets: u32,
     /// Listing reads under it and compaction deletes under it, so a listing never misses
     /// both a merged file and the inputs it replaced.
-    listing: std::sync::RwLock<()>,
-    generation: std::sync::atomic::AtomicU64,
+    listing: RwLock<()>,
+    generation: AtomicU64,
+    /// Counts changes to the tree (files published or deleted), each counted once it is
+    /// done. A listing kept with the count it was taken at serves [`Lake::files`] until the
+    /// count moves: walking thousands of folders per query cost about 10 ms.
+    changes: AtomicU64,
+    listings: Mutex<HashMap<Table, (u64, Arc<compact::Folders>)>>,
 }
 
 /// The folder under `date=…` a group of rows goes to.
@@ -139,6 +146,15 @@ const UNIQUE_COLUMNS: &[&str] = &[
     "payload",
 ];
 
+/// Columns of ticks whose values repeat within a file, so their pages are a small dictionary
+/// and bit-packed indices. zstd shrinks those indices by about a tenth and costs more to
+/// undo than reading the bytes (parquet also sets up a zstd context per column chunk), so
+/// they are stored uncompressed: 5% larger files, scans of prices and sizes about a fifth
+/// faster.
+const INDEXED_COLUMNS: &[&str] = &[
+    "symbol", "price", "size", "exchange", "source", "feed", "bid", "bid_size", "ask", "ask_size",
+];
+
 impl Lake {
     /// Opens (creating) a lake at `root`.
     ///
@@ -153,13 +169,19 @@ impl Lake {
         for column in UNIQUE_COLUMNS {
             props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
         }
+        for column in INDEXED_COLUMNS {
+            props =
+                props.set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
+        }
         let props = props.build();
         Ok(Self {
             root,
             props,
             symbol_buckets: 0,
-            listing: std::sync::RwLock::new(()),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            listing: RwLock::new(()),
+            generation: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+            listings: Mutex::new(HashMap::new()),
         })
     }
 
@@ -203,6 +225,12 @@ impl Lake {
     /// Any I/O or encoding failure; files already written stay and are removed by
     /// [`Lake::recover`] unless the caller commits this flush.
     pub fn write(&self, rows: &Rows, flush_seq: u64) -> Result<WriteReport> {
+        let written = self.write_files(rows, flush_seq);
+        self.changed();
+        written
+    }
+
+    fn write_files(&self, rows: &Rows, flush_seq: u64) -> Result<WriteReport> {
         let mut report = WriteReport::default();
         let mut n = 0usize;
         let mut write = |table: Table,
@@ -262,15 +290,44 @@ impl Lake {
     /// The directory tree cannot be read.
     pub fn files(&self, table: Table, max_seq: u64) -> Result<Vec<PathBuf>> {
         let _listing = self.listing.read().unwrap_or_else(|e| e.into_inner());
-        compact::live_files(&self.root.join(table.name()), max_seq)
+        let folders = self.folders(table)?;
+        Ok(compact::live_files(&folders, max_seq))
+    }
+
+    /// The part files of `table` by folder, walked again only if the tree changed since
+    /// the kept listing was taken. A walk that overlaps a change is kept with the count
+    /// from before the change, so the next call walks again.
+    fn folders(&self, table: Table) -> Result<Arc<compact::Folders>> {
+        let changes = self.changes.load(Ordering::SeqCst);
+        let kept = |cache: &HashMap<Table, (u64, Arc<compact::Folders>)>| {
+            cache
+                .get(&table)
+                .filter(|(at, _)| *at == changes)
+                .map(|(_, f)| Arc::clone(f))
+        };
+        if let Some(folders) = kept(&self.listings.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(folders);
+        }
+        let folders = Arc::new(compact::parts_by_folder(&self.root.join(table.name()))?);
+        let mut cache = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.get(&table).is_none_or(|(at, _)| *at < changes) {
+            cache.insert(table, (changes, Arc::clone(&folders)));
+        }
+        Ok(folders)
+    }
+
+    /// Counts a finished change to the tree, so kept listings are walked again.
+    pub(crate) fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Holds off listings while superseded files are deleted, and counts the deletion in
-    /// [`Lake::generation`] before any file goes.
+    /// [`Lake::generation`] and in the changes to the tree before any file goes (no
+    /// listing can run until the deletions are done).
     pub(crate) fn deleting(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
         let guard = self.listing.write().unwrap_or_else(|e| e.into_inner());
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.changed();
         guard
     }
 
@@ -278,7 +335,7 @@ impl Lake {
     /// listing and after its query finished read every file it listed; otherwise it should
     /// list and query again.
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Deletes what a crash left behind: temporary files, part files of flushes after
@@ -297,8 +354,11 @@ impl Lake {
                 doomed.push(path.to_path_buf());
             }
         })?;
-        for path in &doomed {
-            fs::remove_file(path).map_err(io(path))?;
+        {
+            let _deleting = self.deleting();
+            for path in &doomed {
+                fs::remove_file(path).map_err(io(path))?;
+            }
         }
         let doomed = doomed.len() + self.delete_superseded()?;
         if doomed > 0 {
@@ -352,8 +412,6 @@ pub(crate) fn sync_filesystem(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use tickflow_model::{Price, Qty, Symbol, Trade};
 
@@ -459,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn dictionaries_only_where_values_repeat() {
+    fn dictionaries_only_where_values_repeat_and_those_stay_uncompressed() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
         let rows = Rows {
@@ -474,20 +532,57 @@ mod tests {
                 .metadata(),
         );
         let group = meta.row_group(0);
-        let dictionary = |name: &str| {
-            let column = group
+        let column = |name: &str| {
+            group
                 .columns()
                 .iter()
                 .find(|c| c.column_path().string() == name)
-                .unwrap();
-            column.dictionary_page_offset().is_some()
+                .unwrap()
         };
-        for name in ["symbol", "price", "source"] {
-            assert!(dictionary(name), "{name} should keep its dictionary");
+        for name in ["symbol", "price", "size", "source"] {
+            assert!(
+                column(name).dictionary_page_offset().is_some(),
+                "{name} should keep its dictionary"
+            );
+            assert_eq!(
+                column(name).compression(),
+                Compression::UNCOMPRESSED,
+                "{name}"
+            );
         }
         for name in ["ts_event", "ts_recv", "seq"] {
-            assert!(!dictionary(name), "{name} should be written plain");
+            assert!(
+                column(name).dictionary_page_offset().is_none(),
+                "{name} should be written plain"
+            );
+            assert!(
+                matches!(column(name).compression(), Compression::ZSTD(_)),
+                "{name} should be compressed"
+            );
         }
+    }
+
+    #[test]
+    fn listings_are_kept_until_the_lake_changes_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let rows = |sym: &str| Rows {
+            trades: vec![trade(sym, 0, 1)],
+            ..Default::default()
+        };
+        lake.write(&rows("NVDA"), 1).unwrap();
+        let first = lake.files(Table::Trades, u64::MAX).unwrap();
+        assert_eq!(first.len(), 1);
+        // A file the lake did not write is not seen until the lake itself changes the
+        // tree: the listing is kept, not walked per call.
+        let folder = first[0].parent().unwrap();
+        fs::copy(&first[0], folder.join("part-000000000002-00000.parquet")).unwrap();
+        assert_eq!(lake.files(Table::Trades, u64::MAX).unwrap(), first);
+        lake.write(&rows("AAPL"), 3).unwrap();
+        assert_eq!(lake.files(Table::Trades, u64::MAX).unwrap().len(), 3);
+        // Deleting counts as a change too.
+        assert_eq!(lake.recover(1).unwrap(), 2);
+        assert_eq!(lake.files(Table::Trades, u64::MAX).unwrap(), first);
     }
 
     #[test]
