@@ -12,6 +12,7 @@
 //!
 //! The result has the name, type and value DataFusion's `sum` gives whenever that is right.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array};
@@ -264,9 +265,26 @@ impl Sums {
         }
         let nulls: Vec<_> = arrays.iter().map(|a| a.nulls()).collect();
         let counted = Counted::of(&nulls, filter);
+        let n = groups.len();
         let product_overflow = match (arrays.as_slice(), &counted) {
             ([x], Counted::All) => {
-                self.add_runs(groups, x.values().iter().copied());
+                let x = x.values();
+                // One pass sums the runs unchecked and finds the widest value; the sums are
+                // kept only if that shows no run could have wrapped.
+                let (runs, seen) = wrapping_runs(groups, |rows| {
+                    let mut seen = 0;
+                    let mut sum = 0i128;
+                    for &v in &x[rows] {
+                        seen |= magnitude(v);
+                        sum = sum.wrapping_add(v);
+                    }
+                    (sum, [seen, 0])
+                });
+                if bits(seen[0]) + headroom(n) < 127 {
+                    runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
+                } else {
+                    self.add_runs(groups, x.iter().copied());
+                }
                 false
             }
             ([x], Counted::Where(_)) => {
@@ -276,21 +294,42 @@ impl Sums {
             ([a, b], _) => {
                 let (a, b) = (a.values(), b.values());
                 // |a|, |b| < 2^63 makes every product fit i128 with room to spare.
-                let narrow = |v: &i128| i128::from(*v as i64);
-                if fits_i64(a) && fits_i64(b) {
-                    match &counted {
-                        Counted::All => {
-                            self.add_runs(
-                                groups,
-                                a.iter().zip(b).map(|(x, y)| narrow(x) * narrow(y)),
-                            );
-                            false
-                        }
-                        Counted::Where(_) => self
-                            .add_counted(groups, &counted, |i| Some(narrow(&a[i]) * narrow(&b[i]))),
+                let narrow = |v: i128| i128::from(v as i64);
+                let (runs, (seen_a, seen_b)) = match &counted {
+                    Counted::All => {
+                        let (runs, seen) = wrapping_runs(groups, |rows| {
+                            let (mut seen_a, mut seen_b) = (0, 0);
+                            let mut sum = 0i128;
+                            for (&x, &y) in a[rows.clone()].iter().zip(&b[rows]) {
+                                seen_a |= magnitude(x);
+                                seen_b |= magnitude(y);
+                                sum = sum.wrapping_add(narrow(x) * narrow(y));
+                            }
+                            (sum, [seen_a, seen_b])
+                        });
+                        (runs, (seen[0], seen[1]))
                     }
-                } else {
-                    self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i]))
+                    Counted::Where(_) => {
+                        let seen = |v: &[i128]| v.iter().fold(0, |m, &v| m | magnitude(v));
+                        (Vec::new(), (seen(a), seen(b)))
+                    }
+                };
+                let (bits_a, bits_b) = (bits(seen_a), bits(seen_b));
+                let narrow_enough = bits_a <= 64 && bits_b <= 64;
+                match &counted {
+                    Counted::All if narrow_enough && bits_a + bits_b + headroom(n) < 127 => {
+                        runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
+                        false
+                    }
+                    Counted::All if narrow_enough => {
+                        let products = a.iter().zip(b).map(|(&x, &y)| narrow(x) * narrow(y));
+                        self.add_runs(groups, products);
+                        false
+                    }
+                    Counted::Where(_) if narrow_enough => {
+                        self.add_counted(groups, &counted, |i| Some(narrow(a[i]) * narrow(b[i])))
+                    }
+                    _ => self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i])),
                 }
             }
             _ => return exec_err!("exact_sum takes one or two arguments"),
@@ -453,12 +492,57 @@ impl Counted {
     }
 }
 
-/// Whether every value fits 64 bits (checked over the whole batch so the loop that follows
-/// has no branch for it).
-fn fits_i64(values: &[i128]) -> bool {
-    values
-        .iter()
-        .fold(true, |ok, &v| ok & (i128::from(v as i64) == v))
+/// `v`'s magnitude for [`bits`]: `v` if it is not negative, `-v - 1` if it is (both need
+/// the same bits as a signed number).
+#[inline]
+fn magnitude(v: i128) -> u128 {
+    (v ^ (v >> 127)) as u128
+}
+
+/// Bits a signed number needs to hold every value whose [`magnitude`]s were ORed into
+/// `seen`: up to 64 fit an i64.
+fn bits(seen: u128) -> u32 {
+    128 - seen.leading_zeros() + 1
+}
+
+/// Each run of rows of one group in `groups`, with `sum(rows)` of it, and every run's
+/// `seen` ORed together: one pass, no checks, for a caller that shows afterwards (from
+/// what was seen) that no run could wrap. `sum` runs over a slice with no group in sight,
+/// so its loop keeps everything in registers.
+fn wrapping_runs(
+    groups: &[usize],
+    mut sum: impl FnMut(Range<usize>) -> (i128, [u128; 2]),
+) -> (Vec<(usize, i128)>, [u128; 2]) {
+    let mut runs = Vec::new();
+    let mut seen = [0; 2];
+    let mut start = 0;
+    while let Some(&group) = groups.get(start) {
+        let len = run_len(&groups[start..], group);
+        let (total, what) = sum(start..start + len);
+        runs.push((group, total));
+        seen = [seen[0] | what[0], seen[1] | what[1]];
+        start += len;
+    }
+    (runs, seen)
+}
+
+/// How many of `groups` from the first are `group`: a block at a time with no branch
+/// inside it, which the compiler turns into vector compares.
+pub(crate) fn run_len<T: Copy + PartialEq>(groups: &[T], group: T) -> usize {
+    let mut len = 0;
+    for block in groups.chunks(64) {
+        if block.iter().fold(true, |all, &g| all & (g == group)) {
+            len += block.len();
+        } else {
+            return len + block.iter().take_while(|&&g| g == group).count();
+        }
+    }
+    len
+}
+
+/// Bits a sum of `n` values may need beyond the widest value's.
+fn headroom(n: usize) -> u32 {
+    usize::BITS - n.leading_zeros()
 }
 
 fn decimals(array: &ArrayRef) -> Result<&Decimal128Array> {

@@ -11,6 +11,7 @@ mod format;
 mod lake_table;
 mod mapped;
 mod snapshot;
+mod symbol_runs;
 
 pub use error::{Error, Result};
 pub use format::{Format, render};

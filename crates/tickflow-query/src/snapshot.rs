@@ -1,18 +1,23 @@
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::object_store;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tickflow_lake::{RecordBatch, Table};
 
 use crate::exact_sum::ExactDecimalSums;
 use crate::lake_table::LakeTable;
 use crate::mapped::MappedFiles;
+use crate::symbol_runs::GroupBySymbolRuns;
 use crate::{Error, Result};
 
 /// What a query reads: per table, the Parquet files and the in-memory batches.
@@ -47,6 +52,7 @@ const METADATA_CACHE_BYTES: usize = 256 * 1024 * 1024;
 pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     config: SessionConfig,
+    mapped: Arc<MappedFiles>,
 }
 
 impl QueryEngine {
@@ -62,11 +68,16 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(caches)
             .build_arc()?;
+        let mapped = Arc::new(MappedFiles::default());
         runtime.register_object_store(
             ObjectStoreUrl::local_filesystem().as_ref(),
-            Arc::new(MappedFiles::default()),
+            Arc::clone(&mapped) as _,
         );
-        Ok(Self { runtime, config })
+        Ok(Self {
+            runtime,
+            config,
+            mapped,
+        })
     }
 
     /// How many files have their statistics and their footer cached.
@@ -91,8 +102,14 @@ impl QueryEngine {
     /// [`Error::Sql`] for a statement that does not parse or plan; [`Error::Execution`]
     /// otherwise.
     pub async fn run(&self, snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
-        let ctx =
-            SessionContext::new_with_config_rt(self.config.clone(), Arc::clone(&self.runtime));
+        self.mapped.keep_only(&lake_locations(&snapshot)?);
+        let state = SessionStateBuilder::new()
+            .with_config(self.config.clone())
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(GroupBySymbolRuns))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
         for table in Table::ALL {
             self.register(&ctx, &snapshot, table)?;
@@ -137,6 +154,20 @@ impl QueryEngine {
         ctx.register_table(table.name(), union.into_view())?;
         Ok(())
     }
+}
+
+/// Every lake file of `snapshot`, named as the scans will name it.
+fn lake_locations(snapshot: &Snapshot) -> Result<HashSet<object_store::path::Path>> {
+    snapshot
+        .files
+        .iter()
+        .flat_map(|(_, files)| files)
+        .map(|path| {
+            Ok(ListingTableUrl::parse(path.to_string_lossy())?
+                .prefix()
+                .clone())
+        })
+        .collect()
 }
 
 /// Counts of files in a [`QueryEngine`]'s caches.

@@ -106,7 +106,7 @@ async fn refuses_statements_that_write() {
 }
 
 #[tokio::test]
-async fn the_engine_sums_decimals_exactly_and_reads_files_mapped() {
+async fn the_engine_sums_decimals_exactly_groups_symbol_runs_and_reads_files_mapped() {
     let engine = QueryEngine::new().unwrap();
     let plan = engine
         .run(
@@ -121,6 +121,10 @@ async fn the_engine_sums_decimals_exactly_and_reads_files_mapped() {
         "{plan}"
     );
     assert!(plan.contains("exact_sum(trades.size)"), "{plan}");
+    assert!(
+        plan.contains("SymbolRunsExec"),
+        "grouping by symbol looks up runs: {plan}"
+    );
     assert!(
         engine.local_store().starts_with("MappedFiles"),
         "{}",
