@@ -1,16 +1,17 @@
-//! Partial aggregation grouped by `symbol`, one group lookup per run of equal symbols.
+//! Aggregation grouped by `symbol`, one group lookup per run of equal symbols.
 //!
 //! The lake keeps each symbol's rows together: a folder per symbol, and files sorted by
 //! symbol where symbols share a bucket folder or a merged file. So a batch read from it is
 //! one symbol, or a few long runs. DataFusion's hash aggregation still hashes and probes
 //! every row's string, which was a quarter of `SELECT symbol, sum(…) … GROUP BY symbol`.
-//! The physical rule [`GroupBySymbolRuns`] swaps the partial stage of such a query for
-//! [`SymbolRunsExec`], which finds where the symbol changes, looks each run's symbol up
+//! The physical rule [`GroupBySymbolRuns`] swaps the stage that reads rows of such a query
+//! for [`SymbolRunsExec`], which finds where the symbol changes, looks each run's symbol up
 //! once, and hands the accumulators the same group indices DataFusion would. Rows that
 //! are not in runs (unflushed rows arrive interleaved) cost one lookup each.
 //!
-//! Only the partial stage changes: it emits the same columns (symbol, then each
-//! aggregate's state), and DataFusion's final stage merges them as before.
+//! Only that stage changes and it emits the same columns: as a partial stage the symbol and
+//! each aggregate's state, which DataFusion's final stage merges as before; as the only
+//! stage (one input partition, or inputs already partitioned by symbol) the results.
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,7 +39,8 @@ use futures::StreamExt;
 
 use crate::exact_sum::run_len;
 
-/// Replaces `AggregateExec(mode=Partial, gby=[symbol])` with [`SymbolRunsExec`] where every
+/// Replaces `AggregateExec(gby=[symbol])` over rows (a partial or single stage) with
+/// [`SymbolRunsExec`] where every
 /// aggregate can take group indices (sums, counts, min, max; not ordered or distinct ones).
 #[derive(Debug, Default)]
 pub(crate) struct GroupBySymbolRuns;
@@ -82,7 +84,11 @@ fn by_symbol_runs(aggregate: &AggregateExec) -> Result<bool> {
         .downcast_ref::<Column>()
         .is_some_and(|c| c.name() == "symbol");
     let key_type = key.data_type(&aggregate.input_schema())?;
-    Ok(*aggregate.mode() == AggregateMode::Partial
+    let over_rows = matches!(
+        aggregate.mode(),
+        AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
+    );
+    Ok(over_rows
         && !group_by.has_grouping_set()
         && is_symbol
         && key_type == DataType::Utf8View
@@ -93,8 +99,8 @@ fn by_symbol_runs(aggregate: &AggregateExec) -> Result<bool> {
         }))
 }
 
-/// The partial stage of an aggregate grouped by `symbol`, looking up each run of equal
-/// symbols once. Output: the same schema and partitioning as the `AggregateExec` it
+/// The stage of an aggregate grouped by `symbol` that reads rows, looking up each run of
+/// equal symbols once. Output: the same schema and partitioning as the `AggregateExec` it
 /// replaces.
 #[derive(Debug)]
 pub(crate) struct SymbolRunsExec {
@@ -113,7 +119,11 @@ impl SymbolRunsExec {
 
 impl DisplayAs for SymbolRunsExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "SymbolRunsExec: mode=Partial, gby=[symbol], aggr=[")?;
+        write!(
+            f,
+            "SymbolRunsExec: mode={:?}, gby=[symbol], aggr=[",
+            self.aggregate.mode()
+        )?;
         if t != DisplayFormatType::TreeRender {
             let names: Vec<&str> = self
                 .aggregate
@@ -217,6 +227,8 @@ struct Groups {
     null_group: Option<usize>,
     /// Reused for each batch's group indices.
     indices: Vec<usize>,
+    /// Emit each aggregate's state for a final stage, or its result.
+    partial: bool,
 }
 
 impl Groups {
@@ -234,6 +246,7 @@ impl Groups {
             index: HashMap::default(),
             null_group: None,
             indices: Vec::new(),
+            partial: *aggregate.mode() == AggregateMode::Partial,
         })
     }
 
@@ -295,12 +308,16 @@ impl Groups {
         next
     }
 
-    /// Every group's symbol and states, in the partial stage's schema.
+    /// Every group's symbol and states (or results), in the replaced stage's schema.
     fn emit(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
         let symbols: StringViewArray = self.symbols.iter().map(Option::as_deref).collect();
         let mut columns: Vec<ArrayRef> = vec![Arc::new(symbols)];
         for accumulator in &mut self.accumulators {
-            columns.extend(accumulator.state(EmitTo::All)?);
+            if self.partial {
+                columns.extend(accumulator.state(EmitTo::All)?);
+            } else {
+                columns.push(accumulator.evaluate(EmitTo::All)?);
+            }
         }
         Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
     }
@@ -347,7 +364,7 @@ mod tests {
     /// `t(symbol, price, n)` over three partitions of several batches each: long runs of one
     /// symbol, then interleaved rows, null symbols, and symbols too long to sit inline in
     /// a string view.
-    fn table() -> Arc<MemTable> {
+    fn table(partitions: usize) -> Arc<MemTable> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("symbol", DataType::Utf8View, true),
             Field::new("price", DataType::Decimal128(18, 9), true),
@@ -365,7 +382,7 @@ mod tests {
             )
             .unwrap()
         };
-        let mut partitions = Vec::new();
+        let mut parts = Vec::new();
         for p in 0..3usize {
             let mut batches = Vec::new();
             for b in 0..4usize {
@@ -386,19 +403,29 @@ mod tests {
                     .collect();
                 batches.push(batch(rows));
             }
-            partitions.push(batches);
+            parts.push(batches);
         }
-        Arc::new(MemTable::try_new(schema, partitions).unwrap())
+        if partitions == 1 {
+            parts = vec![parts.concat()];
+        }
+        Arc::new(MemTable::try_new(schema, parts).unwrap())
     }
 
     async fn run(sql: &str, by_runs: bool) -> (String, String) {
-        let mut state = SessionStateBuilder::new().with_default_features();
+        run_on(sql, by_runs, 3).await
+    }
+
+    async fn run_on(sql: &str, by_runs: bool, partitions: usize) -> (String, String) {
+        let config = datafusion::prelude::SessionConfig::new().with_target_partitions(partitions);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
         if by_runs {
             state = state.with_physical_optimizer_rule(Arc::new(GroupBySymbolRuns));
         }
         let ctx = SessionContext::new_with_state(state.build());
         ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
-        ctx.register_table("t", table()).unwrap();
+        ctx.register_table("t", table(partitions)).unwrap();
         let df = ctx.sql(sql).await.unwrap();
         let plan = df.clone().create_physical_plan().await.unwrap();
         let plan = datafusion::physical_plan::displayable(plan.as_ref())
@@ -421,12 +448,16 @@ mod tests {
             // DataFusion groups by (symbol, n) first, then by symbol over those groups.
             "SELECT symbol, count(DISTINCT n) FROM t GROUP BY symbol ORDER BY 1, 2",
         ];
-        for sql in queries {
-            let (expected, plain) = run(sql, false).await;
-            let (got, plan) = run(sql, true).await;
-            assert!(!plain.contains("SymbolRunsExec"), "{plain}");
-            assert!(plan.contains("SymbolRunsExec"), "{sql}: {plan}");
-            assert_eq!(got, expected, "{sql}");
+        for partitions in [3, 1] {
+            for sql in queries {
+                let (expected, plain) = run_on(sql, false, partitions).await;
+                let (got, plan) = run_on(sql, true, partitions).await;
+                assert!(!plain.contains("SymbolRunsExec"), "{plain}");
+                assert!(plan.contains("SymbolRunsExec"), "{sql}: {plan}");
+                let stage = if partitions == 1 { "Single" } else { "Partial" };
+                assert!(plan.contains(&format!("mode={stage}")), "{plan}");
+                assert_eq!(got, expected, "{sql}");
+            }
         }
     }
 
