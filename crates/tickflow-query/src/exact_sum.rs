@@ -291,45 +291,37 @@ impl Sums {
                 let x = x.values();
                 self.add_counted(groups, &counted, |i| Some(x[i]))
             }
-            ([a, b], _) => {
+            ([a, b], Counted::All) => {
                 let (a, b) = (a.values(), b.values());
-                // |a|, |b| < 2^63 makes every product fit i128 with room to spare.
-                let narrow = |v: i128| i128::from(v as i64);
-                let (runs, (seen_a, seen_b)) = match &counted {
-                    Counted::All => {
-                        let (runs, seen) = wrapping_runs(groups, |rows| {
-                            let (mut seen_a, mut seen_b) = (0, 0);
-                            let mut sum = 0i128;
-                            for (&x, &y) in a[rows.clone()].iter().zip(&b[rows]) {
-                                seen_a |= magnitude(x);
-                                seen_b |= magnitude(y);
-                                sum = sum.wrapping_add(narrow(x) * narrow(y));
-                            }
-                            (sum, [seen_a, seen_b])
-                        });
-                        (runs, (seen[0], seen[1]))
+                let (runs, [seen_a, seen_b]) = wrapping_runs(groups, |rows| {
+                    let (mut seen_a, mut seen_b) = (0, 0);
+                    let mut sum = 0i128;
+                    for (&x, &y) in a[rows.clone()].iter().zip(&b[rows]) {
+                        seen_a |= magnitude(x);
+                        seen_b |= magnitude(y);
+                        sum = sum.wrapping_add(narrow(x) * narrow(y));
                     }
-                    Counted::Where(_) => {
-                        let seen = |v: &[i128]| v.iter().fold(0, |m, &v| m | magnitude(v));
-                        (Vec::new(), (seen(a), seen(b)))
-                    }
-                };
+                    (sum, [seen_a, seen_b])
+                });
                 let (bits_a, bits_b) = (bits(seen_a), bits(seen_b));
-                let narrow_enough = bits_a <= 64 && bits_b <= 64;
-                match &counted {
-                    Counted::All if narrow_enough && bits_a + bits_b + headroom(n) < 127 => {
-                        runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
-                        false
-                    }
-                    Counted::All if narrow_enough => {
-                        let products = a.iter().zip(b).map(|(&x, &y)| narrow(x) * narrow(y));
-                        self.add_runs(groups, products);
-                        false
-                    }
-                    Counted::Where(_) if narrow_enough => {
-                        self.add_counted(groups, &counted, |i| Some(narrow(a[i]) * narrow(b[i])))
-                    }
-                    _ => self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i])),
+                if bits_a > 64 || bits_b > 64 {
+                    self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i]))
+                } else if bits_a + bits_b + headroom(n) < 127 {
+                    runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
+                    false
+                } else {
+                    let products = a.iter().zip(b).map(|(&x, &y)| narrow(x) * narrow(y));
+                    self.add_runs(groups, products);
+                    false
+                }
+            }
+            ([a, b], Counted::Where(_)) => {
+                let (a, b) = (a.values(), b.values());
+                let seen = |v: &[i128]| v.iter().fold(0, |m, &v| m | magnitude(v));
+                if bits(seen(a)) <= 64 && bits(seen(b)) <= 64 {
+                    self.add_counted(groups, &counted, |i| Some(narrow(a[i]) * narrow(b[i])))
+                } else {
+                    self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i]))
                 }
             }
             _ => return exec_err!("exact_sum takes one or two arguments"),
@@ -538,6 +530,13 @@ pub(crate) fn run_len<T: Copy + PartialEq>(groups: &[T], group: T) -> usize {
         }
     }
     len
+}
+
+/// `v` as an i64, widened back: `v` itself when it fits 64 bits. Two such values multiply
+/// into an i128 with room to spare (|a|, |b| <= 2^63).
+#[inline]
+fn narrow(v: i128) -> i128 {
+    i128::from(v as i64)
 }
 
 /// Bits a sum of `n` values may need beyond the widest value's.
