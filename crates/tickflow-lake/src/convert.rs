@@ -3,24 +3,49 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, StringArray,
-    TimestampNanosecondArray, UInt64Array,
+    ArrayRef, BooleanArray, Date32Array, Decimal64Array, Decimal128Array, Float64Array,
+    StringArray, TimestampNanosecondArray, UInt64Array,
 };
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use tickflow_model::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
 
-use crate::table::{PRICE, VOLUME};
+use crate::table::{PRICE_DIGITS, VOLUME_DIGITS};
 use crate::{Error, Result, Rows, Table};
 
 fn ts(values: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(TimestampNanosecondArray::from_iter_values(values).with_timezone("UTC"))
 }
 
-fn dec(values: impl Iterator<Item = i128>, wide: bool) -> Result<ArrayRef> {
-    let (p, s) = match if wide { VOLUME } else { PRICE } {
-        arrow::datatypes::DataType::Decimal128(p, s) => (p, s),
-        _ => (38, 9),
+/// Prices and sizes: 64-bit decimals, as Parquet stores them (an INT64 column), so that a
+/// reader asking for them as such gets the file's values without widening each one.
+/// Validation keeps every value under 10^18 units (DECIMAL(18, 9)); one that is not is an
+/// error here, not a wrapped number.
+fn price<T: Into<i128>>(values: impl Iterator<Item = T>) -> Result<ArrayRef> {
+    let (p, s) = PRICE_DIGITS;
+    let error = |source| Error::Arrow {
+        table: "decimal",
+        source,
     };
+    let values = values
+        .map(|v| {
+            let v = v.into();
+            i64::try_from(v).map_err(|_| {
+                error(ArrowError::InvalidArgumentError(format!(
+                    "{v} units of 10^-9 do not fit DECIMAL({p}, {s})"
+                )))
+            })
+        })
+        .collect::<Result<Vec<i64>>>()?;
+    let array = Decimal64Array::from(values)
+        .with_precision_and_scale(p, s)
+        .map_err(error)?;
+    Ok(Arc::new(array))
+}
+
+/// Sums of sizes, which need more than 18 digits.
+fn volume(values: impl Iterator<Item = i128>) -> Result<ArrayRef> {
+    let (p, s) = VOLUME_DIGITS;
     let array = Decimal128Array::from_iter_values(values)
         .with_precision_and_scale(p, s)
         .map_err(|source| Error::Arrow {
@@ -57,8 +82,8 @@ pub(crate) fn trades(rows: &[&Trade]) -> Result<RecordBatch> {
             text(it().map(|t| t.symbol.as_str())),
             ts(it().map(|t| t.ts_event.0)),
             ts(it().map(|t| t.ts_recv.0)),
-            dec(it().map(|t| i128::from(t.price.raw())), false)?,
-            dec(it().map(|t| i128::from(t.size.raw())), false)?,
+            price(it().map(|t| t.price.raw()))?,
+            price(it().map(|t| t.size.raw()))?,
             opt_text(it().map(|t| t.trade_id.as_deref())),
             opt_text(it().map(|t| t.exchange.as_deref())),
             text(it().map(|t| &*t.source)),
@@ -76,10 +101,10 @@ pub(crate) fn quotes(rows: &[&Quote]) -> Result<RecordBatch> {
             text(it().map(|q| q.symbol.as_str())),
             ts(it().map(|q| q.ts_event.0)),
             ts(it().map(|q| q.ts_recv.0)),
-            dec(it().map(|q| i128::from(q.bid.raw())), false)?,
-            dec(it().map(|q| i128::from(q.bid_size.raw())), false)?,
-            dec(it().map(|q| i128::from(q.ask.raw())), false)?,
-            dec(it().map(|q| i128::from(q.ask_size.raw())), false)?,
+            price(it().map(|q| q.bid.raw()))?,
+            price(it().map(|q| q.bid_size.raw()))?,
+            price(it().map(|q| q.ask.raw()))?,
+            price(it().map(|q| q.ask_size.raw()))?,
             text(it().map(|q| &*q.source)),
             text(it().map(|q| &*q.feed)),
             opt_u64(it().map(|q| q.seq)),
@@ -96,12 +121,12 @@ pub(crate) fn bars(rows: &[&Bar]) -> Result<RecordBatch> {
             text(it().map(|b| b.interval.as_str())),
             ts(it().map(|b| b.start.0)),
             ts(it().map(|b| b.end.0)),
-            dec(it().map(|b| i128::from(b.open.raw())), false)?,
-            dec(it().map(|b| i128::from(b.high.raw())), false)?,
-            dec(it().map(|b| i128::from(b.low.raw())), false)?,
-            dec(it().map(|b| i128::from(b.close.raw())), false)?,
-            dec(it().map(|b| b.volume.raw()), true)?,
-            dec(it().map(|b| i128::from(b.vwap.raw())), false)?,
+            price(it().map(|b| b.open.raw()))?,
+            price(it().map(|b| b.high.raw()))?,
+            price(it().map(|b| b.low.raw()))?,
+            price(it().map(|b| b.close.raw()))?,
+            volume(it().map(|b| b.volume.raw()))?,
+            price(it().map(|b| b.vwap.raw()))?,
             Arc::new(UInt64Array::from_iter_values(it().map(|b| b.trade_count))),
             Arc::new(it().map(|b| Some(b.is_final)).collect::<BooleanArray>()),
         ],
@@ -115,13 +140,13 @@ pub(crate) fn daily_metrics(rows: &[&DailyMetric]) -> Result<RecordBatch> {
         vec![
             text(it().map(|m| m.symbol.as_str())),
             Arc::new(Date32Array::from_iter_values(it().map(|m| m.date.0))),
-            dec(it().map(|m| i128::from(m.open.raw())), false)?,
-            dec(it().map(|m| i128::from(m.high.raw())), false)?,
-            dec(it().map(|m| i128::from(m.low.raw())), false)?,
-            dec(it().map(|m| i128::from(m.close.raw())), false)?,
-            dec(it().map(|m| m.volume.raw()), true)?,
+            price(it().map(|m| m.open.raw()))?,
+            price(it().map(|m| m.high.raw()))?,
+            price(it().map(|m| m.low.raw()))?,
+            price(it().map(|m| m.close.raw()))?,
+            volume(it().map(|m| m.volume.raw()))?,
             Arc::new(Float64Array::from_iter_values(it().map(|m| m.volatility))),
-            dec(it().map(|m| i128::from(m.rolling_avg_5d.raw())), false)?,
+            price(it().map(|m| m.rolling_avg_5d.raw()))?,
             Arc::new(it().map(|m| m.daily_pct_change).collect::<Float64Array>()),
         ],
     )
@@ -136,7 +161,7 @@ pub(crate) fn alerts(rows: &[&Alert]) -> Result<RecordBatch> {
             text(it().map(|a| a.rule.as_str())),
             text(it().map(|a| a.symbol.as_str())),
             ts(it().map(|a| a.ts.0)),
-            dec(it().map(|a| i128::from(a.value.raw())), false)?,
+            price(it().map(|a| a.value.raw()))?,
             text(it().map(|a| a.threshold.as_str())),
             text(it().map(|a| a.message.as_str())),
             text(it().map(|a| a.severity.as_str())),

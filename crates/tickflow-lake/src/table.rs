@@ -14,10 +14,14 @@ pub enum Table {
     Dlq,
 }
 
-/// Exact prices and sizes: DECIMAL(18, 9), an i64 in Parquet.
-pub(crate) const PRICE: DataType = DataType::Decimal128(18, 9);
+/// Exact prices and sizes: DECIMAL(18, 9), an i64 in Parquet and in Arrow. Files carry it
+/// as a 64-bit decimal so that a reader can take the stored values as they are; SQL shows
+/// it as DECIMAL128 (the query engine widens where it must).
+pub(crate) const PRICE_DIGITS: (u8, i8) = (18, 9);
+pub(crate) const PRICE: DataType = DataType::Decimal64(PRICE_DIGITS.0, PRICE_DIGITS.1);
 /// Sums of sizes: DECIMAL(38, 9).
-pub(crate) const VOLUME: DataType = DataType::Decimal128(38, 9);
+pub(crate) const VOLUME_DIGITS: (u8, i8) = (38, 9);
+pub(crate) const VOLUME: DataType = DataType::Decimal128(VOLUME_DIGITS.0, VOLUME_DIGITS.1);
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
@@ -130,7 +134,8 @@ impl Table {
         }
     }
 
-    /// The Arrow schema, which is also the Parquet schema.
+    /// The Arrow schema, which is also the Parquet schema: prices and sizes are 64-bit
+    /// decimals here (SQL shows them as DECIMAL128).
     pub fn schema(self) -> SchemaRef {
         Arc::clone(&SCHEMAS[self as usize])
     }

@@ -618,15 +618,22 @@ mod tests {
             ]
         );
 
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&files[0]).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&files[0]).unwrap()).unwrap();
+        // Any Parquet reader sees an INT64 DECIMAL(18, 9); an Arrow reader gets the values
+        // as 64-bit decimals, as they are stored.
+        let price = builder.parquet_schema().column(3);
+        assert_eq!(price.physical_type(), parquet::basic::Type::INT64);
+        assert!(matches!(
+            price.logical_type_ref(),
+            Some(parquet::basic::LogicalType::Decimal(_))
+        ));
+        assert_eq!((price.type_precision(), price.type_scale()), (18, 9));
+        let batches: Vec<_> = builder.build().unwrap().map(|b| b.unwrap()).collect();
         assert_eq!(batches[0].num_rows(), 2);
         assert_eq!(
             batches[0].schema().field(3).data_type(),
-            &arrow::datatypes::DataType::Decimal128(18, 9)
+            &arrow::datatypes::DataType::Decimal64(18, 9)
         );
 
         lake.write(&rows, 2).unwrap();

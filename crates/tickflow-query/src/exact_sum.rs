@@ -12,13 +12,14 @@
 //!
 //! The result has the name, type and value DataFusion's `sum` gives whenever that is right.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Decimal128Array};
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{
-    DECIMAL128_MAX_PRECISION, DataType, Decimal128Type, DecimalType, Field, FieldRef,
+    DECIMAL128_MAX_PRECISION, DataType, Decimal64Type, Decimal128Type, DecimalType, Field, FieldRef,
 };
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, ScalarValue, exec_err, plan_err};
@@ -99,9 +100,7 @@ fn exact(expr: &Expr, schema: &DFSchema) -> Result<Option<Expr>> {
     if !plain {
         return Ok(None);
     }
-    let decimal = |e: &Expr| -> Result<bool> {
-        Ok(matches!(e.get_type(schema)?, DataType::Decimal128(_, _)))
-    };
+    let decimal = |e: &Expr| -> Result<bool> { Ok(digits(&e.get_type(schema)?).is_some()) };
     let args = match &params.args[0] {
         Expr::BinaryExpr(BinaryExpr {
             left,
@@ -155,10 +154,10 @@ impl AggregateUDFImpl for ExactSum {
     }
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
-        let (precision, scale) = match args {
-            [DataType::Decimal128(p, s)] => (*p, *s),
-            [DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)] => {
-                let scale = i16::from(*s1) + i16::from(*s2);
+        let (precision, scale) = match args.iter().map(digits).collect::<Vec<_>>()[..] {
+            [Some((p, s))] => (p, s),
+            [Some((p1, s1)), Some((p2, s2))] => {
+                let scale = i16::from(s1) + i16::from(s2);
                 let Ok(scale) = i8::try_from(scale) else {
                     return plan_err!(
                         "the product of {:?} and {:?} has scale {scale}",
@@ -169,7 +168,7 @@ impl AggregateUDFImpl for ExactSum {
                 // As DataFusion types `a * b` (Hive's rule).
                 ((p1 + p2 + 1).min(DECIMAL128_MAX_PRECISION), scale)
             }
-            _ => return plan_err!("exact_sum takes one or two DECIMAL128 values, not {args:?}"),
+            _ => return plan_err!("exact_sum takes one or two decimal values, not {args:?}"),
         };
         // As DataFusion types `sum`: ten more digits.
         Ok(DataType::Decimal128(
@@ -179,7 +178,10 @@ impl AggregateUDFImpl for ExactSum {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Total(Sums::new(args.return_field.data_type())?)))
+        Ok(Box::new(Total {
+            sums: Sums::new(args.return_field.data_type())?,
+            zeros: Vec::new(),
+        }))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -206,6 +208,14 @@ impl AggregateUDFImpl for ExactSum {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(Sums::new(args.return_field.data_type())?))
+    }
+}
+
+/// Precision and scale of a DECIMAL64 or DECIMAL128, the decimals `exact_sum` takes.
+fn digits(t: &DataType) -> Option<(u8, i8)> {
+    match *t {
+        DataType::Decimal64(p, s) | DataType::Decimal128(p, s) => Some((p, s)),
+        _ => None,
     }
 }
 
@@ -259,77 +269,89 @@ impl Sums {
         groups: &[usize],
         filter: Option<&BooleanArray>,
     ) -> Result<()> {
-        let arrays = args.iter().map(decimals).collect::<Result<Vec<_>>>()?;
-        if arrays.iter().any(|a| a.len() != groups.len()) {
+        if args.iter().any(|a| a.len() != groups.len()) {
             return exec_err!("exact_sum: arguments and groups differ in length");
         }
-        let nulls: Vec<_> = arrays.iter().map(|a| a.nulls()).collect();
+        let nulls: Vec<_> = args.iter().map(|a| a.nulls()).collect();
         let counted = Counted::of(&nulls, filter);
-        let n = groups.len();
-        let product_overflow = match (arrays.as_slice(), &counted) {
-            ([x], Counted::All) => {
-                let x = x.values();
-                // One pass sums the runs unchecked and finds the widest value; the sums are
-                // kept only if that shows no run could have wrapped.
-                let (runs, seen) = wrapping_runs(groups, |rows| {
-                    let mut seen = 0;
-                    let mut sum = 0i128;
-                    for &v in &x[rows] {
-                        seen |= magnitude(v);
-                        sum = sum.wrapping_add(v);
-                    }
-                    (sum, [seen, 0])
-                });
-                if bits(seen[0]) + headroom(n) < 127 {
-                    runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
-                } else {
-                    self.add_runs(groups, x.iter().copied());
-                }
-                false
-            }
-            ([x], Counted::Where(_)) => {
-                let x = x.values();
-                self.add_counted(groups, &counted, |i| Some(x[i]))
-            }
-            ([a, b], Counted::All) => {
-                let (a, b) = (a.values(), b.values());
-                let (runs, [seen_a, seen_b]) = wrapping_runs(groups, |rows| {
-                    let (mut seen_a, mut seen_b) = (0, 0);
-                    let mut sum = 0i128;
-                    for (&x, &y) in a[rows.clone()].iter().zip(&b[rows]) {
-                        seen_a |= magnitude(x);
-                        seen_b |= magnitude(y);
-                        sum = sum.wrapping_add(narrow(x) * narrow(y));
-                    }
-                    (sum, [seen_a, seen_b])
-                });
-                let (bits_a, bits_b) = (bits(seen_a), bits(seen_b));
-                if bits_a > 64 || bits_b > 64 {
-                    self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i]))
-                } else if bits_a + bits_b + headroom(n) < 127 {
-                    runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
-                    false
-                } else {
-                    let products = a.iter().zip(b).map(|(&x, &y)| narrow(x) * narrow(y));
-                    self.add_runs(groups, products);
-                    false
-                }
-            }
-            ([a, b], Counted::Where(_)) => {
-                let (a, b) = (a.values(), b.values());
-                let seen = |v: &[i128]| v.iter().fold(0, |m, &v| m | magnitude(v));
-                if bits(seen(a)) <= 64 && bits(seen(b)) <= 64 {
-                    self.add_counted(groups, &counted, |i| Some(narrow(a[i]) * narrow(b[i])))
-                } else {
-                    self.add_counted(groups, &counted, |i| a[i].checked_mul(b[i]))
-                }
-            }
+        let columns = args.iter().map(Values::of).collect::<Result<Vec<_>>>()?;
+        let product_overflow = match columns.as_slice() {
+            [Values::Narrow(x)] => self.add_values(groups, &counted, x),
+            [Values::Wide(x)] => self.add_values(groups, &counted, x),
+            [Values::Narrow(a), Values::Narrow(b)] => self.add_products(groups, &counted, a, b),
+            [Values::Wide(a), Values::Wide(b)] => self.add_products(groups, &counted, a, b),
+            [a, b] => self.add_products(groups, &counted, &a.wide(), &b.wide()),
             _ => return exec_err!("exact_sum takes one or two arguments"),
         };
         if product_overflow {
             return self.overflowed();
         }
         Ok(())
+    }
+
+    /// `sum(x)` over the counted rows.
+    #[inline]
+    fn add_values<T: Value>(&mut self, groups: &[usize], counted: &Counted, x: &[T]) -> bool {
+        let Counted::All = counted else {
+            return self.add_counted(groups, counted, |i| Some(x[i].wide()));
+        };
+        // One pass sums the runs unchecked and finds the widest value; the sums are kept
+        // only if that shows no run could have wrapped.
+        let (runs, seen) = wrapping_runs(groups, |rows| {
+            let mut seen = 0;
+            let mut sum = 0i128;
+            for &v in &x[rows] {
+                seen |= v.magnitude();
+                sum = sum.wrapping_add(v.wide());
+            }
+            (sum, [seen, 0])
+        });
+        if bits(seen[0]) + headroom(groups.len()) < 127 {
+            runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
+        } else {
+            self.add_runs(groups, x.iter().map(|v| v.wide()));
+        }
+        false
+    }
+
+    /// `sum(a * b)` over the counted rows. True if a product passes i128.
+    #[inline]
+    fn add_products<T: Value>(
+        &mut self,
+        groups: &[usize],
+        counted: &Counted,
+        a: &[T],
+        b: &[T],
+    ) -> bool {
+        let product = |i: usize| i128::from(a[i].low()) * i128::from(b[i].low());
+        if let Counted::Where(_) = counted {
+            let seen = |v: &[T]| v.iter().fold(0, |m, &v| m | v.magnitude());
+            return if T::NARROW || (bits(seen(a)) <= 64 && bits(seen(b)) <= 64) {
+                self.add_counted(groups, counted, |i| Some(product(i)))
+            } else {
+                self.add_counted(groups, counted, |i| a[i].wide().checked_mul(b[i].wide()))
+            };
+        }
+        let (runs, [seen_a, seen_b]) = wrapping_runs(groups, |rows| {
+            let (mut seen_a, mut seen_b) = (0, 0);
+            let mut sum = 0i128;
+            for (&x, &y) in a[rows.clone()].iter().zip(&b[rows]) {
+                seen_a |= x.magnitude();
+                seen_b |= y.magnitude();
+                sum = sum.wrapping_add(i128::from(x.low()) * i128::from(y.low()));
+            }
+            (sum, [seen_a, seen_b])
+        });
+        let (bits_a, bits_b) = (bits(seen_a), bits(seen_b));
+        if bits_a > 64 || bits_b > 64 {
+            self.add_counted(groups, counted, |i| a[i].wide().checked_mul(b[i].wide()))
+        } else if bits_a + bits_b + headroom(groups.len()) < 127 {
+            runs.into_iter().for_each(|(g, sum)| self.add_to(g, sum, 0));
+            false
+        } else {
+            self.add_runs(groups, (0..groups.len()).map(product));
+            false
+        }
     }
 
     /// Adds partial states (a sum column and a wraps column) into the groups.
@@ -484,14 +506,7 @@ impl Counted {
     }
 }
 
-/// `v`'s magnitude for [`bits`]: `v` if it is not negative, `-v - 1` if it is (both need
-/// the same bits as a signed number).
-#[inline]
-fn magnitude(v: i128) -> u128 {
-    (v ^ (v >> 127)) as u128
-}
-
-/// Bits a signed number needs to hold every value whose [`magnitude`]s were ORed into
+/// Bits a signed number needs to hold every value whose [`Value::magnitude`]s were ORed into
 /// `seen`: up to 64 fit an i64.
 fn bits(seen: u128) -> u32 {
     128 - seen.leading_zeros() + 1
@@ -532,13 +547,6 @@ pub(crate) fn run_len<T: Copy + PartialEq>(groups: &[T], group: T) -> usize {
     len
 }
 
-/// `v` as an i64, widened back: `v` itself when it fits 64 bits. Two such values multiply
-/// into an i128 with room to spare (|a|, |b| <= 2^63).
-#[inline]
-fn narrow(v: i128) -> i128 {
-    i128::from(v as i64)
-}
-
 /// Bits a sum of `n` values may need beyond the widest value's.
 fn headroom(n: usize) -> u32 {
     usize::BITS - n.leading_zeros()
@@ -548,6 +556,85 @@ fn decimals(array: &ArrayRef) -> Result<&Decimal128Array> {
     match array.as_primitive_opt::<Decimal128Type>() {
         Some(a) => Ok(a),
         None => exec_err!("exact_sum takes DECIMAL128, not {}", array.data_type()),
+    }
+}
+
+/// An argument's values: 64-bit decimals as the lake stores prices and sizes, or 128-bit.
+enum Values<'a> {
+    Narrow(&'a [i64]),
+    Wide(&'a [i128]),
+}
+
+impl<'a> Values<'a> {
+    fn of(array: &'a ArrayRef) -> Result<Self> {
+        if let Some(a) = array.as_primitive_opt::<Decimal64Type>() {
+            return Ok(Self::Narrow(a.values()));
+        }
+        match array.as_primitive_opt::<Decimal128Type>() {
+            Some(a) => Ok(Self::Wide(a.values())),
+            None => exec_err!(
+                "exact_sum takes DECIMAL64 or DECIMAL128, not {}",
+                array.data_type()
+            ),
+        }
+    }
+
+    /// The values as 128-bit, for a product of one narrow and one wide argument.
+    fn wide(&self) -> Cow<'a, [i128]> {
+        match self {
+            Self::Narrow(v) => Cow::Owned(v.iter().map(|&v| i128::from(v)).collect()),
+            Self::Wide(v) => Cow::Borrowed(v),
+        }
+    }
+}
+
+/// A decimal's unscaled value, 64 or 128 bits.
+trait Value: Copy {
+    /// Whether every value fits 64 bits, so products need no width check.
+    const NARROW: bool;
+    fn wide(self) -> i128;
+    /// The low 64 bits: the value itself when it fits them.
+    fn low(self) -> i64;
+    /// For [`bits`]: the value if it is not negative, `-v - 1` if it is (both need the
+    /// same bits as a signed number).
+    fn magnitude(self) -> u128;
+}
+
+impl Value for i64 {
+    const NARROW: bool = true;
+
+    #[inline]
+    fn wide(self) -> i128 {
+        i128::from(self)
+    }
+
+    #[inline]
+    fn low(self) -> i64 {
+        self
+    }
+
+    #[inline]
+    fn magnitude(self) -> u128 {
+        u128::from((self ^ (self >> 63)) as u64)
+    }
+}
+
+impl Value for i128 {
+    const NARROW: bool = false;
+
+    #[inline]
+    fn wide(self) -> i128 {
+        self
+    }
+
+    #[inline]
+    fn low(self) -> i64 {
+        self as i64
+    }
+
+    #[inline]
+    fn magnitude(self) -> u128 {
+        (self ^ (self >> 127)) as u128
     }
 }
 
@@ -608,35 +695,47 @@ impl GroupsAccumulator for Sums {
     }
 }
 
-/// The ungrouped form (`SELECT sum(x) FROM t`): one group.
+/// The ungrouped form (`SELECT sum(x) FROM t`): one group, with a batch's worth of its
+/// index kept rather than allocated per batch.
 #[derive(Debug)]
-struct Total(Sums);
+struct Total {
+    sums: Sums,
+    zeros: Vec<usize>,
+}
+
+impl Total {
+    fn group(&mut self, rows: usize) -> (&mut Sums, &[usize]) {
+        self.sums.grow(1);
+        if self.zeros.len() < rows {
+            self.zeros.resize(rows, 0);
+        }
+        (&mut self.sums, &self.zeros[..rows])
+    }
+}
 
 impl Accumulator for Total {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.0.grow(1);
-        let group = vec![0; values[0].len()];
-        self.0.add_rows(values, &group, None)
+        let (sums, group) = self.group(values.first().map_or(0, |v| v.len()));
+        sums.add_rows(values, group, None)
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.0.grow(1);
-        let group = vec![0; states[0].len()];
-        self.0.add_partial_sums(states, &group)
+        let (sums, group) = self.group(states.first().map_or(0, |v| v.len()));
+        sums.add_partial_sums(states, group)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let Sums {
             precision, scale, ..
-        } = self.0;
+        } = self.sums;
         let sum = match (
-            self.0.sums.first(),
-            self.0.wraps.first(),
-            self.0.seen.first(),
+            self.sums.sums.first(),
+            self.sums.wraps.first(),
+            self.sums.seen.first(),
         ) {
             (Some(&sum), Some(&wraps), Some(true)) => {
-                if !self.0.fits(sum, wraps) {
-                    return self.0.overflowed();
+                if !self.sums.fits(sum, wraps) {
+                    return self.sums.overflowed();
                 }
                 Some(sum)
             }
@@ -648,11 +747,11 @@ impl Accumulator for Total {
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         let Sums {
             precision, scale, ..
-        } = self.0;
+        } = self.sums;
         let (sum, wraps) = match (
-            self.0.sums.first(),
-            self.0.wraps.first(),
-            self.0.seen.first(),
+            self.sums.sums.first(),
+            self.sums.wraps.first(),
+            self.sums.seen.first(),
         ) {
             (Some(&sum), Some(&wraps), Some(true)) => (Some(sum), wraps),
             _ => (None, 0),
@@ -664,7 +763,7 @@ impl Accumulator for Total {
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.0.size()
+        size_of::<Self>() + self.sums.size()
     }
 }
 
@@ -773,6 +872,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn values_stored_in_64_bits_sum_as_their_128_bit_forms() {
+        use arrow::array::{Decimal64Array, Int64Array};
+        let (values_a, values_b): (Vec<i64>, Vec<i64>) = rows(5_000, true)
+            .iter()
+            .map(|r| (r.1.unwrap_or(7) as i64, r.2.unwrap_or(-3) as i64))
+            .chain([(i64::MAX, i64::MAX), (i64::MIN, 1), (i64::MIN, i64::MIN)])
+            .unzip();
+        let groups: Vec<usize> = (0..values_a.len())
+            .map(|i| i * 4 / values_a.len())
+            .collect();
+        let narrow = |v: &[i64]| -> ArrayRef {
+            Arc::new(
+                Decimal64Array::from(v.to_vec())
+                    .with_precision_and_scale(18, 9)
+                    .unwrap(),
+            )
+        };
+        let wide = |v: &[i64]| -> ArrayRef {
+            Arc::new(
+                Decimal128Array::from_iter_values(v.iter().map(|&v| i128::from(v)))
+                    .with_precision_and_scale(18, 9)
+                    .unwrap(),
+            )
+        };
+        let filter = BooleanArray::from_iter((0..groups.len()).map(|i| Some(i % 3 != 0)));
+        let sums = |args: &[ArrayRef], filter: Option<&BooleanArray>| {
+            let mut sums = Sums::new(&DataType::Decimal128(38, 18)).unwrap();
+            let state = sums
+                .update_batch(args, &groups, filter, 4)
+                .and_then(|()| sums.state(EmitTo::All));
+            state.map(|s| {
+                (
+                    s[0].to_data(),
+                    s[1].as_primitive::<arrow::datatypes::Int64Type>().clone(),
+                )
+            })
+        };
+        let (a, b) = (values_a.as_slice(), values_b.as_slice());
+        for filter in [None, Some(&filter)] {
+            for (narrowed, widened) in [
+                (vec![narrow(a)], vec![wide(a)]),
+                (vec![narrow(a), narrow(b)], vec![wide(a), wide(b)]),
+                (vec![narrow(a), wide(b)], vec![wide(a), wide(b)]),
+            ] {
+                let (n, w) = (
+                    sums(&narrowed, filter).unwrap(),
+                    sums(&widened, filter).unwrap(),
+                );
+                assert_eq!(
+                    n,
+                    w,
+                    "{} arguments, filter {}",
+                    narrowed.len(),
+                    filter.is_some()
+                );
+            }
+        }
+        let wrong = Arc::new(Int64Array::from(vec![1; groups.len()])) as ArrayRef;
+        let err = sums(&[wrong], None).unwrap_err();
+        assert!(err.to_string().contains("DECIMAL64 or DECIMAL128"), "{err}");
     }
 
     #[tokio::test]

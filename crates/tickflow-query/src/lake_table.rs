@@ -4,11 +4,11 @@
 //! opened them, which costs about as much as reading a small file; with a folder per symbol
 //! the path already says which files can match.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -26,9 +26,53 @@ use datafusion::physical_plan::empty::EmptyExec;
 /// The published files of one table.
 #[derive(Debug)]
 pub(crate) struct LakeTable {
+    /// The types SQL sees.
     pub(crate) schema: SchemaRef,
+    /// The types the files store.
+    pub(crate) stored: SchemaRef,
     pub(crate) files: Vec<PathBuf>,
     pub(crate) statistics: Option<Arc<FileStatisticsCache>>,
+    /// Where [`Self::narrowed`] scans keep theirs: statistics are cached in the types of
+    /// the scan that gathered them, and sharing one cache would have each kind of scan
+    /// evict the other's.
+    pub(crate) narrowed_statistics: Option<Arc<FileStatisticsCache>>,
+}
+
+impl LakeTable {
+    /// This table with the columns named `names` in the 64-bit decimal types the files
+    /// store them in, which SQL sees as DECIMAL128 of the same digits; `None` if one is not
+    /// such a column.
+    pub(crate) fn narrowed(&self, names: &HashSet<String>) -> Option<Self> {
+        let mut fields = Vec::with_capacity(self.schema.fields().len());
+        for field in self.schema.fields() {
+            if !names.contains(field.name()) {
+                fields.push(Arc::clone(field));
+                continue;
+            }
+            let stored = self.stored.field_with_name(field.name()).ok()?;
+            match (field.data_type(), stored.data_type()) {
+                (DataType::Decimal128(p, s), DataType::Decimal64(sp, ss)) if (p, s) == (sp, ss) => {
+                    fields.push(Arc::new(
+                        field
+                            .as_ref()
+                            .clone()
+                            .with_data_type(stored.data_type().clone()),
+                    ));
+                }
+                _ => return None,
+            }
+        }
+        Some(Self {
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                self.schema.metadata().clone(),
+            )),
+            stored: Arc::clone(&self.stored),
+            files: self.files.clone(),
+            statistics: self.narrowed_statistics.clone(),
+            narrowed_statistics: self.narrowed_statistics.clone(),
+        })
+    }
 }
 
 #[async_trait]

@@ -10,6 +10,7 @@ mod exact_sum;
 mod format;
 mod lake_table;
 mod mapped;
+mod narrow;
 mod snapshot;
 mod symbol_runs;
 

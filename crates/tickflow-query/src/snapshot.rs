@@ -5,7 +5,12 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, CachedFileMetadata, DEFAULT_FILE_STATISTICS_MEMORY_LIMIT,
+    FileStatisticsCache,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -17,6 +22,7 @@ use tickflow_lake::{RecordBatch, Table};
 use crate::exact_sum::ExactDecimalSums;
 use crate::lake_table::LakeTable;
 use crate::mapped::MappedFiles;
+use crate::narrow::NarrowSummedDecimals;
 use crate::symbol_runs::GroupBySymbolRuns;
 use crate::{Error, Result};
 
@@ -53,6 +59,7 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     config: SessionConfig,
     mapped: Arc<MappedFiles>,
+    narrowed_statistics: Arc<FileStatisticsCache>,
 }
 
 impl QueryEngine {
@@ -73,18 +80,27 @@ impl QueryEngine {
             ObjectStoreUrl::local_filesystem().as_ref(),
             Arc::clone(&mapped) as _,
         );
+        let narrowed_statistics = Arc::new(
+            DefaultCache::<TableScopedPath, CachedFileMetadata>::new(
+                DEFAULT_FILE_STATISTICS_MEMORY_LIMIT,
+            )
+            .with_name("tickflow narrowed scans"),
+        );
         Ok(Self {
             runtime,
             config,
             mapped,
+            narrowed_statistics,
         })
     }
 
-    /// How many files have their statistics and their footer cached.
+    /// How many files have their statistics (as SQL sees the columns, and as scans for sums
+    /// read them) and their footer cached.
     pub fn cached_files(&self) -> CachedFiles {
         let caches = &self.runtime.cache_manager;
         CachedFiles {
             statistics: caches.get_file_statistic_cache().map_or(0, |c| c.len()),
+            narrowed_statistics: self.narrowed_statistics.len(),
             footers: caches.get_file_metadata_cache().len(),
         }
     }
@@ -111,6 +127,7 @@ impl QueryEngine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
+        ctx.add_optimizer_rule(Arc::new(NarrowSummedDecimals));
         for table in Table::ALL {
             self.register(&ctx, &snapshot, table)?;
         }
@@ -139,17 +156,24 @@ impl QueryEngine {
             .filter(|(t, b)| *t == table && b.num_rows() > 0)
             .map(|(_, b)| cast_batch(b, &schema))
             .collect::<Result<_>>()?;
+        let no_live_rows = live.is_empty();
         let mem = Arc::new(MemTable::try_new(Arc::clone(&schema), vec![live])?);
         if files.is_empty() {
             ctx.register_table(table.name(), mem)?;
             return Ok(());
         }
-        let lake = LakeTable {
+        let lake = Arc::new(LakeTable {
             schema: Arc::clone(&schema),
+            stored: table.schema(),
             files: files.into_iter().cloned().collect(),
             statistics: self.runtime.cache_manager.get_file_statistic_cache(),
-        };
-        let parquet = ctx.read_table(Arc::new(lake))?;
+            narrowed_statistics: Some(Arc::clone(&self.narrowed_statistics)),
+        });
+        if no_live_rows {
+            ctx.register_table(table.name(), lake)?;
+            return Ok(());
+        }
+        let parquet = ctx.read_table(lake)?;
         let union = parquet.union(ctx.read_table(mem)?)?;
         ctx.register_table(table.name(), union.into_view())?;
         Ok(())
@@ -174,6 +198,7 @@ fn lake_locations(snapshot: &Snapshot) -> Result<HashSet<object_store::path::Pat
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CachedFiles {
     pub statistics: usize,
+    pub narrowed_statistics: usize,
     pub footers: usize,
 }
 
@@ -185,10 +210,12 @@ pub async fn run_sql(snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
     QueryEngine::new()?.run(snapshot, sql).await
 }
 
-/// `schema` with every text column as Utf8View, DataFusion's fastest string layout: a
-/// value of up to 12 bytes (every symbol, source and feed here) sits inline in its view, so
-/// grouping and comparing by it touches no string buffer. Parquet still stores plain
-/// strings; the reader converts as it decodes. About 7–12% off queries grouped by symbol.
+/// `schema` as SQL sees it. Every text column is Utf8View, DataFusion's fastest string
+/// layout: a value of up to 12 bytes (every symbol, source and feed here) sits inline in
+/// its view, so grouping and comparing by it touches no string buffer. Parquet still stores
+/// plain strings; the reader converts as it decodes. About 7–12% off queries grouped by
+/// symbol. Prices and sizes, stored as 64-bit decimals, are DECIMAL128, the decimal type
+/// every DataFusion function takes (sums read them as stored: [`NarrowSummedDecimals`]).
 fn view_schema(schema: &arrow::datatypes::Schema) -> SchemaRef {
     use arrow::datatypes::{DataType, Field};
     let fields: Vec<Field> = schema
@@ -196,6 +223,10 @@ fn view_schema(schema: &arrow::datatypes::Schema) -> SchemaRef {
         .iter()
         .map(|f| match f.data_type() {
             DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            DataType::Decimal64(p, s) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Decimal128(*p, *s)),
             _ => f.as_ref().clone(),
         })
         .collect();

@@ -55,17 +55,19 @@ async fn reads_files_and_live_rows_and_caches_each_file_once() {
         engine.cached_files(),
         CachedFiles {
             statistics: 0,
+            narrowed_statistics: 0,
             footers: 0
         }
     );
-    let sql = "SELECT count(*) AS n, sum(price) AS total FROM trades";
+    let sql = "SELECT count(*) AS n, max(price) AS high FROM trades";
     let first = engine.run(snapshot.clone(), sql).await.unwrap();
-    assert_eq!(count(&first), "n,total\n7,704.250000000\n");
+    assert_eq!(count(&first), "n,high\n7,101.250000000\n");
     let cached = engine.cached_files();
     assert_eq!(
         cached,
         CachedFiles {
             statistics: 6,
+            narrowed_statistics: 0,
             footers: 6
         }
     );
@@ -81,6 +83,18 @@ async fn reads_files_and_live_rows_and_caches_each_file_once() {
         .unwrap();
     assert_eq!(count(&again), "symbol\nAAPL\n");
     assert_eq!(engine.cached_files(), cached);
+
+    // A sum scans prices as stored, with statistics of its own, from the same footers.
+    let sql = "SELECT count(*) AS n, sum(price) AS total FROM trades";
+    let total = engine.run(snapshot.clone(), sql).await.unwrap();
+    assert_eq!(count(&total), "n,total\n7,704.250000000\n");
+    assert_eq!(
+        engine.cached_files(),
+        CachedFiles {
+            narrowed_statistics: 6,
+            ..cached
+        }
+    );
 
     // A symbol filter skips other symbols' folders; the in-memory rows still count.
     for (filter, n) in [
@@ -130,4 +144,167 @@ async fn the_engine_sums_decimals_exactly_groups_symbol_runs_and_reads_files_map
         "{}",
         engine.local_store()
     );
+}
+
+/// The schema the Parquet scan of `sql` produces, from `EXPLAIN VERBOSE`.
+async fn scan_schema(engine: &QueryEngine, snapshot: &Snapshot, sql: &str) -> String {
+    let plan = engine
+        .run(snapshot.clone(), &format!("EXPLAIN VERBOSE {sql}"))
+        .await
+        .unwrap();
+    let plan = tickflow_query::render(&plan, tickflow_query::Format::Csv).unwrap();
+    let start = plan
+        .find("physical_plan_with_schema")
+        .expect("a plan with schemas");
+    let scan = plan[start..]
+        .find("DataSourceExec")
+        .map(|at| &plan[start + at..])
+        .expect("a Parquet scan");
+    let schema = &scan[scan.find("schema=[").unwrap()..];
+    schema[..schema.find(']').unwrap() + 1].to_string()
+}
+
+/// `units` (of 10^-9) as DECIMAL text with `scale` digits after the point.
+fn decimal(units: i128, scale: u32) -> String {
+    let one = 10_i128.pow(scale);
+    let sign = if units < 0 { "-" } else { "" };
+    let (whole, frac) = (units.abs() / one, units.abs() % one);
+    format!("{sign}{whole}.{frac:0width$}", width = scale as usize)
+}
+
+#[tokio::test]
+async fn summed_prices_and_sizes_are_read_as_stored_and_sum_exactly() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::parquet::arrow::ArrowWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path()).unwrap();
+    let mut rows = Rows::default();
+    let mut all = Vec::new();
+    for (i, sym) in ["AAPL", "MSFT"].into_iter().enumerate() {
+        for n in 0..500_u64 {
+            let mut t = trade(sym, (n % 2) as i64, n, &format!("{}.{:03}", 100 + n % 7, n));
+            t.size = Qty::parse(&format!("{}.5", 1 + i as u64 * 3 + n % 11)).unwrap();
+            all.push(t.clone());
+            rows.trades.push(t);
+        }
+    }
+    lake.write(&rows, 1).unwrap();
+    let mut files = lake.files(Table::Trades, 1).unwrap();
+
+    // A file as earlier versions wrote prices and sizes: DECIMAL128 in its Arrow schema.
+    let mut old = Rows::default();
+    for n in 0..50_u64 {
+        let t = trade("NVDA", 0, n, &format!("190.{n:02}"));
+        all.push(t.clone());
+        old.trades.push(t);
+    }
+    let batch = tickflow_lake::to_batch(Table::Trades, &old).unwrap();
+    let widen = |t: &DataType| match t {
+        DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
+        t => t.clone(),
+    };
+    let schema = Arc::new(Schema::new(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_data_type(widen(f.data_type())))
+            .collect::<Vec<Field>>(),
+    ));
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+        .collect();
+    let batch = tickflow_lake::RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let path = dir.path().join("old.parquet");
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    files.push(path);
+
+    // And a row not yet flushed.
+    let mut live = Rows::default();
+    let t = trade("AAPL", 3, 9, "101.25");
+    all.push(t.clone());
+    live.trades.push(t);
+    let snapshot = Snapshot {
+        files: vec![(Table::Trades, files)],
+        live: vec![(
+            Table::Trades,
+            tickflow_lake::to_batch(Table::Trades, &live).unwrap(),
+        )],
+    };
+    let engine = QueryEngine::new().unwrap();
+
+    let per_symbol = |symbol: &str| {
+        let rows = all.iter().filter(|t| t.symbol.as_str() == symbol);
+        let notional: i128 = rows
+            .clone()
+            .map(|t| i128::from(t.price.raw()) * i128::from(t.size.raw()))
+            .sum();
+        let volume: i128 = rows.map(|t| i128::from(t.size.raw())).sum();
+        (notional, volume)
+    };
+    let sql = "SELECT symbol, sum(price * size) AS notional, sum(size) AS volume FROM trades GROUP BY symbol ORDER BY symbol";
+    let mut expected = String::from("symbol,notional,volume\n");
+    for symbol in ["AAPL", "MSFT", "NVDA"] {
+        let (notional, volume) = per_symbol(symbol);
+        expected += &format!(
+            "{symbol},{},{}\n",
+            decimal(notional, 18),
+            decimal(volume, 9)
+        );
+    }
+    assert_eq!(
+        count(&engine.run(snapshot.clone(), sql).await.unwrap()),
+        expected
+    );
+    assert_eq!(
+        scan_schema(&engine, &snapshot, sql).await,
+        "schema=[symbol:Utf8View, price:Decimal64(18, 9), size:Decimal64(18, 9)]",
+        "summed columns are scanned as stored"
+    );
+
+    // A column read for anything else keeps SQL's type; the other may still narrow.
+    let sql = "SELECT symbol, sum(size) AS volume, max(price) AS high FROM trades GROUP BY symbol ORDER BY symbol";
+    assert_eq!(
+        scan_schema(&engine, &snapshot, sql).await,
+        "schema=[symbol:Utf8View, price:Decimal128(18, 9), size:Decimal64(18, 9)]"
+    );
+    let result = count(&engine.run(snapshot.clone(), sql).await.unwrap());
+    assert!(
+        result.contains(&format!(
+            "NVDA,{},190.490000000",
+            decimal(per_symbol("NVDA").1, 9)
+        )),
+        "{result}"
+    );
+    for sql in [
+        "SELECT sum(price * size) FROM trades WHERE price > 100",
+        "SELECT sum(price * size) FILTER (WHERE size > 2) FROM trades",
+        "SELECT sum(price * size), sum(price) FROM trades GROUP BY price",
+    ] {
+        let schema = scan_schema(&engine, &snapshot, sql).await;
+        assert!(!schema.contains("Decimal64"), "{sql}: {schema}");
+    }
+    let (notional, _) = [per_symbol("AAPL"), per_symbol("MSFT"), per_symbol("NVDA")]
+        .into_iter()
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    let total = engine
+        .run(
+            snapshot.clone(),
+            "SELECT sum(price * size) AS n FROM trades WHERE price > 0",
+        )
+        .await
+        .unwrap();
+    assert_eq!(count(&total), format!("n\n{}\n", decimal(notional, 18)));
+    let total = engine
+        .run(snapshot, "SELECT sum(price * size) AS n FROM trades")
+        .await
+        .unwrap();
+    assert_eq!(count(&total), format!("n\n{}\n", decimal(notional, 18)));
 }

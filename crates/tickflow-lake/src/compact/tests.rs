@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use arrow::array::{Array, TimestampNanosecondArray};
+use arrow::array::{Array, AsArray, TimestampNanosecondArray};
 use tickflow_model::{Price, Qty, Symbol, Trade, UnixNanos};
 
 use super::*;
@@ -242,4 +242,59 @@ fn a_crash_between_merge_and_delete_leaves_nothing_doubled() {
     assert_eq!(read(&files).len(), 18);
     assert_eq!(lake.recover(2).unwrap(), saved.len() + 1);
     assert_eq!(on_disk(&lake), 3);
+}
+
+#[test]
+fn files_with_128_bit_prices_merge_into_the_current_types() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_flushes(dir.path(), 5);
+    // One flush file rewritten as earlier versions stored prices: DECIMAL128 in Arrow.
+    let old = lake.files(Table::Trades, u64::MAX).unwrap()[0].clone();
+    let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&old).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let widen = |t: &DataType| match t {
+        DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
+        t => t.clone(),
+    };
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(widen(f.data_type())))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+        .collect();
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let mut writer = ArrowWriter::try_new(File::create(&old).unwrap(), schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let report = lake.compact(5, day(2), CompactPolicy::default()).unwrap();
+    assert_eq!(report.rows, 45);
+    for path in lake.files(Table::Trades, 5).unwrap() {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let price = batch.column_by_name("price").unwrap();
+            assert_eq!(price.data_type(), &DataType::Decimal64(18, 9), "{path:?}");
+            let price = price.as_primitive::<arrow::datatypes::Decimal64Type>();
+            assert!(price.values().iter().all(|&p| p == 10_500_000_000));
+        }
+    }
 }
