@@ -86,12 +86,33 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// Reads one object: the scanner when it can, serde (and its error messages) otherwise.
-    fn read(text: &'a str) -> std::result::Result<Self, String> {
-        match scanner::scan(text) {
-            Some(fields) => Ok(fields),
-            None => Self::read_with_serde(text),
+    /// No field read yet.
+    fn empty() -> Self {
+        Self {
+            kind: Cow::Borrowed(""),
+            symbol: Cow::Borrowed(""),
+            ts_event: Ok(Cow::Borrowed("")),
+            price: None,
+            size: None,
+            bid: None,
+            bid_size: None,
+            ask: None,
+            ask_size: None,
+            trade_id: None,
+            exchange: None,
+            source: None,
+            feed: None,
+            seq: None,
         }
+    }
+
+    /// Reads one object into `self`: the scanner when it can, serde (and its error
+    /// messages) otherwise.
+    fn read(&mut self, text: &'a str) -> std::result::Result<(), String> {
+        if !scanner::scan_into(text, self) {
+            *self = Self::read_with_serde(text)?;
+        }
+        Ok(())
     }
 
     fn read_with_serde(text: &'a str) -> std::result::Result<Self, String> {
@@ -232,8 +253,10 @@ pub fn parse_body_into(
     batch: &mut Batch,
 ) -> Result<()> {
     let before = batch.len();
+    let mut fields = Fields::empty();
     let parsed = parse_each(body, |text| {
-        Fields::read(text).and_then(|f| encode_fields(&f, default_source, ts_recv, batch))
+        fields.read(text)?;
+        encode_fields(&fields, default_source, ts_recv, batch)
     });
     if parsed.is_err() {
         batch.truncate(before);
@@ -253,9 +276,9 @@ pub fn parse_body(body: &str, default_source: &str, ts_recv: UnixNanos) -> Resul
 }
 
 /// Calls `each` on every object of the body with its text, naming the line of the first error.
-fn parse_each(
-    body: &str,
-    mut each: impl FnMut(&str) -> std::result::Result<(), String>,
+fn parse_each<'a>(
+    body: &'a str,
+    mut each: impl FnMut(&'a str) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let trimmed = body.trim_start();
     if trimmed.starts_with('[') {

@@ -55,7 +55,21 @@ fn volume(values: impl Iterator<Item = i128>) -> Result<ArrayRef> {
     Ok(Arc::new(array))
 }
 
-fn text<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+/// A text column. A partition's symbol, and usually its source and feed, is one value on
+/// every row, often the same allocation: such a column is filled by repeating it, without
+/// measuring and copying each row's text.
+fn text<'a>(values: impl Iterator<Item = &'a str> + Clone) -> ArrayRef {
+    let mut rest = values.clone();
+    if let Some(first) = rest.next() {
+        let mut rows = 1;
+        let same = rest.all(|v| {
+            rows += 1;
+            std::ptr::eq(v, first) || v == first
+        });
+        if same {
+            return Arc::new(StringArray::new_repeated(first, rows));
+        }
+    }
     Arc::new(StringArray::from_iter_values(values))
 }
 
@@ -200,5 +214,50 @@ pub fn to_batch(table: Table, rows: &Rows) -> Result<RecordBatch> {
         Table::DailyMetrics => daily_metrics(&refs(&rows.daily_metrics)),
         Table::Alerts => alerts(&refs(&rows.alerts)),
         Table::Dlq => dlq(&refs(&rows.dlq)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use tickflow_model::{Price, Qty, Symbol, UnixNanos};
+
+    use super::*;
+
+    fn trade(symbol: &str, source: &str) -> Trade {
+        Trade {
+            symbol: Symbol::parse(symbol).unwrap(),
+            ts_event: UnixNanos(1),
+            ts_recv: UnixNanos(2),
+            price: Price::parse("1.5").unwrap(),
+            size: Qty::parse("3").unwrap(),
+            trade_id: None,
+            exchange: None,
+            source: Arc::from(source),
+            feed: Arc::from("iex"),
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn text_columns_hold_each_rows_value_repeated_or_not() {
+        // Equal text in separate allocations, and a last row that differs.
+        let rows = [
+            trade("NVDA", "alpaca"),
+            trade("NVDA", "alpaca"),
+            trade("NVDA", "polygon"),
+        ];
+        let refs: Vec<&Trade> = rows.iter().collect();
+        let batch = trades(&refs).unwrap();
+        let column = |name: &str| -> Vec<String> {
+            let c = batch.column_by_name(name).unwrap().as_string::<i32>();
+            assert_eq!(c.null_count(), 0);
+            c.iter().map(|v| v.unwrap().to_string()).collect()
+        };
+        assert_eq!(column("symbol"), ["NVDA", "NVDA", "NVDA"]);
+        assert_eq!(column("source"), ["alpaca", "alpaca", "polygon"]);
+        assert_eq!(column("feed"), ["iex", "iex", "iex"]);
+        assert_eq!(trades(&refs[..1]).unwrap().num_rows(), 1);
+        assert_eq!(trades(&[]).unwrap().num_rows(), 0);
     }
 }
