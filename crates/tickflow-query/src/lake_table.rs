@@ -4,9 +4,9 @@
 //! opened them, which costs about as much as reading a small file; with a folder per symbol
 //! the path already says which files can match.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -18,7 +18,11 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::Result;
-use datafusion::execution::cache::cache_manager::FileStatisticsCache;
+use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::{
+    CachedFileMetadata, DEFAULT_FILE_STATISTICS_MEMORY_LIMIT, FileStatisticsCache,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -32,10 +36,45 @@ pub(crate) struct LakeTable {
     pub(crate) stored: SchemaRef,
     pub(crate) files: Vec<PathBuf>,
     pub(crate) statistics: Option<Arc<FileStatisticsCache>>,
-    /// Where [`Self::narrowed`] scans keep theirs: statistics are cached in the types of
-    /// the scan that gathered them, and sharing one cache would have each kind of scan
-    /// evict the other's.
-    pub(crate) narrowed_statistics: Option<Arc<FileStatisticsCache>>,
+    /// Where [`Self::narrowed`] scans keep theirs.
+    pub(crate) narrowed_statistics: Option<Arc<NarrowedStatistics>>,
+}
+
+/// Statistics of narrowed scans, a cache per set of narrowed columns. DataFusion keeps a
+/// file's statistics under its path alone, valid for the one table schema they were
+/// gathered in: scans of different types sharing a cache would evict each other's.
+#[derive(Debug, Default)]
+pub(crate) struct NarrowedStatistics(Mutex<HashMap<BTreeSet<String>, Arc<FileStatisticsCache>>>);
+
+impl NarrowedStatistics {
+    /// Sets of narrowed columns given a cache of their own; past that, scans gather their
+    /// statistics anew each time (from the cached footers).
+    const MAX_SETS: usize = 32;
+
+    fn for_columns(&self, names: &HashSet<String>) -> Option<Arc<FileStatisticsCache>> {
+        let mut caches = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let key: BTreeSet<String> = names.iter().cloned().collect();
+        if let Some(cache) = caches.get(&key) {
+            return Some(Arc::clone(cache));
+        }
+        if caches.len() >= Self::MAX_SETS {
+            return None;
+        }
+        let cache: Arc<FileStatisticsCache> = Arc::new(
+            DefaultCache::<TableScopedPath, CachedFileMetadata>::new(
+                DEFAULT_FILE_STATISTICS_MEMORY_LIMIT,
+            )
+            .with_name("tickflow narrowed scans"),
+        );
+        caches.insert(key, Arc::clone(&cache));
+        Some(cache)
+    }
+
+    /// Files with statistics cached, over every set.
+    pub(crate) fn len(&self) -> usize {
+        let caches = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        caches.values().map(|c| c.len()).sum()
+    }
 }
 
 impl LakeTable {
@@ -69,7 +108,10 @@ impl LakeTable {
             )),
             stored: Arc::clone(&self.stored),
             files: self.files.clone(),
-            statistics: self.narrowed_statistics.clone(),
+            statistics: self
+                .narrowed_statistics
+                .as_ref()
+                .and_then(|n| n.for_columns(names)),
             narrowed_statistics: self.narrowed_statistics.clone(),
         })
     }

@@ -5,12 +5,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::execution::cache::TableScopedPath;
-use datafusion::execution::cache::cache_manager::{
-    CacheManagerConfig, CachedFileMetadata, DEFAULT_FILE_STATISTICS_MEMORY_LIMIT,
-    FileStatisticsCache,
-};
-use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -20,7 +15,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tickflow_lake::{RecordBatch, Table};
 
 use crate::exact_sum::ExactDecimalSums;
-use crate::lake_table::LakeTable;
+use crate::lake_table::{LakeTable, NarrowedStatistics};
 use crate::mapped::MappedFiles;
 use crate::narrow::NarrowSummedDecimals;
 use crate::symbol_runs::GroupBySymbolRuns;
@@ -59,7 +54,7 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     config: SessionConfig,
     mapped: Arc<MappedFiles>,
-    narrowed_statistics: Arc<FileStatisticsCache>,
+    narrowed_statistics: Arc<NarrowedStatistics>,
 }
 
 impl QueryEngine {
@@ -80,12 +75,7 @@ impl QueryEngine {
             ObjectStoreUrl::local_filesystem().as_ref(),
             Arc::clone(&mapped) as _,
         );
-        let narrowed_statistics = Arc::new(
-            DefaultCache::<TableScopedPath, CachedFileMetadata>::new(
-                DEFAULT_FILE_STATISTICS_MEMORY_LIMIT,
-            )
-            .with_name("tickflow narrowed scans"),
-        );
+        let narrowed_statistics = Arc::new(NarrowedStatistics::default());
         Ok(Self {
             runtime,
             config,

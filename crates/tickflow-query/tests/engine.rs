@@ -95,6 +95,24 @@ async fn reads_files_and_live_rows_and_caches_each_file_once() {
             ..cached
         }
     );
+    // Scans narrowing other columns keep statistics of their own, without evicting these:
+    // asked again, no query gathers any anew.
+    for _ in 0..2 {
+        for sql in [
+            "SELECT sum(size) AS v FROM trades",
+            "SELECT sum(price * size) AS n FROM trades",
+            "SELECT sum(price) AS total FROM trades",
+        ] {
+            engine.run(snapshot.clone(), sql).await.unwrap();
+        }
+    }
+    assert_eq!(
+        engine.cached_files(),
+        CachedFiles {
+            narrowed_statistics: 6 * 3,
+            ..cached
+        }
+    );
 
     // A symbol filter skips other symbols' folders; the in-memory rows still count.
     for (filter, n) in [
