@@ -8,6 +8,7 @@
 mod error;
 mod exact_sum;
 mod format;
+mod lake_format;
 mod lake_table;
 mod mapped;
 mod narrow;

@@ -114,6 +114,30 @@ async fn reads_files_and_live_rows_and_caches_each_file_once() {
         }
     );
 
+    // Files' price statistics are known to planning, as SQL sees prices (DECIMAL128),
+    // though the files store them in 64 bits.
+    let flushed = Snapshot {
+        live: Vec::new(),
+        ..snapshot.clone()
+    };
+    let plan = engine
+        .run(flushed, "EXPLAIN VERBOSE SELECT price FROM trades")
+        .await
+        .unwrap();
+    let plan = count(&plan);
+    let stats = &plan[plan
+        .find("physical_plan_with_stats")
+        .expect("a plan with statistics")..];
+    let stats = &stats[..stats.find('\n').unwrap_or(stats.len())];
+    assert!(
+        stats.contains("Min=Exact(Decimal128(100.500000000,18,9))"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("Max=Exact(Decimal128(100.500000000,18,9))"),
+        "{stats}"
+    );
+
     // A symbol filter skips other symbols' folders; the in-memory rows still count.
     for (filter, n) in [
         ("symbol = 'MSFT'", 2),
@@ -285,6 +309,26 @@ async fn summed_prices_and_sizes_are_read_as_stored_and_sum_exactly() {
         scan_schema(&engine, &snapshot, sql).await,
         "schema=[symbol:Utf8View, price:Decimal64(18, 9), size:Decimal64(18, 9)]",
         "summed columns are scanned as stored"
+    );
+
+    // The older file's price statistics are known to planning too.
+    let plan = engine
+        .run(
+            snapshot.clone(),
+            "EXPLAIN VERBOSE SELECT price FROM trades WHERE symbol = 'NVDA'",
+        )
+        .await
+        .unwrap();
+    let plan = count(&plan);
+    let stats = &plan[plan.find("physical_plan_with_stats").unwrap()..];
+    let stats = &stats[stats.find("DataSourceExec").unwrap()..];
+    let stats = &stats[..stats.find('\n').unwrap_or(stats.len())];
+    assert!(stats.contains("old.parquet"), "{stats}");
+    assert!(
+        stats.contains(
+            "Min=Exact(Decimal128(190.000000000,18,9)) Max=Exact(Decimal128(190.490000000,18,9))"
+        ),
+        "{stats}"
     );
 
     // A column read for anything else keeps SQL's type; the other may still narrow.
