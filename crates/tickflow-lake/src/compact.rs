@@ -12,16 +12,14 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tickflow_model::Date;
 
+use crate::convert::cast_to;
 use crate::writer::{io, sync_filesystem, walk, write_parquet};
 use crate::{Error, Lake, Result, Table};
 
@@ -305,7 +303,7 @@ impl Lake {
             for batch in reader {
                 let batch =
                     batch
-                        .and_then(|b| conform(b, &schema))
+                        .and_then(|b| cast_to(&b, &schema))
                         .map_err(|source| Error::Arrow {
                             table: table.name(),
                             source,
@@ -362,21 +360,6 @@ fn sort(
         .collect();
     let indices = lexsort_to_indices(&columns, None)?;
     take_record_batch(batch, &indices)
-}
-
-/// `batch` with its columns in `schema`'s types. Files written before prices were stored as
-/// 64-bit decimals carry DECIMAL128; a merge rewrites them in the current types.
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, ArrowError> {
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal64Array, Decimal128Array, Float64Array,
     StringArray, TimestampNanosecondArray, UInt64Array,
 };
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use tickflow_model::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
@@ -197,6 +198,28 @@ pub(crate) fn dlq(rows: &[&DlqRecord]) -> Result<RecordBatch> {
             text(it().map(|d| d.payload.as_str())),
         ],
     )
+}
+
+/// `batch` with its columns cast to `schema`'s types (the same batch if they already are):
+/// files written before prices were stored as 64-bit decimals carry DECIMAL128, and SQL
+/// reads unflushed rows in its own types.
+///
+/// # Errors
+/// A column that does not cast to its field's type.
+pub fn cast_to(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 /// All of one table's rows as a single batch (for the unflushed part of queries).

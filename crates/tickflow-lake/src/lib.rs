@@ -20,7 +20,7 @@ mod table;
 mod writer;
 
 pub use compact::{CompactPolicy, CompactReport, seq_range_of};
-pub use convert::to_batch;
+pub use convert::{cast_to, to_batch};
 pub use error::{Error, Result};
 pub use table::Table;
 pub use tickflow_model::Rows;

@@ -144,7 +144,7 @@ impl QueryEngine {
             .live
             .iter()
             .filter(|(t, b)| *t == table && b.num_rows() > 0)
-            .map(|(_, b)| cast_batch(b, &schema))
+            .map(|(_, b)| Ok(tickflow_lake::cast_to(b, &schema)?))
             .collect::<Result<_>>()?;
         let no_live_rows = live.is_empty();
         let mem = Arc::new(MemTable::try_new(Arc::clone(&schema), vec![live])?);
@@ -221,15 +221,4 @@ fn view_schema(schema: &arrow::datatypes::Schema) -> SchemaRef {
         })
         .collect();
     Arc::new(arrow::datatypes::Schema::new(fields))
-}
-
-/// `batch` with its columns cast to `schema`'s types.
-fn cast_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }

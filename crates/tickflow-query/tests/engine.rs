@@ -254,13 +254,7 @@ async fn summed_prices_and_sizes_are_read_as_stored_and_sum_exactly() {
             .map(|f| f.as_ref().clone().with_data_type(widen(f.data_type())))
             .collect::<Vec<Field>>(),
     ));
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
-        .collect();
-    let batch = tickflow_lake::RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let batch = tickflow_lake::cast_to(&batch, &schema).unwrap();
     let path = dir.path().join("old.parquet");
     let mut writer =
         ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();

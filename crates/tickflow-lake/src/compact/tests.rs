@@ -271,13 +271,7 @@ fn files_with_128_bit_prices_merge_into_the_current_types() {
         .map(|f| f.as_ref().clone().with_data_type(widen(f.data_type())))
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
-        .collect();
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let batch = cast_to(&batch, &schema).unwrap();
     let mut writer = ArrowWriter::try_new(File::create(&old).unwrap(), schema, None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
