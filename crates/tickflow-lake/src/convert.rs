@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal64Array, Decimal128Array, Float64Array,
-    StringArray, TimestampNanosecondArray, UInt64Array,
+    StringArray, StringBuilder, TimestampNanosecondArray, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
@@ -20,28 +20,8 @@ fn ts(values: impl Iterator<Item = i64>) -> ArrayRef {
 
 /// Prices and sizes: 64-bit decimals, as Parquet stores them (an INT64 column), so that a
 /// reader asking for them as such gets the file's values without widening each one.
-/// Validation keeps every value under 10^18 units (DECIMAL(18, 9)); one that is not is an
-/// error here, not a wrapped number.
 fn price<T: Into<i128>>(values: impl Iterator<Item = T>) -> Result<ArrayRef> {
-    let (p, s) = PRICE_DIGITS;
-    let error = |source| Error::Arrow {
-        table: "decimal",
-        source,
-    };
-    let values = values
-        .map(|v| {
-            let v = v.into();
-            i64::try_from(v).map_err(|_| {
-                error(ArrowError::InvalidArgumentError(format!(
-                    "{v} units of 10^-9 do not fit DECIMAL({p}, {s})"
-                )))
-            })
-        })
-        .collect::<Result<Vec<i64>>>()?;
-    let array = Decimal64Array::from(values)
-        .with_precision_and_scale(p, s)
-        .map_err(error)?;
-    Ok(Arc::new(array))
+    decimal64(values.map(units).collect::<Result<Vec<i64>>>()?)
 }
 
 /// Sums of sizes, which need more than 18 digits.
@@ -60,22 +40,9 @@ fn volume(values: impl Iterator<Item = i128>) -> Result<ArrayRef> {
 /// every row, often the same allocation: such a column is filled by repeating it, without
 /// measuring and copying each row's text.
 fn text<'a>(values: impl Iterator<Item = &'a str> + Clone) -> ArrayRef {
-    let mut rest = values.clone();
-    if let Some(first) = rest.next() {
-        let mut rows = 1;
-        let same = rest.all(|v| {
-            rows += 1;
-            std::ptr::eq(v, first) || v == first
-        });
-        if same {
-            return Arc::new(StringArray::new_repeated(first, rows));
-        }
-    }
-    Arc::new(StringArray::from_iter_values(values))
-}
-
-fn opt_text<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(values.collect::<StringArray>())
+    let mut repeats = Repeats::new();
+    let rows = values.clone().inspect(|v| repeats.see(v)).count();
+    repeats.finish(rows, values)
 }
 
 fn opt_u64(values: impl Iterator<Item = Option<u64>>) -> ArrayRef {
@@ -89,40 +56,145 @@ fn batch(table: Table, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
     })
 }
 
+/// A price or size in units of 10^-9 as a 64-bit decimal column stores it. Validation keeps
+/// every value under 10^18 units (DECIMAL(18, 9)); one that is not is an error here, not a
+/// wrapped number.
+fn units<T: Into<i128>>(v: T) -> Result<i64> {
+    let v = v.into();
+    i64::try_from(v).map_err(|_| {
+        let (p, s) = PRICE_DIGITS;
+        Error::Arrow {
+            table: "decimal",
+            source: ArrowError::InvalidArgumentError(format!(
+                "{v} units of 10^-9 do not fit DECIMAL({p}, {s})"
+            )),
+        }
+    })
+}
+
+fn decimal64(values: Vec<i64>) -> Result<ArrayRef> {
+    let (p, s) = PRICE_DIGITS;
+    let array = Decimal64Array::from(values)
+        .with_precision_and_scale(p, s)
+        .map_err(|source| Error::Arrow {
+            table: "decimal",
+            source,
+        })?;
+    Ok(Arc::new(array))
+}
+
+fn ts_column(values: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC"))
+}
+
+/// Whether a text column holds one value on every row, learnt while the rows are read
+/// once for all columns: a column per pass would read every row again for each column,
+/// and a flush's rows are far larger than the caches.
+struct Repeats<'a> {
+    first: Option<&'a str>,
+    same: bool,
+}
+
+impl<'a> Repeats<'a> {
+    fn new() -> Self {
+        Self {
+            first: None,
+            same: true,
+        }
+    }
+
+    #[inline]
+    fn see(&mut self, v: &'a str) {
+        match self.first {
+            None => self.first = Some(v),
+            Some(first) => {
+                if self.same && !std::ptr::eq(first, v) && first != v {
+                    self.same = false;
+                }
+            }
+        }
+    }
+
+    /// The column: the one value repeated, or else every row's value read again.
+    fn finish(self, rows: usize, values: impl Iterator<Item = &'a str>) -> ArrayRef {
+        match self.first {
+            Some(first) if self.same => Arc::new(StringArray::new_repeated(first, rows)),
+            _ => Arc::new(StringArray::from_iter_values(values)),
+        }
+    }
+}
+
+/// Trades read once, row by row, into every column.
 pub(crate) fn trades(rows: &[&Trade]) -> Result<RecordBatch> {
-    let it = || rows.iter();
+    let n = rows.len();
+    let (mut ts_event, mut ts_recv) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut prices, mut sizes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut trade_ids = StringBuilder::with_capacity(n, n * 8);
+    let mut exchanges = StringBuilder::with_capacity(n, 0);
+    let mut seqs = UInt64Builder::with_capacity(n);
+    let (mut symbol, mut source, mut feed) = (Repeats::new(), Repeats::new(), Repeats::new());
+    for t in rows {
+        symbol.see(t.symbol.as_str());
+        ts_event.push(t.ts_event.0);
+        ts_recv.push(t.ts_recv.0);
+        prices.push(t.price.raw());
+        sizes.push(units(t.size.raw())?);
+        trade_ids.append_option(t.trade_id.as_deref());
+        exchanges.append_option(t.exchange.as_deref());
+        source.see(&t.source);
+        feed.see(&t.feed);
+        seqs.append_option(t.seq);
+    }
     batch(
         Table::Trades,
         vec![
-            text(it().map(|t| t.symbol.as_str())),
-            ts(it().map(|t| t.ts_event.0)),
-            ts(it().map(|t| t.ts_recv.0)),
-            price(it().map(|t| t.price.raw()))?,
-            price(it().map(|t| t.size.raw()))?,
-            opt_text(it().map(|t| t.trade_id.as_deref())),
-            opt_text(it().map(|t| t.exchange.as_deref())),
-            text(it().map(|t| &*t.source)),
-            text(it().map(|t| &*t.feed)),
-            opt_u64(it().map(|t| t.seq)),
+            symbol.finish(n, rows.iter().map(|t| t.symbol.as_str())),
+            ts_column(ts_event),
+            ts_column(ts_recv),
+            decimal64(prices)?,
+            decimal64(sizes)?,
+            Arc::new(trade_ids.finish()),
+            Arc::new(exchanges.finish()),
+            source.finish(n, rows.iter().map(|t| &*t.source)),
+            feed.finish(n, rows.iter().map(|t| &*t.feed)),
+            Arc::new(seqs.finish()),
         ],
     )
 }
 
+/// Quotes read once, row by row, into every column.
 pub(crate) fn quotes(rows: &[&Quote]) -> Result<RecordBatch> {
-    let it = || rows.iter();
+    let n = rows.len();
+    let (mut ts_event, mut ts_recv) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut bids, mut bid_sizes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut asks, mut ask_sizes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut seqs = UInt64Builder::with_capacity(n);
+    let (mut symbol, mut source, mut feed) = (Repeats::new(), Repeats::new(), Repeats::new());
+    for q in rows {
+        symbol.see(q.symbol.as_str());
+        ts_event.push(q.ts_event.0);
+        ts_recv.push(q.ts_recv.0);
+        bids.push(q.bid.raw());
+        bid_sizes.push(units(q.bid_size.raw())?);
+        asks.push(q.ask.raw());
+        ask_sizes.push(units(q.ask_size.raw())?);
+        source.see(&q.source);
+        feed.see(&q.feed);
+        seqs.append_option(q.seq);
+    }
     batch(
         Table::Quotes,
         vec![
-            text(it().map(|q| q.symbol.as_str())),
-            ts(it().map(|q| q.ts_event.0)),
-            ts(it().map(|q| q.ts_recv.0)),
-            price(it().map(|q| q.bid.raw()))?,
-            price(it().map(|q| q.bid_size.raw()))?,
-            price(it().map(|q| q.ask.raw()))?,
-            price(it().map(|q| q.ask_size.raw()))?,
-            text(it().map(|q| &*q.source)),
-            text(it().map(|q| &*q.feed)),
-            opt_u64(it().map(|q| q.seq)),
+            symbol.finish(n, rows.iter().map(|q| q.symbol.as_str())),
+            ts_column(ts_event),
+            ts_column(ts_recv),
+            decimal64(bids)?,
+            decimal64(bid_sizes)?,
+            decimal64(asks)?,
+            decimal64(ask_sizes)?,
+            source.finish(n, rows.iter().map(|q| &*q.source)),
+            feed.finish(n, rows.iter().map(|q| &*q.feed)),
+            Arc::new(seqs.finish()),
         ],
     )
 }
@@ -282,5 +354,98 @@ mod tests {
         assert_eq!(column("feed"), ["iex", "iex", "iex"]);
         assert_eq!(trades(&refs[..1]).unwrap().num_rows(), 1);
         assert_eq!(trades(&[]).unwrap().num_rows(), 0);
+    }
+
+    #[test]
+    fn trades_fill_every_column_from_their_row() {
+        let mut rows = vec![trade("NVDA", "alpaca"), trade("AAPL", "alpaca")];
+        rows[0].trade_id = Some("t-1".into());
+        rows[0].exchange = Some(Arc::from("V"));
+        rows[0].seq = Some(7);
+        rows[1].ts_event = UnixNanos(10);
+        rows[1].ts_recv = UnixNanos(11);
+        rows[1].price = Price::parse("-2.25").unwrap();
+        rows[1].size = Qty::parse("0.000000001").unwrap();
+        rows[1].feed = Arc::from("sip");
+        let refs: Vec<&Trade> = rows.iter().collect();
+        let batch = trades(&refs).unwrap();
+        let text = |name: &str| -> Vec<Option<String>> {
+            let c = batch.column_by_name(name).unwrap().as_string::<i32>();
+            c.iter().map(|v| v.map(str::to_string)).collect()
+        };
+        let some =
+            |v: &[&str]| -> Vec<Option<String>> { v.iter().map(|s| Some(s.to_string())).collect() };
+        assert_eq!(text("symbol"), some(&["NVDA", "AAPL"]));
+        assert_eq!(text("trade_id"), [Some("t-1".to_string()), None]);
+        assert_eq!(text("exchange"), [Some("V".to_string()), None]);
+        assert_eq!(text("source"), some(&["alpaca", "alpaca"]));
+        assert_eq!(text("feed"), some(&["iex", "sip"]));
+        let ts = |name: &str| -> Vec<i64> {
+            let c = batch.column_by_name(name).unwrap();
+            c.as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(ts("ts_event"), [1, 10]);
+        assert_eq!(ts("ts_recv"), [2, 11]);
+        let units = |name: &str| -> Vec<i64> {
+            let c = batch.column_by_name(name).unwrap();
+            c.as_primitive::<arrow::datatypes::Decimal64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(units("price"), [1_500_000_000, -2_250_000_000]);
+        assert_eq!(units("size"), [3_000_000_000, 1]);
+        let seq = batch.column_by_name("seq").unwrap();
+        let seq = seq.as_primitive::<arrow::datatypes::UInt64Type>();
+        assert_eq!(seq.iter().collect::<Vec<_>>(), [Some(7), None]);
+    }
+
+    #[test]
+    fn quotes_fill_every_column_from_their_row() {
+        let quote = |symbol: &str, bid: &str, ask: &str, seq| Quote {
+            symbol: Symbol::parse(symbol).unwrap(),
+            ts_event: UnixNanos(5),
+            ts_recv: UnixNanos(6),
+            bid: Price::parse(bid).unwrap(),
+            bid_size: Qty::parse("2").unwrap(),
+            ask: Price::parse(ask).unwrap(),
+            ask_size: Qty::parse("4").unwrap(),
+            source: Arc::from("http"),
+            feed: Arc::from("http"),
+            seq,
+        };
+        let rows = [
+            quote("NVDA", "1.25", "1.5", Some(1)),
+            quote("MSFT", "3", "3.5", None),
+        ];
+        let refs: Vec<&Quote> = rows.iter().collect();
+        let batch = quotes(&refs).unwrap();
+        let units = |name: &str| -> Vec<i64> {
+            let c = batch.column_by_name(name).unwrap();
+            c.as_primitive::<arrow::datatypes::Decimal64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(units("bid"), [1_250_000_000, 3_000_000_000]);
+        assert_eq!(units("ask"), [1_500_000_000, 3_500_000_000]);
+        assert_eq!(units("bid_size"), [2_000_000_000; 2]);
+        assert_eq!(units("ask_size"), [4_000_000_000; 2]);
+        let symbols = batch.column_by_name("symbol").unwrap().as_string::<i32>();
+        assert_eq!(
+            symbols.iter().collect::<Vec<_>>(),
+            [Some("NVDA"), Some("MSFT")]
+        );
+        let seq = batch.column_by_name("seq").unwrap();
+        let seq = seq.as_primitive::<arrow::datatypes::UInt64Type>();
+        assert_eq!(seq.iter().collect::<Vec<_>>(), [Some(1), None]);
+    }
+
+    #[test]
+    fn a_size_beyond_the_column_is_an_error_not_a_wrapped_number() {
+        let mut row = trade("NVDA", "alpaca");
+        row.size = Qty::from_raw(u64::MAX, 0);
+        let error = trades(&[&row]).unwrap_err().to_string();
+        assert!(error.contains("do not fit DECIMAL(18, 9)"), "{error}");
     }
 }
