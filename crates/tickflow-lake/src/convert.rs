@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn trades_fill_every_column_from_their_row() {
-        let mut rows = vec![trade("NVDA", "alpaca"), trade("AAPL", "alpaca")];
+        let mut rows = [trade("NVDA", "alpaca"), trade("AAPL", "alpaca")];
         rows[0].trade_id = Some("t-1".into());
         rows[0].exchange = Some(Arc::from("V"));
         rows[0].seq = Some(7);
