@@ -83,10 +83,6 @@ fn decimal64(values: Vec<i64>) -> Result<ArrayRef> {
     Ok(Arc::new(array))
 }
 
-fn ts_column(values: Vec<i64>) -> ArrayRef {
-    Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC"))
-}
-
 /// Whether a text column holds one value on every row, learnt while the rows are read
 /// once for all columns: a column per pass would read every row again for each column,
 /// and a flush's rows are far larger than the caches.
@@ -149,8 +145,8 @@ pub(crate) fn trades(rows: &[&Trade]) -> Result<RecordBatch> {
         Table::Trades,
         vec![
             symbol.finish(n, rows.iter().map(|t| t.symbol.as_str())),
-            ts_column(ts_event),
-            ts_column(ts_recv),
+            ts(ts_event.into_iter()),
+            ts(ts_recv.into_iter()),
             decimal64(prices)?,
             decimal64(sizes)?,
             Arc::new(trade_ids.finish()),
@@ -186,8 +182,8 @@ pub(crate) fn quotes(rows: &[&Quote]) -> Result<RecordBatch> {
         Table::Quotes,
         vec![
             symbol.finish(n, rows.iter().map(|q| q.symbol.as_str())),
-            ts_column(ts_event),
-            ts_column(ts_recv),
+            ts(ts_event.into_iter()),
+            ts(ts_recv.into_iter()),
             decimal64(bids)?,
             decimal64(bid_sizes)?,
             decimal64(asks)?,

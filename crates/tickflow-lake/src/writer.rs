@@ -419,6 +419,20 @@ pub(crate) fn sync_filesystem(path: &Path) -> Result<()> {
     }
 }
 
+/// The first record batch of a Parquet file, for tests.
+#[cfg(test)]
+pub(crate) fn first_batch(path: &Path) -> arrow::record_batch::RecordBatch {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        File::open(path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap()
+    .next()
+    .unwrap()
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -505,13 +519,7 @@ mod tests {
         for f in &lake.files(Table::Trades, 1).unwrap() {
             let folder = f.parent().unwrap().file_name().unwrap().to_string_lossy();
             let bucket: u32 = folder.strip_prefix("bucket=").unwrap().parse().unwrap();
-            let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
-                .unwrap()
-                .build()
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap();
+            let batch = first_batch(f);
             let col = batch
                 .column(0)
                 .as_any()
@@ -581,14 +589,7 @@ mod tests {
                 .all(|e| e != Encoding::DELTA_BINARY_PACKED)
         );
         // And the values read back as written.
-        let file = File::open(&lake.files(Table::Trades, 1).unwrap()[0]).unwrap();
-        let batch = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = first_batch(&lake.files(Table::Trades, 1).unwrap()[0]);
         let expected = convert::trades(&rows.trades.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(batch.columns(), expected.columns());
     }

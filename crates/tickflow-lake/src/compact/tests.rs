@@ -253,13 +253,7 @@ fn files_with_128_bit_prices_merge_into_the_current_types() {
     let lake = lake_with_flushes(dir.path(), 5);
     // One flush file rewritten as earlier versions stored prices: DECIMAL128 in Arrow.
     let old = lake.files(Table::Trades, u64::MAX).unwrap()[0].clone();
-    let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&old).unwrap())
-        .unwrap()
-        .build()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
+    let batch = crate::writer::first_batch(&old);
     let widen = |t: &DataType| match t {
         DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
         t => t.clone(),
