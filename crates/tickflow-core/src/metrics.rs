@@ -22,6 +22,9 @@ pub const LOG_LATENCY_SECONDS: &str = "tickflow_log_latency_seconds";
 pub const QUERYABLE_LATENCY_SECONDS: &str = "tickflow_queryable_latency_seconds";
 pub const ALERT_LATENCY_SECONDS: &str = "tickflow_alert_latency_seconds";
 pub const SINK_ERRORS_TOTAL: &str = "tickflow_sink_errors_total";
+pub const SINK_ROWS_TOTAL: &str = "tickflow_sink_rows_total";
+pub const SINK_LAG_ROWS: &str = "tickflow_sink_lag_rows";
+pub const SINK_LAG_FLUSHES: &str = "tickflow_sink_lag_flushes";
 pub const ALERTS_TOTAL: &str = "tickflow_alerts_total";
 pub const ALERT_DELIVERIES_TOTAL: &str = "tickflow_alert_deliveries_total";
 pub const ROWS_WRITTEN_TOTAL: &str = "tickflow_lake_rows_written_total";
@@ -192,7 +195,13 @@ pub struct Metrics {
     pub queryable_latency: Histogram,
     /// `ts_recv` of the triggering tick → alert handed to every notifier.
     pub alert_latency: Histogram,
+    /// Failed sink opens, writes and lake reads, by sink id (the lake's own under `lake`).
     pub sink_errors: Labeled,
+    /// Rows each sink has written, by sink id.
+    pub sink_rows: Labeled,
+    /// Gauges: rows and flushes the lake has committed that a sink has not written.
+    pub sink_lag_rows: Labeled,
+    pub sink_lag_flushes: Labeled,
     pub alerts: Labeled,
     pub alert_deliveries: Labeled,
     pub rows_written: Labeled,
@@ -237,7 +246,12 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let labeled =
             |out: &mut String, name: &str, label: &str, help: &str, values: Vec<(String, u64)>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                let kind = if name.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
                 for (k, v) in values {
                     let _ = writeln!(
                         out,
@@ -268,8 +282,29 @@ impl Metrics {
             &mut out,
             SINK_ERRORS_TOTAL,
             "sink",
-            "Failed sink writes (retried).",
+            "Failed sink opens, writes and lake reads (retried).",
             self.sink_errors.snapshot(),
+        );
+        labeled(
+            &mut out,
+            SINK_ROWS_TOTAL,
+            "sink",
+            "Rows a sink has written durably.",
+            self.sink_rows.snapshot(),
+        );
+        labeled(
+            &mut out,
+            SINK_LAG_ROWS,
+            "sink",
+            "Rows the lake has committed that a sink has not yet written.",
+            self.sink_lag_rows.snapshot(),
+        );
+        labeled(
+            &mut out,
+            SINK_LAG_FLUSHES,
+            "sink",
+            "Lake flushes a sink has not yet written.",
+            self.sink_lag_flushes.snapshot(),
         );
         labeled(
             &mut out,
@@ -427,5 +462,20 @@ mod tests {
         assert!(text.contains("tickflow_alert_latency_seconds_bucket{le=\"0.00005\"} 1"));
         assert!(text.contains("tickflow_alert_latency_seconds_bucket{le=\"0.001\"} 2"));
         assert!(text.contains("tickflow_log_latency_seconds_count 0"));
+        m.sink_rows.add("csv", 7);
+        m.sink_lag_rows.get("csv").store(3, Ordering::Relaxed);
+        let text = m.render_prometheus();
+        assert!(
+            text.contains(
+                "# TYPE tickflow_sink_rows_total counter\ntickflow_sink_rows_total{sink=\"csv\"} 7"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE tickflow_sink_lag_rows gauge\ntickflow_sink_lag_rows{sink=\"csv\"} 3"
+            ),
+            "{text}"
+        );
     }
 }

@@ -13,6 +13,12 @@ pub enum Error {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
+    #[error("reading {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error(
+        "{path} merges flushes on both sides of flush {position}, so the rows after it cannot be read apart"
+    )]
+    Compacted { path: PathBuf, position: u64 },
     #[error("building {table} batch: {source}")]
     Arrow {
         table: &'static str,

@@ -16,12 +16,14 @@
 mod compact;
 mod convert;
 mod error;
+mod read;
 mod table;
 mod writer;
 
 pub use compact::{CompactPolicy, CompactReport, seq_range_of};
 pub use convert::{cast_to, to_batch};
 pub use error::{Error, Result};
+pub use read::{read_file, rows_from_batch};
 pub use table::Table;
 pub use tickflow_model::Rows;
 pub use writer::{Lake, WriteReport, flush_seq_of, symbol_bucket};

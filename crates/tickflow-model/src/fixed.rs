@@ -164,6 +164,21 @@ macro_rules! fixed_common {
                     precision: precision.min(MAX_PRECISION),
                 }
             }
+            /// The same value shown with the fewest digits that show it exactly (`181.25`,
+            /// `100`): what stores that keep the value but not its precision read back, and
+            /// how sinks write decimals so the same row always reads the same.
+            pub fn normalized(self) -> Self {
+                let mut precision = MAX_PRECISION;
+                let mut raw = self.raw;
+                while precision > 0 && raw % 10 == 0 {
+                    raw /= 10;
+                    precision -= 1;
+                }
+                Self {
+                    raw: self.raw,
+                    precision,
+                }
+            }
             /// A lossy view for statistics (volatility, z-scores), never for storage.
             pub fn as_f64(self) -> f64 {
                 self.raw as f64 / FIXED_SCALE as f64

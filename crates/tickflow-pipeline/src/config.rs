@@ -20,26 +20,21 @@ use crate::error::{ConfigError, Problem};
 /// The demo configuration, embedded so `tickflow demo` needs no file.
 pub const DEMO_TOML: &str = include_str!("../../../config/demo.toml");
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The file's sections, each read on its own (see [`parse`]) so a problem in one does not
+/// hide the problems of the others.
+#[derive(Debug, Default)]
 pub struct RawConfig {
     pub data_dir: Option<String>,
-    #[serde(default)]
     pub http: RawHttp,
-    #[serde(default)]
     pub log: RawLog,
-    #[serde(default)]
     pub processing: RawProcessing,
-    #[serde(default)]
     pub lake: RawLake,
-    #[serde(default)]
     pub sources: Vec<RawSource>,
-    #[serde(default)]
+    pub sinks: Vec<RawSink>,
     pub alerts: RawAlerts,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub bind: Option<String>,
     pub port: Option<i64>,
@@ -47,7 +42,6 @@ pub struct RawHttp {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub segment_mb: Option<i64>,
     pub retention_hours: Option<i64>,
@@ -56,39 +50,96 @@ pub struct RawLog {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawProcessing {
     pub lateness_ms: Option<i64>,
     pub max_future_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLake {
     pub flush_interval_ms: Option<i64>,
     pub flush_rows: Option<i64>,
     pub symbol_buckets: Option<i64>,
     pub compact_interval_secs: Option<i64>,
     pub compact_target_mb: Option<i64>,
+    pub sink_buffer_rows: Option<i64>,
 }
 
-/// One `[[sources]]` entry; `type` picks the variant. Adding a source adds a variant here.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawSource {
-    Simulator {
-        rate: Option<i64>,
-        seed: Option<u64>,
-        anomaly_rate: Option<f64>,
-        quote_ratio: Option<f64>,
-        history_days: Option<i64>,
-        history_step_secs: Option<i64>,
-        symbols: Option<Vec<String>>,
-    },
+/// One `[[sources]]` entry: its `id` and the settings its `type` reads.
+#[derive(Debug)]
+pub struct RawSource {
+    /// Its place among the `[[sources]]` entries, for error messages.
+    pub index: usize,
+    pub id: Option<String>,
+    pub kind: RawSourceKind,
+}
+
+/// The sources tickflow knows, by `type`. Adding a source adds a variant here and a line in
+/// [`RawSourceKind::parse`].
+#[derive(Debug)]
+pub enum RawSourceKind {
+    Simulator(RawSimulator),
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+pub struct RawSimulator {
+    pub rate: Option<i64>,
+    pub seed: Option<u64>,
+    pub anomaly_rate: Option<f64>,
+    pub quote_ratio: Option<f64>,
+    pub history_days: Option<i64>,
+    pub history_step_secs: Option<i64>,
+    pub symbols: Option<Vec<String>>,
+}
+
+impl RawSourceKind {
+    /// Every `type` a `[[sources]]` entry may name.
+    pub const TYPES: &[&str] = &["simulator"];
+
+    fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
+        match kind {
+            "simulator" => c.typed(entry, key).map(Self::Simulator),
+            _ => None,
+        }
+    }
+}
+
+/// One `[[sinks]]` entry: its `id` and the settings its `type` reads.
+#[derive(Debug)]
+pub struct RawSink {
+    /// Its place among the `[[sinks]]` entries, for error messages.
+    pub index: usize,
+    pub id: Option<String>,
+    pub kind: RawSinkKind,
+}
+
+/// The sinks tickflow knows, by `type`. Adding a sink adds a variant here, a line in
+/// [`RawSinkKind::parse`] and one in [`SinkConfig`].
+#[derive(Debug)]
+pub enum RawSinkKind {
+    Csv(RawCsvSink),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCsvSink {
+    pub dir: Option<String>,
+    pub tables: Option<Vec<String>>,
+    pub fsync: Option<bool>,
+}
+
+impl RawSinkKind {
+    /// Every `type` a `[[sinks]]` entry may name.
+    pub const TYPES: &[&str] = &["csv"];
+
+    fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
+        match kind {
+            "csv" => c.typed(entry, key).map(Self::Csv),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub struct RawAlerts {
     #[serde(default)]
     pub threshold: Vec<RawThreshold>,
@@ -97,7 +148,6 @@ pub struct RawAlerts {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawThreshold {
     pub name: String,
     pub symbol: Option<String>,
@@ -107,7 +157,6 @@ pub struct RawThreshold {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSpike {
     pub name: String,
     pub symbol: Option<String>,
@@ -146,6 +195,9 @@ pub struct LakePlan {
     /// How often small files are merged; `None` = never.
     pub compact_every: Option<Duration>,
     pub compact: tickflow_lake::CompactPolicy,
+    /// Rows of recent flushes kept in memory for sinks behind the lake; a sink further
+    /// behind reads the lake's files instead.
+    pub sink_buffer_rows: usize,
 }
 
 /// A simulator to run.
@@ -167,6 +219,44 @@ pub struct Plan {
     pub processing: ProcessorConfig,
     pub lake: LakePlan,
     pub simulator: Option<SimulatorPlan>,
+    pub sinks: Vec<SinkPlan>,
+}
+
+/// A sink to run, under its `id`.
+#[derive(Clone, Debug)]
+pub struct SinkPlan {
+    /// Names it in metrics, status and logs; unique among sinks.
+    pub id: String,
+    pub config: SinkConfig,
+}
+
+/// Validated settings of each sink type; [`SinkConfig::build`] makes the sink.
+#[derive(Clone, Debug)]
+pub enum SinkConfig {
+    Csv(tickflow_sinks::csv::CsvConfig),
+}
+
+impl SinkConfig {
+    /// The `type` that names it in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Csv(_) => "csv",
+        }
+    }
+
+    /// A new, unopened sink.
+    pub fn build(&self) -> Box<dyn tickflow_core::sink::Sink> {
+        match self {
+            Self::Csv(c) => Box::new(tickflow_sinks::csv::CsvSink::new(c.clone())),
+        }
+    }
+
+    /// One line for `tickflow check`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Csv(c) => format!("csv files in {} ({})", c.dir.display(), c.tables.join(", ")),
+        }
+    }
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; an unset variable without default is a problem.
@@ -264,9 +354,46 @@ struct Checker {
     problems: Vec<(String, String)>,
 }
 
+/// `prefix.key`, or `key` alone at the top.
+fn join(prefix: &str, key: &str) -> String {
+    match (prefix.is_empty(), key.is_empty()) {
+        (true, _) => key.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{key}"),
+    }
+}
+
 impl Checker {
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push((key.into(), message.into()));
+    }
+
+    /// Reads one section or entry into its raw type. Every unknown key is a problem, and so
+    /// is a value of the wrong type (then `None`); the key paths start at `prefix`.
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        value: toml::Value,
+        prefix: &str,
+    ) -> Option<T> {
+        let mut unknown = Vec::new();
+        let mut collect = |path: serde_ignored::Path<'_>| unknown.push(key_path(&path));
+        let de = serde_ignored::Deserializer::new(value, &mut collect);
+        let result: Result<T, _> = serde_path_to_error::deserialize(de);
+        for key in unknown {
+            self.add(join(prefix, &key), "unknown key");
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                self.add(
+                    join(prefix, &key),
+                    e.into_inner().message().trim().to_string(),
+                );
+                None
+            }
+        }
     }
 
     fn range(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
@@ -487,12 +614,20 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 * 1024,
             ..tickflow_lake::CompactPolicy::default()
         },
+        sink_buffer_rows: c.range(
+            "lake.sink_buffer_rows",
+            raw.lake.sink_buffer_rows,
+            2_000_000,
+            0,
+            1_000_000_000,
+        ) as usize,
     };
     let mut simulator = None;
-    for (i, source) in raw.sources.into_iter().enumerate() {
+    for source in raw.sources {
+        let i = source.index;
         let key = |f: &str| format!("sources[{i}].{f}");
-        match source {
-            RawSource::Simulator {
+        match source.kind {
+            RawSourceKind::Simulator(RawSimulator {
                 rate,
                 seed,
                 anomaly_rate,
@@ -500,7 +635,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 history_days,
                 history_step_secs,
                 symbols,
-            } => {
+            }) => {
                 if simulator.is_some() {
                     c.add(key("type"), "only one simulator source is supported");
                 }
@@ -563,6 +698,64 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
         }
     }
+    let mut sinks: Vec<SinkPlan> = Vec::new();
+    for sink in raw.sinks {
+        let i = sink.index;
+        let key = |f: &str| format!("sinks[{i}].{f}");
+        let config = match sink.kind {
+            RawSinkKind::Csv(csv) => {
+                let tables = match csv.tables {
+                    None => tickflow_sinks::csv::TABLES.to_vec(),
+                    Some(list) => list
+                        .iter()
+                        .filter_map(|t| {
+                            let found = tickflow_sinks::csv::TABLES
+                                .iter()
+                                .find(|k| **k == t.as_str());
+                            if found.is_none() {
+                                c.add(
+                                    key("tables"),
+                                    format!(
+                                        "unknown table {t:?}: expected some of {}",
+                                        tickflow_sinks::csv::TABLES.join(", ")
+                                    ),
+                                );
+                            }
+                            found.copied()
+                        })
+                        .collect(),
+                };
+                SinkConfig::Csv(tickflow_sinks::csv::CsvConfig {
+                    dir: PathBuf::new(),
+                    tables,
+                    fsync: csv.fsync.unwrap_or(true),
+                })
+                .with_dir(csv.dir)
+            }
+        };
+        let id = sink.id.unwrap_or_else(|| config.type_name().to_string());
+        if !valid_id(&id) {
+            c.add(
+                key("id"),
+                format!(
+                    "{id:?} is not a valid id: use 1 to 64 lower-case letters, digits, '-' or '_'"
+                ),
+            );
+        } else if sinks.iter().any(|s| s.id == id) {
+            c.add(
+                key("id"),
+                format!("another sink is already called {id:?}: give each sink its own id"),
+            );
+        }
+        sinks.push(SinkPlan { id, config });
+    }
+    // A sink's files default to the data directory, under its id.
+    for sink in &mut sinks {
+        let SinkConfig::Csv(csv) = &mut sink.config;
+        if csv.dir.as_os_str().is_empty() {
+            csv.dir = data_dir.join("sinks").join(&sink.id);
+        }
+    }
     Plan {
         data_dir,
         http,
@@ -570,6 +763,26 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         processing,
         lake,
         simulator,
+        sinks,
+    }
+}
+
+/// Ids name connectors in metrics labels, status and file names: short and plain.
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl SinkConfig {
+    /// Sets the directory of a file sink when the config names one.
+    fn with_dir(mut self, dir: Option<String>) -> Self {
+        let Self::Csv(c) = &mut self;
+        if let Some(dir) = dir {
+            c.dir = PathBuf::from(dir);
+        }
+        self
     }
 }
 
@@ -603,35 +816,29 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, ConfigError> {
             return Err(fail(problems));
         }
     };
-    let locate = |key: &str| span_of(root.get_ref(), key).map(|s| line_of(&text, s.start));
-    // First pass: every unknown key at once (serde stops at the first otherwise).
-    let mut unknown = Vec::new();
-    if let Ok(de) = toml::de::Deserializer::parse(&text) {
-        let _: Result<LenientConfig, _> =
-            serde_ignored::deserialize(de, |path| unknown.push(key_path(&path)));
-    }
-    for key in unknown {
-        problems.push(Problem {
-            line: locate(&key),
-            key: key.clone(),
-            message: "unknown key".to_string(),
-        });
-    }
-    let raw: RawConfig = match toml::from_str(&text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            if problems.is_empty() {
-                problems.push(Problem {
-                    line: e.span().map(|s| line_of(&text, s.start)),
-                    key: String::new(),
-                    message: e.message().trim().to_string(),
-                });
+    // A key the file does not spell out (a default found wrong) is shown at its table.
+    let locate = |key: &str| {
+        let mut key = key;
+        loop {
+            if let Some(span) = span_of(root.get_ref(), key) {
+                return Some(line_of(&text, span.start));
             }
-            return Err(fail(problems));
+            key = &key[..key.rfind('.')?];
         }
     };
     let mut checker = Checker {
         problems: Vec::new(),
+    };
+    let raw = match toml::from_str::<toml::Table>(&text) {
+        Ok(table) => read_sections(table, &mut checker),
+        Err(e) => {
+            problems.push(Problem {
+                line: e.span().map(|s| line_of(&text, s.start)),
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            });
+            return Err(fail(problems));
+        }
     };
     let plan = validate(raw, &mut checker);
     for (key, message) in checker.problems {
@@ -644,6 +851,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, ConfigError> {
     if problems.is_empty() {
         Ok(plan)
     } else {
+        // In file order, as a reader fixes them.
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
         Err(fail(problems))
     }
 }
@@ -664,90 +873,100 @@ pub fn load(path: &Path) -> Result<Plan, ConfigError> {
     parse(&text, path)
 }
 
-/// Mirrors [`RawConfig`] without `deny_unknown_fields`, so serde_ignored can list every
-/// unknown key in one pass.
-#[derive(Debug, Default, Deserialize)]
-#[allow(dead_code)]
-struct LenientConfig {
-    data_dir: Option<toml::Value>,
-    #[serde(default)]
-    http: Option<LenientHttp>,
-    #[serde(default)]
-    log: Option<LenientLog>,
-    #[serde(default)]
-    processing: Option<LenientProcessing>,
-    #[serde(default)]
-    lake: Option<LenientLake>,
-    #[serde(default)]
-    sources: Vec<LenientSource>,
-    #[serde(default)]
-    alerts: Option<LenientAlerts>,
+/// Reads each top-level section on its own, and each `[[sources]]` and `[[sinks]]` entry by
+/// the variant its `type` names, so one bad value hides no other problem.
+fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
+    let mut raw = RawConfig::default();
+    for (key, value) in root {
+        match key.as_str() {
+            "data_dir" => raw.data_dir = c.typed(value, "data_dir"),
+            "http" => raw.http = c.typed(value, "http").unwrap_or_default(),
+            "log" => raw.log = c.typed(value, "log").unwrap_or_default(),
+            "processing" => raw.processing = c.typed(value, "processing").unwrap_or_default(),
+            "lake" => raw.lake = c.typed(value, "lake").unwrap_or_default(),
+            "alerts" => raw.alerts = c.typed(value, "alerts").unwrap_or_default(),
+            "sources" => {
+                for (i, (id, kind, entry)) in entries(value, "sources", RawSourceKind::TYPES, c) {
+                    let key = format!("sources[{i}]");
+                    if let Some(kind) = RawSourceKind::parse(&kind, entry, &key, c) {
+                        raw.sources.push(RawSource { index: i, id, kind });
+                    }
+                }
+            }
+            "sinks" => {
+                for (i, (id, kind, entry)) in entries(value, "sinks", RawSinkKind::TYPES, c) {
+                    let key = format!("sinks[{i}]");
+                    if let Some(kind) = RawSinkKind::parse(&kind, entry, &key, c) {
+                        raw.sinks.push(RawSink { index: i, id, kind });
+                    }
+                }
+            }
+            _ => c.add(key, "unknown key"),
+        }
+    }
+    raw
 }
 
-macro_rules! lenient {
-    ($name:ident { $($field:ident),* }) => {
-        #[derive(Debug, Default, Deserialize)]
-        #[allow(dead_code)]
-        struct $name { $($field: Option<toml::Value>),* }
+/// A connector entry: its index, `id`, `type`, and the rest of its keys.
+type Entry = (usize, (Option<String>, String, toml::Value));
+
+/// The entries of a `[[sources]]`-style array, each with its index, `id`, `type` (checked
+/// against `types`) and the rest of its keys.
+fn entries(
+    value: toml::Value,
+    name: &str,
+    types: &[&str],
+    c: &mut Checker,
+) -> Vec<Entry> {
+    let toml::Value::Array(items) = value else {
+        c.add(name, format!("expected [[{name}]] entries"));
+        return Vec::new();
     };
-}
-lenient!(LenientHttp {
-    bind,
-    port,
-    max_body_mb
-});
-lenient!(LenientLog {
-    segment_mb,
-    retention_hours,
-    retention_gb,
-    fsync
-});
-lenient!(LenientProcessing {
-    lateness_ms,
-    max_future_secs
-});
-lenient!(LenientLake {
-    flush_interval_ms,
-    flush_rows,
-    symbol_buckets,
-    compact_interval_secs,
-    compact_target_mb
-});
-lenient!(LenientSource {
-    r#type,
-    rate,
-    seed,
-    anomaly_rate,
-    quote_ratio,
-    history_days,
-    history_step_secs,
-    symbols
-});
-lenient!(LenientThreshold {
-    name,
-    symbol,
-    condition,
-    cooldown_secs,
-    severity
-});
-lenient!(LenientSpike {
-    name,
-    symbol,
-    window,
-    k,
-    min_samples,
-    min_return_pct,
-    cooldown_secs,
-    severity
-});
-
-#[derive(Debug, Default, Deserialize)]
-#[allow(dead_code)]
-struct LenientAlerts {
-    #[serde(default)]
-    threshold: Vec<LenientThreshold>,
-    #[serde(default)]
-    spike: Vec<LenientSpike>,
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("{name}[{i}]");
+        let toml::Value::Table(mut table) = item else {
+            c.add(key, "expected a table with a `type`");
+            continue;
+        };
+        let id = match table.remove("id") {
+            None => None,
+            Some(toml::Value::String(id)) => Some(id),
+            Some(other) => {
+                c.add(
+                    format!("{key}.id"),
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        };
+        let kind = match table.remove("type") {
+            Some(toml::Value::String(kind)) if types.contains(&kind.as_str()) => kind,
+            Some(toml::Value::String(kind)) => {
+                c.add(
+                    format!("{key}.type"),
+                    format!(
+                        "unknown type {kind:?}: expected one of {}",
+                        types.join(", ")
+                    ),
+                );
+                continue;
+            }
+            Some(other) => {
+                c.add(
+                    format!("{key}.type"),
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                continue;
+            }
+            None => {
+                c.add(key, format!("missing `type`: one of {}", types.join(", ")));
+                continue;
+            }
+        };
+        out.push((i, (id, kind, toml::Value::Table(table))));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -790,6 +1009,48 @@ mod tests {
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
         }
+    }
+
+    #[test]
+    fn sinks_are_read_entry_by_entry() {
+        let text = "data_dir = \"/d\"\n\n[[sinks]]\ntype = \"csv\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"/b\"\ntables = [\"trades\", \"bars\"]\nfsync = false\n";
+        let plan = parse(text, Path::new("s.toml")).unwrap();
+        assert_eq!(plan.sinks.len(), 2);
+        assert_eq!(plan.sinks[0].id, "csv", "the id defaults to the type");
+        let SinkConfig::Csv(c) = &plan.sinks[0].config;
+        assert_eq!(
+            c.dir,
+            PathBuf::from("/d/sinks/csv"),
+            "files default to the data directory"
+        );
+        assert_eq!(c.tables.len(), 6);
+        assert!(c.fsync);
+        let SinkConfig::Csv(c) = &plan.sinks[1].config;
+        assert_eq!(plan.sinks[1].id, "backup");
+        assert_eq!(c.dir, PathBuf::from("/b"));
+        assert_eq!(c.tables, vec!["trades", "bars"]);
+        assert!(!c.fsync);
+
+        let text = "[http]\nport = \"eighty\"\n\n[[sinks]]\ntype = \"csv\"\ncolour = \"red\"\ntables = [\"trades\", \"trade\"]\n\n[[sinks]]\ntype = \"kafka\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"csv\"\nfsync = \"yes\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"Not OK\"\n\n[[sinks]]\ndir = \"x\"\n\n[lake]\nflush_rows = 0\n";
+        let shown = parse(text, Path::new("s.toml")).unwrap_err().to_string();
+        for needle in [
+            "s.toml:2: http.port: invalid type: string \"eighty\", expected i64",
+            "s.toml:6: sinks[0].colour: unknown key",
+            "s.toml:7: sinks[0].tables: unknown table \"trade\"",
+            "s.toml:10: sinks[1].type: unknown type \"kafka\": expected one of csv",
+            "s.toml:15: sinks[2].fsync: invalid type: string \"yes\", expected a boolean",
+            "s.toml:19: sinks[3].id: \"Not OK\" is not a valid id",
+            "sinks[4]: missing `type`: one of csv",
+            "s.toml:25: lake.flush_rows: 0 is out of range",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+        let text = "[[sinks]]\ntype = \"csv\"\n\n[[sinks]]\ntype = \"csv\"\n";
+        let shown = parse(text, Path::new("s.toml")).unwrap_err().to_string();
+        assert!(
+            shown.contains("s.toml:4: sinks[1].id: another sink is already called \"csv\""),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! topology ([`Pipeline`]): sources append to the durable log, one processor thread reads it
 //! in order, and a flusher thread writes the lake, then the checkpoint, then the consumer
 //! offset, in that order, which is what makes a restart lose nothing and double nothing.
+//! Sinks other than the lake follow it on positions of their own ([`sinks`](SinkStatus)).
 //!
 //! It is not the HTTP layer (`tickflow-api`) or the SQL engine (`tickflow-query`); it hands
 //! them ingest, status and [`QueryInputs`].
@@ -11,8 +12,10 @@ pub mod config;
 mod error;
 mod live;
 mod runtime;
+mod sinks;
 
 pub use config::Plan;
 pub use error::{ConfigError, Error, Problem, Result};
 pub use live::{QueryInputs, offline_inputs};
 pub use runtime::{Pipeline, Status};
+pub use sinks::SinkStatus;

@@ -18,6 +18,7 @@ use tickflow_sources::pacing::Pacer;
 
 use crate::config::SimulatorPlan;
 use crate::live::{self, Live, QueryInputs};
+use crate::sinks::{SinkStatus, Sinks};
 use crate::{Error, Plan, Result, checkpoint};
 
 /// The consumer name under which the processor's offset is stored in the log.
@@ -46,6 +47,8 @@ pub struct Status {
     pub published_flush: u64,
     pub latency_p50_seconds: Option<f64>,
     pub latency_p99_seconds: Option<f64>,
+    /// Every sink behind the lake, with its position and lag.
+    pub sinks: Vec<SinkStatus>,
     /// Set when a pipeline thread failed; the pipeline is then stopping.
     pub failure: Option<String>,
 }
@@ -62,8 +65,9 @@ struct FlushJob {
 struct Inner {
     plan: Plan,
     log: Log,
-    lake: Lake,
+    lake: Arc<Lake>,
     metrics: Arc<Metrics>,
+    sinks: Sinks,
     live: Mutex<Live>,
     /// Raised first on shutdown: sources stop and ingest refuses new events.
     stop_sources: Shutdown,
@@ -150,11 +154,26 @@ impl Pipeline {
             open_bars: processor.open_bars(),
             ..Default::default()
         };
+        let lake = Arc::new(lake);
+        let metrics = Arc::new(Metrics::default());
+        let sinks = Sinks::start(
+            &data_dir,
+            &plan.sinks,
+            plan.lake.sink_buffer_rows,
+            ckpt.flush_seq,
+            &lake,
+            &metrics,
+        )
+        .map_err(|source| Error::Io {
+            context: "starting the sinks' runtime".into(),
+            source,
+        })?;
         let inner = Arc::new(Inner {
             plan,
             log,
             lake,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            sinks,
             live: Mutex::new(live),
             stop_sources: Shutdown::new(),
             stop_processing: Shutdown::new(),
@@ -290,6 +309,7 @@ impl Pipeline {
             published_flush: self.inner.live().published_seq,
             latency_p50_seconds: m.latency.quantile(0.5),
             latency_p99_seconds: m.latency.quantile(0.99),
+            sinks: self.inner.sinks.status(),
             failure: self
                 .inner
                 .failure
@@ -314,9 +334,12 @@ impl Pipeline {
         self.inner.stop_processing.trigger();
         for (name, h) in threads {
             if h.join().is_err() {
+                self.inner.sinks.shutdown();
                 return Err(Error::Thread(name, "panicked".into()));
             }
         }
+        // The flusher has published its last flush: sinks write it, within a bound.
+        self.inner.sinks.shutdown();
         match self
             .inner
             .failure
@@ -603,9 +626,7 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         let job = match rx.recv_timeout(wait) {
             Ok(job) => job,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if inner.plan.lake.compact_every.is_some()
-                    && committed > 0
-                    && !inner.stop_processing.is_triggered()
+                if inner.plan.lake.compact_every.is_some() && !inner.stop_processing.is_triggered()
                 {
                     compact(inner, committed);
                 }
@@ -636,6 +657,7 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             live.published_seq = job.seq;
             live.flushing.retain(|(s, _)| *s != job.seq);
         }
+        inner.sinks.publish(job.seq, &job.rows);
         m.latency
             .observe_since(UnixNanos::now().0, job.recv_times.iter().copied());
         // Readers copy rows out under the lock, so the flush's buffer is ours alone now.
@@ -672,9 +694,14 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
     Ok(())
 }
 
-/// Merges small lake files of committed flushes. A failure is logged and counted, and the
-/// files stay as they were: compaction only ever makes queries faster.
+/// Merges small lake files of committed flushes that every sink has written. A failure is
+/// logged and counted, and the files stay as they were: compaction only ever makes queries
+/// faster.
 fn compact(inner: &Inner, committed_seq: u64) {
+    let committed_seq = inner.sinks.compaction_limit(committed_seq);
+    if committed_seq == 0 {
+        return;
+    }
     let started = Instant::now();
     let today = UnixNanos::now().date();
     match inner

@@ -12,15 +12,19 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate)
             });
             println!(
-                "{}: ok (data_dir {}, http {}:{}, simulator {}, {} threshold and {} spike rules)",
+                "{}: ok (data_dir {}, http {}:{}, simulator {}, {} threshold and {} spike rules, {} sink(s))",
                 args.config.display(),
                 plan.data_dir.display(),
                 plan.http.bind,
                 plan.http.port,
                 sim,
                 plan.processing.thresholds.len(),
-                plan.processing.spikes.len()
+                plan.processing.spikes.len(),
+                plan.sinks.len()
             );
+            for sink in &plan.sinks {
+                println!("  sink {}: {}", sink.id, sink.config.describe());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

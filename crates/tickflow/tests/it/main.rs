@@ -6,4 +6,5 @@ mod crash;
 mod demo;
 mod http;
 mod produce;
+mod sinks;
 mod support;

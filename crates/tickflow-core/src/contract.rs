@@ -1,0 +1,202 @@
+//! Contract tests that every connector runs once (docs/CONNECTORS.md): the same checks for
+//! every sink, so a new one proves the guarantees the pipeline relies on.
+//!
+//! They are async and runtime-agnostic: call them from the test runtime of the connector's
+//! crate. They panic with a message naming the broken rule, as tests do.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tickflow_model::{
+    Alert, Bar, BarInterval, DailyMetric, Date, DlqRecord, Price, Qty, Quote, RejectReason, Rows,
+    Severity, Symbol, Trade, UnixNanos, Volume,
+};
+
+use crate::sink::{Flush, Sink};
+
+/// Rows per table that the sink holds, by table name, as its store reports them.
+pub type Counts = BTreeMap<String, u64>;
+
+/// Rows of every table, `n` of each, with natural keys that differ for each `batch`.
+pub fn sample_rows(batch: u64, n: u64) -> Rows {
+    let day = 86_400_000_000_000i64;
+    // 2026-11-23 14:30 UTC, then one day further for each batch.
+    let base = 1_795_444_200_000_000_000i64 + batch as i64 * day;
+    let symbol = |i: u64| {
+        Symbol::parse(["NVDA", "BTC-USD", "AAPL"][i as usize % 3]).expect("a valid symbol")
+    };
+    let price = |i: u64| Price::from_raw(181_250_000_000 + i as i64 * 10_000_000, 2);
+    let source: Arc<str> = Arc::from("contract");
+    let mut rows = Rows::default();
+    for i in 0..n {
+        let ts = UnixNanos(base + i as i64 * 1_000_000);
+        rows.trades.push(Trade {
+            symbol: symbol(i),
+            ts_event: ts,
+            ts_recv: UnixNanos(ts.0 + 5),
+            price: price(i),
+            size: Qty::from_raw(100_000_000_000, 0),
+            trade_id: Some(format!("{batch}-{i}").as_str().into()),
+            exchange: (i % 2 == 0).then(|| Arc::from("V, \"quoted\"")),
+            source: Arc::clone(&source),
+            feed: Arc::from("contract:test"),
+            seq: Some(batch * 1_000_000 + i),
+        });
+        rows.quotes.push(Quote {
+            symbol: symbol(i),
+            ts_event: ts,
+            ts_recv: UnixNanos(ts.0 + 5),
+            bid: price(i),
+            bid_size: Qty::from_raw(3_000_000_000, 0),
+            ask: Price::from_raw(price(i).raw() + 10_000_000, 2),
+            ask_size: Qty::from_raw(5_500_000_000, 1),
+            source: Arc::clone(&source),
+            feed: Arc::from("contract:test"),
+            seq: (i % 3 != 0).then_some(batch * 1_000_000 + i),
+        });
+        let start = BarInterval::M1.start_of(UnixNanos(base + i as i64 * 60_000_000_000));
+        rows.bars.push(Bar {
+            symbol: symbol(i),
+            interval: BarInterval::M1,
+            start,
+            end: UnixNanos(start.0 + BarInterval::M1.nanos()),
+            open: price(i),
+            high: price(i + 3),
+            low: price(i),
+            close: price(i + 1),
+            volume: Volume::from_raw(1_000_000_000_000, 0),
+            vwap: price(i + 2),
+            trade_count: 10 + i,
+            is_final: true,
+        });
+        rows.daily_metrics.push(DailyMetric {
+            symbol: symbol(i),
+            date: Date(UnixNanos(base).date().0 + i as i32),
+            open: price(i),
+            high: price(i + 5),
+            low: price(i),
+            close: price(i + 2),
+            volume: Volume::from_raw(5_000_000_000_000, 0),
+            volatility: 2.75,
+            rolling_avg_5d: price(i + 1),
+            daily_pct_change: (i > 0).then_some(-1.25),
+        });
+        rows.alerts.push(Alert {
+            alert_id: format!("contract-{batch}-{i}"),
+            rule: "contract_rule".into(),
+            symbol: symbol(i),
+            ts,
+            value: price(i),
+            threshold: "> 100".into(),
+            message: format!("price {} crossed 100, with a comma", price(i)),
+            severity: Severity::Warning,
+            delivered_to: "log".into(),
+        });
+        rows.dlq.push(DlqRecord {
+            ts,
+            source: "contract".into(),
+            offset: (i % 2 == 0).then_some(batch * 1_000 + i),
+            reason: RejectReason::NonPositivePrice,
+            error: "price -1 is not positive".into(),
+            payload: "{\"type\":\"trade\",\"symbol\":\"NVDA\",\"price\":\"-1\"}\n2nd line".into(),
+        });
+    }
+    rows
+}
+
+fn table_lens(rows: &Rows) -> [(&'static str, u64); 6] {
+    [
+        ("trades", rows.trades.len() as u64),
+        ("quotes", rows.quotes.len() as u64),
+        ("bars", rows.bars.len() as u64),
+        ("daily_metrics", rows.daily_metrics.len() as u64),
+        ("alerts", rows.alerts.len() as u64),
+        ("dlq", rows.dlq.len() as u64),
+    ]
+}
+
+/// What a sink that keeps `tables` should hold after the given flushes.
+fn expected(tables: &[&str], flushes: &[&Rows]) -> Counts {
+    let mut counts = Counts::new();
+    for rows in flushes {
+        for (table, n) in table_lens(rows) {
+            if tables.contains(&table) {
+                *counts.entry(table.to_string()).or_default() += n;
+            }
+        }
+    }
+    counts
+}
+
+fn nonzero(counts: Counts) -> Counts {
+    counts.into_iter().filter(|(_, n)| *n > 0).collect()
+}
+
+/// The sink contract, on a fresh store. `make` opens a new handle on the same store (as a
+/// restart would), `probe` counts the rows the store holds per table, and `tables` names the
+/// tables this sink keeps. Checks: a new store has no position; a flush's rows arrive once
+/// and its position with them; a flush handed again doubles nothing; a new handle resumes
+/// at the stored position; a flush without rows still moves the position.
+///
+/// # Panics
+/// When the sink breaks a rule, with a message naming it.
+pub async fn check_sink<S, M, P>(mut make: M, mut probe: P, tables: &[&str])
+where
+    S: Sink,
+    M: FnMut() -> S,
+    P: AsyncFnMut() -> Counts,
+{
+    let first = sample_rows(1, 5);
+    let second = sample_rows(2, 7);
+    let mut sink = make();
+    let position = sink.open().await.expect("a new store opens");
+    assert_eq!(position, None, "a new store has no position");
+    assert_eq!(
+        nonzero(probe().await),
+        Counts::new(),
+        "a new store holds no rows"
+    );
+
+    let flush1 = Flush {
+        seq: 1,
+        rows: Arc::new(first.clone()),
+    };
+    sink.write(&flush1).await.expect("flush 1 is written");
+    assert_eq!(
+        nonzero(probe().await),
+        expected(tables, &[&first]),
+        "every kept row of flush 1 is stored once"
+    );
+    sink.write(&flush1).await.expect("flush 1 handed again");
+    assert_eq!(
+        nonzero(probe().await),
+        expected(tables, &[&first]),
+        "a flush handed again after a failure doubles no row"
+    );
+    drop(sink);
+
+    let mut sink = make();
+    assert_eq!(
+        sink.open().await.expect("the store opens again"),
+        Some(1),
+        "a new handle resumes at the stored position"
+    );
+    let flush2 = Flush {
+        seq: 2,
+        rows: Arc::new(second.clone()),
+    };
+    sink.write(&flush2).await.expect("flush 2 is written");
+    sink.write(&Flush::empty(3)).await.expect("an empty flush");
+    assert_eq!(
+        nonzero(probe().await),
+        expected(tables, &[&first, &second]),
+        "flush 2 adds its rows"
+    );
+    drop(sink);
+    let mut sink = make();
+    assert_eq!(
+        sink.open().await.expect("the store opens a third time"),
+        Some(3),
+        "a flush without rows moves the position"
+    );
+}

@@ -1,0 +1,550 @@
+//! Sinks behind the lake, each on its own position (docs/CONNECTORS.md).
+//!
+//! The flusher publishes every committed flush to a [`Feed`]. Each sink runs as its own task
+//! on a small runtime of its own: it opens its store, learns its position, and writes the
+//! flushes past it in order, one [`Flush`] at a time. Recent flushes are shared from memory
+//! (up to `lake.sink_buffer_rows` rows over all of them); a sink further behind reads them
+//! back from the lake's files, so a sink that is down for an hour costs disk reads when it
+//! returns, never memory, and never stalls the lake. Compaction does not merge flushes past
+//! the slowest sink's position, so those files stay readable one flush at a time.
+//!
+//! A failed open or write is counted, shown in the status and retried with capped
+//! exponential backoff and jitter; the same flush is handed again, and sinks make that
+//! harmless.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tickflow_core::metrics::Metrics;
+use tickflow_core::sink::{Flush, Sink};
+use tickflow_lake::{Lake, Rows};
+use tokio::sync::watch;
+
+use crate::config::SinkPlan;
+
+/// How long shutdown waits for sinks to write what the last flush published; the rest is
+/// written from the lake after the next start.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// What one sink is doing, for `/api/v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SinkStatus {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `starting`, `ok` (caught up), `behind` (writing flushes past its position),
+    /// `retrying` (its last attempt failed), `failed` (stopped; see `last_error`), `stopped`.
+    pub state: &'static str,
+    /// The last flush it has written in full; none until its store has been opened.
+    pub position: Option<u64>,
+    /// Flushes the lake has committed that it has not written.
+    pub lag_flushes: u64,
+    /// Rows in those flushes, counted over flushes this process published.
+    pub lag_rows: u64,
+    /// Where its next flush comes from: `memory` while it is recent, else `lake`.
+    pub reading_from: &'static str,
+    pub rows_written: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// Recent flushes shared with the sinks, and the last one the lake committed.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    state: Mutex<FeedState>,
+    published: watch::Sender<u64>,
+    max_rows: usize,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    /// Consecutive flushes, oldest first.
+    retained: VecDeque<Flush>,
+    retained_rows: usize,
+    /// Rows per flush published by this process, for lag in rows.
+    sizes: BTreeMap<u64, u64>,
+}
+
+impl Feed {
+    fn lock(&self) -> MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last flush the lake committed.
+    fn published(&self) -> u64 {
+        *self.published.borrow()
+    }
+
+    /// A committed flush, kept while memory allows; `floor` is the slowest sink's position.
+    fn publish(&self, flush: Flush, floor: u64) {
+        let seq = flush.seq;
+        {
+            let mut s = self.lock();
+            s.sizes.insert(flush.seq, flush.rows.len() as u64);
+            s.retained_rows += flush.rows.len();
+            s.retained.push_back(flush);
+            s.release(floor, self.max_rows);
+        }
+        self.published.send_replace(seq);
+    }
+
+    /// Flush `seq` if it is still in memory.
+    fn get(&self, seq: u64) -> Option<Flush> {
+        let s = self.lock();
+        let first = s.retained.front()?.seq;
+        let flush = s
+            .retained
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (flush.seq == seq).then(|| flush.clone())
+    }
+
+    fn lag_rows(&self, position: u64) -> u64 {
+        self.lock()
+            .sizes
+            .range(position + 1..)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+}
+
+impl FeedState {
+    /// Drops flushes every sink has written, then the oldest while over `max_rows`.
+    fn release(&mut self, floor: u64, max_rows: usize) {
+        while let Some(front) = self.retained.front() {
+            let written = front.seq <= floor;
+            let over = self.retained_rows > max_rows;
+            if !written && !over {
+                break;
+            }
+            self.retained_rows -= front.rows.len();
+            self.retained.pop_front();
+        }
+        self.sizes = self.sizes.split_off(&(floor + 1));
+    }
+}
+
+/// Where each sink began: the lake's flush when the sink was first configured, kept in
+/// `<data_dir>/checkpoint/sinks.json`. A sink whose store has no position yet (new, or down
+/// since it was added) starts there, so nothing committed since it was configured is skipped.
+fn start_positions(
+    data_dir: &std::path::Path,
+    plans: &[SinkPlan],
+    published: u64,
+) -> std::io::Result<BTreeMap<String, u64>> {
+    let dir = data_dir.join("checkpoint");
+    let path = dir.join("sinks.json");
+    let mut starts: BTreeMap<String, u64> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(e),
+    };
+    let mut changed = false;
+    for plan in plans {
+        starts.entry(plan.id.clone()).or_insert_with(|| {
+            changed = true;
+            published
+        });
+    }
+    if changed {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join("sinks.json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&starts)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+    }
+    Ok(starts)
+}
+
+/// One sink's counters and state, shared between its task and the status.
+#[derive(Debug)]
+struct Handle {
+    id: String,
+    kind: &'static str,
+    /// Where it starts if its store has no position.
+    start: u64,
+    /// Position + 1; 0 until the store is opened.
+    position: AtomicU64,
+    rows_written: AtomicU64,
+    errors: AtomicU64,
+    state: Mutex<(&'static str, &'static str, Option<String>)>,
+}
+
+impl Handle {
+    fn position(&self) -> Option<u64> {
+        self.position.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Its position, or where it will start while its store is not open yet.
+    fn floor(&self) -> u64 {
+        self.position().unwrap_or(self.start)
+    }
+
+    fn set(&self, state: &'static str, reading_from: Option<&'static str>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = state;
+        if let Some(r) = reading_from {
+            s.1 = r;
+        }
+    }
+
+    fn failed(
+        &self,
+        metrics: &Metrics,
+        what: &str,
+        e: &dyn std::fmt::Display,
+        state: &'static str,
+    ) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        metrics.sink_errors.add(&self.id, 1);
+        tracing::warn!(sink = %self.id, error = %e, "{what} failed; retrying");
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = state;
+        s.2 = Some(format!("{what}: {e}"));
+    }
+}
+
+/// The running sinks; empty when the config names none.
+#[derive(Debug)]
+pub(crate) struct Sinks {
+    feed: Arc<Feed>,
+    handles: Vec<Arc<Handle>>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Sinks {
+    /// Starts a task per sink; `published` is the last flush the lake committed.
+    pub(crate) fn start(
+        data_dir: &std::path::Path,
+        plans: &[SinkPlan],
+        buffer_rows: usize,
+        published: u64,
+        lake: &Arc<Lake>,
+        metrics: &Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let (stop, _) = watch::channel(false);
+        let feed = Arc::new(Feed {
+            state: Mutex::new(FeedState::default()),
+            published: watch::Sender::new(published),
+            max_rows: buffer_rows,
+        });
+        let mut sinks = Self {
+            feed,
+            handles: Vec::new(),
+            runtime: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            stop,
+        };
+        if plans.is_empty() {
+            return Ok(sinks);
+        }
+        let starts = start_positions(data_dir, plans, published)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(4)
+            .thread_name("tickflow-sink")
+            .enable_all()
+            .build()?;
+        for plan in plans {
+            let handle = Arc::new(Handle {
+                id: plan.id.clone(),
+                kind: plan.config.type_name(),
+                start: starts.get(&plan.id).copied().unwrap_or(published),
+                position: AtomicU64::new(0),
+                rows_written: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                state: Mutex::new(("starting", "memory", None)),
+            });
+            let task = Task {
+                sink: plan.config.build(),
+                handle: Arc::clone(&handle),
+                feed: Arc::clone(&sinks.feed),
+                lake: Arc::clone(lake),
+                metrics: Arc::clone(metrics),
+                stop: sinks.stop.subscribe(),
+            };
+            sinks
+                .tasks
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(runtime.spawn(task.run()));
+            sinks.handles.push(handle);
+        }
+        *sinks.runtime.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(runtime);
+        Ok(sinks)
+    }
+
+    /// Whether any sink runs: if not, flushes are not kept for them.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The slowest sink's position (or start, while its store is not open).
+    fn floor(&self) -> u64 {
+        self.handles
+            .iter()
+            .map(|h| h.floor())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Hands a committed flush to every sink.
+    pub(crate) fn publish(&self, seq: u64, rows: &Arc<Rows>) {
+        if self.is_empty() {
+            return;
+        }
+        self.feed.publish(
+            Flush {
+                seq,
+                rows: Arc::clone(rows),
+            },
+            self.floor(),
+        );
+    }
+
+    /// The last flush compaction may merge: none past a sink's position.
+    pub(crate) fn compaction_limit(&self, committed: u64) -> u64 {
+        committed.min(self.floor())
+    }
+
+    pub(crate) fn status(&self) -> Vec<SinkStatus> {
+        let published = self.feed.published();
+        self.handles
+            .iter()
+            .map(|h| {
+                let position = h.position();
+                let at = h.floor();
+                let (state, reading_from, last_error) =
+                    h.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                SinkStatus {
+                    id: h.id.clone(),
+                    kind: h.kind,
+                    state,
+                    position,
+                    lag_flushes: published.saturating_sub(at),
+                    lag_rows: self.feed.lag_rows(at),
+                    reading_from,
+                    rows_written: h.rows_written.load(Ordering::Relaxed),
+                    errors: h.errors.load(Ordering::Relaxed),
+                    last_error,
+                }
+            })
+            .collect()
+    }
+
+    /// Lets each sink write up to the last published flush (within [`DRAIN_LIMIT`]), then
+    /// stops them. A sink that is failing stops at once; it resumes from its position.
+    pub(crate) fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let Some(runtime) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let drained = runtime
+            .block_on(async { tokio::time::timeout(DRAIN_LIMIT, futures_join(tasks)).await });
+        if drained.is_err() {
+            tracing::warn!(
+                "sinks did not catch up within {DRAIN_LIMIT:?}; they resume from their positions on the next start"
+            );
+        }
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Capped exponential backoff with jitter: 100 ms doubling to 30 s, for ever.
+fn backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One sink's loop.
+struct Task {
+    sink: Box<dyn Sink>,
+    handle: Arc<Handle>,
+    feed: Arc<Feed>,
+    lake: Arc<Lake>,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Task {
+    /// Sleeps `delay` unless asked to stop first; true when stopping.
+    async fn pause(&mut self, delay: Duration) -> bool {
+        if *self.stop.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = self.stop.changed() => true,
+        }
+    }
+
+    /// Counts and shows a failure, then waits out the next delay; true when stopping.
+    async fn retry_after(
+        &mut self,
+        delays: &mut backon::ExponentialBackoff,
+        what: &str,
+        e: &(dyn std::fmt::Display + Sync),
+    ) -> bool {
+        self.handle.failed(&self.metrics, what, e, "retrying");
+        let delay = delays.next().unwrap_or(Duration::from_secs(30));
+        self.pause(delay).await
+    }
+
+    /// Opens the store, retrying; `None` once stopping.
+    async fn open(&mut self) -> Option<Option<u64>> {
+        let mut delays = backoff();
+        loop {
+            match self.sink.open().await {
+                Ok(position) => return Some(position),
+                Err(e) => {
+                    if self.retry_after(&mut delays, "opening", &e).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a flush, retrying; `None` once stopping.
+    async fn write(&mut self, flush: &Flush) -> Option<()> {
+        let mut delays = backoff();
+        loop {
+            match self.sink.write(flush).await {
+                Ok(()) => return Some(()),
+                Err(e) => {
+                    let what = format!("writing flush {}", flush.seq);
+                    if self.retry_after(&mut delays, &what, &e).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let id = self.handle.id.clone();
+        let Some(opened) = self.open().await else {
+            self.handle.set("stopped", None);
+            return;
+        };
+        let mut position = match opened {
+            Some(p) => p,
+            None => {
+                // A new store starts where the sink was first configured, recorded in the
+                // store at once.
+                let start = self.handle.start;
+                let flush = Flush::empty(start);
+                if self.write(&flush).await.is_none() {
+                    self.handle.set("stopped", None);
+                    return;
+                }
+                start
+            }
+        };
+        tracing::info!(sink = %id, position, "sink opened");
+        self.handle.position.store(position + 1, Ordering::Release);
+        let mut published_rx = self.feed.published.subscribe();
+        let mut delays = backoff();
+        loop {
+            let published = *published_rx.borrow_and_update();
+            self.gauges(position, published);
+            if position >= published {
+                self.handle.set("ok", None);
+                if *self.stop.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    r = published_rx.changed() => if r.is_err() { break },
+                    _ = self.stop.changed() => {}
+                }
+                continue;
+            }
+            let flush = match self.feed.get(position + 1) {
+                Some(flush) => {
+                    self.handle.set("behind", Some("memory"));
+                    flush
+                }
+                None => {
+                    self.handle.set("behind", Some("lake"));
+                    let lake = Arc::clone(&self.lake);
+                    let read =
+                        tokio::task::spawn_blocking(move || lake.read_flushes(position, published))
+                            .await;
+                    match read {
+                        Ok(Ok((seq, rows))) => Flush {
+                            seq,
+                            rows: Arc::new(rows),
+                        },
+                        Ok(Err(e @ tickflow_lake::Error::Compacted { .. })) => {
+                            // Only a sink whose position predates compaction (one left out
+                            // of the config for a while) gets here; it cannot be served
+                            // flush by flush any more.
+                            self.handle
+                                .failed(&self.metrics, "reading the lake", &e, "failed");
+                            tracing::error!(sink = %id, position, error = %e, "sink stopped: its position is behind the lake's compaction; see docs/CONNECTORS.md");
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            if self.retry_after(&mut delays, "reading the lake", &e).await {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            self.handle
+                                .failed(&self.metrics, "reading the lake", &e, "retrying");
+                            break;
+                        }
+                    }
+                }
+            };
+            if self.write(&flush).await.is_none() {
+                break;
+            }
+            position = flush.seq;
+            self.handle.position.store(position + 1, Ordering::Release);
+            let n = flush.rows.len() as u64;
+            self.handle.rows_written.fetch_add(n, Ordering::Relaxed);
+            self.metrics.sink_rows.add(&id, n);
+        }
+        self.gauges(position, self.feed.published());
+        self.handle.set("stopped", None);
+    }
+
+    fn gauges(&self, position: u64, published: u64) {
+        let m = &self.metrics;
+        m.sink_lag_flushes
+            .get(&self.handle.id)
+            .store(published.saturating_sub(position), Ordering::Relaxed);
+        m.sink_lag_rows
+            .get(&self.handle.id)
+            .store(self.feed.lag_rows(position), Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,192 @@
+//! Sinks behind the lake: a CSV sink keeps every row exactly once across SIGKILL, and a sink
+//! that cannot write stalls nothing and catches up from the lake once it can.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, bin, config, http, run_ok, sql, sql_count};
+
+/// `seq` of every trade row in the CSV sink's trade files; panics on a file without its header.
+fn csv_trade_seqs(dir: &Path) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let Ok(days) = std::fs::read_dir(dir.join("trades")) else {
+        return seqs;
+    };
+    for day in days {
+        let path = day.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("symbol,ts_event,ts_recv,price,size,trade_id,exchange,source,feed,seq"),
+            "{} starts with its header, once",
+            path.display()
+        );
+        for line in lines {
+            let seq = line.rsplit(',').next().unwrap();
+            seqs.push(
+                seq.parse()
+                    .unwrap_or_else(|e| panic!("{e}: bad row {line:?} in {}", path.display())),
+            );
+        }
+    }
+    seqs
+}
+
+fn lake_trade_seqs(data: &Path) -> Vec<u64> {
+    sql(data, "SELECT seq FROM trades")
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// Polls the status until `done` holds for it; the bound is in polls, generous enough for a
+/// slow machine, and the status is shown if it never does.
+fn wait_for(server: &Server, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = server.status();
+        if done(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; status {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sink(status: &serde_json::Value) -> &serde_json::Value {
+    &status["sinks"][0]
+}
+
+fn caught_up(s: &serde_json::Value) -> bool {
+    s["log_lag"].as_u64() == Some(0)
+        && s["flushes"].as_u64().unwrap_or(0) > 0
+        && sink(s)["lag_flushes"].as_u64() == Some(0)
+        && sink(s)["position"].as_u64().is_some()
+}
+
+#[test]
+fn csv_sink_keeps_every_row_once_across_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("csv");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\ntables = [\"trades\"]\n",
+                csv.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let mut next_seq = 0u64;
+    for round in 0..3u64 {
+        let server = Server::start(&cfg, &data);
+        let mut producer = bin()
+            .args(["produce", "--count", "1000000", "--batch-size", "200"])
+            .args(["--to", &server.url, "--start-seq", &next_seq.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill while the CSV sink is writing: after it has written something this round.
+        wait_for(&server, "the CSV sink writes", |s| {
+            sink(s)["rows_written"].as_u64().unwrap_or(0) >= 2000
+        });
+        std::thread::sleep(Duration::from_millis(100 * round));
+        server.kill();
+        let _ = producer.wait();
+        next_seq += 1_000_000;
+    }
+    let server = Server::start(&cfg, &data);
+    wait_for(&server, "the sink catches up", caught_up);
+    server.stop();
+
+    let lake = lake_trade_seqs(&data);
+    let copied = csv_trade_seqs(&csv);
+    let unique: HashSet<u64> = copied.iter().copied().collect();
+    assert_eq!(unique.len(), copied.len(), "a trade is in the CSV twice");
+    assert_eq!(
+        unique,
+        lake.iter().copied().collect::<HashSet<u64>>(),
+        "the CSV holds exactly the lake's trades"
+    );
+    assert!(lake.len() >= 6000, "only {} trades stored", lake.len());
+}
+
+#[test]
+fn a_failing_sink_stalls_nothing_and_catches_up_from_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A regular file where the sink's directory should be: every open fails.
+    let csv = dir.path().join("csv");
+    std::fs::write(&csv, "in the way").unwrap();
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\nsink_buffer_rows = 1000\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\n",
+                csv.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let out = run_ok(&[
+        "produce",
+        "--count",
+        "30000",
+        "--batch-size",
+        "500",
+        "--to",
+        &server.url,
+    ]);
+    assert!(out.contains("30000 acknowledged"), "{out}");
+    // Ingest, processing, the lake and queries carry on while the sink fails.
+    wait_for(&server, "the lake takes every trade", |s| {
+        s["log_lag"].as_u64() == Some(0) && s["rows_durable"]["trades"].as_u64() == Some(30000)
+    });
+    assert_eq!(sql_count(&data, "SELECT count(*) FROM trades"), 30000);
+    let s = server.status();
+    assert_eq!(sink(&s)["state"], "retrying", "{s:#}");
+    assert!(sink(&s)["errors"].as_u64().unwrap() >= 1, "{s:#}");
+    assert!(
+        sink(&s)["last_error"].as_str().unwrap().contains("opening"),
+        "{s:#}"
+    );
+    assert!(sink(&s)["lag_flushes"].as_u64().unwrap() > 0, "{s:#}");
+    assert!(sink(&s)["lag_rows"].as_u64().unwrap() >= 30000, "{s:#}");
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    assert!(
+        metrics.contains("tickflow_sink_errors_total{sink=\"backup\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tickflow_sink_lag_rows{sink=\"backup\"} 0\n"),
+        "{metrics}"
+    );
+
+    // The way is cleared: the sink opens and writes every flush it missed, from the lake
+    // (the in-memory buffer holds only 1,000 rows).
+    std::fs::remove_file(&csv).unwrap();
+    wait_for(&server, "the sink catches up", caught_up);
+    let s = server.status();
+    assert_eq!(sink(&s)["state"], "ok", "{s:#}");
+    assert_eq!(sink(&s)["lag_rows"], 0, "{s:#}");
+    server.stop();
+
+    let copied = csv_trade_seqs(&csv);
+    let unique: HashSet<u64> = copied.iter().copied().collect();
+    assert_eq!(copied.len(), 30000, "every trade once in the CSV");
+    assert_eq!(unique, lake_trade_seqs(&data).into_iter().collect());
+}
