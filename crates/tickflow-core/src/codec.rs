@@ -14,6 +14,9 @@ use crate::{Error, Result};
 
 const TAG_TRADE: u8 = 1;
 const TAG_QUOTE: u8 = 2;
+/// Input a source could not read, kept in the log so processing sends it to the DLQ with its
+/// source and reason, in order with the events around it.
+const TAG_REJECTED: u8 = 3;
 const HAS_TRADE_ID: u8 = 1;
 const HAS_EXCHANGE: u8 = 2;
 const HAS_SEQ: u8 = 4;
@@ -173,6 +176,18 @@ impl Batch {
         self.sealed(quote.ts_recv);
     }
 
+    /// Appends input that the source could not read (a malformed frame or line): processing
+    /// sends it to the DLQ with `error` and `payload`, in order with the events around it.
+    pub fn push_rejected(&mut self, rejected: &Rejected<'_>) {
+        self.bytes.push(TAG_REJECTED);
+        self.bytes
+            .extend_from_slice(&rejected.ts_recv.0.to_le_bytes());
+        put_str(&mut self.bytes, rejected.source);
+        put_str(&mut self.bytes, rejected.error);
+        put_long_str(&mut self.bytes, rejected.payload);
+        self.sealed(rejected.ts_recv);
+    }
+
     fn sealed(&mut self, ts_recv: UnixNanos) {
         self.ends.push(self.bytes.len());
         self.recv.push(ts_recv.0);
@@ -236,6 +251,46 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&(end as u16).to_le_bytes());
     out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+/// Like `put_str`, for payloads that may be longer: a u32 length.
+fn put_long_str(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(u32::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u32).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+/// Input a source could not read; see [`Batch::push_rejected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected<'a> {
+    pub ts_recv: UnixNanos,
+    pub source: &'a str,
+    pub error: &'a str,
+    /// The input as received (a frame, a line), for inspection and replay.
+    pub payload: &'a str,
+}
+
+/// The rejected input a record holds, if it is one ([`Batch::push_rejected`]); `None` for an
+/// event. Garbled bytes with the rejected tag read as `None` and fail to decode as events.
+pub fn rejected(bytes: &[u8]) -> Option<Rejected<'_>> {
+    if bytes.first() != Some(&TAG_REJECTED) {
+        return None;
+    }
+    let mut c = Cursor { buf: &bytes[1..] };
+    let ts_recv = UnixNanos(c.i64().ok()?);
+    let source = c.str().ok()?;
+    let error = c.str().ok()?;
+    let len = u32::from_le_bytes(c.take(4).ok()?.try_into().ok()?);
+    let payload = utf8(c.take(len as usize).ok()?).ok()?;
+    Some(Rejected {
+        ts_recv,
+        source,
+        error,
+        payload,
+    })
 }
 
 struct Cursor<'a> {
@@ -446,6 +501,34 @@ mod tests {
             feed: "http".into(),
             seq: Some(71),
         })
+    }
+
+    #[test]
+    fn rejected_input_round_trips_and_is_no_event() {
+        let mut batch = Batch::default();
+        let long = "x".repeat(70_000);
+        for payload in ["{\"type\":\"trade\",\"pri", long.as_str()] {
+            batch.push_rejected(&Rejected {
+                ts_recv: UnixNanos(9),
+                source: "alpaca",
+                error: "unknown message type \"zz\"",
+                payload,
+            });
+        }
+        batch.push(&trade());
+        let records: Vec<&[u8]> = batch.records().collect();
+        let first = rejected(records[0]).expect("a rejected record");
+        assert_eq!(first.source, "alpaca");
+        assert_eq!(first.error, "unknown message type \"zz\"");
+        assert_eq!(first.payload, "{\"type\":\"trade\",\"pri");
+        assert_eq!(
+            rejected(records[1]).unwrap().payload.len(),
+            70_000,
+            "payloads are not cut at 64 KiB"
+        );
+        assert_eq!(rejected(records[2]), None, "an event is not rejected input");
+        assert!(Decoder::new().decode(records[0]).is_err());
+        assert_eq!(batch.recv_times(), &[9, 9, 1_763_800_000_200_000_000]);
     }
 
     #[test]

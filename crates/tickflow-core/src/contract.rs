@@ -1,5 +1,5 @@
 //! Contract tests that every connector runs once (docs/CONNECTORS.md): the same checks for
-//! every sink, so a new one proves the guarantees the pipeline relies on.
+//! every source and every sink, so a new one proves the guarantees the pipeline relies on.
 //!
 //! They are async and runtime-agnostic: call them from the test runtime of the connector's
 //! crate. They panic with a message naming the broken rule, as tests do.
@@ -12,7 +12,10 @@ use tickflow_model::{
     Severity, Symbol, Trade, UnixNanos, Volume,
 };
 
+use crate::codec::{Batch, Decoder, rejected};
+use crate::metrics::Metrics;
 use crate::sink::{Flush, Sink};
+use crate::source::{Append, Source, SourceContext, SourceError};
 
 /// Rows per table that the sink holds, by table name, as its store reports them.
 pub type Counts = BTreeMap<String, u64>;
@@ -199,4 +202,93 @@ where
         Some(3),
         "a flush without rows moves the position"
     );
+}
+
+/// What a source appended during [`check_source`].
+#[derive(Debug, Default)]
+pub struct Appended {
+    pub events: Vec<tickflow_model::Event>,
+    /// (error, payload) of each unreadable input.
+    pub rejected: Vec<(String, String)>,
+    pub batches: usize,
+}
+
+/// A log in memory that asks the source to stop after a number of batches.
+#[derive(Debug)]
+struct MemoryLog {
+    appended: std::sync::Mutex<(Appended, Decoder)>,
+    stop_after: usize,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Append for MemoryLog {
+    fn append(&self, _source: &str, batch: &Batch) -> Result<std::ops::Range<u64>, SourceError> {
+        let mut guard = self.appended.lock().unwrap_or_else(|e| e.into_inner());
+        let (appended, decoder) = &mut *guard;
+        let first = appended.events.len() + appended.rejected.len();
+        for record in batch.records() {
+            match rejected(record) {
+                Some(r) => appended
+                    .rejected
+                    .push((r.error.to_string(), r.payload.to_string())),
+                None => appended.events.push(decoder.decode(record)?),
+            }
+        }
+        appended.batches += 1;
+        if appended.batches >= self.stop_after {
+            self.stop.send_replace(true);
+        }
+        Ok(first as u64..(first + batch.len()) as u64)
+    }
+}
+
+/// The source contract. The source runs against a log in memory under the id `contract`;
+/// after `stop_after` batches the stop signal is raised. Checks: the source returns once
+/// stopped (or once its finite input ends) having appended at most one batch more; every
+/// record is an event or a rejected input (never garbage); its events are counted under its
+/// id. Returns what it appended, for the connector's own checks (its bad input in
+/// `rejected`, with the reason).
+///
+/// # Panics
+/// When the source breaks a rule, with a message naming it.
+pub fn check_source(source: Box<dyn Source>, stop_after: usize) -> Appended {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let log = Arc::new(MemoryLog {
+        appended: std::sync::Mutex::new((Appended::default(), Decoder::new())),
+        stop_after,
+        stop,
+    });
+    let metrics = Arc::new(Metrics::default());
+    let ctx = SourceContext::new(
+        "contract",
+        Arc::clone(&log) as Arc<dyn Append>,
+        Arc::clone(&metrics),
+        stop_rx,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the source");
+    let result = runtime.block_on(source.run(ctx));
+    if let Err(e) = &result {
+        panic!("the source failed: {e}");
+    }
+    let (appended, _) =
+        std::mem::take(&mut *log.appended.lock().unwrap_or_else(|e| e.into_inner()));
+    assert!(
+        appended.batches <= stop_after + 1,
+        "the source appended {} batches though asked to stop after {stop_after}",
+        appended.batches
+    );
+    let records = (appended.events.len() + appended.rejected.len()) as u64;
+    assert_eq!(
+        metrics.source_events.snapshot(),
+        if records == 0 {
+            vec![]
+        } else {
+            vec![("contract".to_string(), records)]
+        },
+        "every appended record is counted under the source's id"
+    );
+    appended
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tickflow_model::RejectReason;
 
 pub const INGESTED_TOTAL: &str = "tickflow_ingested_total";
+pub const SOURCE_EVENTS_TOTAL: &str = "tickflow_source_events_total";
 pub const REJECTED_TOTAL: &str = "tickflow_rejected_total";
 pub const DUPLICATES_TOTAL: &str = "tickflow_duplicates_total";
 pub const LOG_LAG: &str = "tickflow_log_lag";
@@ -181,7 +182,10 @@ pub fn quantile_from_counts(counts: &[u64], q: f64) -> Option<f64> {
 /// Every counter the running pipeline keeps; one instance shared by all components.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Events accepted into the log, by source id.
     pub ingested: Labeled,
+    /// Events and rejected inputs a source appended, by source id.
+    pub source_events: Labeled,
     rejected: [AtomicU64; RejectReason::ALL.len()],
     pub duplicates: AtomicU64,
     pub log_appended: AtomicU64,
@@ -266,6 +270,13 @@ impl Metrics {
             "source",
             "Events accepted into the durable log.",
             self.ingested.snapshot(),
+        );
+        labeled(
+            &mut out,
+            SOURCE_EVENTS_TOTAL,
+            "source",
+            "Events and unreadable inputs a source appended to the log.",
+            self.source_events.snapshot(),
         );
         let rejects = RejectReason::ALL
             .iter()

@@ -79,6 +79,13 @@ pub struct RawSource {
 #[derive(Debug)]
 pub enum RawSourceKind {
     Simulator(RawSimulator),
+    Replay(RawReplay),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawReplay {
+    pub path: Option<String>,
+    pub speed: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,11 +101,12 @@ pub struct RawSimulator {
 
 impl RawSourceKind {
     /// Every `type` a `[[sources]]` entry may name.
-    pub const TYPES: &[&str] = &["simulator"];
+    pub const TYPES: &[&str] = &["simulator", "replay"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
             "simulator" => c.typed(entry, key).map(Self::Simulator),
+            "replay" => c.typed(entry, key).map(Self::Replay),
             _ => None,
         }
     }
@@ -210,6 +218,75 @@ pub struct SimulatorPlan {
     pub history_step_nanos: i64,
 }
 
+/// A file or folder to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayPlan {
+    pub path: PathBuf,
+    /// `None`: as fast as possible; `Some(x)`: the recorded pace × x.
+    pub speed: Option<f64>,
+}
+
+/// A source to run, under its `id`.
+#[derive(Clone, Debug)]
+pub struct SourcePlan {
+    /// Names it in metrics, status, logs, and the `source` of its events; unique among sources.
+    pub id: String,
+    pub config: SourceConfig,
+}
+
+/// Validated settings of each source type; [`SourceConfig::build`] makes the source.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    Simulator(SimulatorPlan),
+    Replay(ReplayPlan),
+}
+
+impl SourceConfig {
+    /// The `type` that names it in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Simulator(_) => "simulator",
+            Self::Replay(_) => "replay",
+        }
+    }
+
+    /// A new source; `log_is_empty` tells the simulator whether to push its history.
+    pub fn build(&self, log_is_empty: bool) -> Box<dyn tickflow_core::source::Source> {
+        match self {
+            Self::Simulator(p) => Box::new(tickflow_sources::SimulatorSource {
+                config: p.config.clone(),
+                rate: p.rate,
+                history_days: p.history_days,
+                history_step_nanos: p.history_step_nanos,
+                push_history: log_is_empty,
+            }),
+            Self::Replay(p) => Box::new(tickflow_sources::ReplaySource {
+                path: p.path.clone(),
+                speed: p.speed,
+            }),
+        }
+    }
+
+    /// One line for `tickflow check`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Simulator(s) => format!(
+                "simulator, {} symbols at {} events/s",
+                s.config.symbols.len(),
+                s.rate
+            ),
+            Self::Replay(r) => format!(
+                "replay of {} {}",
+                r.path.display(),
+                r.speed
+                    .map_or("as fast as possible".to_string(), |x| format!(
+                        "at {x}x the recorded pace"
+                    ))
+            ),
+        }
+    }
+}
+
 /// A validated configuration, ready to start.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -218,8 +295,18 @@ pub struct Plan {
     pub log: LogPlan,
     pub processing: ProcessorConfig,
     pub lake: LakePlan,
-    pub simulator: Option<SimulatorPlan>,
+    pub sources: Vec<SourcePlan>,
     pub sinks: Vec<SinkPlan>,
+}
+
+impl Plan {
+    /// The first simulator, for the settings `tickflow demo` overrides.
+    pub fn simulator_mut(&mut self) -> Option<&mut SimulatorPlan> {
+        self.sources.iter_mut().find_map(|s| match &mut s.config {
+            SourceConfig::Simulator(sim) => Some(sim),
+            _ => None,
+        })
+    }
 }
 
 /// A sink to run, under its `id`.
@@ -622,11 +709,31 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             1_000_000_000,
         ) as usize,
     };
-    let mut simulator = None;
+    let mut sources: Vec<SourcePlan> = Vec::new();
     for source in raw.sources {
         let i = source.index;
         let key = |f: &str| format!("sources[{i}].{f}");
-        match source.kind {
+        let default_id = match source.kind {
+            RawSourceKind::Simulator(_) => "simulator",
+            RawSourceKind::Replay(_) => "replay",
+        };
+        let id = source.id.unwrap_or_else(|| default_id.to_string());
+        if !valid_id(&id) {
+            c.add(
+                key("id"),
+                format!(
+                    "{id:?} is not a valid id: use 1 to 64 lower-case letters, digits, '-' or '_'"
+                ),
+            );
+        } else if id == "http" {
+            c.add(key("id"), "\"http\" names HTTP ingest: choose another id");
+        } else if sources.iter().any(|s| s.id == id) {
+            c.add(
+                key("id"),
+                format!("another source is already called {id:?}: give each source its own id"),
+            );
+        }
+        let config = match source.kind {
             RawSourceKind::Simulator(RawSimulator {
                 rate,
                 seed,
@@ -636,9 +743,6 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 history_step_secs,
                 symbols,
             }) => {
-                if simulator.is_some() {
-                    c.add(key("type"), "only one simulator source is supported");
-                }
                 let mut probability = |f: &str, v: Option<f64>, default: f64| match v {
                     Some(p) if (0.0..=1.0).contains(&p) => p,
                     Some(p) => {
@@ -676,13 +780,13 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                         })
                         .collect(),
                 };
-                simulator = Some(SimulatorPlan {
+                SourceConfig::Simulator(SimulatorPlan {
                     config: SimulatorConfig {
                         symbols,
                         seed: seed.unwrap_or(42),
                         quote_ratio,
                         anomaly_rate,
-                        source: Arc::from("simulator"),
+                        source: Arc::from(id.as_str()),
                         feed: Arc::from("sim"),
                     },
                     rate: c.range(&key("rate"), rate, 20_000, 0, 100_000_000) as u64,
@@ -694,9 +798,31 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                         1,
                         86_400,
                     ) * 1_000_000_000,
-                });
+                })
             }
-        }
+            RawSourceKind::Replay(replay) => {
+                let path = match replay.path {
+                    Some(p) if !p.is_empty() => PathBuf::from(p),
+                    _ => {
+                        c.add(key("path"), "missing: the file or folder to replay");
+                        PathBuf::new()
+                    }
+                };
+                let speed = match replay.speed {
+                    None => None,
+                    Some(x) if x.is_finite() && x > 0.0 => Some(x),
+                    Some(x) => {
+                        c.add(
+                            key("speed"),
+                            format!("{x} must be a positive factor of the recorded pace (leave it out for as fast as possible)"),
+                        );
+                        None
+                    }
+                };
+                SourceConfig::Replay(ReplayPlan { path, speed })
+            }
+        };
+        sources.push(SourcePlan { id, config });
     }
     let mut sinks: Vec<SinkPlan> = Vec::new();
     for sink in raw.sinks {
@@ -762,7 +888,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         log,
         processing,
         lake,
-        simulator,
+        sources,
         sinks,
     }
 }
@@ -912,12 +1038,7 @@ type Entry = (usize, (Option<String>, String, toml::Value));
 
 /// The entries of a `[[sources]]`-style array, each with its index, `id`, `type` (checked
 /// against `types`) and the rest of its keys.
-fn entries(
-    value: toml::Value,
-    name: &str,
-    types: &[&str],
-    c: &mut Checker,
-) -> Vec<Entry> {
+fn entries(value: toml::Value, name: &str, types: &[&str], c: &mut Checker) -> Vec<Entry> {
     let toml::Value::Array(items) = value else {
         c.add(name, format!("expected [[{name}]] entries"));
         return Vec::new();
@@ -975,8 +1096,12 @@ mod tests {
 
     #[test]
     fn the_demo_config_is_valid() {
-        let plan = parse(DEMO_TOML, Path::new("config/demo.toml")).unwrap();
-        let sim = plan.simulator.expect("demo runs the simulator");
+        let mut plan = parse(DEMO_TOML, Path::new("config/demo.toml")).unwrap();
+        assert_eq!(plan.sources[0].id, "simulator");
+        let sim = plan
+            .simulator_mut()
+            .expect("demo runs the simulator")
+            .clone();
         assert_eq!(sim.config.symbols.len(), 12);
         assert_eq!(sim.history_days, 90);
         assert!(!plan.processing.thresholds.is_empty());

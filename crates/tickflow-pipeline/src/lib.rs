@@ -13,9 +13,11 @@ mod error;
 mod live;
 mod runtime;
 mod sinks;
+mod sources;
 
 pub use config::Plan;
 pub use error::{ConfigError, Error, Problem, Result};
 pub use live::{QueryInputs, offline_inputs};
 pub use runtime::{Pipeline, Status};
 pub use sinks::SinkStatus;
+pub use sources::SourceStatus;

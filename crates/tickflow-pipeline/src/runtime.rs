@@ -13,12 +13,11 @@ use tickflow_lake::{Lake, Rows};
 use tickflow_log::{Log, LogConfig};
 use tickflow_model::{Event, UnixNanos};
 use tickflow_process::{Output, Processor};
-use tickflow_sources::Simulator;
-use tickflow_sources::pacing::Pacer;
+use tokio::sync::watch;
 
-use crate::config::SimulatorPlan;
 use crate::live::{self, Live, QueryInputs};
 use crate::sinks::{SinkStatus, Sinks};
+use crate::sources::{SourceStatus, Sources};
 use crate::{Error, Plan, Result, checkpoint};
 
 /// The consumer name under which the processor's offset is stored in the log.
@@ -47,6 +46,8 @@ pub struct Status {
     pub published_flush: u64,
     pub latency_p50_seconds: Option<f64>,
     pub latency_p99_seconds: Option<f64>,
+    /// Every configured source (HTTP ingest is counted in `ingested` under `http`).
+    pub sources: Vec<SourceStatus>,
     /// Every sink behind the lake, with its position and lag.
     pub sinks: Vec<SinkStatus>,
     /// Set when a pipeline thread failed; the pipeline is then stopping.
@@ -71,6 +72,8 @@ struct Inner {
     live: Mutex<Live>,
     /// Raised first on shutdown: sources stop and ingest refuses new events.
     stop_sources: Shutdown,
+    /// The same signal for sources that wait on it.
+    source_stop: watch::Sender<bool>,
     /// Raised once sources are done: the processor drains the log, flushes and exits.
     stop_processing: Shutdown,
     processed_offset: std::sync::atomic::AtomicU64,
@@ -90,7 +93,26 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| format!("{what}: {e}"));
         self.stop_sources.trigger();
+        self.source_stop.send_replace(true);
         self.stop_processing.trigger();
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("data_dir", &self.plan.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tickflow_core::source::Append for Inner {
+    fn append(
+        &self,
+        source: &str,
+        batch: &Batch,
+    ) -> std::result::Result<Range<u64>, tickflow_core::source::SourceError> {
+        append(self, source, batch).map_err(Into::into)
     }
 }
 
@@ -98,6 +120,7 @@ impl Inner {
 /// nothing cleanly; always call `shutdown`.
 pub struct Pipeline {
     inner: Arc<Inner>,
+    sources: Sources,
     threads: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -176,6 +199,7 @@ impl Pipeline {
             sinks,
             live: Mutex::new(live),
             stop_sources: Shutdown::new(),
+            source_stop: watch::Sender::new(false),
             stop_processing: Shutdown::new(),
             processed_offset: std::sync::atomic::AtomicU64::new(next),
             started: Instant::now(),
@@ -212,15 +236,23 @@ impl Pipeline {
             Box::new(move || run_processor(&i, processor, next, ckpt.flush_seq, tx)),
             Arc::clone(&inner),
         )?);
-        if let Some(sim) = inner.plan.simulator.clone() {
-            let i = Arc::clone(&inner);
-            threads.push(spawn(
-                "simulator",
-                Box::new(move || run_simulator(&i, sim)),
-                Arc::clone(&inner),
-            )?);
-        }
-        Ok(Self { inner, threads })
+        let log: Arc<dyn tickflow_core::source::Append> = Arc::clone(&inner) as _;
+        let sources = Sources::start(
+            &inner.plan.sources,
+            inner.log.next_offset() == 0,
+            &log,
+            &inner.metrics,
+            &inner.source_stop,
+        )
+        .map_err(|source| Error::Io {
+            context: "starting the sources".into(),
+            source,
+        })?;
+        Ok(Self {
+            inner,
+            sources,
+            threads,
+        })
     }
 
     /// The plan it runs.
@@ -309,6 +341,7 @@ impl Pipeline {
             published_flush: self.inner.live().published_seq,
             latency_p50_seconds: m.latency.quantile(0.5),
             latency_p99_seconds: m.latency.quantile(0.99),
+            sources: self.sources.status(),
             sinks: self.inner.sinks.status(),
             failure: self
                 .inner
@@ -326,11 +359,9 @@ impl Pipeline {
     /// The first failure any thread reported.
     pub fn shutdown(mut self) -> Result<()> {
         self.inner.stop_sources.trigger();
-        let mut threads = std::mem::take(&mut self.threads);
-        if let Some(pos) = threads.iter().position(|(n, _)| *n == "simulator") {
-            let (_, h) = threads.remove(pos);
-            let _ = h.join();
-        }
+        self.inner.source_stop.send_replace(true);
+        self.sources.join();
+        let threads = std::mem::take(&mut self.threads);
         self.inner.stop_processing.trigger();
         for (name, h) in threads {
             if h.join().is_err() {
@@ -383,72 +414,6 @@ fn append_events(
         batch.push(event);
     }
     append(inner, source, batch)
-}
-
-fn run_simulator(inner: &Inner, plan: SimulatorPlan) -> Result<()> {
-    let mut sim = Simulator::new(plan.config);
-    let mut events = Vec::with_capacity(16_384);
-    let mut batch = Batch::with_capacity(16_384);
-    // History only into an empty log: on a restart it is already there, and pushing it again
-    // would only fill the DLQ with late ticks.
-    if plan.history_days > 0 && inner.log.next_offset() == 0 {
-        let now = UnixNanos::now();
-        let day = 86_400 * 1_000_000_000i64;
-        let step = plan.history_step_nanos;
-        let mut from = (now.0 - i64::from(plan.history_days) * day) / step * step;
-        let started = Instant::now();
-        let mut pushed = 0usize;
-        while from < now.0 && !inner.stop_sources.is_triggered() {
-            let to = (from + day).min(now.0 - step);
-            // Received now, as each day is generated: latency figures then show how long
-            // history waited in the pipeline, not how long ago the push began.
-            sim.history(
-                UnixNanos(from),
-                UnixNanos(to),
-                step,
-                UnixNanos::now(),
-                &mut events,
-            );
-            for chunk in events.chunks(16_384) {
-                match append_events(inner, "simulator", chunk, &mut batch) {
-                    Ok(_) => {}
-                    Err(Error::ShuttingDown) => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-            }
-            pushed += events.len();
-            events.clear();
-            from = to.max(from + step);
-        }
-        tracing::info!(
-            events = pushed,
-            days = plan.history_days,
-            secs = started.elapsed().as_secs_f64(),
-            "history pushed"
-        );
-    }
-    let mut pacer = Pacer::new(plan.rate);
-    let batch_size = pacer.batch_size(8192);
-    while !inner.stop_sources.is_triggered() {
-        let due = Instant::now() + pacer.delay_for(batch_size as u64);
-        // Sleep in short steps so a stop request is honoured quickly even at low rates.
-        while Instant::now() < due {
-            if inner.stop_sources.is_triggered() {
-                return Ok(());
-            }
-            std::thread::sleep(
-                due.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(50)),
-            );
-        }
-        sim.next_batch(batch_size, UnixNanos::now(), &mut events);
-        match append_events(inner, "simulator", &events, &mut batch) {
-            Ok(_) | Err(Error::ShuttingDown) => {}
-            Err(e) => return Err(e),
-        }
-        events.clear();
-    }
-    Ok(())
 }
 
 fn count_output(metrics: &Metrics, out: &Output) {
@@ -556,6 +521,11 @@ fn run_processor(
         let n = records.len() as u64;
         let batch_start = recv_times.len();
         for (offset, bytes) in records.iter() {
+            if let Some(r) = tickflow_core::codec::rejected(bytes) {
+                Processor::reject_input(offset, r.source, r.error, r.payload, now, &mut out);
+                next = offset + 1;
+                continue;
+            }
             match decoder.decode(bytes) {
                 Ok(event) => {
                     let ts_recv = event.ts_recv().0;

@@ -220,6 +220,26 @@ impl Processor {
         });
     }
 
+    /// Input a source could not read (a rejected record in the log): into the DLQ with the
+    /// source's id, its reason and the input as received.
+    pub fn reject_input(
+        offset: u64,
+        source: &str,
+        error: &str,
+        payload: &str,
+        now: UnixNanos,
+        out: &mut Output,
+    ) {
+        out.rows.dlq.push(DlqRecord {
+            ts: now,
+            source: source.to_string(),
+            offset: Some(offset),
+            reason: RejectReason::Malformed,
+            error: error.to_string(),
+            payload: payload.to_string(),
+        });
+    }
+
     /// Bars not yet final, for queries that want the latest picture.
     pub fn open_bars(&self) -> Vec<Bar> {
         self.state

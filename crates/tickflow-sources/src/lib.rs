@@ -1,11 +1,16 @@
-//! Event sources. For now the deterministic market [`simulator`]; venue adapters (Alpaca,
-//! Polygon, generic REST) join here as folders with `messages.rs` and `parse.rs`.
+//! Event sources, each a `tickflow_core::source::Source`: the deterministic market
+//! [`simulator`] and file [`replay`]. Venue adapters (Alpaca, Polygon, generic REST) join here
+//! as folders with `messages.rs` and `parse.rs`.
 //!
-//! Sources produce [`tickflow_model::Event`]s and know nothing about the log or the lake; the
-//! pipeline drives them and appends what they emit.
+//! A source appends batches through its `SourceContext`, which acknowledges them once they
+//! are durable; it knows nothing of processing or the lake.
 
+mod error;
 pub mod pacing;
+pub mod replay;
 pub mod rng;
 pub mod simulator;
 
-pub use simulator::{Anomaly, SimSymbol, Simulator, SimulatorConfig};
+pub use error::Error;
+pub use replay::ReplaySource;
+pub use simulator::{Anomaly, SimSymbol, Simulator, SimulatorConfig, SimulatorSource};

@@ -11,6 +11,9 @@ use tickflow_model::{Event, Price, Qty, Quote, Symbol, Trade, UnixNanos};
 
 use crate::rng::Rng;
 
+mod source;
+pub use source::SimulatorSource;
+
 const NANOS_PER_YEAR: f64 = 365.25 * 86_400.0 * 1e9;
 
 /// One simulated instrument.

@@ -8,7 +8,8 @@ use crate::cli::CheckArgs;
 pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     match config::load(&args.config) {
         Ok(plan) => {
-            let sim = plan.simulator.as_ref().map_or("none".to_string(), |s| {
+            let mut plan = plan;
+            let sim = plan.simulator_mut().map_or("none".to_string(), |s| {
                 format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate)
             });
             println!(
@@ -22,6 +23,9 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 plan.processing.spikes.len(),
                 plan.sinks.len()
             );
+            for source in &plan.sources {
+                println!("  source {}: {}", source.id, source.config.describe());
+            }
             for sink in &plan.sinks {
                 println!("  sink {}: {}", sink.id, sink.config.describe());
             }

@@ -3,6 +3,7 @@
 mod check;
 mod compact;
 mod produce;
+mod replay;
 mod run;
 mod sql;
 
@@ -35,6 +36,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::check(&args),
         Command::Sql(args) => sql::sql(&args),
         Command::Produce(args) => produce::produce(&args),
+        Command::Replay(args) => replay::replay(&args),
         Command::Compact(args) => compact::compact(&args),
     }
 }

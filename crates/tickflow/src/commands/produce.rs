@@ -338,7 +338,7 @@ fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
 }
 
 /// Posts one body, retrying connection errors and 5xx up to `retries` times with backoff.
-async fn post(
+pub(crate) async fn post(
     client: &reqwest::Client,
     url: &str,
     body: Vec<u8>,

@@ -29,7 +29,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .parse()
         .with_context(|| format!("--bind {:?} is not an IP address", args.bind))?;
     plan.http.port = args.port;
-    if let Some(sim) = plan.simulator.as_mut() {
+    if let Some(sim) = plan.simulator_mut() {
         if let Some(rate) = args.rate {
             sim.rate = rate;
         }

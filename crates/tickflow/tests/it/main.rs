@@ -6,5 +6,6 @@ mod crash;
 mod demo;
 mod http;
 mod produce;
+mod replay;
 mod sinks;
 mod support;

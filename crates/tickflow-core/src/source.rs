@@ -1,0 +1,98 @@
+//! The source contract: how events enter tickflow.
+//!
+//! A source runs until it is told to stop (or, for a finite input such as a replayed file,
+//! until its input ends). It appends batches through its [`SourceContext`], which returns
+//! only once the batch is durable in the log: a source acknowledges its upstream (commits a
+//! broker offset, answers an HTTP request) only after that. Input it cannot read goes into the
+//! same batch as a rejected record ([`Batch::push_rejected`]), so processing puts it in the
+//! DLQ with the source's id and reason, and nothing is dropped silently. Reconnects, paging,
+//! rate limits and gap accounting are the source's own.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::codec::Batch;
+use crate::metrics::Metrics;
+
+/// An error from a source's input or from the log. The pipeline logs it with the source's
+/// id, shows it in the status and stops that source; the other sources go on.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a source's batches go: the durable log, as the pipeline runs it.
+pub trait Append: Send + Sync + std::fmt::Debug {
+    /// Appends `batch` under the source `source`, returning its offsets once it is durable.
+    /// Blocks for the log's group-commit fsync (a millisecond or so).
+    ///
+    /// # Errors
+    /// The log failed or the pipeline is stopping; nothing of the batch is then acknowledged.
+    fn append(&self, source: &str, batch: &Batch) -> Result<Range<u64>, SourceError>;
+}
+
+/// What a running source is given: its id, the log, its metrics and the stop signal.
+#[derive(Clone, Debug)]
+pub struct SourceContext {
+    id: Arc<str>,
+    log: Arc<dyn Append>,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+}
+
+impl SourceContext {
+    /// A context for the source `id`; `stop` turns true when the source should stop.
+    pub fn new(
+        id: &str,
+        log: Arc<dyn Append>,
+        metrics: Arc<Metrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            id: Arc::from(id),
+            log,
+            metrics,
+            stop,
+        }
+    }
+
+    /// The source's id, which is also the `source` of its events unless they name another.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Appends a batch durably; see [`Append::append`]. Counts it under the source's id.
+    ///
+    /// # Errors
+    /// As [`Append::append`].
+    pub fn append(&self, batch: &Batch) -> Result<Range<u64>, SourceError> {
+        let offsets = self.log.append(&self.id, batch)?;
+        self.metrics.source_events.add(&self.id, batch.len() as u64);
+        Ok(offsets)
+    }
+
+    /// Shared counters, for a source's own (reconnects, gaps).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether the source should stop now.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once the source should stop: `select!` it against a socket's next frame.
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// A source of events; see the module docs.
+#[async_trait::async_trait]
+pub trait Source: Send + std::fmt::Debug {
+    /// Runs until [`SourceContext::is_stopping`], or until a finite input ends.
+    ///
+    /// # Errors
+    /// Anything that stops the source for good: its input is gone or the log failed.
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+}

@@ -1,0 +1,141 @@
+//! Sources, each on a thread of its own (docs/CONNECTORS.md).
+//!
+//! A source's `run` is async, but many sources block (the simulator generates and sleeps, a
+//! replay reads files, appends wait for the log's fsync): each gets its own thread with a
+//! single-threaded runtime, so one source can never hold up another. A source that fails is
+//! logged, counted and shown in the status; the others and the rest of the pipeline go on.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tickflow_core::metrics::Metrics;
+use tickflow_core::source::{Append, SourceContext};
+use tokio::sync::watch;
+
+use crate::config::SourcePlan;
+
+/// What one source is doing, for `/api/v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceStatus {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `running`; `finished` (a finite input, such as a replayed file, has ended); `failed`
+    /// (see `error`); `stopped`.
+    pub state: &'static str,
+    /// Events and unreadable inputs it has appended.
+    pub events: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    id: String,
+    kind: &'static str,
+    state: Mutex<(&'static str, Option<String>)>,
+}
+
+/// The running sources.
+#[derive(Debug)]
+pub(crate) struct Sources {
+    handles: Vec<Arc<Handle>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Sources {
+    /// Starts every source on its own thread; `stop` turning true stops them.
+    pub(crate) fn start(
+        plans: &[SourcePlan],
+        log_is_empty: bool,
+        log: &Arc<dyn Append>,
+        metrics: &Arc<Metrics>,
+        stop: &watch::Sender<bool>,
+    ) -> std::io::Result<Self> {
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for plan in plans {
+            let handle = Arc::new(Handle {
+                id: plan.id.clone(),
+                kind: plan.config.type_name(),
+                state: Mutex::new(("running", None)),
+            });
+            let source = plan.config.build(log_is_empty);
+            let ctx = SourceContext::new(
+                &plan.id,
+                Arc::clone(log),
+                Arc::clone(metrics),
+                stop.subscribe(),
+            );
+            let h = Arc::clone(&handle);
+            let thread = std::thread::Builder::new()
+                .name(format!("tickflow-source-{}", plan.id))
+                .spawn(move || {
+                    let stopping = ctx.clone();
+                    let result = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(Into::into)
+                        .and_then(|rt| {
+                            rt.block_on(async move {
+                                // A panic is a failure of this source alone.
+                                futures_catch(source.run(ctx)).await
+                            })
+                        });
+                    let mut state = h.state.lock().unwrap_or_else(|e| e.into_inner());
+                    *state = match result {
+                        Ok(()) if stopping.is_stopping() => ("stopped", None),
+                        Ok(()) => ("finished", None),
+                        Err(e) => {
+                            tracing::error!(source = %h.id, error = %e, "source failed; the others go on");
+                            ("failed", Some(e.to_string()))
+                        }
+                    };
+                })?;
+            handles.push(handle);
+            threads.push(thread);
+        }
+        Ok(Self {
+            handles,
+            threads: Mutex::new(threads),
+            metrics: Arc::clone(metrics),
+        })
+    }
+
+    pub(crate) fn status(&self) -> Vec<SourceStatus> {
+        let events: std::collections::HashMap<String, u64> =
+            self.metrics.source_events.snapshot().into_iter().collect();
+        self.handles
+            .iter()
+            .map(|h| {
+                let (state, error) = h.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                SourceStatus {
+                    id: h.id.clone(),
+                    kind: h.kind,
+                    state,
+                    events: events.get(&h.id).copied().unwrap_or(0),
+                    error,
+                }
+            })
+            .collect()
+    }
+
+    /// Waits for every source thread (after the stop signal).
+    pub(crate) fn join(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs a source's future, turning a panic into an error.
+async fn futures_catch(
+    run: impl std::future::Future<Output = Result<(), tickflow_core::source::SourceError>>,
+) -> Result<(), tickflow_core::source::SourceError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err("the source panicked".into()),
+    }
+}

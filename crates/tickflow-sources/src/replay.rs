@@ -1,0 +1,378 @@
+//! File replay: trades and quotes from NDJSON, CSV or Parquet files (the lake's own included)
+//! fed back in event-time order, as fast as possible or at the recorded pace × `speed`.
+//!
+//! A path is a file or a folder searched for `*.parquet`, `*.csv`, `*.ndjson`, `*.jsonl` and
+//! `*.json`. Files are read one day at a time (the day in a `date=YYYY-MM-DD` folder or a
+//! `YYYY-MM-DD` file name, as the lake and the CSV sink write them), and each day's events are
+//! sorted by event time, so a whole lake replays in bounded memory and builds the same bars.
+//! Only trades and quotes are read: bars, daily metrics and alerts are derived again.
+//!
+//! Events keep the `source`, `feed` and sequence numbers they were recorded with (NDJSON lines
+//! without a `source` get the replay's id), so their natural keys are the original ones. Their
+//! receive time is the moment of replay. A line or row that cannot be read becomes a rejected
+//! record: the DLQ keeps it with the file, line and reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tickflow_core::codec::{Batch, Rejected};
+use tickflow_core::source::{Source, SourceContext, SourceError};
+use tickflow_lake::{Rows, Table};
+use tickflow_model::{Event, UnixNanos};
+
+use crate::Error;
+
+/// Events per appended batch when replaying as fast as possible.
+const BATCH: usize = 8192;
+
+/// One thing read from a file: an event, or input that could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Event(Event),
+    Unreadable {
+        /// `file:line`, or `file` when a whole file failed.
+        place: String,
+        error: String,
+        payload: String,
+    },
+}
+
+/// The files under `path`, grouped by day (see the module docs), days in order.
+///
+/// # Errors
+/// The path does not exist or a folder cannot be listed.
+pub fn plan(path: &Path) -> Result<Vec<Vec<PathBuf>>, Error> {
+    let mut files = Vec::new();
+    collect(path, &mut files)?;
+    if files.is_empty() {
+        return Err(Error::Replay(format!(
+            "{}: no .parquet, .csv, .ndjson, .jsonl or .json files",
+            path.display()
+        )));
+    }
+    let mut days: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for file in files {
+        days.entry(day_of(&file)).or_default().push(file);
+    }
+    Ok(days.into_values().collect())
+}
+
+fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::Replay(format!("{}: {e}", path.display())))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::Replay(format!("{}: {e}", path.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect(&entry, out)?;
+        } else if format_of(&entry).is_some() {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// The day a file holds, or its path when it names none (such files sort after the days).
+fn day_of(file: &Path) -> String {
+    let is_day = |s: &str| s.len() == 10 && tickflow_model::Date::parse(s).is_ok();
+    for part in file.iter().rev() {
+        let part = part.to_string_lossy();
+        if let Some(day) = part.strip_prefix("date=").filter(|d| is_day(d)) {
+            return day.to_string();
+        }
+    }
+    match file.file_stem().map(|s| s.to_string_lossy()) {
+        Some(stem) if is_day(&stem) => stem.to_string(),
+        _ => format!("~{}", file.display()),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Parquet,
+    Csv,
+    Json,
+}
+
+fn format_of(path: &Path) -> Option<Format> {
+    match path.extension()?.to_str()? {
+        "parquet" => Some(Format::Parquet),
+        "csv" => Some(Format::Csv),
+        "ndjson" | "jsonl" | "json" => Some(Format::Json),
+        _ => None,
+    }
+}
+
+/// Everything one day's files hold, events sorted by event time (stable, so equal times
+/// keep their file order), unreadable input first.
+///
+/// # Errors
+/// A file cannot be opened at all; what is inside it is never an error here but an
+/// [`Item::Unreadable`].
+pub fn read_day(files: &[PathBuf], default_source: &str) -> Result<Vec<Item>, Error> {
+    let mut events = Vec::new();
+    let mut unreadable = Vec::new();
+    let now = UnixNanos::now();
+    for file in files {
+        match format_of(file) {
+            Some(Format::Parquet) => read_parquet(file, &mut events, &mut unreadable),
+            Some(Format::Csv) => read_csv(file, default_source, now, &mut events, &mut unreadable)?,
+            Some(Format::Json) | None => {
+                read_json(file, default_source, now, &mut events, &mut unreadable)?
+            }
+        }
+    }
+    events.sort_by_key(Event::ts_event);
+    unreadable.extend(events.into_iter().map(Item::Event));
+    Ok(unreadable)
+}
+
+fn unreadable(place: String, error: impl ToString, payload: String) -> Item {
+    Item::Unreadable {
+        place,
+        error: error.to_string(),
+        payload,
+    }
+}
+
+fn read_parquet(file: &Path, events: &mut Vec<Event>, bad: &mut Vec<Item>) {
+    // The lake's layout names the table: lake/<table>/date=…/…; derived tables are skipped.
+    let parts: Vec<&str> = file.iter().filter_map(|p| p.to_str()).collect();
+    let lake_table = parts
+        .windows(2)
+        .find(|w| w[1].starts_with("date="))
+        .map(|w| w[0]);
+    let table = match lake_table {
+        Some("trades") => Some(Table::Trades),
+        Some("quotes") => Some(Table::Quotes),
+        Some(_) => return,
+        None => None,
+    };
+    let mut rows = Rows::default();
+    let read = match table {
+        Some(table) => tickflow_lake::read_file(file, table, &mut rows),
+        // Not in a lake's folders: a file of either table, told apart by its columns.
+        None => tickflow_lake::read_file(file, Table::Trades, &mut rows)
+            .or_else(|_| tickflow_lake::read_file(file, Table::Quotes, &mut rows)),
+    };
+    if let Err(e) = read {
+        bad.push(unreadable(file.display().to_string(), e, String::new()));
+        return;
+    }
+    events.extend(rows.trades.into_iter().map(Event::Trade));
+    events.extend(rows.quotes.into_iter().map(Event::Quote));
+}
+
+fn read_json(
+    file: &Path,
+    default_source: &str,
+    now: UnixNanos,
+    events: &mut Vec<Event>,
+    bad: &mut Vec<Item>,
+) -> Result<(), Error> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::Replay(format!("{}: {e}", file.display())))?;
+    if text.trim_start().starts_with('[') {
+        // A JSON array is taken whole, as HTTP ingest takes it.
+        match tickflow_core::ingest::parse_body(&text, default_source, now) {
+            Ok(parsed) => events.extend(parsed),
+            Err(e) => bad.push(unreadable(file.display().to_string(), e, text)),
+        }
+        return Ok(());
+    }
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match tickflow_core::ingest::parse_body(line, default_source, now) {
+            Ok(parsed) => events.extend(parsed),
+            Err(e) => {
+                let message = e.to_string();
+                let message = message.strip_prefix("line 1: ").unwrap_or(&message);
+                bad.push(unreadable(
+                    format!("{}:{}", file.display(), i + 1),
+                    message,
+                    line.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// CSV with a header naming the table's columns (as the CSV sink writes them): trades have
+/// `price` and `size`, quotes `bid` and `ask`. Each row is read as the ingest format reads an
+/// event, so the same rules and messages apply; `ts_recv` is not read.
+fn read_csv(
+    file: &Path,
+    default_source: &str,
+    now: UnixNanos,
+    events: &mut Vec<Event>,
+    bad: &mut Vec<Item>,
+) -> Result<(), Error> {
+    let mut reader = csv::Reader::from_path(file)
+        .map_err(|e| Error::Replay(format!("{}: {e}", file.display())))?;
+    let header = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            bad.push(unreadable(file.display().to_string(), e, String::new()));
+            return Ok(());
+        }
+    };
+    let has = |name: &str| header.iter().any(|h| h == name);
+    let kind = if has("price") && has("size") {
+        "trade"
+    } else if has("bid") && has("ask") {
+        "quote"
+    } else {
+        tracing::info!(file = %file.display(), "not trades or quotes; skipped");
+        return Ok(());
+    };
+    for record in reader.records() {
+        let (line, record) = match record {
+            Ok(r) => (r.position().map_or(0, |p| p.line()), r),
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                bad.push(unreadable(
+                    format!("{}:{line}", file.display()),
+                    e,
+                    String::new(),
+                ));
+                continue;
+            }
+        };
+        let mut object = serde_json::Map::new();
+        object.insert("type".into(), kind.into());
+        for (name, value) in header.iter().zip(record.iter()) {
+            if value.is_empty() || name == "ts_recv" || name == "type" {
+                continue;
+            }
+            let value = if name == "seq" {
+                value
+                    .parse::<u64>()
+                    .map_or_else(|_| serde_json::Value::from(value), serde_json::Value::from)
+            } else {
+                serde_json::Value::from(value)
+            };
+            object.insert(name.to_string(), value);
+        }
+        let json = serde_json::Value::Object(object).to_string();
+        match tickflow_core::ingest::parse_body(&json, default_source, now) {
+            Ok(parsed) => events.extend(parsed),
+            Err(e) => {
+                let message = e.to_string();
+                let message = message.strip_prefix("line 1: ").unwrap_or(&message);
+                bad.push(unreadable(
+                    format!("{}:{line}", file.display()),
+                    message,
+                    json,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replays a file or folder as a source; see the module docs.
+#[derive(Clone, Debug)]
+pub struct ReplaySource {
+    pub path: PathBuf,
+    /// `None`: as fast as the log takes it; `Some(x)`: the recorded pace × x.
+    pub speed: Option<f64>,
+}
+
+impl ReplaySource {
+    fn run_blocking(&self, ctx: &SourceContext) -> Result<(), SourceError> {
+        let days = plan(&self.path)?;
+        let mut batch = Batch::with_capacity(BATCH);
+        let started = Instant::now();
+        let mut first_ts: Option<i64> = None;
+        let (mut events, mut rejected) = (0u64, 0u64);
+        for files in days {
+            for item in read_day(&files, ctx.id())? {
+                if ctx.is_stopping() {
+                    return Ok(());
+                }
+                let now = UnixNanos::now();
+                match item {
+                    Item::Event(mut event) => {
+                        if let Some(speed) = self.speed {
+                            let ts = event.ts_event().0;
+                            let first = *first_ts.get_or_insert(ts);
+                            let due =
+                                Duration::from_nanos((((ts - first).max(0) as f64) / speed) as u64);
+                            if started.elapsed() < due {
+                                flush(ctx, &mut batch)?;
+                                pause_until(ctx, started + due);
+                            }
+                        }
+                        set_recv(&mut event, now);
+                        batch.push(&event);
+                        events += 1;
+                    }
+                    Item::Unreadable {
+                        place,
+                        error,
+                        payload,
+                    } => {
+                        let error = format!("{place}: {error}");
+                        batch.push_rejected(&Rejected {
+                            ts_recv: now,
+                            source: ctx.id(),
+                            error: &error,
+                            payload: &payload,
+                        });
+                        rejected += 1;
+                    }
+                }
+                if batch.len() >= BATCH {
+                    flush(ctx, &mut batch)?;
+                }
+            }
+            flush(ctx, &mut batch)?;
+        }
+        tracing::info!(source = ctx.id(), path = %self.path.display(), events, rejected, secs = started.elapsed().as_secs_f64(), "replay finished");
+        Ok(())
+    }
+}
+
+fn set_recv(event: &mut Event, now: UnixNanos) {
+    match event {
+        Event::Trade(t) => t.ts_recv = now,
+        Event::Quote(q) => q.ts_recv = now,
+    }
+}
+
+fn flush(ctx: &SourceContext, batch: &mut Batch) -> Result<(), SourceError> {
+    if !batch.is_empty() {
+        ctx.append(batch)?;
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// Sleeps in short steps until `due`, so a stop request is honoured quickly.
+fn pause_until(ctx: &SourceContext, due: Instant) {
+    while Instant::now() < due && !ctx.is_stopping() {
+        std::thread::sleep(
+            due.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+        );
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for ReplaySource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        // File reads and paced sleeps: the pipeline runs each source on a thread of its own.
+        self.run_blocking(&ctx)
+    }
+}
