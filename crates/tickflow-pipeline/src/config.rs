@@ -825,6 +825,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         sources.push(SourcePlan { id, config });
     }
     let mut sinks: Vec<SinkPlan> = Vec::new();
+    let mut dirs: Vec<(PathBuf, usize)> = Vec::new();
     for sink in raw.sinks {
         let i = sink.index;
         let key = |f: &str| format!("sinks[{i}].{f}");
@@ -873,14 +874,24 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 format!("another sink is already called {id:?}: give each sink its own id"),
             );
         }
-        sinks.push(SinkPlan { id, config });
-    }
-    // A sink's files default to the data directory, under its id.
-    for sink in &mut sinks {
-        let SinkConfig::Csv(csv) = &mut sink.config;
+        let mut config = config;
+        // A sink's files default to the data directory, under its id; two sinks in one
+        // directory would share (and corrupt) one position.
+        let SinkConfig::Csv(csv) = &mut config;
         if csv.dir.as_os_str().is_empty() {
-            csv.dir = data_dir.join("sinks").join(&sink.id);
+            csv.dir = data_dir.join("sinks").join(&id);
         }
+        if let Some((_, other)) = dirs.iter().find(|(d, _)| *d == csv.dir) {
+            c.add(
+                key("dir"),
+                format!(
+                    "{} is already sinks[{other}]'s directory: give each sink its own",
+                    csv.dir.display()
+                ),
+            );
+        }
+        dirs.push((csv.dir.clone(), i));
+        sinks.push(SinkPlan { id, config });
     }
     Plan {
         data_dir,
@@ -1170,6 +1181,12 @@ mod tests {
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
         }
+        let text = "[[sinks]]\ntype = \"csv\"\ndir = \"/x\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"b\"\ndir = \"/x\"\n";
+        let shown = parse(text, Path::new("s.toml")).unwrap_err().to_string();
+        assert!(
+            shown.contains("s.toml:8: sinks[1].dir: /x is already sinks[0]'s directory"),
+            "{shown}"
+        );
         let text = "[[sinks]]\ntype = \"csv\"\n\n[[sinks]]\ntype = \"csv\"\n";
         let shown = parse(text, Path::new("s.toml")).unwrap_err().to_string();
         assert!(

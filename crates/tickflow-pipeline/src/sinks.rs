@@ -1,8 +1,9 @@
 //! Sinks behind the lake, each on its own position (docs/CONNECTORS.md).
 //!
-//! The flusher publishes every committed flush to a [`Feed`]. Each sink runs as its own task
-//! on a small runtime of its own: it opens its store, learns its position, and writes the
-//! flushes past it in order, one [`Flush`] at a time. Recent flushes are shared from memory
+//! The flusher publishes every committed flush to a [`Feed`]. Each sink runs on a thread of
+//! its own with a single-threaded runtime, so a sink that blocks (a CSV fsync on a slow disk)
+//! holds up no other: it opens its store, learns its position, and writes the flushes past it
+//! in order, one [`Flush`] at a time. Recent flushes are shared from memory
 //! (up to `lake.sink_buffer_rows` rows over all of them); a sink further behind reads them
 //! back from the lake's files, so a sink that is down for an hour costs disk reads when it
 //! returns, never memory, and never stalls the lake. Compaction does not merge flushes past
@@ -170,6 +171,8 @@ fn start_positions(
 struct Handle {
     id: String,
     kind: &'static str,
+    /// Set once it has stopped for good (`failed`): it no longer holds compaction back.
+    gave_up: std::sync::atomic::AtomicBool,
     /// Where it starts if its store has no position.
     start: u64,
     /// Position + 1; 0 until the store is opened.
@@ -184,9 +187,19 @@ impl Handle {
         self.position.load(Ordering::Acquire).checked_sub(1)
     }
 
-    /// Its position, or where it will start while its store is not open yet.
-    fn floor(&self) -> u64 {
-        self.position().unwrap_or(self.start)
+    /// Its position, or where it will start while its store is not open yet; none once it
+    /// has failed for good, so compaction and memory are not held for it.
+    fn floor(&self) -> Option<u64> {
+        if self.gave_up.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.position().unwrap_or(self.start))
+    }
+
+    /// Stops for good, with the reason in the status.
+    fn give_up(&self, metrics: &Metrics, what: &str, e: &dyn std::fmt::Display) {
+        self.failed(metrics, what, e, "failed");
+        self.gave_up.store(true, Ordering::Relaxed);
     }
 
     fn set(&self, state: &'static str, reading_from: Option<&'static str>) {
@@ -218,8 +231,7 @@ impl Handle {
 pub(crate) struct Sinks {
     feed: Arc<Feed>,
     handles: Vec<Arc<Handle>>,
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -242,24 +254,18 @@ impl Sinks {
         let mut sinks = Self {
             feed,
             handles: Vec::new(),
-            runtime: Mutex::new(None),
-            tasks: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
             stop,
         };
         if plans.is_empty() {
             return Ok(sinks);
         }
         let starts = start_positions(data_dir, plans, published)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(4)
-            .thread_name("tickflow-sink")
-            .enable_all()
-            .build()?;
         for plan in plans {
             let handle = Arc::new(Handle {
                 id: plan.id.clone(),
                 kind: plan.config.type_name(),
+                gave_up: std::sync::atomic::AtomicBool::new(false),
                 start: starts.get(&plan.id).copied().unwrap_or(published),
                 position: AtomicU64::new(0),
                 rows_written: AtomicU64::new(0),
@@ -274,14 +280,19 @@ impl Sinks {
                 metrics: Arc::clone(metrics),
                 stop: sinks.stop.subscribe(),
             };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let thread = std::thread::Builder::new()
+                .name(format!("tickflow-sink-{}", plan.id))
+                .spawn(move || runtime.block_on(task.run()))?;
             sinks
-                .tasks
+                .threads
                 .get_mut()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(runtime.spawn(task.run()));
+                .push(thread);
             sinks.handles.push(handle);
         }
-        *sinks.runtime.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(runtime);
         Ok(sinks)
     }
 
@@ -290,11 +301,12 @@ impl Sinks {
         self.handles.is_empty()
     }
 
-    /// The slowest sink's position (or start, while its store is not open).
+    /// The slowest sink's position (or start, while its store is not open); sinks that
+    /// failed for good are left out.
     fn floor(&self) -> u64 {
         self.handles
             .iter()
-            .map(|h| h.floor())
+            .filter_map(|h| h.floor())
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -324,7 +336,7 @@ impl Sinks {
             .iter()
             .map(|h| {
                 let position = h.position();
-                let at = h.floor();
+                let at = position.unwrap_or(h.start);
                 let (state, reading_from, last_error) =
                     h.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 SinkStatus {
@@ -347,29 +359,27 @@ impl Sinks {
     /// stops them. A sink that is failing stops at once; it resumes from its position.
     pub(crate) fn shutdown(&self) {
         self.stop.send_replace(true);
-        let Some(runtime) = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
-            return;
-        };
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        let drained = runtime
-            .block_on(async { tokio::time::timeout(DRAIN_LIMIT, futures_join(tasks)).await });
-        if drained.is_err() {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let deadline = std::time::Instant::now() + DRAIN_LIMIT;
+        while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut stuck = 0;
+        for thread in threads {
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                // A write blocked in its store (a hung mount): left behind, it ends with the
+                // process, and the sink resumes from its durable position on the next start.
+                stuck += 1;
+            }
+        }
+        if stuck > 0 {
             tracing::warn!(
-                "sinks did not catch up within {DRAIN_LIMIT:?}; they resume from their positions on the next start"
+                sinks = stuck,
+                "sinks did not finish within {DRAIN_LIMIT:?}; they resume from their positions on the next start"
             );
         }
-        runtime.shutdown_timeout(Duration::from_secs(1));
-    }
-}
-
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for task in tasks {
-        let _ = task.await;
     }
 }
 
@@ -468,6 +478,17 @@ impl Task {
                 start
             }
         };
+        if position > self.feed.published() {
+            // Its store records flushes this lake never made (a new data directory beside an
+            // old sink directory): writing on would skip rows without a word.
+            let e = format!(
+                "the store says flush {position} is written, but the lake has committed only {}: is this sink's store from another data directory?",
+                self.feed.published()
+            );
+            self.handle.give_up(&self.metrics, "opening", &e);
+            tracing::error!(sink = %id, error = %e, "sink stopped");
+            return;
+        }
         tracing::info!(sink = %id, position, "sink opened");
         self.handle.position.store(position + 1, Ordering::Release);
         let mut published_rx = self.feed.published.subscribe();
@@ -506,8 +527,7 @@ impl Task {
                             // Only a sink whose position predates compaction (one left out
                             // of the config for a while) gets here; it cannot be served
                             // flush by flush any more.
-                            self.handle
-                                .failed(&self.metrics, "reading the lake", &e, "failed");
+                            self.handle.give_up(&self.metrics, "reading the lake", &e);
                             tracing::error!(sink = %id, position, error = %e, "sink stopped: its position is behind the lake's compaction; see docs/CONNECTORS.md");
                             return;
                         }

@@ -5,6 +5,7 @@
 //! `*.json`. Files are read one day at a time (the day in a `date=YYYY-MM-DD` folder or a
 //! `YYYY-MM-DD` file name, as the lake and the CSV sink write them), and each day's events are
 //! sorted by event time, so a whole lake replays in bounded memory and builds the same bars.
+//! Files that name no day are read together, after the days.
 //! Only trades and quotes are read: bars, daily metrics and alerts are derived again.
 //!
 //! Events keep the `source`, `feed` and sequence numbers they were recorded with (NDJSON lines
@@ -25,6 +26,8 @@ use crate::Error;
 
 /// Events per appended batch when replaying as fast as possible.
 const BATCH: usize = 8192;
+/// The most of an unreadable input kept in the DLQ: enough to see what it was.
+const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// One thing read from a file: an event, or input that could not be read.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +83,8 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-/// The day a file holds, or its path when it names none (such files sort after the days).
+/// The day a file holds; files that name none are read together, after the days, so that
+/// trades and quotes kept in separate files still come in one event-time order.
 fn day_of(file: &Path) -> String {
     let is_day = |s: &str| s.len() == 10 && tickflow_model::Date::parse(s).is_ok();
     for part in file.iter().rev() {
@@ -91,7 +95,7 @@ fn day_of(file: &Path) -> String {
     }
     match file.file_stem().map(|s| s.to_string_lossy()) {
         Some(stem) if is_day(&stem) => stem.to_string(),
-        _ => format!("~{}", file.display()),
+        _ => "~".to_string(),
     }
 }
 
@@ -135,7 +139,14 @@ pub fn read_day(files: &[PathBuf], default_source: &str) -> Result<Vec<Item>, Er
     Ok(unreadable)
 }
 
-fn unreadable(place: String, error: impl ToString, payload: String) -> Item {
+fn unreadable(place: String, error: impl ToString, mut payload: String) -> Item {
+    if payload.len() > MAX_PAYLOAD {
+        let mut end = MAX_PAYLOAD;
+        while !payload.is_char_boundary(end) {
+            end -= 1;
+        }
+        payload.truncate(end);
+    }
     Item::Unreadable {
         place,
         error: error.to_string(),
@@ -159,9 +170,11 @@ fn read_parquet(file: &Path, events: &mut Vec<Event>, bad: &mut Vec<Item>) {
     let mut rows = Rows::default();
     let read = match table {
         Some(table) => tickflow_lake::read_file(file, table, &mut rows),
-        // Not in a lake's folders: a file of either table, told apart by its columns.
-        None => tickflow_lake::read_file(file, Table::Trades, &mut rows)
-            .or_else(|_| tickflow_lake::read_file(file, Table::Quotes, &mut rows)),
+        // Not in a lake's folders: a file of either table, told apart by its column names.
+        None => tickflow_lake::read_file(file, Table::Trades, &mut rows).or_else(|as_trades| {
+            rows = Rows::default();
+            tickflow_lake::read_file(file, Table::Quotes, &mut rows).map_err(|_| as_trades)
+        }),
     };
     if let Err(e) = read {
         bad.push(unreadable(file.display().to_string(), e, String::new()));
@@ -178,13 +191,16 @@ fn read_json(
     events: &mut Vec<Event>,
     bad: &mut Vec<Item>,
 ) -> Result<(), Error> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Error::Replay(format!("{}: {e}", file.display())))?;
+    let bytes =
+        std::fs::read(file).map_err(|e| Error::Replay(format!("{}: {e}", file.display())))?;
+    // A stray byte that is not UTF-8 spoils its line, which the ingest rules then refuse with
+    // the rest of the file read as usual.
+    let text = String::from_utf8_lossy(&bytes);
     if text.trim_start().starts_with('[') {
         // A JSON array is taken whole, as HTTP ingest takes it.
         match tickflow_core::ingest::parse_body(&text, default_source, now) {
             Ok(parsed) => events.extend(parsed),
-            Err(e) => bad.push(unreadable(file.display().to_string(), e, text)),
+            Err(e) => bad.push(unreadable(file.display().to_string(), e, text.into_owned())),
         }
         return Ok(());
     }
@@ -353,7 +369,12 @@ fn set_recv(event: &mut Event, now: UnixNanos) {
 
 fn flush(ctx: &SourceContext, batch: &mut Batch) -> Result<(), SourceError> {
     if !batch.is_empty() {
-        ctx.append(batch)?;
+        match ctx.append(batch) {
+            Ok(_) => {}
+            // Refused because the pipeline is stopping: the replay stops, it did not fail.
+            Err(_) if ctx.is_stopping() => {}
+            Err(e) => return Err(e),
+        }
         batch.clear();
     }
     Ok(())

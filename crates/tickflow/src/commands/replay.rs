@@ -52,10 +52,14 @@ fn into_data_dir(args: &ReplayArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         if status.failure.is_some() {
             break status;
         }
+        // Done once the source has ended and processing has read everything it appended;
+        // shutdown then flushes the rest to the lake.
         match status.sources.first().map(|s| s.state) {
-            Some("running") | None => std::thread::sleep(Duration::from_millis(50)),
-            Some(_) => break status,
+            Some("running") | None => {}
+            Some(_) if status.log_lag == 0 => break status,
+            Some(_) => {}
         }
+        std::thread::sleep(Duration::from_millis(50));
     };
     pipeline.shutdown().context("stopping the pipeline")?;
     let replayed = source.sources.first();
