@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tickflow_model::{Event, Price, Qty, Quote, Symbol, Trade, TradeId, UnixNanos};
+use tickflow_model::{Event, Price, Qty, Quote, RejectReason, Symbol, Trade, TradeId, UnixNanos};
 
 use crate::hash::StableBuild;
 use crate::{Error, Result};
@@ -180,6 +180,11 @@ impl Batch {
     /// sends it to the DLQ with `error` and `payload`, in order with the events around it.
     pub fn push_rejected(&mut self, rejected: &Rejected<'_>) {
         self.bytes.push(TAG_REJECTED);
+        let reason = RejectReason::ALL
+            .iter()
+            .position(|r| *r == rejected.reason)
+            .unwrap_or(0);
+        self.bytes.push(reason as u8);
         self.bytes
             .extend_from_slice(&rejected.ts_recv.0.to_le_bytes());
         put_str(&mut self.bytes, rejected.source);
@@ -266,6 +271,9 @@ fn put_long_str(out: &mut Vec<u8>, s: &str) {
 /// Input a source could not read; see [`Batch::push_rejected`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejected<'a> {
+    /// `malformed` for input a source could not read; `delivery_failed` for an alert no
+    /// attempt could deliver.
+    pub reason: RejectReason,
     pub ts_recv: UnixNanos,
     pub source: &'a str,
     pub error: &'a str,
@@ -280,12 +288,14 @@ pub fn rejected(bytes: &[u8]) -> Option<Rejected<'_>> {
         return None;
     }
     let mut c = Cursor { buf: &bytes[1..] };
+    let reason = *RejectReason::ALL.get(usize::from(c.u8().ok()?))?;
     let ts_recv = UnixNanos(c.i64().ok()?);
     let source = c.str().ok()?;
     let error = c.str().ok()?;
     let len = u32::from_le_bytes(c.take(4).ok()?.try_into().ok()?);
     let payload = utf8(c.take(len as usize).ok()?).ok()?;
     Some(Rejected {
+        reason,
         ts_recv,
         source,
         error,
@@ -509,6 +519,7 @@ mod tests {
         let long = "x".repeat(70_000);
         for payload in ["{\"type\":\"trade\",\"pri", long.as_str()] {
             batch.push_rejected(&Rejected {
+                reason: RejectReason::Malformed,
                 ts_recv: UnixNanos(9),
                 source: "alpaca",
                 error: "unknown message type \"zz\"",

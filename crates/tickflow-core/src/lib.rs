@@ -1,7 +1,7 @@
 //! Contracts shared by every tickflow component: the binary codec that events take in the
 //! durable log ([`codec`]), the ingest JSON format that HTTP, files and brokers speak
 //! ([`ingest`]), metric names and counters ([`metrics`]), a stable fast [`hash`],
-//! cooperative [`Shutdown`], the connector contracts ([`source`], [`sink`]) and the contract tests every
+//! cooperative [`Shutdown`], the connector contracts ([`source`], [`sink`], [`notify`]) and the contract tests every
 //! connector runs ([`contract`]).
 //!
 //! It holds no I/O and no runtime: sources, sinks and the pipeline build on these pieces.
@@ -12,6 +12,7 @@ mod error;
 pub mod hash;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 mod shutdown;
 pub mod sink;
 pub mod source;

@@ -22,11 +22,13 @@ pub enum RejectReason {
     Late,
     /// A price or size of a billion or more, beyond what the tables store exactly.
     OutOfRange,
+    /// An alert a notifier could not deliver in all its attempts; the payload is the alert.
+    DeliveryFailed,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that list zeros too.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         Self::Malformed,
         Self::NonPositivePrice,
         Self::ZeroSize,
@@ -34,6 +36,7 @@ impl RejectReason {
         Self::AbsurdTimestamp,
         Self::Late,
         Self::OutOfRange,
+        Self::DeliveryFailed,
     ];
 
     /// The snake_case name stored in the `dlq.reason` column.
@@ -46,6 +49,7 @@ impl RejectReason {
             Self::AbsurdTimestamp => "absurd_timestamp",
             Self::Late => "late",
             Self::OutOfRange => "out_of_range",
+            Self::DeliveryFailed => "delivery_failed",
         }
     }
 }

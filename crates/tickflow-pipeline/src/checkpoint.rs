@@ -29,9 +29,14 @@ pub struct Checkpoint {
     pub state: State,
 }
 
+/// The folder of the checkpoint and of the sinks' and notifiers' start records.
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("checkpoint")
+}
+
 /// The checkpoint file under `data_dir`.
 pub fn path(data_dir: &Path) -> PathBuf {
-    data_dir.join("checkpoint").join("processor.ckpt")
+    dir(data_dir).join("processor.ckpt")
 }
 
 fn err(path: &Path, message: impl Into<String>) -> Error {

@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub lake: RawLake,
     pub sources: Vec<RawSource>,
     pub sinks: Vec<RawSink>,
+    pub notifiers: Vec<RawNotifier>,
     pub alerts: RawAlerts,
 }
 
@@ -147,6 +148,76 @@ impl RawSinkKind {
     }
 }
 
+/// One `[[notifiers]]` entry: its `id` and the settings its `type` reads.
+#[derive(Debug)]
+pub struct RawNotifier {
+    /// Its place among the `[[notifiers]]` entries, for error messages.
+    pub index: usize,
+    pub id: Option<String>,
+    pub kind: RawNotifierKind,
+    pub delivery: RawDelivery,
+}
+
+/// Delivery settings every notifier takes.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDelivery {
+    pub max_attempts: Option<i64>,
+    pub retry_max_ms: Option<i64>,
+    pub max_age_secs: Option<i64>,
+}
+
+/// The notifiers tickflow knows, by `type`. Adding one adds a variant here, a line in
+/// [`RawNotifierKind::parse`] and one in [`NotifierConfig`].
+#[derive(Debug)]
+pub enum RawNotifierKind {
+    Log,
+    Webhook(RawWebhook),
+}
+
+/// The log notifier has no settings of its own.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLogNotifier {}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawWebhook {
+    pub url: Option<String>,
+    pub format: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub timeout_ms: Option<i64>,
+}
+
+impl RawNotifierKind {
+    /// Every `type` a `[[notifiers]]` entry may name.
+    pub const TYPES: &[&str] = &["log", "webhook"];
+
+    /// The settings of every notifier (`max_attempts`, …) are taken out first; the rest are
+    /// the type's own.
+    fn parse(
+        kind: &str,
+        entry: toml::Value,
+        key: &str,
+        c: &mut Checker,
+    ) -> Option<(Self, RawDelivery)> {
+        let toml::Value::Table(mut table) = entry else {
+            return None;
+        };
+        let mut common = toml::Table::new();
+        for name in ["max_attempts", "retry_max_ms", "max_age_secs"] {
+            if let Some(v) = table.remove(name) {
+                common.insert(name.to_string(), v);
+            }
+        }
+        let delivery = c.typed(toml::Value::Table(common), key)?;
+        let entry = toml::Value::Table(table);
+        let kind = match kind {
+            "log" => c.typed::<RawLogNotifier>(entry, key).map(|_| Self::Log)?,
+            "webhook" => c.typed(entry, key).map(Self::Webhook)?,
+            _ => return None,
+        };
+        Some((kind, delivery))
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAlerts {
     #[serde(default)]
@@ -162,6 +233,8 @@ pub struct RawThreshold {
     pub condition: String,
     pub cooldown_secs: Option<i64>,
     pub severity: Option<String>,
+    /// Notifier ids its alerts go to; every notifier when left out.
+    pub notify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +247,8 @@ pub struct RawSpike {
     pub min_return_pct: Option<f64>,
     pub cooldown_secs: Option<i64>,
     pub severity: Option<String>,
+    /// Notifier ids its alerts go to; every notifier when left out.
+    pub notify: Option<Vec<String>>,
 }
 
 /// Where the HTTP API listens.
@@ -287,6 +362,64 @@ impl SourceConfig {
     }
 }
 
+/// A notifier to run, under its `id`, with the rules whose alerts it delivers.
+#[derive(Clone, Debug)]
+pub struct NotifierPlan {
+    /// Names it in metrics, status, logs and idempotency keys; unique among notifiers.
+    pub id: String,
+    pub config: NotifierConfig,
+    pub max_attempts: u32,
+    /// The cap of the doubling delay between attempts.
+    pub retry_max: Duration,
+    /// Alerts older than this (event time) are not sent, only counted.
+    pub max_age: Duration,
+    /// Names of the rules routed to it.
+    pub rules: std::collections::HashSet<String>,
+}
+
+/// Validated settings of each notifier type.
+#[derive(Clone, Debug)]
+pub enum NotifierConfig {
+    Log,
+    Webhook(tickflow_notify::webhook::WebhookConfig),
+}
+
+impl NotifierConfig {
+    /// The `type` that names it in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Webhook(_) => "webhook",
+        }
+    }
+
+    /// A ready notifier.
+    ///
+    /// # Errors
+    /// The webhook's HTTP client cannot be built.
+    pub fn build(
+        &self,
+        id: &str,
+    ) -> Result<std::sync::Arc<dyn tickflow_core::notify::Notifier>, tickflow_notify::Error> {
+        Ok(match self {
+            Self::Log => {
+                std::sync::Arc::new(tickflow_notify::log::LogNotifier { id: id.to_string() })
+            }
+            Self::Webhook(w) => {
+                std::sync::Arc::new(tickflow_notify::webhook::WebhookNotifier::new(w.clone())?)
+            }
+        })
+    }
+
+    /// One line for `tickflow check`, without secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Log => "the log".to_string(),
+            Self::Webhook(w) => format!("webhook to {} ({})", w.shown_url(), w.format.name()),
+        }
+    }
+}
+
 /// A validated configuration, ready to start.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -297,6 +430,7 @@ pub struct Plan {
     pub lake: LakePlan,
     pub sources: Vec<SourcePlan>,
     pub sinks: Vec<SinkPlan>,
+    pub notifiers: Vec<NotifierPlan>,
 }
 
 impl Plan {
@@ -579,8 +713,11 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     };
     let mut thresholds = Vec::new();
     let mut names = std::collections::HashSet::new();
+    // (rule, the notifiers it names, where it names them)
+    let mut routes: Vec<(String, Option<Vec<String>>, String)> = Vec::new();
     for (i, t) in raw.alerts.threshold.into_iter().enumerate() {
         let key = |f: &str| format!("alerts.threshold[{i}].{f}");
+        routes.push((t.name.clone(), t.notify.clone(), key("notify")));
         if !names.insert(t.name.clone()) {
             c.add(key("name"), format!("duplicate rule name {:?}", t.name));
         }
@@ -605,6 +742,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     let mut spikes = Vec::new();
     for (i, s) in raw.alerts.spike.into_iter().enumerate() {
         let key = |f: &str| format!("alerts.spike[{i}].{f}");
+        routes.push((s.name.clone(), s.notify.clone(), key("notify")));
         if !names.insert(s.name.clone()) {
             c.add(key("name"), format!("duplicate rule name {:?}", s.name));
         }
@@ -893,6 +1031,119 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         dirs.push((csv.dir.clone(), i));
         sinks.push(SinkPlan { id, config });
     }
+    let mut notifiers: Vec<NotifierPlan> = Vec::new();
+    for notifier in raw.notifiers {
+        let i = notifier.index;
+        let key = |f: &str| format!("notifiers[{i}].{f}");
+        let config = match notifier.kind {
+            RawNotifierKind::Log => NotifierConfig::Log,
+            RawNotifierKind::Webhook(w) => {
+                let url = w.url.unwrap_or_default();
+                let missing_url = url.is_empty();
+                if missing_url {
+                    c.add(
+                        key("url"),
+                        "missing: the http:// or https:// address to POST alerts to",
+                    );
+                }
+                let format = match w.format.as_deref() {
+                    None => tickflow_notify::webhook::Format::Json,
+                    Some(name) => tickflow_notify::webhook::Format::ALL
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, f)| *f)
+                        .unwrap_or_else(|| {
+                            c.add(
+                                key("format"),
+                                format!("unknown format {name:?}: expected json, slack or discord"),
+                            );
+                            tickflow_notify::webhook::Format::Json
+                        }),
+                };
+                let webhook = tickflow_notify::webhook::WebhookConfig {
+                    url,
+                    format,
+                    headers: w.headers.unwrap_or_default().into_iter().collect(),
+                    timeout: Duration::from_millis(c.range(
+                        &key("timeout_ms"),
+                        w.timeout_ms,
+                        5000,
+                        1,
+                        60_000,
+                    ) as u64),
+                };
+                for (field, message) in webhook.problems() {
+                    if !(missing_url && field == "url") {
+                        c.add(key(field), message);
+                    }
+                }
+                NotifierConfig::Webhook(webhook)
+            }
+        };
+        let id = notifier
+            .id
+            .unwrap_or_else(|| config.type_name().to_string());
+        if !valid_id(&id) {
+            c.add(
+                key("id"),
+                format!(
+                    "{id:?} is not a valid id: use 1 to 64 lower-case letters, digits, '-' or '_'"
+                ),
+            );
+        } else if notifiers.iter().any(|n| n.id == id) {
+            c.add(
+                key("id"),
+                format!("another notifier is already called {id:?}: give each its own id"),
+            );
+        } else if sinks.iter().any(|s| s.id == id) || sources.iter().any(|s| s.id == id) {
+            // Ids label the same metrics and the DLQ's `source`: they must not mix.
+            c.add(
+                key("id"),
+                format!("a source or sink is already called {id:?}: give the notifier its own id"),
+            );
+        }
+        let d = notifier.delivery;
+        notifiers.push(NotifierPlan {
+            id,
+            config,
+            max_attempts: c.range(&key("max_attempts"), d.max_attempts, 10, 1, 1000) as u32,
+            retry_max: Duration::from_millis(c.range(
+                &key("retry_max_ms"),
+                d.retry_max_ms,
+                60_000,
+                1,
+                3_600_000,
+            ) as u64),
+            max_age: Duration::from_secs(c.range(
+                &key("max_age_secs"),
+                d.max_age_secs,
+                86_400,
+                1,
+                86_400 * 3650,
+            ) as u64),
+            rules: std::collections::HashSet::new(),
+        });
+    }
+    // Each rule's alerts go to the notifiers it names, or to all of them.
+    for (rule, notify, key) in routes {
+        match notify {
+            None => {
+                for n in &mut notifiers {
+                    n.rules.insert(rule.clone());
+                }
+            }
+            Some(ids) => {
+                for id in ids {
+                    match notifiers.iter_mut().find(|n| n.id == id) {
+                        Some(n) => {
+                            n.rules.insert(rule.clone());
+                        }
+                        None => c.add(key.clone(), format!("no notifier is called {id:?}")),
+                    }
+                }
+            }
+        }
+    }
     Plan {
         data_dir,
         http,
@@ -901,6 +1152,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         lake,
         sources,
         sinks,
+        notifiers,
     }
 }
 
@@ -1027,6 +1279,20 @@ fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
                     let key = format!("sources[{i}]");
                     if let Some(kind) = RawSourceKind::parse(&kind, entry, &key, c) {
                         raw.sources.push(RawSource { index: i, id, kind });
+                    }
+                }
+            }
+            "notifiers" => {
+                for (i, (id, kind, entry)) in entries(value, "notifiers", RawNotifierKind::TYPES, c)
+                {
+                    let key = format!("notifiers[{i}]");
+                    if let Some((kind, delivery)) = RawNotifierKind::parse(&kind, entry, &key, c) {
+                        raw.notifiers.push(RawNotifier {
+                            index: i,
+                            id,
+                            kind,
+                            delivery,
+                        });
                     }
                 }
             }
@@ -1193,6 +1459,40 @@ mod tests {
             shown.contains("s.toml:4: sinks[1].id: another sink is already called \"csv\""),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn notifiers_take_the_rules_that_name_them_or_all() {
+        let text = "[[alerts.threshold]]\nname = \"a\"\ncondition = \"price > 1\"\nnotify = [\"ops\"]\n\n[[alerts.spike]]\nname = \"b\"\n\n[[notifiers]]\ntype = \"webhook\"\nid = \"ops\"\nurl = \"https://hooks.example/services/T/B/SECRET\"\nformat = \"slack\"\nheaders = { Authorization = \"Bearer TOKEN\" }\n\n[[notifiers]]\ntype = \"log\"\nmax_attempts = 3\n";
+        let plan = parse(text, Path::new("n.toml")).unwrap();
+        let ops = &plan.notifiers[0];
+        let log = &plan.notifiers[1];
+        assert_eq!(ops.id, "ops");
+        assert_eq!(log.id, "log");
+        assert!(ops.rules.contains("a") && ops.rules.contains("b"));
+        assert!(!log.rules.contains("a") && log.rules.contains("b"));
+        assert_eq!(log.max_attempts, 3);
+        assert_eq!(ops.max_attempts, 10);
+        let shown = format!("{plan:?} {}", ops.config.describe());
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("TOKEN"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("webhook to https://hooks.example/… (slack)"),
+            "{shown}"
+        );
+
+        let text = "[[alerts.threshold]]\nname = \"a\"\ncondition = \"price > 1\"\nnotify = [\"pager\"]\n\n[[notifiers]]\ntype = \"webhook\"\nformat = \"teams\"\n\n[[notifiers]]\ntype = \"log\"\ncolour = 1\n";
+        let shown = parse(text, Path::new("n.toml")).unwrap_err().to_string();
+        for needle in [
+            "n.toml:4: alerts.threshold[0].notify: no notifier is called \"pager\"",
+            "n.toml:6: notifiers[0].url: missing",
+            "n.toml:8: notifiers[0].format: unknown format \"teams\"",
+            "n.toml:12: notifiers[1].colour: unknown key",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 mod error;
 mod live;
+mod notifiers;
 mod runtime;
 mod sinks;
 mod sources;

@@ -50,6 +50,8 @@ pub struct Status {
     pub sources: Vec<SourceStatus>,
     /// Every sink behind the lake, with its position and lag.
     pub sinks: Vec<SinkStatus>,
+    /// Every notifier, which follows the lake as a sink does.
+    pub notifiers: Vec<SinkStatus>,
     /// Set when a pipeline thread failed; the pipeline is then stopping.
     pub failure: Option<String>,
 }
@@ -69,6 +71,8 @@ struct Inner {
     lake: Arc<Lake>,
     metrics: Arc<Metrics>,
     sinks: Sinks,
+    /// Set once, right after `Inner` exists: notifiers append to the DLQ through it.
+    notifiers: std::sync::OnceLock<Sinks>,
     live: Mutex<Live>,
     /// Raised first on shutdown: sources stop and ingest refuses new events.
     stop_sources: Shutdown,
@@ -104,6 +108,65 @@ impl std::fmt::Debug for Inner {
             .field("data_dir", &self.plan.data_dir)
             .finish_non_exhaustive()
     }
+}
+
+impl Inner {
+    /// Lets sinks and notifiers write what the last flush published, then stops them.
+    fn shutdown_followers(&self) {
+        // Both at once, under one deadline.
+        let deadline = Instant::now() + crate::sinks::DRAIN_LIMIT;
+        self.sinks.signal_stop();
+        if let Some(n) = self.notifiers.get() {
+            n.signal_stop();
+        }
+        self.sinks.wait(deadline);
+        if let Some(n) = self.notifiers.get() {
+            n.wait(deadline);
+        }
+    }
+}
+
+/// Starts a notifier per plan, each followed as a sink of alerts (`notifiers.rs`).
+fn start_notifiers(inner: &Arc<Inner>, published: u64) -> Result<()> {
+    let log: Arc<dyn tickflow_core::source::Append> = Arc::clone(inner) as _;
+    let mut built = Vec::new();
+    for plan in &inner.plan.notifiers {
+        let notifier = plan.config.build(&plan.id).map_err(|e| Error::Io {
+            context: format!("starting notifier {}", plan.id),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        built.push(crate::sinks::Built {
+            id: plan.id.clone(),
+            kind: plan.config.type_name(),
+            sink: Box::new(crate::notifiers::NotifySink {
+                id: plan.id.clone(),
+                notifier,
+                dir: inner.plan.data_dir.join("notifiers").join(&plan.id),
+                rules: plan.rules.clone(),
+                max_attempts: plan.max_attempts,
+                log: Arc::clone(&log),
+                metrics: Arc::clone(&inner.metrics),
+                attempts: std::collections::HashMap::new(),
+                max_age: plan.max_age,
+                down: false,
+            }),
+            retry_max: plan.retry_max,
+        });
+    }
+    let notifiers = Sinks::start(
+        &checkpoint::dir(&inner.plan.data_dir).join("notifiers.json"),
+        built,
+        inner.plan.lake.sink_buffer_rows,
+        published,
+        &inner.lake,
+        &inner.metrics,
+    )
+    .map_err(|source| Error::Io {
+        context: "starting the notifiers".into(),
+        source,
+    })?;
+    let _ = inner.notifiers.set(notifiers);
+    Ok(())
 }
 
 impl tickflow_core::source::Append for Inner {
@@ -179,9 +242,19 @@ impl Pipeline {
         };
         let lake = Arc::new(lake);
         let metrics = Arc::new(Metrics::default());
+        let built = plan
+            .sinks
+            .iter()
+            .map(|p| crate::sinks::Built {
+                id: p.id.clone(),
+                kind: p.config.type_name(),
+                sink: p.config.build(),
+                retry_max: crate::sinks::SINK_RETRY_MAX,
+            })
+            .collect();
         let sinks = Sinks::start(
-            &data_dir,
-            &plan.sinks,
+            &checkpoint::dir(&data_dir).join("sinks.json"),
+            built,
             plan.lake.sink_buffer_rows,
             ckpt.flush_seq,
             &lake,
@@ -197,6 +270,7 @@ impl Pipeline {
             lake,
             metrics,
             sinks,
+            notifiers: std::sync::OnceLock::new(),
             live: Mutex::new(live),
             stop_sources: Shutdown::new(),
             source_stop: watch::Sender::new(false),
@@ -205,6 +279,10 @@ impl Pipeline {
             started: Instant::now(),
             failure: Mutex::new(None),
         });
+        if let Err(e) = start_notifiers(&inner, ckpt.flush_seq) {
+            inner.sinks.shutdown();
+            return Err(e);
+        }
         let (tx, rx) = sync_channel::<FlushJob>(2);
         let mut threads = Vec::new();
         let spawn =
@@ -343,6 +421,12 @@ impl Pipeline {
             latency_p99_seconds: m.latency.quantile(0.99),
             sources: self.sources.status(),
             sinks: self.inner.sinks.status(),
+            notifiers: self
+                .inner
+                .notifiers
+                .get()
+                .map(Sinks::status)
+                .unwrap_or_default(),
             failure: self
                 .inner
                 .failure
@@ -365,12 +449,12 @@ impl Pipeline {
         self.inner.stop_processing.trigger();
         for (name, h) in threads {
             if h.join().is_err() {
-                self.inner.sinks.shutdown();
+                self.inner.shutdown_followers();
                 return Err(Error::Thread(name, "panicked".into()));
             }
         }
         // The flusher has published its last flush: sinks write it, within a bound.
-        self.inner.sinks.shutdown();
+        self.inner.shutdown_followers();
         match self
             .inner
             .failure
@@ -434,7 +518,6 @@ fn count_output(metrics: &Metrics, out: &Output) {
     }
     for a in &out.rows.alerts {
         metrics.alerts.add(&a.rule, 1);
-        metrics.alert_deliveries.add("log/ok", 1);
         tracing::info!(rule = %a.rule, symbol = %a.symbol, value = %a.value, severity = %a.severity, alert_id = %a.alert_id, "{}", a.message);
     }
     metrics
@@ -522,7 +605,9 @@ fn run_processor(
         let batch_start = recv_times.len();
         for (offset, bytes) in records.iter() {
             if let Some(r) = tickflow_core::codec::rejected(bytes) {
-                Processor::reject_input(offset, r.source, r.error, r.payload, now, &mut out);
+                Processor::reject_input(
+                    offset, r.reason, r.source, r.error, r.payload, now, &mut out,
+                );
                 next = offset + 1;
                 continue;
             }
@@ -628,6 +713,9 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             live.flushing.retain(|(s, _)| *s != job.seq);
         }
         inner.sinks.publish(job.seq, &job.rows);
+        if let Some(n) = inner.notifiers.get() {
+            n.publish(job.seq, &job.rows);
+        }
         m.latency
             .observe_since(UnixNanos::now().0, job.recv_times.iter().copied());
         // Readers copy rows out under the lock, so the flush's buffer is ours alone now.
@@ -668,7 +756,10 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
 /// logged and counted, and the files stay as they were: compaction only ever makes queries
 /// faster.
 fn compact(inner: &Inner, committed_seq: u64) {
-    let committed_seq = inner.sinks.compaction_limit(committed_seq);
+    let mut committed_seq = inner.sinks.compaction_limit(committed_seq);
+    if let Some(n) = inner.notifiers.get() {
+        committed_seq = n.compaction_limit(committed_seq);
+    }
     if committed_seq == 0 {
         return;
     }

@@ -24,11 +24,19 @@ use tickflow_core::sink::{Flush, Sink};
 use tickflow_lake::{Lake, Rows};
 use tokio::sync::watch;
 
-use crate::config::SinkPlan;
+/// A sink to run, built from its plan.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) id: String,
+    pub(crate) kind: &'static str,
+    pub(crate) sink: Box<dyn Sink>,
+    /// The cap of the doubling delay between attempts.
+    pub(crate) retry_max: Duration,
+}
 
 /// How long shutdown waits for sinks to write what the last flush published; the rest is
 /// written from the lake after the next start.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// What one sink is doing, for `/api/v1/status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -128,16 +136,15 @@ impl FeedState {
 }
 
 /// Where each sink began: the lake's flush when the sink was first configured, kept in
-/// `<data_dir>/checkpoint/sinks.json`. A sink whose store has no position yet (new, or down
+/// `<data_dir>/checkpoint/sinks.json` (`notifiers.json` for notifiers). A sink whose store has no position yet (new, or down
 /// since it was added) starts there, so nothing committed since it was configured is skipped.
 fn start_positions(
-    data_dir: &std::path::Path,
-    plans: &[SinkPlan],
+    path: &std::path::Path,
+    ids: &[&str],
     published: u64,
 ) -> std::io::Result<BTreeMap<String, u64>> {
-    let dir = data_dir.join("checkpoint");
-    let path = dir.join("sinks.json");
-    let mut starts: BTreeMap<String, u64> = match std::fs::read(&path) {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut starts: BTreeMap<String, u64> = match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -148,20 +155,20 @@ fn start_positions(
         Err(e) => return Err(e),
     };
     let mut changed = false;
-    for plan in plans {
-        starts.entry(plan.id.clone()).or_insert_with(|| {
+    for id in ids {
+        starts.entry((*id).to_string()).or_insert_with(|| {
             changed = true;
             published
         });
     }
     if changed {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join("sinks.json.tmp");
+        std::fs::create_dir_all(dir)?;
+        let tmp = path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&starts)?)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&dir)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(starts)
 }
@@ -236,10 +243,11 @@ pub(crate) struct Sinks {
 }
 
 impl Sinks {
-    /// Starts a task per sink; `published` is the last flush the lake committed.
+    /// Starts a thread per sink; `published` is the last flush the lake committed, and
+    /// `starts` the file that keeps where each began.
     pub(crate) fn start(
-        data_dir: &std::path::Path,
-        plans: &[SinkPlan],
+        starts: &std::path::Path,
+        built: Vec<Built>,
         buffer_rows: usize,
         published: u64,
         lake: &Arc<Lake>,
@@ -257,14 +265,15 @@ impl Sinks {
             threads: Mutex::new(Vec::new()),
             stop,
         };
-        if plans.is_empty() {
+        if built.is_empty() {
             return Ok(sinks);
         }
-        let starts = start_positions(data_dir, plans, published)?;
-        for plan in plans {
+        let ids: Vec<&str> = built.iter().map(|b| b.id.as_str()).collect();
+        let starts = start_positions(starts, &ids, published)?;
+        for plan in built {
             let handle = Arc::new(Handle {
                 id: plan.id.clone(),
-                kind: plan.config.type_name(),
+                kind: plan.kind,
                 gave_up: std::sync::atomic::AtomicBool::new(false),
                 start: starts.get(&plan.id).copied().unwrap_or(published),
                 position: AtomicU64::new(0),
@@ -273,7 +282,8 @@ impl Sinks {
                 state: Mutex::new(("starting", "memory", None)),
             });
             let task = Task {
-                sink: plan.config.build(),
+                sink: plan.sink,
+                retry_max: plan.retry_max,
                 handle: Arc::clone(&handle),
                 feed: Arc::clone(&sinks.feed),
                 lake: Arc::clone(lake),
@@ -358,9 +368,18 @@ impl Sinks {
     /// Lets each sink write up to the last published flush (within [`DRAIN_LIMIT`]), then
     /// stops them. A sink that is failing stops at once; it resumes from its position.
     pub(crate) fn shutdown(&self) {
+        self.signal_stop();
+        self.wait(std::time::Instant::now() + DRAIN_LIMIT);
+    }
+
+    /// Asks every sink to stop once it has written the last published flush.
+    pub(crate) fn signal_stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Waits for the sinks until `deadline`; see [`Sinks::shutdown`].
+    pub(crate) fn wait(&self, deadline: std::time::Instant) {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        let deadline = std::time::Instant::now() + DRAIN_LIMIT;
         while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -383,11 +402,14 @@ impl Sinks {
     }
 }
 
-/// Capped exponential backoff with jitter: 100 ms doubling to 30 s, for ever.
-fn backoff() -> backon::ExponentialBackoff {
+/// The cap of a sink's backoff (a notifier sets its own).
+pub(crate) const SINK_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Capped exponential backoff with jitter: 100 ms doubling to `max`, for ever.
+fn backoff(max: Duration) -> backon::ExponentialBackoff {
     backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(30))
+        .with_min_delay(Duration::from_millis(100).min(max))
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()
@@ -396,6 +418,7 @@ fn backoff() -> backon::ExponentialBackoff {
 /// One sink's loop.
 struct Task {
     sink: Box<dyn Sink>,
+    retry_max: Duration,
     handle: Arc<Handle>,
     feed: Arc<Feed>,
     lake: Arc<Lake>,
@@ -429,7 +452,7 @@ impl Task {
 
     /// Opens the store, retrying; `None` once stopping.
     async fn open(&mut self) -> Option<Option<u64>> {
-        let mut delays = backoff();
+        let mut delays = backoff(self.retry_max);
         loop {
             match self.sink.open().await {
                 Ok(position) => return Some(position),
@@ -444,7 +467,7 @@ impl Task {
 
     /// Writes a flush, retrying; `None` once stopping.
     async fn write(&mut self, flush: &Flush) -> Option<()> {
-        let mut delays = backoff();
+        let mut delays = backoff(self.retry_max);
         loop {
             match self.sink.write(flush).await {
                 Ok(()) => return Some(()),
@@ -492,7 +515,7 @@ impl Task {
         tracing::info!(sink = %id, position, "sink opened");
         self.handle.position.store(position + 1, Ordering::Release);
         let mut published_rx = self.feed.published.subscribe();
-        let mut delays = backoff();
+        let mut delays = backoff(self.retry_max);
         loop {
             let published = *published_rx.borrow_and_update();
             self.gauges(position, published);
@@ -503,7 +526,8 @@ impl Task {
                 }
                 tokio::select! {
                     r = published_rx.changed() => if r.is_err() { break },
-                    _ = self.stop.changed() => {}
+                    // A closed channel (the pipeline is gone) is a stop too.
+                    r = self.stop.changed() => if r.is_err() { break },
                 }
                 continue;
             }

@@ -220,10 +220,11 @@ impl Processor {
         });
     }
 
-    /// Input a source could not read (a rejected record in the log): into the DLQ with the
-    /// source's id, its reason and the input as received.
+    /// A rejected record in the log (input a source could not read, an alert no attempt
+    /// could deliver): into the DLQ with its source, reason, error and payload.
     pub fn reject_input(
         offset: u64,
+        reason: RejectReason,
         source: &str,
         error: &str,
         payload: &str,
@@ -234,7 +235,7 @@ impl Processor {
             ts: now,
             source: source.to_string(),
             offset: Some(offset),
-            reason: RejectReason::Malformed,
+            reason,
             error: error.to_string(),
             payload: payload.to_string(),
         });

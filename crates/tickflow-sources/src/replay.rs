@@ -341,6 +341,7 @@ impl ReplaySource {
                     } => {
                         let error = format!("{place}: {error}");
                         batch.push_rejected(&Rejected {
+                            reason: tickflow_model::RejectReason::Malformed,
                             ts_recv: now,
                             source: ctx.id(),
                             error: &error,

@@ -6,6 +6,7 @@ mod commands;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    tickflow_notify::install_crypto();
     let cli = cli::parse();
     commands::init_logging(cli.verbose);
     match commands::run(cli) {

@@ -29,6 +29,21 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             for sink in &plan.sinks {
                 println!("  sink {}: {}", sink.id, sink.config.describe());
             }
+            for n in &plan.notifiers {
+                let mut rules: Vec<&str> = n.rules.iter().map(String::as_str).collect();
+                rules.sort_unstable();
+                println!(
+                    "  notifier {}: {}, up to {} attempts, rules: {}",
+                    n.id,
+                    n.config.describe(),
+                    n.max_attempts,
+                    if rules.is_empty() {
+                        "none".to_string()
+                    } else {
+                        rules.join(", ")
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -5,6 +5,7 @@ mod compact;
 mod crash;
 mod demo;
 mod http;
+mod notify;
 mod produce;
 mod replay;
 mod sinks;

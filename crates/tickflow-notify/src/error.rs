@@ -1,0 +1,7 @@
+/// Notifier set-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+}

@@ -1,0 +1,327 @@
+//! Webhook notifiers against a receiver that refuses for a while: nothing else stalls, every
+//! alert arrives exactly once when it recovers, exhausted deliveries are in the DLQ, and a
+//! SIGKILL during retries loses and doubles nothing.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::support::{Server, config, http, sql, sql_count};
+
+/// What the receiver does with the n-th request (from 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answer {
+    Fail,
+    Hang,
+    Accept,
+}
+
+/// A webhook receiver on loopback; `plan` decides each request's answer.
+struct Receiver {
+    port: u16,
+    /// (idempotency key, answer) of every request, in order.
+    seen: Arc<Mutex<Vec<(String, Answer)>>>,
+}
+
+impl Receiver {
+    fn start(
+        listener: TcpListener,
+        plan: impl Fn(usize) -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let plan = Arc::new(plan);
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (plan, log) = (Arc::clone(&plan), Arc::clone(&log));
+                std::thread::spawn(move || answer(stream, &*plan, &log));
+            }
+        });
+        Self { port, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// Accepted requests per idempotency key.
+    fn accepted(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for (key, a) in self.seen.lock().unwrap().iter() {
+            if *a == Answer::Accept {
+                *out.entry(key.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+fn answer(
+    mut stream: TcpStream,
+    plan: &dyn Fn(usize) -> Answer,
+    log: &Mutex<Vec<(String, Answer)>>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let Ok(n) = stream.read(&mut chunk) else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::trim))
+            .unwrap_or("")
+            .to_string()
+    };
+    let length: usize = header("content-length").parse().unwrap_or(0);
+    while buf.len() < head_end + length {
+        let Ok(n) = stream.read(&mut chunk) else {
+            return;
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let key = header("idempotency-key");
+    let a = {
+        let mut log = log.lock().unwrap();
+        let a = plan(log.len());
+        log.push((key, a));
+        a
+    };
+    let status = match a {
+        Answer::Accept => "200 OK",
+        Answer::Fail => "500 Internal Server Error",
+        Answer::Hang => {
+            // Longer than the notifier's timeout: it gives up on this attempt.
+            std::thread::sleep(Duration::from_secs(3));
+            return;
+        }
+    };
+    let _ = stream.write_all(
+        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// `n` trades above the threshold, a millisecond apart, ending now.
+fn trades(n: u64) -> String {
+    let now = now_nanos() as u64;
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":{},\"price\":\"{}\",\"size\":\"1\",\"seq\":{i}}}\n",
+                now - (n - i) * 1_000_000,
+                300 + i
+            )
+        })
+        .collect()
+}
+
+fn wait_for(server: &Server, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = server.status();
+        if done(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; status {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn notifier<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    s["notifiers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == id))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn caught_up(s: &serde_json::Value, id: &str) -> bool {
+    s["log_lag"].as_u64() == Some(0)
+        && notifier(s, id)["lag_flushes"].as_u64() == Some(0)
+        && notifier(s, id)["position"].as_u64().is_some()
+}
+
+fn pipeline_config(data: &std::path::Path, ops: &str, dead: Option<&str>) -> String {
+    let mut extra = format!(
+        "\n[lake]\nflush_interval_ms = 100\n\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\n\n[[notifiers]]\ntype = \"webhook\"\nid = \"ops\"\nurl = \"{ops}\"\ntimeout_ms = 1000\nmax_attempts = 1000\nretry_max_ms = 200\nheaders = {{ Authorization = \"Bearer s3cret\" }}\n"
+    );
+    if let Some(dead) = dead {
+        extra.push_str(&format!(
+            "\n[[notifiers]]\ntype = \"webhook\"\nid = \"dead\"\nurl = \"{dead}\"\nmax_attempts = 2\nretry_max_ms = 50\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\n"
+        ));
+    }
+    config(data, &extra)
+}
+
+/// A port nothing listens on (yet): connections to it are refused.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_refusing_webhook_stalls_nothing_and_gets_every_alert_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let ops_url = format!("http://127.0.0.1:{port}/hook");
+    let dead_url = format!("http://127.0.0.1:{}/hook", free_port());
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, pipeline_config(&data, &ops_url, Some(&dead_url))).unwrap();
+    let server = Server::start(&cfg, &data);
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(trades(20).as_bytes()),
+    );
+    assert_eq!(code, 200, "{body}");
+
+    // Refused connections: the lake, queries and the CSV sink carry on.
+    wait_for(&server, "deliveries fail while the lake keeps up", |s| {
+        notifier(s, "ops")["errors"].as_u64().unwrap_or(0) >= 3
+            && s["rows_durable"]["trades"].as_u64() == Some(20)
+            && s["sinks"][0]["lag_flushes"].as_u64() == Some(0)
+    });
+    let alerts = sql(&data, "SELECT alert_id FROM alerts ORDER BY alert_id");
+    assert_eq!(alerts.len(), 20, "one alert per trade above 100");
+    assert_eq!(
+        notifier(&server.status(), "ops")["state"],
+        "retrying",
+        "{:#}",
+        server.status()
+    );
+
+    // The receiver comes up: three 500s, two hung requests, then it accepts.
+    let receiver = Receiver::start(
+        TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        |n| match n {
+            0..=2 => Answer::Fail,
+            3..=4 => Answer::Hang,
+            _ => Answer::Accept,
+        },
+    );
+    wait_for(&server, "every alert delivered", |s| {
+        caught_up(s, "ops") && caught_up(s, "dead")
+    });
+    let accepted = receiver.accepted();
+    let expected: Vec<String> = alerts
+        .iter()
+        .map(|a| format!("{}:ops", a["alert_id"].as_str().unwrap()))
+        .collect();
+    for key in &expected {
+        assert_eq!(
+            accepted.get(key),
+            Some(&1),
+            "{key} accepted once: {accepted:?}"
+        );
+    }
+    assert_eq!(accepted.len(), expected.len());
+    assert!(receiver.requests() >= 25, "the failed attempts came too");
+
+    // The dead channel: every alert in the DLQ, none lost, with the alert as payload.
+    assert_eq!(
+        sql_count(
+            &data,
+            "SELECT count(*) FROM dlq WHERE reason = 'delivery_failed' AND source = 'dead'"
+        ),
+        20
+    );
+    let one = sql(
+        &data,
+        "SELECT error, payload FROM dlq WHERE source = 'dead' LIMIT 1",
+    );
+    assert!(
+        one[0]["payload"].as_str().unwrap().contains("above-100"),
+        "{one:?}"
+    );
+    assert!(
+        one[0]["error"].as_str().unwrap().contains("notifier dead"),
+        "{one:?}"
+    );
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    assert!(
+        metrics.contains("tickflow_alert_deliveries_total{channel=\"ops\",status=\"ok\"} 20"),
+        "{metrics}"
+    );
+    // The token in the header shows nowhere.
+    let status = server.status().to_string();
+    assert!(!status.contains("s3cret"), "{status}");
+    server.stop();
+}
+
+#[test]
+fn sigkill_during_webhook_retries_loses_and_doubles_no_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // The first five alerts get through, then every request fails until the restart.
+    let failing = Arc::new(Mutex::new(true));
+    let flag = Arc::clone(&failing);
+    let receiver = Receiver::start(listener, move |n| {
+        if n < 5 || !*flag.lock().unwrap() {
+            Answer::Accept
+        } else {
+            Answer::Fail
+        }
+    });
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, pipeline_config(&data, &receiver.url(), None)).unwrap();
+    let server = Server::start(&cfg, &data);
+    let (code, _) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(trades(12).as_bytes()),
+    );
+    assert_eq!(code, 200);
+    wait_for(&server, "deliveries being retried", |_| {
+        receiver.requests() >= 10
+    });
+    server.kill();
+
+    *failing.lock().unwrap() = false;
+    let server = Server::start(&cfg, &data);
+    wait_for(&server, "every alert delivered after the restart", |s| {
+        caught_up(s, "ops")
+    });
+    server.stop();
+    let accepted = receiver.accepted();
+    let alerts = sql(&data, "SELECT alert_id FROM alerts");
+    assert_eq!(alerts.len(), 12);
+    for a in &alerts {
+        let key = format!("{}:ops", a["alert_id"].as_str().unwrap());
+        assert_eq!(accepted.get(&key), Some(&1), "{key}: {accepted:?}");
+    }
+    assert_eq!(accepted.len(), 12);
+}
