@@ -292,3 +292,40 @@ pub fn check_source(source: Box<dyn Source>, stop_after: usize) -> Appended {
     );
     appended
 }
+
+/// The notifier contract, against a channel whose receipts `received` reads back (the
+/// idempotency keys it was sent, in order). Checks: an alert arrives with its key; the same
+/// alert delivered again carries the same key, so the receiver can drop it; another alert
+/// has another key.
+///
+/// # Panics
+/// When the notifier breaks a rule, with a message naming it.
+pub async fn check_notifier<R>(notifier: &dyn crate::notify::Notifier, id: &str, mut received: R)
+where
+    R: AsyncFnMut() -> Vec<String>,
+{
+    use crate::notify::idempotency_key;
+    let rows = sample_rows(1, 2);
+    let (a, b) = (&rows.alerts[0], &rows.alerts[1]);
+    let (key_a, key_b) = (idempotency_key(a, id), idempotency_key(b, id));
+    assert_ne!(key_a, key_b, "two alerts, two keys");
+    notifier
+        .deliver(a, &key_a)
+        .await
+        .expect("the first delivery");
+    assert_eq!(
+        received().await,
+        vec![key_a.clone()],
+        "the alert arrives with its key"
+    );
+    notifier
+        .deliver(a, &key_a)
+        .await
+        .expect("the same alert again");
+    notifier.deliver(b, &key_b).await.expect("another alert");
+    assert_eq!(
+        received().await,
+        vec![key_a.clone(), key_a, key_b],
+        "a repeat carries the same key; another alert its own"
+    );
+}
