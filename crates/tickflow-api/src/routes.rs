@@ -8,6 +8,7 @@ use crate::AppState;
 use crate::handlers::{dashboard, health, ingest, sql, status};
 
 pub const INGEST: &str = "/api/v1/ingest";
+pub const INGEST_SOURCE: &str = "/api/v1/ingest/{source}";
 pub const SQL: &str = "/api/v1/sql";
 pub const STATUS: &str = "/api/v1/status";
 pub const METRICS: &str = "/metrics";
@@ -25,6 +26,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(READYZ, get(health::readyz))
         .route(METRICS, get(health::metrics))
         .route(INGEST, post(ingest::ingest))
+        .route(INGEST_SOURCE, post(ingest::ingest_source))
         .route(SQL, post(sql::sql))
         .route(STATUS, get(status::status))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -81,6 +81,12 @@ pub struct RawSource {
 pub enum RawSourceKind {
     Simulator(RawSimulator),
     Replay(RawReplay),
+    Http(RawHttpSource),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHttpSource {
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,12 +108,13 @@ pub struct RawSimulator {
 
 impl RawSourceKind {
     /// Every `type` a `[[sources]]` entry may name.
-    pub const TYPES: &[&str] = &["simulator", "replay"];
+    pub const TYPES: &[&str] = &["simulator", "replay", "http"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
             "simulator" => c.typed(entry, key).map(Self::Simulator),
             "replay" => c.typed(entry, key).map(Self::Replay),
+            "http" => c.typed(entry, key).map(Self::Http),
             _ => None,
         }
     }
@@ -301,6 +308,24 @@ pub struct ReplayPlan {
     pub speed: Option<f64>,
 }
 
+/// Text that must not be shown: `Debug` prints `"***"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// An HTTP ingest endpoint: `POST /api/v1/ingest/<id>` (and `/api/v1/ingest` for the one
+/// called `http`).
+#[derive(Clone, Debug)]
+pub struct HttpSourcePlan {
+    /// When set, requests must carry `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
 /// A source to run, under its `id`.
 #[derive(Clone, Debug)]
 pub struct SourcePlan {
@@ -314,6 +339,8 @@ pub struct SourcePlan {
 pub enum SourceConfig {
     Simulator(SimulatorPlan),
     Replay(ReplayPlan),
+    /// Fed by the HTTP API; its task only waits for the stop.
+    Http(HttpSourcePlan),
 }
 
 impl SourceConfig {
@@ -322,6 +349,7 @@ impl SourceConfig {
         match self {
             Self::Simulator(_) => "simulator",
             Self::Replay(_) => "replay",
+            Self::Http(_) => "http",
         }
     }
 
@@ -339,6 +367,7 @@ impl SourceConfig {
                 path: p.path.clone(),
                 speed: p.speed,
             }),
+            Self::Http(_) => Box::new(HttpIngest),
         }
     }
 
@@ -349,6 +378,14 @@ impl SourceConfig {
                 "simulator, {} symbols at {} events/s",
                 s.config.symbols.len(),
                 s.rate
+            ),
+            Self::Http(h) => format!(
+                "HTTP ingest{}",
+                if h.token.is_some() {
+                    ", bearer token required"
+                } else {
+                    ""
+                }
             ),
             Self::Replay(r) => format!(
                 "replay of {} {}",
@@ -433,7 +470,31 @@ pub struct Plan {
     pub notifiers: Vec<NotifierPlan>,
 }
 
+/// HTTP ingest as a source: the API appends what requests carry under the source's id, so
+/// the source itself only waits for the stop.
+#[derive(Debug)]
+struct HttpIngest;
+
+#[async_trait::async_trait]
+impl tickflow_core::source::Source for HttpIngest {
+    async fn run(
+        self: Box<Self>,
+        ctx: tickflow_core::source::SourceContext,
+    ) -> Result<(), tickflow_core::source::SourceError> {
+        ctx.stopped().await;
+        Ok(())
+    }
+}
+
 impl Plan {
+    /// The HTTP ingest source called `id`, if the config has one.
+    pub fn http_source(&self, id: &str) -> Option<&HttpSourcePlan> {
+        self.sources.iter().find_map(|s| match &s.config {
+            SourceConfig::Http(h) if s.id == id => Some(h),
+            _ => None,
+        })
+    }
+
     /// The first simulator, for the settings `tickflow demo` overrides.
     pub fn simulator_mut(&mut self) -> Option<&mut SimulatorPlan> {
         self.sources.iter_mut().find_map(|s| match &mut s.config {
@@ -854,7 +915,9 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         let default_id = match source.kind {
             RawSourceKind::Simulator(_) => "simulator",
             RawSourceKind::Replay(_) => "replay",
+            RawSourceKind::Http(_) => "http",
         };
+        let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
         if !valid_id(&id) {
             c.add(
@@ -863,8 +926,11 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     "{id:?} is not a valid id: use 1 to 64 lower-case letters, digits, '-' or '_'"
                 ),
             );
-        } else if id == "http" {
-            c.add(key("id"), "\"http\" names HTTP ingest: choose another id");
+        } else if id == "http" && !is_http {
+            c.add(
+                key("id"),
+                "\"http\" names the default HTTP ingest: choose another id",
+            );
         } else if sources.iter().any(|s| s.id == id) {
             c.add(
                 key("id"),
@@ -959,8 +1025,29 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 };
                 SourceConfig::Replay(ReplayPlan { path, speed })
             }
+            RawSourceKind::Http(h) => {
+                if h.token.as_deref().is_some_and(|t| t.len() < 16) {
+                    c.add(
+                        key("token"),
+                        "shorter than 16 characters: use a long random token",
+                    );
+                }
+                SourceConfig::Http(HttpSourcePlan {
+                    token: h.token.map(Secret),
+                })
+            }
         };
         sources.push(SourcePlan { id, config });
+    }
+    // HTTP ingest is always on: a config that names no HTTP source gets the open one, `http`.
+    if !sources
+        .iter()
+        .any(|s| matches!(s.config, SourceConfig::Http(_)))
+    {
+        sources.push(SourcePlan {
+            id: "http".to_string(),
+            config: SourceConfig::Http(HttpSourcePlan { token: None }),
+        });
     }
     let mut sinks: Vec<SinkPlan> = Vec::new();
     let mut dirs: Vec<(PathBuf, usize)> = Vec::new();
@@ -1490,6 +1577,31 @@ mod tests {
             "n.toml:6: notifiers[0].url: missing",
             "n.toml:8: notifiers[0].format: unknown format \"teams\"",
             "n.toml:12: notifiers[1].colour: unknown key",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+    }
+
+    #[test]
+    fn http_ingest_is_a_source_on_by_default() {
+        let plan = parse("data_dir = \"x\"\n", Path::new("h.toml")).unwrap();
+        assert_eq!(plan.sources.len(), 1);
+        assert_eq!(plan.sources[0].id, "http");
+        assert!(plan.http_source("http").is_some_and(|h| h.token.is_none()));
+        let text = "[[sources]]\ntype = \"http\"\nid = \"vendor\"\ntoken = \"${TICKFLOW_TEST_TOKEN:-0123456789abcdefXYZ}\"\n";
+        let plan = parse(text, Path::new("h.toml")).unwrap();
+        assert!(
+            plan.http_source("http").is_none(),
+            "named sources replace the open default"
+        );
+        let vendor = plan.http_source("vendor").unwrap();
+        assert_eq!(vendor.token.as_ref().unwrap().0, "0123456789abcdefXYZ");
+        assert!(!format!("{plan:?}").contains("0123456789abcdefXYZ"));
+        let text = "[[sources]]\ntype = \"http\"\ntoken = \"short\"\n\n[[sources]]\ntype = \"replay\"\nid = \"http\"\npath = \"x\"\n";
+        let shown = parse(text, Path::new("h.toml")).unwrap_err().to_string();
+        for needle in [
+            "h.toml:3: sources[0].token: shorter than 16 characters",
+            "h.toml:7: sources[1].id: \"http\" names the default HTTP ingest",
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
         }

@@ -358,7 +358,12 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::ingest`].
     pub fn ingest_batch(&self, source: &str, batch: &Batch) -> Result<Range<u64>> {
-        append(&self.inner, source, batch)
+        let offsets = append(&self.inner, source, batch)?;
+        self.inner
+            .metrics
+            .source_events
+            .add(source, batch.len() as u64);
+        Ok(offsets)
     }
 
     /// Whether shutdown has begun (or a thread failed).

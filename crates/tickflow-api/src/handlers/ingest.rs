@@ -2,8 +2,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tickflow_core::codec::Batch;
 use tickflow_model::UnixNanos;
@@ -11,13 +12,65 @@ use tickflow_model::UnixNanos;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// `POST /api/v1/ingest`: NDJSON or a JSON array of events. Answers 200 only once every event
-/// of the body is durable in the log; a body with any unparseable line is refused whole (400
-/// naming the line) so a producer can fix and resend it without doubling the good lines.
+/// `POST /api/v1/ingest`: the HTTP ingest source called `http`; see [`ingest_to`].
 pub(crate) async fn ingest(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    ingest_to(state, "http", &headers, body).await
+}
+
+/// `POST /api/v1/ingest/{source}`: the HTTP ingest source with that id.
+pub(crate) async fn ingest_source(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    ingest_to(state, &source, &headers, body).await
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// NDJSON or a JSON array of events, appended under the HTTP source `source`. Answers 200
+/// only once every event of the body is durable in the log; a body with any unparseable line
+/// is refused whole (400 naming the line) so a producer can fix and resend it without
+/// doubling the good lines. A source with a token refuses requests without it (401).
+async fn ingest_to(
+    state: AppState,
+    source: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(plan) = state.pipeline.plan().http_source(source) else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "no HTTP ingest source is called {source:?}: add [[sources]] type = \"http\" with that id"
+            ),
+            line: None,
+        });
+    };
+    if let Some(token) = &plan.token {
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same_secret(given.as_bytes(), token.0.as_bytes()) {
+            return Err(ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: format!(
+                    "source {source:?} needs the header `Authorization: Bearer <token>` with its token"
+                ),
+                line: None,
+            });
+        }
+    }
     let body = body?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
@@ -25,7 +78,7 @@ pub(crate) async fn ingest(
     // An event line is rarely under 100 bytes: room for them all, so the batch is not
     // copied while it grows.
     let mut batch = Batch::with_capacity(body.len() / 100 + 1);
-    tickflow_core::ingest::parse_body_into(text, "http", UnixNanos::now(), &mut batch)?;
+    tickflow_core::ingest::parse_body_into(text, source, UnixNanos::now(), &mut batch)?;
     drop(body);
     if batch.is_empty() {
         return Err(ApiError::bad_request(
@@ -34,7 +87,8 @@ pub(crate) async fn ingest(
     }
     let pipeline = Arc::clone(&state.pipeline);
     let n = batch.len();
-    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest_batch("http", &batch))
+    let source = source.to_string();
+    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest_batch(&source, &batch))
         .await
         .map_err(|e| ApiError {
             status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -37,6 +37,12 @@ fn into_data_dir(args: &ReplayArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     plan.data_dir = dir.to_path_buf();
     // Check the path before starting anything, so a typo is a plain error.
     replay::plan(&args.path)?;
+    if plan.sources.iter().any(|s| s.id == args.source) {
+        anyhow::bail!(
+            "--source {:?} is taken (HTTP ingest is `http`): choose another id",
+            args.source
+        );
+    }
     plan.sources.push(SourcePlan {
         id: args.source.clone(),
         config: SourceConfig::Replay(ReplayPlan {
@@ -54,7 +60,8 @@ fn into_data_dir(args: &ReplayArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         }
         // Done once the source has ended and processing has read everything it appended;
         // shutdown then flushes the rest to the lake.
-        match status.sources.first().map(|s| s.state) {
+        let replayed = status.sources.iter().find(|s| s.id == args.source);
+        match replayed.map(|s| s.state) {
             Some("running") | None => {}
             Some(_) if status.log_lag == 0 => break status,
             Some(_) => {}
@@ -62,7 +69,7 @@ fn into_data_dir(args: &ReplayArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(50));
     };
     pipeline.shutdown().context("stopping the pipeline")?;
-    let replayed = source.sources.first();
+    let replayed = source.sources.iter().find(|s| s.id == args.source);
     if let Some(s) = replayed.filter(|s| s.state == "failed") {
         anyhow::bail!(
             "replay of {} failed: {}",

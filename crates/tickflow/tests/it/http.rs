@@ -117,3 +117,65 @@ fn http_api_answers_and_refuses_clearly() {
     assert!(body.contains("<title>tickflow</title>"));
     server.stop();
 }
+
+#[test]
+fn http_sources_have_ids_and_tokens() {
+    use crate::support::{http_with, run_ok};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let token = "0123456789abcdef-vendor-token";
+    std::fs::write(
+        &cfg,
+        crate::support::config(
+            &data,
+            &format!("\n[[sources]]\ntype = \"http\"\nid = \"vendor\"\ntoken = \"{token}\"\n"),
+        ),
+    )
+    .unwrap();
+    let shown = run_ok(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        shown.contains("source vendor: HTTP ingest, bearer token required"),
+        "{shown}"
+    );
+    assert!(!shown.contains(token), "{shown}");
+    let server = crate::support::Server::start(&cfg, &data);
+    let url = format!("{}/api/v1/ingest/vendor", server.url);
+    let body = b"{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":\"2026-11-24T14:30:00Z\",\"price\":\"181.25\",\"size\":\"10\"}\n";
+    let bearer = format!("Bearer {token}");
+    for (headers, code) in [
+        (vec![], 401),
+        (
+            vec![("authorization", "Bearer wrong-token-of-some-length")],
+            401,
+        ),
+        (vec![("authorization", bearer.as_str())], 200),
+    ] {
+        let (got, text) = http_with("POST", &url, &headers, Some(body));
+        assert_eq!(got, code, "{headers:?}: {text}");
+        if code == 401 {
+            assert!(text.contains("Authorization: Bearer"), "{text}");
+        }
+    }
+    // Only the configured sources exist: naming one turns the open default off.
+    let (got, text) = http("POST", &format!("{}/api/v1/ingest", server.url), Some(body));
+    assert_eq!(got, 404, "{text}");
+    assert!(
+        text.contains("no HTTP ingest source is called \\\"http\\\""),
+        "{text}"
+    );
+    let s = server.status();
+    let vendor = s["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == "vendor")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(vendor["events"], 1, "{s:#}");
+    assert_eq!(vendor["state"], "running", "{s:#}");
+    server.stop();
+    let rows = crate::support::sql(&data, "SELECT source, feed FROM trades");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["source"], "vendor");
+}

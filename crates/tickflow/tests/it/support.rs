@@ -131,6 +131,16 @@ unsafe extern "C" {
 /// A blocking HTTP/1.0 request over a plain socket: (status, body). Status 0 if the
 /// server could not be reached.
 pub(crate) fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, String) {
+    http_with(method, url, &[], body)
+}
+
+/// [`http`] with extra request headers.
+pub(crate) fn http_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest
@@ -143,8 +153,12 @@ pub(crate) fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, String
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let body = body.unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
         body.len()
     );
     if stream
