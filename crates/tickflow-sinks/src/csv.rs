@@ -268,141 +268,163 @@ struct FileRows {
     body: Vec<u8>,
 }
 
+/// One CSV buffer per (table, day), filled field by field: no string per field or row, and
+/// no file name built per row.
+struct Encoder {
+    files: BTreeMap<(usize, Date), csv::Writer<Vec<u8>>>,
+    /// Scratch text for a formatted field.
+    field: String,
+}
+
+impl Encoder {
+    fn writer(&mut self, table: usize, date: Date) -> &mut csv::Writer<Vec<u8>> {
+        self.files
+            .entry((table, date))
+            .or_insert_with(|| csv::Writer::from_writer(Vec::new()))
+    }
+}
+
+/// Writes one record's fields: text as it is, other values through `Display`, `None` as an
+/// empty field.
+macro_rules! record {
+    ($enc:expr, $table:expr, $date:expr, [$($kind:ident $value:expr),* $(,)?]) => {{
+        let enc: &mut Encoder = $enc;
+        let mut field = std::mem::take(&mut enc.field);
+        let w = enc.writer($table, $date);
+        let mut done: csv::Result<()> = Ok(());
+        $(
+            if done.is_ok() {
+                done = record!(@field w, field, $kind $value);
+            }
+        )*
+        if done.is_ok() {
+            done = w.write_record(None::<&[u8]>);
+        }
+        enc.field = field;
+        done.map_err(|e| Error::Format(e.to_string()))
+    }};
+    (@field $w:ident, $buf:ident, text $value:expr) => {
+        $w.write_field($value)
+    };
+    (@field $w:ident, $buf:ident, show $value:expr) => {{
+        use std::fmt::Write as _;
+        $buf.clear();
+        let _ = write!($buf, "{}", $value);
+        $w.write_field(&$buf)
+    }};
+    (@field $w:ident, $buf:ident, maybe $value:expr) => {{
+        use std::fmt::Write as _;
+        $buf.clear();
+        if let Some(v) = $value {
+            let _ = write!($buf, "{}", v);
+        }
+        $w.write_field(&$buf)
+    }};
+}
+
 /// Rows of the kept tables as CSV, by file (`<table>/<date>.csv`).
 fn encode(rows: &Rows, tables: &[&str]) -> Result<BTreeMap<String, FileRows>> {
-    let mut files: BTreeMap<String, (usize, csv::Writer<Vec<u8>>)> = BTreeMap::new();
-    let mut out = |table: usize, date: Date, record: &[String]| -> Result<()> {
-        let name = format!("{}/{date}.csv", TABLES[table]);
-        let (_, writer) = files
-            .entry(name)
-            .or_insert_with(|| (table, csv::Writer::from_writer(Vec::new())));
-        writer
-            .write_record(record)
-            .map_err(|e| Error::Format(e.to_string()))
+    let mut enc = Encoder {
+        files: BTreeMap::new(),
+        field: String::with_capacity(64),
     };
     let keep = |t: usize| tables.contains(&TABLES[t]);
-    let dec = |v: &dyn std::fmt::Display| v.to_string();
-    let opt = |v: Option<String>| v.unwrap_or_default();
     if keep(0) {
         for t in &rows.trades {
-            out(
-                0,
-                t.ts_event.date(),
-                &[
-                    t.symbol.to_string(),
-                    t.ts_event.to_string(),
-                    t.ts_recv.to_string(),
-                    dec(&t.price.normalized()),
-                    dec(&t.size.normalized()),
-                    opt(t.trade_id.as_ref().map(|s| s.to_string())),
-                    opt(t.exchange.as_ref().map(|s| s.to_string())),
-                    t.source.to_string(),
-                    t.feed.to_string(),
-                    opt(t.seq.map(|s| s.to_string())),
-                ],
-            )?;
+            record!(&mut enc, 0, t.ts_event.date(), [
+                text t.symbol.as_str(),
+                show t.ts_event,
+                show t.ts_recv,
+                show t.price.normalized(),
+                show t.size.normalized(),
+                maybe t.trade_id.as_deref(),
+                maybe t.exchange.as_deref(),
+                text &*t.source,
+                text &*t.feed,
+                maybe t.seq,
+            ])?;
         }
     }
     if keep(1) {
         for q in &rows.quotes {
-            out(
-                1,
-                q.ts_event.date(),
-                &[
-                    q.symbol.to_string(),
-                    q.ts_event.to_string(),
-                    q.ts_recv.to_string(),
-                    dec(&q.bid.normalized()),
-                    dec(&q.bid_size.normalized()),
-                    dec(&q.ask.normalized()),
-                    dec(&q.ask_size.normalized()),
-                    q.source.to_string(),
-                    q.feed.to_string(),
-                    opt(q.seq.map(|s| s.to_string())),
-                ],
-            )?;
+            record!(&mut enc, 1, q.ts_event.date(), [
+                text q.symbol.as_str(),
+                show q.ts_event,
+                show q.ts_recv,
+                show q.bid.normalized(),
+                show q.bid_size.normalized(),
+                show q.ask.normalized(),
+                show q.ask_size.normalized(),
+                text &*q.source,
+                text &*q.feed,
+                maybe q.seq,
+            ])?;
         }
     }
     if keep(2) {
         for b in &rows.bars {
-            out(
-                2,
-                b.start.date(),
-                &[
-                    b.symbol.to_string(),
-                    b.interval.to_string(),
-                    b.start.to_string(),
-                    b.end.to_string(),
-                    dec(&b.open.normalized()),
-                    dec(&b.high.normalized()),
-                    dec(&b.low.normalized()),
-                    dec(&b.close.normalized()),
-                    dec(&b.volume.normalized()),
-                    dec(&b.vwap.normalized()),
-                    b.trade_count.to_string(),
-                    b.is_final.to_string(),
-                ],
-            )?;
+            record!(&mut enc, 2, b.start.date(), [
+                text b.symbol.as_str(),
+                text b.interval.as_str(),
+                show b.start,
+                show b.end,
+                show b.open.normalized(),
+                show b.high.normalized(),
+                show b.low.normalized(),
+                show b.close.normalized(),
+                show b.volume.normalized(),
+                show b.vwap.normalized(),
+                show b.trade_count,
+                show b.is_final,
+            ])?;
         }
     }
     if keep(3) {
         for m in &rows.daily_metrics {
-            out(
-                3,
-                m.date,
-                &[
-                    m.symbol.to_string(),
-                    m.date.to_string(),
-                    dec(&m.open.normalized()),
-                    dec(&m.high.normalized()),
-                    dec(&m.low.normalized()),
-                    dec(&m.close.normalized()),
-                    dec(&m.volume.normalized()),
-                    m.volatility.to_string(),
-                    dec(&m.rolling_avg_5d.normalized()),
-                    opt(m.daily_pct_change.map(|v| v.to_string())),
-                ],
-            )?;
+            record!(&mut enc, 3, m.date, [
+                text m.symbol.as_str(),
+                show m.date,
+                show m.open.normalized(),
+                show m.high.normalized(),
+                show m.low.normalized(),
+                show m.close.normalized(),
+                show m.volume.normalized(),
+                show m.volatility,
+                show m.rolling_avg_5d.normalized(),
+                maybe m.daily_pct_change,
+            ])?;
         }
     }
     if keep(4) {
         for a in &rows.alerts {
-            out(
-                4,
-                a.ts.date(),
-                &[
-                    a.alert_id.clone(),
-                    a.rule.clone(),
-                    a.symbol.to_string(),
-                    a.ts.to_string(),
-                    dec(&a.value.normalized()),
-                    a.threshold.clone(),
-                    a.message.clone(),
-                    a.severity.to_string(),
-                    a.delivered_to.clone(),
-                ],
-            )?;
+            record!(&mut enc, 4, a.ts.date(), [
+                text a.alert_id.as_str(),
+                text a.rule.as_str(),
+                text a.symbol.as_str(),
+                show a.ts,
+                show a.value.normalized(),
+                text a.threshold.as_str(),
+                text a.message.as_str(),
+                text a.severity.as_str(),
+                text a.delivered_to.as_str(),
+            ])?;
         }
     }
     if keep(5) {
         for d in &rows.dlq {
-            out(
-                5,
-                d.ts.date(),
-                &[
-                    d.ts.to_string(),
-                    d.source.clone(),
-                    opt(d.offset.map(|o| o.to_string())),
-                    d.reason.to_string(),
-                    d.error.clone(),
-                    d.payload.clone(),
-                ],
-            )?;
+            record!(&mut enc, 5, d.ts.date(), [
+                show d.ts,
+                text d.source.as_str(),
+                maybe d.offset,
+                text d.reason.as_str(),
+                text d.error.as_str(),
+                text d.payload.as_str(),
+            ])?;
         }
     }
-    files
+    enc.files
         .into_iter()
-        .map(|(name, (table, writer))| {
+        .map(|((table, date), writer)| {
             let mut header = csv::Writer::from_writer(Vec::new());
             header
                 .write_record(HEADERS[table])
@@ -413,7 +435,10 @@ fn encode(rows: &Rows, tables: &[&str]) -> Result<BTreeMap<String, FileRows>> {
             let body = writer
                 .into_inner()
                 .map_err(|e| Error::Format(e.to_string()))?;
-            Ok((name, FileRows { header, body }))
+            Ok((
+                format!("{}/{date}.csv", TABLES[table]),
+                FileRows { header, body },
+            ))
         })
         .collect()
 }
