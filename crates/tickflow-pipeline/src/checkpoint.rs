@@ -34,6 +34,55 @@ pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("checkpoint")
 }
 
+/// The flush no sink or notifier has gone past, kept for `tickflow compact` on a stopped
+/// pipeline: merging past it would leave a lagging sink unable to read its next flushes.
+/// Written at start and at a clean stop; a stale value is lower, which only compacts less.
+pub fn followers_floor(data_dir: &Path) -> Result<Option<u64>> {
+    let path = dir(data_dir).join("followers.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["floor"].as_u64())
+            .map(Some)
+            .ok_or_else(|| err(&path, "damaged: expected {\"floor\": N}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        }),
+    }
+}
+
+/// Records [`followers_floor`]; `None` (no sink or notifier) removes the record.
+pub(crate) fn write_followers_floor(data_dir: &Path, floor: Option<u64>) -> Result<()> {
+    let path = dir(data_dir).join("followers.json");
+    let io = |source| Error::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    };
+    match floor {
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        },
+        Some(floor) => {
+            std::fs::create_dir_all(dir(data_dir)).map_err(io)?;
+            let tmp = path.with_extension("json.tmp");
+            let write = || -> std::io::Result<()> {
+                let mut file = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(
+                    &mut file,
+                    format!("{{\"floor\":{floor}}}\n").as_bytes(),
+                )?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(dir(data_dir))?.sync_all()
+            };
+            write().map_err(io)
+        }
+    }
+}
+
 /// The checkpoint file under `data_dir`.
 pub fn path(data_dir: &Path) -> PathBuf {
     dir(data_dir).join("processor.ckpt")

@@ -123,6 +123,19 @@ impl Inner {
         if let Some(n) = self.notifiers.get() {
             n.wait(deadline);
         }
+        self.record_followers_floor();
+    }
+
+    /// Keeps the slowest follower's position for `tickflow compact` on a stopped pipeline.
+    fn record_followers_floor(&self) {
+        let floor = self
+            .sinks
+            .floor()
+            .min(self.notifiers.get().map_or(u64::MAX, Sinks::floor));
+        let floor = (floor != u64::MAX).then_some(floor);
+        if let Err(e) = checkpoint::write_followers_floor(&self.plan.data_dir, floor) {
+            tracing::warn!(error = %e, "could not record the sinks' positions for offline compaction");
+        }
     }
 }
 
@@ -283,6 +296,8 @@ impl Pipeline {
             inner.sinks.shutdown();
             return Err(e);
         }
+        // Before the first compaction can run: sinks not yet open count at their start.
+        inner.record_followers_floor();
         let (tx, rx) = sync_channel::<FlushJob>(2);
         let mut threads = Vec::new();
         let spawn =

@@ -312,8 +312,8 @@ impl Sinks {
     }
 
     /// The slowest sink's position (or start, while its store is not open); sinks that
-    /// failed for good are left out.
-    fn floor(&self) -> u64 {
+    /// failed for good are left out; `u64::MAX` without sinks.
+    pub(crate) fn floor(&self) -> u64 {
         self.handles
             .iter()
             .filter_map(|h| h.floor())

@@ -43,6 +43,9 @@ pub(crate) fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     };
+    // Nothing a sink or notifier has not written yet: it reads those flushes one by one.
+    let floor = tickflow_pipeline::checkpoint::followers_floor(dir)?;
+    let committed = floor.map_or(checkpoint.flush_seq, |f| f.min(checkpoint.flush_seq));
     let lake = Lake::open(dir.join("lake"))?;
     let policy = CompactPolicy {
         target_bytes: args.target_mb * 1024 * 1024,
@@ -50,14 +53,20 @@ pub(crate) fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let report = lake
-        .compact(checkpoint.flush_seq, UnixNanos::now().date(), policy)
+        .compact(committed, UnixNanos::now().date(), policy)
         .with_context(|| format!("compacting {}", lake.root().display()))?;
     println!(
-        "merged {} files into {} ({} rows) in {:.1} s",
+        "merged {} files into {} ({} rows) in {:.1} s{}",
         report.inputs,
         report.outputs,
         report.rows,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        match floor {
+            Some(f) if f < checkpoint.flush_seq => format!(
+                "; flushes after {f} left as they are until the slowest sink or notifier has written them"
+            ),
+            _ => String::new(),
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -135,3 +135,98 @@ fn running_pipeline_merges_small_files_and_keeps_every_row() {
         "{out:?}"
     );
 }
+
+#[test]
+fn compaction_leaves_what_a_lagging_sink_still_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("csv");
+    // A file where the sink's directory should be: the sink never opens while it is there.
+    std::fs::write(&csv, "in the way").unwrap();
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 50\ncompact_interval_secs = 1\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\ntables = [\"trades\"]\n",
+                csv.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    // Trades three days ago, a request per flush: a closed day of small files.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128;
+    let day = (now / DAY - 3) * DAY;
+    for r in 0..8 {
+        let body: String = (0..10)
+            .map(|i| {
+                let n = r * 10 + i;
+                format!(
+                    "{{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":{},\"price\":\"10\",\"size\":\"1\",\"seq\":{n}}}\n",
+                    day + n as i128 * 1_000_000_000
+                )
+            })
+            .collect();
+        let (code, text) = http(
+            "POST",
+            &format!("{}/api/v1/ingest", server.url),
+            Some(body.as_bytes()),
+        );
+        assert_eq!(code, 200, "{text}");
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    // Compaction runs every second in the pipeline; give it a few rounds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        assert_eq!(count_over_http(&server.url), 80);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lake = data.join("lake");
+    let before = files_per_folder(&lake, "trades");
+    assert!(
+        before.iter().all(|&n| n >= 8),
+        "nothing merged past the sink: {before:?}"
+    );
+    server.stop();
+
+    let out = run(&["compact", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("merged 0 files") && said.contains("left as they are"),
+        "{said}"
+    );
+    assert_eq!(files_per_folder(&lake, "trades"), before);
+
+    // The sink can open now: it catches up from the lake, flush by flush.
+    std::fs::remove_file(&csv).unwrap();
+    let server = Server::start(&cfg, &data);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = server.status();
+        if s["sinks"][0]["lag_flushes"].as_u64() == Some(0) && s["sinks"][0]["state"] == "ok" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink did not catch up: {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+    let text = std::fs::read_dir(csv.join("trades"))
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
+        .collect::<String>();
+    assert_eq!(text.lines().count(), 81, "a header and every trade once");
+    // Now every flush is written: compaction may merge them.
+    let out = run(&["compact", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(files_per_folder(&lake, "trades").iter().all(|&n| n == 1));
+}
