@@ -18,6 +18,10 @@ function fill(id, rows, cols) {
     .join("");
 }
 
+function follower(c) {
+  return { id: c.id, type: c.type, state: c.state, at: c.position == null ? "–" : `flush ${c.position}`, lag: fmt.format(c.lag_flushes), errors: fmt.format(c.errors), error: c.last_error };
+}
+
 async function tick() {
   try {
     const s = await (await fetch("/api/v1/status")).json();
@@ -35,6 +39,13 @@ async function tick() {
       card("rejected", fmt.format(s.rejected)),
       card("p99 to lake", s.latency_p99_seconds == null ? "–" : `${(s.latency_p99_seconds * 1000).toFixed(0)} ms`),
     ].join("");
+    // Sources, sinks and notifiers with their state: a channel that is down shows here.
+    const connectors = [
+      ...(s.sources || []).map((c) => ({ kind: "source", id: c.id, type: c.type, state: c.state, at: fmt.format(c.events), lag: "", errors: "", error: c.error })),
+      ...(s.sinks || []).map((c) => ({ kind: "sink", ...follower(c) })),
+      ...(s.notifiers || []).map((c) => ({ kind: "notifier", ...follower(c) })),
+    ];
+    fill("connectors", connectors, ["kind", "id", "type", "state", "at", "lag", "errors", "error"]);
     fill("prices", await sql("SELECT symbol, last_value(price ORDER BY ts_event) AS last, max(ts_event) AS time FROM trades WHERE ts_event > now() - interval '1 minute' GROUP BY symbol ORDER BY symbol"), ["symbol", "last", "time"]);
     fill("alerts", await sql("SELECT ts, rule, symbol, message FROM alerts ORDER BY ts DESC LIMIT 10"), ["ts", "rule", "symbol", "message"]);
   } catch (e) {

@@ -112,9 +112,22 @@ fn http_api_answers_and_refuses_clearly() {
     let (code, body) = http("GET", &format!("{url}/api/v1/status"), None);
     assert_eq!(code, 200);
     assert!(body.contains("\"log_next_offset\":2"), "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["sources"][0]["id"], "http", "{status:#}");
+    assert_eq!(status["sources"][0]["state"], "running", "{status:#}");
     let (code, body) = http("GET", &format!("{url}/"), None);
     assert_eq!(code, 200);
     assert!(body.contains("<title>tickflow</title>"));
+    assert!(
+        body.contains("id=\"connectors\""),
+        "the page lists the connectors"
+    );
+    let (code, script) = http("GET", &format!("{url}/app.js"), None);
+    assert_eq!(code, 200);
+    assert!(
+        script.contains("s.notifiers"),
+        "the script fills them from the status"
+    );
     server.stop();
 }
 
