@@ -174,11 +174,21 @@ fn name<'f>(
     }
 }
 
-/// Interprets one object's fields and appends its encoding to `batch`, received at `ts_recv`
-/// from `default_source` unless it names its own.
+/// Whose events a body holds.
+#[derive(Clone, Copy, Debug)]
+pub enum SourceRule<'a> {
+    /// This source's, unless a line names another (`"source"`).
+    Default(&'a str),
+    /// This source's only: a line naming another is refused. For endpoints whose producers
+    /// must not pass their events off as another source's.
+    Only(&'a str),
+}
+
+/// Interprets one object's fields and appends its encoding to `batch`, received at `ts_recv`,
+/// under the source `rule` allows.
 fn encode_fields(
     f: &Fields<'_>,
-    default_source: &str,
+    rule: SourceRule<'_>,
     ts_recv: UnixNanos,
     batch: &mut Batch,
 ) -> std::result::Result<(), String> {
@@ -188,7 +198,15 @@ fn encode_fields(
         .as_ref()
         .map_err(|e| format!("\"ts_event\": {e}"))?;
     let ts_event = UnixNanos::parse(ts_event).map_err(|e| e.to_string())?;
-    let source = name(&f.source, "source")?.unwrap_or(default_source);
+    let source = match (rule, name(&f.source, "source")?) {
+        (SourceRule::Default(default), named) => named.unwrap_or(default),
+        (SourceRule::Only(only), Some(named)) if named != only => {
+            return Err(format!(
+                "\"source\" {named:?} is not this endpoint's: leave it out, or send it to that source's endpoint"
+            ));
+        }
+        (SourceRule::Only(only), _) => only,
+    };
     let feed = name(&f.feed, "feed")?.unwrap_or(source);
     let price = |key: &str, raw| -> std::result::Result<Price, String> {
         Price::parse(field(raw, key, &f.kind)?).map_err(|e| format!("\"{key}\": {e}"))
@@ -252,11 +270,24 @@ pub fn parse_body_into(
     ts_recv: UnixNanos,
     batch: &mut Batch,
 ) -> Result<()> {
+    parse_body_for(body, SourceRule::Default(default_source), ts_recv, batch)
+}
+
+/// [`parse_body_into`] under a [`SourceRule`].
+///
+/// # Errors
+/// As [`parse_body_into`]; with [`SourceRule::Only`], also a line naming another source.
+pub fn parse_body_for(
+    body: &str,
+    rule: SourceRule<'_>,
+    ts_recv: UnixNanos,
+    batch: &mut Batch,
+) -> Result<()> {
     let before = batch.len();
     let mut fields = Fields::empty();
     let parsed = parse_each(body, |text| {
         fields.read(text)?;
-        encode_fields(&fields, default_source, ts_recv, batch)
+        encode_fields(&fields, rule, ts_recv, batch)
     });
     if parsed.is_err() {
         batch.truncate(before);
@@ -368,6 +399,31 @@ mod tests {
 
     fn http() -> &'static str {
         "http"
+    }
+
+    #[test]
+    fn an_endpoint_of_one_source_refuses_lines_naming_another() {
+        let line = r#"{"type":"trade","symbol":"NVDA","ts_event":1,"price":"1","size":"1","source":"vendor-a"}"#;
+        let mut batch = Batch::default();
+        parse_body_for(line, SourceRule::Only("vendor-a"), UnixNanos(9), &mut batch).unwrap();
+        let err = parse_body_for(
+            line,
+            SourceRule::Only("backtests"),
+            UnixNanos(9),
+            &mut batch,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"vendor-a\" is not this endpoint's"), "{err}");
+        assert_eq!(batch.len(), 1, "the refused body added nothing");
+        let events = parse_body(line, "http", UnixNanos(9)).unwrap();
+        let Event::Trade(t) = &events[0] else {
+            panic!("a trade")
+        };
+        assert_eq!(
+            &*t.source, "vendor-a",
+            "the open endpoint keeps a named source"
+        );
     }
 
     #[test]

@@ -34,18 +34,20 @@ pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("checkpoint")
 }
 
-/// The flush no sink or notifier has gone past, kept for `tickflow compact` on a stopped
-/// pipeline: merging past it would leave a lagging sink unable to read its next flushes.
-/// Written at start and at a clean stop; a stale value is lower, which only compacts less.
-pub fn followers_floor(data_dir: &Path) -> Result<Option<u64>> {
+/// The positions of every sink and notifier, by id, kept for compaction: merging past one
+/// would leave that follower unable to read its next flushes. Written at start and at a clean
+/// stop; a stale value is lower, which only compacts less. A follower taken out of the config
+/// keeps its entry (and holds compaction back) until the entry is removed by hand.
+pub fn follower_floors(data_dir: &Path) -> Result<std::collections::BTreeMap<String, u64>> {
     let path = dir(data_dir).join("followers.json");
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["floor"].as_u64())
-            .map(Some)
-            .ok_or_else(|| err(&path, "damaged: expected {\"floor\": N}")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            err(
+                &path,
+                format!("damaged ({e}): expected {{\"<id>\": flush, …}}"),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
         Err(source) => Err(Error::Io {
             context: format!("reading {}", path.display()),
             source,
@@ -53,34 +55,39 @@ pub fn followers_floor(data_dir: &Path) -> Result<Option<u64>> {
     }
 }
 
-/// Records [`followers_floor`]; `None` (no sink or notifier) removes the record.
-pub(crate) fn write_followers_floor(data_dir: &Path, floor: Option<u64>) -> Result<()> {
+/// The lowest of [`follower_floors`]: the last flush compaction may merge; `None` when no
+/// follower was ever recorded.
+///
+/// # Errors
+/// The record cannot be read.
+pub fn followers_floor(data_dir: &Path) -> Result<Option<u64>> {
+    Ok(follower_floors(data_dir)?.into_values().min())
+}
+
+/// Records [`follower_floors`], atomically.
+pub(crate) fn write_follower_floors(
+    data_dir: &Path,
+    floors: &std::collections::BTreeMap<String, u64>,
+) -> Result<()> {
     let path = dir(data_dir).join("followers.json");
     let io = |source| Error::Io {
         context: format!("writing {}", path.display()),
         source,
     };
-    match floor {
-        None => match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
-            _ => Ok(()),
-        },
-        Some(floor) => {
-            std::fs::create_dir_all(dir(data_dir)).map_err(io)?;
-            let tmp = path.with_extension("json.tmp");
-            let write = || -> std::io::Result<()> {
-                let mut file = std::fs::File::create(&tmp)?;
-                std::io::Write::write_all(
-                    &mut file,
-                    format!("{{\"floor\":{floor}}}\n").as_bytes(),
-                )?;
-                file.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir(data_dir))?.sync_all()
-            };
-            write().map_err(io)
-        }
+    if floors.is_empty() && !path.exists() {
+        return Ok(());
     }
+    std::fs::create_dir_all(dir(data_dir)).map_err(io)?;
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(floors).map_err(|e| io(std::io::Error::other(e)))?;
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &text)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir(data_dir))?.sync_all()
+    };
+    write().map_err(io)
 }
 
 /// The checkpoint file under `data_dir`.

@@ -73,6 +73,9 @@ struct Inner {
     sinks: Sinks,
     /// Set once, right after `Inner` exists: notifiers append to the DLQ through it.
     notifiers: std::sync::OnceLock<Sinks>,
+    /// Recorded positions of followers no longer in the config: compaction waits for them
+    /// until their entries are removed (`checkpoint/followers.json`).
+    retired: std::collections::BTreeMap<String, u64>,
     live: Mutex<Live>,
     /// Raised first on shutdown: sources stop and ingest refuses new events.
     stop_sources: Shutdown,
@@ -126,14 +129,14 @@ impl Inner {
         self.record_followers_floor();
     }
 
-    /// Keeps the slowest follower's position for `tickflow compact` on a stopped pipeline.
+    /// Keeps every follower's position for compaction, offline included.
     fn record_followers_floor(&self) {
-        let floor = self
-            .sinks
-            .floor()
-            .min(self.notifiers.get().map_or(u64::MAX, Sinks::floor));
-        let floor = (floor != u64::MAX).then_some(floor);
-        if let Err(e) = checkpoint::write_followers_floor(&self.plan.data_dir, floor) {
+        let mut floors = self.retired.clone();
+        floors.extend(self.sinks.floors());
+        if let Some(n) = self.notifiers.get() {
+            floors.extend(n.floors());
+        }
+        if let Err(e) = checkpoint::write_follower_floors(&self.plan.data_dir, &floors) {
             tracing::warn!(error = %e, "could not record the sinks' positions for offline compaction");
         }
     }
@@ -255,6 +258,13 @@ impl Pipeline {
         };
         let lake = Arc::new(lake);
         let metrics = Arc::new(Metrics::default());
+        let mut retired = checkpoint::follower_floors(&data_dir)?;
+        retired.retain(|id, _| {
+            !plan.sinks.iter().any(|s| s.id == *id) && !plan.notifiers.iter().any(|n| n.id == *id)
+        });
+        for (id, floor) in &retired {
+            tracing::warn!(follower = %id, floor, "a sink or notifier no longer in the config holds compaction at this flush; remove its entry from checkpoint/followers.json to release it");
+        }
         let built = plan
             .sinks
             .iter()
@@ -284,6 +294,7 @@ impl Pipeline {
             metrics,
             sinks,
             notifiers: std::sync::OnceLock::new(),
+            retired,
             live: Mutex::new(live),
             stop_sources: Shutdown::new(),
             source_stop: watch::Sender::new(false),
@@ -779,6 +790,9 @@ fn compact(inner: &Inner, committed_seq: u64) {
     let mut committed_seq = inner.sinks.compaction_limit(committed_seq);
     if let Some(n) = inner.notifiers.get() {
         committed_seq = n.compaction_limit(committed_seq);
+    }
+    if let Some(retired) = inner.retired.values().min() {
+        committed_seq = committed_seq.min(*retired);
     }
     if committed_seq == 0 {
         return;

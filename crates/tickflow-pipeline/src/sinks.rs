@@ -321,6 +321,15 @@ impl Sinks {
             .unwrap_or(u64::MAX)
     }
 
+    /// Each sink's position (or start, while its store is not open), by id; sinks that failed
+    /// for good are left out.
+    pub(crate) fn floors(&self) -> Vec<(String, u64)> {
+        self.handles
+            .iter()
+            .filter_map(|h| h.floor().map(|f| (h.id.clone(), f)))
+            .collect()
+    }
+
     /// Hands a committed flush to every sink.
     pub(crate) fn publish(&self, seq: u64, rows: &Arc<Rows>) {
         if self.is_empty() {

@@ -168,6 +168,17 @@ pub(crate) struct ProduceArgs {
     /// Retries per request on connection errors or 5xx before giving up on it.
     #[arg(long, default_value_t = 0)]
     pub(crate) retries: u32,
+    /// Send to the HTTP source with this id (`/api/v1/ingest/<id>`) instead of the open one.
+    #[arg(long, value_name = "ID")]
+    pub(crate) source: Option<String>,
+    /// Bearer token of that source; default: the TICKFLOW_TOKEN environment variable.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TICKFLOW_TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -190,9 +201,19 @@ pub(crate) struct ReplayArgs {
     /// the replay is done (it must not be in use by a running pipeline).
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
-    /// The source id the replayed events get when their lines name none.
+    /// The source id the replayed events get when their lines name none; with --to, the
+    /// HTTP source to send to (`/api/v1/ingest/<id>`; `replay` means the open endpoint).
     #[arg(long, value_name = "ID", default_value = "replay")]
     pub(crate) source: String,
+    /// With --to: the bearer token of that HTTP source; default: the TICKFLOW_TOKEN
+    /// environment variable.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TICKFLOW_TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
     /// Events per request with --to.
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub(crate) batch_size: usize,

@@ -56,11 +56,13 @@ async fn ingest_to(
         });
     };
     if let Some(token) = &plan.token {
+        // The scheme is case-insensitive (RFC 9110); the token is not.
         let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         if !same_secret(given.as_bytes(), token.0.as_bytes()) {
             return Err(ApiError {
                 status: StatusCode::UNAUTHORIZED,
@@ -78,7 +80,14 @@ async fn ingest_to(
     // An event line is rarely under 100 bytes: room for them all, so the batch is not
     // copied while it grows.
     let mut batch = Batch::with_capacity(body.len() / 100 + 1);
-    tickflow_core::ingest::parse_body_into(text, source, UnixNanos::now(), &mut batch)?;
+    // The open default endpoint keeps the ingest format's rule (a line may name its source);
+    // a named endpoint's events are its own, so no producer can pass as another source.
+    let rule = if source == "http" {
+        tickflow_core::ingest::SourceRule::Default(source)
+    } else {
+        tickflow_core::ingest::SourceRule::Only(source)
+    };
+    tickflow_core::ingest::parse_body_for(text, rule, UnixNanos::now(), &mut batch)?;
     drop(body);
     if batch.is_empty() {
         return Err(ApiError::bad_request(

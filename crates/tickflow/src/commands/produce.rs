@@ -263,7 +263,8 @@ struct Sent {
 }
 
 fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/api/v1/ingest", args.to.trim_end_matches('/'));
+    let url = ingest_url(&args.to, args.source.as_deref());
+    let token = args.token.clone();
     let mut ack_log = match &args.ack_log {
         Some(p) => Some(
             std::fs::OpenOptions::new()
@@ -296,8 +297,9 @@ fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
                 };
                 requests += 1;
                 let (client, url, retries) = (client.clone(), url.clone(), args.retries);
+                let token = token.clone();
                 in_flight.spawn(async move {
-                    let outcome = post(&client, &url, body, retries).await;
+                    let outcome = post(&client, &url, token.as_deref(), body, retries).await;
                     Sent { first, n, outcome }
                 });
             }
@@ -337,10 +339,21 @@ fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Posts one body, retrying connection errors and 5xx up to `retries` times with backoff.
+/// The ingest endpoint under `base`: the open one, or the HTTP source `source`'s.
+pub(crate) fn ingest_url(base: &str, source: Option<&str>) -> String {
+    let base = base.trim_end_matches('/');
+    match source {
+        None | Some("http") => format!("{base}/api/v1/ingest"),
+        Some(id) => format!("{base}/api/v1/ingest/{id}"),
+    }
+}
+
+/// Posts one body (with the source's bearer token, if any), retrying connection errors and
+/// 5xx up to `retries` times with backoff.
 pub(crate) async fn post(
     client: &reqwest::Client,
     url: &str,
+    token: Option<&str>,
     body: Vec<u8>,
     retries: u32,
 ) -> Result<(), String> {
@@ -348,12 +361,14 @@ pub(crate) async fn post(
     let body = bytes::Bytes::from(body);
     let mut tries = 0;
     loop {
-        let sent = client
+        let mut request = client
             .post(url)
             .header("content-type", "application/x-ndjson")
-            .body(body.clone())
-            .send()
-            .await;
+            .body(body.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let sent = request.send().await;
         let (retryable, message) = match sent {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => {

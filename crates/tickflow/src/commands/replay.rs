@@ -98,7 +98,9 @@ fn into_data_dir(args: &ReplayArgs, dir: &Path) -> anyhow::Result<ExitCode> {
 /// Sends the events as NDJSON to a running pipeline's HTTP ingest, paced if asked; unreadable
 /// input is listed on stderr.
 fn to_url(args: &ReplayArgs, url: &str) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/api/v1/ingest", url.trim_end_matches('/'));
+    // `replay` (the default id) means the open endpoint; another id, that HTTP source's.
+    let source = (args.source != "replay").then_some(args.source.as_str());
+    let url = super::produce::ingest_url(url, source);
     let days = replay::plan(&args.path)?;
     let rt = super::runtime()?;
     let client = reqwest::Client::builder()
@@ -112,8 +114,14 @@ fn to_url(args: &ReplayArgs, url: &str) -> anyhow::Result<ExitCode> {
     let send = |body: &mut Vec<u8>, in_body: &mut usize| -> anyhow::Result<()> {
         if *in_body > 0 {
             let payload = std::mem::take(body);
-            rt.block_on(super::produce::post(&client, &url, payload, 3))
-                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            rt.block_on(super::produce::post(
+                &client,
+                &url,
+                args.token.as_deref(),
+                payload,
+                3,
+            ))
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
             *in_body = 0;
         }
         Ok(())

@@ -170,6 +170,54 @@ fn http_sources_have_ids_and_tokens() {
             assert!(text.contains("Authorization: Bearer"), "{text}");
         }
     }
+    // A line naming another source is refused at a named endpoint: no producer can pass its
+    // events off as another's.
+    let spoof = b"{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":1,\"price\":\"1\",\"size\":\"1\",\"source\":\"other\"}\n";
+    let (got, text) = http_with(
+        "POST",
+        &url,
+        &[("authorization", bearer.as_str())],
+        Some(spoof),
+    );
+    assert_eq!(got, 400, "{text}");
+    assert!(text.contains("not this endpoint's"), "{text}");
+    // The producer sends to a named source with its token, taken from the environment.
+    let out = crate::support::bin()
+        .env("TICKFLOW_TOKEN", token)
+        .args([
+            "produce",
+            "--count",
+            "50",
+            "--batch-size",
+            "25",
+            "--to",
+            &server.url,
+        ])
+        .args(["--source", "vendor"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("50 acknowledged"),
+        "{said}"
+    );
+    let out = crate::support::bin()
+        .args([
+            "produce",
+            "--count",
+            "5",
+            "--to",
+            &server.url,
+            "--source",
+            "vendor",
+        ])
+        .env_remove("TICKFLOW_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "without the token nothing is acknowledged"
+    );
     // Only the configured sources exist: naming one turns the open default off.
     let (got, text) = http("POST", &format!("{}/api/v1/ingest", server.url), Some(body));
     assert_eq!(got, 404, "{text}");
@@ -185,10 +233,14 @@ fn http_sources_have_ids_and_tokens() {
         .find(|x| x["id"] == "vendor")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(vendor["events"], 1, "{s:#}");
+    assert_eq!(vendor["events"], 51, "{s:#}");
     assert_eq!(vendor["state"], "running", "{s:#}");
     server.stop();
-    let rows = crate::support::sql(&data, "SELECT source, feed FROM trades");
+    let rows = crate::support::sql(&data, "SELECT DISTINCT source FROM trades");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["source"], "vendor");
+    assert_eq!(
+        crate::support::sql_count(&data, "SELECT count(*) FROM trades"),
+        51
+    );
 }
