@@ -2,9 +2,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tickflow_core::codec::Batch;
 use tickflow_model::UnixNanos;
@@ -15,20 +14,18 @@ use crate::error::ApiError;
 /// `POST /api/v1/ingest`: the HTTP ingest source called `http`; see [`ingest_to`].
 pub(crate) async fn ingest(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    ingest_to(state, "http", &headers, body).await
+    ingest_to(state, "http", request).await
 }
 
 /// `POST /api/v1/ingest/{source}`: the HTTP ingest source with that id.
 pub(crate) async fn ingest_source(
     State(state): State<AppState>,
     Path(source): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    ingest_to(state, &source, &headers, body).await
+    ingest_to(state, &source, request).await
 }
 
 /// Equal bytes, compared in time that does not depend on where they differ.
@@ -39,12 +36,12 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// NDJSON or a JSON array of events, appended under the HTTP source `source`. Answers 200
 /// only once every event of the body is durable in the log; a body with any unparseable line
 /// is refused whole (400 naming the line) so a producer can fix and resend it without
-/// doubling the good lines. A source with a token refuses requests without it (401).
+/// doubling the good lines. A source with a token refuses requests without it (401) before
+/// their body is read.
 async fn ingest_to(
     state: AppState,
     source: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let Some(plan) = state.pipeline.plan().http_source(source) else {
         return Err(ApiError {
@@ -57,7 +54,8 @@ async fn ingest_to(
     };
     if let Some(token) = &plan.token {
         // The scheme is case-insensitive (RFC 9110); the token is not.
-        let given = headers
+        let given = request
+            .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
@@ -73,7 +71,8 @@ async fn ingest_to(
             });
         }
     }
-    let body = body?;
+    // Read only now, within the router's body limit (413 past it).
+    let body = Bytes::from_request(request, &()).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
     // Parsed straight into the log's encoding: no event structs or owned strings per tick.
