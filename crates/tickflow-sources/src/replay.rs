@@ -139,6 +139,43 @@ pub fn read_day(files: &[PathBuf], default_source: &str) -> Result<Vec<Item>, Er
     Ok(unreadable)
 }
 
+/// The ingest error of one line read on its own, without its "line 1: ": the file's own
+/// line number goes in front instead.
+fn line_error(e: &tickflow_core::Error) -> String {
+    let message = e.to_string();
+    match message.strip_prefix("line 1: ") {
+        Some(rest) => rest.to_string(),
+        None => message,
+    }
+}
+
+/// When each event is due at the recorded pace × `speed`, counted from the first event.
+#[derive(Debug)]
+pub struct Pace {
+    speed: f64,
+    first_ts: Option<i64>,
+    started: Instant,
+}
+
+impl Pace {
+    /// A pace starting now.
+    pub fn new(speed: f64) -> Self {
+        Self {
+            speed,
+            first_ts: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// When the event of time `ts_event` is due, if that is still ahead.
+    pub fn due(&mut self, ts_event: UnixNanos) -> Option<Instant> {
+        let first = *self.first_ts.get_or_insert(ts_event.0);
+        let after =
+            Duration::from_nanos((((ts_event.0 - first).max(0) as f64) / self.speed) as u64);
+        (self.started.elapsed() < after).then(|| self.started + after)
+    }
+}
+
 fn unreadable(place: String, error: impl ToString, mut payload: String) -> Item {
     if payload.len() > MAX_PAYLOAD {
         let mut end = MAX_PAYLOAD;
@@ -211,8 +248,7 @@ fn read_json(
         match tickflow_core::ingest::parse_body(line, default_source, now) {
             Ok(parsed) => events.extend(parsed),
             Err(e) => {
-                let message = e.to_string();
-                let message = message.strip_prefix("line 1: ").unwrap_or(&message);
+                let message = line_error(&e);
                 bad.push(unreadable(
                     format!("{}:{}", file.display(), i + 1),
                     message,
@@ -284,8 +320,7 @@ fn read_csv(
         match tickflow_core::ingest::parse_body(&json, default_source, now) {
             Ok(parsed) => events.extend(parsed),
             Err(e) => {
-                let message = e.to_string();
-                let message = message.strip_prefix("line 1: ").unwrap_or(&message);
+                let message = line_error(&e);
                 bad.push(unreadable(
                     format!("{}:{line}", file.display()),
                     message,
@@ -310,7 +345,7 @@ impl ReplaySource {
         let days = plan(&self.path)?;
         let mut batch = Batch::with_capacity(BATCH);
         let started = Instant::now();
-        let mut first_ts: Option<i64> = None;
+        let mut pace = self.speed.map(Pace::new);
         let (mut events, mut rejected) = (0u64, 0u64);
         for files in days {
             for item in read_day(&files, ctx.id())? {
@@ -320,15 +355,9 @@ impl ReplaySource {
                 let now = UnixNanos::now();
                 match item {
                     Item::Event(mut event) => {
-                        if let Some(speed) = self.speed {
-                            let ts = event.ts_event().0;
-                            let first = *first_ts.get_or_insert(ts);
-                            let due =
-                                Duration::from_nanos((((ts - first).max(0) as f64) / speed) as u64);
-                            if started.elapsed() < due {
-                                flush(ctx, &mut batch)?;
-                                pause_until(ctx, started + due);
-                            }
+                        if let Some(due) = pace.as_mut().and_then(|p| p.due(event.ts_event())) {
+                            flush(ctx, &mut batch)?;
+                            pause_until(ctx, due);
                         }
                         set_recv(&mut event, now);
                         batch.push(&event);
@@ -396,5 +425,45 @@ impl Source for ReplaySource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         // File reads and paced sleeps: the pipeline runs each source on a thread of its own.
         self.run_blocking(&ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_spaces_events_by_their_recorded_times_over_the_speed() {
+        let mut pace = Pace::new(10.0);
+        assert_eq!(
+            pace.due(UnixNanos(5_000_000_000)),
+            None,
+            "the first is due at once"
+        );
+        let due = pace
+            .due(UnixNanos(25_000_000_000))
+            .expect("20 s later, at 10x: 2 s");
+        assert_eq!(due.duration_since(pace.started), Duration::from_secs(2));
+        assert_eq!(
+            pace.due(UnixNanos(1)),
+            None,
+            "an earlier time is not waited for"
+        );
+    }
+
+    #[test]
+    fn files_are_grouped_by_their_day_and_undated_ones_together() {
+        assert_eq!(
+            day_of(Path::new(
+                "lake/trades/date=2026-11-24/symbol=A/part-1-0.parquet"
+            )),
+            "2026-11-24"
+        );
+        assert_eq!(
+            day_of(Path::new("backup/trades/2026-11-25.csv")),
+            "2026-11-25"
+        );
+        assert_eq!(day_of(Path::new("x/trades.csv")), "~");
+        assert_eq!(day_of(Path::new("x/quotes.ndjson")), "~");
     }
 }

@@ -108,7 +108,7 @@ fn to_url(args: &ReplayArgs, url: &str) -> anyhow::Result<ExitCode> {
         .build()?;
     let started = Instant::now();
     let (mut sent, mut unreadable) = (0u64, 0u64);
-    let mut first_ts: Option<i64> = None;
+    let mut pace = args.speed.map(replay::Pace::new);
     let mut body = Vec::new();
     let mut in_body = 0usize;
     let send = |body: &mut Vec<u8>, in_body: &mut usize| -> anyhow::Result<()> {
@@ -130,15 +130,9 @@ fn to_url(args: &ReplayArgs, url: &str) -> anyhow::Result<ExitCode> {
         for item in replay::read_day(&files, &args.source)? {
             match item {
                 Item::Event(event) => {
-                    if let Some(speed) = args.speed {
-                        let ts = event.ts_event().0;
-                        let first = *first_ts.get_or_insert(ts);
-                        let due =
-                            Duration::from_nanos((((ts - first).max(0) as f64) / speed) as u64);
-                        if started.elapsed() < due {
-                            send(&mut body, &mut in_body)?;
-                            std::thread::sleep(due.saturating_sub(started.elapsed()));
-                        }
+                    if let Some(due) = pace.as_mut().and_then(|p| p.due(event.ts_event())) {
+                        send(&mut body, &mut in_body)?;
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     }
                     body.extend_from_slice(tickflow_core::ingest::to_json(&event).as_bytes());
                     body.push(b'\n');

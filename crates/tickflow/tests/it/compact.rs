@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, config, http, run, sql_count};
+use crate::support::{Server, config, config_with_csv_sink, http, run, sql_count, wait_for};
 
 const DAY: i128 = 86_400 * 1_000_000_000;
 
@@ -146,12 +146,11 @@ fn compaction_leaves_what_a_lagging_sink_still_needs() {
     let cfg = dir.path().join("run.toml");
     std::fs::write(
         &cfg,
-        config(
+        config_with_csv_sink(
             &data,
-            &format!(
-                "\n[lake]\nflush_interval_ms = 50\ncompact_interval_secs = 1\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\ntables = [\"trades\"]\n",
-                csv.display()
-            ),
+            &csv,
+            "\n[lake]\nflush_interval_ms = 50\ncompact_interval_secs = 1\n",
+            "tables = [\"trades\"]\n",
         ),
     )
     .unwrap();
@@ -206,18 +205,9 @@ fn compaction_leaves_what_a_lagging_sink_still_needs() {
     // The sink can open now: it catches up from the lake, flush by flush.
     std::fs::remove_file(&csv).unwrap();
     let server = Server::start(&cfg, &data);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = server.status();
-        if s["sinks"][0]["lag_flushes"].as_u64() == Some(0) && s["sinks"][0]["state"] == "ok" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sink did not catch up: {s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(&server, "the sink catches up", |s| {
+        s["sinks"][0]["lag_flushes"].as_u64() == Some(0) && s["sinks"][0]["state"] == "ok"
+    });
     server.stop();
     let text = std::fs::read_dir(csv.join("trades"))
         .unwrap()

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::{Server, config, http, sql, sql_count};
+use crate::support::{Server, config, http, sql, sql_count, wait_for};
 
 /// What the receiver does with the n-th request (from 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -140,21 +140,6 @@ fn trades(n: u64) -> String {
             )
         })
         .collect()
-}
-
-fn wait_for(server: &Server, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = server.status();
-        if done(&s) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: never happened; status {s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn notifier<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Server, bin, config, http, run_ok, sql, sql_count};
+use crate::support::{Server, bin, config_with_csv_sink, http, run_ok, sql, sql_count, wait_for};
 
 /// `seq` of every trade row in the CSV sink's trade files; panics on a file without its header.
 fn csv_trade_seqs(dir: &Path) -> Vec<u64> {
@@ -42,23 +42,6 @@ fn lake_trade_seqs(data: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// Polls the status until `done` holds for it; the bound is in polls, generous enough for a
-/// slow machine, and the status is shown if it never does.
-fn wait_for(server: &Server, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = server.status();
-        if done(&s) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: never happened; status {s:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn sink(status: &serde_json::Value) -> &serde_json::Value {
     &status["sinks"][0]
 }
@@ -78,12 +61,11 @@ fn csv_sink_keeps_every_row_once_across_sigkill() {
     let cfg = dir.path().join("run.toml");
     std::fs::write(
         &cfg,
-        config(
+        config_with_csv_sink(
             &data,
-            &format!(
-                "\n[lake]\nflush_interval_ms = 100\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\ntables = [\"trades\"]\n",
-                csv.display()
-            ),
+            &csv,
+            "\n[lake]\nflush_interval_ms = 100\n",
+            "tables = [\"trades\"]\n",
         ),
     )
     .unwrap();
@@ -132,12 +114,11 @@ fn a_failing_sink_stalls_nothing_and_catches_up_from_the_lake() {
     let cfg = dir.path().join("run.toml");
     std::fs::write(
         &cfg,
-        config(
+        config_with_csv_sink(
             &data,
-            &format!(
-                "\n[lake]\nflush_interval_ms = 100\nsink_buffer_rows = 1000\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\n",
-                csv.display()
-            ),
+            &csv,
+            "\n[lake]\nflush_interval_ms = 100\nsink_buffer_rows = 1000\n",
+            "",
         ),
     )
     .unwrap();

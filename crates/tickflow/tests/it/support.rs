@@ -52,6 +52,35 @@ pub(crate) fn sql_count(data_dir: &Path, query: &str) -> i64 {
         .unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
+/// Polls the server's status until `done` holds for it. The bound is generous for a slow
+/// machine and only stops a test that would hang; the status is shown if it is reached.
+pub(crate) fn wait_for(server: &Server, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = server.status();
+        if done(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; status {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A config whose CSV sink `backup` writes under `csv`, which the caller may block by putting
+/// a file there; `extra` goes before the sink (a `[lake]` section, say).
+pub(crate) fn config_with_csv_sink(data_dir: &Path, csv: &Path, extra: &str, sink: &str) -> String {
+    config(
+        data_dir,
+        &format!(
+            "{extra}\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\n{sink}",
+            csv.display()
+        ),
+    )
+}
+
 /// A `tickflow run` process with its config in a temp dir.
 pub(crate) struct Server {
     pub(crate) child: Child,
