@@ -77,10 +77,9 @@ struct Inner {
     /// until their entries are removed (`checkpoint/followers.json`).
     retired: std::collections::BTreeMap<String, u64>,
     live: Mutex<Live>,
-    /// Raised first on shutdown: sources stop and ingest refuses new events.
-    stop_sources: Shutdown,
-    /// The same signal for sources that wait on it.
-    source_stop: watch::Sender<bool>,
+    /// Raised first on shutdown: sources stop (those that wait on it wake) and ingest
+    /// refuses new events.
+    stop_sources: watch::Sender<bool>,
     /// Raised once sources are done: the processor drains the log, flushes and exits.
     stop_processing: Shutdown,
     processed_offset: std::sync::atomic::AtomicU64,
@@ -99,8 +98,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(|| format!("{what}: {e}"));
-        self.stop_sources.trigger();
-        self.source_stop.send_replace(true);
+        self.stop_sources.send_replace(true);
         self.stop_processing.trigger();
     }
 }
@@ -296,8 +294,7 @@ impl Pipeline {
             notifiers: std::sync::OnceLock::new(),
             retired,
             live: Mutex::new(live),
-            stop_sources: Shutdown::new(),
-            source_stop: watch::Sender::new(false),
+            stop_sources: watch::Sender::new(false),
             stop_processing: Shutdown::new(),
             processed_offset: std::sync::atomic::AtomicU64::new(next),
             started: Instant::now(),
@@ -346,7 +343,7 @@ impl Pipeline {
             inner.log.next_offset() == 0,
             &log,
             &inner.metrics,
-            &inner.source_stop,
+            &inner.stop_sources,
         )
         .map_err(|source| Error::Io {
             context: "starting the sources".into(),
@@ -394,7 +391,7 @@ impl Pipeline {
 
     /// Whether shutdown has begun (or a thread failed).
     pub fn is_stopping(&self) -> bool {
-        self.inner.stop_sources.is_triggered()
+        *self.inner.stop_sources.borrow()
     }
 
     /// Files and in-memory rows for one consistent query.
@@ -473,8 +470,7 @@ impl Pipeline {
     /// # Errors
     /// The first failure any thread reported.
     pub fn shutdown(mut self) -> Result<()> {
-        self.inner.stop_sources.trigger();
-        self.inner.source_stop.send_replace(true);
+        self.inner.stop_sources.send_replace(true);
         self.sources.join();
         let threads = std::mem::take(&mut self.threads);
         self.inner.stop_processing.trigger();
@@ -500,7 +496,7 @@ impl Pipeline {
 }
 
 fn append(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
-    if inner.stop_sources.is_triggered() {
+    if *inner.stop_sources.borrow() {
         return Err(Error::ShuttingDown);
     }
     let records: Vec<&[u8]> = batch.records().collect();
