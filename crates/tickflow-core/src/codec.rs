@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tickflow_model::{Event, Price, Qty, Quote, RejectReason, Symbol, Trade, TradeId, UnixNanos};
+use tickflow_model::{
+    Bar, BarInterval, Event, FedBar, Price, Qty, Quote, RejectReason, Symbol, Trade, TradeId,
+    UnixNanos, Volume,
+};
 
 use crate::hash::StableBuild;
 use crate::{Error, Result};
@@ -17,9 +20,13 @@ const TAG_QUOTE: u8 = 2;
 /// Input a source could not read, kept in the log so processing sends it to the DLQ with its
 /// source and reason, in order with the events around it.
 const TAG_REJECTED: u8 = 3;
+/// A bar a feed sent whole ([`FedBar`]).
+const TAG_BAR: u8 = 4;
 const HAS_TRADE_ID: u8 = 1;
 const HAS_EXCHANGE: u8 = 2;
 const HAS_SEQ: u8 = 4;
+const HAS_VWAP: u8 = 8;
+const HAS_TRADE_COUNT: u8 = 16;
 
 /// A trade's fields borrowed from wherever they were parsed, so a hot path (HTTP ingest) can
 /// encode a trade without building a [`Trade`] and its owned strings first.
@@ -87,7 +94,38 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
             },
             out,
         ),
+        Event::Bar(b) => encode_bar(b, out),
     }
+}
+
+/// Appends the encoding of a feed's bar: the common header (its start as the event time),
+/// the interval, the prices, then the strings.
+fn encode_bar(fed: &FedBar, out: &mut Vec<u8>) {
+    let b = &fed.bar;
+    let flags = (u8::from(b.vwap.is_some()) * HAS_VWAP)
+        | (u8::from(b.trade_count.is_some()) * HAS_TRADE_COUNT);
+    out.extend_from_slice(&[TAG_BAR, flags]);
+    out.extend_from_slice(&b.start.0.to_le_bytes());
+    out.extend_from_slice(&fed.ts_recv.0.to_le_bytes());
+    let interval = BarInterval::ALL
+        .iter()
+        .position(|i| *i == b.interval)
+        .unwrap_or(0);
+    out.push(interval as u8);
+    for p in [b.open, b.high, b.low, b.close] {
+        put_price(out, p);
+    }
+    out.extend_from_slice(&b.volume.raw().to_le_bytes());
+    out.push(b.volume.precision());
+    if let Some(vwap) = b.vwap {
+        put_price(out, vwap);
+    }
+    if let Some(n) = b.trade_count {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    put_str(out, b.symbol.as_str());
+    put_str(out, fed.source());
+    put_str(out, &fed.feed);
 }
 
 /// Appends the encoding of a trade to `out`; [`Decoder::decode`] reads it back as a [`Trade`].
@@ -485,6 +523,55 @@ impl Decoder {
                     seq,
                 })
             }
+            TAG_BAR => {
+                let interval = *BarInterval::ALL
+                    .get(usize::from(c.u8()?))
+                    .ok_or(Error::Codec("unknown bar interval"))?;
+                let open = c.price()?;
+                let high = c.price()?;
+                let low = c.price()?;
+                let close = c.price()?;
+                let volume = Volume::from_raw(
+                    i128::from_le_bytes(
+                        c.take(16)?
+                            .try_into()
+                            .map_err(|_| Error::Codec("truncated"))?,
+                    ),
+                    c.u8()?,
+                );
+                let vwap = if flags & HAS_VWAP != 0 {
+                    Some(c.price()?)
+                } else {
+                    None
+                };
+                let trade_count = if flags & HAS_TRADE_COUNT != 0 {
+                    Some(c.u64()?)
+                } else {
+                    None
+                };
+                let symbol = self.symbol(c.raw_str()?)?;
+                let source = self.name(c.raw_str()?)?;
+                let feed = self.name(c.raw_str()?)?;
+                Event::Bar(FedBar {
+                    bar: Bar {
+                        symbol,
+                        interval,
+                        start: ts_event,
+                        end: UnixNanos(ts_event.0.saturating_add(interval.nanos())),
+                        open,
+                        high,
+                        low,
+                        close,
+                        volume,
+                        vwap,
+                        trade_count,
+                        is_final: true,
+                        source: Some(source),
+                    },
+                    ts_recv,
+                    feed,
+                })
+            }
             _ => return Err(Error::Codec("unknown event tag")),
         };
         if !c.buf.is_empty() {
@@ -542,6 +629,28 @@ mod tests {
         assert_eq!(batch.recv_times(), &[9, 9, 1_763_800_000_200_000_000]);
     }
 
+    pub(crate) fn bar() -> Event {
+        Event::Bar(FedBar {
+            bar: Bar {
+                symbol: Symbol::parse("NVDA").unwrap(),
+                interval: BarInterval::D1,
+                start: UnixNanos(1_763_787_600_000_000_000),
+                end: UnixNanos(1_763_787_600_000_000_000 + BarInterval::D1.nanos()),
+                open: Price::parse("180.1").unwrap(),
+                high: Price::parse("183.25").unwrap(),
+                low: Price::parse("179.5").unwrap(),
+                close: Price::parse("182").unwrap(),
+                volume: Volume::parse("123456789.5").unwrap(),
+                vwap: Some(Price::parse("181.0405").unwrap()),
+                trade_count: Some(991_222),
+                is_final: true,
+                source: Some("polygon".into()),
+            },
+            ts_recv: UnixNanos(1_763_900_000_000_000_000),
+            feed: "polygon:stocks".into(),
+        })
+    }
+
     #[test]
     fn round_trips() {
         let quote = Event::Quote(Quote {
@@ -557,7 +666,11 @@ mod tests {
             seq: None,
         });
         let mut d = Decoder::new();
-        for e in [trade(), quote] {
+        let Event::Bar(mut bare) = bar() else {
+            unreachable!()
+        };
+        (bare.bar.vwap, bare.bar.trade_count) = (None, None);
+        for e in [trade(), quote, bar(), Event::Bar(bare)] {
             let bytes = to_bytes(&e);
             assert_eq!(d.decode(&bytes).unwrap(), e);
             assert_eq!(d.decode(&bytes).unwrap(), e, "cached path");
@@ -587,11 +700,17 @@ mod tests {
 
     #[test]
     fn rejects_every_truncation_and_garbage() {
-        let bytes = to_bytes(&trade());
         let mut d = Decoder::new();
-        for n in 0..bytes.len() {
-            assert!(d.decode(&bytes[..n]).is_err(), "prefix {n}");
+        for event in [trade(), bar()] {
+            let bytes = to_bytes(&event);
+            for n in 0..bytes.len() {
+                assert!(d.decode(&bytes[..n]).is_err(), "prefix {n}");
+            }
         }
+        let mut bad_interval = to_bytes(&bar());
+        bad_interval[18] = 9;
+        assert!(d.decode(&bad_interval).is_err());
+        let bytes = to_bytes(&trade());
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(d.decode(&extra).is_err());

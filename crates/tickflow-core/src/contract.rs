@@ -68,9 +68,10 @@ pub fn sample_rows(batch: u64, n: u64) -> Rows {
             low: price(i),
             close: price(i + 1),
             volume: Volume::from_raw(1_000_000_000_000, 0),
-            vwap: price(i + 2),
-            trade_count: 10 + i,
+            vwap: (i % 4 != 0).then(|| price(i + 2)),
+            trade_count: (i % 4 != 0).then_some(10 + i),
             is_final: true,
+            source: (i % 4 == 0).then(|| Arc::from("contract:feed")),
         });
         rows.daily_metrics.push(DailyMetric {
             symbol: symbol(i),

@@ -3,7 +3,9 @@
 //! ```json
 //! {"type":"trade","symbol":"NVDA","ts_event":1763800000123456789,"price":"181.25","size":"100","trade_id":"71","seq":71}
 //! {"type":"quote","symbol":"NVDA","ts_event":"2026-11-22T14:30:00.123Z","bid":"181.20","bid_size":"3","ask":"181.30","ask_size":"5"}
+//! {"type":"bar","symbol":"NVDA","interval":"1d","start":"2026-11-21T05:00:00Z","open":"180.1","high":"183.25","low":"179.5","close":"182","volume":"123456789","vwap":"181.04","trade_count":991222}
 //! ```
+//! A bar is a feed's aggregate, received whole; `vwap` and `trade_count` are optional.
 //! Prices and sizes may be strings or JSON numbers; numbers are parsed from their text, never
 //! through `f64`. Unknown keys are rejected so a typo (`"prcie"`) is an error, not a silent
 //! default; free-form data may ride in `"attrs"`, which is accepted and dropped.
@@ -13,10 +15,12 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickflow_model::{Event, Price, Qty, Symbol, UnixNanos};
+
+use tickflow_model::{Bar, BarInterval, Event, FedBar, Price, Qty, Symbol, UnixNanos, Volume};
 
 use crate::codec::{Batch, Decoder, QuoteRef, TradeRef};
 use crate::{Error, Result};
@@ -34,8 +38,8 @@ struct Wire<'a> {
     kind: Cow<'a, str>,
     #[serde(borrow)]
     symbol: Cow<'a, str>,
-    #[serde(borrow)]
-    ts_event: &'a RawValue,
+    #[serde(borrow, default)]
+    ts_event: Option<&'a RawValue>,
     #[serde(borrow, default)]
     price: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -58,8 +62,40 @@ struct Wire<'a> {
     feed: Option<Cow<'a, str>>,
     #[serde(default)]
     seq: Option<u64>,
+    #[serde(borrow, default)]
+    interval: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    start: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    open: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    high: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    low: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    close: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    volume: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    vwap: Option<&'a RawValue>,
+    #[serde(default)]
+    trade_count: Option<u64>,
     #[serde(borrow, default, rename = "attrs")]
     _attrs: Option<&'a RawValue>,
+}
+
+/// A bar's fields as text: only serde reads bars (they come a few per symbol and minute).
+#[derive(Debug, Default, PartialEq)]
+struct BarFields<'a> {
+    interval: Option<Cow<'a, str>>,
+    start: Option<Scalar<'a>>,
+    open: Option<Scalar<'a>>,
+    high: Option<Scalar<'a>>,
+    low: Option<Scalar<'a>>,
+    close: Option<Scalar<'a>>,
+    volume: Option<Scalar<'a>>,
+    vwap: Option<Scalar<'a>>,
+    trade_count: Option<u64>,
 }
 
 /// A scalar field's text (a string's contents or a number's digits), or why it is neither.
@@ -83,6 +119,8 @@ struct Fields<'a> {
     source: Option<Cow<'a, str>>,
     feed: Option<Cow<'a, str>>,
     seq: Option<u64>,
+    /// Set only when the object has a bar's keys.
+    bar: Option<Box<BarFields<'a>>>,
 }
 
 impl<'a> Fields<'a> {
@@ -103,6 +141,7 @@ impl<'a> Fields<'a> {
             source: None,
             feed: None,
             seq: None,
+            bar: None,
         }
     }
 
@@ -118,10 +157,24 @@ impl<'a> Fields<'a> {
     fn read_with_serde(text: &'a str) -> std::result::Result<Self, String> {
         let w: Wire<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let scalar = |raw: Option<&'a RawValue>| raw.map(scalar_text);
+        let bar = BarFields {
+            interval: w.interval,
+            start: scalar(w.start),
+            open: scalar(w.open),
+            high: scalar(w.high),
+            low: scalar(w.low),
+            close: scalar(w.close),
+            volume: scalar(w.volume),
+            vwap: scalar(w.vwap),
+            trade_count: w.trade_count,
+        };
         Ok(Self {
             kind: w.kind,
             symbol: w.symbol,
-            ts_event: scalar_text(w.ts_event),
+            ts_event: match w.ts_event {
+                Some(raw) => scalar_text(raw),
+                None => Err("missing".to_string()),
+            },
             price: scalar(w.price),
             size: scalar(w.size),
             bid: scalar(w.bid),
@@ -133,6 +186,7 @@ impl<'a> Fields<'a> {
             source: w.source,
             feed: w.feed,
             seq: w.seq,
+            bar: (bar != BarFields::default()).then(|| Box::new(bar)),
         })
     }
 }
@@ -193,11 +247,13 @@ fn encode_fields(
     batch: &mut Batch,
 ) -> std::result::Result<(), String> {
     let symbol = Symbol::normalize(&f.symbol).map_err(|e| e.to_string())?;
-    let ts_event = f
-        .ts_event
-        .as_ref()
-        .map_err(|e| format!("\"ts_event\": {e}"))?;
-    let ts_event = UnixNanos::parse(ts_event).map_err(|e| e.to_string())?;
+    let ts_event = || -> std::result::Result<UnixNanos, String> {
+        let text = f
+            .ts_event
+            .as_ref()
+            .map_err(|e| format!("\"ts_event\": {e}"))?;
+        UnixNanos::parse(text).map_err(|e| e.to_string())
+    };
     let source = match (rule, name(&f.source, "source")?) {
         (SourceRule::Default(default), named) => named.unwrap_or(default),
         (SourceRule::Only(only), Some(named)) if named != only => {
@@ -226,7 +282,7 @@ fn encode_fields(
             };
             batch.push_trade(&TradeRef {
                 symbol: &symbol,
-                ts_event,
+                ts_event: ts_event()?,
                 ts_recv,
                 price: price("price", &f.price)?,
                 size: qty("size", &f.size)?,
@@ -239,7 +295,7 @@ fn encode_fields(
         }
         "quote" => batch.push_quote(&QuoteRef {
             symbol: &symbol,
-            ts_event,
+            ts_event: ts_event()?,
             ts_recv,
             bid: price("bid", &f.bid)?,
             bid_size: qty("bid_size", &f.bid_size)?,
@@ -249,11 +305,60 @@ fn encode_fields(
             feed,
             seq: f.seq,
         }),
+        "bar" => {
+            let empty = BarFields::default();
+            let b = f.bar.as_deref().unwrap_or(&empty);
+            if f.ts_event.is_ok() {
+                return Err("a bar has \"start\", not \"ts_event\"".to_string());
+            }
+            let interval = b
+                .interval
+                .as_deref()
+                .ok_or("bar needs \"interval\"")?
+                .parse::<BarInterval>()
+                .map_err(|e| format!("\"interval\": {e}"))?;
+            let start = UnixNanos::parse(field(&b.start, "start", "bar")?)
+                .map_err(|e| format!("\"start\": {e}"))?;
+            let volume = Volume::parse(field(&b.volume, "volume", "bar")?)
+                .map_err(|e| format!("\"volume\": {e}"))?;
+            if volume.raw() < 0 {
+                return Err("\"volume\" must not be negative".to_string());
+            }
+            let vwap = match &b.vwap {
+                None => None,
+                raw => Some(price("vwap", raw)?),
+            };
+            batch.push(&Event::Bar(FedBar {
+                bar: Bar {
+                    symbol: Symbol::parse(&symbol).map_err(|e| e.to_string())?,
+                    interval,
+                    start,
+                    end: UnixNanos(start.0.saturating_add(interval.nanos())),
+                    open: price("open", &b.open)?,
+                    high: price("high", &b.high)?,
+                    low: price("low", &b.low)?,
+                    close: price("close", &b.close)?,
+                    volume,
+                    vwap,
+                    trade_count: b.trade_count,
+                    is_final: true,
+                    source: Some(Arc::from(source)),
+                },
+                ts_recv,
+                feed: Arc::from(feed),
+            }));
+        }
         other => {
             return Err(format!(
-                "unknown \"type\" {other:?}: expected \"trade\" or \"quote\""
+                "unknown \"type\" {other:?}: expected \"trade\", \"quote\" or \"bar\""
             ));
         }
+    }
+    if f.bar.is_some() && f.kind != "bar" {
+        return Err(format!(
+            "a {} has no bar fields (\"interval\", \"start\", \"open\", …)",
+            f.kind
+        ));
     }
     Ok(())
 }
@@ -378,6 +483,21 @@ pub fn to_json(event: &Event) -> String {
             );
             push_common(&mut out, &q.source, &q.feed, q.seq);
         }
+        Event::Bar(fed) => {
+            let b = &fed.bar;
+            let _ = write!(
+                out,
+                r#"{{"type":"bar","symbol":"{}","interval":"{}","start":{},"open":"{}","high":"{}","low":"{}","close":"{}","volume":"{}""#,
+                b.symbol, b.interval, b.start.0, b.open, b.high, b.low, b.close, b.volume
+            );
+            if let Some(vwap) = b.vwap {
+                let _ = write!(out, r#","vwap":"{vwap}""#);
+            }
+            if let Some(n) = b.trade_count {
+                let _ = write!(out, r#","trade_count":{n}"#);
+            }
+            push_common(&mut out, fed.source(), &fed.feed, None);
+        }
     }
     out.push('}');
     out
@@ -424,6 +544,69 @@ mod tests {
             &*t.source, "vendor-a",
             "the open endpoint keeps a named source"
         );
+    }
+
+    #[test]
+    fn reads_a_feeds_bar_and_writes_it_back_the_same() {
+        let line = r#"{"type":"bar","symbol":"nvda","interval":"1d","start":"2026-11-21T05:00:00Z","open":"180.1","high":183.25,"low":"179.5","close":"182","volume":"123456789","vwap":"181.04","trade_count":991222,"source":"polygon"}"#;
+        let events = parse_body(line, "http", UnixNanos(9)).unwrap();
+        let Event::Bar(fed) = &events[0] else {
+            panic!("a bar")
+        };
+        let b = &fed.bar;
+        assert_eq!(b.symbol.as_str(), "NVDA");
+        assert_eq!(b.interval, BarInterval::D1);
+        assert_eq!(b.start, UnixNanos::parse("2026-11-21T05:00:00Z").unwrap());
+        assert_eq!(b.end.0 - b.start.0, BarInterval::D1.nanos());
+        assert_eq!(b.high, Price::parse("183.25").unwrap());
+        assert_eq!(b.volume.to_string(), "123456789");
+        assert_eq!(b.vwap, Some(Price::parse("181.04").unwrap()));
+        assert_eq!(b.trade_count, Some(991_222));
+        assert_eq!(b.source.as_deref(), Some("polygon"));
+        assert_eq!(&*fed.feed, "polygon");
+        assert!(b.is_final);
+        let again = parse_body(&to_json(&events[0]), "other", UnixNanos(9)).unwrap();
+        assert_eq!(again, events, "a DLQ payload replays as the same bar");
+
+        let minimal = r#"{"type":"bar","symbol":"A","interval":"1m","start":60000000000,"open":1,"high":1,"low":1,"close":1,"volume":0}"#;
+        let Event::Bar(fed) = &parse_body(minimal, "http", UnixNanos(9)).unwrap()[0] else {
+            panic!("a bar")
+        };
+        assert_eq!((fed.bar.vwap, fed.bar.trade_count), (None, None));
+        assert_eq!(fed.source(), "http");
+    }
+
+    #[test]
+    fn a_bar_missing_or_mixing_fields_is_refused_with_the_key() {
+        let base = r#""symbol":"A","interval":"1d","start":1,"open":1,"high":1,"low":1,"close":1"#;
+        for (line, said) in [
+            (format!(r#"{{"type":"bar",{base}}}"#), "bar needs \"volume\""),
+            (
+                format!(r#"{{"type":"bar",{base},"volume":-1}}"#),
+                "\"volume\" must not be negative",
+            ),
+            (
+                format!(r#"{{"type":"bar",{base},"volume":1,"ts_event":1}}"#),
+                "a bar has \"start\"",
+            ),
+            (
+                r#"{"type":"bar","symbol":"A","interval":"2d","start":1,"open":1,"high":1,"low":1,"close":1,"volume":1}"#.to_string(),
+                "\"interval\"",
+            ),
+            (
+                r#"{"type":"trade","symbol":"A","ts_event":1,"price":"1","size":"1","interval":"1d"}"#.to_string(),
+                "a trade has no bar fields",
+            ),
+            (
+                r#"{"type":"trade","symbol":"A","price":"1","size":"1"}"#.to_string(),
+                "\"ts_event\": missing",
+            ),
+        ] {
+            let err = parse_body(&line, "http", UnixNanos(9))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(said), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const ROWS_WRITTEN_TOTAL: &str = "tickflow_lake_rows_written_total";
 pub const LAKE_FILES_TOTAL: &str = "tickflow_lake_files_written_total";
 pub const LAKE_FLUSHES_TOTAL: &str = "tickflow_lake_flushes_total";
 pub const LAKE_COMPACTED_FILES_TOTAL: &str = "tickflow_lake_compacted_files_total";
+pub const LAKE_COMPACTIONS_TOTAL: &str = "tickflow_lake_compactions_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "tickflow_http_requests_total";
 
 /// Counters keyed by one label value, e.g. `source` or `rule`.
@@ -215,6 +216,8 @@ pub struct Metrics {
     pub lake_flushes: AtomicU64,
     /// Small files merged away by compaction.
     pub lake_compacted_files: AtomicU64,
+    /// Compaction rounds run, whether or not they found files to merge.
+    pub lake_compactions: AtomicU64,
     pub http_requests: Labeled,
 }
 
@@ -385,6 +388,12 @@ impl Metrics {
                 "counter",
                 "Small Parquet files merged into larger ones by compaction.",
                 &self.lake_compacted_files,
+            ),
+            (
+                LAKE_COMPACTIONS_TOTAL,
+                "counter",
+                "Compaction rounds run, including those that found nothing to merge.",
+                &self.lake_compactions,
             ),
         ];
         for (name, kind, help, value) in plain {

@@ -24,6 +24,19 @@ fn price<T: Into<i128>>(values: impl Iterator<Item = T>) -> Result<ArrayRef> {
     decimal64(values.map(units).collect::<Result<Vec<i64>>>()?)
 }
 
+/// Prices that may be missing (a feed's bar without a VWAP).
+fn opt_price(values: impl Iterator<Item = Option<i64>>) -> Result<ArrayRef> {
+    let (p, s) = PRICE_DIGITS;
+    let array = values
+        .collect::<Decimal64Array>()
+        .with_precision_and_scale(p, s)
+        .map_err(|source| Error::Arrow {
+            table: "decimal",
+            source,
+        })?;
+    Ok(Arc::new(array))
+}
+
 /// Sums of sizes, which need more than 18 digits.
 fn volume(values: impl Iterator<Item = i128>) -> Result<ArrayRef> {
     let (p, s) = VOLUME_DIGITS;
@@ -209,9 +222,10 @@ pub(crate) fn bars(rows: &[&Bar]) -> Result<RecordBatch> {
             price(it().map(|b| b.low.raw()))?,
             price(it().map(|b| b.close.raw()))?,
             volume(it().map(|b| b.volume.raw()))?,
-            price(it().map(|b| b.vwap.raw()))?,
-            Arc::new(UInt64Array::from_iter_values(it().map(|b| b.trade_count))),
+            opt_price(it().map(|b| b.vwap.map(|p| p.raw())))?,
+            opt_u64(it().map(|b| b.trade_count)),
             Arc::new(it().map(|b| Some(b.is_final)).collect::<BooleanArray>()),
+            Arc::new(it().map(|b| b.source.as_deref()).collect::<StringArray>()),
         ],
     )
 }
@@ -268,12 +282,13 @@ pub(crate) fn dlq(rows: &[&DlqRecord]) -> Result<RecordBatch> {
     )
 }
 
-/// `batch` with its columns cast to `schema`'s types (the same batch if they already are):
-/// files written before prices were stored as 64-bit decimals carry DECIMAL128, and SQL
+/// `batch` with `schema`'s columns, matched by name and cast to its types (the same batch if
+/// they already are): files written before prices were stored as 64-bit decimals carry
+/// DECIMAL128, files from before a column was added lack it (it reads as null), and SQL
 /// reads unflushed rows in its own types.
 ///
 /// # Errors
-/// A column that does not cast to its field's type.
+/// A column that does not cast to its field's type, or a missing one that may not be null.
 pub fn cast_to(
     batch: &RecordBatch,
     schema: &SchemaRef,
@@ -281,11 +296,21 @@ pub fn cast_to(
     if batch.schema().fields() == schema.fields() {
         return Ok(batch.clone());
     }
-    let columns = batch
-        .columns()
+    let columns = schema
+        .fields()
         .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => arrow::compute::cast(column, field.data_type()),
+            // A column added since the file was written: null in every row, when it may be.
+            None if field.is_nullable() => Ok(arrow::array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+            None => Err(ArrowError::SchemaError(format!(
+                "no column {:?}",
+                field.name()
+            ))),
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     RecordBatch::try_new(Arc::clone(schema), columns)
 }

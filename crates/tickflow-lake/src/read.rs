@@ -146,9 +146,13 @@ pub fn rows_from_batch(
                 low: price(c.dec(6).value(row)),
                 close: price(c.dec(7).value(row)),
                 volume: volume(c.wide(8).value(row)),
-                vwap: price(c.dec(9).value(row)),
-                trade_count: c.u64(10).value(row),
+                vwap: {
+                    let col = c.dec(9);
+                    col.is_valid(row).then(|| price(col.value(row)))
+                },
+                trade_count: c.opt_u64(10, row),
                 is_final: batch.column(11).as_boolean().value(row),
+                source: c.opt_text(12, row).map(|s| shared(s, &mut source)),
             }),
             Table::DailyMetrics => rows.daily_metrics.push(DailyMetric {
                 symbol: c.symbol(0, row)?,

@@ -73,9 +73,12 @@ static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
             ("low", PRICE, false),
             ("close", PRICE, false),
             ("volume", VOLUME, false),
-            ("vwap", PRICE, false),
-            ("trade_count", UInt64, false),
+            ("vwap", PRICE, true),
+            ("trade_count", UInt64, true),
             ("final", Boolean, false),
+            // A feed's bars name their source; bars built from trades, and every bar of a
+            // lake from before feeds, read as null.
+            ("source", Utf8, true),
         ]),
         schema(vec![
             ("symbol", Utf8, false),

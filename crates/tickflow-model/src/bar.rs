@@ -1,5 +1,6 @@
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,10 @@ impl FromStr for BarInterval {
 }
 
 /// An OHLCV bar over `[start, end)`. Natural key: (symbol, interval, start).
+///
+/// Built here from trades, or received whole from a feed (a vendor's aggregate); `source`
+/// says which. A symbol's bars of one interval come from one of the two at a time: see
+/// `tickflow_process` for the rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bar {
     pub symbol: Symbol,
@@ -78,9 +83,13 @@ pub struct Bar {
     pub low: Price,
     pub close: Price,
     pub volume: Volume,
-    /// Volume-weighted average price, exact to 10^-9.
-    pub vwap: Price,
-    pub trade_count: u64,
-    /// True once the lateness budget has passed and the bar can no longer change.
+    /// Volume-weighted average price, exact to 10^-9; a feed's bar may not carry one.
+    pub vwap: Option<Price>,
+    /// Trades in the bar; a feed's bar may not say.
+    pub trade_count: Option<u64>,
+    /// True once the lateness budget has passed and the bar can no longer change. A feed's
+    /// bars are final as they arrive.
     pub is_final: bool,
+    /// The source a feed's bar came from; `None` for a bar built here from trades.
+    pub source: Option<Arc<str>>,
 }

@@ -24,11 +24,13 @@ pub enum RejectReason {
     OutOfRange,
     /// An alert a notifier could not deliver in all its attempts; the payload is the alert.
     DeliveryFailed,
+    /// A feed's bar whose high is below its open, close or low, or whose low is above them.
+    InconsistentBar,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that list zeros too.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         Self::Malformed,
         Self::NonPositivePrice,
         Self::ZeroSize,
@@ -37,6 +39,7 @@ impl RejectReason {
         Self::Late,
         Self::OutOfRange,
         Self::DeliveryFailed,
+        Self::InconsistentBar,
     ];
 
     /// The snake_case name stored in the `dlq.reason` column.
@@ -50,6 +53,7 @@ impl RejectReason {
             Self::Late => "late",
             Self::OutOfRange => "out_of_range",
             Self::DeliveryFailed => "delivery_failed",
+            Self::InconsistentBar => "inconsistent_bar",
         }
     }
 }

@@ -31,5 +31,5 @@ pub use fixed::{FIXED_SCALE, MAX_PRECISION, Price, Qty, Volume};
 pub use nanos::UnixNanos;
 pub use rows::Rows;
 pub use symbol::Symbol;
-pub use tick::{Event, Quote, Trade};
+pub use tick::{Event, FedBar, Quote, Trade};
 pub use trade_id::TradeId;

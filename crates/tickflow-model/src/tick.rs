@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Price, Qty, Symbol, TradeId, UnixNanos};
+use crate::{Bar, Price, Qty, Symbol, TradeId, UnixNanos};
 
 /// One trade print. Natural key: (source, symbol, ts_event, trade_id or seq).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,11 +38,28 @@ pub struct Quote {
     pub seq: Option<u64>,
 }
 
+/// A bar a source received whole: a vendor's aggregate, or a polled quote's price, high and
+/// low. Its `bar.source` is `Some(source)`. Natural key: (symbol, interval, start).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FedBar {
+    pub bar: Bar,
+    pub ts_recv: UnixNanos,
+    pub feed: Arc<str>,
+}
+
+impl FedBar {
+    /// The source it came from.
+    pub fn source(&self) -> &str {
+        self.bar.source.as_deref().unwrap_or_default()
+    }
+}
+
 /// Any market event a source can emit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     Trade(Trade),
     Quote(Quote),
+    Bar(FedBar),
 }
 
 impl Event {
@@ -52,15 +69,17 @@ impl Event {
         match self {
             Event::Trade(t) => &t.symbol,
             Event::Quote(q) => &q.symbol,
+            Event::Bar(b) => &b.bar.symbol,
         }
     }
 
-    /// The venue's timestamp.
+    /// The venue's timestamp; a bar's start.
     #[inline]
     pub fn ts_event(&self) -> UnixNanos {
         match self {
             Event::Trade(t) => t.ts_event,
             Event::Quote(q) => q.ts_event,
+            Event::Bar(b) => b.bar.start,
         }
     }
 
@@ -70,6 +89,7 @@ impl Event {
         match self {
             Event::Trade(t) => t.ts_recv,
             Event::Quote(q) => q.ts_recv,
+            Event::Bar(b) => b.ts_recv,
         }
     }
 
@@ -79,6 +99,7 @@ impl Event {
         match self {
             Event::Trade(t) => &t.source,
             Event::Quote(q) => &q.source,
+            Event::Bar(b) => b.source(),
         }
     }
 }

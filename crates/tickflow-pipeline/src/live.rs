@@ -137,9 +137,10 @@ mod tests {
             low: p,
             close: p,
             volume: Volume::default(),
-            vwap: p,
-            trade_count: 1,
+            vwap: Some(p),
+            trade_count: Some(1),
             is_final,
+            source: None,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct Status {
     pub duplicates: u64,
     pub alerts: u64,
     pub flushes: u64,
+    /// Compaction rounds run so far, including those held back by a sink's position.
+    pub compactions: u64,
     pub published_flush: u64,
     pub latency_p50_seconds: Option<f64>,
     pub latency_p99_seconds: Option<f64>,
@@ -444,6 +446,7 @@ impl Pipeline {
             duplicates: m.duplicates.load(Ordering::Relaxed),
             alerts: m.alerts.total(),
             flushes: m.lake_flushes.load(Ordering::Relaxed),
+            compactions: m.lake_compactions.load(Ordering::Relaxed),
             published_flush: self.inner.live().published_seq,
             latency_p50_seconds: m.latency.quantile(0.5),
             latency_p99_seconds: m.latency.quantile(0.99),
@@ -782,7 +785,16 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
 /// Merges small lake files of committed flushes that every sink has written. A failure is
 /// logged and counted, and the files stay as they were: compaction only ever makes queries
 /// faster.
+/// The round is counted once it has ended, so whoever sees the count also sees its files.
 fn compact(inner: &Inner, committed_seq: u64) {
+    compact_round(inner, committed_seq);
+    inner
+        .metrics
+        .lake_compactions
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+fn compact_round(inner: &Inner, committed_seq: u64) {
     let mut committed_seq = inner.sinks.compaction_limit(committed_seq);
     if let Some(n) = inner.notifiers.get() {
         committed_seq = n.compaction_limit(committed_seq);

@@ -20,6 +20,11 @@ pub struct OpenBar {
 }
 
 impl OpenBar {
+    /// A bar as an older checkpoint stored it.
+    pub(crate) fn from_parts(bar: Bar, notional: i128) -> Self {
+        Self { bar, notional }
+    }
+
     fn new(symbol: &Symbol, interval: BarInterval, trade: &Trade) -> Self {
         let start = interval.start_of(trade.ts_event);
         let mut volume = Volume::default();
@@ -34,9 +39,10 @@ impl OpenBar {
             low: trade.price,
             close: trade.price,
             volume,
-            vwap: trade.price,
-            trade_count: 1,
+            vwap: Some(trade.price),
+            trade_count: Some(1),
             is_final: false,
+            source: None,
         };
         Self {
             bar,
@@ -59,7 +65,7 @@ impl OpenBar {
         b.high = b.high.max(trade.price);
         b.low = b.low.min(trade.price);
         b.volume.add(trade.size);
-        b.trade_count += 1;
+        b.trade_count = Some(b.trade_count.unwrap_or(0) + 1);
         // Saturates instead of wrapping: only absurd bars (≈170 trades near 10⁹ × 10⁹) get there.
         self.notional = self
             .notional
@@ -71,7 +77,7 @@ impl OpenBar {
         let mut bar = self.bar.clone();
         let precision = bar.open.precision().max(bar.close.precision()).max(2) + 2;
         if let Some(vwap) = Price::from_ratio(self.notional, bar.volume.raw(), precision.min(9)) {
-            bar.vwap = vwap;
+            bar.vwap = Some(vwap);
         }
         bar.is_final = is_final;
         bar
@@ -85,6 +91,22 @@ pub struct IntervalBars {
 }
 
 impl IntervalBars {
+    /// Open bars as an older checkpoint stored them.
+    pub(crate) fn from_parts(open: VecDeque<(OpenBar, i64, i64)>) -> Self {
+        Self { open }
+    }
+
+    /// Hands this interval over to a feed whose first bar starts at `start`: bars that end by
+    /// then are emitted final, as they would have been; the rest are the feed's to send, and
+    /// are dropped.
+    pub fn hand_over(&mut self, start: i64, out: &mut Vec<Bar>) {
+        for (b, _, _) in self.open.drain(..) {
+            if b.bar.end.0 <= start {
+                out.push(b.snapshot(true));
+            }
+        }
+    }
+
     /// Adds a trade to its bar, opening one if needed.
     pub fn add(&mut self, symbol: &Symbol, interval: BarInterval, trade: &Trade) {
         let ts = trade.ts_event.0;
@@ -168,7 +190,7 @@ mod tests {
         }
         let got: Vec<(i64, String, u64)> = bars
             .open_bars()
-            .map(|b| (b.start.0, b.volume.to_string(), b.trade_count))
+            .map(|b| (b.start.0, b.volume.to_string(), b.trade_count.unwrap()))
             .collect();
         assert_eq!(
             got,

@@ -15,7 +15,7 @@ use tickflow_core::hash::{StableBuild, stable_hash};
 const SLICE_BITS: u32 = 28;
 
 /// The natural key of an event, hashed: trade = (source, ts_event, trade_id or seq), quote =
-/// (source, ts_event, seq). When a trade has neither id nor seq (or a quote no seq), its
+/// (source, ts_event, seq), bar = (symbol, interval, start). When a trade has neither id nor seq (or a quote no seq), its
 /// prices and sizes stand in, so identical redeliveries still collapse.
 pub fn natural_key(event: &Event) -> u64 {
     match event {
@@ -44,6 +44,14 @@ pub fn natural_key(event: &Event) -> u64 {
                 ],
             ),
         },
+        Event::Bar(b) => stable_hash(
+            &[
+                b"b",
+                b.bar.symbol.as_str().as_bytes(),
+                b.bar.interval.as_str().as_bytes(),
+            ],
+            &[b.bar.start.0],
+        ),
     }
 }
 

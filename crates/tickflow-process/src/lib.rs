@@ -1,7 +1,8 @@
 //! Pure, synchronous processing of market events: [`validate`] rejects bad ticks with a
 //! reason, [`dedupe`] drops redeliveries by natural key, [`bars`] builds OHLCV bars from event
-//! time with a lateness budget, [`daily`] turns final daily bars into metrics, and [`alerts`]
-//! evaluates threshold rules and the spike detector.
+//! time with a lateness budget, [`origin`] decides between those and a feed's own bars,
+//! [`daily`] turns final daily bars into metrics, and [`alerts`] evaluates threshold rules
+//! and the spike detector.
 //!
 //! No I/O, no async, no clock: time comes in with the events and with the `now` the caller
 //! passes, so the same input always gives the same output, which is what makes a replay
@@ -12,6 +13,8 @@ pub mod alerts;
 pub mod bars;
 pub mod daily;
 pub mod dedupe;
+mod legacy;
+pub mod origin;
 
 mod processor;
 pub mod validate;

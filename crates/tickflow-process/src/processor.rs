@@ -2,12 +2,16 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tickflow_core::ingest;
-use tickflow_model::{Bar, BarInterval, DlqRecord, Event, RejectReason, Rows, Symbol, UnixNanos};
+use tickflow_model::{
+    Bar, BarInterval, DlqRecord, Event, FedBar, RejectReason, Rows, Symbol, UnixNanos,
+};
 
 use crate::alerts::{self, AlertState, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
 use crate::daily::DailyState;
-use crate::dedupe::{DedupeWindow, LegacyWindow, natural_key};
+use crate::dedupe::{DedupeWindow, natural_key};
+use crate::legacy;
+use crate::origin::{Origin, Verdict};
 use crate::validate::{self, Limits};
 use tickflow_core::hash::StableBuild;
 
@@ -41,13 +45,15 @@ pub struct Output {
 
 /// Everything one symbol's processing remembers.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct SymbolState {
+pub(crate) struct SymbolState {
     /// Newest event time seen (trades and quotes).
-    watermark: i64,
-    dedupe: DedupeWindow,
-    bars: [IntervalBars; 5],
-    daily: DailyState,
-    alerts: AlertState,
+    pub(crate) watermark: i64,
+    pub(crate) dedupe: DedupeWindow,
+    pub(crate) bars: [IntervalBars; 5],
+    pub(crate) daily: DailyState,
+    pub(crate) alerts: AlertState,
+    /// Per interval, whether its bars are built from trades or come from a feed.
+    pub(crate) origins: [Origin; 5],
 }
 
 /// The processor's whole state, checkpointed with the log offset it corresponds to.
@@ -70,38 +76,22 @@ impl State {
     pub fn deserialize_v1<'de, D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> Result<State, D::Error> {
-        let v1 = StateV1::deserialize(deserializer)?;
-        let symbols = v1
-            .symbols
-            .into_iter()
-            .map(|(symbol, s)| {
-                let state = SymbolState {
-                    watermark: s.watermark,
-                    dedupe: s.dedupe.0,
-                    bars: s.bars,
-                    daily: s.daily,
-                    alerts: s.alerts,
-                };
-                (symbol, state)
-            })
-            .collect();
-        Ok(State { symbols })
+        legacy::StateV1::deserialize(deserializer).map(Into::into)
     }
-}
 
-/// [`SymbolState`] as checkpoint format 1 laid it out: the same fields in the same order.
-#[derive(Deserialize)]
-struct SymbolStateV1 {
-    watermark: i64,
-    dedupe: LegacyWindow,
-    bars: [IntervalBars; 5],
-    daily: DailyState,
-    alerts: AlertState,
-}
+    /// Reads a state in the layout of checkpoint format 2, from before bars came from feeds.
+    ///
+    /// # Errors
+    /// The deserializer's, for bytes that are not such a state.
+    pub fn deserialize_v2<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<State, D::Error> {
+        legacy::StateV2::deserialize(deserializer).map(Into::into)
+    }
 
-#[derive(Deserialize)]
-struct StateV1 {
-    symbols: HashMap<Symbol, SymbolStateV1, StableBuild>,
+    pub(crate) fn from_symbols(symbols: HashMap<Symbol, SymbolState, StableBuild>) -> Self {
+        Self { symbols }
+    }
 }
 
 /// Validates, dedupes and aggregates events one at a time; see the crate docs.
@@ -135,6 +125,10 @@ impl Processor {
                 .push(dlq_row(&event, offset, reason, error, now));
             return;
         }
+        let event = match event {
+            Event::Bar(fed) => return self.process_fed_bar(offset, fed, now, out),
+            other => other,
+        };
         let lateness = self.config.lateness_nanos;
         let ts = event.ts_event().0;
         let state = match self.state.symbols.get_mut(event.symbol()) {
@@ -172,8 +166,14 @@ impl Processor {
         }
         match event {
             Event::Trade(trade) => {
-                for (interval, bars) in BarInterval::ALL.into_iter().zip(state.bars.iter_mut()) {
-                    bars.add(&trade.symbol, interval, &trade);
+                for ((interval, bars), origin) in BarInterval::ALL
+                    .into_iter()
+                    .zip(state.bars.iter_mut())
+                    .zip(&state.origins)
+                {
+                    if origin.built_from_trades() {
+                        bars.add(&trade.symbol, interval, &trade);
+                    }
                 }
                 alerts::evaluate(
                     &mut state.alerts,
@@ -185,18 +185,59 @@ impl Processor {
                 out.rows.trades.push(trade);
             }
             Event::Quote(quote) => out.rows.quotes.push(quote),
+            Event::Bar(_) => {}
         }
         if advanced {
             let first_new = out.rows.bars.len();
             for bars in &mut state.bars {
                 bars.close_until(state.watermark, lateness, &mut out.rows.bars);
             }
-            for bar in &out.rows.bars[first_new..] {
+            state.emitted(first_new, out);
+        }
+    }
+
+    /// A bar a feed sent whole: stored, kept out as a duplicate, or refused, by the rule in
+    /// [`crate::origin`]; a daily one also gives the day's metrics.
+    fn process_fed_bar(
+        &mut self,
+        offset: Option<u64>,
+        fed: FedBar,
+        now: UnixNanos,
+        out: &mut Output,
+    ) {
+        let bar = fed.bar;
+        let state = match self.state.symbols.get_mut(&bar.symbol) {
+            Some(s) => s,
+            None => self.state.symbols.entry(bar.symbol.clone()).or_default(),
+        };
+        let i = interval_index(bar.interval);
+        match state.origins[i].feed(bar.start.0, bar.end.0) {
+            Verdict::Duplicate => out.duplicates += 1,
+            Verdict::BeforeFirst { first } => {
+                let error = format!(
+                    "this {} bar starts at {}, before {}'s first bar from a feed ({}): a feed's bars must arrive in time order, history first",
+                    bar.interval,
+                    bar.start,
+                    bar.symbol,
+                    UnixNanos(first)
+                );
+                let event = Event::Bar(FedBar { bar, ..fed });
+                out.rows
+                    .dlq
+                    .push(dlq_row(&event, offset, RejectReason::Late, error, now));
+            }
+            Verdict::Store { takes_over } => {
+                if takes_over {
+                    let first_new = out.rows.bars.len();
+                    state.bars[i].hand_over(bar.start.0, &mut out.rows.bars);
+                    state.emitted(first_new, out);
+                }
                 if bar.interval == BarInterval::D1 {
                     out.rows
                         .daily_metrics
-                        .push(state.daily.on_final_daily_bar(bar));
+                        .push(state.daily.on_final_daily_bar(&bar));
                 }
+                out.rows.bars.push(bar);
             }
         }
     }
@@ -249,6 +290,29 @@ impl Processor {
             .flat_map(|s| s.bars.iter().flat_map(IntervalBars::open_bars))
             .collect()
     }
+}
+
+impl SymbolState {
+    /// Bookkeeping for the built bars just emitted from `first_new` on: their origin's span,
+    /// and a daily one's metrics.
+    fn emitted(&mut self, first_new: usize, out: &mut Output) {
+        for bar in &out.rows.bars[first_new..] {
+            self.origins[interval_index(bar.interval)].built(bar.start.0, bar.end.0);
+            if bar.interval == BarInterval::D1 {
+                out.rows
+                    .daily_metrics
+                    .push(self.daily.on_final_daily_bar(bar));
+            }
+        }
+    }
+}
+
+/// Where `interval` sits in a symbol's per-interval arrays, which follow [`BarInterval::ALL`].
+fn interval_index(interval: BarInterval) -> usize {
+    BarInterval::ALL
+        .iter()
+        .position(|i| *i == interval)
+        .unwrap_or(0)
 }
 
 fn dlq_row(

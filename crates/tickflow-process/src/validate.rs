@@ -46,6 +46,13 @@ pub fn check(event: &Event, limits: &Limits) -> Result<(), (RejectReason, String
                 || too_big(q.bid_size.raw().into())
                 || too_big(q.ask_size.raw().into())
         }
+        Event::Bar(fed) => {
+            let b = &fed.bar;
+            [b.open, b.high, b.low, b.close]
+                .into_iter()
+                .chain(b.vwap)
+                .any(|p| too_big(p.raw().into()))
+        }
     };
     if out_of_range {
         return Err((
@@ -76,6 +83,24 @@ pub fn check(event: &Event, limits: &Limits) -> Result<(), (RejectReason, String
                 return Err((
                     RejectReason::CrossedQuote,
                     format!("bid {} is above ask {}", q.bid, q.ask),
+                ));
+            }
+        }
+        Event::Bar(fed) => {
+            let b = &fed.bar;
+            if b.low.raw() <= 0 {
+                return Err((
+                    RejectReason::NonPositivePrice,
+                    format!("low {} is not positive", b.low),
+                ));
+            }
+            if b.high < b.open.max(b.close).max(b.low) || b.low > b.open.min(b.close) {
+                return Err((
+                    RejectReason::InconsistentBar,
+                    format!(
+                        "open {} high {} low {} close {}: the high must be the highest and the low the lowest",
+                        b.open, b.high, b.low, b.close
+                    ),
                 ));
             }
         }

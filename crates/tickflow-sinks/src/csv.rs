@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tickflow_core::sink::{Flush, Sink, SinkError};
-use tickflow_model::{Date, Rows};
+use tickflow_model::{Date, Price, Rows};
 
 use crate::{Error, Result};
 
@@ -45,6 +45,7 @@ const HEADERS: [&[&str]; 6] = [
         "vwap",
         "trade_count",
         "final",
+        "source",
     ],
     &[
         "symbol",
@@ -373,9 +374,10 @@ fn encode(rows: &Rows, tables: &[&str]) -> Result<BTreeMap<String, FileRows>> {
                 show b.low.normalized(),
                 show b.close.normalized(),
                 show b.volume.normalized(),
-                show b.vwap.normalized(),
-                show b.trade_count,
+                maybe b.vwap.map(Price::normalized),
+                maybe b.trade_count,
                 show b.is_final,
+                maybe b.source.as_deref(),
             ])?;
         }
     }

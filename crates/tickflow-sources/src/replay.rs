@@ -6,7 +6,9 @@
 //! `YYYY-MM-DD` file name, as the lake and the CSV sink write them), and each day's events are
 //! sorted by event time, so a whole lake replays in bounded memory and builds the same bars.
 //! Files that name no day are read together, after the days.
-//! Only trades and quotes are read: bars, daily metrics and alerts are derived again.
+//! Trades, quotes and a feed's bars (those with a `source`) are read; bars built from trades,
+//! daily metrics and alerts are derived again. A feed's bar is replayed at its end, when it
+//! was complete, not at its start.
 //!
 //! Events keep the `source`, `feed` and sequence numbers they were recorded with (NDJSON lines
 //! without a `source` get the replay's id), so their natural keys are the original ones. Their
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use tickflow_core::codec::{Batch, Rejected};
 use tickflow_core::source::{Source, SourceContext, SourceError};
 use tickflow_lake::{Rows, Table};
-use tickflow_model::{Event, UnixNanos};
+use tickflow_model::{Bar, Event, FedBar, UnixNanos};
 
 use crate::Error;
 
@@ -127,16 +129,24 @@ pub fn read_day(files: &[PathBuf], default_source: &str) -> Result<Vec<Item>, Er
     let now = UnixNanos::now();
     for file in files {
         match format_of(file) {
-            Some(Format::Parquet) => read_parquet(file, &mut events, &mut unreadable),
+            Some(Format::Parquet) => read_parquet(file, now, &mut events, &mut unreadable),
             Some(Format::Csv) => read_csv(file, default_source, now, &mut events, &mut unreadable)?,
             Some(Format::Json) | None => {
                 read_json(file, default_source, now, &mut events, &mut unreadable)?
             }
         }
     }
-    events.sort_by_key(Event::ts_event);
+    events.sort_by_key(replay_time);
     unreadable.extend(events.into_iter().map(Item::Event));
     Ok(unreadable)
+}
+
+/// When an event happened: a feed's bar once its window had closed.
+pub fn replay_time(event: &Event) -> UnixNanos {
+    match event {
+        Event::Bar(b) => b.bar.end,
+        other => other.ts_event(),
+    }
 }
 
 /// The ingest error of one line read on its own, without its "line 1: ": the file's own
@@ -191,7 +201,7 @@ fn unreadable(place: String, error: impl ToString, mut payload: String) -> Item 
     }
 }
 
-fn read_parquet(file: &Path, events: &mut Vec<Event>, bad: &mut Vec<Item>) {
+fn read_parquet(file: &Path, now: UnixNanos, events: &mut Vec<Event>, bad: &mut Vec<Item>) {
     // The lake's layout names the table: lake/<table>/date=…/…; derived tables are skipped.
     let parts: Vec<&str> = file.iter().filter_map(|p| p.to_str()).collect();
     let lake_table = parts
@@ -201,6 +211,7 @@ fn read_parquet(file: &Path, events: &mut Vec<Event>, bad: &mut Vec<Item>) {
     let table = match lake_table {
         Some("trades") => Some(Table::Trades),
         Some("quotes") => Some(Table::Quotes),
+        Some("bars") => Some(Table::Bars),
         Some(_) => return,
         None => None,
     };
@@ -219,6 +230,19 @@ fn read_parquet(file: &Path, events: &mut Vec<Event>, bad: &mut Vec<Item>) {
     }
     events.extend(rows.trades.into_iter().map(Event::Trade));
     events.extend(rows.quotes.into_iter().map(Event::Quote));
+    events.extend(fed_bars(rows.bars, now));
+}
+
+/// The bars of `bars` a feed sent, as the events they came in as; built ones are left out.
+fn fed_bars(bars: Vec<Bar>, now: UnixNanos) -> impl Iterator<Item = Event> {
+    bars.into_iter().filter_map(move |bar| {
+        let feed = bar.source.clone()?;
+        Some(Event::Bar(FedBar {
+            bar,
+            ts_recv: now,
+            feed,
+        }))
+    })
 }
 
 fn read_json(
@@ -261,7 +285,8 @@ fn read_json(
 }
 
 /// CSV with a header naming the table's columns (as the CSV sink writes them): trades have
-/// `price` and `size`, quotes `bid` and `ask`. Each row is read as the ingest format reads an
+/// `price` and `size`, quotes `bid` and `ask`, bars `interval` and `open` (only rows with a
+/// `source`, a feed's, are read). Each row is read as the ingest format reads an
 /// event, so the same rules and messages apply; `ts_recv` is not read.
 fn read_csv(
     file: &Path,
@@ -284,6 +309,8 @@ fn read_csv(
         "trade"
     } else if has("bid") && has("ask") {
         "quote"
+    } else if has("interval") && has("open") && has("source") {
+        "bar"
     } else {
         tracing::info!(file = %file.display(), "not trades or quotes; skipped");
         return Ok(());
@@ -303,11 +330,21 @@ fn read_csv(
         };
         let mut object = serde_json::Map::new();
         object.insert("type".into(), kind.into());
+        let built_bar = kind == "bar"
+            && header
+                .iter()
+                .zip(record.iter())
+                .any(|(name, value)| name == "source" && value.is_empty());
+        if built_bar {
+            continue;
+        }
         for (name, value) in header.iter().zip(record.iter()) {
-            if value.is_empty() || name == "ts_recv" || name == "type" {
+            // What the table derives (a bar's end, whether it is final) is not input.
+            let derived = ["ts_recv", "type", "end", "final"].contains(&name);
+            if value.is_empty() || derived {
                 continue;
             }
-            let value = if name == "seq" {
+            let value = if name == "seq" || name == "trade_count" {
                 value
                     .parse::<u64>()
                     .map_or_else(|_| serde_json::Value::from(value), serde_json::Value::from)
@@ -355,7 +392,7 @@ impl ReplaySource {
                 let now = UnixNanos::now();
                 match item {
                     Item::Event(mut event) => {
-                        if let Some(due) = pace.as_mut().and_then(|p| p.due(event.ts_event())) {
+                        if let Some(due) = pace.as_mut().and_then(|p| p.due(replay_time(&event))) {
                             flush(ctx, &mut batch)?;
                             pause_until(ctx, due);
                         }
@@ -394,6 +431,7 @@ fn set_recv(event: &mut Event, now: UnixNanos) {
     match event {
         Event::Trade(t) => t.ts_recv = now,
         Event::Quote(q) => q.ts_recv = now,
+        Event::Bar(b) => b.ts_recv = now,
     }
 }
 

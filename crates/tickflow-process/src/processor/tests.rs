@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tickflow_model::{Price, Qty, Quote, Severity, Trade};
+use tickflow_model::{Price, Qty, Quote, Severity, Trade, Volume};
 
 use super::*;
 use crate::alerts::Condition;
@@ -95,14 +95,15 @@ fn builds_exact_ohlcv_bars_and_finalizes_after_lateness() {
         )
     );
     assert_eq!(b.volume.raw(), 6 * SEC as i128);
-    assert_eq!(b.trade_count, 3);
+    assert_eq!(b.trade_count, Some(3));
     // (10*1 + 12.5*3 + 9*2) / 6 = 65.5 / 6 = 10.91666…
-    assert_eq!(b.vwap.raw(), 10_916_666_667);
+    assert_eq!(b.vwap.map(Price::raw), Some(10_916_666_667));
+    assert_eq!(b.source, None, "built from trades");
     assert!(b.is_final);
     let open = p.open_bars();
     assert!(
         open.iter()
-            .any(|b| b.interval == BarInterval::D1 && !b.is_final && b.trade_count == 5)
+            .any(|b| b.interval == BarInterval::D1 && !b.is_final && b.trade_count == Some(5))
     );
 }
 
@@ -132,7 +133,7 @@ fn late_ticks_go_to_the_dlq_never_into_bars() {
     let out = run(&mut p, vec![trade("A", T0 + 60 * SEC, "1", "1", 4)]);
     let s1 = bars_of(&out, BarInterval::S1);
     assert_eq!(
-        s1.iter().map(|b| b.trade_count).sum::<u64>(),
+        s1.iter().filter_map(|b| b.trade_count).sum::<u64>(),
         2,
         "the late trade is in no bar"
     );
@@ -195,6 +196,175 @@ fn bad_ticks_get_their_reasons() {
         1,
         "a locked quote (bid == ask) is valid"
     );
+}
+
+const DAY: i64 = 86_400 * SEC;
+
+/// A feed's daily bar for day `d` after T0 (starting 05:00 UTC, as US vendors' do).
+fn fed_day(sym: &str, d: i64, ohlc: [&str; 4], volume: &str) -> Event {
+    let start = T0 + d * DAY + 5 * 3600 * SEC;
+    Event::Bar(FedBar {
+        bar: Bar {
+            symbol: Symbol::parse(sym).unwrap(),
+            interval: BarInterval::D1,
+            start: UnixNanos(start),
+            end: UnixNanos(start + DAY),
+            open: Price::parse(ohlc[0]).unwrap(),
+            high: Price::parse(ohlc[1]).unwrap(),
+            low: Price::parse(ohlc[2]).unwrap(),
+            close: Price::parse(ohlc[3]).unwrap(),
+            volume: Volume::parse(volume).unwrap(),
+            vwap: None,
+            trade_count: None,
+            is_final: true,
+            source: Some(Arc::from("polygon")),
+        },
+        ts_recv: UnixNanos(T0 + 30 * DAY),
+        feed: Arc::from("polygon"),
+    })
+}
+
+#[test]
+fn a_feeds_daily_bars_give_the_daily_metrics_by_hand() {
+    let mut p = Processor::new(ProcessorConfig::default());
+    let series = [
+        ["100", "110", "95", "105"],
+        ["105", "108", "100", "102"],
+        ["102", "110", "101", "108"],
+        ["108", "112", "107", "111"],
+        ["111", "112", "98", "99"],
+        ["99", "121", "99", "120"],
+    ];
+    let events = (0..6)
+        .map(|d| fed_day("NVDA", d, series[d as usize], "1000000.5"))
+        .collect();
+    let out = run(&mut p, events);
+    assert_eq!(out.rows.bars.len(), 6, "every bar stored as sent");
+    assert!(
+        out.rows
+            .bars
+            .iter()
+            .all(|b| b.source.as_deref() == Some("polygon"))
+    );
+    let m = &out.rows.daily_metrics;
+    assert_eq!(m.len(), 6);
+    assert_eq!(m[0].date.to_string(), "2026-11-22");
+    assert_eq!(m[5].date.to_string(), "2026-11-27");
+    // volatility = (high − low) / close × 100
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-9;
+    assert!(close(m[0].volatility, 15.0 / 105.0 * 100.0));
+    assert!(close(m[4].volatility, 14.0 / 99.0 * 100.0));
+    assert!(close(m[5].volatility, 22.0 / 120.0 * 100.0));
+    // daily % change, close to close
+    assert_eq!(m[0].daily_pct_change, None);
+    assert!(close(m[1].daily_pct_change.unwrap(), -3.0 / 105.0 * 100.0));
+    assert!(close(m[5].daily_pct_change.unwrap(), 21.0 / 99.0 * 100.0));
+    // 5-day average of closes, exact: (105 + 102 + 108 + 111 + 99) / 5 = 105, then
+    // (102 + 108 + 111 + 99 + 120) / 5 = 108; on day 2, (105 + 102) / 2 = 103.5
+    assert_eq!(m[1].rolling_avg_5d.raw(), 103_500_000_000);
+    assert_eq!(m[4].rolling_avg_5d.raw(), 105_000_000_000);
+    assert_eq!(m[5].rolling_avg_5d.raw(), 108_000_000_000);
+    assert_eq!(m[5].volume.to_string(), "1000000.5");
+
+    // Sent again (a rerun backfill): nothing stored twice, nothing computed twice.
+    let again = run(&mut p, vec![fed_day("NVDA", 3, series[3], "1")]);
+    assert_eq!(again.duplicates, 1);
+    assert!(again.rows.bars.is_empty() && again.rows.daily_metrics.is_empty());
+    // Before the feed's first bar: refused, with the order rule in the reason.
+    let early = run(&mut p, vec![fed_day("NVDA", -1, series[0], "1")]);
+    assert_eq!(early.rows.dlq.len(), 1);
+    assert_eq!(early.rows.dlq[0].reason, RejectReason::Late);
+    assert!(
+        early.rows.dlq[0].error.contains("time order"),
+        "{}",
+        early.rows.dlq[0].error
+    );
+    assert!(early.rows.dlq[0].payload.contains(r#""type":"bar""#));
+}
+
+#[test]
+fn a_feed_takes_an_interval_over_from_trades_and_no_bar_is_counted_twice() {
+    let mut p = Processor::new(ProcessorConfig::default());
+    // Trades on day 0 and day 1: day 0's built daily bar is final once day 1's trades pass
+    // its end; day 1's is still open.
+    let mut events = vec![
+        trade("NVDA", T0 + 3600 * SEC, "100", "1", 1),
+        trade("NVDA", T0 + 7200 * SEC, "104", "1", 2),
+        trade("NVDA", T0 + DAY + 3600 * SEC, "106", "1", 3),
+        trade("NVDA", T0 + DAY + 3660 * SEC, "107", "1", 4),
+    ];
+    // The feed's bar for day 0 (05:00 UTC start) overlaps day 0's built bar: kept out.
+    events.push(fed_day("NVDA", 0, ["100", "105", "99", "104"], "9"));
+    // Day 1's: the feed takes the daily interval over; day 1's open built bar is dropped.
+    events.push(fed_day("NVDA", 1, ["106", "110", "105", "109"], "9"));
+    // Trades on day 2 still make trades and minute bars, but no daily bar.
+    events.push(trade("NVDA", T0 + 2 * DAY + 3600 * SEC, "111", "1", 5));
+    events.push(trade("NVDA", T0 + 2 * DAY + 7200 * SEC, "112", "1", 6));
+    events.push(trade("NVDA", T0 + 3 * DAY + 3600 * SEC, "113", "1", 7));
+    let out = run(&mut p, events);
+    let daily = bars_of(&out, BarInterval::D1);
+    let got: Vec<(i64, Option<&str>, String)> = daily
+        .iter()
+        .map(|b| {
+            (
+                (b.start.0 - T0) / 3600 / SEC,
+                b.source.as_deref(),
+                b.close.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, None, "104".to_string()),
+            (24 + 5, Some("polygon"), "109".to_string())
+        ],
+        "day 0 built, day 1 from the feed, day 2 from nobody until the feed sends it"
+    );
+    assert_eq!(out.duplicates, 1, "the feed's day 0");
+    assert_eq!(out.rows.trades.len(), 7);
+    assert!(
+        bars_of(&out, BarInterval::M1).len() >= 5,
+        "minute bars are still built from trades"
+    );
+    let closes: Vec<String> = out
+        .rows
+        .daily_metrics
+        .iter()
+        .map(|m| m.close.to_string())
+        .collect();
+    assert_eq!(
+        closes,
+        ["104", "109"],
+        "daily metrics follow whichever bar stands"
+    );
+    assert!(
+        !p.open_bars().iter().any(|b| b.interval == BarInterval::D1),
+        "no daily bar is built any more"
+    );
+}
+
+#[test]
+fn a_feeds_bar_that_cannot_be_is_refused_with_its_reason() {
+    let mut p = Processor::new(ProcessorConfig::default());
+    let out = run(
+        &mut p,
+        vec![
+            fed_day("A", 0, ["10", "9", "8", "9.5"], "1"),
+            fed_day("A", 1, ["10", "11", "10.5", "10.6"], "1"),
+            fed_day("A", 2, ["10", "11", "0", "10"], "1"),
+        ],
+    );
+    let reasons: Vec<RejectReason> = out.rows.dlq.iter().map(|d| d.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            RejectReason::InconsistentBar,
+            RejectReason::InconsistentBar,
+            RejectReason::NonPositivePrice
+        ]
+    );
+    assert!(out.rows.bars.is_empty() && out.rows.daily_metrics.is_empty());
 }
 
 #[test]

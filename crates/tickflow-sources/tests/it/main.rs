@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tickflow_core::contract::{check_source, sample_rows};
 use tickflow_model::Event;
-use tickflow_sources::{ReplaySource, SimSymbol, SimulatorConfig, SimulatorSource};
+use tickflow_sources::{ReplaySource, SimSymbol, SimulatorConfig, SimulatorSource, replay};
 
 #[test]
 fn simulator_meets_the_source_contract() {
@@ -76,23 +76,33 @@ fn replay_reads_every_format_day_by_day_in_event_time_order() {
         "{:?}",
         appended.rejected
     );
-    // 6 trades and 6 quotes from the lake (2026-11-24), 2 NDJSON trades, 2 CSV trades (the
-    // negative price is for processing to reject, with its reason).
-    assert_eq!(appended.events.len(), 16);
+    // 6 trades, 6 quotes and a feed's 2 bars from the lake (2026-11-24; its bars built from
+    // trades are derived again, not read), 2 NDJSON trades, 2 CSV trades (the negative price
+    // is for processing to reject, with its reason).
+    assert_eq!(appended.events.len(), 18);
+    let fed: Vec<&str> = appended
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Bar(b) => Some(b.source()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fed, ["contract:feed", "contract:feed"]);
     let day = |e: &Event| e.ts_event().date().to_string();
     let days: Vec<String> = appended.events.iter().map(day).collect();
-    assert!(days[..14].iter().all(|d| d == "2026-11-24"), "{days:?}");
-    assert!(days[14..].iter().all(|d| d == "2026-11-25"), "{days:?}");
+    assert!(days[..16].iter().all(|d| d == "2026-11-24"), "{days:?}");
+    assert!(days[16..].iter().all(|d| d == "2026-11-25"), "{days:?}");
     for pair in appended.events.windows(2) {
         if day(&pair[0]) == day(&pair[1]) {
             assert!(
-                pair[0].ts_event() <= pair[1].ts_event(),
-                "event-time order within a day"
+                replay::replay_time(&pair[0]) <= replay::replay_time(&pair[1]),
+                "event-time order within a day, a bar at its end"
             );
         }
     }
     // Recorded names and sequence numbers are kept; lines that name no source get the id.
-    let Event::Trade(csv_trade) = &appended.events[15] else {
+    let Event::Trade(csv_trade) = &appended.events[17] else {
         panic!("a trade")
     };
     assert_eq!(&*csv_trade.source, "alpaca");

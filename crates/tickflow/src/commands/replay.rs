@@ -130,7 +130,10 @@ fn to_url(args: &ReplayArgs, url: &str) -> anyhow::Result<ExitCode> {
         for item in replay::read_day(&files, &args.source)? {
             match item {
                 Item::Event(event) => {
-                    if let Some(due) = pace.as_mut().and_then(|p| p.due(event.ts_event())) {
+                    if let Some(due) = pace
+                        .as_mut()
+                        .and_then(|p| p.due(replay::replay_time(&event)))
+                    {
                         send(&mut body, &mut in_body)?;
                         std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     }

@@ -80,7 +80,11 @@ fn running_pipeline_merges_small_files_and_keeps_every_row() {
             Some(body.as_bytes()),
         );
         assert_eq!(code, 200, "{text}");
-        std::thread::sleep(Duration::from_millis(120));
+        // Each request in flushes of its own: small files for compaction to merge.
+        let written = (r as i64 + 1) * 25;
+        wait_for(&server, "the request in the lake", |s| {
+            s["rows_durable"]["trades"].as_i64() == Some(written)
+        });
     }
     let total = (requests * 25) as i64;
     let lake = data.join("lake");
@@ -177,19 +181,25 @@ fn compaction_leaves_what_a_lagging_sink_still_needs() {
             Some(body.as_bytes()),
         );
         assert_eq!(code, 200, "{text}");
-        std::thread::sleep(Duration::from_millis(120));
+        let written = (r as u64 + 1) * 10;
+        wait_for(&server, "the request in the lake", |s| {
+            s["rows_durable"]["trades"].as_u64() == Some(written)
+        });
     }
-    // Compaction runs every second in the pipeline; give it a few rounds.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        assert_eq!(count_over_http(&server.url), 80);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Every request in files of its own, then two whole compaction rounds after that: each
+    // would have merged these files, were the sink not still before them.
     let lake = data.join("lake");
     let before = files_per_folder(&lake, "trades");
-    assert!(
-        before.iter().all(|&n| n >= 8),
-        "nothing merged past the sink: {before:?}"
+    assert!(before.iter().all(|&n| n >= 8), "{before:?}");
+    let rounds = server.status()["compactions"].as_u64().unwrap();
+    wait_for(&server, "two more compaction rounds", |s| {
+        s["compactions"].as_u64().unwrap() >= rounds + 2
+    });
+    assert_eq!(count_over_http(&server.url), 80);
+    assert_eq!(
+        files_per_folder(&lake, "trades"),
+        before,
+        "nothing merged past the sink"
     );
     server.stop();
 

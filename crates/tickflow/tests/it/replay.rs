@@ -1,5 +1,5 @@
 //! `tickflow replay`: a lake's own Parquet, replayed into a fresh data directory, gives the
-//! same trades, bars and daily metrics as the original.
+//! same trades, bars (a feed's among them) and daily metrics as the original.
 
 use crate::support::{bin, config, run_ok, sql};
 
@@ -9,11 +9,20 @@ fn replaying_a_lake_gives_the_same_trades_bars_and_daily_metrics() {
     let original = dir.path().join("original");
     let fresh = dir.path().join("fresh");
     let cfg = dir.path().join("run.toml");
+    // A vendor's daily bars for a symbol the simulator does not trade, beside its ticks.
+    let vendor = dir.path().join("vendor.ndjson");
+    let days: String = (16..=20)
+        .map(|d| format!("{{\"type\":\"bar\",\"symbol\":\"SPY\",\"interval\":\"1d\",\"start\":\"2026-11-{d}T05:00:00Z\",\"open\":\"600\",\"high\":\"61{d}\",\"low\":\"590\",\"close\":\"60{d}\",\"volume\":\"1000\",\"source\":\"polygon\"}}\n"))
+        .collect();
+    std::fs::write(&vendor, days).unwrap();
     std::fs::write(
         &cfg,
         config(
             &original,
-            "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"simulator\"\nrate = 2000\nhistory_days = 7\nhistory_step_secs = 300\nsymbols = [\"NVDA\", \"BTC-USD\", \"AAPL\"]\n",
+            &format!(
+                "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"simulator\"\nrate = 2000\nhistory_days = 7\nhistory_step_secs = 300\nsymbols = [\"NVDA\", \"BTC-USD\", \"AAPL\"]\n\n[[sources]]\ntype = \"replay\"\nid = \"vendor\"\npath = \"{}\"\n",
+                vendor.display()
+            ),
         ),
     )
     .unwrap();
@@ -48,7 +57,7 @@ fn replaying_a_lake_gives_the_same_trades_bars_and_daily_metrics() {
         ),
         (
             "final bars",
-            "SELECT symbol, \"interval\", start, \"end\", open, high, low, close, volume, vwap, trade_count FROM bars WHERE \"final\" ORDER BY symbol, \"interval\", start",
+            "SELECT symbol, \"interval\", start, \"end\", open, high, low, close, volume, vwap, trade_count, source FROM bars WHERE \"final\" ORDER BY symbol, \"interval\", start",
             3000,
         ),
         (
@@ -68,6 +77,16 @@ fn replaying_a_lake_gives_the_same_trades_bars_and_daily_metrics() {
         if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
             panic!("{what}: row {i} differs:\n{}\n{}", before[i], after[i]);
         }
+    }
+    for data in [&original, &fresh] {
+        let fed = sql(
+            data,
+            "SELECT close, source FROM bars WHERE symbol = 'SPY' ORDER BY start",
+        );
+        assert_eq!(fed.len(), 5, "{fed:?}");
+        assert!(fed.iter().all(|b| b["source"] == "polygon"));
+        let metrics = sql(data, "SELECT date FROM daily_metrics WHERE symbol = 'SPY'");
+        assert_eq!(metrics.len(), 5);
     }
     // The replayed events were received anew, under their recorded source.
     let sources = sql(&fresh, "SELECT DISTINCT source FROM trades");
