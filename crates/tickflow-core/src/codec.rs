@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tickflow_model::{
-    Bar, BarInterval, Event, FedBar, Price, Qty, Quote, RejectReason, Symbol, Trade, TradeId,
-    UnixNanos, Volume,
+    AlertDelivery, Bar, BarInterval, DeliveryStatus, Event, FedBar, Price, Qty, Quote,
+    RejectReason, Symbol, Trade, TradeId, UnixNanos, Volume,
 };
 
 use crate::hash::StableBuild;
@@ -22,6 +22,8 @@ const TAG_QUOTE: u8 = 2;
 const TAG_REJECTED: u8 = 3;
 /// A bar a feed sent whole ([`FedBar`]).
 const TAG_BAR: u8 = 4;
+/// A notifier's settled delivery of an alert, for `alert_deliveries`.
+const TAG_DELIVERY: u8 = 5;
 const HAS_TRADE_ID: u8 = 1;
 const HAS_EXCHANGE: u8 = 2;
 const HAS_SEQ: u8 = 4;
@@ -231,6 +233,22 @@ impl Batch {
         self.sealed(rejected.ts_recv);
     }
 
+    /// Appends a notifier's settled delivery of an alert: processing stores it as a row of
+    /// `alert_deliveries`, in order with the events around it.
+    pub fn push_delivery(&mut self, d: &AlertDelivery) {
+        self.bytes.push(TAG_DELIVERY);
+        let status = DeliveryStatus::ALL
+            .iter()
+            .position(|s| *s == d.status)
+            .unwrap_or(0);
+        self.bytes.push(status as u8);
+        self.bytes.extend_from_slice(&d.ts.0.to_le_bytes());
+        self.bytes.extend_from_slice(&d.attempts.to_le_bytes());
+        put_str(&mut self.bytes, &d.alert_id);
+        put_str(&mut self.bytes, &d.notifier);
+        self.sealed(d.ts);
+    }
+
     fn sealed(&mut self, ts_recv: UnixNanos) {
         self.ends.push(self.bytes.len());
         self.recv.push(ts_recv.0);
@@ -338,6 +356,27 @@ pub fn rejected(bytes: &[u8]) -> Option<Rejected<'_>> {
         source,
         error,
         payload,
+    })
+}
+
+/// The delivery a record holds, if it is one ([`Batch::push_delivery`]); `None` for anything
+/// else. Garbled bytes with the delivery tag read as `None` and fail to decode as events.
+pub fn delivery(bytes: &[u8]) -> Option<AlertDelivery> {
+    if bytes.first() != Some(&TAG_DELIVERY) {
+        return None;
+    }
+    let mut c = Cursor { buf: &bytes[1..] };
+    let status = *DeliveryStatus::ALL.get(usize::from(c.u8().ok()?))?;
+    let ts = UnixNanos(c.i64().ok()?);
+    let attempts = u32::from_le_bytes(c.take(4).ok()?.try_into().ok()?);
+    let alert_id = c.str().ok()?.to_string();
+    let notifier = c.str().ok()?.to_string();
+    c.buf.is_empty().then_some(AlertDelivery {
+        alert_id,
+        notifier,
+        ts,
+        status,
+        attempts,
     })
 }
 
@@ -649,6 +688,28 @@ mod tests {
             ts_recv: UnixNanos(1_763_900_000_000_000_000),
             feed: "polygon:stocks".into(),
         })
+    }
+
+    #[test]
+    fn deliveries_round_trip_and_are_no_event() {
+        let d = AlertDelivery {
+            alert_id: "5c48d782ed854682".into(),
+            notifier: "ops".into(),
+            ts: UnixNanos(7),
+            status: DeliveryStatus::Failed,
+            attempts: 3,
+        };
+        let mut batch = Batch::default();
+        batch.push_delivery(&d);
+        batch.push(&trade());
+        let records: Vec<&[u8]> = batch.records().collect();
+        assert_eq!(delivery(records[0]), Some(d));
+        assert_eq!(rejected(records[0]), None);
+        assert!(Decoder::new().decode(records[0]).is_err());
+        assert_eq!(delivery(records[1]), None, "an event is no delivery");
+        for n in 0..records[0].len() {
+            assert_eq!(delivery(&records[0][..n]), None, "prefix {n}");
+        }
     }
 
     #[test]

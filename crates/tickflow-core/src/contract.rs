@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tickflow_model::{
-    Alert, Bar, BarInterval, DailyMetric, Date, DlqRecord, Price, Qty, Quote, RejectReason, Rows,
-    Severity, Symbol, Trade, UnixNanos, Volume,
+    Alert, AlertDelivery, Bar, BarInterval, DailyMetric, Date, DeliveryStatus, DlqRecord, Price,
+    Qty, Quote, RejectReason, Rows, Severity, Symbol, Trade, UnixNanos, Volume,
 };
 
 use crate::codec::{Batch, Decoder, rejected};
@@ -104,11 +104,18 @@ pub fn sample_rows(batch: u64, n: u64) -> Rows {
             error: "price -1 is not positive".into(),
             payload: "{\"type\":\"trade\",\"symbol\":\"NVDA\",\"price\":\"-1\"}\n2nd line".into(),
         });
+        rows.alert_deliveries.push(AlertDelivery {
+            alert_id: format!("contract-{batch}-{i}"),
+            notifier: "contract, a channel".into(),
+            ts,
+            status: DeliveryStatus::ALL[i as usize % 2],
+            attempts: 1 + i as u32,
+        });
     }
     rows
 }
 
-fn table_lens(rows: &Rows) -> [(&'static str, u64); 6] {
+fn table_lens(rows: &Rows) -> [(&'static str, u64); 7] {
     [
         ("trades", rows.trades.len() as u64),
         ("quotes", rows.quotes.len() as u64),
@@ -116,6 +123,7 @@ fn table_lens(rows: &Rows) -> [(&'static str, u64); 6] {
         ("daily_metrics", rows.daily_metrics.len() as u64),
         ("alerts", rows.alerts.len() as u64),
         ("dlq", rows.dlq.len() as u64),
+        ("alert_deliveries", rows.alert_deliveries.len() as u64),
     ]
 }
 

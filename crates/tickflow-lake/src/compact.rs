@@ -213,6 +213,7 @@ fn sort_key(table: Table) -> &'static [&'static str] {
         Table::DailyMetrics => &["symbol", "date"],
         Table::Alerts => &["symbol", "ts"],
         Table::Dlq => &["ts"],
+        Table::AlertDeliveries => &["ts", "alert_id"],
     }
 }
 

@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use tickflow_model::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
+use tickflow_model::{Alert, AlertDelivery, Bar, DailyMetric, DlqRecord, Quote, Trade};
 
 use crate::table::{PRICE_DIGITS, VOLUME_DIGITS};
 use crate::{Error, Result, Rows, Table};
@@ -282,6 +282,22 @@ pub(crate) fn dlq(rows: &[&DlqRecord]) -> Result<RecordBatch> {
     )
 }
 
+pub(crate) fn alert_deliveries(rows: &[&AlertDelivery]) -> Result<RecordBatch> {
+    let it = || rows.iter();
+    batch(
+        Table::AlertDeliveries,
+        vec![
+            text(it().map(|d| d.alert_id.as_str())),
+            text(it().map(|d| d.notifier.as_str())),
+            ts(it().map(|d| d.ts.0)),
+            text(it().map(|d| d.status.as_str())),
+            Arc::new(UInt64Array::from_iter_values(
+                it().map(|d| u64::from(d.attempts)),
+            )),
+        ],
+    )
+}
+
 /// `batch` with `schema`'s columns, matched by name and cast to its types (the same batch if
 /// they already are): files written before prices were stored as 64-bit decimals carry
 /// DECIMAL128, files from before a column was added lack it (it reads as null), and SQL
@@ -330,6 +346,7 @@ pub fn to_batch(table: Table, rows: &Rows) -> Result<RecordBatch> {
         Table::DailyMetrics => daily_metrics(&refs(&rows.daily_metrics)),
         Table::Alerts => alerts(&refs(&rows.alerts)),
         Table::Dlq => dlq(&refs(&rows.dlq)),
+        Table::AlertDeliveries => alert_deliveries(&refs(&rows.alert_deliveries)),
     }
 }
 

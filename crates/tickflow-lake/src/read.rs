@@ -11,8 +11,8 @@ use arrow::datatypes::{
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tickflow_model::{
-    Alert, Bar, BarInterval, DailyMetric, Date, DlqRecord, MAX_PRECISION, Price, Qty, Quote,
-    RejectReason, Severity, Symbol, Trade, UnixNanos, Volume,
+    Alert, AlertDelivery, Bar, BarInterval, DailyMetric, Date, DeliveryStatus, DlqRecord,
+    MAX_PRECISION, Price, Qty, Quote, RejectReason, Severity, Symbol, Trade, UnixNanos, Volume,
 };
 
 use crate::{Error, Lake, Result, Rows, Table, cast_to};
@@ -199,6 +199,19 @@ pub fn rows_from_batch(
                     payload: c.text(5).value(row).to_string(),
                 });
             }
+            Table::AlertDeliveries => {
+                let status = c.text(3).value(row);
+                rows.alert_deliveries.push(AlertDelivery {
+                    alert_id: c.text(0).value(row).to_string(),
+                    notifier: c.text(1).value(row).to_string(),
+                    ts: UnixNanos(c.ts(2).value(row)),
+                    status: DeliveryStatus::ALL
+                        .into_iter()
+                        .find(|s| s.as_str() == status)
+                        .ok_or_else(|| bad(path, format!("unknown delivery status {status:?}")))?,
+                    attempts: u32::try_from(c.u64(4).value(row)).unwrap_or(u32::MAX),
+                });
+            }
         }
     }
     Ok(())
@@ -298,6 +311,8 @@ mod tests {
             .sort_by_key(|m| (m.symbol.clone(), m.date));
         rows.alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
         rows.dlq.sort_by_key(|d| (d.ts, d.offset));
+        rows.alert_deliveries
+            .sort_by(|a, b| (&a.alert_id, &a.notifier).cmp(&(&b.alert_id, &b.notifier)));
         rows
     }
 
@@ -308,6 +323,7 @@ mod tests {
         assert_eq!(a.daily_metrics, b.daily_metrics);
         assert_eq!(a.alerts, b.alerts);
         assert_eq!(a.dlq, b.dlq);
+        assert_eq!(a.alert_deliveries, b.alert_deliveries);
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub enum Table {
     DailyMetrics,
     Alerts,
     Dlq,
+    /// Each notifier's settled delivery of each alert.
+    AlertDeliveries,
 }
 
 /// Exact prices and sizes: DECIMAL(18, 9), an i64 in Parquet and in Arrow. Files carry it
@@ -36,7 +38,7 @@ fn schema(fields: Vec<(&str, DataType, bool)>) -> SchemaRef {
     ))
 }
 
-static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
+static SCHEMAS: LazyLock<[SchemaRef; 7]> = LazyLock::new(|| {
     use DataType::{Boolean, Date32, Float64, UInt64, Utf8};
     [
         schema(vec![
@@ -111,18 +113,26 @@ static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
             ("error", Utf8, false),
             ("payload", Utf8, false),
         ]),
+        schema(vec![
+            ("alert_id", Utf8, false),
+            ("notifier", Utf8, false),
+            ("ts", ts(), false),
+            ("status", Utf8, false),
+            ("attempts", UInt64, false),
+        ]),
     ]
 });
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Self::Trades,
         Self::Quotes,
         Self::Bars,
         Self::DailyMetrics,
         Self::Alerts,
         Self::Dlq,
+        Self::AlertDeliveries,
     ];
 
     /// The SQL name.
@@ -134,6 +144,7 @@ impl Table {
             Self::DailyMetrics => "daily_metrics",
             Self::Alerts => "alerts",
             Self::Dlq => "dlq",
+            Self::AlertDeliveries => "alert_deliveries",
         }
     }
 
@@ -143,9 +154,10 @@ impl Table {
         Arc::clone(&SCHEMAS[self as usize])
     }
 
-    /// Whether files are split by symbol as well as by date (the DLQ has no symbol).
+    /// Whether files are split by symbol as well as by date (the DLQ and deliveries have
+    /// no symbol).
     pub const fn by_symbol(self) -> bool {
-        !matches!(self, Self::Dlq)
+        !matches!(self, Self::Dlq | Self::AlertDeliveries)
     }
 }
 

@@ -286,6 +286,15 @@ impl Lake {
         for (key, group) in partition(&rows.dlq, self.symbol_buckets, |d| (day(d.ts), None)) {
             write(Table::Dlq, key, convert::dlq(&group)?)?;
         }
+        for (key, group) in partition(&rows.alert_deliveries, self.symbol_buckets, |d| {
+            (day(d.ts), None)
+        }) {
+            write(
+                Table::AlertDeliveries,
+                key,
+                convert::alert_deliveries(&group)?,
+            )?;
+        }
         if report.files > 0 {
             sync_filesystem(&self.root)?;
         }

@@ -44,6 +44,44 @@ pub struct Alert {
     pub threshold: String,
     pub message: String,
     pub severity: Severity,
-    /// Channels it was handed to, comma separated (`log` for now).
+    /// Channels it was handed to when it fired, comma separated: `log`, the processor's
+    /// line. Notifiers deliver later; SQL's `alerts.delivered_to` adds those that succeeded
+    /// (see [`AlertDelivery`]).
     pub delivered_to: String,
+}
+
+/// How one notifier's delivery of an alert ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// The channel took it.
+    Delivered,
+    /// Every attempt failed, or the channel refused it for good; the alert is in the DLQ.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Every status, in the order the log's records number them.
+    pub const ALL: [DeliveryStatus; 2] = [Self::Delivered, Self::Failed];
+
+    /// The snake_case name stored in `alert_deliveries.status`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One notifier's settled delivery of one alert: a row of `alert_deliveries`. Natural key:
+/// (alert_id, notifier).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertDelivery {
+    pub alert_id: String,
+    pub notifier: String,
+    /// When it was settled.
+    pub ts: UnixNanos,
+    pub status: DeliveryStatus,
+    /// Attempts it took, this one included.
+    pub attempts: u32,
 }

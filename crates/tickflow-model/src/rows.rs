@@ -1,4 +1,4 @@
-use crate::{Alert, Bar, DailyMetric, DlqRecord, Quote, Trade};
+use crate::{Alert, AlertDelivery, Bar, DailyMetric, DlqRecord, Quote, Trade};
 
 /// Rows for every table: what processing produces and what the lake writes.
 #[derive(Clone, Debug, Default)]
@@ -9,6 +9,7 @@ pub struct Rows {
     pub daily_metrics: Vec<DailyMetric>,
     pub alerts: Vec<Alert>,
     pub dlq: Vec<DlqRecord>,
+    pub alert_deliveries: Vec<AlertDelivery>,
 }
 
 impl Rows {
@@ -20,6 +21,7 @@ impl Rows {
             + self.daily_metrics.len()
             + self.alerts.len()
             + self.dlq.len()
+            + self.alert_deliveries.len()
     }
 
     /// Whether there are no rows at all.
@@ -37,6 +39,7 @@ impl Rows {
             daily_metrics: Vec::with_capacity(like.daily_metrics.len()),
             alerts: Vec::with_capacity(like.alerts.len()),
             dlq: Vec::with_capacity(like.dlq.len()),
+            alert_deliveries: Vec::with_capacity(like.alert_deliveries.len()),
         }
     }
 
@@ -49,6 +52,7 @@ impl Rows {
         self.daily_metrics.clear();
         self.alerts.clear();
         self.dlq.clear();
+        self.alert_deliveries.clear();
     }
 
     /// Moves every row of `other` into `self`.
@@ -59,5 +63,6 @@ impl Rows {
         self.daily_metrics.append(&mut other.daily_metrics);
         self.alerts.append(&mut other.alerts);
         self.dlq.append(&mut other.dlq);
+        self.alert_deliveries.append(&mut other.alert_deliveries);
     }
 }

@@ -1512,7 +1512,11 @@ mod tests {
             PathBuf::from("/d/sinks/csv"),
             "files default to the data directory"
         );
-        assert_eq!(c.tables.len(), 6);
+        assert_eq!(
+            c.tables,
+            tickflow_sinks::csv::TABLES,
+            "every table by default"
+        );
         assert!(c.fsync);
         let SinkConfig::Csv(c) = &plan.sinks[1].config;
         assert_eq!(plan.sinks[1].id, "backup");

@@ -11,7 +11,8 @@
 //! success came in the instant before a crash; every attempt carries the same idempotency
 //! key for receivers that drop repeats. An alert that runs out of attempts, or meets a
 //! permanent refusal, goes to the DLQ (reason `delivery_failed`, the alert as payload)
-//! through the log. While a channel is down (its last alert ran out of attempts) each further
+//! through the log. Every settled alert, delivered or not, also goes through the log into
+//! `alert_deliveries`, which gives SQL's `alerts.delivered_to`. While a channel is down (its last alert ran out of attempts) each further
 //! alert gets one attempt, until one gets through: a long outage cannot pile up hours of
 //! retries.
 
@@ -26,7 +27,7 @@ use tickflow_core::metrics::Metrics;
 use tickflow_core::notify::{DeliveryError, Notifier, idempotency_key};
 use tickflow_core::sink::{Flush, Sink, SinkError};
 use tickflow_core::source::Append;
-use tickflow_model::{Alert, RejectReason, UnixNanos};
+use tickflow_model::{Alert, AlertDelivery, DeliveryStatus, RejectReason, UnixNanos};
 
 /// `delivered.json`: alerts of the flush in progress already settled.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -99,21 +100,22 @@ impl NotifySink {
             .add(&format!("{}/{status}", self.id), 1);
     }
 
-    /// One attempt at an alert: `Ok(None)` delivered, `Ok(Some(reason))` given up (to the
-    /// DLQ), `Err` to be tried again after the runner's backoff.
-    async fn attempt(&mut self, alert: &Alert) -> Result<Option<String>, SinkError> {
+    /// One attempt at an alert: `Ok((n, None))` delivered at attempt `n`, `Ok((n,
+    /// Some(reason)))` given up (to the DLQ), `Err` to be tried again after the runner's
+    /// backoff.
+    async fn attempt(&mut self, alert: &Alert) -> Result<(u32, Option<String>), SinkError> {
         let key = idempotency_key(alert, &self.id);
         match self.notifier.deliver(alert, &key).await {
             Ok(()) => {
                 self.count("ok");
                 self.down = false;
-                self.attempts.remove(&alert.alert_id);
-                Ok(None)
+                let n = self.attempts.remove(&alert.alert_id).unwrap_or(0) + 1;
+                Ok((n, None))
             }
             Err(DeliveryError::Permanent(e)) => {
                 self.count("failed");
                 let n = self.attempts.remove(&alert.alert_id).unwrap_or(0) + 1;
-                Ok(Some(format!("refused after {n} attempt(s): {e}")))
+                Ok((n, Some(format!("refused after {n} attempt(s): {e}"))))
             }
             Err(DeliveryError::Retry(e)) => {
                 self.count("retry");
@@ -124,27 +126,45 @@ impl NotifySink {
                     self.attempts.remove(&alert.alert_id);
                     self.count("failed");
                     self.down = true;
-                    return Ok(Some(format!("{n} attempt(s) failed, the last: {e}")));
+                    return Ok((n, Some(format!("{n} attempt(s) failed, the last: {e}"))));
                 }
                 Err(format!("alert {} (attempt {n}): {e}", alert.alert_id).into())
             }
         }
     }
 
-    /// The alert goes to the DLQ through the log, durably, before it counts as settled.
-    fn dead_letter(&self, alert: &Alert, reason: &str) -> Result<(), SinkError> {
-        let payload = serde_json::to_string(alert)?;
-        let error = format!("notifier {}: {reason}", self.id);
+    /// Records how the alert's delivery ended, through the log, durably, before it counts
+    /// as settled: a row of `alert_deliveries`, and for one given up (`failed` with its
+    /// reason) the alert in the DLQ as well.
+    fn settle(&self, alert: &Alert, attempts: u32, failed: Option<&str>) -> Result<(), SinkError> {
+        let now = UnixNanos::now();
         let mut batch = Batch::default();
-        batch.push_rejected(&Rejected {
-            reason: RejectReason::DeliveryFailed,
-            ts_recv: UnixNanos::now(),
-            source: &self.id,
-            error: &error,
-            payload: &payload,
+        if let Some(reason) = failed {
+            let payload = serde_json::to_string(alert)?;
+            let error = format!("notifier {}: {reason}", self.id);
+            batch.push_rejected(&Rejected {
+                reason: RejectReason::DeliveryFailed,
+                ts_recv: now,
+                source: &self.id,
+                error: &error,
+                payload: &payload,
+            });
+        }
+        batch.push_delivery(&AlertDelivery {
+            alert_id: alert.alert_id.clone(),
+            notifier: self.id.clone(),
+            ts: now,
+            status: if failed.is_some() {
+                DeliveryStatus::Failed
+            } else {
+                DeliveryStatus::Delivered
+            },
+            attempts,
         });
         self.log.append(&self.id, &batch)?;
-        tracing::error!(notifier = %self.id, alert_id = %alert.alert_id, reason, "alert not delivered; in the DLQ as delivery_failed");
+        if let Some(reason) = failed {
+            tracing::error!(notifier = %self.id, alert_id = %alert.alert_id, reason, "alert not delivered; in the DLQ as delivery_failed");
+        }
         Ok(())
     }
 }
@@ -177,9 +197,8 @@ impl Sink for NotifySink {
                 self.count("skipped");
                 continue;
             }
-            if let Some(reason) = self.attempt(alert).await? {
-                self.dead_letter(alert, &reason)?;
-            }
+            let (attempts, failed) = self.attempt(alert).await?;
+            self.settle(alert, attempts, failed.as_deref())?;
             settled.alerts.insert(alert.alert_id.clone());
             put_json(&settled_path, &settled)?;
         }

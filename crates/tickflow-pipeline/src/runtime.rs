@@ -538,6 +538,7 @@ fn count_output(metrics: &Metrics, out: &Output) {
         ("daily_metrics", out.rows.daily_metrics.len()),
         ("alerts", out.rows.alerts.len()),
         ("dlq", out.rows.dlq.len()),
+        ("alert_deliveries", out.rows.alert_deliveries.len()),
     ] {
         if n > 0 {
             metrics.rows_produced.add(table, n as u64);
@@ -638,6 +639,11 @@ fn run_processor(
                 Processor::reject_input(
                     offset, r.reason, r.source, r.error, r.payload, now, &mut out,
                 );
+                next = offset + 1;
+                continue;
+            }
+            if let Some(d) = tickflow_core::codec::delivery(bytes) {
+                out.rows.alert_deliveries.push(d);
                 next = offset + 1;
                 continue;
             }

@@ -121,6 +121,10 @@ impl QueryEngine {
         for table in Table::ALL {
             self.register(&ctx, &snapshot, table)?;
         }
+        // Planned only for statements that may read it: the join costs the others nothing.
+        if sql.to_ascii_lowercase().contains("alerts") {
+            register_alerts_view(&ctx).await?;
+        }
         let read_only = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -168,6 +172,31 @@ impl QueryEngine {
         ctx.register_table(table.name(), union.into_view())?;
         Ok(())
     }
+}
+
+/// The stored `alerts` table under a name of its own while the view over it is planned.
+const STORED_ALERTS: &str = "tickflow_alerts_as_stored";
+
+/// `alerts` as SQL shows it: `delivered_to` is what the alert was handed to when it fired
+/// (`log`, the processor's line), then every notifier that delivered it, from
+/// `alert_deliveries`, in name order. A row's stored value cannot say this: the lake writes an
+/// alert before any channel has answered.
+const ALERTS_VIEW: &str = "SELECT a.alert_id, a.rule, a.symbol, a.ts, a.value, a.threshold, a.message, a.severity, \
+    CASE WHEN d.channels IS NULL THEN a.delivered_to ELSE concat(a.delivered_to, ',', d.channels) END AS delivered_to \
+    FROM tickflow_alerts_as_stored a LEFT JOIN ( \
+        SELECT alert_id, string_agg(notifier, ',' ORDER BY notifier) AS channels \
+        FROM (SELECT DISTINCT alert_id, notifier FROM alert_deliveries WHERE status = 'delivered') \
+        GROUP BY alert_id \
+    ) d ON a.alert_id = d.alert_id";
+
+async fn register_alerts_view(ctx: &SessionContext) -> Result<()> {
+    let stored = ctx.table(Table::Alerts.name()).await?;
+    ctx.deregister_table(Table::Alerts.name())?;
+    ctx.register_table(STORED_ALERTS, stored.into_view())?;
+    let view = ctx.sql(ALERTS_VIEW).await?;
+    ctx.register_table(Table::Alerts.name(), view.into_view())?;
+    ctx.deregister_table(STORED_ALERTS)?;
+    Ok(())
 }
 
 /// Every lake file of `snapshot`, named as the scans will name it.

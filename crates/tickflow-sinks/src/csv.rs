@@ -21,9 +21,17 @@ use tickflow_model::{Date, Price, Rows};
 use crate::{Error, Result};
 
 /// The tables a CSV sink can keep, in the order `Rows` holds them.
-pub const TABLES: [&str; 6] = ["trades", "quotes", "bars", "daily_metrics", "alerts", "dlq"];
+pub const TABLES: [&str; 7] = [
+    "trades",
+    "quotes",
+    "bars",
+    "daily_metrics",
+    "alerts",
+    "dlq",
+    "alert_deliveries",
+];
 
-const HEADERS: [&[&str]; 6] = [
+const HEADERS: [&[&str]; 7] = [
     &[
         "symbol", "ts_event", "ts_recv", "price", "size", "trade_id", "exchange", "source", "feed",
         "seq",
@@ -71,6 +79,7 @@ const HEADERS: [&[&str]; 6] = [
         "delivered_to",
     ],
     &["ts", "source", "offset", "reason", "error", "payload"],
+    &["alert_id", "notifier", "ts", "status", "attempts"],
 ];
 
 /// What a CSV sink writes and where.
@@ -421,6 +430,17 @@ fn encode(rows: &Rows, tables: &[&str]) -> Result<BTreeMap<String, FileRows>> {
                 text d.reason.as_str(),
                 text d.error.as_str(),
                 text d.payload.as_str(),
+            ])?;
+        }
+    }
+    if keep(6) {
+        for d in &rows.alert_deliveries {
+            record!(&mut enc, 6, d.ts.date(), [
+                text d.alert_id.as_str(),
+                text d.notifier.as_str(),
+                show d.ts,
+                text d.status.as_str(),
+                show d.attempts,
             ])?;
         }
     }

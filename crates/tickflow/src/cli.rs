@@ -34,7 +34,7 @@ pub(crate) enum Command {
     /// Validate a config file and print every problem with file, line and key.
     #[command(after_help = "Examples:\n  tickflow check --config config/demo.toml")]
     Check(CheckArgs),
-    /// Query trades, quotes, bars, daily_metrics, alerts and dlq with SQL.
+    /// Query trades, quotes, bars, daily_metrics, alerts, dlq and alert_deliveries with SQL.
     #[command(
         after_help = "Examples:\n  tickflow sql \"SELECT interval, count(*) FROM bars GROUP BY interval\"\n  tickflow sql --format csv \"SELECT * FROM daily_metrics WHERE symbol = 'NVDA' ORDER BY date\"\n  tickflow sql --data-dir /tmp/tf --format json \"SELECT reason, count(*) FROM dlq GROUP BY reason\"\n\nWhile a pipeline runs on the data directory, the query goes to it and also sees rows not yet\nflushed to Parquet; otherwise the files and the last checkpoint are read directly.\nColumns named like SQL keywords need double quotes: \"end\", \"final\", \"offset\", \"interval\"."
     )]

@@ -235,6 +235,28 @@ fn a_refusing_webhook_stalls_nothing_and_gets_every_alert_once() {
     assert_eq!(accepted.len(), expected.len());
     assert!(receiver.requests() >= 25, "the failed attempts came too");
 
+    // Each settled delivery is a row of alert_deliveries, and `alerts.delivered_to` names the
+    // channels that succeeded: ops, never dead.
+    wait_for(&server, "every delivery in the lake", |s| {
+        s["rows_durable"]["alert_deliveries"].as_u64() == Some(40)
+    });
+    let delivered = sql(
+        &data,
+        "SELECT status, count(*) AS n, max(attempts) AS most FROM alert_deliveries GROUP BY notifier, status ORDER BY notifier",
+    );
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    assert_eq!(delivered[0]["status"], "failed", "dead: {delivered:?}");
+    assert_eq!(delivered[0]["n"], 20);
+    assert_eq!(delivered[1]["status"], "delivered", "ops: {delivered:?}");
+    assert_eq!(delivered[1]["n"], 20);
+    assert!(
+        delivered[1]["most"].as_u64().unwrap() > 1,
+        "the first alert took several attempts: {delivered:?}"
+    );
+    let channels = sql(&data, "SELECT DISTINCT delivered_to FROM alerts");
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    assert_eq!(channels[0]["delivered_to"], "log,ops");
+
     // The dead channel: every alert in the DLQ, none lost, with the alert as payload.
     assert_eq!(
         sql_count(
@@ -309,4 +331,14 @@ fn sigkill_during_webhook_retries_loses_and_doubles_no_alert() {
         assert_eq!(accepted.get(&key), Some(&1), "{key}: {accepted:?}");
     }
     assert_eq!(accepted.len(), 12);
+    let channels = sql(
+        &data,
+        "SELECT delivered_to, count(*) AS n FROM alerts GROUP BY delivered_to",
+    );
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    assert_eq!(channels[0]["delivered_to"], "log,ops");
+    assert_eq!(
+        channels[0]["n"], 12,
+        "each alert once, whatever the repeats"
+    );
 }
