@@ -160,3 +160,45 @@ async fn answers_decide_whether_to_try_again() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Log lines written while a test runs, for the log notifier's contract.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_log_notifier_meets_the_notifier_contract() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime runs on this thread only: the subscriber sees every delivery.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let notifier = tickflow_notify::log::LogNotifier { id: "log".into() };
+    check_notifier(&notifier, "log", async || {
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter_map(|l| l.split(" key=").nth(1))
+            .map(|rest| {
+                let value = rest.split(' ').next().unwrap_or_default();
+                value.trim_matches('"').to_string()
+            })
+            .collect()
+    })
+    .await;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let alert = &sample_rows(1, 2).alerts[0];
+    assert!(text.contains(&alert.message), "{text}");
+    assert!(text.contains("WARN"), "a warning line: {text}");
+}
