@@ -5,6 +5,7 @@
 //! [`tickflow_query`], and translate their answers to HTTP.
 
 pub mod error;
+mod exposition;
 mod handlers;
 pub mod routes;
 
@@ -21,6 +22,18 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// One engine for every query, so file metadata is read once per file, not per query.
     pub query: tickflow_query::QueryEngine,
+    exporter: exposition::Exporter,
+}
+
+impl AppState {
+    /// The state for `pipeline`'s handlers.
+    pub fn new(pipeline: Arc<Pipeline>, query: tickflow_query::QueryEngine) -> Self {
+        Self {
+            pipeline,
+            query,
+            exporter: exposition::Exporter::new(),
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -34,7 +47,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let max_body = pipeline.plan().http.max_body_bytes;
     let query = tickflow_query::QueryEngine::new().map_err(std::io::Error::other)?;
-    let app = router(AppState { pipeline, query }, max_body);
+    let app = router(AppState::new(pipeline, query), max_body);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,4 +1,5 @@
-//! Metric names and the counters behind them, rendered in the Prometheus text format.
+//! Metric names and the counters behind them. The API renders them through
+//! metrics-exporter-prometheus ([`Metrics::families`]); the latency histograms render here.
 //!
 //! Names follow DESIGN.md: `tickflow_` prefix, base units, `_total` for counters, and no
 //! per-symbol labels. Hot paths hold an `Arc<AtomicU64>` from [`Labeled::get`] and add to
@@ -248,166 +249,152 @@ impl Metrics {
             .sum()
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let labeled =
-            |out: &mut String, name: &str, label: &str, help: &str, values: Vec<(String, u64)>| {
-                let kind = if name.ends_with("_total") {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (k, v) in values {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{{label}=\"{}\"}} {v}",
-                        k.replace('\\', "\\\\").replace('"', "\\\"")
-                    );
-                }
-            };
-        labeled(
-            &mut out,
-            INGESTED_TOTAL,
-            "source",
-            "Events accepted into the durable log.",
-            self.ingested.snapshot(),
-        );
-        labeled(
-            &mut out,
-            SOURCE_EVENTS_TOTAL,
-            "source",
-            "Events and unreadable inputs a source appended to the log.",
-            self.source_events.snapshot(),
-        );
+    /// Every counter and gauge family with its current values, for the exporter behind
+    /// `/metrics` (metrics-exporter-prometheus, in the API crate) to render. The status reads
+    /// the same atomics, so both always agree.
+    pub fn families(&self) -> Vec<Family> {
+        let labeled = |name, label, help, values: Vec<(String, u64)>| Family {
+            name,
+            kind: if name.ends_with("_total") {
+                Kind::Counter
+            } else {
+                Kind::Gauge
+            },
+            help,
+            samples: values
+                .into_iter()
+                .map(|(k, v)| (vec![(label, k)], v))
+                .collect(),
+        };
+        let plain = |name, help, value: &AtomicU64| Family {
+            name,
+            kind: Kind::Counter,
+            help,
+            samples: vec![(Vec::new(), value.load(Ordering::Relaxed))],
+        };
         let rejects = RejectReason::ALL
             .iter()
             .map(|r| (r.as_str().to_string(), self.rejected(*r)))
             .collect();
-        labeled(
-            &mut out,
-            REJECTED_TOTAL,
-            "reason",
-            "Events sent to the DLQ.",
-            rejects,
-        );
-        labeled(
-            &mut out,
-            SINK_ERRORS_TOTAL,
-            "sink",
-            "Failed sink opens, writes and lake reads (retried).",
-            self.sink_errors.snapshot(),
-        );
-        labeled(
-            &mut out,
-            SINK_ROWS_TOTAL,
-            "sink",
-            "Rows a sink has written durably.",
-            self.sink_rows.snapshot(),
-        );
-        labeled(
-            &mut out,
-            SINK_LAG_ROWS,
-            "sink",
-            "Rows the lake has committed that a sink has not yet written.",
-            self.sink_lag_rows.snapshot(),
-        );
-        labeled(
-            &mut out,
-            SINK_LAG_FLUSHES,
-            "sink",
-            "Lake flushes a sink has not yet written.",
-            self.sink_lag_flushes.snapshot(),
-        );
-        labeled(
-            &mut out,
-            ALERTS_TOTAL,
-            "rule",
-            "Alerts fired.",
-            self.alerts.snapshot(),
-        );
-        labeled(
-            &mut out,
-            ROWS_WRITTEN_TOTAL,
-            "table",
-            "Rows durably written to the lake.",
-            self.rows_written.snapshot(),
-        );
-        labeled(
-            &mut out,
-            HTTP_REQUESTS_TOTAL,
-            "status",
-            "HTTP requests answered.",
-            self.http_requests.snapshot(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {ALERT_DELIVERIES_TOTAL} Alert deliveries by channel and status.\n# TYPE {ALERT_DELIVERIES_TOTAL} counter"
-        );
-        for (k, v) in self.alert_deliveries.snapshot() {
-            let (channel, status) = k.split_once('/').unwrap_or((&k, "ok"));
-            let _ = writeln!(
-                out,
-                "{ALERT_DELIVERIES_TOTAL}{{channel=\"{channel}\",status=\"{status}\"}} {v}"
-            );
-        }
-        let plain = [
-            (
+        let deliveries = Family {
+            name: ALERT_DELIVERIES_TOTAL,
+            kind: Kind::Counter,
+            help: "Alert deliveries by channel and status.",
+            samples: self
+                .alert_deliveries
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| {
+                    let (channel, status) = k.split_once('/').unwrap_or((&k, "ok"));
+                    let labels = vec![
+                        ("channel", channel.to_string()),
+                        ("status", status.to_string()),
+                    ];
+                    (labels, v)
+                })
+                .collect(),
+        };
+        vec![
+            labeled(
+                INGESTED_TOTAL,
+                "source",
+                "Events accepted into the durable log.",
+                self.ingested.snapshot(),
+            ),
+            labeled(
+                SOURCE_EVENTS_TOTAL,
+                "source",
+                "Events and unreadable inputs a source appended to the log.",
+                self.source_events.snapshot(),
+            ),
+            labeled(REJECTED_TOTAL, "reason", "Events sent to the DLQ.", rejects),
+            labeled(
+                SINK_ERRORS_TOTAL,
+                "sink",
+                "Failed sink opens, writes and lake reads (retried).",
+                self.sink_errors.snapshot(),
+            ),
+            labeled(
+                SINK_ROWS_TOTAL,
+                "sink",
+                "Rows a sink has written durably.",
+                self.sink_rows.snapshot(),
+            ),
+            labeled(
+                SINK_LAG_ROWS,
+                "sink",
+                "Rows the lake has committed that a sink has not yet written.",
+                self.sink_lag_rows.snapshot(),
+            ),
+            labeled(
+                SINK_LAG_FLUSHES,
+                "sink",
+                "Lake flushes a sink has not yet written.",
+                self.sink_lag_flushes.snapshot(),
+            ),
+            labeled(
+                ALERTS_TOTAL,
+                "rule",
+                "Alerts fired.",
+                self.alerts.snapshot(),
+            ),
+            deliveries,
+            labeled(
+                ROWS_WRITTEN_TOTAL,
+                "table",
+                "Rows durably written to the lake.",
+                self.rows_written.snapshot(),
+            ),
+            labeled(
+                HTTP_REQUESTS_TOTAL,
+                "status",
+                "HTTP requests answered.",
+                self.http_requests.snapshot(),
+            ),
+            plain(
                 DUPLICATES_TOTAL,
-                "counter",
                 "Events dropped as duplicates of a natural key already seen.",
                 &self.duplicates,
             ),
-            (
+            plain(
                 LOG_APPENDED_TOTAL,
-                "counter",
                 "Records appended to the durable log.",
                 &self.log_appended,
             ),
-            (
-                PROCESSED_TOTAL,
-                "counter",
-                "Log records processed.",
-                &self.processed,
-            ),
-            (
-                LAKE_FILES_TOTAL,
-                "counter",
-                "Parquet files written.",
-                &self.lake_files,
-            ),
-            (
+            plain(PROCESSED_TOTAL, "Log records processed.", &self.processed),
+            plain(LAKE_FILES_TOTAL, "Parquet files written.", &self.lake_files),
+            plain(
                 LAKE_FLUSHES_TOTAL,
-                "counter",
                 "Lake flushes committed.",
                 &self.lake_flushes,
             ),
-            (
+            plain(
                 LAKE_COMPACTED_FILES_TOTAL,
-                "counter",
                 "Small Parquet files merged into larger ones by compaction.",
                 &self.lake_compacted_files,
             ),
-            (
+            plain(
                 LAKE_COMPACTIONS_TOTAL,
-                "counter",
                 "Compaction rounds run, including those that found nothing to merge.",
                 &self.lake_compactions,
             ),
-        ];
-        for (name, kind, help, value) in plain {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {LOG_LAG} Records appended but not yet processed.\n# TYPE {LOG_LAG} gauge\n{LOG_LAG}{{consumer=\"processor\"}} {}",
-            self.log_lag.load(Ordering::Relaxed)
-        );
+            labeled(
+                LOG_LAG,
+                "consumer",
+                "Records appended but not yet processed.",
+                vec![(
+                    "processor".to_string(),
+                    self.log_lag.load(Ordering::Relaxed),
+                )],
+            ),
+        ]
+    }
+
+    /// The latency histograms in the Prometheus text format. They are bucketed here, at a
+    /// cost of one increment per event: an exporter's histograms keep every sample until
+    /// they are next rendered, which at millions of ticks a second is hundreds of megabytes.
+    pub fn render_histograms(&self) -> String {
+        let mut out = String::with_capacity(4096);
         for (name, help, h) in [
             (
                 PROCESS_LATENCY_SECONDS,
@@ -436,6 +423,22 @@ impl Metrics {
     }
 }
 
+/// Whether a family only counts up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One metric family's current values: each sample is its labels and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub samples: Vec<(Vec<(&'static str, String)>, u64)>,
+}
+
 fn render_histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0;
@@ -458,21 +461,38 @@ fn render_histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
 mod tests {
     use super::*;
 
+    /// The value of `name` with exactly `labels`, if present.
+    fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        m.families()
+            .into_iter()
+            .find(|f| f.name == name)?
+            .samples
+            .into_iter()
+            .find(|(l, _)| {
+                l.len() == labels.len()
+                    && l.iter()
+                        .zip(labels)
+                        .all(|((k, v), (k2, v2))| k == k2 && v == v2)
+            })
+            .map(|(_, v)| v)
+    }
+
     #[test]
-    fn renders_counters_and_histogram() {
+    fn counts_by_label_and_renders_histograms() {
         let m = Metrics::default();
         m.ingested.add("http", 3);
         m.reject(RejectReason::Late, 2);
         m.latency.observe_n(4_000_000, 4); // 4 ms, into the 5 ms bucket
         m.alert_latency
             .observe_since(10_000_000, [9_000_000i64, 11_000_000].into_iter());
-        let text = m.render_prometheus();
-        assert!(
-            text.contains("tickflow_ingested_total{source=\"http\"} 3"),
-            "{text}"
+        assert_eq!(value(&m, INGESTED_TOTAL, &[("source", "http")]), Some(3));
+        assert_eq!(value(&m, REJECTED_TOTAL, &[("reason", "late")]), Some(2));
+        assert_eq!(
+            value(&m, REJECTED_TOTAL, &[("reason", "crossed_quote")]),
+            Some(0),
+            "every reason, zeros too"
         );
-        assert!(text.contains("tickflow_rejected_total{reason=\"late\"} 2"));
-        assert!(text.contains("tickflow_rejected_total{reason=\"crossed_quote\"} 0"));
+        let text = m.render_histograms();
         assert!(text.contains("tickflow_process_latency_seconds_bucket{le=\"0.003\"} 0"));
         assert!(text.contains("tickflow_process_latency_seconds_bucket{le=\"0.005\"} 4"));
         assert!(text.contains("tickflow_process_latency_seconds_count 4"));
@@ -484,18 +504,20 @@ mod tests {
         assert!(text.contains("tickflow_log_latency_seconds_count 0"));
         m.sink_rows.add("csv", 7);
         m.sink_lag_rows.get("csv").store(3, Ordering::Relaxed);
-        let text = m.render_prometheus();
-        assert!(
-            text.contains(
-                "# TYPE tickflow_sink_rows_total counter\ntickflow_sink_rows_total{sink=\"csv\"} 7"
+        m.alert_deliveries.add("ops/retry", 2);
+        assert_eq!(value(&m, SINK_ROWS_TOTAL, &[("sink", "csv")]), Some(7));
+        assert_eq!(value(&m, SINK_LAG_ROWS, &[("sink", "csv")]), Some(3));
+        assert_eq!(
+            value(
+                &m,
+                ALERT_DELIVERIES_TOTAL,
+                &[("channel", "ops"), ("status", "retry")]
             ),
-            "{text}"
+            Some(2)
         );
-        assert!(
-            text.contains(
-                "# TYPE tickflow_sink_lag_rows gauge\ntickflow_sink_lag_rows{sink=\"csv\"} 3"
-            ),
-            "{text}"
-        );
+        let kinds: Vec<(&str, Kind)> = m.families().iter().map(|f| (f.name, f.kind)).collect();
+        assert!(kinds.contains(&(SINK_LAG_ROWS, Kind::Gauge)));
+        assert!(kinds.contains(&(LOG_LAG, Kind::Gauge)));
+        assert!(kinds.contains(&(SINK_ROWS_TOTAL, Kind::Counter)));
     }
 }

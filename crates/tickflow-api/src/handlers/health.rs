@@ -25,6 +25,6 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.pipeline.metrics().render_prometheus(),
+        state.exporter.render(state.pipeline.metrics()),
     )
 }
