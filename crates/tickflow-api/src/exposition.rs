@@ -6,6 +6,10 @@
 //! current values go to a recorder of this server's own (not the process-wide one, so
 //! pipelines in one process never mix), whose handle renders them. Histograms stay bucketed
 //! in the pipeline: see [`tickflow_core::metrics::Metrics::render_histograms`].
+//!
+//! The server a process starts first also becomes the process's `metrics` recorder, so a
+//! connector may count with `metrics::counter!("tickflow_reconnects_total", "source" => id)`
+//! and find it in `/metrics` beside the pipeline's own.
 
 use std::sync::Arc;
 
@@ -36,6 +40,11 @@ impl Exporter {
             recorder: Arc::new(recorder),
             handle,
         }
+    }
+
+    /// Makes this the process's recorder for the `metrics` macros, unless one already is.
+    pub(crate) fn install_global(&self) -> bool {
+        metrics::set_global_recorder(Arc::clone(&self.recorder)).is_ok()
     }
 
     /// Every family of `metrics` as it stands now, then its histograms.
@@ -120,6 +129,21 @@ mod tests {
         );
         assert!(
             text.contains("tickflow_sink_lag_rows{sink=\"csv\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    /// The only test here that installs a recorder for the whole process.
+    #[test]
+    fn connectors_counting_with_the_metrics_macros_show_up_too() {
+        let exporter = Exporter::new();
+        assert!(exporter.install_global());
+        assert!(!Exporter::new().install_global(), "the first one stays");
+        metrics::counter!("tickflow_reconnects_total", "source" => "alpaca", "reason" => "timeout")
+            .increment(2);
+        let text = exporter.render(&Metrics::default());
+        assert!(
+            text.contains("tickflow_reconnects_total{source=\"alpaca\",reason=\"timeout\"} 2\n"),
             "{text}"
         );
     }

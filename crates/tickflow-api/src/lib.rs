@@ -47,7 +47,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let max_body = pipeline.plan().http.max_body_bytes;
     let query = tickflow_query::QueryEngine::new().map_err(std::io::Error::other)?;
-    let app = router(AppState::new(pipeline, query), max_body);
+    let state = AppState::new(pipeline, query);
+    state.exporter.install_global();
+    let app = router(state, max_body);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
