@@ -82,6 +82,15 @@ pub enum RawSourceKind {
     Simulator(RawSimulator),
     Replay(RawReplay),
     Http(RawHttpSource),
+    Coinbase(RawCoinbase),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCoinbase {
+    pub url: Option<String>,
+    pub symbols: Option<Vec<String>>,
+    pub stale_after_secs: Option<i64>,
+    pub retry_max_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,13 +117,14 @@ pub struct RawSimulator {
 
 impl RawSourceKind {
     /// Every `type` a `[[sources]]` entry may name.
-    pub const TYPES: &[&str] = &["simulator", "replay", "http"];
+    pub const TYPES: &[&str] = &["simulator", "replay", "http", "coinbase"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
             "simulator" => c.typed(entry, key).map(Self::Simulator),
             "replay" => c.typed(entry, key).map(Self::Replay),
             "http" => c.typed(entry, key).map(Self::Http),
+            "coinbase" => c.typed(entry, key).map(Self::Coinbase),
             _ => None,
         }
     }
@@ -341,6 +351,7 @@ pub enum SourceConfig {
     Replay(ReplayPlan),
     /// Fed by the HTTP API; its task only waits for the stop.
     Http(HttpSourcePlan),
+    Coinbase(tickflow_sources::coinbase::CoinbaseSource),
 }
 
 impl SourceConfig {
@@ -350,6 +361,7 @@ impl SourceConfig {
             Self::Simulator(_) => "simulator",
             Self::Replay(_) => "replay",
             Self::Http(_) => "http",
+            Self::Coinbase(_) => "coinbase",
         }
     }
 
@@ -368,6 +380,7 @@ impl SourceConfig {
                 speed: p.speed,
             }),
             Self::Http(_) => Box::new(HttpIngest),
+            Self::Coinbase(c) => Box::new(c.clone()),
         }
     }
 
@@ -387,6 +400,9 @@ impl SourceConfig {
                     ""
                 }
             ),
+            Self::Coinbase(c) => {
+                format!("Coinbase trades of {} from {}", c.symbols.join(", "), c.url)
+            }
             Self::Replay(r) => format!(
                 "replay of {} {}",
                 r.path.display(),
@@ -916,6 +932,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Simulator(_) => "simulator",
             RawSourceKind::Replay(_) => "replay",
             RawSourceKind::Http(_) => "http",
+            RawSourceKind::Coinbase(_) => "coinbase",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -1024,6 +1041,51 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     }
                 };
                 SourceConfig::Replay(ReplayPlan { path, speed })
+            }
+            RawSourceKind::Coinbase(cb) => {
+                let url = cb
+                    .url
+                    .unwrap_or_else(|| tickflow_sources::coinbase::DEFAULT_URL.to_string());
+                if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+                    c.add(
+                        key("url"),
+                        format!("{url:?} is not a ws:// or wss:// address"),
+                    );
+                }
+                let symbols = match cb.symbols {
+                    Some(list) if !list.is_empty() => list,
+                    _ => {
+                        c.add(
+                            key("symbols"),
+                            "missing: the products to follow, as Coinbase names them (\"BTC-USD\")",
+                        );
+                        Vec::new()
+                    }
+                };
+                for s in &symbols {
+                    if let Err(e) = Symbol::parse(s) {
+                        c.add(key("symbols"), e.to_string());
+                    }
+                }
+                let secs = |v: i64| Duration::from_secs(v.unsigned_abs());
+                SourceConfig::Coinbase(tickflow_sources::coinbase::CoinbaseSource {
+                    url,
+                    symbols,
+                    stale_after: secs(c.range(
+                        &key("stale_after_secs"),
+                        cb.stale_after_secs,
+                        30,
+                        2,
+                        3600,
+                    )),
+                    retry_max: secs(c.range(
+                        &key("retry_max_secs"),
+                        cb.retry_max_secs,
+                        30,
+                        1,
+                        3600,
+                    )),
+                })
             }
             RawSourceKind::Http(h) => {
                 if h.token.as_deref().is_some_and(|t| t.len() < 16) {

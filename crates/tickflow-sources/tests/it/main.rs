@@ -1,5 +1,7 @@
 //! Sources against the source contract, and what replay reads from each format.
 
+mod coinbase;
+
 use std::sync::Arc;
 
 use tickflow_core::contract::{check_source, sample_rows};

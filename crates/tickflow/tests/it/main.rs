@@ -2,6 +2,7 @@
 
 mod bars;
 mod check;
+mod coinbase;
 mod compact;
 mod crash;
 mod demo;

@@ -1,0 +1,128 @@
+//! The Coinbase source against a local server speaking the venue's WebSocket protocol: it
+//! subscribes, keeps a frame it cannot read, and after a connection dropped without a close
+//! frame reconnects and subscribes again; the trade repeated on resubscribing is a duplicate
+//! that processing drops.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tickflow_core::contract::check_source;
+use tickflow_model::{Event, UnixNanos};
+use tickflow_process::{Output, Processor, ProcessorConfig};
+use tickflow_sources::coinbase::CoinbaseSource;
+use tokio_tungstenite::tungstenite::Message;
+
+fn matched(kind: &str, id: u64) -> String {
+    format!(
+        r#"{{"type":"{kind}","trade_id":{id},"sequence":{},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2024-05-06T14:31:{id:02}.123456Z","product_id":"BTC-USD","size":"0.01","price":"630{id:02}.50","side":"sell"}}"#,
+        id + 40
+    )
+}
+
+const SUBSCRIBED: &str = r#"{"type":"subscriptions","channels":[{"name":"matches","product_ids":["BTC-USD"]},{"name":"heartbeat","product_ids":["BTC-USD"]}]}"#;
+
+/// Serves two connections: the first sends four frames (one garbled) and drops without a
+/// close frame; the second repeats the last trade, sends one more and stays open. Returns
+/// the address and the subscribe messages received.
+fn venue() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let subscribes = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&subscribes);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let sessions = [
+                vec![
+                    SUBSCRIBED.to_string(),
+                    matched("last_match", 9),
+                    matched("match", 10),
+                    r#"{"type":"match","trade_id":11,"#.to_string(),
+                    matched("match", 11),
+                ],
+                vec![
+                    SUBSCRIBED.to_string(),
+                    matched("last_match", 11),
+                    matched("match", 12),
+                ],
+            ];
+            for (i, frames) in sessions.into_iter().enumerate() {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let Some(Ok(Message::Text(subscribe))) = ws.next().await else {
+                    panic!("no subscribe message")
+                };
+                seen.lock().unwrap().push(subscribe.to_string());
+                for frame in frames {
+                    ws.send(Message::text(frame)).await.unwrap();
+                }
+                if i == 0 {
+                    // Gone without a close frame, as a dropped connection is.
+                    drop(ws);
+                    continue;
+                }
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        });
+    });
+    (url, subscribes)
+}
+
+#[test]
+fn coinbase_reconnects_resubscribes_and_keeps_what_it_cannot_read() {
+    let (url, subscribes) = venue();
+    let source = CoinbaseSource {
+        url,
+        symbols: vec!["BTC-USD".into()],
+        stale_after: Duration::from_secs(30),
+        retry_max: Duration::from_millis(200),
+    };
+    // Four records from the first connection, two from the second.
+    let appended = check_source(Box::new(source), 6);
+
+    let subscribes = subscribes.lock().unwrap().clone();
+    assert_eq!(subscribes.len(), 2, "subscribed again after the drop");
+    for s in &subscribes {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        assert_eq!(v["type"], "subscribe");
+        assert_eq!(v["product_ids"][0], "BTC-USD");
+        assert_eq!(v["channels"][0], "matches");
+    }
+    let ids: Vec<&str> = appended
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Trade(t) => t.trade_id.as_deref().unwrap_or_default(),
+            other => panic!("only trades: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["9", "10", "11", "11", "12"]);
+    let Event::Trade(t) = &appended.events[1] else {
+        unreachable!()
+    };
+    assert_eq!(t.symbol.as_str(), "BTC-USD");
+    assert_eq!(t.price.to_string(), "63010.50");
+    assert_eq!((&*t.source, &*t.feed), ("contract", "contract:matches"));
+    assert_eq!(t.seq, Some(50));
+    assert_eq!(appended.rejected.len(), 1, "{:?}", appended.rejected);
+    assert!(
+        appended.rejected[0].1.contains(r#""trade_id":11,"#),
+        "the frame is kept: {:?}",
+        appended.rejected
+    );
+
+    // Processing keeps each trade once: the repeat sent on resubscribing is a duplicate.
+    let mut processor = Processor::new(ProcessorConfig::default());
+    let mut out = Output::default();
+    for e in appended.events {
+        processor.process(None, e, UnixNanos::now(), &mut out);
+    }
+    assert_eq!(out.rows.trades.len(), 4);
+    assert_eq!(out.duplicates, 1);
+}
