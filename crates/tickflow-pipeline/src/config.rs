@@ -82,11 +82,13 @@ pub enum RawSourceKind {
     Simulator(RawSimulator),
     Replay(RawReplay),
     Http(RawHttpSource),
-    Coinbase(RawCoinbase),
+    Coinbase(RawWsFeed),
+    Binance(RawWsFeed),
 }
 
+/// A public WebSocket trade feed's settings (Coinbase, Binance).
 #[derive(Debug, Default, Deserialize)]
-pub struct RawCoinbase {
+pub struct RawWsFeed {
     pub url: Option<String>,
     pub symbols: Option<Vec<String>>,
     pub stale_after_secs: Option<i64>,
@@ -117,7 +119,7 @@ pub struct RawSimulator {
 
 impl RawSourceKind {
     /// Every `type` a `[[sources]]` entry may name.
-    pub const TYPES: &[&str] = &["simulator", "replay", "http", "coinbase"];
+    pub const TYPES: &[&str] = &["simulator", "replay", "http", "coinbase", "binance"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
@@ -125,6 +127,7 @@ impl RawSourceKind {
             "replay" => c.typed(entry, key).map(Self::Replay),
             "http" => c.typed(entry, key).map(Self::Http),
             "coinbase" => c.typed(entry, key).map(Self::Coinbase),
+            "binance" => c.typed(entry, key).map(Self::Binance),
             _ => None,
         }
     }
@@ -310,6 +313,56 @@ pub struct SimulatorPlan {
     pub history_step_nanos: i64,
 }
 
+/// A WebSocket feed's validated settings.
+struct WsFeedPlan {
+    url: String,
+    symbols: Vec<Symbol>,
+    stale_after: Duration,
+    retry_max: Duration,
+}
+
+/// Checks a WebSocket feed's entry (`key` names its fields), filling in the defaults.
+fn ws_feed(
+    c: &mut Checker,
+    key: &dyn Fn(&str) -> String,
+    raw: RawWsFeed,
+    default_url: &str,
+) -> WsFeedPlan {
+    let url = raw.url.unwrap_or_else(|| default_url.to_string());
+    if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+        c.add(
+            key("url"),
+            format!("{url:?} is not a ws:// or wss:// address"),
+        );
+    }
+    let symbols = match raw.symbols {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .filter_map(|s| match Symbol::parse(s) {
+                Ok(sym) => Some(sym),
+                Err(e) => {
+                    c.add(key("symbols"), e.to_string());
+                    None
+                }
+            })
+            .collect(),
+        _ => {
+            c.add(
+                key("symbols"),
+                "missing: the pairs to follow, as BASE-QUOTE (\"BTC-USD\")",
+            );
+            Vec::new()
+        }
+    };
+    let secs = |v: i64| Duration::from_secs(v.unsigned_abs());
+    WsFeedPlan {
+        url,
+        symbols,
+        stale_after: secs(c.range(&key("stale_after_secs"), raw.stale_after_secs, 30, 2, 3600)),
+        retry_max: secs(c.range(&key("retry_max_secs"), raw.retry_max_secs, 30, 1, 3600)),
+    }
+}
+
 /// A file or folder to replay.
 #[derive(Clone, Debug)]
 pub struct ReplayPlan {
@@ -352,6 +405,7 @@ pub enum SourceConfig {
     /// Fed by the HTTP API; its task only waits for the stop.
     Http(HttpSourcePlan),
     Coinbase(tickflow_sources::coinbase::CoinbaseSource),
+    Binance(tickflow_sources::binance::BinanceSource),
 }
 
 impl SourceConfig {
@@ -362,6 +416,7 @@ impl SourceConfig {
             Self::Replay(_) => "replay",
             Self::Http(_) => "http",
             Self::Coinbase(_) => "coinbase",
+            Self::Binance(_) => "binance",
         }
     }
 
@@ -381,6 +436,7 @@ impl SourceConfig {
             }),
             Self::Http(_) => Box::new(HttpIngest),
             Self::Coinbase(c) => Box::new(c.clone()),
+            Self::Binance(b) => Box::new(b.clone()),
         }
     }
 
@@ -403,6 +459,15 @@ impl SourceConfig {
             Self::Coinbase(c) => {
                 format!("Coinbase trades of {} from {}", c.symbols.join(", "), c.url)
             }
+            Self::Binance(b) => format!(
+                "Binance trades of {} from {}",
+                b.symbols
+                    .iter()
+                    .map(Symbol::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                b.url
+            ),
             Self::Replay(r) => format!(
                 "replay of {} {}",
                 r.path.display(),
@@ -933,6 +998,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Replay(_) => "replay",
             RawSourceKind::Http(_) => "http",
             RawSourceKind::Coinbase(_) => "coinbase",
+            RawSourceKind::Binance(_) => "binance",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -1042,49 +1108,28 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 };
                 SourceConfig::Replay(ReplayPlan { path, speed })
             }
-            RawSourceKind::Coinbase(cb) => {
-                let url = cb
-                    .url
-                    .unwrap_or_else(|| tickflow_sources::coinbase::DEFAULT_URL.to_string());
-                if !(url.starts_with("wss://") || url.starts_with("ws://")) {
+            RawSourceKind::Coinbase(raw) => {
+                let f = ws_feed(c, &key, raw, tickflow_sources::coinbase::DEFAULT_URL);
+                SourceConfig::Coinbase(tickflow_sources::coinbase::CoinbaseSource {
+                    url: f.url,
+                    symbols: f.symbols.iter().map(|s| s.as_str().to_string()).collect(),
+                    stale_after: f.stale_after,
+                    retry_max: f.retry_max,
+                })
+            }
+            RawSourceKind::Binance(raw) => {
+                let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
+                for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
                     c.add(
-                        key("url"),
-                        format!("{url:?} is not a ws:// or wss:// address"),
+                        key("symbols"),
+                        format!("\"{s}\": write the pair as BASE-QUOTE (\"BTC-USDT\"), the form tickflow stores; its stream is named from it"),
                     );
                 }
-                let symbols = match cb.symbols {
-                    Some(list) if !list.is_empty() => list,
-                    _ => {
-                        c.add(
-                            key("symbols"),
-                            "missing: the products to follow, as Coinbase names them (\"BTC-USD\")",
-                        );
-                        Vec::new()
-                    }
-                };
-                for s in &symbols {
-                    if let Err(e) = Symbol::parse(s) {
-                        c.add(key("symbols"), e.to_string());
-                    }
-                }
-                let secs = |v: i64| Duration::from_secs(v.unsigned_abs());
-                SourceConfig::Coinbase(tickflow_sources::coinbase::CoinbaseSource {
-                    url,
-                    symbols,
-                    stale_after: secs(c.range(
-                        &key("stale_after_secs"),
-                        cb.stale_after_secs,
-                        30,
-                        2,
-                        3600,
-                    )),
-                    retry_max: secs(c.range(
-                        &key("retry_max_secs"),
-                        cb.retry_max_secs,
-                        30,
-                        1,
-                        3600,
-                    )),
+                SourceConfig::Binance(tickflow_sources::binance::BinanceSource {
+                    url: f.url,
+                    symbols: f.symbols,
+                    stale_after: f.stale_after,
+                    retry_max: f.retry_max,
                 })
             }
             RawSourceKind::Http(h) => {

@@ -5,12 +5,14 @@
 //! A source appends batches through its `SourceContext`, which acknowledges them once they
 //! are durable; it knows nothing of processing or the lake.
 
+pub mod binance;
 pub mod coinbase;
 mod error;
 pub mod pacing;
 pub mod replay;
 pub mod rng;
 pub mod simulator;
+pub mod ws;
 
 pub use error::Error;
 pub use replay::ReplaySource;

@@ -1,5 +1,6 @@
 //! Sources against the source contract, and what replay reads from each format.
 
+mod binance;
 mod coinbase;
 
 use std::sync::Arc;

@@ -1,0 +1,155 @@
+//! The connection loop every WebSocket feed shares: connect, subscribe, read frames until the
+//! stop, and reconnect after a capped exponential backoff with jitter when the connection
+//! drops, goes silent or the venue says something is wrong. Each reconnect is counted in
+//! `tickflow_reconnects_total{source, reason}`. What a frame means is the venue's own
+//! (`Venue::read`).
+
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures_util::{SinkExt, StreamExt};
+use tickflow_core::codec::{Batch, Rejected};
+use tickflow_core::source::{SourceContext, SourceError};
+use tickflow_model::{RejectReason, UnixNanos};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    pub url: String,
+    /// Sent once connected (venues whose URL names the streams send none).
+    pub subscribe: Option<String>,
+    /// Silence after which the connection is taken for dead and reopened.
+    pub stale_after: Duration,
+    /// The longest wait between reconnects.
+    pub retry_max: Duration,
+}
+
+/// A venue's reading of its frames.
+pub trait Venue {
+    /// Appends what one text frame holds to `batch`: events, or nothing for control frames.
+    ///
+    /// # Errors
+    /// [`Frame::Unreadable`] keeps the frame for the DLQ and reads on; [`Frame::Reconnect`]
+    /// ends the connection (the venue reported an error or is going away).
+    fn read(&mut self, text: &str, now: UnixNanos, batch: &mut Batch) -> Result<(), Frame>;
+}
+
+/// A frame that is not events.
+#[derive(Debug)]
+pub enum Frame {
+    Unreadable(String),
+    Reconnect(String),
+}
+
+/// Why a connection ended early: the connection (reconnect) or the log (stop).
+enum Failure {
+    Connection { reason: &'static str, error: String },
+    Log(SourceError),
+}
+
+fn lost(reason: &'static str, error: impl ToString) -> Failure {
+    Failure::Connection {
+        reason,
+        error: error.to_string(),
+    }
+}
+
+/// Follows `feed` until the stop, reconnecting as needed.
+///
+/// # Errors
+/// Only the log's: a source whose events cannot be made durable stops.
+pub async fn follow(
+    feed: &Feed,
+    ctx: &SourceContext,
+    venue: &mut impl Venue,
+) -> Result<(), SourceError> {
+    let mut backoff = backoff(feed.retry_max);
+    loop {
+        let reason = match session(feed, ctx, venue).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "closed",
+            Err(Failure::Log(e)) => return Err(e),
+            Err(Failure::Connection { reason, error }) => {
+                tracing::warn!(source = ctx.id(), url = %feed.url, reason, error = %error, "connection lost; reconnecting");
+                reason
+            }
+        };
+        metrics::counter!("tickflow_reconnects_total", "source" => ctx.id().to_string(), "reason" => reason)
+            .increment(1);
+        let wait = backoff.next().unwrap_or(feed.retry_max);
+        tokio::select! {
+            () = ctx.stopped() => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        if reason == "closed" {
+            // A clean close after a good session starts the backoff over.
+            backoff = self::backoff(feed.retry_max);
+        }
+    }
+}
+
+fn backoff(max: Duration) -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100).min(max))
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One connection: `Ok(true)` when stopped, `Ok(false)` when the venue closed it.
+async fn session(
+    feed: &Feed,
+    ctx: &SourceContext,
+    venue: &mut impl Venue,
+) -> Result<bool, Failure> {
+    let (mut ws, _) = tokio::select! {
+        () = ctx.stopped() => return Ok(true),
+        connected = tokio_tungstenite::connect_async(feed.url.as_str()) => {
+            connected.map_err(|e| lost("connect", e))?
+        }
+    };
+    if let Some(subscribe) = &feed.subscribe {
+        ws.send(Message::text(subscribe.as_str()))
+            .await
+            .map_err(|e| lost("send", e))?;
+    }
+    let mut batch = Batch::default();
+    loop {
+        let frame = tokio::select! {
+            () = ctx.stopped() => {
+                let _ = ws.close(None).await;
+                return Ok(true);
+            }
+            next = tokio::time::timeout(feed.stale_after, ws.next()) => next,
+        };
+        let text = match frame {
+            Err(_) => return Err(lost("stale", format!("silent for {:?}", feed.stale_after))),
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Ok(false),
+            Ok(Some(Err(e))) => return Err(lost("read", e)),
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            // Pings are answered by the library; binary frames are not these feeds'.
+            Ok(Some(Ok(_))) => continue,
+        };
+        let now = UnixNanos::now();
+        batch.clear();
+        match venue.read(&text, now, &mut batch) {
+            Ok(()) => {}
+            Err(Frame::Reconnect(message)) => return Err(lost("error", message)),
+            Err(Frame::Unreadable(error)) => {
+                batch.clear();
+                batch.push_rejected(&Rejected {
+                    reason: RejectReason::Malformed,
+                    ts_recv: now,
+                    source: ctx.id(),
+                    error: &error,
+                    payload: &text,
+                });
+            }
+        }
+        if !batch.is_empty() {
+            ctx.append(&batch).map_err(Failure::Log)?;
+        }
+    }
+}

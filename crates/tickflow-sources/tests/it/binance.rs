@@ -1,0 +1,129 @@
+//! The Binance source against a local server speaking the venue's combined-stream protocol:
+//! the streams are named in the address, a frame it cannot read is kept, and the venue's
+//! `serverShutdown` notice is followed by a reconnect to the same streams.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tickflow_core::contract::check_source;
+use tickflow_model::{Event, Symbol};
+use tickflow_sources::binance::BinanceSource;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+fn trade(raw: &str, id: u64, price: &str) -> String {
+    let stream = raw.to_ascii_lowercase();
+    format!(
+        r#"{{"stream":"{stream}@trade","data":{{"e":"trade","E":1715096462130,"s":"{raw}","t":{id},"p":"{price}","q":"0.01000000","T":{},"m":true,"M":true}}}}"#,
+        1_715_096_462_000u64 + id
+    )
+}
+
+/// Two connections; the first ends with the venue's shutdown notice. Returns the address and
+/// the paths each connection asked for.
+// The handshake callback's `Result` is tungstenite's signature, large error and all.
+#[allow(clippy::result_large_err)]
+fn venue() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&paths);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let sessions = [
+                vec![
+                    trade("BTCUSDT", 1, "63012.50000000"),
+                    trade("ETHUSDT", 2, "3012.01000000"),
+                    r#"{"stream":"btcusdt@trade","data":{"e":"trade","#.to_string(),
+                    r#"{"e":"serverShutdown","E":1715096463000}"#.to_string(),
+                ],
+                vec![trade("BTCUSDT", 3, "63013.00000000")],
+            ];
+            for frames in sessions {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let seen = Arc::clone(&seen);
+                let mut ws = tokio_tungstenite::accept_hdr_async(
+                    tcp,
+                    move |req: &Request, resp: Response| {
+                        seen.lock().unwrap().push(req.uri().to_string());
+                        Ok(resp)
+                    },
+                )
+                .await
+                .unwrap();
+                for frame in frames {
+                    ws.send(Message::text(frame)).await.unwrap();
+                }
+                // Until the client goes: after the notice it hangs up itself.
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        });
+    });
+    (url, paths)
+}
+
+#[test]
+fn binance_names_its_streams_and_reconnects_on_the_shutdown_notice() {
+    let (url, paths) = venue();
+    let source = BinanceSource {
+        url,
+        symbols: vec![
+            Symbol::parse("BTC-USDT").unwrap(),
+            Symbol::parse("ETH-USDT").unwrap(),
+        ],
+        stale_after: Duration::from_secs(30),
+        retry_max: Duration::from_millis(200),
+    };
+    // Two trades and the unreadable frame, then one trade after the reconnect.
+    let appended = check_source(Box::new(source), 4);
+    let paths = paths.lock().unwrap().clone();
+    assert_eq!(
+        paths, ["/stream?streams=btcusdt@trade/ethusdt@trade"; 2],
+        "the same streams after the notice"
+    );
+    let got: Vec<(String, String, String)> = appended
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Trade(t) => (
+                t.symbol.to_string(),
+                t.trade_id.as_deref().unwrap_or_default().to_string(),
+                t.feed.to_string(),
+            ),
+            other => panic!("only trades: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "BTC-USDT".into(),
+                "1".into(),
+                "contract:btcusdt@trade".into()
+            ),
+            (
+                "ETH-USDT".into(),
+                "2".into(),
+                "contract:ethusdt@trade".into()
+            ),
+            (
+                "BTC-USDT".into(),
+                "3".into(),
+                "contract:btcusdt@trade".into()
+            ),
+        ]
+    );
+    assert_eq!(appended.rejected.len(), 1, "{:?}", appended.rejected);
+    assert!(
+        appended.rejected[0]
+            .1
+            .starts_with(r#"{"stream":"btcusdt@trade""#)
+    );
+}
