@@ -40,12 +40,16 @@ pub trait Venue {
 pub enum Frame {
     Unreadable(String),
     Reconnect(String),
+    /// The venue refused the configuration (an unknown product): trying again cannot help,
+    /// so the source stops, shown as `failed` with this reason.
+    Stop(String),
 }
 
-/// Why a connection ended early: the connection (reconnect) or the log (stop).
+/// Why a connection ended early: the connection (reconnect), or the log or the venue's
+/// refusal (stop).
 enum Failure {
     Connection { reason: &'static str, error: String },
-    Log(SourceError),
+    Stop(SourceError),
 }
 
 fn lost(reason: &'static str, error: impl ToString) -> Failure {
@@ -58,7 +62,8 @@ fn lost(reason: &'static str, error: impl ToString) -> Failure {
 /// Follows `feed` until the stop, reconnecting as needed.
 ///
 /// # Errors
-/// Only the log's: a source whose events cannot be made durable stops.
+/// The log's (a source whose events cannot be made durable stops), or the venue's refusal
+/// of the configuration ([`Frame::Stop`]).
 pub async fn follow(
     feed: &Feed,
     ctx: &SourceContext,
@@ -69,7 +74,7 @@ pub async fn follow(
         let reason = match session(feed, ctx, venue).await {
             Ok(true) => return Ok(()),
             Ok(false) => "closed",
-            Err(Failure::Log(e)) => return Err(e),
+            Err(Failure::Stop(e)) => return Err(e),
             Err(Failure::Connection { reason, error }) => {
                 tracing::warn!(source = ctx.id(), url = %feed.url, reason, error = %error, "connection lost; reconnecting");
                 reason
@@ -137,6 +142,12 @@ async fn session(
         match venue.read(&text, now, &mut batch) {
             Ok(()) => {}
             Err(Frame::Reconnect(message)) => return Err(lost("error", message)),
+            Err(Frame::Stop(message)) => {
+                let _ = ws.close(None).await;
+                return Err(Failure::Stop(
+                    format!("{} refused the configuration: {message}", feed.url).into(),
+                ));
+            }
             Err(Frame::Unreadable(error)) => {
                 batch.clear();
                 batch.push_rejected(&Rejected {
@@ -149,7 +160,7 @@ async fn session(
             }
         }
         if !batch.is_empty() {
-            ctx.append(&batch).map_err(Failure::Log)?;
+            ctx.append(&batch).map_err(Failure::Stop)?;
         }
     }
 }

@@ -49,6 +49,10 @@ impl Venue for Matches {
         match parse::parse(text, &self.source, &self.feed, now) {
             Ok(Parsed::Trade(trade)) => batch.push(&Event::Trade(trade)),
             Ok(Parsed::Subscribed | Parsed::Heartbeat) => {}
+            // A product it does not know: subscribing again would be refused again.
+            Ok(Parsed::Error(message)) if message.starts_with("Failed to subscribe") => {
+                return Err(Frame::Stop(message));
+            }
             Ok(Parsed::Error(message)) => return Err(Frame::Reconnect(message)),
             Err(error) => return Err(Frame::Unreadable(error)),
         }

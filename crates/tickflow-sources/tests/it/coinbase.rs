@@ -126,3 +126,69 @@ fn coinbase_reconnects_resubscribes_and_keeps_what_it_cannot_read() {
     assert_eq!(out.rows.trades.len(), 4);
     assert_eq!(out.duplicates, 1);
 }
+
+/// A log that takes nothing: the refused source never appends.
+#[derive(Debug)]
+struct Unused;
+
+impl tickflow_core::source::Append for Unused {
+    fn append(
+        &self,
+        _: &str,
+        _: &tickflow_core::codec::Batch,
+    ) -> Result<std::ops::Range<u64>, tickflow_core::source::SourceError> {
+        Err("nothing should be appended".into())
+    }
+}
+
+#[test]
+fn a_product_the_venue_does_not_know_stops_the_source_with_its_reason() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                *counted.lock().unwrap() += 1;
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let _subscribe = ws.next().await;
+                let refusal = r#"{"type":"error","message":"Failed to subscribe","reason":"ZZZ-USD is not a valid product"}"#;
+                ws.send(Message::text(refusal)).await.unwrap();
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        });
+    });
+    let source = Box::new(CoinbaseSource {
+        url,
+        symbols: vec!["ZZZ-USD".into()],
+        stale_after: Duration::from_secs(30),
+        retry_max: Duration::from_millis(100),
+    });
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let ctx = tickflow_core::source::SourceContext::new(
+        "coinbase",
+        Arc::new(Unused),
+        Arc::new(tickflow_core::metrics::Metrics::default()),
+        stop_rx,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(tickflow_core::source::Source::run(source, ctx))
+        .expect_err("a refused product stops the source");
+    assert!(
+        err.to_string().contains("ZZZ-USD is not a valid product"),
+        "{err}"
+    );
+    assert_eq!(*connections.lock().unwrap(), 1, "no retry storm");
+}
