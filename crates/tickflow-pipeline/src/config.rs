@@ -84,6 +84,19 @@ pub enum RawSourceKind {
     Http(RawHttpSource),
     Coinbase(RawWsFeed),
     Binance(RawWsFeed),
+    Alpaca(RawAlpaca),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAlpaca {
+    pub url: Option<String>,
+    pub feed: Option<String>,
+    pub key: Option<String>,
+    pub secret: Option<String>,
+    pub symbols: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
+    pub stale_after_secs: Option<i64>,
+    pub retry_max_secs: Option<i64>,
 }
 
 /// A public WebSocket trade feed's settings (Coinbase, Binance).
@@ -119,7 +132,14 @@ pub struct RawSimulator {
 
 impl RawSourceKind {
     /// Every `type` a `[[sources]]` entry may name.
-    pub const TYPES: &[&str] = &["simulator", "replay", "http", "coinbase", "binance"];
+    pub const TYPES: &[&str] = &[
+        "simulator",
+        "replay",
+        "http",
+        "coinbase",
+        "binance",
+        "alpaca",
+    ];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
@@ -128,6 +148,7 @@ impl RawSourceKind {
             "http" => c.typed(entry, key).map(Self::Http),
             "coinbase" => c.typed(entry, key).map(Self::Coinbase),
             "binance" => c.typed(entry, key).map(Self::Binance),
+            "alpaca" => c.typed(entry, key).map(Self::Alpaca),
             _ => None,
         }
     }
@@ -313,6 +334,77 @@ pub struct SimulatorPlan {
     pub history_step_nanos: i64,
 }
 
+/// Checks an Alpaca entry: the stream from `url` and `feed`, the key and secret, and which
+/// channels carry the symbols.
+fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> SourceConfig {
+    let base = raw
+        .url
+        .unwrap_or_else(|| "wss://stream.data.alpaca.markets".to_string());
+    let path = match raw.feed.as_deref().unwrap_or("iex") {
+        feed @ ("iex" | "sip" | "delayed_sip" | "test") => format!("v2/{feed}"),
+        "crypto" => "v1beta3/crypto/us".to_string(),
+        other => {
+            c.add(
+                key("feed"),
+                format!("{other:?}: expected iex, sip, delayed_sip, test or crypto"),
+            );
+            String::new()
+        }
+    };
+    let mut secret = |name: &str, value: Option<String>| match value {
+        Some(v) if !v.is_empty() => v,
+        _ => {
+            c.add(
+                key(name),
+                "missing: set it from the environment (APCA_API_KEY_ID, APCA_API_SECRET_KEY)",
+            );
+            String::new()
+        }
+    };
+    let (api_key, api_secret) = (secret("key", raw.key), secret("secret", raw.secret));
+    let feed = ws_feed(
+        c,
+        key,
+        RawWsFeed {
+            url: Some(format!("{}/{path}", base.trim_end_matches('/'))),
+            symbols: raw.symbols.clone(),
+            stale_after_secs: Some(raw.stale_after_secs.unwrap_or(600)),
+            retry_max_secs: raw.retry_max_secs,
+        },
+        "",
+    );
+    // Alpaca names crypto pairs with a slash; tickflow stores them with a dash.
+    let names: Vec<String> = raw.symbols.unwrap_or_default();
+    let channels = raw
+        .channels
+        .unwrap_or_else(|| vec!["trades".into(), "quotes".into(), "bars".into()]);
+    let mut picked = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for channel in &channels {
+        match ["trades", "quotes", "bars", "daily_bars"]
+            .iter()
+            .position(|c| c == channel)
+        {
+            Some(i) => picked[i] = names.clone(),
+            None => c.add(
+                key("channels"),
+                format!("{channel:?}: expected trades, quotes, bars or daily_bars"),
+            ),
+        }
+    }
+    let [trades, quotes, bars, daily_bars] = picked;
+    SourceConfig::Alpaca(tickflow_sources::alpaca::AlpacaSource {
+        url: feed.url,
+        key: api_key,
+        secret: api_secret,
+        trades,
+        quotes,
+        bars,
+        daily_bars,
+        stale_after: feed.stale_after,
+        retry_max: feed.retry_max,
+    })
+}
+
 /// A WebSocket feed's validated settings.
 struct WsFeedPlan {
     url: String,
@@ -406,6 +498,7 @@ pub enum SourceConfig {
     Http(HttpSourcePlan),
     Coinbase(tickflow_sources::coinbase::CoinbaseSource),
     Binance(tickflow_sources::binance::BinanceSource),
+    Alpaca(tickflow_sources::alpaca::AlpacaSource),
 }
 
 impl SourceConfig {
@@ -417,6 +510,7 @@ impl SourceConfig {
             Self::Http(_) => "http",
             Self::Coinbase(_) => "coinbase",
             Self::Binance(_) => "binance",
+            Self::Alpaca(_) => "alpaca",
         }
     }
 
@@ -437,6 +531,7 @@ impl SourceConfig {
             Self::Http(_) => Box::new(HttpIngest),
             Self::Coinbase(c) => Box::new(c.clone()),
             Self::Binance(b) => Box::new(b.clone()),
+            Self::Alpaca(a) => Box::new(a.clone()),
         }
     }
 
@@ -458,6 +553,24 @@ impl SourceConfig {
             ),
             Self::Coinbase(c) => {
                 format!("Coinbase trades of {} from {}", c.symbols.join(", "), c.url)
+            }
+            Self::Alpaca(a) => {
+                let mut channels = Vec::new();
+                for (name, list) in [
+                    ("trades", &a.trades),
+                    ("quotes", &a.quotes),
+                    ("minute bars", &a.bars),
+                    ("daily bars", &a.daily_bars),
+                ] {
+                    if !list.is_empty() {
+                        channels.push(format!("{name} of {}", list.join(", ")));
+                    }
+                }
+                format!(
+                    "Alpaca {}: {}; key from the config, never shown",
+                    a.url,
+                    channels.join("; ")
+                )
             }
             Self::Binance(b) => format!(
                 "Binance trades of {} from {}",
@@ -999,6 +1112,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Http(_) => "http",
             RawSourceKind::Coinbase(_) => "coinbase",
             RawSourceKind::Binance(_) => "binance",
+            RawSourceKind::Alpaca(_) => "alpaca",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -1117,6 +1231,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     retry_max: f.retry_max,
                 })
             }
+            RawSourceKind::Alpaca(raw) => alpaca(c, &key, raw),
             RawSourceKind::Binance(raw) => {
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
@@ -1379,11 +1494,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Plan, ConfigError> {
         problems,
     };
     let mut env_problems = Vec::new();
+    let written = text;
     let text = interpolate(text, &mut env_problems);
     let mut problems: Vec<Problem> = env_problems
         .into_iter()
         .map(|(off, m)| Problem {
-            line: Some(line_of(&text, off)),
+            // The offset is in the file as written, before any value was put in.
+            line: Some(line_of(written, off)),
             key: String::new(),
             message: m,
         })
@@ -1791,6 +1908,16 @@ mod tests {
         .to_string();
         assert!(
             err.contains("a.toml:3: lake.compact_target_mb: 0 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unset_variable_is_reported_on_its_own_line_after_longer_values() {
+        let text = "data_dir = \"${TICKFLOW_TEST_UNSET_DIR:-/a/long/default/path/that/is/longer/than/its/expression}\"\n\n[http]\nport = 0\n\n[[sources]]\ntype = \"http\"\ntoken = \"${TICKFLOW_TEST_UNSET_TOKEN}\"\n";
+        let err = parse(text, Path::new("a.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("a.toml:8: environment variable TICKFLOW_TEST_UNSET_TOKEN is not set"),
             "{err}"
         );
     }

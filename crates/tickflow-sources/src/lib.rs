@@ -5,6 +5,7 @@
 //! A source appends batches through its `SourceContext`, which acknowledges them once they
 //! are durable; it knows nothing of processing or the lake.
 
+pub mod alpaca;
 pub mod binance;
 pub mod coinbase;
 mod error;

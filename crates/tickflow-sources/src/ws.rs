@@ -33,6 +33,12 @@ pub trait Venue {
     /// [`Frame::Unreadable`] keeps the frame for the DLQ and reads on; [`Frame::Reconnect`]
     /// ends the connection (the venue reported an error or is going away).
     fn read(&mut self, text: &str, now: UnixNanos, batch: &mut Batch) -> Result<(), Frame>;
+
+    /// Messages to send after the frame just read: venues that greet first get their
+    /// authentication and subscription this way.
+    fn replies(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A frame that is not events.
@@ -161,6 +167,11 @@ async fn session(
         }
         if !batch.is_empty() {
             ctx.append(&batch).map_err(Failure::Stop)?;
+        }
+        for reply in venue.replies() {
+            ws.send(Message::text(reply))
+                .await
+                .map_err(|e| lost("send", e))?;
         }
     }
 }

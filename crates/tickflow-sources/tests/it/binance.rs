@@ -12,6 +12,8 @@ use tickflow_sources::binance::BinanceSource;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
+use crate::support::local_server;
+
 fn trade(raw: &str, id: u64, price: &str) -> String {
     let stream = raw.to_ascii_lowercase();
     format!(
@@ -25,18 +27,10 @@ fn trade(raw: &str, id: u64, price: &str) -> String {
 // The handshake callback's `Result` is tungstenite's signature, large error and all.
 #[allow(clippy::result_large_err)]
 fn venue() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
     let paths = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&paths);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let url = local_server(move |listener| {
+        Box::pin(async move {
             let sessions = [
                 vec![
                     trade("BTCUSDT", 1, "63012.50000000"),
@@ -64,7 +58,7 @@ fn venue() -> (String, Arc<Mutex<Vec<String>>>) {
                 // Until the client goes: after the notice it hangs up itself.
                 while let Some(Ok(_)) = ws.next().await {}
             }
-        });
+        })
     });
     (url, paths)
 }

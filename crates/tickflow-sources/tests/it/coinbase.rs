@@ -13,6 +13,8 @@ use tickflow_process::{Output, Processor, ProcessorConfig};
 use tickflow_sources::coinbase::CoinbaseSource;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::{local_server, run_until_failed};
+
 fn matched(kind: &str, id: u64) -> String {
     format!(
         r#"{{"type":"{kind}","trade_id":{id},"sequence":{},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8","taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","time":"2024-05-06T14:31:{id:02}.123456Z","product_id":"BTC-USD","size":"0.01","price":"630{id:02}.50","side":"sell"}}"#,
@@ -26,18 +28,10 @@ const SUBSCRIBED: &str = r#"{"type":"subscriptions","channels":[{"name":"matches
 /// close frame; the second repeats the last trade, sends one more and stays open. Returns
 /// the address and the subscribe messages received.
 fn venue() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
     let subscribes = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&subscribes);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let url = local_server(move |listener| {
+        Box::pin(async move {
             let sessions = [
                 vec![
                     SUBSCRIBED.to_string(),
@@ -69,7 +63,7 @@ fn venue() -> (String, Arc<Mutex<Vec<String>>>) {
                 }
                 while let Some(Ok(_)) = ws.next().await {}
             }
-        });
+        })
     });
     (url, subscribes)
 }
@@ -127,34 +121,12 @@ fn coinbase_reconnects_resubscribes_and_keeps_what_it_cannot_read() {
     assert_eq!(out.duplicates, 1);
 }
 
-/// A log that takes nothing: the refused source never appends.
-#[derive(Debug)]
-struct Unused;
-
-impl tickflow_core::source::Append for Unused {
-    fn append(
-        &self,
-        _: &str,
-        _: &tickflow_core::codec::Batch,
-    ) -> Result<std::ops::Range<u64>, tickflow_core::source::SourceError> {
-        Err("nothing should be appended".into())
-    }
-}
-
 #[test]
 fn a_product_the_venue_does_not_know_stops_the_source_with_its_reason() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
     let connections = Arc::new(Mutex::new(0));
     let counted = Arc::clone(&connections);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let url = local_server(move |listener| {
+        Box::pin(async move {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 *counted.lock().unwrap() += 1;
@@ -164,28 +136,14 @@ fn a_product_the_venue_does_not_know_stops_the_source_with_its_reason() {
                 ws.send(Message::text(refusal)).await.unwrap();
                 while let Some(Ok(_)) = ws.next().await {}
             }
-        });
+        })
     });
-    let source = Box::new(CoinbaseSource {
+    let err = run_until_failed(Box::new(CoinbaseSource {
         url,
         symbols: vec!["ZZZ-USD".into()],
         stale_after: Duration::from_secs(30),
         retry_max: Duration::from_millis(100),
-    });
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let ctx = tickflow_core::source::SourceContext::new(
-        "coinbase",
-        Arc::new(Unused),
-        Arc::new(tickflow_core::metrics::Metrics::default()),
-        stop_rx,
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt
-        .block_on(tickflow_core::source::Source::run(source, ctx))
-        .expect_err("a refused product stops the source");
+    }));
     assert!(
         err.to_string().contains("ZZZ-USD is not a valid product"),
         "{err}"

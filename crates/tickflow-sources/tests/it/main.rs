@@ -1,7 +1,9 @@
 //! Sources against the source contract, and what replay reads from each format.
 
+mod alpaca;
 mod binance;
 mod coinbase;
+mod support;
 
 use std::sync::Arc;
 

@@ -10,6 +10,8 @@ fn every_example_config_passes_check() {
             // The examples take their secrets from the environment, as a deployment would.
             let out = bin()
                 .env("VENDOR_A_TOKEN", "a-test-token-0123456789")
+                .env("APCA_API_KEY_ID", "PKTESTKEY0123")
+                .env("APCA_API_SECRET_KEY", "alpaca-secret-0123456789")
                 .args(["check", "--config", path.to_str().unwrap()])
                 .output()
                 .unwrap();
@@ -20,7 +22,13 @@ fn every_example_config_passes_check() {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
-            assert!(!text.contains("a-test-token-0123456789"), "{text}");
+            for secret in [
+                "a-test-token-0123456789",
+                "PKTESTKEY0123",
+                "alpaca-secret-0123456789",
+            ] {
+                assert!(!text.contains(secret), "{text}");
+            }
             checked += 1;
         }
     }

@@ -1,0 +1,128 @@
+//! Alpaca's real-time market data stream: stocks (`v2/iex`, `v2/sip`, `v2/delayed_sip`,
+//! `v2/test`) and crypto (`v1beta3/crypto/us`). The server greets, the client authenticates
+//! by message and subscribes once authenticated; frames are arrays of mixed messages.
+//!
+//! The vendor's error codes are handled as it intends: a refused key or plan (401, 402, 403,
+//! 408, 409, 410, 411) stops the source with the vendor's message, since retrying cannot
+//! help; a symbol limit (405) is reported and the rest keeps running; a connection limit
+//! (406), a slow client (407), an auth timeout (404) or a server error reconnect after the
+//! shared loop's backoff (`crate::ws`).
+
+pub mod parse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickflow_core::codec::Batch;
+use tickflow_core::source::{Source, SourceContext, SourceError};
+use tickflow_model::UnixNanos;
+
+use crate::ws::{self, Feed, Frame, Venue};
+use parse::Control;
+
+/// The free plan's stock feed.
+pub const DEFAULT_URL: &str = "wss://stream.data.alpaca.markets/v2/iex";
+
+/// An Alpaca source as its config entry sets it up.
+#[derive(Clone)]
+pub struct AlpacaSource {
+    /// The stream, path included: `…/v2/iex`, `…/v1beta3/crypto/us`.
+    pub url: String,
+    pub key: String,
+    pub secret: String,
+    /// Symbols as Alpaca names them (`AAPL`, `BTC/USD`), per channel.
+    pub trades: Vec<String>,
+    pub quotes: Vec<String>,
+    pub bars: Vec<String>,
+    pub daily_bars: Vec<String>,
+    pub stale_after: Duration,
+    pub retry_max: Duration,
+}
+
+impl std::fmt::Debug for AlpacaSource {
+    /// The key and secret never show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlpacaSource")
+            .field("url", &self.url)
+            .field("key", &"***")
+            .field("secret", &"***")
+            .field("trades", &self.trades)
+            .field("quotes", &self.quotes)
+            .field("bars", &self.bars)
+            .field("daily_bars", &self.daily_bars)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlpacaSource {
+    /// The feed name events carry: `<id>:iex`, `<id>:sip`, `<id>:crypto`.
+    fn feed_name(&self, id: &str) -> String {
+        let path = self.url.split("://").nth(1).unwrap_or_default();
+        let last = if path.contains("/crypto/") {
+            "crypto"
+        } else {
+            path.rsplit('/').next().unwrap_or("stream")
+        };
+        format!("{id}:{last}")
+    }
+}
+
+/// The handshake's state and what to send next.
+struct Stream {
+    auth: String,
+    subscribe: String,
+    replies: Vec<String>,
+    source: Arc<str>,
+    feed: Arc<str>,
+}
+
+impl Venue for Stream {
+    fn read(&mut self, text: &str, now: UnixNanos, batch: &mut Batch) -> Result<(), Frame> {
+        let frame = parse::parse(text, &self.source, &self.feed, now).map_err(Frame::Unreadable)?;
+        for event in &frame.events {
+            batch.push(event);
+        }
+        for control in frame.control {
+            match control {
+                Control::Connected => self.replies.push(self.auth.clone()),
+                Control::Authenticated => self.replies.push(self.subscribe.clone()),
+                Control::Subscribed => {}
+                Control::Error(405, msg) => {
+                    tracing::warn!(source = %self.source, msg, "symbol limit exceeded: the symbols past the plan's limit are not sent; the rest keeps running");
+                }
+                Control::Error(code @ (401 | 402 | 403 | 408 | 409 | 410 | 411), msg) => {
+                    return Err(Frame::Stop(format!("error {code}: {msg}")));
+                }
+                Control::Error(code, msg) => {
+                    return Err(Frame::Reconnect(format!("error {code}: {msg}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replies(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.replies)
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for AlpacaSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let feed = Feed {
+            url: self.url.clone(),
+            // The server speaks first; the venue answers its greeting.
+            subscribe: None,
+            stale_after: self.stale_after,
+            retry_max: self.retry_max,
+        };
+        let mut venue = Stream {
+            auth: parse::auth(&self.key, &self.secret),
+            subscribe: parse::subscribe(&self.trades, &self.quotes, &self.bars, &self.daily_bars),
+            replies: Vec::new(),
+            source: Arc::from(ctx.id()),
+            feed: Arc::from(self.feed_name(ctx.id())),
+        };
+        ws::follow(&feed, &ctx, &mut venue).await
+    }
+}
