@@ -95,6 +95,7 @@ pub struct RawAlpaca {
     pub secret: Option<String>,
     pub symbols: Option<Vec<String>>,
     pub channels: Option<Vec<String>>,
+    pub emit: Option<String>,
     pub stale_after_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
 }
@@ -392,6 +393,17 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
         }
     }
     let [trades, quotes, bars, daily_bars] = picked;
+    let on_change = match raw.emit.as_deref() {
+        None | Some("all") => false,
+        Some("on_change") => true,
+        Some(other) => {
+            c.add(
+                key("emit"),
+                format!("{other:?}: expected \"all\" or \"on_change\""),
+            );
+            false
+        }
+    };
     SourceConfig::Alpaca(tickflow_sources::alpaca::AlpacaSource {
         url: feed.url,
         key: api_key,
@@ -402,6 +414,7 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
         daily_bars,
         stale_after: feed.stale_after,
         retry_max: feed.retry_max,
+        on_change,
     })
 }
 
@@ -567,9 +580,14 @@ impl SourceConfig {
                     }
                 }
                 format!(
-                    "Alpaca {}: {}; key from the config, never shown",
+                    "Alpaca {}: {}{}; key from the config, never shown",
                     a.url,
-                    channels.join("; ")
+                    channels.join("; "),
+                    if a.on_change {
+                        "; trades and quotes only when the price moves"
+                    } else {
+                        ""
+                    }
                 )
             }
             Self::Binance(b) => format!(

@@ -10,12 +10,13 @@
 
 pub mod parse;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tickflow_core::codec::Batch;
 use tickflow_core::source::{Source, SourceContext, SourceError};
-use tickflow_model::UnixNanos;
+use tickflow_model::{Event, Price, Symbol, UnixNanos};
 
 use crate::ws::{self, Feed, Frame, Venue};
 use parse::Control;
@@ -37,6 +38,10 @@ pub struct AlpacaSource {
     pub daily_bars: Vec<String>,
     pub stale_after: Duration,
     pub retry_max: Duration,
+    /// Send a trade or quote only when its price differs from the symbol's previous one, as
+    /// the producers tickflow replaces did; the rest are counted in
+    /// `tickflow_source_unchanged_total{source}`.
+    pub on_change: bool,
 }
 
 impl std::fmt::Debug for AlpacaSource {
@@ -50,6 +55,7 @@ impl std::fmt::Debug for AlpacaSource {
             .field("quotes", &self.quotes)
             .field("bars", &self.bars)
             .field("daily_bars", &self.daily_bars)
+            .field("on_change", &self.on_change)
             .finish_non_exhaustive()
     }
 }
@@ -74,13 +80,46 @@ struct Stream {
     replies: Vec<String>,
     source: Arc<str>,
     feed: Arc<str>,
+    /// With `emit = "on_change"`: each symbol's last trade price and last bid and ask.
+    last: Option<Changes>,
+}
+
+/// The prices last sent, per symbol.
+#[derive(Default)]
+struct Changes {
+    trades: HashMap<Symbol, Price>,
+    quotes: HashMap<Symbol, (Price, Price)>,
+}
+
+impl Changes {
+    /// Whether `event` moves its symbol's price (bars always pass).
+    fn changed(&mut self, event: &Event) -> bool {
+        match event {
+            Event::Trade(t) => self.trades.insert(t.symbol.clone(), t.price) != Some(t.price),
+            Event::Quote(q) => {
+                let now = (q.bid, q.ask);
+                self.quotes.insert(q.symbol.clone(), now) != Some(now)
+            }
+            Event::Bar(_) => true,
+        }
+    }
 }
 
 impl Venue for Stream {
     fn read(&mut self, text: &str, now: UnixNanos, batch: &mut Batch) -> Result<(), Frame> {
         let frame = parse::parse(text, &self.source, &self.feed, now).map_err(Frame::Unreadable)?;
+        let mut unchanged = 0u64;
         for event in &frame.events {
-            batch.push(event);
+            let moved = self.last.as_mut().is_none_or(|last| last.changed(event));
+            if moved {
+                batch.push(event);
+            } else {
+                unchanged += 1;
+            }
+        }
+        if unchanged > 0 {
+            metrics::counter!("tickflow_source_unchanged_total", "source" => self.source.to_string())
+                .increment(unchanged);
         }
         for control in frame.control {
             match control {
@@ -122,6 +161,7 @@ impl Source for AlpacaSource {
             replies: Vec::new(),
             source: Arc::from(ctx.id()),
             feed: Arc::from(self.feed_name(ctx.id())),
+            last: self.on_change.then(Changes::default),
         };
         ws::follow(&feed, &ctx, &mut venue).await
     }

@@ -83,6 +83,7 @@ fn source(url: String, secret: &str) -> AlpacaSource {
         daily_bars: Vec::new(),
         stale_after: Duration::from_secs(30),
         retry_max: Duration::from_millis(100),
+        on_change: false,
     }
 }
 
@@ -135,4 +136,37 @@ fn a_refused_key_stops_the_source_with_the_vendors_message() {
         "the secret is not in the message: {err}"
     );
     assert_eq!(*connections.lock().unwrap(), 1, "no retry storm");
+}
+
+#[test]
+fn emit_on_change_drops_exactly_the_unchanged_prices() {
+    let (url, _) = venue(vec![
+        r#"[{"T":"t","S":"AAPL","i":1,"p":187.41,"s":100,"t":"2024-05-06T14:31:02.1Z"},{"T":"t","S":"AAPL","i":2,"p":187.41,"s":5,"t":"2024-05-06T14:31:02.2Z"},{"T":"t","S":"MSFT","i":3,"p":187.41,"s":5,"t":"2024-05-06T14:31:02.2Z"},{"T":"t","S":"AAPL","i":4,"p":187.42,"s":5,"t":"2024-05-06T14:31:02.3Z"},{"T":"t","S":"AAPL","i":5,"p":187.410,"s":5,"t":"2024-05-06T14:31:02.4Z"}]"#,
+        r#"[{"T":"q","S":"AAPL","bp":187.40,"bs":2,"ap":187.43,"as":3,"t":"2024-05-06T14:31:02.5Z"},{"T":"q","S":"AAPL","bp":187.40,"bs":9,"ap":187.43,"as":1,"t":"2024-05-06T14:31:02.6Z"},{"T":"q","S":"AAPL","bp":187.40,"bs":9,"ap":187.44,"as":1,"t":"2024-05-06T14:31:02.7Z"}]"#,
+    ]);
+    let mut on_change = source(url, "s3cret");
+    on_change.on_change = true;
+    let appended = check_source(Box::new(on_change), 2);
+    let kept: Vec<String> = appended
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Trade(t) => format!("trade {}", t.trade_id.as_deref().unwrap_or_default()),
+            Event::Quote(q) => format!("quote {}/{}", q.bid, q.ask),
+            Event::Bar(_) => "bar".into(),
+        })
+        .collect();
+    // Trade 2 repeats AAPL's 187.41; MSFT's first is its own; 187.410 after 187.42 moved;
+    // the second quote changed only sizes.
+    assert_eq!(
+        kept,
+        [
+            "trade 1",
+            "trade 3",
+            "trade 4",
+            "trade 5",
+            "quote 187.40/187.43",
+            "quote 187.40/187.44"
+        ]
+    );
 }
