@@ -13,6 +13,7 @@ pub mod hash;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod retry;
 mod shutdown;
 pub mod sink;
 pub mod source;

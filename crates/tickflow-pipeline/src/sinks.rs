@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use tickflow_core::metrics::Metrics;
+use tickflow_core::retry::backoff;
 use tickflow_core::sink::{Flush, Sink};
 use tickflow_lake::{Lake, Rows};
 use tokio::sync::watch;
@@ -413,16 +413,6 @@ impl Sinks {
 
 /// The cap of a sink's backoff (a notifier sets its own).
 pub(crate) const SINK_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Capped exponential backoff with jitter: 100 ms doubling to `max`, for ever.
-fn backoff(max: Duration) -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100).min(max))
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
 
 /// One sink's loop.
 struct Task {

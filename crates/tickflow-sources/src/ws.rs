@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use futures_util::{SinkExt, StreamExt};
 use tickflow_core::codec::{Batch, Rejected};
+use tickflow_core::retry::backoff;
 use tickflow_core::source::{SourceContext, SourceError};
 use tickflow_model::{RejectReason, UnixNanos};
 use tokio_tungstenite::tungstenite::Message;
@@ -75,7 +75,7 @@ pub async fn follow(
     ctx: &SourceContext,
     venue: &mut impl Venue,
 ) -> Result<(), SourceError> {
-    let mut backoff = backoff(feed.retry_max);
+    let mut delays = backoff(feed.retry_max);
     loop {
         let reason = match session(feed, ctx, venue).await {
             Ok(true) => return Ok(()),
@@ -88,25 +88,16 @@ pub async fn follow(
         };
         metrics::counter!("tickflow_reconnects_total", "source" => ctx.id().to_string(), "reason" => reason)
             .increment(1);
-        let wait = backoff.next().unwrap_or(feed.retry_max);
+        let wait = delays.next().unwrap_or(feed.retry_max);
         tokio::select! {
             () = ctx.stopped() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
         if reason == "closed" {
             // A clean close after a good session starts the backoff over.
-            backoff = self::backoff(feed.retry_max);
+            delays = backoff(feed.retry_max);
         }
     }
-}
-
-fn backoff(max: Duration) -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100).min(max))
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// One connection: `Ok(true)` when stopped, `Ok(false)` when the venue closed it.
