@@ -85,6 +85,21 @@ pub enum RawSourceKind {
     Coinbase(RawWsFeed),
     Binance(RawWsFeed),
     Alpaca(RawAlpaca),
+    Polygon(RawPolygon),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPolygon {
+    pub url: Option<String>,
+    pub rest_url: Option<String>,
+    pub key: Option<String>,
+    pub symbols: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
+    pub history_days: Option<i64>,
+    pub daily_update_utc: Option<String>,
+    pub requests_per_minute: Option<i64>,
+    pub stale_after_secs: Option<i64>,
+    pub retry_max_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +111,8 @@ pub struct RawAlpaca {
     pub symbols: Option<Vec<String>>,
     pub channels: Option<Vec<String>>,
     pub emit: Option<String>,
+    pub rest_url: Option<String>,
+    pub requests_per_minute: Option<i64>,
     pub stale_after_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
 }
@@ -140,6 +157,7 @@ impl RawSourceKind {
         "coinbase",
         "binance",
         "alpaca",
+        "polygon",
     ];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
@@ -150,6 +168,7 @@ impl RawSourceKind {
             "coinbase" => c.typed(entry, key).map(Self::Coinbase),
             "binance" => c.typed(entry, key).map(Self::Binance),
             "alpaca" => c.typed(entry, key).map(Self::Alpaca),
+            "polygon" => c.typed(entry, key).map(Self::Polygon),
             _ => None,
         }
     }
@@ -404,8 +423,22 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
             false
         }
     };
+    let rest_url = http_url(
+        c,
+        &key("rest_url"),
+        raw.rest_url,
+        tickflow_sources::alpaca::DEFAULT_REST_URL,
+    );
     SourceConfig::Alpaca(tickflow_sources::alpaca::AlpacaSource {
         url: feed.url,
+        rest_url,
+        requests_per_minute: c.range(
+            &key("requests_per_minute"),
+            raw.requests_per_minute,
+            200,
+            1,
+            100_000,
+        ) as u32,
         key: api_key,
         secret: api_secret,
         trades,
@@ -416,6 +449,113 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
         retry_max: feed.retry_max,
         on_change,
     })
+}
+
+/// Checks a Polygon entry: the stream, the REST base, the key, which channels carry the
+/// symbols, and how daily bars are fetched.
+fn polygon(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawPolygon) -> SourceConfig {
+    use tickflow_sources::polygon::{DEFAULT_REST_URL, DEFAULT_WS_URL, PolygonSource};
+    let api_key = match raw.key {
+        Some(v) if !v.is_empty() => v,
+        _ => {
+            c.add(
+                key("key"),
+                "missing: set it from the environment (POLYGON_API_KEY)",
+            );
+            String::new()
+        }
+    };
+    let feed = ws_feed(
+        c,
+        key,
+        RawWsFeed {
+            url: raw.url,
+            symbols: raw.symbols.clone(),
+            stale_after_secs: Some(raw.stale_after_secs.unwrap_or(600)),
+            retry_max_secs: raw.retry_max_secs,
+        },
+        DEFAULT_WS_URL,
+    );
+    let rest_url = http_url(c, &key("rest_url"), raw.rest_url, DEFAULT_REST_URL);
+    let names: Vec<String> = raw.symbols.unwrap_or_default();
+    let channels = raw
+        .channels
+        .unwrap_or_else(|| vec!["trades".into(), "minute_bars".into()]);
+    const CHANNELS: [&str; 5] = [
+        "trades",
+        "quotes",
+        "second_bars",
+        "minute_bars",
+        "daily_bars",
+    ];
+    let mut picked: [Vec<String>; 5] = Default::default();
+    for channel in &channels {
+        match CHANNELS.iter().position(|c| c == channel) {
+            Some(i) => picked[i] = names.clone(),
+            None => c.add(
+                key("channels"),
+                format!("{channel:?}: expected one of {}", CHANNELS.join(", ")),
+            ),
+        }
+    }
+    let [trades, quotes, second_bars, minute_bars, daily_bars] = picked;
+    let daily_at_minute = match raw
+        .daily_update_utc
+        .as_deref()
+        .unwrap_or("13:00")
+        .split_once(':')
+    {
+        Some((h, m)) => match (h.parse::<u32>(), m.parse::<u32>()) {
+            (Ok(h), Ok(m)) if h < 24 && m < 60 => h * 60 + m,
+            _ => {
+                c.add(
+                    key("daily_update_utc"),
+                    "expected HH:MM (UTC), as \"13:00\"",
+                );
+                0
+            }
+        },
+        None => {
+            c.add(
+                key("daily_update_utc"),
+                "expected HH:MM (UTC), as \"13:00\"",
+            );
+            0
+        }
+    };
+    SourceConfig::Polygon(PolygonSource {
+        ws_url: feed.url,
+        rest_url,
+        key: api_key,
+        trades,
+        quotes,
+        second_bars,
+        minute_bars,
+        daily_bars,
+        history_days: c.range(&key("history_days"), raw.history_days, 70, 0, 36_500) as u32,
+        daily_at_minute,
+        requests_per_minute: c.range(
+            &key("requests_per_minute"),
+            raw.requests_per_minute,
+            5,
+            1,
+            100_000,
+        ) as u32,
+        stale_after: feed.stale_after,
+        retry_max: feed.retry_max,
+    })
+}
+
+/// Checks a REST base URL, defaulting to the vendor's.
+fn http_url(c: &mut Checker, key: &str, raw: Option<String>, default: &str) -> String {
+    let url = raw.unwrap_or_else(|| default.to_string());
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        c.add(
+            key,
+            format!("{url:?} is not an http:// or https:// address"),
+        );
+    }
+    url.trim_end_matches('/').to_string()
 }
 
 /// A WebSocket feed's validated settings.
@@ -512,6 +652,7 @@ pub enum SourceConfig {
     Coinbase(tickflow_sources::coinbase::CoinbaseSource),
     Binance(tickflow_sources::binance::BinanceSource),
     Alpaca(tickflow_sources::alpaca::AlpacaSource),
+    Polygon(tickflow_sources::polygon::PolygonSource),
 }
 
 impl SourceConfig {
@@ -524,6 +665,7 @@ impl SourceConfig {
             Self::Coinbase(_) => "coinbase",
             Self::Binance(_) => "binance",
             Self::Alpaca(_) => "alpaca",
+            Self::Polygon(_) => "polygon",
         }
     }
 
@@ -545,6 +687,7 @@ impl SourceConfig {
             Self::Coinbase(c) => Box::new(c.clone()),
             Self::Binance(b) => Box::new(b.clone()),
             Self::Alpaca(a) => Box::new(a.clone()),
+            Self::Polygon(p) => Box::new(p.clone()),
         }
     }
 
@@ -588,6 +731,35 @@ impl SourceConfig {
                     } else {
                         ""
                     }
+                )
+            }
+            Self::Polygon(p) => {
+                let mut channels = Vec::new();
+                for (name, list) in [
+                    ("trades", &p.trades),
+                    ("quotes", &p.quotes),
+                    ("second bars", &p.second_bars),
+                    ("minute bars", &p.minute_bars),
+                ] {
+                    if !list.is_empty() {
+                        channels.push(format!("{name} of {}", list.join(", ")));
+                    }
+                }
+                if !p.daily_bars.is_empty() {
+                    channels.push(format!(
+                        "daily bars of {} from {} ({} days of history, then each day at {:02}:{:02} UTC; {} requests a minute)",
+                        p.daily_bars.join(", "),
+                        p.rest_url,
+                        p.history_days,
+                        p.daily_at_minute / 60,
+                        p.daily_at_minute % 60,
+                        p.requests_per_minute
+                    ));
+                }
+                format!(
+                    "Polygon {}: {}; key from the config, never shown",
+                    p.ws_url,
+                    channels.join("; ")
                 )
             }
             Self::Binance(b) => format!(
@@ -1131,6 +1303,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Coinbase(_) => "coinbase",
             RawSourceKind::Binance(_) => "binance",
             RawSourceKind::Alpaca(_) => "alpaca",
+            RawSourceKind::Polygon(_) => "polygon",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -1250,6 +1423,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 })
             }
             RawSourceKind::Alpaca(raw) => alpaca(c, &key, raw),
+            RawSourceKind::Polygon(raw) => polygon(c, &key, raw),
             RawSourceKind::Binance(raw) => {
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {

@@ -7,12 +7,17 @@
 
 pub mod alpaca;
 pub mod binance;
+pub mod calendar;
 pub mod coinbase;
 mod error;
+pub mod history;
 pub mod pacing;
+pub mod polygon;
 pub mod replay;
+pub mod rest;
 pub mod rng;
 pub mod simulator;
+mod wire;
 pub mod ws;
 
 pub use error::Error;

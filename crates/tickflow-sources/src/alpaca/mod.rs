@@ -8,6 +8,7 @@
 //! (406), a slow client (407), an auth timeout (404) or a server error reconnect after the
 //! shared loop's backoff (`crate::ws`).
 
+pub mod history;
 pub mod parse;
 
 use std::collections::HashMap;
@@ -23,12 +24,18 @@ use parse::Control;
 
 /// The free plan's stock feed.
 pub const DEFAULT_URL: &str = "wss://stream.data.alpaca.markets/v2/iex";
+/// Historical data over REST.
+pub const DEFAULT_REST_URL: &str = "https://data.alpaca.markets";
 
 /// An Alpaca source as its config entry sets it up.
 #[derive(Clone)]
 pub struct AlpacaSource {
     /// The stream, path included: `…/v2/iex`, `…/v1beta3/crypto/us`.
     pub url: String,
+    /// The historical REST base (`https://data.alpaca.markets`), for backfill and gap repair.
+    pub rest_url: String,
+    /// REST calls allowed a minute with this key (the free plan: 200).
+    pub requests_per_minute: u32,
     pub key: String,
     pub secret: String,
     /// Symbols as Alpaca names them (`AAPL`, `BTC/USD`), per channel.
@@ -49,6 +56,7 @@ impl std::fmt::Debug for AlpacaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlpacaSource")
             .field("url", &self.url)
+            .field("rest_url", &self.rest_url)
             .field("key", &"***")
             .field("secret", &"***")
             .field("trades", &self.trades)
@@ -61,6 +69,46 @@ impl std::fmt::Debug for AlpacaSource {
 }
 
 impl AlpacaSource {
+    /// The REST history client of this source's key: the stream's stocks feed or crypto.
+    ///
+    /// # Errors
+    /// The key is not a valid header value, or TLS could not be set up.
+    pub fn history(
+        &self,
+        id: &str,
+        retry: crate::rest::Retry,
+    ) -> Result<history::AlpacaHistory, String> {
+        let crypto = self.url.contains("/crypto/");
+        let limiter = crate::rest::limiter(&self.rest_url, &self.key, self.requests_per_minute);
+        let feed = self.feed_name(id);
+        let stream = feed.rsplit(':').next().unwrap_or_default().to_string();
+        Ok(history::AlpacaHistory {
+            base: self.rest_url.clone(),
+            path: if crypto {
+                "v1beta3/crypto/us"
+            } else {
+                "v2/stocks"
+            }
+            .to_string(),
+            // The delayed and test streams read the SIP's history.
+            feed_param: (!crypto).then(|| match stream.as_str() {
+                "iex" => "iex".to_string(),
+                _ => "sip".to_string(),
+            }),
+            rest: crate::rest::Rest::new(
+                id,
+                &[
+                    ("APCA-API-KEY-ID", &self.key),
+                    ("APCA-API-SECRET-KEY", &self.secret),
+                ],
+                limiter,
+                retry,
+            )?,
+            source: Arc::from(id),
+            feed: Arc::from(feed),
+        })
+    }
+
     /// The feed name events carry: `<id>:iex`, `<id>:sip`, `<id>:crypto`.
     fn feed_name(&self, id: &str) -> String {
         let path = self.url.split("://").nth(1).unwrap_or_default();

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickflow_model::{
-    Bar, BarInterval, Event, FedBar, Price, Qty, Quote, Symbol, Trade, UnixNanos, Volume,
-};
+use tickflow_model::{Bar, BarInterval, Event, FedBar, Quote, Symbol, Trade, UnixNanos};
+
+use crate::wire::{maybe_price, price, qty, text, volume};
 
 /// Every field of the messages read here; numbers and arrays stay raw.
 #[derive(Deserialize)]
@@ -103,18 +103,6 @@ pub fn subscribe(
     .to_string()
 }
 
-/// The text of a JSON number or string.
-fn text<'a>(raw: Option<&'a RawValue>, key: &str, kind: &str) -> Result<Cow<'a, str>, String> {
-    let raw = raw.ok_or_else(|| format!("a {kind} needs {key:?}"))?.get();
-    if raw.starts_with('"') {
-        serde_json::from_str::<String>(raw)
-            .map(Cow::Owned)
-            .map_err(|e| format!("{key:?}: {e}"))
-    } else {
-        Ok(Cow::Borrowed(raw))
-    }
-}
-
 /// Reads one frame received at `ts_recv`; events get `source` and `feed`.
 ///
 /// # Errors
@@ -135,12 +123,6 @@ pub fn parse(
         let time = || -> Result<UnixNanos, String> {
             let t = m.time.as_deref().ok_or("a message needs \"t\"")?;
             UnixNanos::parse(t).map_err(|e| format!("\"t\": {e}"))
-        };
-        let price = |raw, key: &str, kind: &str| -> Result<Price, String> {
-            Price::parse(&text(raw, key, kind)?).map_err(|e| format!("{key:?}: {e}"))
-        };
-        let qty = |raw, key: &str, kind: &str| -> Result<Qty, String> {
-            Qty::parse(&text(raw, key, kind)?).map_err(|e| format!("{key:?}: {e}"))
         };
         match m.kind.as_ref() {
             "t" => out.events.push(Event::Trade(Trade {
@@ -180,8 +162,7 @@ pub fn parse(
                     BarInterval::D1
                 };
                 let start = time()?;
-                let volume = Volume::parse(&text(m.volume, "v", "bar")?)
-                    .map_err(|e| format!("\"v\": {e}"))?;
+                let volume = volume(m.volume, "v", "bar")?;
                 out.events.push(Event::Bar(FedBar {
                     bar: Bar {
                         symbol: symbol()?,
@@ -193,10 +174,7 @@ pub fn parse(
                         low: price(m.low, "l", "bar")?,
                         close: price(m.close, "c", "bar")?,
                         volume,
-                        vwap: match m.vwap {
-                            Some(_) => Some(price(m.vwap, "vw", "bar")?),
-                            None => None,
-                        },
+                        vwap: maybe_price(m.vwap, "vw", "bar")?,
                         trade_count: m.count,
                         is_final: true,
                         source: Some(Arc::clone(source)),

@@ -75,6 +75,8 @@ fn text(
 fn source(url: String, secret: &str) -> AlpacaSource {
     AlpacaSource {
         url,
+        rest_url: "http://127.0.0.1:9".into(),
+        requests_per_minute: 200,
         key: "PKTEST".into(),
         secret: secret.into(),
         trades: vec!["AAPL".into()],

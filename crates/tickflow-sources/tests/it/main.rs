@@ -3,6 +3,7 @@
 mod alpaca;
 mod binance;
 mod coinbase;
+mod polygon;
 mod support;
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@ fn every_example_config_passes_check() {
                 .env("VENDOR_A_TOKEN", "a-test-token-0123456789")
                 .env("APCA_API_KEY_ID", "PKTESTKEY0123")
                 .env("APCA_API_SECRET_KEY", "alpaca-secret-0123456789")
+                .env("POLYGON_API_KEY", "polygon-key-0123456789")
                 .args(["check", "--config", path.to_str().unwrap()])
                 .output()
                 .unwrap();
@@ -26,6 +27,7 @@ fn every_example_config_passes_check() {
                 "a-test-token-0123456789",
                 "PKTESTKEY0123",
                 "alpaca-secret-0123456789",
+                "polygon-key-0123456789",
             ] {
                 assert!(!text.contains(secret), "{text}");
             }
@@ -33,7 +35,7 @@ fn every_example_config_passes_check() {
         }
     }
     assert!(
-        checked >= 6,
+        checked >= 7,
         "expected the example configs, found {checked}"
     );
 }

@@ -1,0 +1,105 @@
+//! The US equity market's calendar in its own time zone (America/New_York, daylight saving
+//! included): where a trading day starts, and whether the regular session is open. Vendors
+//! stamp daily bars at the exchange's midnight; staleness means nothing outside the session.
+
+use jiff::Timestamp;
+use jiff::civil::{Date, Weekday};
+use jiff::tz::TimeZone;
+use tickflow_model::UnixNanos;
+
+fn new_york() -> TimeZone {
+    // Bundled with the binary, so a host without tzdata reads it the same.
+    TimeZone::get("America/New_York").unwrap_or(TimeZone::UTC)
+}
+
+fn zoned(ts: UnixNanos) -> jiff::Zoned {
+    Timestamp::from_nanosecond(i128::from(ts.0))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_zoned(new_york())
+}
+
+/// The exchange's calendar date at `ts`.
+pub fn exchange_date(ts: UnixNanos) -> Date {
+    zoned(ts).date()
+}
+
+/// Midnight in New York starting the exchange date at `ts`: where vendors start daily bars.
+pub fn exchange_day_start(ts: UnixNanos) -> UnixNanos {
+    day_start(exchange_date(ts))
+}
+
+/// Midnight in New York starting `date`.
+pub fn day_start(date: Date) -> UnixNanos {
+    date.to_zoned(new_york()).map_or(UnixNanos(0), |z| {
+        UnixNanos(z.timestamp().as_nanosecond() as i64)
+    })
+}
+
+/// Whether `date` is a weekday (exchange holidays are not modelled: a holiday's silence is
+/// seen as stale and its backfill asks for a day with no bars, which vendors answer empty).
+pub fn is_weekday(date: Date) -> bool {
+    !matches!(date.weekday(), Weekday::Saturday | Weekday::Sunday)
+}
+
+/// The regular session, 09:30 to 16:00 New York time on weekdays.
+pub fn in_regular_session(ts: UnixNanos) -> bool {
+    let z = zoned(ts);
+    let minute = i32::from(z.hour()) * 60 + i32::from(z.minute());
+    is_weekday(z.date()) && (9 * 60 + 30..16 * 60).contains(&minute)
+}
+
+/// The weekday before `date`: the last full trading day as a daily update sees it.
+pub fn previous_weekday(date: Date) -> Date {
+    let mut d = date.yesterday().unwrap_or(date);
+    while !is_weekday(d) {
+        d = d.yesterday().unwrap_or(d);
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(text: &str) -> UnixNanos {
+        UnixNanos::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_trading_day_starts_at_midnight_in_new_york_across_daylight_saving() {
+        // A summer close (EDT, UTC-4) and a winter one (EST, UTC-5).
+        assert_eq!(
+            exchange_day_start(ts("2024-05-06T20:00:00Z")),
+            ts("2024-05-06T04:00:00Z")
+        );
+        assert_eq!(
+            exchange_day_start(ts("2024-01-08T21:00:00Z")),
+            ts("2024-01-08T05:00:00Z")
+        );
+        // 02:00 UTC is still the day before in New York.
+        assert_eq!(
+            exchange_day_start(ts("2024-05-07T02:00:00Z")),
+            ts("2024-05-06T04:00:00Z")
+        );
+    }
+
+    #[test]
+    fn the_session_is_weekday_hours_in_new_york() {
+        assert!(
+            in_regular_session(ts("2024-05-06T13:30:00Z")),
+            "Monday 09:30 EDT"
+        );
+        assert!(!in_regular_session(ts("2024-05-06T13:29:59Z")));
+        assert!(
+            !in_regular_session(ts("2024-05-06T20:00:00Z")),
+            "16:00 is the close"
+        );
+        assert!(in_regular_session(ts("2024-01-08T14:30:00Z")), "09:30 EST");
+        assert!(!in_regular_session(ts("2024-05-04T15:00:00Z")), "Saturday");
+        assert_eq!(
+            previous_weekday(Date::constant(2024, 5, 6)),
+            Date::constant(2024, 5, 3),
+            "Monday's previous trading day is Friday"
+        );
+    }
+}

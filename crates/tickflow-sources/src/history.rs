@@ -1,0 +1,106 @@
+//! Vendors' history over REST, one interface for backfill and gap repair: a request for one
+//! symbol's bars of an interval, or its trades, over an inclusive time range; the vendor's
+//! pages followed to the end, with no row dropped or doubled on a page edge.
+
+use tickflow_model::{BarInterval, Event, UnixNanos};
+
+use crate::rest::{Edge, Page, Rest, RestError};
+
+/// What to fetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum What {
+    Bars(BarInterval),
+    Trades,
+}
+
+impl What {
+    /// `1d`, `1m`, …, or `trades`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bars(i) => i.as_str(),
+            Self::Trades => "trades",
+        }
+    }
+}
+
+impl std::str::FromStr for What {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "trades" {
+            return Ok(Self::Trades);
+        }
+        s.parse().map(Self::Bars).map_err(|_| {
+            format!("{s:?} is neither `trades` nor a bar interval (1s, 1m, 5m, 1h, 1d)")
+        })
+    }
+}
+
+/// One symbol's history over `[from, to]`, both inclusive.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// As the vendor names it (`AAPL`, `BTC/USD`).
+    pub symbol: String,
+    pub what: What,
+    pub from: UnixNanos,
+    pub to: UnixNanos,
+}
+
+/// A vendor's history endpoints.
+pub trait History: Send + Sync + std::fmt::Debug {
+    /// Whether the vendor serves `what` (Polygon has no trades on the plans this reads).
+    fn serves(&self, what: What) -> bool;
+    /// The first page's URL.
+    fn first_url(&self, request: &Request) -> String;
+    /// Reads a page received at `now`; its `next` is the following page's URL.
+    ///
+    /// # Errors
+    /// The body is not the vendor's documented shape.
+    fn read_page(&self, body: &str, request: &Request, now: UnixNanos) -> Result<Page, String>;
+    /// The client, with the vendor's key, limiter and retries.
+    fn rest(&self) -> &Rest;
+}
+
+/// Follows a request's pages, handing each page's new events to `on_page` in time order;
+/// returns how many events there were.
+///
+/// # Errors
+/// The vendor's ([`RestError`]), or `on_page`'s (as [`Fetch::Sink`]).
+pub async fn fetch<E>(
+    history: &dyn History,
+    request: &Request,
+    mut on_page: impl FnMut(Vec<Event>) -> Result<(), E>,
+) -> Result<u64, Fetch<E>> {
+    let mut url = Some(history.first_url(request));
+    let mut edge = Edge::default();
+    let mut total = 0u64;
+    let mut pages = 0u32;
+    while let Some(current) = url.take() {
+        let body = history.rest().get(&current).await.map_err(Fetch::Vendor)?;
+        let mut page = history
+            .read_page(&body, request, UnixNanos::now())
+            .map_err(|error| {
+                Fetch::Vendor(RestError::Unreadable {
+                    url: current.clone(),
+                    error,
+                })
+            })?;
+        page.events
+            .retain(|e| (request.from..=request.to).contains(&e.ts_event()));
+        edge.keep_new(&mut page.events);
+        total += page.events.len() as u64;
+        if !page.events.is_empty() {
+            on_page(page.events).map_err(Fetch::Sink)?;
+        }
+        pages += 1;
+        // A cursor that points at itself would loop for ever.
+        url = page.next.filter(|next| *next != current && pages < 100_000);
+    }
+    Ok(total)
+}
+
+/// Why a fetch stopped.
+#[derive(Debug)]
+pub enum Fetch<E> {
+    Vendor(RestError),
+    Sink(E),
+}
