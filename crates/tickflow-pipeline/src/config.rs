@@ -546,6 +546,19 @@ fn polygon(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawPolygon) -> So
     })
 }
 
+/// A source's vendor history, and the symbols the source follows as the vendor names them.
+pub type VendorHistory = (
+    std::sync::Arc<dyn tickflow_sources::history::History>,
+    Vec<String>,
+);
+
+/// A vendor's history behind the interface backfill uses.
+fn shared(
+    history: impl tickflow_sources::history::History + 'static,
+) -> std::sync::Arc<dyn tickflow_sources::history::History> {
+    std::sync::Arc::new(history)
+}
+
 /// Checks a REST base URL, defaulting to the vendor's.
 fn http_url(c: &mut Checker, key: &str, raw: Option<String>, default: &str) -> String {
     let url = raw.unwrap_or_else(|| default.to_string());
@@ -653,6 +666,8 @@ pub enum SourceConfig {
     Binance(tickflow_sources::binance::BinanceSource),
     Alpaca(tickflow_sources::alpaca::AlpacaSource),
     Polygon(tickflow_sources::polygon::PolygonSource),
+    /// A vendor's history for `tickflow backfill`; not a `[[sources]]` type.
+    Backfill(tickflow_sources::backfill::Backfill),
 }
 
 impl SourceConfig {
@@ -666,6 +681,7 @@ impl SourceConfig {
             Self::Binance(_) => "binance",
             Self::Alpaca(_) => "alpaca",
             Self::Polygon(_) => "polygon",
+            Self::Backfill(_) => "backfill",
         }
     }
 
@@ -688,6 +704,56 @@ impl SourceConfig {
             Self::Binance(b) => Box::new(b.clone()),
             Self::Alpaca(a) => Box::new(a.clone()),
             Self::Polygon(p) => Box::new(p.clone()),
+            Self::Backfill(b) => Box::new(b.clone()),
+        }
+    }
+
+    /// The vendor history this source can backfill from, with the symbols it follows (as the
+    /// vendor names them); `None` for sources without one.
+    ///
+    /// # Errors
+    /// The client could not be set up (a key that is not a valid header).
+    pub fn history(&self, id: &str) -> Option<Result<VendorHistory, String>> {
+        use tickflow_sources::rest::Retry;
+        match self {
+            Self::Alpaca(a) => {
+                let mut symbols: Vec<String> = Vec::new();
+                for s in [&a.trades, &a.quotes, &a.bars, &a.daily_bars]
+                    .into_iter()
+                    .flatten()
+                {
+                    if !symbols.contains(s) {
+                        symbols.push(s.clone());
+                    }
+                }
+                Some(
+                    a.history(id, Retry::default())
+                        .map(|h| (shared(h), symbols)),
+                )
+            }
+            Self::Polygon(p) => {
+                let mut symbols: Vec<String> = Vec::new();
+                for s in [
+                    &p.trades,
+                    &p.quotes,
+                    &p.second_bars,
+                    &p.minute_bars,
+                    &p.daily_bars,
+                ]
+                .into_iter()
+                .flatten()
+                .filter(|s| *s != "*")
+                {
+                    if !symbols.contains(s) {
+                        symbols.push(s.clone());
+                    }
+                }
+                Some(
+                    p.history(id, Retry::default())
+                        .map(|h| (shared(h), symbols)),
+                )
+            }
+            _ => None,
         }
     }
 
@@ -733,6 +799,13 @@ impl SourceConfig {
                     }
                 )
             }
+            Self::Backfill(b) => format!(
+                "backfill of {} {} from {} to {}",
+                b.symbols.join(", "),
+                b.what.as_str(),
+                b.from,
+                b.to
+            ),
             Self::Polygon(p) => {
                 let mut channels = Vec::new();
                 for (name, list) in [

@@ -6,6 +6,7 @@
 //! are durable; it knows nothing of processing or the lake.
 
 pub mod alpaca;
+pub mod backfill;
 pub mod binance;
 pub mod calendar;
 pub mod coinbase;

@@ -54,6 +54,36 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tickflow compact --data-dir /tmp/tf\n  tickflow compact --data-dir /tmp/tf --target-mb 256\n\nEvery day before today (UTC) becomes as few files per folder as --target-mb allows;\ntoday's folders are merged once 32 flush files have gathered. Refused while a pipeline\nruns on the data directory: it compacts by itself, every lake.compact_interval_secs."
     )]
     Compact(CompactArgs),
+    /// Fetch a vendor's history (bars or trades) for a config's source into its data directory.
+    #[command(
+        after_help = "Examples:\n  tickflow backfill --config config/polygon.toml                       # 70 days of daily bars (the old initialize)\n  tickflow backfill --config config/polygon.toml --from 2026-12-03 --to 2026-12-03   # one day (the old daily_update)\n  tickflow backfill --config config/alpaca.toml --symbols AAPL --what 1m --from 2026-11-02 --to 2026-11-06\n  tickflow backfill --config config/alpaca.toml --what trades --from 2026-12-01 --to 2026-12-01\n\nAn embedded pipeline processes what is fetched (bars, daily metrics, the lake, the sinks) and\nstops when done; the data directory must not be in use by a running pipeline. Progress is kept\nper chunk in DATA_DIR/backfill/: run the same command again to resume where it stopped;\n--restart fetches everything again, and processing drops the rows already stored as duplicates.\nRows older than what processing already holds for a symbol are late and go to the DLQ: backfill\na symbol's history before its live data, oldest first."
+    )]
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// The config file: its source's vendor, keys and endpoints, and its data directory.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// The source to backfill (its id); default: the one source with a vendor history.
+    #[arg(long, value_name = "ID")]
+    pub(crate) source: Option<String>,
+    /// Symbols as the vendor names them, comma separated; default: the source's own.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub(crate) symbols: Vec<String>,
+    /// First exchange date (YYYY-MM-DD); default: 70 days before --to.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) from: Option<String>,
+    /// Last exchange date, included; default: the previous weekday.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) to: Option<String>,
+    /// Bars of an interval (1d, 1h, 5m, 1m, 1s) or `trades`.
+    #[arg(long, value_name = "WHAT", default_value = "1d")]
+    pub(crate) what: String,
+    /// Forget the progress of an earlier run over the same range and fetch it all again.
+    #[arg(long)]
+    pub(crate) restart: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One module per command; each returns the process exit code.
 
+mod backfill;
 mod check;
 mod compact;
 mod produce;
@@ -38,6 +39,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => produce::produce(&args),
         Command::Replay(args) => replay::replay(&args),
         Command::Compact(args) => compact::compact(&args),
+        Command::Backfill(args) => backfill::backfill(&args),
     }
 }
 

@@ -1,0 +1,186 @@
+//! `tickflow backfill`: a vendor's history for a config's source, fetched over REST into the
+//! config's data directory by an embedded pipeline that stops once everything fetched is
+//! processed and in the lake. The rules are `tickflow_sources::backfill`'s: resumable from a
+//! progress file, idempotent when run again.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jiff::civil::Date;
+use tickflow_pipeline::Pipeline;
+use tickflow_pipeline::config::{self, SourceConfig, SourcePlan};
+use tickflow_sources::backfill::{Backfill, Progress};
+use tickflow_sources::calendar;
+use tickflow_sources::history::What;
+
+use crate::cli::BackfillArgs;
+
+pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
+    let mut plan = match config::load(&args.config) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+    };
+    let what: What = args
+        .what
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--what: {e}"))?;
+    let with_history: Vec<&SourcePlan> = plan
+        .sources
+        .iter()
+        .filter(|s| s.config.history(&s.id).is_some())
+        .collect();
+    let source = match &args.source {
+        Some(id) => plan
+            .sources
+            .iter()
+            .find(|s| &s.id == id)
+            .with_context(|| format!("{}: no source with id {id:?}", args.config.display()))?,
+        None => match with_history[..] {
+            [one] => one,
+            [] => anyhow::bail!(
+                "{}: no source has a vendor history to backfill from (alpaca and polygon do)",
+                args.config.display()
+            ),
+            _ => anyhow::bail!(
+                "{}: several sources have a history; choose one with --source ({})",
+                args.config.display(),
+                with_history
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    let id = source.id.clone();
+    let (history, configured) = source
+        .config
+        .history(&id)
+        .with_context(|| {
+            format!(
+                "source {id:?} ({}) has no vendor history to backfill from",
+                source.config.type_name()
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("source {id:?}: {e}"))?;
+    if !history.serves(what) {
+        anyhow::bail!(
+            "source {id:?} ({}) has no {} history",
+            source.config.type_name(),
+            what.as_str()
+        );
+    }
+    let symbols = if args.symbols.is_empty() {
+        configured
+    } else {
+        args.symbols.clone()
+    };
+    if symbols.is_empty() {
+        anyhow::bail!("no symbols: give --symbols or list them in the source's config");
+    }
+    let date = |text: &str, flag: &str| -> anyhow::Result<Date> {
+        text.parse()
+            .map_err(|_| anyhow::anyhow!("{flag} {text:?}: expected YYYY-MM-DD"))
+    };
+    // The old jobs: `daily_update` fetched the previous trading day, `initialize` 70 days.
+    let to = match &args.to {
+        Some(t) => date(t, "--to")?,
+        None => {
+            calendar::previous_weekday(calendar::exchange_date(tickflow_model::UnixNanos::now()))
+        }
+    };
+    let from = match &args.from {
+        Some(f) => date(f, "--from")?,
+        None => to.checked_sub(jiff::Span::new().days(70))?,
+    };
+    if from > to {
+        anyhow::bail!("--from {from} is after --to {to}");
+    }
+    let progress_file = plan
+        .data_dir
+        .join("backfill")
+        .join(format!("{id}-{}-{from}-{to}.json", what.as_str()));
+    if args.restart {
+        let _ = std::fs::remove_file(&progress_file);
+    }
+    let progress = Arc::new(Progress::default());
+    let job = Backfill {
+        history,
+        symbols: symbols.clone(),
+        what,
+        from,
+        to,
+        progress_file: Some(progress_file.clone()),
+        progress: Arc::clone(&progress),
+    };
+    plan.sources = vec![SourcePlan {
+        id: id.clone(),
+        config: SourceConfig::Backfill(job),
+    }];
+    let data_dir = plan.data_dir.clone();
+    let started = Instant::now();
+    let pipeline = Pipeline::start(plan).context("starting the pipeline")?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bar:30} {pos}/{len} chunks, {msg} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let status = loop {
+        bar.set_length(progress.chunks_total.load(Ordering::Relaxed));
+        bar.set_position(progress.chunks_done.load(Ordering::Relaxed));
+        bar.set_message(format!("{} rows", progress.events.load(Ordering::Relaxed)));
+        let status = pipeline.status();
+        if status.failure.is_some() {
+            break status;
+        }
+        match status.sources.iter().find(|s| s.id == id).map(|s| s.state) {
+            Some("running") | None => {}
+            Some(_) if status.log_lag == 0 => break status,
+            Some(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    bar.finish_and_clear();
+    pipeline.shutdown().context("stopping the pipeline")?;
+    let skipped = progress.chunks_skipped.load(Ordering::Relaxed);
+    let summary = format!(
+        "{} {} of {} from {from} to {to} into {}: {} rows fetched in {:.1} s{}",
+        id,
+        what.as_str(),
+        symbols.join(","),
+        data_dir.display(),
+        progress.events.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+        if skipped > 0 {
+            format!(
+                "; {skipped} chunk(s) already fetched by an earlier run (--restart fetches them again)"
+            )
+        } else {
+            String::new()
+        }
+    );
+    if let Some(failed) = status
+        .sources
+        .iter()
+        .find(|s| s.id == id && s.state == "failed")
+    {
+        eprintln!(
+            "backfill stopped: {}\n{summary}\nrun the same command again to resume after the last chunk fetched",
+            failed.error.as_deref().unwrap_or("unknown error")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(failure) = status.failure {
+        anyhow::bail!("the pipeline failed: {failure}");
+    }
+    println!("backfilled {summary}");
+    Ok(ExitCode::SUCCESS)
+}
