@@ -11,6 +11,7 @@ pub const INGEST: &str = "/api/v1/ingest";
 pub const INGEST_SOURCE: &str = "/api/v1/ingest/{source}";
 pub const SQL: &str = "/api/v1/sql";
 pub const STATUS: &str = "/api/v1/status";
+pub const GAPS: &str = "/api/v1/gaps";
 pub const METRICS: &str = "/metrics";
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
@@ -29,6 +30,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(INGEST_SOURCE, post(ingest::ingest_source))
         .route(SQL, post(sql::sql))
         .route(STATUS, get(status::status))
+        .route(GAPS, get(status::gaps))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

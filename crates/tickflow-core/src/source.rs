@@ -37,6 +37,7 @@ pub struct SourceContext {
     log: Arc<dyn Append>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl SourceContext {
@@ -52,7 +53,21 @@ impl SourceContext {
             log,
             metrics,
             stop,
+            state_dir: None,
         }
+    }
+
+    /// The same context with a directory of the source's own for what it keeps across
+    /// restarts (its last event times, its gap ledger).
+    #[must_use]
+    pub fn with_state_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.state_dir = Some(dir);
+        self
+    }
+
+    /// The source's own directory, when the pipeline gives it one (tests may not).
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.state_dir.as_deref()
     }
 
     /// The source's id, which is also the `source` of its events unless they name another.

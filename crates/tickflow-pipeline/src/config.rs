@@ -112,6 +112,7 @@ pub struct RawAlpaca {
     pub channels: Option<Vec<String>>,
     pub emit: Option<String>,
     pub rest_url: Option<String>,
+    pub repair_gaps: Option<bool>,
     pub requests_per_minute: Option<i64>,
     pub stale_after_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
@@ -448,6 +449,7 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
         stale_after: feed.stale_after,
         retry_max: feed.retry_max,
         on_change,
+        repair_gaps: raw.repair_gaps.unwrap_or(true),
     })
 }
 

@@ -22,3 +22,4 @@ pub use live::{QueryInputs, offline_inputs};
 pub use runtime::{Pipeline, Status};
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
+pub use tickflow_sources::gaps::Gap;

@@ -342,6 +342,7 @@ impl Pipeline {
         let log: Arc<dyn tickflow_core::source::Append> = Arc::clone(&inner) as _;
         let sources = Sources::start(
             &inner.plan.sources,
+            &inner.plan.data_dir,
             inner.log.next_offset() == 0,
             &log,
             &inner.metrics,
@@ -428,6 +429,11 @@ impl Pipeline {
     }
 
     /// Current counters and offsets.
+    /// Every gap the sources recorded, each in its latest state (`tickflow_sources::gaps`).
+    pub fn gaps(&self) -> Vec<tickflow_sources::gaps::Gap> {
+        tickflow_sources::gaps::read_all(&self.inner.plan.data_dir)
+    }
+
     pub fn status(&self) -> Status {
         let m = &self.inner.metrics;
         let log_next = self.inner.log.next_offset();

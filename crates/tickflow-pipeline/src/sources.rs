@@ -47,6 +47,7 @@ impl Sources {
     /// Starts every source on its own thread; `stop` turning true stops them.
     pub(crate) fn start(
         plans: &[SourcePlan],
+        data_dir: &std::path::Path,
         log_is_empty: bool,
         log: &Arc<dyn Append>,
         metrics: &Arc<Metrics>,
@@ -66,7 +67,8 @@ impl Sources {
                 Arc::clone(log),
                 Arc::clone(metrics),
                 stop.subscribe(),
-            );
+            )
+            .with_state_dir(tickflow_sources::gaps::state_dir(data_dir, &plan.id));
             let h = Arc::clone(&handle);
             let thread = std::thread::Builder::new()
                 .name(format!("tickflow-source-{}", plan.id))

@@ -11,6 +11,7 @@ pub mod binance;
 pub mod calendar;
 pub mod coinbase;
 mod error;
+pub mod gaps;
 pub mod history;
 pub mod pacing;
 pub mod polygon;

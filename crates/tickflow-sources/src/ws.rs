@@ -13,6 +13,8 @@ use tickflow_core::source::{SourceContext, SourceError};
 use tickflow_model::{RejectReason, UnixNanos};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::gaps::{Marks, Repair};
+
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct Feed {
@@ -38,6 +40,16 @@ pub trait Venue {
     /// authentication and subscription this way.
     fn replies(&mut self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Whether the frame just read confirmed the subscription: gaps are repaired then.
+    fn subscribed(&mut self) -> bool {
+        false
+    }
+
+    /// The latest event times this venue passed on, for gap repair.
+    fn marks(&mut self) -> Option<&mut Marks> {
+        None
     }
 }
 
@@ -65,7 +77,8 @@ fn lost(reason: &'static str, error: impl ToString) -> Failure {
     }
 }
 
-/// Follows `feed` until the stop, reconnecting as needed.
+/// Follows `feed` until the stop, reconnecting as needed; with `repair`, what the stream
+/// missed is fetched over REST each time the subscription is confirmed (`crate::gaps`).
 ///
 /// # Errors
 /// The log's (a source whose events cannot be made durable stops), or the venue's refusal
@@ -74,10 +87,24 @@ pub async fn follow(
     feed: &Feed,
     ctx: &SourceContext,
     venue: &mut impl Venue,
+    repair: Option<&Repair>,
+) -> Result<(), SourceError> {
+    let result = follow_until_done(feed, ctx, venue, repair).await;
+    if let Some(marks) = venue.marks() {
+        marks.save(ctx.state_dir(), true);
+    }
+    result
+}
+
+async fn follow_until_done(
+    feed: &Feed,
+    ctx: &SourceContext,
+    venue: &mut impl Venue,
+    repair: Option<&Repair>,
 ) -> Result<(), SourceError> {
     let mut delays = backoff(feed.retry_max);
     loop {
-        let reason = match session(feed, ctx, venue).await {
+        let reason = match session(feed, ctx, venue, repair).await {
             Ok(true) => return Ok(()),
             Ok(false) => "closed",
             Err(Failure::Stop(e)) => return Err(e),
@@ -105,6 +132,7 @@ async fn session(
     feed: &Feed,
     ctx: &SourceContext,
     venue: &mut impl Venue,
+    repair: Option<&Repair>,
 ) -> Result<bool, Failure> {
     let (mut ws, _) = tokio::select! {
         () = ctx.stopped() => return Ok(true),
@@ -158,6 +186,15 @@ async fn session(
         }
         if !batch.is_empty() {
             ctx.append(&batch).map_err(Failure::Stop)?;
+            if let Some(marks) = venue.marks() {
+                marks.save(ctx.state_dir(), false);
+            }
+        }
+        if venue.subscribed()
+            && let (Some(repair), Some(marks)) = (repair, venue.marks())
+        {
+            // Frames sent meanwhile wait in the socket, so the log stays in time order.
+            repair.fill(ctx, marks, now).await.map_err(Failure::Stop)?;
         }
         for reply in venue.replies() {
             ws.send(Message::text(reply))

@@ -59,6 +59,21 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tickflow backfill --config config/polygon.toml                       # 70 days of daily bars (the old initialize)\n  tickflow backfill --config config/polygon.toml --from 2026-12-03 --to 2026-12-03   # one day (the old daily_update)\n  tickflow backfill --config config/alpaca.toml --symbols AAPL --what 1m --from 2026-11-02 --to 2026-11-06\n  tickflow backfill --config config/alpaca.toml --what trades --from 2026-12-01 --to 2026-12-01\n\nAn embedded pipeline processes what is fetched (bars, daily metrics, the lake, the sinks) and\nstops when done; the data directory must not be in use by a running pipeline. Progress is kept\nper chunk in DATA_DIR/backfill/: run the same command again to resume where it stopped;\n--restart fetches everything again, and processing drops the rows already stored as duplicates.\nRows older than what processing already holds for a symbol are late and go to the DLQ: backfill\na symbol's history before its live data, oldest first."
     )]
     Backfill(BackfillArgs),
+    /// List what streaming sources missed while disconnected or stopped, and whether it was fetched again.
+    #[command(
+        after_help = "Examples:\n  tickflow gaps --data-dir ./tickflow-data\n  tickflow gaps --json\n\nA gap runs from the last event a source passed on to the moment its subscription was\nconfirmed again. `filled`: fetched over the vendor's REST history and appended; `unfillable`:\nthe vendor has no history of that kind (quotes, Polygon trades) or refused, with the reason;\n`detected`: still being fetched, or the process stopped while it was. A running pipeline\nserves the same list at GET /api/v1/gaps."
+    )]
+    Gaps(GapsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GapsArgs {
+    /// The data directory whose sources' gap ledgers to read.
+    #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Print JSON, as GET /api/v1/gaps answers.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,3 +8,8 @@ use crate::AppState;
 pub(crate) async fn status(State(state): State<AppState>) -> Json<Status> {
     Json(state.pipeline.status())
 }
+
+/// `GET /api/v1/gaps`: every gap the streaming sources detected, filled or could not fill.
+pub(crate) async fn gaps(State(state): State<AppState>) -> Json<Vec<tickflow_pipeline::Gap>> {
+    Json(state.pipeline.gaps())
+}

@@ -91,7 +91,12 @@ impl AlpacaHistory {
             "{}/{}/{kind}?symbols={}&start={}&end={}&limit=10000&sort=asc",
             self.base.trim_end_matches('/'),
             self.path.trim_matches('/'),
-            encode(&request.symbol),
+            // Marks keep tickflow's `BTC-USD`; Alpaca's crypto history wants `BTC/USD`.
+            encode(&if self.path.contains("crypto") {
+                request.symbol.replace('-', "/")
+            } else {
+                request.symbol.clone()
+            }),
             rfc3339(request.from),
             rfc3339(request.to),
         );

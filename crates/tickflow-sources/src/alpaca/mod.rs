@@ -19,6 +19,7 @@ use tickflow_core::codec::Batch;
 use tickflow_core::source::{Source, SourceContext, SourceError};
 use tickflow_model::{Event, Price, Symbol, UnixNanos};
 
+use crate::gaps::{Marks, Repair};
 use crate::ws::{self, Feed, Frame, Venue};
 use parse::Control;
 
@@ -49,6 +50,9 @@ pub struct AlpacaSource {
     /// the producers tickflow replaces did; the rest are counted in
     /// `tickflow_source_unchanged_total{source}`.
     pub on_change: bool,
+    /// Fetch what the stream missed (trades and minute bars) over REST after a reconnect
+    /// or a restart (`crate::gaps`).
+    pub repair_gaps: bool,
 }
 
 impl std::fmt::Debug for AlpacaSource {
@@ -130,6 +134,9 @@ struct Stream {
     feed: Arc<str>,
     /// With `emit = "on_change"`: each symbol's last trade price and last bid and ask.
     last: Option<Changes>,
+    marks: Marks,
+    /// The frame just read confirmed the subscription.
+    subscribed: bool,
 }
 
 /// The prices last sent, per symbol.
@@ -158,6 +165,7 @@ impl Venue for Stream {
         let frame = parse::parse(text, &self.source, &self.feed, now).map_err(Frame::Unreadable)?;
         let mut unchanged = 0u64;
         for event in &frame.events {
+            self.marks.saw(event);
             let moved = self.last.as_mut().is_none_or(|last| last.changed(event));
             if moved {
                 batch.push(event);
@@ -173,7 +181,7 @@ impl Venue for Stream {
             match control {
                 Control::Connected => self.replies.push(self.auth.clone()),
                 Control::Authenticated => self.replies.push(self.subscribe.clone()),
-                Control::Subscribed => {}
+                Control::Subscribed => self.subscribed = true,
                 Control::Error(405, msg) => {
                     tracing::warn!(source = %self.source, msg, "symbol limit exceeded: the symbols past the plan's limit are not sent; the rest keeps running");
                 }
@@ -190,6 +198,14 @@ impl Venue for Stream {
 
     fn replies(&mut self) -> Vec<String> {
         std::mem::take(&mut self.replies)
+    }
+
+    fn subscribed(&mut self) -> bool {
+        std::mem::take(&mut self.subscribed)
+    }
+
+    fn marks(&mut self) -> Option<&mut Marks> {
+        Some(&mut self.marks)
     }
 }
 
@@ -210,7 +226,16 @@ impl Source for AlpacaSource {
             source: Arc::from(ctx.id()),
             feed: Arc::from(self.feed_name(ctx.id())),
             last: self.on_change.then(Changes::default),
+            marks: Marks::load(ctx.state_dir()),
+            subscribed: false,
         };
-        ws::follow(&feed, &ctx, &mut venue).await
+        let repair = if self.repair_gaps {
+            Some(Repair {
+                history: Arc::new(self.history(ctx.id(), crate::rest::Retry::default())?),
+            })
+        } else {
+            None
+        };
+        ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await
     }
 }

@@ -64,6 +64,6 @@ impl Source for BinanceSource {
             symbols: parse::symbol_map(&self.symbols),
             source: Arc::from(ctx.id()),
         };
-        ws::follow(&feed, &ctx, &mut venue).await
+        ws::follow(&feed, &ctx, &mut venue, None).await
     }
 }

@@ -73,6 +73,6 @@ impl Source for CoinbaseSource {
             source: Arc::from(ctx.id()),
             feed: Arc::from(format!("{}:matches", ctx.id())),
         };
-        ws::follow(&feed, &ctx, &mut venue).await
+        ws::follow(&feed, &ctx, &mut venue, None).await
     }
 }

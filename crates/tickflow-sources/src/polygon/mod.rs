@@ -168,7 +168,7 @@ impl Source for PolygonSource {
                 source: Arc::from(ctx.id()),
                 feed: Arc::from(self.feed_name(ctx.id())),
             };
-            ws::follow(&feed, &ctx, &mut venue).await
+            ws::follow(&feed, &ctx, &mut venue, None).await
         };
         let daily = async {
             if self.daily_bars.is_empty() {

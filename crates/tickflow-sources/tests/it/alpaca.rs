@@ -86,6 +86,7 @@ fn source(url: String, secret: &str) -> AlpacaSource {
         stale_after: Duration::from_secs(30),
         retry_max: Duration::from_millis(100),
         on_change: false,
+        repair_gaps: false,
     }
 }
 

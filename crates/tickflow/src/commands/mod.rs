@@ -3,6 +3,7 @@
 mod backfill;
 mod check;
 mod compact;
+mod gaps;
 mod produce;
 mod replay;
 mod run;
@@ -40,6 +41,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::replay(&args),
         Command::Compact(args) => compact::compact(&args),
         Command::Backfill(args) => backfill::backfill(&args),
+        Command::Gaps(args) => gaps::gaps(&args),
     }
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary, real files, loopback HTTP.
 
+mod alpaca;
 mod backfill;
 mod bars;
 mod check;

@@ -1,0 +1,297 @@
+//! Gap repair: what a streaming source missed while it was disconnected or stopped, fetched
+//! over the vendor's REST history and appended before the stream goes on, so the log holds
+//! each event once and in time order.
+//!
+//! A source keeps the latest event time it passed on per symbol and kind ([`Marks`]), saved
+//! in its state directory at most once a second and when it stops. When its subscription is
+//! confirmed again (a reconnect, or a start with saved marks), each mark opens a gap from the
+//! mark to that moment; events the stream sends meanwhile wait in the socket. The fetched
+//! window includes its mark, so the events at the edge come again and processing drops them
+//! as duplicates. Every gap is recorded in the source's ledger (`gaps.jsonl`): `detected`,
+//! then `filled` with the events fetched, or `unfillable` with the reason (the vendor has no
+//! history of that kind, or refused).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tickflow_core::codec::Batch;
+use tickflow_core::source::{SourceContext, SourceError};
+use tickflow_model::{BarInterval, Event, UnixNanos};
+
+use crate::history::{self, Fetch, History, Request, What};
+
+/// Where a source keeps what it needs across restarts: `<data_dir>/sources/<id>`.
+pub fn state_dir(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join("sources").join(id)
+}
+
+/// The latest event time passed on, per symbol and kind (`trades`, `1m`, …).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Marks {
+    latest: BTreeMap<String, BTreeMap<String, UnixNanos>>,
+    #[serde(skip)]
+    saved_at: Option<Instant>,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+impl Marks {
+    /// Notes an event passed on; quotes are not repaired (no vendor here serves them).
+    pub fn saw(&mut self, event: &Event) {
+        let kind = match event {
+            Event::Trade(_) => "trades",
+            Event::Bar(b) => b.bar.interval.as_str(),
+            Event::Quote(_) => return,
+        };
+        let ts = event.ts_event();
+        let entry = self
+            .latest
+            .entry(event.symbol().as_str().to_string())
+            .or_default()
+            .entry(kind.to_string())
+            .or_insert(ts);
+        if ts >= *entry {
+            *entry = ts;
+            self.dirty = true;
+        }
+    }
+
+    fn file(dir: &Path) -> PathBuf {
+        dir.join("marks.json")
+    }
+
+    /// The marks a source saved, or none.
+    pub fn load(dir: Option<&Path>) -> Self {
+        dir.and_then(|d| std::fs::read(Self::file(d)).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Saves the marks if they changed and a second has passed (or `now_anyway`).
+    pub fn save(&mut self, dir: Option<&Path>, now_anyway: bool) {
+        let Some(dir) = dir else { return };
+        let due = now_anyway || self.saved_at.is_none_or(|t| t.elapsed().as_secs() >= 1);
+        if !(self.dirty && due) {
+            return;
+        }
+        let tmp = dir.join("marks.json.tmp");
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default()))
+            .and_then(|()| std::fs::rename(&tmp, Self::file(dir)));
+        match written {
+            Ok(()) => {
+                self.dirty = false;
+                self.saved_at = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot save the source's last event times; a restart repairs from an older one")
+            }
+        }
+    }
+
+    /// Every (symbol, kind, latest time).
+    fn all(&self) -> Vec<(String, String, UnixNanos)> {
+        self.latest
+            .iter()
+            .flat_map(|(symbol, kinds)| {
+                kinds
+                    .iter()
+                    .map(move |(kind, ts)| (symbol.clone(), kind.clone(), *ts))
+            })
+            .collect()
+    }
+}
+
+/// One gap's record in the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    pub source: String,
+    pub symbol: String,
+    /// `trades` or a bar interval.
+    pub kind: String,
+    #[serde(with = "rfc3339")]
+    pub from: UnixNanos,
+    #[serde(with = "rfc3339")]
+    pub to: UnixNanos,
+    /// `detected`, `filled` or `unfillable`.
+    pub state: String,
+    /// Events fetched (when filled).
+    pub events: u64,
+    pub detail: Option<String>,
+    #[serde(with = "rfc3339")]
+    pub recorded_at: UnixNanos,
+}
+
+/// Times in the ledger and the API as RFC 3339, readable as they are.
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tickflow_model::UnixNanos;
+
+    pub(super) fn serialize<S: Serializer>(ts: &UnixNanos, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(ts)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixNanos, D::Error> {
+        let text = String::deserialize(d)?;
+        UnixNanos::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Gap {
+    fn id(&self) -> (String, String, String, UnixNanos) {
+        (
+            self.source.clone(),
+            self.symbol.clone(),
+            self.kind.clone(),
+            self.from,
+        )
+    }
+}
+
+fn ledger_file(dir: &Path) -> PathBuf {
+    dir.join("gaps.jsonl")
+}
+
+fn record(dir: Option<&Path>, gap: &Gap) {
+    metrics::counter!("tickflow_gaps_total", "source" => gap.source.clone(), "state" => gap.state.clone())
+        .increment(1);
+    let Some(dir) = dir else { return };
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ledger_file(dir))?;
+        let mut line = serde_json::to_vec(gap).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        f.write_all(&line)
+    });
+    if let Err(e) = written {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the gap ledger");
+    }
+}
+
+/// Every gap of every source under `data_dir`, each in its latest state, oldest first.
+pub fn read_all(data_dir: &Path) -> Vec<Gap> {
+    let mut latest: BTreeMap<(String, String, String, UnixNanos), Gap> = BTreeMap::new();
+    let Ok(dirs) = std::fs::read_dir(data_dir.join("sources")) else {
+        return Vec::new();
+    };
+    for dir in dirs.flatten() {
+        let Ok(text) = std::fs::read_to_string(ledger_file(&dir.path())) else {
+            continue;
+        };
+        // A line cut short by a crash is skipped.
+        for gap in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Gap>(l).ok())
+        {
+            latest.insert(gap.id(), gap);
+        }
+    }
+    let mut gaps: Vec<Gap> = latest.into_values().collect();
+    gaps.sort_by_key(|g| (g.from, g.symbol.clone()));
+    gaps
+}
+
+/// A source's gap repair: its vendor history and what it streams.
+#[derive(Clone, Debug)]
+pub struct Repair {
+    pub history: Arc<dyn History>,
+}
+
+impl Repair {
+    /// Fills every gap from the marks to `until` (when the subscription was confirmed).
+    ///
+    /// # Errors
+    /// The log's only: a vendor that cannot fill a gap leaves it recorded as unfillable.
+    pub async fn fill(
+        &self,
+        ctx: &SourceContext,
+        marks: &mut Marks,
+        until: UnixNanos,
+    ) -> Result<(), SourceError> {
+        let dir = ctx.state_dir().map(Path::to_path_buf);
+        let mut batch = Batch::default();
+        for (symbol, kind, from) in marks.all() {
+            if from >= until {
+                continue;
+            }
+            let what = if kind == "trades" {
+                What::Trades
+            } else {
+                match kind.parse::<BarInterval>() {
+                    Ok(i) => What::Bars(i),
+                    Err(_) => continue,
+                }
+            };
+            let mut gap = Gap {
+                source: ctx.id().to_string(),
+                symbol: symbol.clone(),
+                kind: kind.clone(),
+                from,
+                to: until,
+                state: "detected".into(),
+                events: 0,
+                detail: None,
+                recorded_at: UnixNanos::now(),
+            };
+            record(dir.as_deref(), &gap);
+            if !self.history.serves(what) {
+                gap.state = "unfillable".into();
+                gap.detail = Some(format!("the vendor's history has no {kind}"));
+                gap.recorded_at = UnixNanos::now();
+                record(dir.as_deref(), &gap);
+                continue;
+            }
+            let request = Request {
+                symbol: symbol.clone(),
+                what,
+                from,
+                to: until,
+            };
+            let mut seen = Vec::new();
+            let fetched = tokio::select! {
+                () = ctx.stopped() => return Ok(()),
+                fetched = history::fetch(self.history.as_ref(), &request, |events| {
+                    batch.clear();
+                    for e in &events {
+                        batch.push(e);
+                    }
+                    seen.extend(events);
+                    ctx.append(&batch).map(|_| ())
+                }) => fetched,
+            };
+            for e in &seen {
+                marks.saw(e);
+            }
+            match fetched {
+                Ok(n) => {
+                    gap.state = "filled".into();
+                    gap.events = n;
+                }
+                Err(Fetch::Sink(e)) => return Err(e),
+                Err(Fetch::Vendor(e)) => {
+                    gap.state = "unfillable".into();
+                    gap.events = seen.len() as u64;
+                    gap.detail = Some(e.to_string());
+                }
+            }
+            gap.recorded_at = UnixNanos::now();
+            tracing::info!(
+                source = ctx.id(),
+                symbol,
+                kind,
+                state = gap.state,
+                events = gap.events,
+                "gap"
+            );
+            record(dir.as_deref(), &gap);
+        }
+        marks.save(dir.as_deref(), true);
+        Ok(())
+    }
+}
