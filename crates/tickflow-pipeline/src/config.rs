@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tickflow_model::{Severity, Symbol};
+use tickflow_model::{BarInterval, Severity, Symbol};
 use tickflow_process::validate::Limits;
 use tickflow_process::{Condition, ProcessorConfig, SpikeRule, ThresholdRule};
 use tickflow_sources::{SimSymbol, SimulatorConfig};
@@ -86,6 +86,29 @@ pub enum RawSourceKind {
     Binance(RawWsFeed),
     Alpaca(RawAlpaca),
     Polygon(RawPolygon),
+    RestPoll(RawRestPoll),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRestPoll {
+    pub url: Option<String>,
+    pub symbols: Option<Vec<String>>,
+    pub interval: Option<String>,
+    pub format: Option<String>,
+    pub requests_per_minute: Option<i64>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub fields: Option<RawFields>,
+}
+
+/// JSON pointers to a quote answer's fields.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawFields {
+    pub price: Option<String>,
+    pub open: Option<String>,
+    pub high: Option<String>,
+    pub low: Option<String>,
+    pub volume: Option<String>,
+    pub time: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +182,7 @@ impl RawSourceKind {
         "binance",
         "alpaca",
         "polygon",
+        "rest_poll",
     ];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
@@ -170,6 +194,7 @@ impl RawSourceKind {
             "binance" => c.typed(entry, key).map(Self::Binance),
             "alpaca" => c.typed(entry, key).map(Self::Alpaca),
             "polygon" => c.typed(entry, key).map(Self::Polygon),
+            "rest_poll" => c.typed(entry, key).map(Self::RestPoll),
             _ => None,
         }
     }
@@ -561,6 +586,109 @@ fn shared(
     std::sync::Arc::new(history)
 }
 
+/// Checks a quote poller: the URL template, the symbols, the interval and the answer's shape.
+fn rest_poll(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawRestPoll) -> SourceConfig {
+    use tickflow_sources::rest_poll::parse::{Fields, Shape};
+    let url = match raw.url {
+        Some(u) => http_url(c, &key("url"), Some(u), ""),
+        None => {
+            c.add(
+                key("url"),
+                "missing: the quote URL, with {symbol} where each symbol goes",
+            );
+            String::new()
+        }
+    };
+    let symbols = raw.symbols.unwrap_or_default();
+    if symbols.is_empty() {
+        c.add(
+            key("symbols"),
+            "missing: the symbols to poll, as the API names them",
+        );
+    }
+    for s in &symbols {
+        if let Err(e) = Symbol::parse(s) {
+            c.add(key("symbols"), e.to_string());
+        }
+    }
+    if !url.is_empty() && !url.contains("{symbol}") && symbols.len() > 1 {
+        c.add(
+            key("url"),
+            "put {symbol} where each symbol goes: one URL polls one symbol",
+        );
+    }
+    let interval = match raw
+        .interval
+        .as_deref()
+        .unwrap_or("1m")
+        .parse::<BarInterval>()
+    {
+        Ok(i) => i,
+        Err(_) => {
+            c.add(key("interval"), "expected 1s, 1m, 5m, 1h or 1d");
+            BarInterval::M1
+        }
+    };
+    let pointer = |c: &mut Checker, name: &str, value: Option<String>| {
+        if let Some(v) = &value
+            && !v.starts_with('/')
+        {
+            c.add(
+                key(&format!("fields.{name}")),
+                format!("{v:?} is not a JSON pointer: write it as /a/0/b"),
+            );
+        }
+        value
+    };
+    let shape = match raw.format.as_deref().unwrap_or("alpha_vantage") {
+        "alpha_vantage" => {
+            if raw.fields.is_some() {
+                c.add(key("fields"), "only with format = \"custom\"");
+            }
+            Shape::AlphaVantage
+        }
+        "custom" => {
+            let f = raw.fields.unwrap_or_default();
+            let price = pointer(c, "price", f.price).unwrap_or_else(|| {
+                c.add(
+                    key("fields.price"),
+                    "missing: the JSON pointer to the price",
+                );
+                String::new()
+            });
+            Shape::Custom(Fields {
+                price,
+                open: pointer(c, "open", f.open),
+                high: pointer(c, "high", f.high),
+                low: pointer(c, "low", f.low),
+                volume: pointer(c, "volume", f.volume),
+                time: pointer(c, "time", f.time),
+            })
+        }
+        other => {
+            c.add(
+                key("format"),
+                format!("{other:?}: expected \"alpha_vantage\" or \"custom\""),
+            );
+            Shape::AlphaVantage
+        }
+    };
+    SourceConfig::RestPoll(tickflow_sources::rest_poll::RestPollSource {
+        url,
+        headers: raw.headers.unwrap_or_default().into_iter().collect(),
+        symbols,
+        interval,
+        shape,
+        requests_per_minute: c.range(
+            &key("requests_per_minute"),
+            raw.requests_per_minute,
+            5,
+            1,
+            100_000,
+        ) as u32,
+    })
+}
+
 /// Checks a REST base URL, defaulting to the vendor's.
 fn http_url(c: &mut Checker, key: &str, raw: Option<String>, default: &str) -> String {
     let url = raw.unwrap_or_else(|| default.to_string());
@@ -668,6 +796,7 @@ pub enum SourceConfig {
     Binance(tickflow_sources::binance::BinanceSource),
     Alpaca(tickflow_sources::alpaca::AlpacaSource),
     Polygon(tickflow_sources::polygon::PolygonSource),
+    RestPoll(tickflow_sources::rest_poll::RestPollSource),
     /// A vendor's history for `tickflow backfill`; not a `[[sources]]` type.
     Backfill(tickflow_sources::backfill::Backfill),
 }
@@ -683,6 +812,7 @@ impl SourceConfig {
             Self::Binance(_) => "binance",
             Self::Alpaca(_) => "alpaca",
             Self::Polygon(_) => "polygon",
+            Self::RestPoll(_) => "rest_poll",
             Self::Backfill(_) => "backfill",
         }
     }
@@ -706,6 +836,7 @@ impl SourceConfig {
             Self::Binance(b) => Box::new(b.clone()),
             Self::Alpaca(a) => Box::new(a.clone()),
             Self::Polygon(p) => Box::new(p.clone()),
+            Self::RestPoll(p) => Box::new(p.clone()),
             Self::Backfill(b) => Box::new(b.clone()),
         }
     }
@@ -801,6 +932,19 @@ impl SourceConfig {
                     }
                 )
             }
+            Self::RestPoll(p) => format!(
+                "quotes of {} polled every {} from {} ({}; {} requests a minute)",
+                p.symbols.join(", "),
+                p.interval,
+                tickflow_sources::rest::redact(&p.url),
+                match p.shape {
+                    tickflow_sources::rest_poll::parse::Shape::AlphaVantage =>
+                        "Alpha Vantage GLOBAL_QUOTE",
+                    tickflow_sources::rest_poll::parse::Shape::Custom(_) =>
+                        "fields by JSON pointer",
+                },
+                p.requests_per_minute
+            ),
             Self::Backfill(b) => format!(
                 "backfill of {} {} from {} to {}",
                 b.symbols.join(", "),
@@ -1001,8 +1145,45 @@ impl SinkConfig {
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; an unset variable without default is a problem.
+/// Comments are left as written, so a commented-out example needs no variable set.
 fn interpolate(text: &str, problems: &mut Vec<(usize, String)>) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let code = comment_start(line).unwrap_or(line.len());
+        interpolate_span(&line[..code], offset, problems, &mut out);
+        out.push_str(&line[code..]);
+        offset += line.len();
+    }
+    out
+}
+
+/// Where a line's comment starts: the first `#` outside a basic or literal string.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    for (i, b) in line.bytes().enumerate() {
+        match (quote, b) {
+            (Some(b'"'), b'\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), _) if b == q && !escaped => quote = None,
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'#') => return Some(i),
+            _ => {}
+        }
+        escaped = false;
+    }
+    None
+}
+
+fn interpolate_span(
+    text: &str,
+    base: usize,
+    problems: &mut Vec<(usize, String)>,
+    out: &mut String,
+) {
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
@@ -1021,14 +1202,13 @@ fn interpolate(text: &str, problems: &mut Vec<(usize, String)>) -> String {
             (Ok(v), _) => out.push_str(&v),
             (Err(_), Some(d)) => out.push_str(d),
             (Err(_), None) => {
-                let offset = text.len() - rest.len() + start;
+                let offset = base + text.len() - rest.len() + start;
                 problems.push((offset, format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)")));
             }
         }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    out
 }
 
 /// `alerts.threshold[0].name` from serde_ignored's path.
@@ -1379,6 +1559,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Binance(_) => "binance",
             RawSourceKind::Alpaca(_) => "alpaca",
             RawSourceKind::Polygon(_) => "polygon",
+            RawSourceKind::RestPoll(_) => "rest_poll",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -1499,6 +1680,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
             RawSourceKind::Alpaca(raw) => alpaca(c, &key, raw),
             RawSourceKind::Polygon(raw) => polygon(c, &key, raw),
+            RawSourceKind::RestPoll(raw) => rest_poll(c, &key, raw),
             RawSourceKind::Binance(raw) => {
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
@@ -2120,6 +2302,14 @@ mod tests {
             err.contains("x.toml:3") && err.contains("TICKFLOW_TEST_UNSET_VAR is not set"),
             "{err}"
         );
+        // A comment is left as written: a commented-out example needs nothing set, and a
+        // `#` inside a string is not a comment.
+        let plan = parse(
+            "# url = \"${TICKFLOW_TEST_UNSET_VAR}\"\ndata_dir = \"/tmp/a#b${TICKFLOW_TEST_UNSET_DIR:-c}\" # ${TICKFLOW_TEST_UNSET_VAR}\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(plan.data_dir, PathBuf::from("/tmp/a#bc"));
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub async fn fetch<E>(
             .read_page(&body, request, UnixNanos::now())
             .map_err(|error| {
                 Fetch::Vendor(RestError::Unreadable {
-                    url: current.clone(),
+                    url: crate::rest::redact(&current),
                     error,
                 })
             })?;

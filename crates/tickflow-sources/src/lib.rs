@@ -17,6 +17,7 @@ pub mod pacing;
 pub mod polygon;
 pub mod replay;
 pub mod rest;
+pub mod rest_poll;
 pub mod rng;
 pub mod simulator;
 mod wire;

@@ -227,13 +227,13 @@ impl Rest {
                             || limited > self.retry.rate_limited_attempts
                         {
                             return Err(RestError::Exhausted {
-                                url: url.to_string(),
+                                url: redact(url),
                                 attempts: limited,
                                 last: format!("429, asked to wait {wait:?}"),
                             });
                         }
                         self.count("rate_limited");
-                        tracing::warn!(source = %self.source, url, wait = ?wait, "rate limited; every request with this key waits");
+                        tracing::warn!(source = %self.source, url = redact(url), wait = ?wait, "rate limited; every request with this key waits");
                         self.limiter.hold(Instant::now() + wait);
                         continue;
                     }
@@ -243,7 +243,7 @@ impl Rest {
                         Ok(body) if retried(status) => ("server", format!("{status}: {body}")),
                         Ok(body) => {
                             let message = vendor_message(&body);
-                            let url = url.to_string();
+                            let url = redact(url);
                             let status = status.as_u16();
                             return Err(if matches!(status, 401 | 403) {
                                 RestError::Refused {
@@ -266,13 +266,13 @@ impl Rest {
             failures += 1;
             if failures >= self.retry.attempts {
                 return Err(RestError::Exhausted {
-                    url: url.to_string(),
+                    url: redact(url),
                     attempts: failures,
                     last: error,
                 });
             }
             self.count(reason);
-            tracing::warn!(source = %self.source, url, reason, error, "request failed; retrying");
+            tracing::warn!(source = %self.source, url = redact(url), reason, error, "request failed; retrying");
             tokio::time::sleep(delays.next().unwrap_or(self.retry.max_backoff)).await;
         }
     }
@@ -281,6 +281,28 @@ impl Rest {
         metrics::counter!("tickflow_rest_retries_total", "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
     }
+}
+
+/// `url` with the values of query parameters that look like credentials (`apikey`, `token`,
+/// `secret`, `signature`) replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((name, _))
+                if ["key", "token", "secret", "sig", "password"]
+                    .iter()
+                    .any(|s| name.to_ascii_lowercase().contains(s)) =>
+            {
+                format!("{name}=***")
+            }
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 /// Statuses the vendors' own clients retry.
@@ -418,6 +440,15 @@ mod tests {
         );
         let wait = rate_limit_wait(&h).unwrap();
         assert!((Duration::from_secs(28)..=Duration::from_secs(30)).contains(&wait));
+    }
+
+    #[test]
+    fn keys_in_a_query_never_show() {
+        assert_eq!(
+            redact("https://h/query?function=GLOBAL_QUOTE&symbol=IBM&apikey=SECRET&x_token=T"),
+            "https://h/query?function=GLOBAL_QUOTE&symbol=IBM&apikey=***&x_token=***"
+        );
+        assert_eq!(redact("https://h/v2/aggs"), "https://h/v2/aggs");
     }
 
     #[test]

@@ -13,6 +13,7 @@ fn every_example_config_passes_check() {
                 .env("APCA_API_KEY_ID", "PKTESTKEY0123")
                 .env("APCA_API_SECRET_KEY", "alpaca-secret-0123456789")
                 .env("POLYGON_API_KEY", "polygon-key-0123456789")
+                .env("ALPHA_VANTAGE_API_KEY", "av-key-0123456789")
                 .args(["check", "--config", path.to_str().unwrap()])
                 .output()
                 .unwrap();
@@ -28,6 +29,7 @@ fn every_example_config_passes_check() {
                 "PKTESTKEY0123",
                 "alpaca-secret-0123456789",
                 "polygon-key-0123456789",
+                "av-key-0123456789",
             ] {
                 assert!(!text.contains(secret), "{text}");
             }
@@ -35,7 +37,7 @@ fn every_example_config_passes_check() {
         }
     }
     assert!(
-        checked >= 7,
+        checked >= 8,
         "expected the example configs, found {checked}"
     );
 }
