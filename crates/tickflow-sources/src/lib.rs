@@ -10,6 +10,7 @@ pub mod backfill;
 pub mod binance;
 pub mod calendar;
 pub mod coinbase;
+pub mod databento;
 mod error;
 pub mod gaps;
 pub mod history;

@@ -1,8 +1,9 @@
 //! File replay: trades and quotes from NDJSON, CSV or Parquet files (the lake's own included)
-//! fed back in event-time order, as fast as possible or at the recorded pace × `speed`.
+//! or Databento DBN files (`crate::databento`), fed back in event-time order, as fast as
+//! possible or at the recorded pace × `speed`.
 //!
-//! A path is a file or a folder searched for `*.parquet`, `*.csv`, `*.ndjson`, `*.jsonl` and
-//! `*.json`. Files are read one day at a time (the day in a `date=YYYY-MM-DD` folder or a
+//! A path is a file or a folder searched for `*.parquet`, `*.csv`, `*.ndjson`, `*.jsonl`,
+//! `*.json`, `*.dbn` and `*.dbn.zst`. Files are read one day at a time (the day in a `date=YYYY-MM-DD` folder or a
 //! `YYYY-MM-DD` file name, as the lake and the CSV sink write them), and each day's events are
 //! sorted by event time, so a whole lake replays in bounded memory and builds the same bars.
 //! Files that name no day are read together, after the days.
@@ -52,7 +53,7 @@ pub fn plan(path: &Path) -> Result<Vec<Vec<PathBuf>>, Error> {
     collect(path, &mut files)?;
     if files.is_empty() {
         return Err(Error::Replay(format!(
-            "{}: no .parquet, .csv, .ndjson, .jsonl or .json files",
+            "{}: no .parquet, .csv, .ndjson, .jsonl, .json, .dbn or .dbn.zst files",
             path.display()
         )));
     }
@@ -106,9 +107,13 @@ enum Format {
     Parquet,
     Csv,
     Json,
+    Dbn,
 }
 
 fn format_of(path: &Path) -> Option<Format> {
+    if crate::databento::is_dbn(path) {
+        return Some(Format::Dbn);
+    }
     match path.extension()?.to_str()? {
         "parquet" => Some(Format::Parquet),
         "csv" => Some(Format::Csv),
@@ -131,6 +136,19 @@ pub fn read_day(files: &[PathBuf], default_source: &str) -> Result<Vec<Item>, Er
         match format_of(file) {
             Some(Format::Parquet) => read_parquet(file, now, &mut events, &mut unreadable),
             Some(Format::Csv) => read_csv(file, default_source, now, &mut events, &mut unreadable)?,
+            Some(Format::Dbn) => {
+                let source = std::sync::Arc::from(default_source);
+                match crate::databento::read_file(file, &source, now) {
+                    Ok(read) => events.extend(read.events),
+                    // The records before the fault are not kept: the file is replayed whole
+                    // or sent to the DLQ with the reason, never half.
+                    Err(e) => unreadable.push(self::unreadable(
+                        file.display().to_string(),
+                        e,
+                        String::new(),
+                    )),
+                }
+            }
             Some(Format::Json) | None => {
                 read_json(file, default_source, now, &mut events, &mut unreadable)?
             }
