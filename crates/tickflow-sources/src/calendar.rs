@@ -48,6 +48,14 @@ pub fn in_regular_session(ts: UnixNanos) -> bool {
     is_weekday(z.date()) && (9 * 60 + 30..16 * 60).contains(&minute)
 }
 
+/// 09:30 New York time on the exchange date at `ts`: the regular session's opening bell.
+pub fn session_open(ts: UnixNanos) -> UnixNanos {
+    exchange_date(ts)
+        .at(9, 30, 0, 0)
+        .to_zoned(new_york())
+        .map_or(ts, |z| UnixNanos(z.timestamp().as_nanosecond() as i64))
+}
+
 /// The weekday before `date`: the last full trading day as a daily update sees it.
 pub fn previous_weekday(date: Date) -> Date {
     let mut d = date.yesterday().unwrap_or(date);
@@ -96,6 +104,15 @@ mod tests {
         );
         assert!(in_regular_session(ts("2024-01-08T14:30:00Z")), "09:30 EST");
         assert!(!in_regular_session(ts("2024-05-04T15:00:00Z")), "Saturday");
+        // The opening bell is 09:30 in New York on daylight-saving days too.
+        assert_eq!(
+            session_open(ts("2024-03-10T18:00:00Z")),
+            ts("2024-03-10T13:30:00Z")
+        );
+        assert_eq!(
+            session_open(ts("2024-03-08T18:00:00Z")),
+            ts("2024-03-08T14:30:00Z")
+        );
         assert_eq!(
             previous_weekday(Date::constant(2024, 5, 6)),
             Date::constant(2024, 5, 3),

@@ -13,7 +13,27 @@ use tickflow_core::source::{SourceContext, SourceError};
 use tickflow_model::{RejectReason, UnixNanos};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::calendar;
 use crate::gaps::{Marks, Repair};
+
+/// `tickflow_feed_staleness_seconds{source}`; see [`staleness`].
+fn report_staleness(source: &str, market_hours: bool, last_event: UnixNanos, now: UnixNanos) {
+    metrics::gauge!("tickflow_feed_staleness_seconds", "source" => source.to_string())
+        .set(staleness(market_hours, last_event, now));
+}
+
+/// Seconds the source has passed on nothing, in the market's hours for a stock feed: 0 while
+/// the market is closed, and counted from the session's opening bell at most.
+pub fn staleness(market_hours: bool, last_event: UnixNanos, now: UnixNanos) -> f64 {
+    let since = if !market_hours {
+        last_event
+    } else if calendar::in_regular_session(now) {
+        last_event.max(calendar::session_open(now))
+    } else {
+        now
+    };
+    (now.0 - since.0).max(0) as f64 / 1e9
+}
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -23,6 +43,9 @@ pub struct Feed {
     pub subscribe: Option<String>,
     /// Silence after which the connection is taken for dead and reopened.
     pub stale_after: Duration,
+    /// A stock feed: outside the regular session (`crate::calendar`) silence is the market's,
+    /// not the connection's, and staleness does not grow.
+    pub market_hours: bool,
     /// The longest wait between reconnects.
     pub retry_max: Duration,
 }
@@ -77,6 +100,34 @@ fn lost(reason: &'static str, error: impl ToString) -> Failure {
     }
 }
 
+/// A failed handshake: the venue's refusal of what was asked for (a 4xx other than 408 and
+/// 429: an unknown stream or symbol, a bad key) stops the source with the venue's answer;
+/// anything else is the connection's and is retried.
+fn refused(url: &str, error: tokio_tungstenite::tungstenite::Error) -> Failure {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Http(response)
+            if response.status().is_client_error()
+                && !matches!(response.status().as_u16(), 408 | 429) =>
+        {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| {
+                    String::from_utf8_lossy(b)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            Failure::Stop(
+                format!("{url} refused the connection: {} {body}", response.status()).into(),
+            )
+        }
+        other => lost("connect", other),
+    }
+}
+
 /// Follows `feed` until the stop, reconnecting as needed; with `repair`, what the stream
 /// missed is fetched over REST each time the subscription is confirmed (`crate::gaps`).
 ///
@@ -103,8 +154,9 @@ async fn follow_until_done(
     repair: Option<&Repair>,
 ) -> Result<(), SourceError> {
     let mut delays = backoff(feed.retry_max);
+    let mut last_event = UnixNanos::now();
     loop {
-        let reason = match session(feed, ctx, venue, repair).await {
+        let reason = match session(feed, ctx, venue, repair, &mut last_event).await {
             Ok(true) => return Ok(()),
             Ok(false) => "closed",
             Err(Failure::Stop(e)) => return Err(e),
@@ -133,11 +185,12 @@ async fn session(
     ctx: &SourceContext,
     venue: &mut impl Venue,
     repair: Option<&Repair>,
+    last_event: &mut UnixNanos,
 ) -> Result<bool, Failure> {
     let (mut ws, _) = tokio::select! {
         () = ctx.stopped() => return Ok(true),
         connected = tokio_tungstenite::connect_async(feed.url.as_str()) => {
-            connected.map_err(|e| lost("connect", e))?
+            connected.map_err(|e| refused(&feed.url, e))?
         }
     };
     if let Some(subscribe) = &feed.subscribe {
@@ -146,21 +199,36 @@ async fn session(
             .map_err(|e| lost("send", e))?;
     }
     let mut batch = Batch::default();
+    let mut tick = tokio::time::interval(feed.stale_after.div_f64(4.0).min(Duration::from_secs(1)));
+    let mut heard = std::time::Instant::now();
     loop {
         let frame = tokio::select! {
             () = ctx.stopped() => {
                 let _ = ws.close(None).await;
                 return Ok(true);
             }
-            next = tokio::time::timeout(feed.stale_after, ws.next()) => next,
+            _ = tick.tick() => {
+                let now = UnixNanos::now();
+                report_staleness(ctx.id(), feed.market_hours, *last_event, now);
+                if heard.elapsed() >= feed.stale_after {
+                    if feed.market_hours && !calendar::in_regular_session(now) {
+                        // A closed market is quiet; the session's opening restarts the watch.
+                        heard = std::time::Instant::now();
+                        continue;
+                    }
+                    return Err(lost("stale", format!("silent for {:?}", feed.stale_after)));
+                }
+                continue;
+            }
+            next = ws.next() => next,
         };
+        heard = std::time::Instant::now();
         let text = match frame {
-            Err(_) => return Err(lost("stale", format!("silent for {:?}", feed.stale_after))),
-            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return Ok(false),
-            Ok(Some(Err(e))) => return Err(lost("read", e)),
-            Ok(Some(Ok(Message::Text(text)))) => text,
+            None | Some(Ok(Message::Close(_))) => return Ok(false),
+            Some(Err(e)) => return Err(lost("read", e)),
+            Some(Ok(Message::Text(text))) => text,
             // Pings are answered by the library; binary frames are not these feeds'.
-            Ok(Some(Ok(_))) => continue,
+            Some(Ok(_)) => continue,
         };
         let now = UnixNanos::now();
         batch.clear();
@@ -186,6 +254,7 @@ async fn session(
         }
         if !batch.is_empty() {
             ctx.append(&batch).map_err(Failure::Stop)?;
+            *last_event = now;
             if let Some(marks) = venue.marks() {
                 marks.save(ctx.state_dir(), false);
             }
@@ -201,5 +270,35 @@ async fn session(
                 .await
                 .map_err(|e| lost("send", e))?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_night_is_not_stale_and_silence_in_the_session_is() {
+        let ts = |t: &str| UnixNanos::parse(t).unwrap();
+        // Last trade Friday's close; Saturday noon: a stock feed is not stale, crypto is.
+        let friday_close = ts("2024-05-03T20:00:00Z");
+        assert_eq!(
+            staleness(true, friday_close, ts("2024-05-04T16:00:00Z")),
+            0.0
+        );
+        assert_eq!(
+            staleness(false, friday_close, ts("2024-05-04T16:00:00Z")),
+            72_000.0
+        );
+        // Monday, ten minutes after the bell with nothing since Friday: ten minutes stale.
+        assert_eq!(
+            staleness(true, friday_close, ts("2024-05-06T13:40:00Z")),
+            600.0
+        );
+        // A trade a minute ago.
+        assert_eq!(
+            staleness(true, ts("2024-05-06T14:00:00Z"), ts("2024-05-06T14:01:00Z")),
+            60.0
+        );
     }
 }

@@ -217,6 +217,7 @@ impl Source for AlpacaSource {
             // The server speaks first; the venue answers its greeting.
             subscribe: None,
             stale_after: self.stale_after,
+            market_hours: !self.url.contains("/crypto/"),
             retry_max: self.retry_max,
         };
         let mut venue = Stream {

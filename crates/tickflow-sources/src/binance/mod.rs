@@ -58,6 +58,7 @@ impl Source for BinanceSource {
             url: parse::streams_url(&self.url, &names),
             subscribe: None,
             stale_after: self.stale_after,
+            market_hours: false,
             retry_max: self.retry_max,
         };
         let mut venue = Trades {

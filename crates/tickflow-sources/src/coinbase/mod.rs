@@ -67,6 +67,7 @@ impl Source for CoinbaseSource {
             url: self.url.clone(),
             subscribe: Some(parse::subscribe(&self.symbols)),
             stale_after: self.stale_after,
+            market_hours: false,
             retry_max: self.retry_max,
         };
         let mut venue = Matches {

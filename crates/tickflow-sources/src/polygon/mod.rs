@@ -154,6 +154,7 @@ impl Source for PolygonSource {
                 url: self.ws_url.clone(),
                 subscribe: None,
                 stale_after: self.stale_after,
+                market_hours: self.ws_url.trim_end_matches('/').ends_with("/stocks"),
                 retry_max: self.retry_max,
             };
             let mut venue = Stream {

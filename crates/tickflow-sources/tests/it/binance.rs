@@ -121,3 +121,41 @@ fn binance_names_its_streams_and_reconnects_on_the_shutdown_notice() {
             .starts_with(r#"{"stream":"btcusdt@trade""#)
     );
 }
+
+#[test]
+// The handshake callback's `Result` is tungstenite's signature, large error and all.
+#[allow(clippy::result_large_err)]
+fn a_pair_the_venue_does_not_know_stops_the_source_with_its_answer() {
+    let connections = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&connections);
+    let url = local_server(move |listener| {
+        Box::pin(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                *count.lock().unwrap() += 1;
+                let _ = tokio_tungstenite::accept_hdr_async(tcp, |_: &Request, _: Response| {
+                    let mut refusal =
+                        tokio_tungstenite::tungstenite::handshake::server::ErrorResponse::new(
+                            Some(r#"{"code":-1121,"msg":"Invalid symbol."}"#.to_string()),
+                        );
+                    *refusal.status_mut() =
+                        tokio_tungstenite::tungstenite::http::StatusCode::BAD_REQUEST;
+                    Err(refusal)
+                })
+                .await;
+            }
+        })
+    });
+    let source = BinanceSource {
+        url,
+        symbols: vec![Symbol::parse("NOPE-USDT").unwrap()],
+        stale_after: Duration::from_secs(30),
+        retry_max: Duration::from_millis(100),
+    };
+    let err = crate::support::run_until_failed(Box::new(source)).to_string();
+    assert!(
+        err.contains("400") && err.contains("Invalid symbol."),
+        "{err}"
+    );
+    assert_eq!(*connections.lock().unwrap(), 1, "not retried");
+}

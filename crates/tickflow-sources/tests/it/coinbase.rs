@@ -150,3 +150,37 @@ fn a_product_the_venue_does_not_know_stops_the_source_with_its_reason() {
     );
     assert_eq!(*connections.lock().unwrap(), 1, "no retry storm");
 }
+
+#[test]
+fn a_socket_that_stays_open_but_goes_silent_is_reopened() {
+    let connections = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&connections);
+    let url = local_server(move |listener| {
+        Box::pin(async move {
+            let mut held = Vec::new();
+            for id in [20, 21] {
+                let (tcp, _) = listener.accept().await.unwrap();
+                *count.lock().unwrap() += 1;
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let _subscribe = ws.next().await;
+                ws.send(Message::text(matched("match", id))).await.unwrap();
+                // Open, answering nothing and sending nothing more.
+                held.push(ws);
+            }
+            std::future::pending::<()>().await;
+        })
+    });
+    let source = CoinbaseSource {
+        url,
+        symbols: vec!["BTC-USD".into()],
+        stale_after: Duration::from_millis(300),
+        retry_max: Duration::from_millis(100),
+    };
+    let appended = check_source(Box::new(source), 2);
+    assert_eq!(appended.events.len(), 2, "a trade from each connection");
+    assert_eq!(
+        *connections.lock().unwrap(),
+        2,
+        "the silent one was given up"
+    );
+}
