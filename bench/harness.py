@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 BIN = os.path.join(TARGET, "release", "tickflow")
 LOG_BENCH = os.path.join(TARGET, "release", "examples", "log_bench")
+WS_BENCH = os.path.join(TARGET, "release", "examples", "ws_bench")
 REPORT = os.path.join(ROOT, "docs", "BENCHMARKS.md")
 RAW = os.path.join(ROOT, "docs", "benchmarks.json")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -496,6 +497,36 @@ def suite_log(ctx):
     return rows
 
 
+def suite_sources(ctx):
+    """Each WebSocket source taking recorded trades from a local server that speaks the venue's protocol (handshake included) and sends as fast as the socket goes: tickflow's source (exact decimals, each frame's events appended to a log that only counts) against a Python client (`websockets` and `json` with `Decimal`), and tickflow's parser alone."""
+    rows = []
+    events = 200_000 if QUICK else 1_000_000
+    framing = {"coinbase": "one trade a frame", "binance": "one trade a frame, combined stream",
+               "alpaca": "20 trades a frame", "polygon": "20 trades a frame"}
+    for venue, how in framing.items():
+        ours, peers, parsed = [], [], []
+        for i in range(RUNS):
+            log(f"sources: {venue}, {events:,} trades, run {i + 1}/{RUNS}")
+            ours.append(json.loads(subprocess.run([WS_BENCH, "stream", venue, str(events)], check=True, capture_output=True, text=True, timeout=600).stdout))
+            parsed.append(json.loads(subprocess.run([WS_BENCH, "parse", venue, str(events)], check=True, capture_output=True, text=True, timeout=600).stdout))
+            server = subprocess.Popen([WS_BENCH, "serve", venue, str(events)], stdout=subprocess.PIPE, text=True)
+            try:
+                url = server.stdout.readline().strip()
+                out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "ws_peer.py"), venue, url, str(events)], check=True, capture_output=True, text=True, timeout=600)
+                peers.append(json.loads(out.stdout))
+            finally:
+                server.wait(timeout=60)
+        rate = lambda runs: [r["events_per_second"] for r in runs]
+        rows.append(row("sources", f"{venue} ({how}) over a local WebSocket → events appended", "events/s", median(rate(ours)),
+                        peer="Python websockets + json (Decimal)", peer_value=median(rate(peers)),
+                        runs={"tickflow": rate(ours), "peer": rate(peers)}))
+        rows.append(row("sources", f"{venue}: the parser alone, no socket", "events/s", median(rate(parsed)), runs={"tickflow": rate(parsed)}))
+    http = previous_value("ingest", None, prefix="HTTP ingest (NDJSON")
+    rows.append(row("sources", "for comparison: HTTP ingest end to end (ingest suite)", "ticks/s", http,
+                    note="durable in the log and processed into every table; the rows above stop at the source's append"))
+    return rows
+
+
 def suite_scaling(ctx):
     """Throughput against the number of symbols and of alert rules, simulator flood."""
     rows = []
@@ -538,6 +569,7 @@ SUITES = {
     "sql": suite_sql,
     "log": suite_log,
     "scaling": suite_scaling,
+    "sources": suite_sources,
 }
 
 # ---------------------------------------------------------------------------------------------
