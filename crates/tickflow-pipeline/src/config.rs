@@ -121,6 +121,7 @@ pub struct RawPolygon {
     pub history_days: Option<i64>,
     pub daily_update_utc: Option<String>,
     pub requests_per_minute: Option<i64>,
+    pub repair_gaps: Option<bool>,
     pub stale_after_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
 }
@@ -568,6 +569,7 @@ fn polygon(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawPolygon) -> So
             1,
             100_000,
         ) as u32,
+        repair_gaps: raw.repair_gaps.unwrap_or(true),
         stale_after: feed.stale_after,
         retry_max: feed.retry_max,
     })

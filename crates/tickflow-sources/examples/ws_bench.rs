@@ -162,6 +162,7 @@ fn source(venue: &str, url: &str) -> Box<dyn Source> {
             history_days: 0,
             daily_at_minute: 0,
             requests_per_minute: 5,
+            repair_gaps: false,
             stale_after,
             retry_max,
         }),

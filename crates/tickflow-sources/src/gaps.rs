@@ -197,6 +197,11 @@ pub fn read_all(data_dir: &Path) -> Vec<Gap> {
     gaps
 }
 
+/// The longest gap repaired on reconnecting: a weekend and a day. A longer one (a source
+/// stopped for a week) is recorded as unfillable, for `tickflow backfill`: fetching it would
+/// hold the stream for as long as the vendor's rate limit takes.
+pub const MAX_REPAIR: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
+
 /// A source's gap repair: its vendor history and what it streams.
 #[derive(Clone, Debug)]
 pub struct Repair {
@@ -240,9 +245,17 @@ impl Repair {
                 recorded_at: UnixNanos::now(),
             };
             record(dir.as_deref(), &gap);
-            if !self.history.serves(what) {
+            let too_long = until.0 - from.0 > MAX_REPAIR.as_nanos() as i64;
+            if too_long || !self.history.serves(what) {
                 gap.state = "unfillable".into();
-                gap.detail = Some(format!("the vendor's history has no {kind}"));
+                gap.detail = Some(if too_long {
+                    format!(
+                        "longer than {} days: fetch it with tickflow backfill",
+                        MAX_REPAIR.as_secs() / 86_400
+                    )
+                } else {
+                    format!("the vendor's history has no {kind}")
+                });
                 gap.recorded_at = UnixNanos::now();
                 record(dir.as_deref(), &gap);
                 continue;
@@ -293,5 +306,146 @@ impl Repair {
         }
         marks.save(dir.as_deref(), true);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickflow_model::{Price, Qty, Symbol, Trade};
+
+    fn trade(symbol: &str, ts: i64) -> Event {
+        Event::Trade(Trade {
+            symbol: Symbol::parse(symbol).unwrap(),
+            ts_event: UnixNanos(ts),
+            ts_recv: UnixNanos(ts),
+            price: Price::parse("1").unwrap(),
+            size: Qty::parse("1").unwrap(),
+            trade_id: None,
+            exchange: None,
+            source: Arc::from("s"),
+            feed: Arc::from("s:f"),
+            seq: None,
+        })
+    }
+
+    #[test]
+    fn marks_keep_the_latest_time_per_symbol_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut marks = Marks::default();
+        marks.saw(&trade("AAPL", 20));
+        marks.saw(&trade("AAPL", 10));
+        marks.saw(&trade("BTC-USD", 5));
+        marks.save(Some(dir.path()), true);
+        let again = Marks::load(Some(dir.path()));
+        assert_eq!(
+            again.all(),
+            [
+                ("AAPL".to_string(), "trades".to_string(), UnixNanos(20)),
+                ("BTC-USD".to_string(), "trades".to_string(), UnixNanos(5)),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ledger_keeps_each_gaps_latest_state_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state_dir(dir.path(), "alpaca");
+        let mut gap = Gap {
+            source: "alpaca".into(),
+            symbol: "AAPL".into(),
+            kind: "trades".into(),
+            from: UnixNanos(1),
+            to: UnixNanos(2),
+            state: "detected".into(),
+            events: 0,
+            detail: None,
+            recorded_at: UnixNanos(3),
+        };
+        record(Some(&state), &gap);
+        gap.state = "filled".into();
+        gap.events = 4;
+        record(Some(&state), &gap);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(ledger_file(&state))
+            .and_then(|mut f| f.write_all(b"{\"source\":\"alp"))
+            .unwrap();
+        let gaps = read_all(dir.path());
+        assert_eq!(gaps, [gap]);
+    }
+
+    /// A vendor that must not be asked.
+    #[derive(Debug)]
+    struct NotAsked(crate::rest::Rest);
+
+    impl History for NotAsked {
+        fn serves(&self, _: What) -> bool {
+            true
+        }
+        fn first_url(&self, _: &Request) -> String {
+            panic!("a gap this long is not fetched")
+        }
+        fn read_page(
+            &self,
+            _: &str,
+            _: &Request,
+            _: UnixNanos,
+        ) -> Result<crate::rest::Page, String> {
+            panic!("a gap this long is not fetched")
+        }
+        fn rest(&self) -> &crate::rest::Rest {
+            &self.0
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoLog;
+
+    impl tickflow_core::source::Append for NoLog {
+        fn append(&self, _: &str, _: &Batch) -> Result<std::ops::Range<u64>, SourceError> {
+            Err("nothing is appended".into())
+        }
+    }
+
+    #[test]
+    fn a_gap_longer_than_the_limit_is_left_for_backfill() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let ctx = SourceContext::new(
+            "alpaca",
+            Arc::new(NoLog),
+            Arc::new(tickflow_core::metrics::Metrics::default()),
+            stop_rx,
+        )
+        .with_state_dir(dir.path().join("sources/alpaca"));
+        let rest = crate::rest::Rest::new(
+            "alpaca",
+            &[],
+            Arc::new(crate::rest::Limiter::new(1)),
+            crate::rest::Retry::default(),
+        )
+        .unwrap();
+        let repair = Repair {
+            history: Arc::new(NotAsked(rest)),
+        };
+        let mut marks = Marks::default();
+        marks.saw(&trade("AAPL", 0));
+        let until = UnixNanos(MAX_REPAIR.as_nanos() as i64 + 1);
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(repair.fill(&ctx, &mut marks, until))
+            .unwrap();
+        let gaps = read_all(dir.path());
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].state, "unfillable");
+        assert!(
+            gaps[0]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("tickflow backfill")
+        );
     }
 }

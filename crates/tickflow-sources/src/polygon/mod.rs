@@ -19,6 +19,7 @@ use tickflow_core::source::{Source, SourceContext, SourceError};
 use tickflow_model::{BarInterval, UnixNanos};
 
 use crate::calendar;
+use crate::gaps::{Marks, Repair};
 use crate::history::{self, Fetch, Request, What};
 use crate::rest::{Rest, Retry};
 use crate::ws::{self, Feed, Frame, Venue};
@@ -49,6 +50,9 @@ pub struct PolygonSource {
     /// 13:00); it fetches every weekday since the last one fetched.
     pub daily_at_minute: u32,
     pub requests_per_minute: u32,
+    /// Fetch the minute and second bars the stream missed over REST after a reconnect or a
+    /// restart (`crate::gaps`); trades and quotes are recorded as unfillable.
+    pub repair_gaps: bool,
     pub stale_after: Duration,
     pub retry_max: Duration,
 }
@@ -119,18 +123,31 @@ struct Stream {
     replies: Vec<String>,
     source: Arc<str>,
     feed: Arc<str>,
+    marks: Marks,
+    /// Authenticated, the subscription not yet confirmed.
+    awaiting_subscription: bool,
+    /// The frame just read confirmed the subscription, for the first time since the login.
+    subscribed: bool,
 }
 
 impl Venue for Stream {
     fn read(&mut self, text: &str, now: UnixNanos, batch: &mut Batch) -> Result<(), Frame> {
         let frame = parse::parse(text, &self.source, &self.feed, now).map_err(Frame::Unreadable)?;
         for event in &frame.events {
+            self.marks.saw(event);
             batch.push(event);
         }
         for control in frame.control {
             match control {
                 Control::Connected => self.replies.push(self.auth.clone()),
-                Control::Authenticated => self.replies.push(self.subscribe.clone()),
+                Control::Authenticated => {
+                    self.replies.push(self.subscribe.clone());
+                    self.awaiting_subscription = true;
+                }
+                Control::Subscribed => {
+                    // One confirmation per topic: the repair runs after the first.
+                    self.subscribed |= std::mem::take(&mut self.awaiting_subscription);
+                }
                 Control::AuthFailed(msg) => return Err(Frame::Stop(format!("auth_failed: {msg}"))),
                 Control::Error(msg) => return Err(Frame::Reconnect(msg)),
             }
@@ -140,6 +157,14 @@ impl Venue for Stream {
 
     fn replies(&mut self) -> Vec<String> {
         std::mem::take(&mut self.replies)
+    }
+
+    fn subscribed(&mut self) -> bool {
+        std::mem::take(&mut self.subscribed)
+    }
+
+    fn marks(&mut self) -> Option<&mut Marks> {
+        Some(&mut self.marks)
     }
 }
 
@@ -168,8 +193,18 @@ impl Source for PolygonSource {
                 replies: Vec::new(),
                 source: Arc::from(ctx.id()),
                 feed: Arc::from(self.feed_name(ctx.id())),
+                marks: Marks::load(ctx.state_dir()),
+                awaiting_subscription: false,
+                subscribed: false,
             };
-            ws::follow(&feed, &ctx, &mut venue, None).await
+            let repair = if self.repair_gaps {
+                Some(Repair {
+                    history: Arc::new(self.history(ctx.id(), Retry::default())?),
+                })
+            } else {
+                None
+            };
+            ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await
         };
         let daily = async {
             if self.daily_bars.is_empty() {

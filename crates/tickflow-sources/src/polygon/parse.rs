@@ -68,6 +68,8 @@ pub enum Control {
     Connected,
     /// `auth_success`: subscribe now.
     Authenticated,
+    /// `success`: a subscription confirmed (one message per topic).
+    Subscribed,
     /// `auth_failed`: the key is wrong; retrying cannot help.
     AuthFailed(String),
     /// `max_connections`, `auth_timeout` or `error`: reconnect after the backoff.
@@ -199,7 +201,7 @@ pub fn parse(
                     Some("connected") => out.control.push(Control::Connected),
                     Some("auth_success") => out.control.push(Control::Authenticated),
                     Some("auth_failed") => out.control.push(Control::AuthFailed(message)),
-                    Some("success") => out.skipped += 1,
+                    Some("success") => out.control.push(Control::Subscribed),
                     Some(other) => out
                         .control
                         .push(Control::Error(format!("{other}: {message}"))),
@@ -284,7 +286,7 @@ mod tests {
         assert!(matches!(&f.control[..], [Control::Error(m)] if m.starts_with("max_connections")));
         let f = read(r#"[{"ev":"status","status":"success","message":"subscribed to: T.AAPL"}]"#)
             .unwrap();
-        assert_eq!((f.control.len(), f.skipped), (0, 1));
+        assert_eq!(f.control, vec![Control::Subscribed]);
     }
 
     #[test]

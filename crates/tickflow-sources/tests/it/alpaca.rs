@@ -173,3 +173,67 @@ fn emit_on_change_drops_exactly_the_unchanged_prices() {
         ]
     );
 }
+
+#[test]
+fn a_connection_limit_and_a_slow_client_disconnect_reconnect_and_keep_streaming() {
+    let connections = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&connections);
+    let trade = |id: u32| {
+        format!(
+            r#"[{{"T":"t","S":"AAPL","i":{id},"p":187.4{id},"s":1,"t":"2024-05-06T14:31:0{id}Z"}}]"#
+        )
+    };
+    let sessions: Vec<Vec<String>> = vec![
+        // Refused at once: the plan's connections are in use.
+        vec![r#"[{"T":"error","code":406,"msg":"connection limit exceeded"}]"#.into()],
+        // A trade, then dropped for reading too slowly.
+        vec![
+            trade(1),
+            r#"[{"T":"error","code":407,"msg":"slow client"}]"#.into(),
+        ],
+        vec![trade(2)],
+    ];
+    let url = local_server(move |listener| {
+        Box::pin(async move {
+            for frames in sessions {
+                let (tcp, _) = listener.accept().await.unwrap();
+                *count.lock().unwrap() += 1;
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                ws.send(Message::text(r#"[{"T":"success","msg":"connected"}]"#))
+                    .await
+                    .unwrap();
+                let _auth = ws.next().await;
+                ws.send(Message::text(r#"[{"T":"success","msg":"authenticated"}]"#))
+                    .await
+                    .unwrap();
+                let _subscribe = ws.next().await;
+                ws.send(Message::text(
+                    r#"[{"T":"subscription","trades":["AAPL"],"quotes":[],"bars":[]}]"#,
+                ))
+                .await
+                .unwrap();
+                for frame in frames {
+                    ws.send(Message::text(frame)).await.unwrap();
+                }
+                // The venue closes after an error; the client reconnects on its own.
+                let _ = ws.close(None).await;
+            }
+            std::future::pending::<()>().await;
+        })
+    });
+    let appended = check_source(Box::new(source(format!("{url}/v2/iex"), "s3cret")), 2);
+    let ids: Vec<String> = appended
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Trade(t) => t.trade_id.as_deref().unwrap_or_default().to_string(),
+            other => panic!("trades only: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["1", "2"]);
+    assert_eq!(
+        *connections.lock().unwrap(),
+        3,
+        "406 and 407 each reconnect"
+    );
+}

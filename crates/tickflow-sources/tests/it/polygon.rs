@@ -76,6 +76,7 @@ fn source(ws_url: String, rest_url: String, key: &str) -> PolygonSource {
         history_days: 36_500,
         daily_at_minute: 13 * 60,
         requests_per_minute: 600,
+        repair_gaps: false,
         stale_after: Duration::from_secs(30),
         retry_max: Duration::from_millis(100),
     }
@@ -225,4 +226,112 @@ fn a_refused_rest_key_stops_the_source_with_the_vendors_message() {
     assert!(err.contains("(401): Unknown API Key"), "{err}");
     assert!(!err.contains("BADKEY"));
     assert_eq!(seen.lock().unwrap().len(), 1, "a refusal is not retried");
+}
+
+#[test]
+fn minute_bars_missed_while_disconnected_are_fetched_before_the_stream_goes_on() {
+    // Ten minutes ago, on the minute: a gap short enough to repair.
+    let now_ms = tickflow_model::UnixNanos::now().0 as u64 / 1_000_000;
+    let base = (now_ms - 600_000) / 60_000 * 60_000;
+    let minute = move |m: u64, close: &str| {
+        let s = base + m * 60_000;
+        format!(
+            r#"{{"ev":"AM","sym":"AAPL","v":100,"av":100,"op":1,"vw":{close},"o":{close},"c":{close},"h":{close},"l":{close},"a":1,"z":1,"s":{s},"e":{}}}"#,
+            s + 60_000
+        )
+    };
+    let sessions = vec![
+        format!("[{}]", minute(0, "184.1")),
+        format!("[{}]", minute(3, "184.4")),
+    ];
+    let connections = Arc::new(Mutex::new(0u32));
+    let count = Arc::clone(&connections);
+    let ws_url = local_server(move |listener| {
+        Box::pin(async move {
+            for (i, frame) in sessions.into_iter().enumerate() {
+                let (tcp, _) = listener.accept().await.unwrap();
+                *count.lock().unwrap() += 1;
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                ws.send(Message::text(
+                    r#"[{"ev":"status","status":"connected","message":"Connected Successfully"}]"#,
+                ))
+                .await
+                .unwrap();
+                let _auth = ws.next().await;
+                ws.send(Message::text(
+                    r#"[{"ev":"status","status":"auth_success","message":"authenticated"}]"#,
+                ))
+                .await
+                .unwrap();
+                let _subscribe = ws.next().await;
+                // One confirmation per topic, in separate frames.
+                ws.send(Message::text(
+                    r#"[{"ev":"status","status":"success","message":"subscribed to: T.AAPL"}]"#,
+                ))
+                .await
+                .unwrap();
+                ws.send(Message::text(
+                    r#"[{"ev":"status","status":"success","message":"subscribed to: AM.AAPL"}]"#,
+                ))
+                .await
+                .unwrap();
+                ws.send(Message::text(frame)).await.unwrap();
+                if i == 0 {
+                    drop(ws);
+                    continue;
+                }
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        })
+    });
+    let (rest, seen) = rest_server(move |_, _| {
+        let bars: Vec<String> = [(0, "184.1"), (1, "184.2"), (2, "184.3")]
+            .iter()
+            .map(|(m, c)| {
+                let t = base + m * 60_000;
+                format!(r#"{{"v":100,"vw":{c},"o":{c},"c":{c},"h":{c},"l":{c},"t":{t},"n":3}}"#)
+            })
+            .collect();
+        (
+            200,
+            Vec::new(),
+            format!(
+                r#"{{"ticker":"AAPL","queryCount":3,"resultsCount":3,"adjusted":true,"results":[{}],"status":"OK","request_id":"r"}}"#,
+                bars.join(",")
+            ),
+        )
+    });
+    let mut polygon = source(format!("{ws_url}/stocks"), rest, "PGKEY");
+    polygon.trades = vec!["AAPL".into()];
+    polygon.repair_gaps = true;
+    // The first minute streamed; the repair's page; the minute after the reconnect.
+    let appended = check_source(Box::new(polygon), 3);
+    let closes: Vec<String> = appended
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Bar(b) => b.bar.close.to_string(),
+            other => panic!("bars only: {other:?}"),
+        })
+        .collect();
+    // 14:30 comes twice (the repair's window includes its mark); processing drops the second.
+    assert_eq!(
+        closes,
+        ["184.1", "184.1", "184.2", "184.3", "184.4"],
+        "in time order"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one repair for the reconnect, none on the first connection"
+    );
+    assert!(
+        seen[0]
+            .uri
+            .starts_with(&format!("/v2/aggs/ticker/AAPL/range/1/minute/{base}/")),
+        "{}",
+        seen[0].uri
+    );
+    assert_eq!(*connections.lock().unwrap(), 2);
 }

@@ -10,10 +10,22 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Server, config, http, run_ok, wait_for};
 
+/// When trade `id` happened: an hour ago plus `id` and a half seconds, recent enough for
+/// gap repair (which leaves gaps over three days to backfill).
+fn when(id: u64) -> tickflow_model::UnixNanos {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let hour_ago = tickflow_model::UnixNanos::now().0 - 3_600_000_000_000;
+        hour_ago - hour_ago % 60_000_000_000
+    });
+    tickflow_model::UnixNanos(base + id as i64 * 1_000_000_000 + 500_000_000)
+}
+
 fn trade(id: u64) -> String {
     format!(
-        r#"{{"T":"t","S":"AAPL","i":{id},"x":"V","p":{}.25,"s":10,"c":["@"],"t":"2026-11-20T14:31:{id:02}.5Z","z":"C"}}"#,
-        180 + id
+        r#"{{"T":"t","S":"AAPL","i":{id},"x":"V","p":{}.25,"s":10,"c":["@"],"t":"{}","z":"C"}}"#,
+        180 + id,
+        when(id)
     )
 }
 
@@ -141,7 +153,8 @@ fn a_dropped_stream_is_repaired_from_rest_and_the_lake_holds_every_trade_once() 
         "trades 3 to 6, the page edge's 4 once"
     );
     assert_eq!(
-        gaps[0]["from"], "2026-11-20T14:31:03.500000000Z",
+        gaps[0]["from"],
+        when(3).to_string(),
         "from the last trade passed on"
     );
     server.stop();
@@ -149,9 +162,10 @@ fn a_dropped_stream_is_repaired_from_rest_and_the_lake_holds_every_trade_once() 
     let asked = asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 2, "two pages: {asked:?}");
     assert!(
-        asked[0]
-            .0
-            .starts_with("/v2/stocks/trades?symbols=AAPL&start=2026-11-20T14:31:03.5Z"),
+        asked[0].0.starts_with(&format!(
+            "/v2/stocks/trades?symbols=AAPL&start={}&",
+            jiff::Timestamp::from_nanosecond(i128::from(when(3).0)).unwrap()
+        )),
         "{asked:?}"
     );
     assert!(asked[1].0.contains("page_token=p2"), "{asked:?}");
