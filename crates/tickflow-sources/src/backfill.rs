@@ -16,7 +16,7 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use tickflow_core::codec::Batch;
 use tickflow_core::source::{Source, SourceContext, SourceError};
-use tickflow_model::{BarInterval, UnixNanos};
+use tickflow_model::{BarInterval, Event, UnixNanos};
 
 use crate::calendar;
 use crate::history::{self, Fetch, History, Request, What};
@@ -113,9 +113,18 @@ impl Backfill {
     }
 }
 
-#[async_trait::async_trait]
-impl Source for Backfill {
-    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+impl Backfill {
+    /// Runs the backfill, handing each page's events to `append`, which returns once they
+    /// are durable (the log's append, or a running pipeline's acknowledgement); progress is
+    /// saved only after that. Stops between requests once `stopping` says so.
+    ///
+    /// # Errors
+    /// `append`'s, the vendor's, or writing the progress file.
+    pub async fn run_into(
+        &self,
+        stopping: impl Fn() -> bool,
+        mut append: impl FnMut(&[Event]) -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
         if !self.history.serves(self.what) {
             return Err(format!("this vendor's history has no {}", self.what.as_str()).into());
         }
@@ -126,7 +135,6 @@ impl Source for Backfill {
             (chunks.len() * self.symbols.len()) as u64,
             Ordering::Relaxed,
         );
-        let mut batch = Batch::default();
         for symbol in &self.symbols {
             for &(first, last) in &chunks {
                 if saved.done.get(symbol).is_some_and(|done| *done >= last) {
@@ -134,7 +142,7 @@ impl Source for Backfill {
                     p.chunks_done.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                if ctx.is_stopping() {
+                if stopping() {
                     return Ok(());
                 }
                 let request = Request {
@@ -143,14 +151,8 @@ impl Source for Backfill {
                     from: calendar::day_start(first),
                     to: UnixNanos(calendar::day_start(last.tomorrow().unwrap_or(last)).0 - 1),
                 };
-                let fetched = history::fetch(self.history.as_ref(), &request, |events| {
-                    batch.clear();
-                    for e in &events {
-                        batch.push(e);
-                    }
-                    ctx.append(&batch).map(|_| ())
-                })
-                .await;
+                let fetched =
+                    history::fetch(self.history.as_ref(), &request, |events| append(&events)).await;
                 match fetched {
                     Ok(n) => {
                         p.events.fetch_add(n, Ordering::Relaxed);
@@ -167,5 +169,23 @@ impl Source for Backfill {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for Backfill {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let mut batch = Batch::default();
+        self.run_into(
+            || ctx.is_stopping(),
+            |events| {
+                batch.clear();
+                for e in events {
+                    batch.push(e);
+                }
+                ctx.append(&batch).map(|_| ())
+            },
+        )
+        .await
     }
 }

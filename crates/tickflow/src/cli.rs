@@ -56,7 +56,7 @@ pub(crate) enum Command {
     Compact(CompactArgs),
     /// Fetch a vendor's history (bars or trades) for a config's source into its data directory.
     #[command(
-        after_help = "Examples:\n  tickflow backfill --config config/polygon.toml                       # 70 days of daily bars (the old initialize)\n  tickflow backfill --config config/polygon.toml --from 2026-12-03 --to 2026-12-03   # one day (the old daily_update)\n  tickflow backfill --config config/alpaca.toml --symbols AAPL --what 1m --from 2026-11-02 --to 2026-11-06\n  tickflow backfill --config config/alpaca.toml --what trades --from 2026-12-01 --to 2026-12-01\n\nAn embedded pipeline processes what is fetched (bars, daily metrics, the lake, the sinks) and\nstops when done; the data directory must not be in use by a running pipeline. Progress is kept\nper chunk in DATA_DIR/backfill/: run the same command again to resume where it stopped;\n--restart fetches everything again, and processing drops the rows already stored as duplicates.\nRows older than what processing already holds for a symbol are late and go to the DLQ: backfill\na symbol's history before its live data, oldest first."
+        after_help = "Examples:\n  tickflow backfill --config config/polygon.toml                       # 70 days of daily bars (the old initialize)\n  tickflow backfill --config config/polygon.toml --from 2026-12-03 --to 2026-12-03   # one day (the old daily_update)\n  tickflow backfill --config config/alpaca.toml --symbols AAPL --what 1m --from 2026-11-02 --to 2026-11-06\n  tickflow backfill --config config/alpaca.toml --what trades --from 2026-12-01 --to 2026-12-01\n\nAn embedded pipeline processes what is fetched (bars, daily metrics, the lake, the sinks) and\nstops when done; the data directory must not be in use by a running pipeline (send to one with\n--to-url http://127.0.0.1:8750 instead). Progress is kept\nper chunk in DATA_DIR/backfill/: run the same command again to resume where it stopped;\n--restart fetches everything again, and processing drops the rows already stored as duplicates.\nRows older than what processing already holds for a symbol are late and go to the DLQ: backfill\na symbol's history before its live data, oldest first."
     )]
     Backfill(BackfillArgs),
     /// List what streaming sources missed while disconnected or stopped, and whether it was fetched again.
@@ -99,6 +99,20 @@ pub(crate) struct BackfillArgs {
     /// Forget the progress of an earlier run over the same range and fetch it all again.
     #[arg(long)]
     pub(crate) restart: bool,
+    /// Send to a running pipeline's HTTP ingest at this base URL instead of processing into
+    /// the config's data directory (progress is then kept in .tickflow-backfill/ beside the
+    /// config).
+    #[arg(long, value_name = "URL")]
+    pub(crate) to_url: Option<String>,
+    /// With --to-url: the bearer token of the open ingest endpoint; default: the
+    /// TICKFLOW_TOKEN environment variable.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TICKFLOW_TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Args)]

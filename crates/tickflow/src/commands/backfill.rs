@@ -102,10 +102,16 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
     if from > to {
         anyhow::bail!("--from {from} is after --to {to}");
     }
-    let progress_file = plan
-        .data_dir
-        .join("backfill")
-        .join(format!("{id}-{}-{from}-{to}.json", what.as_str()));
+    // Sent to a running pipeline, the progress is kept beside the config instead.
+    let progress_dir = match &args.to_url {
+        Some(_) => args
+            .config
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(".tickflow-backfill"),
+        None => plan.data_dir.join("backfill"),
+    };
+    let progress_file = progress_dir.join(format!("{id}-{}-{from}-{to}.json", what.as_str()));
     if args.restart {
         let _ = std::fs::remove_file(&progress_file);
     }
@@ -119,6 +125,9 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         progress_file: Some(progress_file.clone()),
         progress: Arc::clone(&progress),
     };
+    if let Some(url) = &args.to_url {
+        return to_running(&job, url, args.token.as_deref(), &id, &symbols);
+    }
     plan.sources = vec![SourcePlan {
         id: id.clone(),
         config: SourceConfig::Backfill(job),
@@ -180,6 +189,63 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(failure) = status.failure {
         anyhow::bail!("the pipeline failed: {failure}");
+    }
+    println!("backfilled {summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends the backfill to a running pipeline's HTTP ingest (the open endpoint), a page at a
+/// time; a chunk's progress is saved once the pipeline has acknowledged its pages.
+fn to_running(
+    job: &Backfill,
+    base: &str,
+    token: Option<&str>,
+    id: &str,
+    symbols: &[String],
+) -> anyhow::Result<ExitCode> {
+    let url = super::produce::ingest_url(base, None);
+    let rt = super::runtime()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
+    let mut sent = 0u64;
+    let result = rt.block_on(job.run_into(
+        || false,
+        |events| {
+            let mut body = Vec::new();
+            for e in events {
+                body.extend_from_slice(tickflow_core::ingest::to_json(e).as_bytes());
+                body.push(b'\n');
+            }
+            // Each page waits for its acknowledgement: the pipeline has it durably then.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(super::produce::post(&client, &url, token, body, 5))
+            })
+            .map_err(|e| format!("{url}: {e}"))?;
+            sent += events.len() as u64;
+            bar.set_length(job.progress.chunks_total.load(Ordering::Relaxed));
+            bar.set_position(job.progress.chunks_done.load(Ordering::Relaxed));
+            bar.set_message(format!("{sent} rows"));
+            Ok(())
+        },
+    ));
+    bar.finish_and_clear();
+    let summary = format!(
+        "{id} {} of {} from {} to {} to {url}: {sent} rows acknowledged in {:.1} s",
+        job.what.as_str(),
+        symbols.join(","),
+        job.from,
+        job.to,
+        started.elapsed().as_secs_f64()
+    );
+    if let Err(e) = result {
+        eprintln!(
+            "backfill stopped: {e}\n{summary}\nrun the same command again to resume after the last chunk sent"
+        );
+        return Ok(ExitCode::from(1));
     }
     println!("backfilled {summary}");
     Ok(ExitCode::SUCCESS)

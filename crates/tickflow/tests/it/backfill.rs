@@ -162,3 +162,61 @@ fn backfill_fetches_daily_bars_once_and_resumes_after_a_refusal() {
     let help = run(&["backfill", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("resume"));
 }
+
+#[test]
+fn backfill_sends_to_a_running_pipeline_and_resumes_from_its_own_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, asked) = polygon(Arc::new(AtomicBool::new(false)));
+    // The running pipeline: HTTP ingest only, on a data directory of its own.
+    let served = dir.path().join("served");
+    let run_cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &run_cfg,
+        config(&served, "\n[lake]\nflush_interval_ms = 50\n"),
+    )
+    .unwrap();
+    let server = crate::support::Server::start(&run_cfg, &served);
+    let cfg = dir.path().join("polygon.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &dir.path().join("unused"),
+            &format!(
+                "[[sources]]\ntype = \"polygon\"\nkey = \"pk\"\nrest_url = \"{base}\"\nsymbols = [\"AAPL\"]\nchannels = [\"daily_bars\"]\nrequests_per_minute = 600\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let args = [
+        "backfill",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--from",
+        "2024-05-06",
+        "--to",
+        "2024-05-17",
+        "--to-url",
+        &server.url,
+    ];
+    let out = crate::support::run_ok(&args);
+    assert!(out.contains("10 rows acknowledged"), "{out}");
+    crate::support::wait_for(&server, "ten daily bars in the lake", |s| {
+        s["rows_durable"]["bars"].as_u64() == Some(10)
+    });
+    let closes = sql(
+        &served,
+        "SELECT CAST(close AS VARCHAR) AS c FROM bars WHERE symbol = 'AAPL' ORDER BY start",
+    );
+    assert_eq!(closes.len(), 10);
+    assert_eq!(closes[9]["c"], "117.500000000", "Friday the 17th, exact");
+    // Run again: the progress beside the config says it is done; nothing is asked.
+    let before = asked.lock().unwrap().len();
+    let out = crate::support::run_ok(&args);
+    assert!(out.contains("0 rows acknowledged"), "{out}");
+    assert_eq!(asked.lock().unwrap().len(), before);
+    assert!(
+        !dir.path().join("unused").exists(),
+        "the config's own data directory is not touched"
+    );
+    server.stop();
+}
