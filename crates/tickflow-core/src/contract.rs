@@ -222,6 +222,9 @@ pub struct Appended {
     pub batches: usize,
 }
 
+/// How long [`check_source`] waits for a source that should long have appended its batches.
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A log in memory that asks the source to stop after a number of batches.
 #[derive(Debug)]
 struct MemoryLog {
@@ -278,7 +281,18 @@ pub fn check_source(source: Box<dyn Source>, stop_after: usize) -> Appended {
         .enable_all()
         .build()
         .expect("a runtime for the source");
-    let result = runtime.block_on(source.run(ctx));
+    // Bounded by batches, not time; the watchdog only turns a source that never reaches
+    // them into a failure that says so, instead of a test that hangs.
+    let result = runtime.block_on(async { tokio::time::timeout(WATCHDOG, source.run(ctx)).await });
+    let Ok(result) = result else {
+        let guard = log.appended.lock().unwrap_or_else(|e| e.into_inner());
+        panic!(
+            "the source appended {} of the {stop_after} batches asked for in {WATCHDOG:?}: {} events, rejected {:?}",
+            guard.0.batches,
+            guard.0.events.len(),
+            guard.0.rejected
+        );
+    };
     if let Err(e) = &result {
         panic!("the source failed: {e}");
     }
