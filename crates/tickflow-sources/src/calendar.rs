@@ -1,6 +1,9 @@
 //! The US equity market's calendar in its own time zone (America/New_York, daylight saving
-//! included): where a trading day starts, and whether the regular session is open. Vendors
-//! stamp daily bars at the exchange's midnight; staleness means nothing outside the session.
+//! included): where a trading day starts, and whether the regular session is open, NYSE
+//! holidays included (`nyse-holiday-cal`, which knows 2020 to 2028; outside those years every
+//! weekday counts as a trading day). Vendors stamp daily bars at the exchange's midnight;
+//! staleness means nothing outside the session. Early closes (13:00 on the eves of some
+//! holidays) are not modelled.
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
@@ -35,17 +38,26 @@ pub fn day_start(date: Date) -> UnixNanos {
     })
 }
 
-/// Whether `date` is a weekday (exchange holidays are not modelled: a holiday's silence is
-/// seen as stale and its backfill asks for a day with no bars, which vendors answer empty).
-pub fn is_weekday(date: Date) -> bool {
-    !matches!(date.weekday(), Weekday::Saturday | Weekday::Sunday)
+/// Whether the NYSE trades on `date`: a weekday that is not one of its holidays.
+pub fn is_trading_day(date: Date) -> bool {
+    use nyse_holiday_cal::HolidayCal;
+    if matches!(date.weekday(), Weekday::Saturday | Weekday::Sunday) {
+        return false;
+    }
+    let day = chrono::NaiveDate::from_ymd_opt(
+        i32::from(date.year()),
+        u32::from(date.month().unsigned_abs()),
+        u32::from(date.day().unsigned_abs()),
+    );
+    // Outside the holiday table's years, a weekday is taken as a trading day.
+    day.and_then(|d| d.is_holiday().ok()) != Some(true)
 }
 
 /// The regular session, 09:30 to 16:00 New York time on weekdays.
 pub fn in_regular_session(ts: UnixNanos) -> bool {
     let z = zoned(ts);
     let minute = i32::from(z.hour()) * 60 + i32::from(z.minute());
-    is_weekday(z.date()) && (9 * 60 + 30..16 * 60).contains(&minute)
+    is_trading_day(z.date()) && (9 * 60 + 30..16 * 60).contains(&minute)
 }
 
 /// 09:30 New York time on the exchange date at `ts`: the regular session's opening bell.
@@ -56,10 +68,10 @@ pub fn session_open(ts: UnixNanos) -> UnixNanos {
         .map_or(ts, |z| UnixNanos(z.timestamp().as_nanosecond() as i64))
 }
 
-/// The weekday before `date`: the last full trading day as a daily update sees it.
-pub fn previous_weekday(date: Date) -> Date {
+/// The trading day before `date`: the last full one as a daily update sees it.
+pub fn previous_trading_day(date: Date) -> Date {
     let mut d = date.yesterday().unwrap_or(date);
-    while !is_weekday(d) {
+    while !is_trading_day(d) {
         d = d.yesterday().unwrap_or(d);
     }
     d
@@ -114,9 +126,23 @@ mod tests {
             ts("2024-03-08T14:30:00Z")
         );
         assert_eq!(
-            previous_weekday(Date::constant(2024, 5, 6)),
+            previous_trading_day(Date::constant(2024, 5, 6)),
             Date::constant(2024, 5, 3),
             "Monday's previous trading day is Friday"
         );
+        // Holidays: Thanksgiving 2026 is closed, and the Friday after Good Friday 2024's
+        // weekend looks back past it.
+        assert!(
+            !in_regular_session(ts("2026-11-26T15:00:00Z")),
+            "Thanksgiving"
+        );
+        assert!(in_regular_session(ts("2026-11-27T15:00:00Z")));
+        assert_eq!(
+            previous_trading_day(Date::constant(2024, 4, 1)),
+            Date::constant(2024, 3, 28),
+            "Good Friday, 29 March 2024, is skipped"
+        );
+        // Beyond the table's years a weekday is a trading day.
+        assert!(is_trading_day(Date::constant(2031, 1, 2)));
     }
 }

@@ -90,7 +90,7 @@ pub(crate) struct BackfillArgs {
     /// First exchange date (YYYY-MM-DD); default: 70 days before --to.
     #[arg(long, value_name = "DATE")]
     pub(crate) from: Option<String>,
-    /// Last exchange date, included; default: the previous weekday.
+    /// Last exchange date, included; default: the previous NYSE trading day.
     #[arg(long, value_name = "DATE")]
     pub(crate) to: Option<String>,
     /// Bars of an interval (1d, 1h, 5m, 1m, 1s) or `trades`.

@@ -47,7 +47,7 @@ pub struct PolygonSource {
     /// Days of daily bars fetched at start (the old `initialize`: about 70).
     pub history_days: u32,
     /// When each day's update runs, as minutes after midnight UTC (the old `daily_update`:
-    /// 13:00); it fetches every weekday since the last one fetched.
+    /// 13:00); it fetches every trading day since the last one fetched.
     pub daily_at_minute: u32,
     pub requests_per_minute: u32,
     /// Fetch the minute and second bars the stream missed over REST after a reconnect or a
@@ -217,7 +217,7 @@ impl Source for PolygonSource {
     }
 }
 
-/// History at start, then every weekday's bar once a day; a day the vendor cannot serve now
+/// History at start, then every trading day's bar once a day; a day the vendor cannot serve now
 /// is tried again at the next update.
 async fn daily_bars(source: &PolygonSource, ctx: &SourceContext) -> Result<(), SourceError> {
     let history = source.history(ctx.id(), Retry::default())?;
@@ -226,7 +226,7 @@ async fn daily_bars(source: &PolygonSource, ctx: &SourceContext) -> Result<(), S
         .checked_sub(jiff::Span::new().days(i64::from(source.history_days)))
         .unwrap_or(today);
     loop {
-        let to = calendar::previous_weekday(calendar::exchange_date(UnixNanos::now()));
+        let to = calendar::previous_trading_day(calendar::exchange_date(UnixNanos::now()));
         if from <= to {
             match fetch_days(&history, &source.daily_bars, from, to, ctx).await {
                 Ok(()) => from = to.tomorrow().unwrap_or(to),

@@ -91,9 +91,9 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
     // The old jobs: `daily_update` fetched the previous trading day, `initialize` 70 days.
     let to = match &args.to {
         Some(t) => date(t, "--to")?,
-        None => {
-            calendar::previous_weekday(calendar::exchange_date(tickflow_model::UnixNanos::now()))
-        }
+        None => calendar::previous_trading_day(calendar::exchange_date(
+            tickflow_model::UnixNanos::now(),
+        )),
     };
     let from = match &args.from {
         Some(f) => date(f, "--from")?,
