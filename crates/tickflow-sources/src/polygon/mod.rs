@@ -244,6 +244,34 @@ async fn daily_bars(source: &PolygonSource, ctx: &SourceContext) -> Result<(), S
     }
 }
 
+/// How a window of daily bars is asked for, in the fewest calls (the free plan allows 5 a
+/// minute): one grouped-daily call per trading day when there are fewer days than symbols (a
+/// daily update of many tickers), else one range call per symbol (history).
+#[derive(Debug, PartialEq)]
+enum DailyCalls {
+    Grouped(Vec<jiff::civil::Date>),
+    Ranges,
+}
+
+fn daily_calls(symbols: usize, from: jiff::civil::Date, to: jiff::civil::Date) -> DailyCalls {
+    let mut days = Vec::new();
+    let mut day = from;
+    while day <= to && days.len() < symbols {
+        if calendar::is_trading_day(day) {
+            days.push(day);
+        }
+        day = match day.tomorrow() {
+            Ok(next) => next,
+            Err(_) => break,
+        };
+    }
+    if day > to && days.len() < symbols {
+        DailyCalls::Grouped(days)
+    } else {
+        DailyCalls::Ranges
+    }
+}
+
 /// Fetches each symbol's daily bars of `[from, to]` and appends them.
 async fn fetch_days(
     history: &PolygonHistory,
@@ -252,6 +280,39 @@ async fn fetch_days(
     to: jiff::civil::Date,
     ctx: &SourceContext,
 ) -> Result<(), Fetch<SourceError>> {
+    if let DailyCalls::Grouped(days) = daily_calls(symbols.len(), from, to) {
+        let mut batch = Batch::default();
+        for day in days {
+            let url = rest::grouped_url(&history.base, &day.to_string());
+            let body = tokio::select! {
+                () = ctx.stopped() => return Ok(()),
+                body = history.rest.get(&url) => body.map_err(Fetch::Vendor)?,
+            };
+            let page = rest::read(
+                &body,
+                BarInterval::D1,
+                Some(symbols),
+                &history.source,
+                &history.feed,
+                UnixNanos::now(),
+            )
+            .map_err(|error| {
+                Fetch::Vendor(crate::rest::RestError::Unreadable {
+                    url: url.clone(),
+                    error,
+                })
+            })?;
+            batch.clear();
+            for e in &page.events {
+                batch.push(e);
+            }
+            if !batch.is_empty() {
+                ctx.append(&batch).map_err(Fetch::Sink)?;
+            }
+            tracing::info!(source = ctx.id(), %day, bars = page.events.len(), "daily bars fetched (grouped)");
+        }
+        return Ok(());
+    }
     for symbol in symbols {
         let request = Request {
             symbol: symbol.clone(),
@@ -285,4 +346,31 @@ fn until_minute_utc(minute: u32) -> Duration {
         next += day;
     }
     Duration::from_nanos(u64::try_from(next - now).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::civil::Date;
+
+    use super::*;
+
+    #[test]
+    fn a_daily_update_of_many_symbols_is_one_grouped_call_per_trading_day() {
+        let (fri, mon) = (Date::constant(2024, 5, 3), Date::constant(2024, 5, 6));
+        assert_eq!(
+            daily_calls(10, fri, mon),
+            DailyCalls::Grouped(vec![fri, mon]),
+            "the weekend is not asked for"
+        );
+        assert_eq!(
+            daily_calls(2, fri, mon),
+            DailyCalls::Ranges,
+            "as many days as symbols"
+        );
+        assert_eq!(
+            daily_calls(3, Date::constant(2024, 2, 1), Date::constant(2024, 4, 30)),
+            DailyCalls::Ranges,
+            "history: one range call per symbol"
+        );
+    }
 }

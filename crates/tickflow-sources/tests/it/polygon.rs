@@ -335,3 +335,82 @@ fn minute_bars_missed_while_disconnected_are_fetched_before_the_stream_goes_on()
     );
     assert_eq!(*connections.lock().unwrap(), 2);
 }
+
+#[test]
+fn a_daily_update_of_many_symbols_asks_grouped_daily_once_per_trading_day() {
+    use tickflow_sources::calendar;
+    let symbols: Vec<String> = [
+        "AAPL", "MSFT", "NVDA", "AMD", "TSLA", "META", "AMZN", "GOOG",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let names = symbols.clone();
+    let (rest, seen) = rest_server(move |_, uri| {
+        // /v2/aggs/grouped/locale/us/market/stocks/{date}?adjusted=true
+        let date: jiff::civil::Date = uri
+            .split('/')
+            .nth(8)
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Stamped at the close, 16:00 in New York.
+        let close = date
+            .at(16, 0, 0, 0)
+            .in_tz("America/New_York")
+            .unwrap()
+            .timestamp()
+            .as_millisecond();
+        let results: Vec<String> = names
+            .iter()
+            .chain(std::iter::once(&"ZZZ".to_string()))
+            .map(|t| format!(r#"{{"T":"{t}","o":1.5,"h":2,"l":1,"c":1.75,"v":100,"vw":1.6,"t":{close},"n":3}}"#))
+            .collect();
+        (
+            200,
+            Vec::new(),
+            format!(
+                r#"{{"adjusted":true,"queryCount":9,"resultsCount":9,"status":"OK","request_id":"r","results":[{}]}}"#,
+                results.join(",")
+            ),
+        )
+    });
+    let mut polygon = source(String::new(), rest, "PGKEY");
+    (polygon.trades, polygon.minute_bars) = (Vec::new(), Vec::new());
+    polygon.daily_bars = symbols;
+    polygon.history_days = 5;
+    let today = calendar::exchange_date(tickflow_model::UnixNanos::now());
+    let last = calendar::previous_trading_day(today);
+    let mut days = 0;
+    let mut day = today.checked_sub(jiff::Span::new().days(5)).unwrap();
+    while day <= last {
+        days += usize::from(calendar::is_trading_day(day));
+        day = day.tomorrow().unwrap();
+    }
+    let appended = check_source(Box::new(polygon), days);
+    assert_eq!(
+        appended.events.len(),
+        8 * days,
+        "the eight asked for, not ZZZ, each day"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), days, "one call a trading day for all eight");
+    assert!(seen.iter().all(|s| {
+        s.uri
+            .starts_with("/v2/aggs/grouped/locale/us/market/stocks/")
+    }));
+    for e in &appended.events {
+        let Event::Bar(b) = e else {
+            panic!("bars only")
+        };
+        assert_eq!(
+            calendar::exchange_day_start(b.bar.start),
+            b.bar.start,
+            "keyed at the day's start"
+        );
+        assert_eq!(b.bar.close.to_string(), "1.75");
+    }
+}
