@@ -38,6 +38,18 @@ pub fn day_start(date: Date) -> UnixNanos {
     })
 }
 
+/// Where a vendor's bar stamped `t` starts and ends: a daily bar is the exchange's day, from
+/// its midnight to the next (23 or 25 hours when the clocks change), whether the vendor
+/// stamps its start or its close; other intervals start at `t`.
+pub fn bar_span(interval: tickflow_model::BarInterval, t: UnixNanos) -> (UnixNanos, UnixNanos) {
+    if interval == tickflow_model::BarInterval::D1 {
+        let date = exchange_date(t);
+        (day_start(date), day_start(date.tomorrow().unwrap_or(date)))
+    } else {
+        (t, UnixNanos(t.0.saturating_add(interval.nanos())))
+    }
+}
+
 /// Whether the NYSE trades on `date`: a weekday that is not one of its holidays.
 pub fn is_trading_day(date: Date) -> bool {
     use nyse_holiday_cal::HolidayCal;
@@ -95,6 +107,16 @@ mod tests {
         assert_eq!(
             exchange_day_start(ts("2024-01-08T21:00:00Z")),
             ts("2024-01-08T05:00:00Z")
+        );
+        // The day the clocks spring forward is 23 hours long; a close stamp keys the same day.
+        let spring = tickflow_model::BarInterval::D1;
+        assert_eq!(
+            bar_span(spring, ts("2024-03-10T05:00:00Z")),
+            (ts("2024-03-10T05:00:00Z"), ts("2024-03-11T04:00:00Z"))
+        );
+        assert_eq!(
+            bar_span(spring, ts("2024-03-11T20:00:00Z")).0,
+            ts("2024-03-11T04:00:00Z")
         );
         // 02:00 UTC is still the day before in New York.
         assert_eq!(

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;
-use tickflow_model::{Price, Qty, Volume};
+use std::sync::Arc;
+
+use tickflow_model::{Bar, BarInterval, Event, FedBar, Price, Qty, Symbol, UnixNanos, Volume};
 
 /// The text of a JSON number or string.
 ///
@@ -44,4 +46,54 @@ pub(crate) fn maybe_price(
     kind: &str,
 ) -> Result<Option<Price>, String> {
     raw.map(|r| price(Some(r), key, kind)).transpose()
+}
+
+/// A vendor bar's fields as they came, before reading.
+#[derive(Default)]
+pub(crate) struct Ohlcv<'a> {
+    pub(crate) open: Option<&'a RawValue>,
+    pub(crate) high: Option<&'a RawValue>,
+    pub(crate) low: Option<&'a RawValue>,
+    pub(crate) close: Option<&'a RawValue>,
+    pub(crate) volume: Option<&'a RawValue>,
+    pub(crate) vwap: Option<&'a RawValue>,
+    pub(crate) trades: Option<u64>,
+}
+
+/// Where an event came from and when it was received.
+pub(crate) struct Stamp<'a> {
+    pub(crate) source: &'a Arc<str>,
+    pub(crate) feed: &'a Arc<str>,
+    pub(crate) ts_recv: UnixNanos,
+}
+
+/// A feed's bar of `interval` over `[start, end)`, read exactly from `raw`; `kind` names the
+/// message in errors (`bar`, `aggregate`).
+pub(crate) fn fed_bar(
+    symbol: Symbol,
+    interval: BarInterval,
+    (start, end): (UnixNanos, UnixNanos),
+    raw: &Ohlcv<'_>,
+    kind: &str,
+    stamp: &Stamp<'_>,
+) -> Result<Event, String> {
+    Ok(Event::Bar(FedBar {
+        bar: Bar {
+            symbol,
+            interval,
+            start,
+            end,
+            open: price(raw.open, "o", kind)?,
+            high: price(raw.high, "h", kind)?,
+            low: price(raw.low, "l", kind)?,
+            close: price(raw.close, "c", kind)?,
+            volume: volume(raw.volume, "v", kind)?,
+            vwap: maybe_price(raw.vwap, "vw", kind)?,
+            trade_count: raw.trades,
+            is_final: true,
+            source: Some(Arc::clone(stamp.source)),
+        },
+        ts_recv: stamp.ts_recv,
+        feed: Arc::clone(stamp.feed),
+    }))
 }

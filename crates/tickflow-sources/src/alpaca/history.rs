@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickflow_model::{Bar, BarInterval, Event, FedBar, Symbol, Trade, UnixNanos};
+use tickflow_model::{BarInterval, Event, Symbol, Trade, UnixNanos};
 
 use crate::calendar;
 use crate::history::{History, Request, What};
 use crate::rest::{Page, Rest};
-use crate::wire::{maybe_price, price, qty, text, volume};
+use crate::wire::{Ohlcv, Stamp, fed_bar, price, qty, text};
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -176,31 +176,22 @@ pub fn read(
                     seq: None,
                 }),
                 What::Bars(interval) => {
-                    let end = if interval == BarInterval::D1 {
-                        let date = calendar::exchange_date(ts);
-                        calendar::day_start(date.tomorrow().unwrap_or(date))
-                    } else {
-                        UnixNanos(ts.0.saturating_add(interval.nanos()))
+                    let raw = Ohlcv {
+                        open: row.o,
+                        high: row.h,
+                        low: row.l,
+                        close: row.c,
+                        volume: row.v,
+                        vwap: row.vw,
+                        trades: row.n,
                     };
-                    Event::Bar(FedBar {
-                        bar: Bar {
-                            symbol: symbol.clone(),
-                            interval,
-                            start: ts,
-                            end,
-                            open: price(row.o, "o", "bar")?,
-                            high: price(row.h, "h", "bar")?,
-                            low: price(row.l, "l", "bar")?,
-                            close: price(row.c, "c", "bar")?,
-                            volume: volume(row.v, "v", "bar")?,
-                            vwap: maybe_price(row.vw, "vw", "bar")?,
-                            trade_count: row.n,
-                            is_final: true,
-                            source: Some(Arc::clone(source)),
-                        },
+                    let stamp = Stamp {
+                        source,
+                        feed,
                         ts_recv,
-                        feed: Arc::clone(feed),
-                    })
+                    };
+                    let span = calendar::bar_span(interval, ts);
+                    fed_bar(symbol.clone(), interval, span, &raw, "bar", &stamp)?
                 }
             });
         }

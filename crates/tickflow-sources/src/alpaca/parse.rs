@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickflow_model::{Bar, BarInterval, Event, FedBar, Quote, Symbol, Trade, UnixNanos};
+use tickflow_model::{BarInterval, Event, Quote, Symbol, Trade, UnixNanos};
 
-use crate::wire::{maybe_price, price, qty, text, volume};
+use crate::calendar;
+use crate::wire::{Ohlcv, Stamp, fed_bar, price, qty, text};
 
 /// Every field of the messages read here; numbers and arrays stay raw.
 #[derive(Deserialize)]
@@ -161,27 +162,23 @@ pub fn parse(
                 } else {
                     BarInterval::D1
                 };
-                let start = time()?;
-                let volume = volume(m.volume, "v", "bar")?;
-                out.events.push(Event::Bar(FedBar {
-                    bar: Bar {
-                        symbol: symbol()?,
-                        interval,
-                        start,
-                        end: UnixNanos(start.0.saturating_add(interval.nanos())),
-                        open: price(m.open, "o", "bar")?,
-                        high: price(m.high, "h", "bar")?,
-                        low: price(m.low, "l", "bar")?,
-                        close: price(m.close, "c", "bar")?,
-                        volume,
-                        vwap: maybe_price(m.vwap, "vw", "bar")?,
-                        trade_count: m.count,
-                        is_final: true,
-                        source: Some(Arc::clone(source)),
-                    },
+                let raw = Ohlcv {
+                    open: m.open,
+                    high: m.high,
+                    low: m.low,
+                    close: m.close,
+                    volume: m.volume,
+                    vwap: m.vwap,
+                    trades: m.count,
+                };
+                let stamp = Stamp {
+                    source,
+                    feed,
                     ts_recv,
-                    feed: Arc::clone(feed),
-                }));
+                };
+                let span = calendar::bar_span(interval, time()?);
+                out.events
+                    .push(fed_bar(symbol()?, interval, span, &raw, "bar", &stamp)?);
             }
             "success" => match m.msg.as_deref() {
                 Some("connected") => out.control.push(Control::Connected),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickflow_model::{Bar, BarInterval, Event, FedBar, Quote, Symbol, Trade, UnixNanos};
+use tickflow_model::{BarInterval, Event, Quote, Symbol, Trade, UnixNanos};
 
-use crate::wire::{maybe_price, price, qty, text, volume};
+use crate::wire::{Ohlcv, Stamp, fed_bar, price, qty, text};
 
 /// Every field of the messages read here; numbers stay raw.
 #[derive(Deserialize)]
@@ -175,25 +175,28 @@ pub fn parse(
                 let start = millis(start);
                 let end =
                     m.e.map_or(UnixNanos(start.0.saturating_add(interval.nanos())), millis);
-                out.events.push(Event::Bar(FedBar {
-                    bar: Bar {
-                        symbol: symbol()?,
-                        interval,
-                        start,
-                        end,
-                        open: price(m.o, "o", "aggregate")?,
-                        high: price(m.h, "h", "aggregate")?,
-                        low: price(m.l, "l", "aggregate")?,
-                        close: price(m.c, "c", "aggregate")?,
-                        volume: volume(m.v, "v", "aggregate")?,
-                        vwap: maybe_price(m.vw, "vw", "aggregate")?,
-                        trade_count: None,
-                        is_final: true,
-                        source: Some(Arc::clone(source)),
-                    },
+                let raw = Ohlcv {
+                    open: m.o,
+                    high: m.h,
+                    low: m.l,
+                    close: m.c,
+                    volume: m.v,
+                    vwap: m.vw,
+                    trades: None,
+                };
+                let stamp = Stamp {
+                    source,
+                    feed,
                     ts_recv,
-                    feed: Arc::clone(feed),
-                }));
+                };
+                out.events.push(fed_bar(
+                    symbol()?,
+                    interval,
+                    (start, end),
+                    &raw,
+                    "aggregate",
+                    &stamp,
+                )?);
             }
             "status" => {
                 let message = m.message.as_deref().unwrap_or_default().to_string();

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tickflow_model::{Bar, BarInterval, Event, FedBar, Symbol, UnixNanos};
+use tickflow_model::{BarInterval, Event, Symbol, UnixNanos};
 
 use crate::calendar;
 use crate::history::{History, Request, What};
 use crate::polygon::parse::millis;
 use crate::rest::{Page, Rest};
-use crate::wire::{maybe_price, price, volume};
+use crate::wire::{Ohlcv, Stamp, fed_bar};
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -63,17 +63,6 @@ fn timespan(interval: BarInterval) -> (u32, &'static str) {
         BarInterval::M5 => (5, "minute"),
         BarInterval::H1 => (1, "hour"),
         BarInterval::D1 => (1, "day"),
-    }
-}
-
-/// Where a bar stamped `t` starts and ends.
-fn span(interval: BarInterval, t: UnixNanos) -> (UnixNanos, UnixNanos) {
-    if interval == BarInterval::D1 {
-        let date = calendar::exchange_date(t);
-        let next = date.tomorrow().unwrap_or(date);
-        (calendar::day_start(date), calendar::day_start(next))
-    } else {
-        (t, UnixNanos(t.0.saturating_add(interval.nanos())))
     }
 }
 
@@ -142,26 +131,23 @@ pub fn read(
         if only.is_some_and(|only| !only.iter().any(|s| s == ticker)) {
             continue;
         }
-        let (start, end) = span(interval, millis(agg.t));
-        events.push(Event::Bar(FedBar {
-            bar: Bar {
-                symbol: Symbol::parse(ticker).map_err(|e| e.to_string())?,
-                interval,
-                start,
-                end,
-                open: price(agg.o, "o", "bar")?,
-                high: price(agg.h, "h", "bar")?,
-                low: price(agg.l, "l", "bar")?,
-                close: price(agg.c, "c", "bar")?,
-                volume: volume(agg.v, "v", "bar")?,
-                vwap: maybe_price(agg.vw, "vw", "bar")?,
-                trade_count: agg.n,
-                is_final: true,
-                source: Some(Arc::clone(source)),
-            },
+        let stamp = Stamp {
+            source,
+            feed,
             ts_recv,
-            feed: Arc::clone(feed),
-        }));
+        };
+        let raw = Ohlcv {
+            open: agg.o,
+            high: agg.h,
+            low: agg.l,
+            close: agg.c,
+            volume: agg.v,
+            vwap: agg.vw,
+            trades: agg.n,
+        };
+        let symbol = Symbol::parse(ticker).map_err(|e| e.to_string())?;
+        let span = calendar::bar_span(interval, millis(agg.t));
+        events.push(fed_bar(symbol, interval, span, &raw, "bar", &stamp)?);
     }
     events.sort_by_key(Event::ts_event);
     Ok(Page {
