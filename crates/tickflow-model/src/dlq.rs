@@ -26,11 +26,14 @@ pub enum RejectReason {
     DeliveryFailed,
     /// A feed's bar whose high is below its open, close or low, or whose low is above them.
     InconsistentBar,
+    /// A row a sink's store refused for a reason retrying cannot fix (a constraint, a value
+    /// out of its range); the payload is the row.
+    SinkRefused,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that list zeros too.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         Self::Malformed,
         Self::NonPositivePrice,
         Self::ZeroSize,
@@ -40,6 +43,7 @@ impl RejectReason {
         Self::OutOfRange,
         Self::DeliveryFailed,
         Self::InconsistentBar,
+        Self::SinkRefused,
     ];
 
     /// The snake_case name stored in the `dlq.reason` column.
@@ -54,6 +58,7 @@ impl RejectReason {
             Self::OutOfRange => "out_of_range",
             Self::DeliveryFailed => "delivery_failed",
             Self::InconsistentBar => "inconsistent_bar",
+            Self::SinkRefused => "sink_refused",
         }
     }
 }

@@ -215,6 +215,7 @@ pub struct RawSink {
 #[derive(Debug)]
 pub enum RawSinkKind {
     Csv(RawCsvSink),
+    Postgres(RawPostgresSink),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,13 +225,31 @@ pub struct RawCsvSink {
     pub fsync: Option<bool>,
 }
 
+/// A PostgreSQL / TimescaleDB sink: `url` (a `postgres://` URL or `key=value` pairs, often
+/// `"${DATABASE_URL}"`), or the fields; `user`, `password` and `dbname` beside `url`
+/// override its parts (a password kept in a variable of its own).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPostgresSink {
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub dbname: Option<String>,
+    pub schema: Option<String>,
+    pub tables: Option<Vec<String>>,
+    pub compress_after: Option<String>,
+    pub timeout_secs: Option<i64>,
+}
+
 impl RawSinkKind {
     /// Every `type` a `[[sinks]]` entry may name.
-    pub const TYPES: &[&str] = &["csv"];
+    pub const TYPES: &[&str] = &["csv", "postgres"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
             "csv" => c.typed(entry, key).map(Self::Csv),
+            "postgres" => c.typed(entry, key).map(Self::Postgres),
             _ => None,
         }
     }
@@ -1121,6 +1140,7 @@ pub struct SinkPlan {
 #[derive(Clone, Debug)]
 pub enum SinkConfig {
     Csv(tickflow_sinks::csv::CsvConfig),
+    Postgres(Box<tickflow_postgres::PostgresConfig>),
 }
 
 impl SinkConfig {
@@ -1128,13 +1148,23 @@ impl SinkConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Csv(_) => "csv",
+            Self::Postgres(_) => "postgres",
         }
     }
 
-    /// A new, unopened sink.
-    pub fn build(&self) -> Box<dyn tickflow_core::sink::Sink> {
+    /// A new, unopened sink; rows its store refuses go to `dlq` (the log).
+    pub fn build(
+        &self,
+        id: &str,
+        dlq: &Arc<dyn tickflow_core::source::Append>,
+    ) -> Box<dyn tickflow_core::sink::Sink> {
         match self {
             Self::Csv(c) => Box::new(tickflow_sinks::csv::CsvSink::new(c.clone())),
+            Self::Postgres(c) => Box::new(tickflow_postgres::PostgresSink::new(
+                id,
+                (**c).clone(),
+                Arc::clone(dlq),
+            )),
         }
     }
 
@@ -1142,6 +1172,24 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             Self::Csv(c) => format!("csv files in {} ({})", c.dir.display(), c.tables.join(", ")),
+            Self::Postgres(c) => {
+                let hosts: Vec<String> = c
+                    .connection
+                    .get_hosts()
+                    .iter()
+                    .map(|h| match h {
+                        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                    })
+                    .collect();
+                format!(
+                    "PostgreSQL {} database {}, schema {} ({})",
+                    hosts.join(","),
+                    c.connection.get_dbname().unwrap_or("(the user's)"),
+                    c.schema,
+                    c.tables.join(", ")
+                )
+            }
         }
     }
 }
@@ -1729,27 +1777,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         let key = |f: &str| format!("sinks[{i}].{f}");
         let config = match sink.kind {
             RawSinkKind::Csv(csv) => {
-                let tables = match csv.tables {
-                    None => tickflow_sinks::csv::TABLES.to_vec(),
-                    Some(list) => list
-                        .iter()
-                        .filter_map(|t| {
-                            let found = tickflow_sinks::csv::TABLES
-                                .iter()
-                                .find(|k| **k == t.as_str());
-                            if found.is_none() {
-                                c.add(
-                                    key("tables"),
-                                    format!(
-                                        "unknown table {t:?}: expected some of {}",
-                                        tickflow_sinks::csv::TABLES.join(", ")
-                                    ),
-                                );
-                            }
-                            found.copied()
-                        })
-                        .collect(),
-                };
+                let tables = sink_tables(csv.tables, &tickflow_sinks::csv::TABLES, &key, c);
                 SinkConfig::Csv(tickflow_sinks::csv::CsvConfig {
                     dir: PathBuf::new(),
                     tables,
@@ -1757,6 +1785,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 })
                 .with_dir(csv.dir)
             }
+            RawSinkKind::Postgres(pg) => SinkConfig::Postgres(Box::new(postgres_sink(pg, &key, c))),
         };
         let id = sink.id.unwrap_or_else(|| config.type_name().to_string());
         if !valid_id(&id) {
@@ -1775,20 +1804,21 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         let mut config = config;
         // A sink's files default to the data directory, under its id; two sinks in one
         // directory would share (and corrupt) one position.
-        let SinkConfig::Csv(csv) = &mut config;
-        if csv.dir.as_os_str().is_empty() {
-            csv.dir = data_dir.join("sinks").join(&id);
+        if let SinkConfig::Csv(csv) = &mut config {
+            if csv.dir.as_os_str().is_empty() {
+                csv.dir = data_dir.join("sinks").join(&id);
+            }
+            if let Some((_, other)) = dirs.iter().find(|(d, _)| *d == csv.dir) {
+                c.add(
+                    key("dir"),
+                    format!(
+                        "{} is already sinks[{other}]'s directory: give each sink its own",
+                        csv.dir.display()
+                    ),
+                );
+            }
+            dirs.push((csv.dir.clone(), i));
         }
-        if let Some((_, other)) = dirs.iter().find(|(d, _)| *d == csv.dir) {
-            c.add(
-                key("dir"),
-                format!(
-                    "{} is already sinks[{other}]'s directory: give each sink its own",
-                    csv.dir.display()
-                ),
-            );
-        }
-        dirs.push((csv.dir.clone(), i));
         sinks.push(SinkPlan { id, config });
     }
     let mut notifiers: Vec<NotifierPlan> = Vec::new();
@@ -1927,11 +1957,124 @@ fn valid_id(id: &str) -> bool {
 impl SinkConfig {
     /// Sets the directory of a file sink when the config names one.
     fn with_dir(mut self, dir: Option<String>) -> Self {
-        let Self::Csv(c) = &mut self;
-        if let Some(dir) = dir {
+        if let (Self::Csv(c), Some(dir)) = (&mut self, dir) {
             c.dir = PathBuf::from(dir);
         }
         self
+    }
+}
+
+/// The tables a sink keeps: all it knows when `list` is absent, else those named.
+fn sink_tables(
+    list: Option<Vec<String>>,
+    known: &[&'static str],
+    key: &dyn Fn(&str) -> String,
+    c: &mut Checker,
+) -> Vec<&'static str> {
+    let Some(list) = list else {
+        return known.to_vec();
+    };
+    list.iter()
+        .filter_map(|t| {
+            let found = known.iter().find(|k| **k == t.as_str());
+            if found.is_none() {
+                c.add(
+                    key("tables"),
+                    format!("unknown table {t:?}: expected some of {}", known.join(", ")),
+                );
+            }
+            found.copied()
+        })
+        .collect()
+}
+
+/// Validates a `type = "postgres"` sink.
+fn postgres_sink(
+    raw: RawPostgresSink,
+    key: &dyn Fn(&str) -> String,
+    c: &mut Checker,
+) -> tickflow_postgres::PostgresConfig {
+    let mut connection = match raw.url.as_deref().map(str::parse::<tokio_postgres::Config>) {
+        None => tokio_postgres::Config::new(),
+        Some(Ok(config)) => config,
+        Some(Err(e)) => {
+            c.add(
+                key("url"),
+                format!("not a PostgreSQL connection string ({e}): use postgres://user@host:5432/db or \"host=… user=… dbname=…\""),
+            );
+            tokio_postgres::Config::new()
+        }
+    };
+    if raw.url.is_some() && (raw.host.is_some() || raw.port.is_some()) {
+        c.add(
+            key(if raw.host.is_some() { "host" } else { "port" }),
+            "give the server in url or as host and port, not both",
+        );
+    }
+    if let Some(host) = &raw.host {
+        connection.host(host);
+    }
+    if let Some(port) = raw.port {
+        match u16::try_from(port) {
+            Ok(p) if p > 0 => {
+                connection.port(p);
+            }
+            _ => c.add(
+                key("port"),
+                format!("{port} is not a TCP port (1 to 65535)"),
+            ),
+        }
+    }
+    if let Some(user) = &raw.user {
+        connection.user(user);
+    }
+    if let Some(password) = &raw.password {
+        connection.password(password);
+    }
+    if let Some(dbname) = &raw.dbname {
+        connection.dbname(dbname);
+    }
+    if raw.url.is_none() && connection.get_hosts().is_empty() {
+        c.add(
+            key("url"),
+            "missing: set url (for example \"${DATABASE_URL}\") or host, user and dbname",
+        );
+    } else if connection.get_user().is_none() {
+        c.add(
+            key("user"),
+            "missing: name the database user, in url or as user",
+        );
+    }
+    connection.application_name("tickflow");
+    connection.connect_timeout(Duration::from_secs(10));
+    let schema = raw.schema.unwrap_or_else(|| "tickflow".into());
+    if !tickflow_postgres::valid_schema(&schema) {
+        c.add(
+            key("schema"),
+            format!("{schema:?} is not a plain schema name: use lower-case letters, digits and '_', starting with a letter"),
+        );
+    }
+    let compress_after = raw.compress_after.unwrap_or_else(|| "7 days".into());
+    let plain =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ');
+    if !plain(&compress_after) {
+        c.add(
+            key("compress_after"),
+            format!("{compress_after:?} is not an interval such as \"7 days\" or \"12 hours\""),
+        );
+    }
+    tickflow_postgres::PostgresConfig {
+        connection,
+        schema,
+        tables: sink_tables(raw.tables, &tickflow_postgres::TABLES, key, c),
+        compress_after,
+        timeout: Duration::from_secs(c.range(
+            key("timeout_secs").as_str(),
+            raw.timeout_secs,
+            60,
+            1,
+            3600,
+        ) as u64),
     }
 }
 
@@ -2176,12 +2319,51 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_sink_takes_a_url_or_fields_and_names_every_bad_key() {
+        let text = "[[sinks]]\ntype = \"postgres\"\nurl = \"postgres://u:secret@db.internal:6432/other\"\ndbname = \"ticks\"\ntables = [\"trades\", \"daily_metrics\"]\n";
+        let plan = parse(text, Path::new("p.toml")).unwrap();
+        let SinkConfig::Postgres(c) = &plan.sinks[0].config else {
+            panic!("a postgres sink")
+        };
+        assert_eq!(plan.sinks[0].id, "postgres");
+        assert_eq!(c.connection.get_ports(), &[6432]);
+        assert_eq!(
+            c.connection.get_dbname(),
+            Some("ticks"),
+            "a field overrides the url"
+        );
+        assert_eq!(c.schema, "tickflow");
+        assert_eq!(c.tables, vec!["trades", "daily_metrics"]);
+        assert_eq!(c.timeout, Duration::from_secs(60));
+        let shown = plan.sinks[0].config.describe();
+        assert!(
+            shown.contains("db.internal") && !shown.contains("secret"),
+            "{shown}"
+        );
+
+        let text = "[[sinks]]\ntype = \"postgres\"\nurl = \"postgres://[bad\"\nschema = \"Ticks; drop\"\ntables = [\"dlq\"]\ncompress_after = \"7 days'; --\"\n\n[[sinks]]\ntype = \"postgres\"\nid = \"other\"\nport = 70000\n";
+        let shown = parse(text, Path::new("p.toml")).unwrap_err().to_string();
+        for needle in [
+            "p.toml:3: sinks[0].url: not a PostgreSQL connection string",
+            "p.toml:4: sinks[0].schema: \"Ticks; drop\" is not a plain schema name",
+            "p.toml:5: sinks[0].tables: unknown table \"dlq\"",
+            "p.toml:6: sinks[0].compress_after:",
+            "p.toml:11: sinks[1].port: 70000 is not a TCP port",
+            "sinks[1].url: missing: set url",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+    }
+
+    #[test]
     fn sinks_are_read_entry_by_entry() {
         let text = "data_dir = \"/d\"\n\n[[sinks]]\ntype = \"csv\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"/b\"\ntables = [\"trades\", \"bars\"]\nfsync = false\n";
         let plan = parse(text, Path::new("s.toml")).unwrap();
         assert_eq!(plan.sinks.len(), 2);
         assert_eq!(plan.sinks[0].id, "csv", "the id defaults to the type");
-        let SinkConfig::Csv(c) = &plan.sinks[0].config;
+        let SinkConfig::Csv(c) = &plan.sinks[0].config else {
+            panic!("a csv sink")
+        };
         assert_eq!(
             c.dir,
             PathBuf::from("/d/sinks/csv"),
@@ -2193,7 +2375,9 @@ mod tests {
             "every table by default"
         );
         assert!(c.fsync);
-        let SinkConfig::Csv(c) = &plan.sinks[1].config;
+        let SinkConfig::Csv(c) = &plan.sinks[1].config else {
+            panic!("a csv sink")
+        };
         assert_eq!(plan.sinks[1].id, "backup");
         assert_eq!(c.dir, PathBuf::from("/b"));
         assert_eq!(c.tables, vec!["trades", "bars"]);
@@ -2205,10 +2389,10 @@ mod tests {
             "s.toml:2: http.port: invalid type: string \"eighty\", expected i64",
             "s.toml:6: sinks[0].colour: unknown key",
             "s.toml:7: sinks[0].tables: unknown table \"trade\"",
-            "s.toml:10: sinks[1].type: unknown type \"kafka\": expected one of csv",
+            "s.toml:10: sinks[1].type: unknown type \"kafka\": expected one of csv, postgres",
             "s.toml:15: sinks[2].fsync: invalid type: string \"yes\", expected a boolean",
             "s.toml:19: sinks[3].id: \"Not OK\" is not a valid id",
-            "sinks[4]: missing `type`: one of csv",
+            "sinks[4]: missing `type`: one of csv, postgres",
             "s.toml:25: lake.flush_rows: 0 is out of range",
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");

@@ -195,6 +195,24 @@ impl tickflow_core::source::Append for Inner {
     }
 }
 
+/// The log for sinks, which start before the pipeline they append to exists: rows a sink's
+/// store refuses go to the DLQ through it. Weak, so sinks do not keep the pipeline alive.
+#[derive(Debug, Default)]
+struct LateAppend(std::sync::OnceLock<std::sync::Weak<Inner>>);
+
+impl tickflow_core::source::Append for LateAppend {
+    fn append(
+        &self,
+        source: &str,
+        batch: &Batch,
+    ) -> std::result::Result<Range<u64>, tickflow_core::source::SourceError> {
+        match self.0.get().and_then(std::sync::Weak::upgrade) {
+            Some(inner) => append(&inner, source, batch).map_err(Into::into),
+            None => Err("the pipeline is not running".into()),
+        }
+    }
+}
+
 /// A running pipeline: see the crate docs. Dropping it without [`Pipeline::shutdown`] stops
 /// nothing cleanly; always call `shutdown`.
 pub struct Pipeline {
@@ -265,13 +283,15 @@ impl Pipeline {
         for (id, floor) in &retired {
             tracing::warn!(follower = %id, floor, "a sink or notifier no longer in the config holds compaction at this flush; remove its entry from checkpoint/followers.json to release it");
         }
+        let late_log = Arc::new(LateAppend::default());
+        let dlq: Arc<dyn tickflow_core::source::Append> = Arc::clone(&late_log) as _;
         let built = plan
             .sinks
             .iter()
             .map(|p| crate::sinks::Built {
                 id: p.id.clone(),
                 kind: p.config.type_name(),
-                sink: p.config.build(),
+                sink: p.config.build(&p.id, &dlq),
                 retry_max: crate::sinks::SINK_RETRY_MAX,
             })
             .collect();
@@ -302,6 +322,7 @@ impl Pipeline {
             started: Instant::now(),
             failure: Mutex::new(None),
         });
+        let _ = late_log.0.set(Arc::downgrade(&inner));
         if let Err(e) = start_notifiers(&inner, ckpt.flush_seq) {
             inner.sinks.shutdown();
             return Err(e);

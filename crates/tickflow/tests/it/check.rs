@@ -14,6 +14,10 @@ fn every_example_config_passes_check() {
                 .env("APCA_API_SECRET_KEY", "alpaca-secret-0123456789")
                 .env("POLYGON_API_KEY", "polygon-key-0123456789")
                 .env("ALPHA_VANTAGE_API_KEY", "av-key-0123456789")
+                .env(
+                    "DATABASE_URL",
+                    "postgres://tickflow:pg-secret-0123456789@127.0.0.1:5432/test",
+                )
                 .args(["check", "--config", path.to_str().unwrap()])
                 .output()
                 .unwrap();
@@ -30,6 +34,7 @@ fn every_example_config_passes_check() {
                 "alpaca-secret-0123456789",
                 "polygon-key-0123456789",
                 "av-key-0123456789",
+                "pg-secret-0123456789",
             ] {
                 assert!(!text.contains(secret), "{text}");
             }
@@ -37,7 +42,7 @@ fn every_example_config_passes_check() {
         }
     }
     assert!(
-        checked >= 8,
+        checked >= 12,
         "expected the example configs, found {checked}"
     );
 }

@@ -10,6 +10,7 @@ mod crash;
 mod demo;
 mod http;
 mod notify;
+mod postgres;
 mod produce;
 mod replay;
 mod sinks;
