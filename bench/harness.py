@@ -85,6 +85,8 @@ def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lak
         'bind = "127.0.0.1"',
         f"port = {port}",
         "max_body_mb = 64",
+        "[pgwire]",
+        "port = 0",
         "[log]",
         "fsync = true",
         "[processing]",

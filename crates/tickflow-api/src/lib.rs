@@ -7,6 +7,7 @@
 pub mod error;
 mod exposition;
 mod handlers;
+mod pgwire;
 pub mod routes;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use tickflow_pipeline::Pipeline;
 
+pub use pgwire::serve_pgwire;
 pub use routes::router;
 
 /// State shared by every handler.

@@ -26,6 +26,7 @@ pub const DEMO_TOML: &str = include_str!("../../../config/demo.toml");
 pub struct RawConfig {
     pub data_dir: Option<String>,
     pub http: RawHttp,
+    pub pgwire: RawPgwire,
     pub log: RawLog,
     pub processing: RawProcessing,
     pub lake: RawLake,
@@ -40,6 +41,14 @@ pub struct RawHttp {
     pub bind: Option<String>,
     pub port: Option<i64>,
     pub max_body_mb: Option<i64>,
+}
+
+/// `[pgwire]`: the Postgres-wire SQL endpoint.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPgwire {
+    pub enabled: Option<bool>,
+    pub bind: Option<String>,
+    pub port: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1086,6 +1095,8 @@ impl NotifierConfig {
 pub struct Plan {
     pub data_dir: PathBuf,
     pub http: HttpPlan,
+    /// The Postgres-wire endpoint; none when `[pgwire] enabled = false`.
+    pub pgwire: Option<std::net::SocketAddr>,
     pub log: LogPlan,
     pub processing: ProcessorConfig,
     pub lake: LakePlan,
@@ -1429,6 +1440,26 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             IpAddr::from([127, 0, 0, 1])
         }
     };
+    let pgwire_bind = match raw.pgwire.bind.as_deref().map(str::parse::<IpAddr>) {
+        None => bind,
+        Some(Ok(ip)) => ip,
+        Some(Err(_)) => {
+            c.add(
+                "pgwire.bind",
+                format!(
+                    "{:?} is not an IP address",
+                    raw.pgwire.bind.clone().unwrap_or_default()
+                ),
+            );
+            bind
+        }
+    };
+    let pgwire_port = c.range("pgwire.port", raw.pgwire.port, 8751, 0, 65_535) as u16;
+    let pgwire = raw
+        .pgwire
+        .enabled
+        .unwrap_or(true)
+        .then(|| std::net::SocketAddr::new(pgwire_bind, pgwire_port));
     let http = HttpPlan {
         bind,
         port: c.range("http.port", raw.http.port, 8750, 0, 65_535) as u16,
@@ -1937,6 +1968,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     Plan {
         data_dir,
         http,
+        pgwire,
         log,
         processing,
         lake,
@@ -2175,6 +2207,7 @@ fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
         match key.as_str() {
             "data_dir" => raw.data_dir = c.typed(value, "data_dir"),
             "http" => raw.http = c.typed(value, "http").unwrap_or_default(),
+            "pgwire" => raw.pgwire = c.typed(value, "pgwire").unwrap_or_default(),
             "log" => raw.log = c.typed(value, "log").unwrap_or_default(),
             "processing" => raw.processing = c.typed(value, "processing").unwrap_or_default(),
             "lake" => raw.lake = c.typed(value, "lake").unwrap_or_default(),

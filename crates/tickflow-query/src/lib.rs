@@ -10,12 +10,15 @@ mod exact_sum;
 mod format;
 mod lake_format;
 mod lake_table;
+mod live_table;
 mod mapped;
 mod narrow;
+pub mod pgwire;
 mod snapshot;
 mod symbol_runs;
 
 pub use error::{Error, Result};
 pub use format::{Format, render};
+pub use live_table::Tables;
 pub use snapshot::{CachedFiles, QueryEngine, QueryResult, Snapshot, run_sql};
 pub use tickflow_lake::{RecordBatch, Table};

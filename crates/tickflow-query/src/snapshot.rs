@@ -16,6 +16,7 @@ use tickflow_lake::{RecordBatch, Table};
 
 use crate::exact_sum::ExactDecimalSums;
 use crate::lake_table::{LakeTable, NarrowedStatistics};
+use crate::live_table::{LiveTable, Shared, Tables};
 use crate::mapped::MappedFiles;
 use crate::narrow::NarrowSummedDecimals;
 use crate::symbol_runs::GroupBySymbolRuns;
@@ -109,15 +110,7 @@ impl QueryEngine {
     /// otherwise.
     pub async fn run(&self, snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
         self.mapped.keep_only(&lake_locations(&snapshot)?);
-        let state = SessionStateBuilder::new()
-            .with_config(self.config.clone())
-            .with_runtime_env(Arc::clone(&self.runtime))
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(GroupBySymbolRuns))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
-        ctx.add_optimizer_rule(Arc::new(NarrowSummedDecimals));
+        let ctx = self.context(self.config.clone());
         for table in Table::ALL {
             self.register(&ctx, &snapshot, table)?;
         }
@@ -133,6 +126,58 @@ impl QueryEngine {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(Error::from)?;
         Ok(QueryResult { schema, batches })
+    }
+
+    /// A session with tickflow's rules, on this engine's caches.
+    fn context(&self, config: SessionConfig) -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(GroupBySymbolRuns))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
+        ctx.add_optimizer_rule(Arc::new(NarrowSummedDecimals));
+        ctx
+    }
+
+    /// A session that lives as long as its caller keeps it (the Postgres-wire endpoint):
+    /// every table is read from `tables` anew each time a query scans it, so new rows show
+    /// without a new session. It also has `information_schema` and the `pg_catalog` tables
+    /// and functions that psql and Grafana read.
+    ///
+    /// Each table is consistent on its own (each row once); two tables in one query are
+    /// taken a moment apart.
+    ///
+    /// # Errors
+    /// DataFusion cannot register a table or plan the `alerts` view.
+    pub async fn live_session(&self, tables: Arc<dyn Tables>) -> Result<SessionContext> {
+        let ctx = self.context(self.config.clone().with_information_schema(true));
+        let shared = Arc::new(Shared {
+            tables,
+            statistics: self.runtime.cache_manager.get_file_statistic_cache(),
+            narrowed_statistics: Arc::clone(&self.narrowed_statistics),
+            mapped: Arc::clone(&self.mapped),
+            listed: std::sync::Mutex::default(),
+        });
+        for table in Table::ALL {
+            let provider = Arc::new(LiveTable {
+                table,
+                schema: view_schema(&table.schema()),
+                shared: Arc::clone(&shared),
+            });
+            ctx.register_table(table.name(), provider)?;
+        }
+        register_alerts_view(&ctx).await?;
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            "datafusion",
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| Error::from(*e))?;
+        ctx.register_udf(crate::pgwire::current_setting());
+        Ok(ctx)
     }
 
     /// Registers `table` as the union of its files and its in-memory rows.

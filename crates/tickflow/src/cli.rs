@@ -139,6 +139,12 @@ pub(crate) struct DemoArgs {
     /// HTTP port (0 picks a free one).
     #[arg(long, value_name = "N", default_value_t = 8750)]
     pub(crate) port: u16,
+    /// Port of the Postgres-wire SQL endpoint (`psql -h 127.0.0.1 -p 8751`); 0 picks a free one.
+    #[arg(long, value_name = "N", default_value_t = 8751)]
+    pub(crate) pg_port: u16,
+    /// Leave the Postgres-wire endpoint off.
+    #[arg(long)]
+    pub(crate) no_pgwire: bool,
     /// Live simulator rate in events per second (0 = as fast as possible).
     #[arg(long, value_name = "EVENTS")]
     pub(crate) rate: Option<u64>,

@@ -29,6 +29,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .parse()
         .with_context(|| format!("--bind {:?} is not an IP address", args.bind))?;
     plan.http.port = args.port;
+    plan.pgwire = (!args.no_pgwire).then(|| SocketAddr::new(plan.http.bind, args.pg_port));
     if let Some(sim) = plan.simulator_mut() {
         if let Some(rate) = args.rate {
             sim.rate = rate;
@@ -58,18 +59,35 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
         .block_on(tokio::net::TcpListener::bind(bind))
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
+    let pg_listener = match plan.pgwire {
+        Some(pg) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(pg))
+                .with_context(|| format!("cannot listen on {pg} for the Postgres-wire endpoint ([pgwire] in the config; enabled = false turns it off)"))?,
+        ),
+        None => None,
+    };
+    let pg_addr = pg_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let started = Instant::now();
     let pipeline = Arc::new(Pipeline::start(plan).context("starting the pipeline")?);
     let url = format!("http://{addr}");
-    std::fs::write(
-        server_file(&data_dir),
-        format!("{{\"url\":\"{url}\",\"pid\":{}}}\n", std::process::id()),
-    )
-    .context("writing server.json")?;
+    let server_json = serde_json::json!({
+        "url": url,
+        "pid": std::process::id(),
+        "pgwire": pg_addr.map(|a| a.to_string()),
+    });
+    std::fs::write(server_file(&data_dir), format!("{server_json}\n"))
+        .context("writing server.json")?;
     println!(
         "tickflow is running: dashboard {url}/  (data in {}; Ctrl-C stops)",
         data_dir.display()
     );
+    if let Some(pg) = pg_addr {
+        println!(
+            "SQL over the Postgres wire protocol: psql -h {} -p {} (read-only)",
+            pg.ip(),
+            pg.port()
+        );
+    }
     let _ = std::io::stdout().flush();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -83,6 +101,15 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
             tickflow_api::serve(pipeline, listener, shutdown).await
         })
     };
+    if let Some(pg_listener) = pg_listener {
+        let pipeline = Arc::clone(&pipeline);
+        let rx = stop_rx.clone();
+        rt.spawn(async move {
+            if let Err(e) = tickflow_api::serve_pgwire(pipeline, pg_listener, rx).await {
+                tracing::error!(error = %e, "the Postgres-wire endpoint stopped");
+            }
+        });
+    }
     let reason = rt.block_on(wait_for_stop(&pipeline, duration));
     eprintln!();
     tracing::info!(reason, "stopping");

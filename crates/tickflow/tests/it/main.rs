@@ -10,6 +10,7 @@ mod crash;
 mod demo;
 mod http;
 mod notify;
+mod pgwire;
 mod postgres;
 mod produce;
 mod replay;

@@ -89,7 +89,7 @@ pub(crate) struct Server {
 
 pub(crate) fn config(data_dir: &Path, extra: &str) -> String {
     format!(
-        "data_dir = \"{}\"\n\n[http]\nport = 0\n{extra}\n",
+        "data_dir = \"{}\"\n\n[http]\nport = 0\n{extra}\n\n[pgwire]\nport = 0\n",
         data_dir.display()
     )
 }

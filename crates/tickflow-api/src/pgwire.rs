@@ -1,0 +1,55 @@
+//! The Postgres-wire endpoint of a running pipeline (`[pgwire]`, default 127.0.0.1:8751):
+//! its session reads each table from the pipeline when a query scans it.
+
+use std::sync::Arc;
+
+use tickflow_pipeline::Pipeline;
+use tickflow_query::{QueryEngine, RecordBatch, Table};
+use tokio::sync::watch;
+
+/// A pipeline's tables as the Postgres-wire session reads them. Weak: the session's catalog
+/// refers to itself (`pg_catalog` lists the catalog it is in), so it is never dropped, and
+/// it must not keep the pipeline from shutting down.
+#[derive(Debug)]
+struct PipelineTables(std::sync::Weak<Pipeline>);
+
+impl tickflow_query::Tables for PipelineTables {
+    fn snapshot(
+        &self,
+        table: Table,
+    ) -> Result<(Vec<std::path::PathBuf>, Vec<RecordBatch>), String> {
+        let pipeline = self.0.upgrade().ok_or("the pipeline is stopping")?;
+        let inputs = pipeline.query_inputs().map_err(|e| e.to_string())?;
+        let files = inputs
+            .files
+            .into_iter()
+            .filter(|(t, _)| *t == table)
+            .flat_map(|(_, files)| files)
+            .collect();
+        let live = inputs
+            .live
+            .into_iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, batch)| batch)
+            .collect();
+        Ok((files, live))
+    }
+}
+
+/// Serves SQL over the Postgres wire protocol on `listener` until `stop` turns true.
+///
+/// # Errors
+/// The query engine or the session cannot be set up.
+pub async fn serve_pgwire(
+    pipeline: Arc<Pipeline>,
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let engine = QueryEngine::new().map_err(std::io::Error::other)?;
+    let session = engine
+        .live_session(Arc::new(PipelineTables(Arc::downgrade(&pipeline))))
+        .await
+        .map_err(std::io::Error::other)?;
+    tickflow_query::pgwire::serve(listener, Arc::new(session), stop).await;
+    Ok(())
+}

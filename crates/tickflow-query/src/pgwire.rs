@@ -1,0 +1,325 @@
+//! The Postgres-wire SQL endpoint: psql, psycopg, node-postgres, JDBC and Grafana's
+//! PostgreSQL data source connect to a running pipeline and query its tables.
+//!
+//! The protocol (simple and extended queries, parameters, prepared statements, `SET`,
+//! `SHOW`, transactions, cursors), the Arrow-to-Postgres types and the `pg_catalog` tables
+//! that psql's `\d` and Grafana's table list read come from `datafusion-postgres`. tickflow
+//! adds the session ([`QueryEngine::live_session`](crate::QueryEngine::live_session)),
+//! whose tables are read anew at every scan, and a rule that the endpoint is read-only.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::{ClientInfo, PgWireServerHandlers};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Serves `session` on `listener` until `stop` turns true; each connection runs on a task
+/// of its own.
+pub async fn serve(
+    listener: TcpListener,
+    session: Arc<SessionContext>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
+    let mut parameters = DefaultServerParameterProvider::default();
+    // psql chooses the catalog queries it sends by this; 15 is what tickflow answers.
+    parameters.server_version = SERVER_VERSION.into();
+    parameters.default_transaction_read_only = true;
+    let handlers = Arc::new(Handlers {
+        service: Arc::new(DfSessionService::new_with_hooks(session, hooks)),
+        startup: Arc::new(Startup { parameters }),
+    });
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let handlers = Arc::clone(&handlers);
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await
+                        {
+                            tracing::debug!(%peer, error = %e, "Postgres-wire connection ended");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "Postgres-wire accept failed"),
+            },
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
+        }
+    }
+}
+
+/// What the endpoint reports as `server_version`.
+pub const SERVER_VERSION: &str = "15.0 (tickflow)";
+
+struct Handlers {
+    service: Arc<DfSessionService>,
+    startup: Arc<Startup>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(
+        &self,
+    ) -> Arc<impl datafusion_postgres::pgwire::api::query::SimpleQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn extended_query_handler(
+        &self,
+    ) -> Arc<impl datafusion_postgres::pgwire::api::query::ExtendedQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+}
+
+/// No password: the endpoint listens on loopback unless told otherwise, as the HTTP API.
+struct Startup {
+    parameters: DefaultServerParameterProvider,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            finish_authentication(client, &self.parameters).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses every statement that is not a query, `EXPLAIN`, `SHOW`, `SET`, a transaction or
+/// a cursor: the endpoint reads the lake and never changes it or touches files.
+#[derive(Debug)]
+struct ReadOnly;
+
+/// The refusal of `statement`, if it is refused.
+pub fn refusal(statement: &Statement) -> Option<String> {
+    let allowed = match statement {
+        Statement::Query(query) => !selects_into(&query.body),
+        Statement::Explain { statement, .. } => return refusal(statement),
+        Statement::ExplainTable { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::Set(_)
+        | Statement::Reset(_)
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Declare { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. }
+        | Statement::Discard { .. }
+        | Statement::Deallocate { .. } => true,
+        _ => false,
+    };
+    if allowed {
+        return None;
+    }
+    let text = statement.to_string();
+    let what: String = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
+    Some(format!(
+        "tickflow's SQL is read-only: {what} is refused; SELECT, EXPLAIN, SHOW and SET are allowed"
+    ))
+}
+
+fn selects_into(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => select.into.is_some(),
+        SetExpr::Query(query) => selects_into(&query.body),
+        SetExpr::SetOperation { left, right, .. } => selects_into(left) || selects_into(right),
+        _ => false,
+    }
+}
+
+fn refused(statement: &Statement) -> Option<PgWireError> {
+    refusal(statement).map(|message| {
+        // 25006: read_only_sql_transaction, what PostgreSQL answers on a read-only replica.
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "25006".into(),
+            message,
+        )))
+    })
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refused(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        refused(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refused(statement).map(Err)
+    }
+}
+
+/// The server settings `current_setting(name)` answers: what psql, pgx (Grafana) and JDBC
+/// read at connect time. Grafana's data-source page asks for `server_version_num`.
+const SETTINGS: [(&str, &str); 11] = [
+    ("server_version", SERVER_VERSION),
+    ("server_version_num", "150000"),
+    ("search_path", "public"),
+    ("standard_conforming_strings", "on"),
+    ("client_encoding", "UTF8"),
+    ("server_encoding", "UTF8"),
+    ("timezone", "UTC"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_read_only", "on"),
+    ("transaction_read_only", "on"),
+    ("statement_timeout", "0"),
+];
+
+/// `current_setting(name)`, PostgreSQL's function, over [`SETTINGS`].
+pub(crate) fn current_setting() -> datafusion::logical_expr::ScalarUDF {
+    use arrow::array::{Array, StringArray};
+    use arrow::datatypes::DataType;
+    use datafusion::common::{DataFusionError, ScalarValue};
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+
+    let lookup = |name: &str| -> datafusion::error::Result<String> {
+        SETTINGS
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| (*v).to_string())
+            .ok_or_else(|| {
+                DataFusionError::Execution(format!(
+                    "unrecognized configuration parameter \"{name}\""
+                ))
+            })
+    };
+    create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| match &args[0] {
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))) => Ok(ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(lookup(name)?)),
+            )),
+            ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
+            ColumnarValue::Array(names) => {
+                let names = names
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| {
+                        DataFusionError::Execution("current_setting takes text".into())
+                    })?;
+                let values = (0..names.len())
+                    .map(|i| {
+                        (!names.is_null(i))
+                            .then(|| lookup(names.value(i)))
+                            .transpose()
+                    })
+                    .collect::<datafusion::error::Result<StringArray>>()?;
+                Ok(ColumnarValue::Array(Arc::new(values)))
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn check(sql: &str) -> Option<String> {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        refusal(&statements[0])
+    }
+
+    #[test]
+    fn reads_pass_and_everything_else_is_refused_by_name() {
+        for sql in [
+            "SELECT * FROM trades",
+            "WITH t AS (SELECT 1) SELECT * FROM t UNION ALL SELECT 2",
+            "EXPLAIN SELECT 1",
+            "SHOW server_version",
+            "SET statement_timeout = 1000",
+            "BEGIN",
+            "COMMIT",
+        ] {
+            assert_eq!(check(sql), None, "{sql}");
+        }
+        for (sql, named) in [
+            ("INSERT INTO trades VALUES (1)", "INSERT INTO"),
+            ("DELETE FROM trades", "DELETE FROM"),
+            ("CREATE TABLE x (a int)", "CREATE TABLE"),
+            ("DROP TABLE trades", "DROP TABLE"),
+            ("COPY trades TO '/tmp/x.csv'", "COPY TRADES"),
+            ("SELECT * INTO copy_of_trades FROM trades", "SELECT *"),
+            ("EXPLAIN DELETE FROM trades", "DELETE FROM"),
+        ] {
+            let refused = check(sql).unwrap_or_else(|| panic!("{sql} passed"));
+            assert!(refused.contains(named), "{sql}: {refused}");
+            assert!(refused.contains("read-only"), "{refused}");
+        }
+    }
+}
