@@ -5,11 +5,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::AppState;
-use crate::handlers::{dashboard, health, ingest, sql, status};
+use crate::handlers::{bars, dashboard, health, ingest, sql, status};
 
 pub const INGEST: &str = "/api/v1/ingest";
 pub const INGEST_SOURCE: &str = "/api/v1/ingest/{source}";
 pub const SQL: &str = "/api/v1/sql";
+pub const BARS: &str = "/api/v1/bars";
+pub const HISTORY: &str = "/api/v1/history";
 pub const STATUS: &str = "/api/v1/status";
 pub const GAPS: &str = "/api/v1/gaps";
 pub const METRICS: &str = "/metrics";
@@ -29,6 +31,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(INGEST, post(ingest::ingest))
         .route(INGEST_SOURCE, post(ingest::ingest_source))
         .route(SQL, post(sql::sql))
+        .route(BARS, get(bars::bars))
+        .route(HISTORY, get(bars::history))
         .route(STATUS, get(status::status))
         .route(GAPS, get(status::gaps))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -80,3 +80,20 @@ pub fn render(result: &QueryResult, format: Format) -> Result<String> {
         }
     }
 }
+
+/// The result as an Arrow IPC stream (`application/vnd.apache.arrow.stream`), for pandas,
+/// polars and DuckDB: every type as the query produced it, decimals exact.
+///
+/// # Errors
+/// Only if Arrow cannot encode a batch.
+pub fn render_arrow(result: &QueryResult) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &result.schema)?;
+        for b in &result.batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    Ok(out)
+}

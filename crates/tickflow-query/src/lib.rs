@@ -12,13 +12,14 @@ mod lake_format;
 mod lake_table;
 mod live_table;
 mod mapped;
+mod market;
 mod narrow;
 pub mod pgwire;
 mod snapshot;
 mod symbol_runs;
 
 pub use error::{Error, Result};
-pub use format::{Format, render};
+pub use format::{Format, render, render_arrow};
 pub use live_table::Tables;
 pub use snapshot::{CachedFiles, QueryEngine, QueryResult, Snapshot, run_sql};
 pub use tickflow_lake::{RecordBatch, Table};

@@ -139,6 +139,7 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
         ctx.add_optimizer_rule(Arc::new(NarrowSummedDecimals));
+        crate::market::register(&ctx);
         ctx
     }
 

@@ -13,6 +13,7 @@ mod notify;
 mod pgwire;
 mod postgres;
 mod produce;
+mod query_api;
 mod replay;
 mod sinks;
 mod support;

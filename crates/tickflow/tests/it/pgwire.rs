@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::support::{Server, config, run_ok, sql, wait_for};
 
 /// `host:port` of the endpoint, from `server.json`.
-fn pg_addr(data: &Path) -> (String, u16) {
+pub(crate) fn pg_addr(data: &Path) -> (String, u16) {
     let text = std::fs::read_to_string(data.join("server.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let addr: std::net::SocketAddr = v["pgwire"]
@@ -48,7 +48,7 @@ fn psql(host: &str, port: u16, command: &str) -> std::process::Output {
 }
 
 /// A pipeline with 5,000 trades of three symbols, all processed.
-fn running(dir: &Path) -> (Server, std::path::PathBuf) {
+pub(crate) fn running(dir: &Path) -> (Server, std::path::PathBuf) {
     let data = dir.join("data");
     let cfg = dir.join("run.toml");
     std::fs::write(&cfg, config(&data, "\n[lake]\nflush_interval_ms = 200\n")).unwrap();
