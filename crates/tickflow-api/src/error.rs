@@ -94,6 +94,8 @@ impl From<tickflow_query::Error> for ApiError {
     fn from(e: tickflow_query::Error) -> Self {
         let status = match e {
             tickflow_query::Error::Sql(_) => StatusCode::BAD_REQUEST,
+            // What the query asked for is over the configured limits: the client's to fix.
+            tickflow_query::Error::Limit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self {

@@ -38,6 +38,22 @@ impl AppState {
     }
 }
 
+/// A query engine with the limits and switches of the pipeline's `[query]` section.
+pub(crate) fn engine(pipeline: &Pipeline) -> std::io::Result<tickflow_query::QueryEngine> {
+    let plan = &pipeline.plan().query;
+    let disabled = tickflow_query::Rule::ALL
+        .into_iter()
+        .filter(|r| plan.disabled.iter().any(|d| d == r.name()))
+        .collect();
+    Ok(tickflow_query::QueryEngine::new()
+        .map_err(std::io::Error::other)?
+        .with_options(tickflow_query::QueryOptions {
+            timeout: Some(plan.timeout),
+            memory_bytes: Some(plan.memory_bytes),
+            disabled,
+        }))
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
 ///
 /// # Errors
@@ -48,11 +64,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let max_body = pipeline.plan().http.max_body_bytes;
-    let query = tickflow_query::QueryEngine::new().map_err(std::io::Error::other)?;
+    let query = engine(&pipeline)?;
     let state = AppState::new(pipeline, query);
     state.exporter.install_global();
     let app = router(state, max_body);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_rule_the_config_names_is_a_rule_of_the_engine() {
+        for name in tickflow_pipeline::config::QUERY_RULES {
+            assert!(
+                tickflow_query::Rule::ALL.iter().any(|r| r.name() == name),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            tickflow_query::Rule::ALL.len(),
+            tickflow_pipeline::config::QUERY_RULES.len()
+        );
+    }
 }

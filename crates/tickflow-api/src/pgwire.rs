@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tickflow_pipeline::Pipeline;
-use tickflow_query::{QueryEngine, RecordBatch, Table};
+use tickflow_query::{RecordBatch, Table};
 use tokio::sync::watch;
 
 /// A pipeline's tables as the Postgres-wire session reads them. Weak: the session's catalog
@@ -45,7 +45,7 @@ pub async fn serve_pgwire(
     listener: tokio::net::TcpListener,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let engine = QueryEngine::new().map_err(std::io::Error::other)?;
+    let engine = crate::engine(&pipeline)?;
     let session = engine
         .live_session(Arc::new(PipelineTables(Arc::downgrade(&pipeline))))
         .await

@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub data_dir: Option<String>,
     pub http: RawHttp,
     pub pgwire: RawPgwire,
+    pub query: RawQuery,
     pub log: RawLog,
     pub processing: RawProcessing,
     pub lake: RawLake,
@@ -41,6 +42,26 @@ pub struct RawHttp {
     pub bind: Option<String>,
     pub port: Option<i64>,
     pub max_body_mb: Option<i64>,
+}
+
+/// `[query]`: limits and switches of the SQL engine behind HTTP and the Postgres wire.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawQuery {
+    pub timeout_secs: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub disable: Option<Vec<String>>,
+}
+
+/// The query engine's own planning rules, by their config names (`tickflow_query::Rule`).
+pub const QUERY_RULES: [&str; 3] = ["exact_sums", "narrow_sums", "symbol_runs"];
+
+/// Validated `[query]` settings.
+#[derive(Clone, Debug)]
+pub struct QueryPlan {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// Names from [`QUERY_RULES`].
+    pub disabled: Vec<String>,
 }
 
 /// `[pgwire]`: the Postgres-wire SQL endpoint.
@@ -1097,6 +1118,7 @@ pub struct Plan {
     pub http: HttpPlan,
     /// The Postgres-wire endpoint; none when `[pgwire] enabled = false`.
     pub pgwire: Option<std::net::SocketAddr>,
+    pub query: QueryPlan,
     pub log: LogPlan,
     pub processing: ProcessorConfig,
     pub lake: LakePlan,
@@ -1460,6 +1482,38 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         .enabled
         .unwrap_or(true)
         .then(|| std::net::SocketAddr::new(pgwire_bind, pgwire_port));
+    let disabled: Vec<String> = raw
+        .query
+        .disable
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|name| {
+            let known = QUERY_RULES.contains(&name.as_str());
+            if !known {
+                c.add(
+                    "query.disable",
+                    format!(
+                        "unknown rule {name:?}: expected some of {}",
+                        QUERY_RULES.join(", ")
+                    ),
+                );
+            }
+            known
+        })
+        .collect();
+    let query = QueryPlan {
+        timeout: Duration::from_secs(c.range(
+            "query.timeout_secs",
+            raw.query.timeout_secs,
+            120,
+            1,
+            86_400,
+        ) as u64),
+        memory_bytes: c.range("query.memory_mb", raw.query.memory_mb, 4096, 16, 1 << 20) as usize
+            * 1024
+            * 1024,
+        disabled,
+    };
     let http = HttpPlan {
         bind,
         port: c.range("http.port", raw.http.port, 8750, 0, 65_535) as u16,
@@ -1969,6 +2023,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         data_dir,
         http,
         pgwire,
+        query,
         log,
         processing,
         lake,
@@ -2208,6 +2263,7 @@ fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
             "data_dir" => raw.data_dir = c.typed(value, "data_dir"),
             "http" => raw.http = c.typed(value, "http").unwrap_or_default(),
             "pgwire" => raw.pgwire = c.typed(value, "pgwire").unwrap_or_default(),
+            "query" => raw.query = c.typed(value, "query").unwrap_or_default(),
             "log" => raw.log = c.typed(value, "log").unwrap_or_default(),
             "processing" => raw.processing = c.typed(value, "processing").unwrap_or_default(),
             "lake" => raw.lake = c.typed(value, "lake").unwrap_or_default(),
@@ -2346,6 +2402,33 @@ mod tests {
             "bad.toml:13: alerts.spike[0].name: duplicate rule name",
             "bad.toml:14: alerts.spike[0].k: -1 must be a positive",
             "bad.toml:17: lake.flush_rows: 0 is out of range",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+    }
+
+    #[test]
+    fn query_and_pgwire_settings_are_checked() {
+        let plan = parse(
+            "[query]\ntimeout_secs = 5\ndisable = [\"symbol_runs\"]\n",
+            Path::new("q.toml"),
+        )
+        .unwrap();
+        assert_eq!(plan.query.timeout, Duration::from_secs(5));
+        assert_eq!(plan.query.disabled, vec!["symbol_runs"]);
+        assert_eq!(
+            plan.pgwire.map(|a| a.port()),
+            Some(8751),
+            "on by default, never 5432"
+        );
+        let plan = parse("[pgwire]\nenabled = false\n", Path::new("q.toml")).unwrap();
+        assert_eq!(plan.pgwire, None);
+        let text = "[query]\nmemory_mb = 1\ndisable = [\"fast\"]\n\n[pgwire]\nbind = \"here\"\n";
+        let shown = parse(text, Path::new("q.toml")).unwrap_err().to_string();
+        for needle in [
+            "q.toml:2: query.memory_mb: 1 is out of range",
+            "q.toml:3: query.disable: unknown rule \"fast\"",
+            "q.toml:6: pgwire.bind: \"here\" is not an IP address",
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
         }

@@ -5,6 +5,9 @@ pub enum Error {
     Sql(String),
     #[error("query failed: {0}")]
     Execution(String),
+    /// The query ran past its time or memory limit ([`crate::QueryOptions`]).
+    #[error("{0}")]
+    Limit(String),
     #[error("formatting results: {0}")]
     Format(#[from] arrow::error::ArrowError),
 }

@@ -21,5 +21,5 @@ mod symbol_runs;
 pub use error::{Error, Result};
 pub use format::{Format, render, render_arrow};
 pub use live_table::Tables;
-pub use snapshot::{CachedFiles, QueryEngine, QueryResult, Snapshot, run_sql};
+pub use snapshot::{CachedFiles, QueryEngine, QueryOptions, QueryResult, Rule, Snapshot, run_sql};
 pub use tickflow_lake::{RecordBatch, Table};

@@ -56,6 +56,44 @@ pub struct QueryEngine {
     config: SessionConfig,
     mapped: Arc<MappedFiles>,
     narrowed_statistics: Arc<NarrowedStatistics>,
+    options: QueryOptions,
+}
+
+/// tickflow's own planning rules; each can be switched off (`[query] disable`) to compare
+/// or to work around a fault. Answers are the same with or without any of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// Decimal sums exact and fused with their products (`exact_sum.rs`).
+    ExactSums,
+    /// Sums read prices and sizes as stored, 64-bit (`narrow.rs`).
+    NarrowSums,
+    /// Grouping by symbol looks up runs of a symbol, not rows (`symbol_runs.rs`).
+    SymbolRuns,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 3] = [Self::ExactSums, Self::NarrowSums, Self::SymbolRuns];
+
+    /// Its name in the config.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ExactSums => "exact_sums",
+            Self::NarrowSums => "narrow_sums",
+            Self::SymbolRuns => "symbol_runs",
+        }
+    }
+}
+
+/// Limits and switches for every query an engine runs.
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    /// A query running longer is stopped with [`Error::Limit`].
+    pub timeout: Option<std::time::Duration>,
+    /// A query needing more memory for its joins, sorts and groups is stopped with
+    /// [`Error::Limit`] (sorts spill to disk first where DataFusion can).
+    pub memory_bytes: Option<usize>,
+    /// Rules left out of planning.
+    pub disabled: std::collections::BTreeSet<Rule>,
 }
 
 impl QueryEngine {
@@ -82,6 +120,47 @@ impl QueryEngine {
             config,
             mapped,
             narrowed_statistics,
+            options: QueryOptions::default(),
+        })
+    }
+
+    /// This engine with `options` for every later query.
+    pub fn with_options(mut self, options: QueryOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The runtime of one query: the engine's caches and stores, and a memory pool of its
+    /// own when there is a limit.
+    fn query_runtime(&self) -> Result<Arc<RuntimeEnv>> {
+        match self.options.memory_bytes {
+            None => Ok(Arc::clone(&self.runtime)),
+            Some(bytes) => Ok(RuntimeEnvBuilder::from_runtime_env(&self.runtime)
+                .with_memory_limit(bytes, 1.0)
+                .build_arc()?),
+        }
+    }
+
+    /// Runs `work` within the time limit, and words a memory refusal.
+    async fn limited<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let outcome = match self.options.timeout {
+            None => work.await,
+            Some(limit) => match tokio::time::timeout(limit, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(Error::Limit(format!(
+                        "the query ran longer than {} s (query.timeout_secs): narrow it with WHERE symbol = … or a time range, or raise the limit",
+                        limit.as_secs_f64()
+                    )));
+                }
+            },
+        };
+        outcome.map_err(|e| match e {
+            Error::Execution(m) if m.contains("Resources exhausted") => Error::Limit(format!(
+                "the query needed more memory than query.memory_mb = {} allows: narrow it, or raise the limit ({m})",
+                self.options.memory_bytes.unwrap_or(0) / (1024 * 1024)
+            )),
+            other => other,
         })
     }
 
@@ -110,7 +189,7 @@ impl QueryEngine {
     /// otherwise.
     pub async fn run(&self, snapshot: Snapshot, sql: &str) -> Result<QueryResult> {
         self.mapped.keep_only(&lake_locations(&snapshot)?);
-        let ctx = self.context(self.config.clone());
+        let ctx = self.context(self.config.clone(), self.query_runtime()?);
         for table in Table::ALL {
             self.register(&ctx, &snapshot, table)?;
         }
@@ -122,23 +201,32 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = ctx.sql_with_options(sql, read_only).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(Error::from)?;
-        Ok(QueryResult { schema, batches })
+        self.limited(async {
+            let df = ctx.sql_with_options(sql, read_only).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(Error::from)?;
+            Ok(QueryResult { schema, batches })
+        })
+        .await
     }
 
     /// A session with tickflow's rules, on this engine's caches.
-    fn context(&self, config: SessionConfig) -> SessionContext {
-        let state = SessionStateBuilder::new()
+    fn context(&self, config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+        let on = |rule| !self.options.disabled.contains(&rule);
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime))
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(GroupBySymbolRuns))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
-        ctx.add_optimizer_rule(Arc::new(NarrowSummedDecimals));
+            .with_runtime_env(runtime)
+            .with_default_features();
+        if on(Rule::SymbolRuns) {
+            state = state.with_physical_optimizer_rule(Arc::new(GroupBySymbolRuns));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        if on(Rule::ExactSums) {
+            ctx.add_optimizer_rule(Arc::new(ExactDecimalSums));
+        }
+        if on(Rule::NarrowSums) {
+            ctx.add_optimizer_rule(Arc::new(NarrowSummedDecimals));
+        }
         crate::market::register(&ctx);
         ctx
     }
@@ -154,7 +242,12 @@ impl QueryEngine {
     /// # Errors
     /// DataFusion cannot register a table or plan the `alerts` view.
     pub async fn live_session(&self, tables: Arc<dyn Tables>) -> Result<SessionContext> {
-        let ctx = self.context(self.config.clone().with_information_schema(true));
+        // One session for every connection: the memory limit holds for all its queries at
+        // once.
+        let ctx = self.context(
+            self.config.clone().with_information_schema(true),
+            self.query_runtime()?,
+        );
         let shared = Arc::new(Shared {
             tables,
             statistics: self.runtime.cache_manager.get_file_statistic_cache(),

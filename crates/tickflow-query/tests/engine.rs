@@ -442,3 +442,88 @@ async fn bars_from_before_feeds_read_with_a_null_source() {
     tickflow_lake::read_file(&path, Table::Bars, &mut read).unwrap();
     assert_eq!(read.bars, old.bars);
 }
+
+/// A lake of 3 symbols × 4 days × 500 trades, with prices that make sums carry.
+fn suite_lake(dir: &std::path::Path) -> Snapshot {
+    let lake = Lake::open(dir).unwrap();
+    let mut rows = Rows::default();
+    for sym in ["AAPL", "MSFT", "NVDA"] {
+        for day in 0..4 {
+            for n in 0..500u64 {
+                let price = format!("{}.{:03}", 100 + n % 37, (n * 7919) % 1000);
+                rows.trades.push(trade(sym, day, n, &price));
+            }
+        }
+    }
+    lake.write(&rows, 1).unwrap();
+    Snapshot {
+        files: vec![(Table::Trades, lake.files(Table::Trades, 1).unwrap())],
+        live: vec![],
+    }
+}
+
+/// The benchmark suite's shapes: each rule switched off gives the same answers.
+#[tokio::test]
+async fn every_rule_can_be_switched_off_and_answers_stay_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = suite_lake(dir.path());
+    let queries = [
+        "SELECT symbol, sum(price * size) AS notional, sum(size) AS volume, count(*) AS n FROM trades GROUP BY symbol ORDER BY symbol",
+        "SELECT symbol, sum(price * size) / sum(size) AS vwap FROM trades GROUP BY symbol ORDER BY symbol",
+        "SELECT symbol, max(price) AS high, min(price) AS low FROM trades WHERE symbol IN ('AAPL', 'NVDA') GROUP BY symbol ORDER BY symbol",
+        "SELECT symbol, time_bucket('1 day', ts_event) AS day, first(price, ts_event) AS open, last(price, ts_event) AS close, vwap(price, size) AS vwap FROM trades GROUP BY 1, 2 ORDER BY 1, 2",
+    ];
+    let all_on = QueryEngine::new().unwrap();
+    for rule in tickflow_query::Rule::ALL {
+        let off = QueryEngine::new()
+            .unwrap()
+            .with_options(tickflow_query::QueryOptions {
+                disabled: [rule].into_iter().collect(),
+                ..Default::default()
+            });
+        for sql in queries {
+            let on = count(&all_on.run(snapshot.clone(), sql).await.unwrap());
+            let without = count(&off.run(snapshot.clone(), sql).await.unwrap());
+            assert!(on.lines().count() > 1, "{sql}: {on}");
+            assert_eq!(on, without, "{} off changes {sql}", rule.name());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_query_past_its_time_or_memory_limit_is_stopped_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = suite_lake(dir.path());
+    let slow = QueryEngine::new()
+        .unwrap()
+        .with_options(tickflow_query::QueryOptions {
+            timeout: Some(std::time::Duration::from_nanos(1)),
+            ..Default::default()
+        });
+    let err = slow
+        .run(snapshot.clone(), "SELECT count(*) FROM trades")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, tickflow_query::Error::Limit(m) if m.contains("query.timeout_secs")),
+        "{err}"
+    );
+    let small = QueryEngine::new()
+        .unwrap()
+        .with_options(tickflow_query::QueryOptions {
+            memory_bytes: Some(64 * 1024),
+            ..Default::default()
+        });
+    // Grouping by every trade needs a hash table far over 64 KiB.
+    let err = small
+        .run(
+            snapshot,
+            "SELECT ts_event, seq, count(*) FROM trades GROUP BY ts_event, seq, symbol",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, tickflow_query::Error::Limit(m) if m.contains("query.memory_mb")),
+        "{err}"
+    );
+}

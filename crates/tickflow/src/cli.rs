@@ -189,6 +189,14 @@ pub(crate) struct SqlArgs {
     /// it reports, followed by the whole round trip.
     #[arg(long)]
     pub(crate) timing: bool,
+    /// Stop a query running longer than this, reading the lake directly (a running
+    /// pipeline applies its `[query] timeout_secs`).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) timeout: Option<u64>,
+    /// Stop a query whose joins, sorts and groups need more memory than this, reading the
+    /// lake directly (a running pipeline applies its `[query] memory_mb`).
+    #[arg(long, value_name = "MB")]
+    pub(crate) memory_mb: Option<usize>,
     /// One SQL statement (read-only).
     pub(crate) query: String,
 }

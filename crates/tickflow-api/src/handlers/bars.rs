@@ -66,7 +66,7 @@ fn filter(
 
 /// `GET /api/v1/bars?symbol=NVDA&interval=1m&from=…&to=…[&limit=N]`: the bars of one
 /// symbol and interval, oldest first, every column as the `bars` table has it (decimals
-/// as exact strings). `from` is inclusive, `to` exclusive; both RFC 3339 or Unix seconds.
+/// as JSON numbers written with their exact digits; a column that is NULL is left out). `from` is inclusive, `to` exclusive; both RFC 3339 or Unix seconds.
 pub(crate) async fn bars(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,

@@ -72,7 +72,12 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
         files: inputs.files,
         live: inputs.live,
     };
-    match rt.block_on(tickflow_query::run_sql(snapshot, &args.query)) {
+    let engine = tickflow_query::QueryEngine::new()?.with_options(tickflow_query::QueryOptions {
+        timeout: args.timeout.map(std::time::Duration::from_secs),
+        memory_bytes: args.memory_mb.map(|mb| mb * 1024 * 1024),
+        disabled: Default::default(),
+    });
+    match rt.block_on(engine.run(snapshot, &args.query)) {
         Ok(result) => {
             if args.timing {
                 eprintln!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
@@ -81,7 +86,7 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
             println!("{}", text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
-        Err(tickflow_query::Error::Sql(message)) => {
+        Err(tickflow_query::Error::Sql(message) | tickflow_query::Error::Limit(message)) => {
             eprintln!("error: {message}");
             Ok(ExitCode::from(super::EXIT_USAGE))
         }
