@@ -77,7 +77,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0, compact_secs=60):
+def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0, compact_secs=60, extra=""):
     """A pipeline config for one benchmark run; `sim` holds simulator keys, None for HTTP only."""
     lines = [
         f'data_dir = "{data_dir}"',
@@ -117,7 +117,7 @@ def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lak
         for k, v in s.items():
             lines.append(f"{k} = {json.dumps(v)}")
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + extra)
 
 
 DEMO_RULES = [
@@ -318,6 +318,14 @@ def suite_postgres(ctx):
             for style, n in sizes.items():
                 log(f"postgres: {style}, {n:,} ticks, run {i + 1}/{RUNS}")
                 results[style].append(pg_load(psycopg, style, lines[:n]))
+        sink = []
+        for i in range(RUNS):
+            log(f"postgres: tickflow's PostgreSQL sink, {n_copy:,} ticks, run {i + 1}/{RUNS}")
+            sink.append(pg_sink(psycopg, ticks_path, n_copy))
+    rows.append(row("postgres", f"ticks written into PostgreSQL: tickflow (HTTP ingest → log → lake → postgres sink, binary COPY) vs a plain psycopg COPY of the same ticks ({n_copy:,})", "ticks/s",
+                    median(sink), peer="psycopg COPY", peer_value=median(results["COPY"]),
+                    runs={"ticks_per_second": sink, "peer_ticks_per_second": results["COPY"]},
+                    note="tickflow's figure is end to end: from the first request until every tick is in PostgreSQL, with the lake written too"))
     tickflow = ctx.get("http_ticks_per_second") or previous_value("ingest", None, prefix="HTTP ingest")
     with psycopg.connect(PG_DSN) as conn:
         settings = ", ".join(f"{k}={conn.execute(f'SHOW {k}').fetchone()[0]}" for k in ("fsync", "synchronous_commit"))
@@ -326,6 +334,41 @@ def suite_postgres(ctx):
                         tickflow, peer=f"psycopg {style}", peer_value=median(results[style]), runs={"peer_ticks_per_second": results[style]},
                         note=f"tickflow: HTTP ingest to processed (ingest suite); PostgreSQL {settings}"))
     return rows
+
+
+def pg_sink(psycopg, ticks_path, n):
+    """HTTP ingest of `n` ticks with the PostgreSQL sink on; ticks/s until all are in PostgreSQL."""
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS tickflow_bench CASCADE")
+    sink = f'\n[[sinks]]\ntype = "postgres"\nid = "pg"\nurl = "{PG_DSN}"\nschema = "tickflow_bench"\ntables = ["trades"]\n'
+    with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+        with Pipeline(work, extra=sink) as p:
+            deadline = time.time() + 60
+            while p.status()["sinks"][0].get("position") is None:
+                if time.time() > deadline:
+                    raise RuntimeError(f"the PostgreSQL sink did not open: {p.status()['sinks'][0]}")
+                time.sleep(0.05)
+            started = time.perf_counter()
+            subprocess.run(
+                [BIN, "produce", "--from", ticks_path, "--batch-size", "5000", "--connections", "4", "--to", p.url],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+            p.wait_processed(n, timeout=300)
+            deadline = time.time() + 300
+            while True:
+                s = p.status()
+                if s["sinks"][0]["lag_flushes"] == 0 and s["log_lag"] == 0:
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError(f"the PostgreSQL sink did not catch up: {s['sinks'][0]}")
+                time.sleep(0.02)
+            secs = time.perf_counter() - started
+            p.stop()
+    with psycopg.connect(PG_DSN) as conn:
+        stored = conn.execute("SELECT count(*) FROM tickflow_bench.trades").fetchone()[0]
+    if stored != n:
+        raise RuntimeError(f"the sink stored {stored} of {n} ticks")
+    return n / secs
 
 
 def pg_load(psycopg, style, lines):

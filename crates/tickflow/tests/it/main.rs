@@ -8,6 +8,7 @@ mod coinbase;
 mod compact;
 mod crash;
 mod demo;
+mod duckdb;
 mod http;
 mod notify;
 mod pgwire;

@@ -313,3 +313,118 @@ fn grafana_lists_tables_and_columns_and_draws_candles() {
     });
     server.stop();
 }
+
+/// Whether a client library is there; under CI (`CI=true`) it must be (./scripts/test
+/// installs it).
+fn client_available(what: &str, check: &mut Command) -> bool {
+    let ok = check.output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what} is required under CI: ./scripts/test installs it"
+        );
+        eprintln!("skipped: {what} is not installed (./scripts/test installs it)");
+    }
+    ok
+}
+
+const BY_SYMBOL: &str = "SELECT symbol, count(*) AS n FROM trades WHERE symbol <> 'NONE' GROUP BY symbol ORDER BY symbol";
+
+/// (symbol, count) as `tickflow sql` answers [`BY_SYMBOL`].
+fn expected_by_symbol(data: &Path) -> Vec<(String, i64)> {
+    sql(data, BY_SYMBOL)
+        .iter()
+        .map(|r| {
+            (
+                r["symbol"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// psycopg 3 binds `%s` as a server-side parameter (the extended protocol).
+const PSYCOPG: &str = r#"
+import json, sys, psycopg
+with psycopg.connect(host=sys.argv[1], port=int(sys.argv[2]), user="tickflow", dbname="tickflow", autocommit=True) as conn:
+    rows = conn.execute("SELECT symbol, count(*) AS n FROM trades WHERE symbol <> %s GROUP BY symbol ORDER BY symbol", ("NONE",)).fetchall()
+    try:
+        conn.execute("DELETE FROM trades")
+        refused = None
+    except psycopg.Error as e:
+        refused = e.sqlstate
+    print(json.dumps({"rows": [[s, int(n)] for s, n in rows], "refused": refused}))
+"#;
+
+/// node-postgres (npm `pg`), with a `$1` parameter.
+const NODE_PG: &str = r#"
+const { Client } = require("pg");
+(async () => {
+  const c = new Client({ host: process.argv[1], port: Number(process.argv[2]), user: "tickflow", database: "tickflow" });
+  await c.connect();
+  const r = await c.query("SELECT symbol, count(*) AS n FROM trades WHERE symbol <> $1 GROUP BY symbol ORDER BY symbol", ["NONE"]);
+  let refused = null;
+  try { await c.query("DELETE FROM trades"); } catch (e) { refused = e.code; }
+  await c.end();
+  console.log(JSON.stringify({ rows: r.rows.map((x) => [x.symbol, Number(x.n)]), refused }));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+fn client_answer(out: std::process::Output) -> (Vec<(String, i64)>, String) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let rows = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_i64().unwrap()))
+        .collect();
+    (rows, v["refused"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn psycopg_and_node_postgres_bind_parameters_and_get_the_rows_tickflow_sql_gets() {
+    let python = client_available(
+        "psycopg (PyPI)",
+        Command::new("python3").args(["-c", "import psycopg"]),
+    );
+    let node = client_available(
+        "node-postgres (npm pg)",
+        Command::new("node").args(["-e", "require('pg')"]),
+    );
+    if !python && !node {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, data) = running(dir.path());
+    let (host, port) = pg_addr(&data);
+    let expected = expected_by_symbol(&data);
+    assert!(expected.len() >= 2, "{expected:?}");
+    if python {
+        let out = Command::new("python3")
+            .args(["-c", PSYCOPG, &host, &port.to_string()])
+            .output()
+            .unwrap();
+        let (rows, refused) = client_answer(out);
+        assert_eq!(rows, expected, "psycopg");
+        assert_eq!(
+            refused, "25006",
+            "psycopg: a write is refused as on a read replica"
+        );
+    }
+    if node {
+        let out = Command::new("node")
+            .args(["-e", NODE_PG, &host, &port.to_string()])
+            .output()
+            .unwrap();
+        let (rows, refused) = client_answer(out);
+        assert_eq!(rows, expected, "node-postgres");
+        assert_eq!(refused, "25006", "node-postgres");
+    }
+    server.stop();
+}
