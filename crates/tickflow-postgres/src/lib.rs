@@ -105,7 +105,11 @@ impl PostgresSink {
                 }
                 self.migrated = true;
             }
-            let mut staging = String::new();
+            // A lock held by an abandoned connection of ours (a flush that timed out) is
+            // waited for, within bounds.
+            let mut staging = String::from(
+                "SET lock_timeout = '30s'; SET idle_in_transaction_session_timeout = '120s';",
+            );
             for table in load::TABLES {
                 staging.push_str(&format!(
                     "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {schema}.{}) ON COMMIT DELETE ROWS;",
@@ -163,8 +167,15 @@ impl PostgresSink {
             .transaction()
             .await
             .map_err(|e| context("beginning", &e))?;
-        // Locked until the commit: a second process with this sink's id waits here, then
-        // sees the flush written.
+        // Held until the commit: a second writer with this sink's id (another process, or a
+        // commit of a timed-out connection still landing) waits here, then sees the flush
+        // written. The row lock alone would not hold before the sink's first flush.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("tickflow-sink:{schema}:{id}")],
+        )
+        .await
+        .map_err(|e| context("locking the position", &e))?;
         let written = tx
             .query_opt(
                 &format!("SELECT flush FROM {schema}._tickflow_sinks WHERE sink = $1 FOR UPDATE"),
@@ -186,7 +197,10 @@ impl PostgresSink {
             write_table(&tx, &schema, &load::QUOTES, &rows.quotes, &mut refused).await?;
         }
         if keeps("bars") {
-            let bars = last_per_key(&rows.bars, |b| (b.symbol.clone(), b.interval, b.start));
+            // At PostgreSQL's precision: two starts in one microsecond are one key there.
+            let bars = last_per_key(&rows.bars, |b| {
+                (b.symbol.clone(), b.interval, b.start.0.div_euclid(1000))
+            });
             write_table(&tx, &schema, &load::BARS, &bars, &mut refused).await?;
         }
         if keeps("daily_metrics") {
@@ -217,7 +231,8 @@ impl PostgresSink {
         tx.execute(
             &format!(
                 "INSERT INTO {schema}._tickflow_sinks (sink, flush) VALUES ($1, $2)
-                 ON CONFLICT (sink) DO UPDATE SET flush = EXCLUDED.flush, updated_at = now()"
+                 ON CONFLICT (sink) DO UPDATE SET flush = EXCLUDED.flush, updated_at = now()
+                 WHERE {schema}._tickflow_sinks.flush < EXCLUDED.flush"
             ),
             &[&id, &(flush.seq as i64)],
         )

@@ -190,11 +190,21 @@ pub async fn timescale(
                 &[&name, &time],
             )
             .await?;
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {name} SET (timescaledb.compress, timescaledb.compress_segmentby = 'symbol')"
-            ))
-            .await?;
+        // Once a chunk is compressed, older TimescaleDB refuses to set compression again.
+        let compressed = client
+            .query_opt(
+                "SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_schema = $1 AND hypertable_name = $2",
+                &[&schema, &table],
+            )
+            .await?
+            .is_some_and(|r| r.get::<_, bool>(0));
+        if !compressed {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {name} SET (timescaledb.compress, timescaledb.compress_segmentby = 'symbol')"
+                ))
+                .await?;
+        }
         client
             .execute(
                 "SELECT add_compression_policy($1::text::regclass, $2::text::interval, if_not_exists => TRUE)",

@@ -31,7 +31,8 @@ pub(crate) fn register(ctx: &SessionContext) {
 }
 
 /// `time_bucket(width, ts)`: the start of the `width`-long bucket holding `ts`, buckets
-/// aligned to 1970-01-01 UTC. `width` is an interval (`INTERVAL '5 minutes'`) or its text
+/// aligned to 1970-01-01 UTC (a Thursday: TimescaleDB starts week buckets on Monday
+/// 2000-01-03, so `'1 week'` buckets differ from its). `width` is an interval (`INTERVAL '5 minutes'`) or its text
 /// (`'5 minutes'`, `'1h'`, Grafana's `'300.000s'`).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct TimeBucket {
@@ -267,6 +268,10 @@ impl AggregateUDFImpl for Vwap {
     }
 }
 
+fn overflow() -> DataFusionError {
+    DataFusionError::Execution("vwap: the sums are beyond 76 digits".into())
+}
+
 #[derive(Debug)]
 struct VwapAccumulator {
     price_scale: i8,
@@ -287,8 +292,11 @@ impl Accumulator for VwapAccumulator {
                 i256::from_i128(prices.value(i)),
                 i256::from_i128(sizes.value(i)),
             );
-            self.sum_pv = self.sum_pv.wrapping_add(p.wrapping_mul(v));
-            self.sum_v = self.sum_v.wrapping_add(v);
+            self.sum_pv = p
+                .checked_mul(v)
+                .and_then(|pv| self.sum_pv.checked_add(pv))
+                .ok_or_else(overflow)?;
+            self.sum_v = self.sum_v.checked_add(v).ok_or_else(overflow)?;
         }
         Ok(())
     }
@@ -298,8 +306,8 @@ impl Accumulator for VwapAccumulator {
         let v = states[1].as_primitive::<arrow::datatypes::Decimal256Type>();
         for i in 0..pv.len() {
             if !pv.is_null(i) && !v.is_null(i) {
-                self.sum_pv = self.sum_pv.wrapping_add(pv.value(i));
-                self.sum_v = self.sum_v.wrapping_add(v.value(i));
+                self.sum_pv = self.sum_pv.checked_add(pv.value(i)).ok_or_else(overflow)?;
+                self.sum_v = self.sum_v.checked_add(v.value(i)).ok_or_else(overflow)?;
             }
         }
         Ok(())
@@ -333,6 +341,7 @@ impl Accumulator for VwapAccumulator {
         };
         let value = q
             .to_i128()
+            .filter(|v| v.unsigned_abs() < 10u128.pow(38))
             .ok_or_else(|| DataFusionError::Execution("vwap is beyond 38 digits".into()))?;
         Ok(ScalarValue::Decimal128(Some(value), 38, self.price_scale))
     }

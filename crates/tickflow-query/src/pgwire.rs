@@ -133,6 +133,18 @@ pub fn refusal(statement: &Statement) -> Option<String> {
     let allowed = match statement {
         Statement::Query(query) => !selects_into(&query.body),
         Statement::Explain { statement, .. } => return refusal(statement),
+        // A cursor runs its query: the same rule holds for it.
+        Statement::Declare { stmts } => stmts.iter().all(|d| {
+            d.for_query
+                .as_ref()
+                .is_none_or(|query| !selects_into(&query.body))
+        }),
+        // DataFusion's own settings (`datafusion.*`) belong to the one session every
+        // connection shares: a client must not lift its memory limit or move its spill files.
+        Statement::Set(_) | Statement::Reset(_) => !statement
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("datafusion."),
         Statement::ExplainTable { .. }
         | Statement::ShowVariable { .. }
         | Statement::ShowVariables { .. }
@@ -140,12 +152,9 @@ pub fn refusal(statement: &Statement) -> Option<String> {
         | Statement::ShowColumns { .. }
         | Statement::ShowSchemas { .. }
         | Statement::ShowDatabases { .. }
-        | Statement::Set(_)
-        | Statement::Reset(_)
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
-        | Statement::Declare { .. }
         | Statement::Fetch { .. }
         | Statement::Close { .. }
         | Statement::Discard { .. }
@@ -305,6 +314,7 @@ mod tests {
             "SET statement_timeout = 1000",
             "BEGIN",
             "COMMIT",
+            "DECLARE c CURSOR FOR SELECT * FROM trades",
         ] {
             assert_eq!(check(sql), None, "{sql}");
         }
@@ -316,6 +326,18 @@ mod tests {
             ("COPY trades TO '/tmp/x.csv'", "COPY TRADES"),
             ("SELECT * INTO copy_of_trades FROM trades", "SELECT *"),
             ("EXPLAIN DELETE FROM trades", "DELETE FROM"),
+            (
+                "DECLARE c CURSOR FOR SELECT * INTO x FROM trades",
+                "DECLARE C",
+            ),
+            (
+                "SET datafusion.runtime.memory_limit = '1000G'",
+                "SET DATAFUSION.RUNTIME.MEMORY_LIMIT",
+            ),
+            (
+                "RESET datafusion.runtime.memory_limit",
+                "RESET DATAFUSION.RUNTIME.MEMORY_LIMIT",
+            ),
         ] {
             let refused = check(sql).unwrap_or_else(|| panic!("{sql} passed"));
             assert!(refused.contains(named), "{sql}: {refused}");

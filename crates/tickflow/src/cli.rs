@@ -197,6 +197,11 @@ pub(crate) struct SqlArgs {
     /// lake directly (a running pipeline applies its `[query] memory_mb`).
     #[arg(long, value_name = "MB")]
     pub(crate) memory_mb: Option<usize>,
+    /// Plan without one of tickflow's own rules (exact_sums, narrow_sums, symbol_runs),
+    /// reading the lake directly; repeat for several. The answer is the same; bench/ uses
+    /// it to show what each rule buys.
+    #[arg(long, value_name = "RULE")]
+    pub(crate) disable: Vec<String>,
     /// One SQL statement (read-only).
     pub(crate) query: String,
 }

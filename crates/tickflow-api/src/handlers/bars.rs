@@ -49,7 +49,8 @@ fn filter(
     from: Option<UnixNanos>,
     to: Option<UnixNanos>,
 ) -> String {
-    // The symbol has been parsed (letters, digits, '-', '.', '/'), so quoting it is safe.
+    // The symbol has been parsed (letters, digits and `._/:-`, no quote), so quoting it is
+    // safe; times print as digits and `-:.TZ`.
     let mut sql = format!(
         "symbol = '{}' AND \"interval\" = '{}'",
         symbol.as_str(),
@@ -173,7 +174,13 @@ pub(crate) async fn history(
     if rows.is_empty() {
         let before = format!(
             "SELECT CAST(to_unixtime(max(start)) AS BIGINT) AS t FROM bars WHERE {}",
-            filter(&symbol, interval, None, from)
+            // With countback there is no `from`: the range ends at `to`.
+            filter(
+                &symbol,
+                interval,
+                None,
+                if countback.is_some() { to } else { from }
+            )
         );
         let prior = query(&state, &before).await?;
         let text = tickflow_query::render(&prior, Format::Json)?;

@@ -72,10 +72,29 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
         files: inputs.files,
         live: inputs.live,
     };
+    let mut disabled = std::collections::BTreeSet::new();
+    for name in &args.disable {
+        match tickflow_query::Rule::ALL
+            .into_iter()
+            .find(|r| r.name() == name)
+        {
+            Some(rule) => {
+                disabled.insert(rule);
+            }
+            None => {
+                let names: Vec<&str> = tickflow_query::Rule::ALL.iter().map(|r| r.name()).collect();
+                eprintln!(
+                    "error: --disable {name}: expected one of {}",
+                    names.join(", ")
+                );
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
+        }
+    }
     let engine = tickflow_query::QueryEngine::new()?.with_options(tickflow_query::QueryOptions {
         timeout: args.timeout.map(std::time::Duration::from_secs),
         memory_bytes: args.memory_mb.map(|mb| mb * 1024 * 1024),
-        disabled: Default::default(),
+        disabled,
     });
     match rt.block_on(engine.run(snapshot, &args.query)) {
         Ok(result) => {
