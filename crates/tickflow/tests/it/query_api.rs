@@ -182,3 +182,37 @@ fn sql_answers_csv_or_arrow_by_accept_and_market_functions_agree_everywhere() {
     assert!((vwap - pv / v).abs() < 1e-6, "{vwap} vs {}", pv / v);
     server.stop();
 }
+
+#[test]
+fn tickflow_sql_plans_without_a_rule_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, data) = running(dir.path());
+    server.stop();
+    let d = data.to_str().unwrap();
+    let query = "SELECT symbol, count(*) AS n, sum(price * size) AS notional FROM trades GROUP BY symbol ORDER BY symbol";
+    let all = crate::support::run_ok(&["sql", "--data-dir", d, "--format", "csv", query]);
+    assert!(all.lines().count() >= 3, "{all}");
+    for rule in ["exact_sums", "narrow_sums", "symbol_runs"] {
+        let without = crate::support::run_ok(&[
+            "sql",
+            "--data-dir",
+            d,
+            "--format",
+            "csv",
+            "--disable",
+            rule,
+            query,
+        ]);
+        assert_eq!(without, all, "without {rule}");
+    }
+    let out = crate::support::bin()
+        .args(["sql", "--data-dir", d, "--disable", "fast", query])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--disable fast: expected one of exact_sums"),
+        "{err}"
+    );
+}
