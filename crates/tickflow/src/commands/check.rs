@@ -13,11 +13,12 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate)
             });
             println!(
-                "{}: ok (data_dir {}, http {}:{}, simulator {}, {} threshold and {} spike rules, {} sink(s))",
+                "{}: ok (data_dir {}, http {}:{}, postgres wire {}, simulator {}, {} threshold and {} spike rules, {} sink(s))",
                 args.config.display(),
                 plan.data_dir.display(),
                 plan.http.bind,
                 plan.http.port,
+                plan.pgwire.map_or("off".to_string(), |a| a.to_string()),
                 sim,
                 plan.processing.thresholds.len(),
                 plan.processing.spikes.len(),

@@ -28,6 +28,12 @@ fn every_example_config_passes_check() {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
+            if path.ends_with("demo.toml") {
+                assert!(
+                    text.contains("http 127.0.0.1:8750, postgres wire 127.0.0.1:8751"),
+                    "{text}"
+                );
+            }
             for secret in [
                 "a-test-token-0123456789",
                 "PKTESTKEY0123",
