@@ -21,7 +21,7 @@ pub(crate) fn pg_addr(data: &Path) -> (String, u16) {
 
 /// A decimal's text without trailing zeros, for comparing the same value printed at
 /// different scales.
-fn exact(text: &str) -> String {
+pub(crate) fn exact(text: &str) -> String {
     if text.contains('.') && text.parse::<f64>().is_ok() {
         text.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
@@ -163,13 +163,7 @@ fn tokio_postgres_binds_parameters_and_reuses_prepared_statements() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (client, conn) = tokio_postgres::connect(
-            &format!("host={host} port={port} user=tickflow dbname=tickflow"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let client = crate::support::pg_client(&host, port, "tickflow").await;
         // The simple protocol.
         let rows = client
             .simple_query("SELECT count(*) FROM trades")
@@ -253,13 +247,7 @@ fn grafana_lists_tables_and_columns_and_draws_candles() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (client, conn) = tokio_postgres::connect(
-            &format!("host={host} port={port} user=grafana dbname=tickflow"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let client = crate::support::pg_client(&host, port, "grafana").await;
         // pgx's ping.
         assert!(rows(&client, "-- ping".into()).await.is_empty());
         let version = rows(

@@ -4,12 +4,13 @@
 //! ingest, the lake and queries carry on, and the sink catching up when it returns.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::Stdio;
 
 use tickflow_core::contract::Proxy;
 
-use crate::support::{Server, bin, config, run_ok, sql, sql_count, wait_for};
+use crate::support::{
+    Server, bin, caught_up, config, lake_trade_seqs, run_ok, sink, sql, sql_count, wait_for,
+};
 
 fn url() -> String {
     std::env::var("DATABASE_URL")
@@ -56,24 +57,6 @@ fn pg_sink(schema: &str, url: &str, tables: &str) -> String {
     format!(
         "\n[[sinks]]\ntype = \"postgres\"\nid = \"pg\"\nurl = \"{url}\"\nschema = \"{schema}\"\ntables = {tables}\ntimeout_secs = 10\n"
     )
-}
-
-fn sink(status: &serde_json::Value) -> &serde_json::Value {
-    &status["sinks"][0]
-}
-
-fn caught_up(s: &serde_json::Value) -> bool {
-    s["log_lag"].as_u64() == Some(0)
-        && s["flushes"].as_u64().unwrap_or(0) > 0
-        && sink(s)["lag_flushes"].as_u64() == Some(0)
-        && sink(s)["position"].as_u64().is_some()
-}
-
-fn lake_trade_seqs(data: &Path) -> HashSet<u64> {
-    sql(data, "SELECT seq FROM trades")
-        .iter()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .collect()
 }
 
 /// Every trade's seq in the sink's table, checking that none is there twice.
@@ -210,7 +193,7 @@ fn the_postgres_sink_keeps_every_row_once_across_sigkill() {
     wait_for(&server, "the sink catches up", caught_up);
     server.stop();
 
-    let lake = lake_trade_seqs(&data);
+    let lake = lake_trade_seqs(&data).into_iter().collect::<HashSet<u64>>();
     assert!(lake.len() >= 6000, "only {} trades stored", lake.len());
     assert_eq!(
         pg_trade_seqs(&schema),
@@ -283,7 +266,10 @@ fn the_database_cut_away_stalls_nothing_and_the_sink_catches_up() {
     wait_for(&server, "the sink catches up", caught_up);
     assert_eq!(server.status()["sinks"][0]["state"], "ok");
     server.stop();
-    assert_eq!(pg_trade_seqs(&schema), lake_trade_seqs(&data));
+    assert_eq!(
+        pg_trade_seqs(&schema),
+        lake_trade_seqs(&data).into_iter().collect::<HashSet<u64>>()
+    );
     assert_eq!(
         pg_count(&format!("SELECT count(*) FROM {schema}.alerts")),
         sql_count(&data, "SELECT count(*) FROM alerts")

@@ -147,13 +147,7 @@ fn sql_answers_csv_or_arrow_by_accept_and_market_functions_agree_everywhere() {
         .build()
         .unwrap();
     let over_pg = runtime.block_on(async {
-        let (client, conn) = tokio_postgres::connect(
-            &format!("host={host} port={port} user=tickflow dbname=tickflow"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let client = crate::support::pg_client(&host, port, "tickflow").await;
         client.query(market, &[]).await.unwrap()
     });
     assert_eq!(over_pg.len(), over_http.len());

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Server, bin, config_with_csv_sink, http, run_ok, sql, sql_count, wait_for};
+use crate::support::{
+    Server, bin, caught_up, config_with_csv_sink, http, lake_trade_seqs, run_ok, sink, sql_count,
+    wait_for,
+};
 
 /// `seq` of every trade row in the CSV sink's trade files; panics on a file without its header.
 fn csv_trade_seqs(dir: &Path) -> Vec<u64> {
@@ -33,24 +36,6 @@ fn csv_trade_seqs(dir: &Path) -> Vec<u64> {
         }
     }
     seqs
-}
-
-fn lake_trade_seqs(data: &Path) -> Vec<u64> {
-    sql(data, "SELECT seq FROM trades")
-        .iter()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .collect()
-}
-
-fn sink(status: &serde_json::Value) -> &serde_json::Value {
-    &status["sinks"][0]
-}
-
-fn caught_up(s: &serde_json::Value) -> bool {
-    s["log_lag"].as_u64() == Some(0)
-        && s["flushes"].as_u64().unwrap_or(0) > 0
-        && sink(s)["lag_flushes"].as_u64() == Some(0)
-        && sink(s)["position"].as_u64().is_some()
 }
 
 #[test]

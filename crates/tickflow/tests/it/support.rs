@@ -210,3 +210,37 @@ pub(crate) fn http_with(
         .unwrap_or(0);
     (code, body.to_string())
 }
+
+/// `seq` of every trade in the lake (through a running pipeline if there is one).
+pub(crate) fn lake_trade_seqs(data: &Path) -> Vec<u64> {
+    sql(data, "SELECT seq FROM trades")
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// The first sink's entry in `/api/v1/status`.
+pub(crate) fn sink(status: &serde_json::Value) -> &serde_json::Value {
+    &status["sinks"][0]
+}
+
+/// Every event processed and the first sink past the last flush the lake committed.
+pub(crate) fn caught_up(s: &serde_json::Value) -> bool {
+    s["log_lag"].as_u64() == Some(0)
+        && s["flushes"].as_u64().unwrap_or(0) > 0
+        && sink(s)["lag_flushes"].as_u64() == Some(0)
+        && sink(s)["position"].as_u64().is_some()
+}
+
+/// A client of a pipeline's Postgres-wire endpoint, its connection driven on the caller's
+/// runtime.
+pub(crate) async fn pg_client(host: &str, port: u16, user: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host={host} port={port} user={user} dbname=tickflow"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    client
+}
