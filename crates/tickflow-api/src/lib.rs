@@ -45,13 +45,17 @@ pub(crate) fn engine(pipeline: &Pipeline) -> std::io::Result<tickflow_query::Que
         .into_iter()
         .filter(|r| plan.disabled.iter().any(|d| d == r.name()))
         .collect();
-    Ok(tickflow_query::QueryEngine::new()
+    let engine = tickflow_query::QueryEngine::new()
         .map_err(std::io::Error::other)?
         .with_options(tickflow_query::QueryOptions {
             timeout: Some(plan.timeout),
             memory_bytes: Some(plan.memory_bytes),
             disabled,
-        }))
+        });
+    engine
+        .register_lake(pipeline.lake())
+        .map_err(std::io::Error::other)?;
+    Ok(engine)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -429,3 +429,49 @@ impl Proxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The S3 endpoint tests use: `moto_server`, started by `scripts/test` on
+/// `127.0.0.1:5000`, or `TICKFLOW_TEST_S3`.
+pub fn s3_endpoint() -> String {
+    std::env::var("TICKFLOW_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
+/// Creates a bucket named `prefix-<unique>` on [`s3_endpoint`] and returns its name; `None`
+/// (outside CI) when nothing answers there. moto takes an unsigned `PUT /bucket`.
+///
+/// # Panics
+/// Under CI (`CI=true`) when the endpoint cannot be reached or refuses the bucket.
+pub fn s3_bucket(prefix: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let endpoint = s3_endpoint();
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let bucket = format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        UnixNanos::now().0 % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let answer = std::net::TcpStream::connect(&host).and_then(|mut s| {
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    });
+    match answer {
+        Ok(a) if a.split_whitespace().nth(1) == Some("200") => Some(bucket),
+        Ok(a) => panic!("{endpoint} refused bucket {bucket}: {a}"),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: no S3 (moto_server) at {endpoint}: {e}");
+            None
+        }
+        Err(e) => panic!("S3 (moto_server) at {endpoint} is required under CI: {e}"),
+    }
+}

@@ -7,20 +7,20 @@
 //! A merged file is named `part-<last>-c<first>.parquet`: it holds every row of the files in
 //! its folder whose flush sequences lie in `first..=last`, and supersedes them. Its rename is
 //! the commit: a crash before it leaves a temporary file, a crash after it leaves superseded
-//! inputs; readers skip those ([`Lake::files`]) and [`Lake::recover`] deletes both.
+//! inputs; readers skip those ([`Lake::files`]) and [`Lake::recover`] deletes both. On
+//! object storage the merged file's PUT is the commit, and nothing temporary is left.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use arrow::array::ArrayRef;
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tickflow_model::Date;
 
 use crate::convert::cast_to;
-use crate::writer::{io, sync_filesystem, walk, write_parquet};
+use crate::writer::{io, parquet_bytes, write_parquet};
 use crate::{Error, Lake, Result, Table};
 
 /// When and how much to merge.
@@ -109,33 +109,22 @@ fn split_superseded(mut parts: Vec<Part>) -> (Vec<Part>, Vec<Part>) {
 /// Part files by folder.
 pub(crate) type Folders = BTreeMap<PathBuf, Vec<Part>>;
 
-/// Part files under `root`, by folder.
-pub(crate) fn parts_by_folder(root: &Path) -> Result<Folders> {
+/// The part files among `stored` (files with their sizes), by folder.
+pub(crate) fn parts_by_folder(stored: Vec<(PathBuf, u64)>) -> Folders {
     let mut folders: BTreeMap<PathBuf, Vec<Part>> = BTreeMap::new();
-    let mut failed = None;
-    walk(root, &mut |path| {
-        let Some((first, last)) = seq_range_of(path) else {
-            return;
+    for (path, bytes) in stored {
+        let Some((first, last)) = seq_range_of(&path) else {
+            continue;
         };
-        let bytes = match fs::metadata(path) {
-            Ok(m) => m.len(),
-            Err(e) => {
-                failed.get_or_insert_with(|| io(path)(e));
-                return;
-            }
-        };
-        let folder = path.parent().unwrap_or(root).to_path_buf();
+        let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
         folders.entry(folder).or_default().push(Part {
-            path: path.to_path_buf(),
+            path,
             first,
             last,
             bytes,
         });
-    })?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(folders),
     }
+    folders
 }
 
 /// Part files under `root` that readers use (not superseded) holding flushes up to `max_seq`.
@@ -156,13 +145,13 @@ pub(crate) fn live_files(folders: &Folders, max_seq: u64) -> Vec<PathBuf> {
     out
 }
 
-/// Part files under `root` that a merged file supersedes.
-pub(crate) fn superseded_files(root: &Path) -> Result<Vec<PathBuf>> {
+/// The part files among `stored` that a merged file supersedes.
+fn superseded_files(stored: Vec<(PathBuf, u64)>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for (_, parts) in parts_by_folder(root)? {
+    for (_, parts) in parts_by_folder(stored) {
         out.extend(split_superseded(parts).1.into_iter().map(|p| p.path));
     }
-    Ok(out)
+    out
 }
 
 /// The `date=` of a partition folder, if it has one.
@@ -241,22 +230,24 @@ impl Lake {
             }
             return Err(e);
         }
-        if written.is_empty() {
+        if report.outputs == 0 {
             return Ok(report);
         }
-        // Each merged file's data must be durable before its name supersedes anything.
-        sync_filesystem(self.root())?;
-        let renamed = written
-            .iter()
-            .try_for_each(|(tmp, path)| fs::rename(tmp, path).map_err(io(path)));
-        self.changed();
-        renamed?;
+        if !written.is_empty() {
+            // Each merged file's data must be durable before its name supersedes anything.
+            self.sync()?;
+            let renamed = written
+                .iter()
+                .try_for_each(|(tmp, path)| fs::rename(tmp, path).map_err(io(path)));
+            self.changed();
+            renamed?;
+        }
         self.delete_superseded()?;
         Ok(report)
     }
 
     /// Writes every merge the policy calls for as a temporary file, listed in `written`
-    /// with its final name.
+    /// with its final name; on object storage, stores each under its final name.
     fn merge_all(
         &self,
         committed_seq: u64,
@@ -266,7 +257,8 @@ impl Lake {
         written: &mut Vec<(PathBuf, PathBuf)>,
     ) -> Result<()> {
         for table in Table::ALL {
-            for (folder, parts) in parts_by_folder(&self.root().join(table.name()))? {
+            let stored = self.stored(&self.root().join(table.name()))?;
+            for (folder, parts) in parts_by_folder(stored) {
                 let parts = parts
                     .into_iter()
                     .filter(|p| p.last <= committed_seq)
@@ -276,9 +268,21 @@ impl Lake {
                 for group in plan(&live, closed, policy) {
                     let (first, last) = (group[0].first, group[group.len() - 1].last);
                     let name = format!("part-{last:012}-c{first:012}.parquet");
-                    let tmp = folder.join(format!(".{name}.tmp"));
-                    written.push((tmp.clone(), folder.join(name)));
-                    report.rows += self.merge(table, &tmp, &group)?;
+                    let sorted = self.merge(table, &group)?;
+                    let path = folder.join(&name);
+                    match self.remote() {
+                        Some(remote) => {
+                            let bytes = parquet_bytes(&path, table, &sorted, self.props())?;
+                            remote.put_all(vec![(path, bytes)])?;
+                            self.changed();
+                        }
+                        None => {
+                            let tmp = folder.join(format!(".{name}.tmp"));
+                            written.push((tmp.clone(), path));
+                            write_parquet(&tmp, table, &sorted, self.props())?;
+                        }
+                    }
+                    report.rows += sorted.num_rows();
                     report.inputs += group.len();
                     report.outputs += 1;
                 }
@@ -287,21 +291,12 @@ impl Lake {
         Ok(())
     }
 
-    /// Writes the rows of `group` (neighbours in one folder), sorted, to `tmp` and returns
-    /// their count.
-    fn merge(&self, table: Table, tmp: &Path, group: &[Part]) -> Result<usize> {
-        let parquet = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Parquet { path, source }
-        };
+    /// The rows of `group` (neighbours in one folder), sorted.
+    fn merge(&self, table: Table, group: &[Part]) -> Result<RecordBatch> {
         let schema = table.schema();
         let mut batches = Vec::new();
         for part in group {
-            let file = File::open(&part.path).map_err(io(&part.path))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_batch_size(64 * 1024).build())
-                .map_err(parquet(&part.path))?;
-            for batch in reader {
+            for batch in self.batches(&part.path)? {
                 let batch =
                     batch
                         .and_then(|b| cast_to(&b, &schema))
@@ -318,10 +313,7 @@ impl Lake {
         };
         let all = concat_batches(&schema, &batches).map_err(arrow)?;
         drop(batches);
-        let sorted = sort(table, &all).map_err(arrow)?;
-        drop(all);
-        write_parquet(tmp, table, &sorted, self.props())?;
-        Ok(sorted.num_rows())
+        sort(table, &all).map_err(arrow)
     }
 
     /// Deletes part files a merged file supersedes. Returns how many.
@@ -329,20 +321,60 @@ impl Lake {
     /// # Errors
     /// The tree cannot be read or a file cannot be removed.
     pub(crate) fn delete_superseded(&self) -> Result<usize> {
-        let doomed = superseded_files(self.root())?;
+        let doomed = superseded_files(self.stored(self.root())?);
         if doomed.is_empty() {
             return Ok(0);
         }
         // Every merged file must be durable before an input it replaces is deleted.
-        sync_filesystem(self.root())?;
+        self.sync()?;
         let _deleting = self.deleting();
-        for path in &doomed {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(path)(e)),
+        self.remove_files(&doomed)?;
+        Ok(doomed.len())
+    }
+}
+
+impl Lake {
+    /// Retention: deletes the files of `tables` in days before `before`, except those
+    /// holding a flush after `max_seq` (what a sink still catching up will read). Returns
+    /// how many went.
+    ///
+    /// # Errors
+    /// The tree cannot be read or a file cannot be removed; what was deleted stays deleted.
+    pub fn expire(&self, tables: &[Table], before: Date, max_seq: u64) -> Result<usize> {
+        let mut doomed = Vec::new();
+        for table in tables {
+            let stored = self.stored(&self.root().join(table.name()))?;
+            for (folder, parts) in parts_by_folder(stored) {
+                if folder_date(&folder).is_some_and(|d| d < before) {
+                    doomed.extend(
+                        parts
+                            .into_iter()
+                            .filter(|p| p.last <= max_seq)
+                            .map(|p| p.path),
+                    );
+                }
             }
         }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        {
+            let _deleting = self.deleting();
+            self.remove_files(&doomed)?;
+        }
+        if self.remote().is_none() {
+            // Folders left empty go too (a folder still holding files stays).
+            let folders: std::collections::BTreeSet<&Path> =
+                doomed.iter().filter_map(|p| p.parent()).collect();
+            for folder in folders {
+                let _ = fs::remove_dir(folder);
+                if let Some(date) = folder.parent().filter(|d| folder_date(d).is_some()) {
+                    let _ = fs::remove_dir(date);
+                }
+            }
+            self.sync()?;
+        }
+        tracing::info!(files = doomed.len(), before = %before, "lake retention");
         Ok(doomed.len())
     }
 }

@@ -19,6 +19,13 @@ pub enum Error {
         "{path} merges flushes on both sides of flush {position}, so the rows after it cannot be read apart"
     )]
     Compacted { path: PathBuf, position: u64 },
+    #[error("{path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: Box<object_store::Error>,
+    },
+    #[error("lake.url {url:?}: {message}")]
+    Config { url: String, message: String },
     #[error("building {table} batch: {source}")]
     Arrow {
         table: &'static str,

@@ -10,6 +10,9 @@
 //! merges small files into `part-<last>-c<first>.parquet`, which supersedes the files of
 //! flushes `first..=last` in its folder.
 //!
+//! The same layout works on S3-compatible object storage ([`Lake::open_object`]), where a
+//! file is named by its URL and written whole by one PUT.
+//!
 //! This crate does not query; `tickflow-query` does, over [`Lake::files`] and [`Rows`] still
 //! in memory. The main types are [`Lake`], [`Rows`] and [`Table`].
 
@@ -17,6 +20,7 @@ mod compact;
 mod convert;
 mod error;
 mod read;
+mod store;
 mod table;
 mod writer;
 
@@ -24,6 +28,7 @@ pub use compact::{CompactPolicy, CompactReport, seq_range_of};
 pub use convert::{cast_to, to_batch};
 pub use error::{Error, Result};
 pub use read::{read_file, rows_from_batch};
+pub use store::ObjectLake;
 pub use table::Table;
 pub use tickflow_model::Rows;
 pub use writer::{Lake, WriteReport, flush_seq_of, symbol_bucket};

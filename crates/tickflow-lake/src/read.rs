@@ -283,7 +283,10 @@ impl Lake {
         let mut rows = Rows::default();
         for (table, first, _, path) in &files {
             if *first <= end {
-                read_file(path, *table, &mut rows)?;
+                for batch in self.batches(path)? {
+                    let batch = batch.map_err(|e| bad(path, e.to_string()))?;
+                    rows_from_batch(path, *table, &batch, &mut rows)?;
+                }
             }
         }
         Ok((end, rows))

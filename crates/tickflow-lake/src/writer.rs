@@ -10,6 +10,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use tickflow_model::{Date, UnixNanos};
 
+use crate::store::{ObjectLake, Remote};
 use crate::{Error, Result, Rows, Table, compact, convert};
 
 /// What one flush wrote.
@@ -21,10 +22,14 @@ pub struct WriteReport {
     pub rows: BTreeMap<&'static str, usize>,
 }
 
-/// A lake rooted at a directory; see the crate docs for the layout.
+/// A lake rooted at a directory or under an object-store prefix; see the crate docs for the
+/// layout.
 #[derive(Debug)]
 pub struct Lake {
+    /// A directory, or the URL of the prefix on object storage (`s3://bucket/prefix`).
     root: PathBuf,
+    /// The bucket, for a lake on object storage.
+    remote: Option<Remote>,
     props: WriterProperties,
     symbol_buckets: u32,
     /// Listing reads under it and compaction deletes under it, so a listing never misses
@@ -72,6 +77,24 @@ pub fn flush_seq_of(path: &Path) -> Option<u64> {
     compact::seq_range_of(path).map(|(_, last)| last)
 }
 
+/// Encodes `batch` of `table` as one Parquet file into `out` (`path` names it in errors).
+fn encode<W: std::io::Write + Send>(
+    out: W,
+    path: &Path,
+    table: Table,
+    batch: &arrow::record_batch::RecordBatch,
+    props: &WriterProperties,
+) -> Result<W> {
+    let parquet = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut writer =
+        ArrowWriter::try_new(out, table.schema(), Some(props.clone())).map_err(parquet)?;
+    writer.write(batch).map_err(parquet)?;
+    writer.into_inner().map_err(parquet)
+}
+
 /// Writes `batch` of `table` as one Parquet file at `path` (not yet durable) and returns its
 /// size in bytes.
 pub(crate) fn write_parquet(
@@ -80,16 +103,19 @@ pub(crate) fn write_parquet(
     batch: &arrow::record_batch::RecordBatch,
     props: &WriterProperties,
 ) -> Result<u64> {
-    let parquet = |source| Error::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
     let file = File::create(path).map_err(io(path))?;
-    let mut writer =
-        ArrowWriter::try_new(file, table.schema(), Some(props.clone())).map_err(parquet)?;
-    writer.write(batch).map_err(parquet)?;
-    let file = writer.into_inner().map_err(parquet)?;
+    let file = encode(file, path, table, batch, props)?;
     Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+}
+
+/// `batch` of `table` as the bytes of one Parquet file.
+pub(crate) fn parquet_bytes(
+    path: &Path,
+    table: Table,
+    batch: &arrow::record_batch::RecordBatch,
+    props: &WriterProperties,
+) -> Result<bytes::Bytes> {
+    Ok(encode(Vec::new(), path, table, batch, props)?.into())
 }
 
 /// Groups rows by date and symbol, keeping their order inside each group; with `buckets`
@@ -168,6 +194,19 @@ impl Lake {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io(&root))?;
+        Ok(Self::at(root, None))
+    }
+
+    /// Opens a lake on object storage and lists what it already holds.
+    ///
+    /// # Errors
+    /// The URL or the settings are wrong, or the bucket cannot be listed.
+    pub fn open_object(config: &ObjectLake) -> Result<Self> {
+        let (root, remote) = Remote::open(config)?;
+        Ok(Self::at(root, Some(remote)))
+    }
+
+    fn at(root: PathBuf, remote: Option<Remote>) -> Self {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
             .set_max_row_group_row_count(Some(1 << 20));
@@ -183,15 +222,16 @@ impl Lake {
                 props.set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED);
         }
         let props = props.build();
-        Ok(Self {
+        Self {
             root,
+            remote,
             props,
             symbol_buckets: 0,
             listing: RwLock::new(()),
             generation: AtomicU64::new(0),
             changes: AtomicU64::new(0),
             listings: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Writes symbols into `buckets` shared `bucket=NN` folders instead of one `symbol=SYM`
@@ -204,9 +244,86 @@ impl Lake {
         self
     }
 
-    /// The lake directory.
+    /// The lake directory, or the URL of its prefix on object storage. Files are named
+    /// under it the same way in both.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// For a lake on object storage, the store and the URL (`s3://bucket`) its files are
+    /// named under, for a query engine to read them through.
+    pub fn object_store(&self) -> Option<(String, Arc<dyn object_store::ObjectStore>)> {
+        self.remote.as_ref().map(Remote::store)
+    }
+
+    pub(crate) fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    /// Every stored file under `under` with its size, temporary files included.
+    pub(crate) fn stored(&self, under: &Path) -> Result<Vec<(PathBuf, u64)>> {
+        if let Some(remote) = &self.remote {
+            return Ok(remote.files_under(under));
+        }
+        let mut files = Vec::new();
+        let mut failed = None;
+        walk(under, &mut |path| match fs::metadata(path) {
+            Ok(m) => files.push((path.to_path_buf(), m.len())),
+            // Gone between the listing and the look: a deleted file is not stored.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                failed.get_or_insert_with(|| io(path)(e));
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(files),
+        }
+    }
+
+    /// Deletes `files`; one already gone counts as deleted.
+    pub(crate) fn remove_files(&self, files: &[PathBuf]) -> Result<()> {
+        if let Some(remote) = &self.remote {
+            return remote.delete_all(files);
+        }
+        for path in files {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes what was written durable: one `syncfs` on disk; on object storage each PUT
+    /// already was.
+    pub(crate) fn sync(&self) -> Result<()> {
+        match self.remote {
+            Some(_) => Ok(()),
+            None => sync_filesystem(&self.root),
+        }
+    }
+
+    /// The record batches of one stored file.
+    pub(crate) fn batches(
+        &self,
+        path: &Path,
+    ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder as Builder;
+        let parquet = |source| Error::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = 64 * 1024;
+        match &self.remote {
+            Some(remote) => Builder::try_new(remote.get(path)?)
+                .and_then(|b| b.with_batch_size(size).build())
+                .map_err(parquet),
+            None => Builder::try_new(File::open(path).map_err(io(path))?)
+                .and_then(|b| b.with_batch_size(size).build())
+                .map_err(parquet),
+        }
     }
 
     /// How Parquet files are written (compression, row groups).
@@ -242,17 +359,25 @@ impl Lake {
     fn write_files(&self, rows: &Rows, flush_seq: u64) -> Result<WriteReport> {
         let mut report = WriteReport::default();
         let mut n = 0usize;
+        // On object storage the files are sent together once all are encoded.
+        let mut objects = Vec::new();
         let mut write = |table: Table,
                          key: PartitionKey<'_>,
                          batch: arrow::record_batch::RecordBatch|
          -> Result<()> {
             let dir = self.partition_dir(table, key);
-            fs::create_dir_all(&dir).map_err(io(&dir))?;
             let path = dir.join(format!("part-{flush_seq:012}-{n:05}.parquet"));
-            let tmp = dir.join(format!(".part-{flush_seq:012}-{n:05}.parquet.tmp"));
+            if self.remote.is_some() {
+                let bytes = parquet_bytes(&path, table, &batch, &self.props)?;
+                report.bytes += bytes.len() as u64;
+                objects.push((path, bytes));
+            } else {
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let tmp = dir.join(format!(".part-{flush_seq:012}-{n:05}.parquet.tmp"));
+                report.bytes += write_parquet(&tmp, table, &batch, &self.props)?;
+                fs::rename(&tmp, &path).map_err(io(&path))?;
+            }
             n += 1;
-            report.bytes += write_parquet(&tmp, table, &batch, &self.props)?;
-            fs::rename(&tmp, &path).map_err(io(&path))?;
             report.files += 1;
             *report.rows.entry(table.name()).or_default() += batch.num_rows();
             Ok(())
@@ -295,8 +420,10 @@ impl Lake {
                 convert::alert_deliveries(&group)?,
             )?;
         }
-        if report.files > 0 {
-            sync_filesystem(&self.root)?;
+        match &self.remote {
+            Some(remote) => remote.put_all(objects)?,
+            None if report.files > 0 => sync_filesystem(&self.root)?,
+            None => {}
         }
         Ok(report)
     }
@@ -326,7 +453,8 @@ impl Lake {
         if let Some(folders) = kept(&self.listings.lock().unwrap_or_else(|e| e.into_inner())) {
             return Ok(folders);
         }
-        let folders = Arc::new(compact::parts_by_folder(&self.root.join(table.name()))?);
+        let stored = self.stored(&self.root.join(table.name()))?;
+        let folders = Arc::new(compact::parts_by_folder(stored));
         let mut cache = self.listings.lock().unwrap_or_else(|e| e.into_inner());
         if cache.get(&table).is_none_or(|(at, _)| *at < changes) {
             cache.insert(table, (changes, Arc::clone(&folders)));
@@ -363,20 +491,19 @@ impl Lake {
     /// # Errors
     /// The tree cannot be read or a file cannot be removed.
     pub fn recover(&self, committed_seq: u64) -> Result<usize> {
-        let mut doomed = Vec::new();
-        walk(&self.root, &mut |path| {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".parquet.tmp")
-                || flush_seq_of(path).is_some_and(|s| s > committed_seq)
-            {
-                doomed.push(path.to_path_buf());
-            }
-        })?;
+        let doomed: Vec<PathBuf> = self
+            .stored(&self.root)?
+            .into_iter()
+            .map(|(path, _)| path)
+            .filter(|path| {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.ends_with(".parquet.tmp")
+                    || flush_seq_of(path).is_some_and(|s| s > committed_seq)
+            })
+            .collect();
         {
             let _deleting = self.deleting();
-            for path in &doomed {
-                fs::remove_file(path).map_err(io(path))?;
-            }
+            self.remove_files(&doomed)?;
         }
         let doomed = doomed.len() + self.delete_superseded()?;
         if doomed > 0 {
@@ -385,7 +512,7 @@ impl Lake {
                 committed_seq,
                 "removed lake files of an uncommitted flush"
             );
-            sync_filesystem(&self.root)?;
+            self.sync()?;
         }
         Ok(doomed)
     }

@@ -94,6 +94,13 @@ pub struct RawLake {
     pub compact_interval_secs: Option<i64>,
     pub compact_target_mb: Option<i64>,
     pub sink_buffer_rows: Option<i64>,
+    /// `s3://bucket/prefix`: the lake on object storage instead of `<data_dir>/lake`.
+    pub url: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub retention_days: Option<i64>,
 }
 
 /// One `[[sources]]` entry: its `id` and the settings its `type` reads.
@@ -418,6 +425,10 @@ pub struct LakePlan {
     /// Rows of recent flushes kept in memory for sinks behind the lake; a sink further
     /// behind reads the lake's files instead.
     pub sink_buffer_rows: usize,
+    /// Where the lake lives when not under the data directory.
+    pub object: Option<tickflow_lake::ObjectLake>,
+    /// Trades and quotes of days older than this many are deleted; `None` keeps them.
+    pub retention_days: Option<u32>,
 }
 
 /// A simulator to run.
@@ -1636,6 +1647,23 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         thresholds,
         spikes,
     };
+    if raw.lake.url.is_none() {
+        let object_settings = [
+            ("lake.endpoint", raw.lake.endpoint.is_some()),
+            ("lake.region", raw.lake.region.is_some()),
+            ("lake.access_key_id", raw.lake.access_key_id.is_some()),
+            (
+                "lake.secret_access_key",
+                raw.lake.secret_access_key.is_some(),
+            ),
+        ];
+        for (key, _) in object_settings.iter().filter(|(_, set)| *set) {
+            c.add(
+                *key,
+                "applies only to a lake on object storage: set lake.url = \"s3://bucket/prefix\" too",
+            );
+        }
+    }
     let lake = LakePlan {
         flush_interval: Duration::from_millis(c.range(
             "lake.flush_interval_ms",
@@ -1681,7 +1709,31 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             0,
             1_000_000_000,
         ) as usize,
+        object: raw.lake.url.map(|url| {
+            let object = tickflow_lake::ObjectLake {
+                url,
+                endpoint: raw.lake.endpoint,
+                region: raw.lake.region,
+                access_key_id: raw.lake.access_key_id,
+                secret_access_key: raw.lake.secret_access_key,
+            };
+            if let Err(e) = object.bucket_and_prefix() {
+                c.add("lake.url", e);
+            }
+            object
+        }),
+        retention_days: raw
+            .lake
+            .retention_days
+            .map(|_| c.range("lake.retention_days", raw.lake.retention_days, 0, 1, 36_500) as u32),
     };
+    if lake.retention_days.is_some() && lake.compact_every.is_none() {
+        c.add(
+            "lake.retention_days",
+            "retention runs with compaction: set lake.compact_interval_secs above 0",
+        );
+    }
+
     let mut sources: Vec<SourcePlan> = Vec::new();
     for source in raw.sources {
         let i = source.index;
@@ -2643,6 +2695,50 @@ mod tests {
         .to_string();
         assert!(
             err.contains("a.toml:3: lake.symbol_buckets: 5000 is out of range 0..=4096"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_lake_on_object_storage_is_read_and_checked() {
+        let plan = parse(
+            "data_dir = \"x\"\n[lake]\nurl = \"s3://bucket/a/b/\"\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\nretention_days = 30\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let object = plan.lake.object.unwrap();
+        assert_eq!(object.bucket_and_prefix().unwrap(), ("bucket", "a/b"));
+        assert_eq!(object.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(object.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(plan.lake.retention_days, Some(30));
+        let plan = parse("data_dir = \"x\"\n", Path::new("a.toml")).unwrap();
+        assert!(plan.lake.object.is_none() && plan.lake.retention_days.is_none());
+        let err = parse(
+            "data_dir = \"x\"\n[lake]\nurl = \"gs://bucket\"\nretention_days = 0\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: lake.url: \"gs://bucket\" is not an s3:// URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains("a.toml:4: lake.retention_days: 0 is out of range 1..=36500"),
+            "{err}"
+        );
+        let err = parse(
+            "data_dir = \"x\"\n[lake]\nendpoint = \"http://127.0.0.1:9000\"\nretention_days = 7\ncompact_interval_secs = 0\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: lake.endpoint: applies only to a lake on object storage"),
+            "{err}"
+        );
+        assert!(
+            err.contains("a.toml:4: lake.retention_days: retention runs with compaction"),
             "{err}"
         );
     }

@@ -49,6 +49,8 @@ pub enum Error {
     Lake(#[from] tickflow_lake::Error),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    LakeLocation { path: PathBuf, message: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

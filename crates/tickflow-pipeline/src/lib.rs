@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 mod error;
+mod lake_location;
 mod live;
 mod notifiers;
 mod runtime;
@@ -18,6 +19,7 @@ mod sources;
 
 pub use config::Plan;
 pub use error::{ConfigError, Error, Problem, Result};
+pub use lake_location::open_recorded as open_lake;
 pub use live::{QueryInputs, offline_inputs};
 pub use runtime::{Pipeline, Status};
 pub use sinks::SinkStatus;

@@ -96,13 +96,13 @@ pub(crate) fn files(lake: &Lake, seq: u64) -> Result<Vec<(Table, Vec<PathBuf>)>>
         .collect()
 }
 
-/// Query inputs for a data directory with no pipeline running: the files the checkpoint
-/// published, plus the bars it holds open.
+/// Query inputs for a data directory with no pipeline running: the files of `lake` (the
+/// data directory's, [`crate::open_lake`]) the checkpoint published, plus the bars it holds
+/// open.
 ///
 /// # Errors
 /// A damaged checkpoint or an unreadable lake.
-pub fn offline_inputs(data_dir: &Path) -> Result<QueryInputs> {
-    let lake = Lake::open(data_dir.join("lake"))?;
+pub fn offline_inputs(data_dir: &Path, lake: &Lake) -> Result<QueryInputs> {
     let Some(ckpt) = checkpoint::read(data_dir)? else {
         return Ok(QueryInputs::default());
     };
@@ -113,7 +113,7 @@ pub fn offline_inputs(data_dir: &Path) -> Result<QueryInputs> {
         ..Default::default()
     };
     Ok(QueryInputs {
-        files: files(&lake, ckpt.flush_seq)?,
+        files: files(lake, ckpt.flush_seq)?,
         live: live.batches()?,
         lake_generation: 0,
     })

@@ -248,8 +248,15 @@ impl Pipeline {
             retention_age: plan.log.retention_age,
             fsync: plan.log.fsync,
         })?;
-        let lake = Lake::open(data_dir.join("lake"))?.with_symbol_buckets(plan.lake.symbol_buckets);
-        let ckpt = match checkpoint::read(&data_dir)? {
+        let recorded = checkpoint::read(&data_dir)?;
+        let has_history = recorded.as_ref().is_some_and(|c| c.flush_seq > 0);
+        let lake = crate::lake_location::open_for_pipeline(
+            &data_dir,
+            plan.lake.object.as_ref(),
+            has_history,
+        )?
+        .with_symbol_buckets(plan.lake.symbol_buckets);
+        let ckpt = match recorded {
             Some(c) => c,
             // Without a checkpoint the only legitimate leftovers are from flush 1 (a crash before
             // the first checkpoint); a later flush means a checkpoint existed and was lost.
@@ -378,6 +385,11 @@ impl Pipeline {
             sources,
             threads,
         })
+    }
+
+    /// The lake this pipeline writes.
+    pub fn lake(&self) -> &Lake {
+        &self.inner.lake
     }
 
     /// The plan it runs.
@@ -861,6 +873,16 @@ fn compact_round(inner: &Inner, committed_seq: u64) {
         Err(e) => {
             inner.metrics.sink_errors.add("compaction", 1);
             tracing::warn!(error = %e, "lake compaction failed; files left as they were");
+        }
+    }
+    if let Some(days) = inner.plan.lake.retention_days {
+        // Ticks only: bars, daily metrics and alerts are small, and reports and indicator
+        // warm-up read their history.
+        let before = tickflow_model::Date(today.0 - days as i32);
+        let ticks = [tickflow_lake::Table::Trades, tickflow_lake::Table::Quotes];
+        if let Err(e) = inner.lake.expire(&ticks, before, committed_seq) {
+            inner.metrics.sink_errors.add("retention", 1);
+            tracing::warn!(error = %e, "lake retention failed; it is tried again next round");
         }
     }
 }

@@ -124,6 +124,19 @@ impl QueryEngine {
         })
     }
 
+    /// Lets queries read `lake`'s files where they are: a lake on object storage has its
+    /// store registered under its URL (a local lake needs nothing).
+    ///
+    /// # Errors
+    /// The lake's URL is not one DataFusion takes.
+    pub fn register_lake(&self, lake: &tickflow_lake::Lake) -> Result<()> {
+        if let Some((url, store)) = lake.object_store() {
+            let url = ObjectStoreUrl::parse(url)?;
+            self.runtime.register_object_store(url.as_ref(), store);
+        }
+        Ok(())
+    }
+
     /// This engine with `options` for every later query.
     pub fn with_options(mut self, options: QueryOptions) -> Self {
         self.options = options;

@@ -1,6 +1,8 @@
+use std::fs::File;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, TimestampNanosecondArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tickflow_model::{Price, Qty, Symbol, Trade, UnixNanos};
 
 use super::*;
@@ -62,12 +64,11 @@ fn read(paths: &[PathBuf]) -> Vec<i64> {
 }
 
 fn on_disk(lake: &Lake) -> usize {
-    let mut n = 0;
-    walk(lake.root(), &mut |p| {
-        n += usize::from(seq_range_of(p).is_some())
-    })
-    .unwrap();
-    n
+    lake.stored(lake.root())
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| seq_range_of(p).is_some())
+        .count()
 }
 
 /// Flush ranges of the trades files on day `d`, in listing order.
@@ -285,4 +286,19 @@ fn files_with_128_bit_prices_merge_into_the_current_types() {
             assert!(price.values().iter().all(|&p| p == 10_500_000_000));
         }
     }
+}
+
+#[test]
+fn retention_deletes_old_days_but_keeps_what_a_lagging_sink_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_flushes(dir.path(), 3);
+    let day0 = dir.path().join(format!("trades/date={}", day(0)));
+    // Flush 3 is not yet written by every sink: its day-0 file stays.
+    assert_eq!(lake.expire(&[Table::Trades], day(1), 2).unwrap(), 2);
+    assert_eq!(ranges_on(&lake, 0), [(3, 3)]);
+    assert_eq!(ranges_on(&lake, 1).len(), 6, "day 1 is not old enough");
+    assert_eq!(lake.expire(&[Table::Trades], day(1), 3).unwrap(), 1);
+    assert!(ranges_on(&lake, 0).is_empty());
+    assert!(!day0.exists(), "the emptied day's folder goes too");
+    assert_eq!(lake.expire(&[Table::Trades], day(1), 3).unwrap(), 0);
 }

@@ -24,6 +24,25 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 plan.processing.spikes.len(),
                 plan.sinks.len()
             );
+            match &plan.lake.object {
+                Some(o) => println!(
+                    "  lake {}{}{}",
+                    o.url,
+                    o.endpoint
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" via {e}")),
+                    plan.lake
+                        .retention_days
+                        .map_or(String::new(), |d| format!(", ticks kept {d} days")),
+                ),
+                None => println!(
+                    "  lake {}{}",
+                    plan.data_dir.join("lake").display(),
+                    plan.lake
+                        .retention_days
+                        .map_or(String::new(), |d| format!(", ticks kept {d} days")),
+                ),
+            }
             for source in &plan.sources {
                 println!("  source {}: {}", source.id, source.config.describe());
             }

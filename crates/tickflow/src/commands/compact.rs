@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tickflow_lake::{CompactPolicy, Lake};
+use tickflow_lake::CompactPolicy;
 use tickflow_model::UnixNanos;
 
 use crate::cli::CompactArgs;
@@ -46,7 +46,7 @@ pub(crate) fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
     // Nothing a sink or notifier has not written yet: it reads those flushes one by one.
     let floor = tickflow_pipeline::checkpoint::followers_floor(dir)?;
     let committed = floor.map_or(checkpoint.flush_seq, |f| f.min(checkpoint.flush_seq));
-    let lake = Lake::open(dir.join("lake"))?;
+    let lake = tickflow_pipeline::open_lake(dir)?;
     let policy = CompactPolicy {
         target_bytes: args.target_mb * 1024 * 1024,
         ..CompactPolicy::default()

@@ -66,7 +66,9 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let started = std::time::Instant::now();
-    let inputs = tickflow_pipeline::offline_inputs(&args.data_dir)
+    let lake = tickflow_pipeline::open_lake(&args.data_dir)
+        .with_context(|| format!("opening the lake of {}", args.data_dir.display()))?;
+    let inputs = tickflow_pipeline::offline_inputs(&args.data_dir, &lake)
         .with_context(|| format!("reading {}", args.data_dir.display()))?;
     let snapshot = Snapshot {
         files: inputs.files,
@@ -96,6 +98,7 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
         memory_bytes: args.memory_mb.map(|mb| mb * 1024 * 1024),
         disabled,
     });
+    engine.register_lake(&lake)?;
     match rt.block_on(engine.run(snapshot, &args.query)) {
         Ok(result) => {
             if args.timing {

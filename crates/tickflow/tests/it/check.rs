@@ -28,6 +28,12 @@ fn every_example_config_passes_check() {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
+            if path.ends_with("s3-lake.toml") {
+                assert!(
+                    text.contains("  lake s3://my-bucket/tickflow, ticks kept 90 days"),
+                    "{text}"
+                );
+            }
             if path.ends_with("demo.toml") {
                 assert!(
                     text.contains("http 127.0.0.1:8750, postgres wire 127.0.0.1:8751"),
@@ -48,7 +54,7 @@ fn every_example_config_passes_check() {
         }
     }
     assert!(
-        checked >= 12,
+        checked >= 13,
         "expected the example configs, found {checked}"
     );
 }

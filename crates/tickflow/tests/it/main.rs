@@ -16,5 +16,6 @@ mod postgres;
 mod produce;
 mod query_api;
 mod replay;
+mod s3;
 mod sinks;
 mod support;

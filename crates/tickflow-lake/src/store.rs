@@ -1,0 +1,312 @@
+//! A lake on S3-compatible object storage: the same layout under `s3://bucket/prefix`.
+//!
+//! An object appears whole or not at all, and is durable once the PUT is answered, so
+//! files go straight to their final names: no temporary name, rename or sync. Compaction
+//! keeps its commit point, the merged file's PUT; superseded inputs are skipped by readers
+//! and deleted after it, as on disk.
+//!
+//! The lake is the only writer under its prefix, so it lists the prefix once when opened
+//! and then keeps the listing itself as it writes and deletes: queries never wait on a
+//! LIST. A lake file is named by its URL (`s3://bucket/prefix/trades/date=…/part-….parquet`),
+//! which is also what DataFusion reads it by.
+//!
+//! Requests run on a small runtime of the lake's own, so the lake's blocking API works from
+//! any thread. `object_store` retries failed requests with backoff; what still fails is
+//! returned, and the caller (the pipeline's lake writer) retries the whole flush.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::{Error, Result};
+
+/// Requests in flight at once when a flush or a compaction writes or deletes many files.
+const CONCURRENT_REQUESTS: usize = 16;
+
+/// Where a lake on object storage lives and how to reach it. Unset fields come from the
+/// standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, …).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectLake {
+    /// `s3://bucket` or `s3://bucket/prefix`.
+    pub url: String,
+    /// For S3-compatible stores (MinIO, moto, R2): `http://127.0.0.1:9000`. Plain HTTP is
+    /// allowed only when the endpoint says `http://`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+impl ObjectLake {
+    /// The bucket and the prefix inside it (without slashes at either end).
+    ///
+    /// # Errors
+    /// The URL is not `s3://bucket[/prefix]`.
+    pub fn bucket_and_prefix(&self) -> std::result::Result<(&str, &str), String> {
+        let rest = self.url.strip_prefix("s3://").ok_or_else(|| {
+            format!(
+                "{:?} is not an s3:// URL (s3://bucket/prefix; other object stores speak S3)",
+                self.url
+            )
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{:?} names no bucket", self.url));
+        }
+        Ok((bucket, prefix.trim_matches('/')))
+    }
+}
+
+/// The connection to the bucket, and what the lake knows is stored under its prefix.
+pub(crate) struct Remote {
+    store: Arc<dyn ObjectStore>,
+    /// `s3://bucket`: what DataFusion registers the store under.
+    bucket_url: String,
+    io: Option<tokio::runtime::Runtime>,
+    /// Every stored file, by location, with its size.
+    known: Mutex<BTreeMap<PathBuf, u64>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("store", &self.store.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // A lake may be dropped inside an async task, where waiting for a runtime's
+        // threads is not allowed; nothing is in flight once the lake goes.
+        if let Some(io) = self.io.take() {
+            io.shutdown_background();
+        }
+    }
+}
+
+impl Remote {
+    /// Connects to the bucket `config` names and lists what is already there. Returns the
+    /// lake's root location with it.
+    pub(crate) fn open(config: &ObjectLake) -> Result<(PathBuf, Self)> {
+        let bad = |message: String| Error::Config {
+            url: config.url.clone(),
+            message,
+        };
+        let (bucket, prefix) = config.bucket_and_prefix().map_err(bad)?;
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let endpoint = config.endpoint.clone().or_else(|| {
+            ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .find_map(|var| std::env::var(var).ok())
+        });
+        if let Some(endpoint) = endpoint {
+            builder = builder
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_endpoint(endpoint)
+                // S3-compatible servers seldom resolve bucket subdomains.
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &config.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &config.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(|e| bad(e.to_string()))?;
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tickflow-lake-io")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                path: PathBuf::from(&config.url),
+                source,
+            })?;
+        let bucket_url = format!("s3://{bucket}");
+        let root = if prefix.is_empty() {
+            PathBuf::from(&bucket_url)
+        } else {
+            PathBuf::from(format!("{bucket_url}/{prefix}"))
+        };
+        let remote = Self {
+            store: Arc::new(store),
+            bucket_url,
+            io: Some(io),
+            known: Mutex::default(),
+        };
+        remote.list(&root)?;
+        Ok((root, remote))
+    }
+
+    /// The store and the URL DataFusion should register it under.
+    pub(crate) fn store(&self) -> (String, Arc<dyn ObjectStore>) {
+        (self.bucket_url.clone(), Arc::clone(&self.store))
+    }
+
+    /// Runs `work` on the lake's runtime and waits for it, from any thread but the
+    /// runtime's own.
+    fn block<T: Send + 'static>(
+        &self,
+        location: &Path,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let Some(io) = &self.io else {
+            return Err(gone(location));
+        };
+        io.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv().map_err(|_| gone(location))?
+    }
+
+    /// The object key of a location under the bucket.
+    fn key(&self, location: &Path) -> Result<Key> {
+        let text = location.to_string_lossy();
+        text.strip_prefix(&self.bucket_url)
+            .and_then(|k| k.strip_prefix('/'))
+            .map(Key::from)
+            .ok_or_else(|| Error::Read {
+                path: location.to_path_buf(),
+                message: format!("not in {}", self.bucket_url),
+            })
+    }
+
+    /// Learns every object under `root`.
+    fn list(&self, root: &Path) -> Result<()> {
+        let prefix = self.key(&root.join("x"))?;
+        let prefix = Key::from_iter(prefix.parts().take(prefix.parts().count() - 1));
+        let store = Arc::clone(&self.store);
+        let listed: Vec<(String, u64)> = self.block(root, {
+            let root = root.to_path_buf();
+            async move {
+                store
+                    .list(Some(&prefix))
+                    .map_ok(|meta| (meta.location.to_string(), meta.size))
+                    .try_collect()
+                    .await
+                    .map_err(store_error(&root))
+            }
+        })?;
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, size) in listed {
+            known.insert(PathBuf::from(format!("{}/{key}", self.bucket_url)), size);
+        }
+        Ok(())
+    }
+
+    /// Stored files under `under`, with their sizes.
+    pub(crate) fn files_under(&self, under: &Path) -> Vec<(PathBuf, u64)> {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known
+            .range(under.to_path_buf()..)
+            .take_while(|(path, _)| path.starts_with(under))
+            .map(|(path, size)| (path.clone(), *size))
+            .collect()
+    }
+
+    /// Stores every file, several requests at a time; each is known once its PUT is
+    /// answered.
+    pub(crate) fn put_all(&self, files: Vec<(PathBuf, Bytes)>) -> Result<()> {
+        let mut keyed = Vec::with_capacity(files.len());
+        for (location, bytes) in files {
+            keyed.push((self.key(&location)?, location, bytes));
+        }
+        let Some(first) = keyed.first().map(|(_, l, _)| l.clone()) else {
+            return Ok(());
+        };
+        let store = Arc::clone(&self.store);
+        let stored: Vec<(PathBuf, u64)> = self.block(&first, async move {
+            futures::stream::iter(keyed)
+                .map(|(key, location, bytes)| {
+                    let store = Arc::clone(&store);
+                    async move {
+                        let size = bytes.len() as u64;
+                        store
+                            .put(&key, PutPayload::from_bytes(bytes))
+                            .await
+                            .map_err(store_error(&location))?;
+                        Ok::<_, Error>((location, size))
+                    }
+                })
+                .buffer_unordered(CONCURRENT_REQUESTS)
+                .try_collect()
+                .await
+        })?;
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(stored);
+        Ok(())
+    }
+
+    /// Deletes every file, several requests at a time; one already gone counts as deleted.
+    pub(crate) fn delete_all(&self, files: &[PathBuf]) -> Result<()> {
+        let mut keyed = Vec::with_capacity(files.len());
+        for location in files {
+            keyed.push((self.key(location)?, location.clone()));
+        }
+        let Some(first) = files.first() else {
+            return Ok(());
+        };
+        let store = Arc::clone(&self.store);
+        let deleted: Vec<PathBuf> = self.block(first, async move {
+            futures::stream::iter(keyed)
+                .map(|(key, location)| {
+                    let store = Arc::clone(&store);
+                    async move {
+                        match store.delete(&key).await {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(location),
+                            Err(e) => Err(store_error(&location)(e)),
+                        }
+                    }
+                })
+                .buffer_unordered(CONCURRENT_REQUESTS)
+                .try_collect()
+                .await
+        })?;
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for location in deleted {
+            known.remove(&location);
+        }
+        Ok(())
+    }
+
+    /// The whole of one stored file.
+    pub(crate) fn get(&self, location: &Path) -> Result<Bytes> {
+        let key = self.key(location)?;
+        let store = Arc::clone(&self.store);
+        let owned = location.to_path_buf();
+        self.block(location, async move {
+            let got = store.get(&key).await.map_err(store_error(&owned))?;
+            got.bytes().await.map_err(store_error(&owned))
+        })
+    }
+}
+
+fn store_error(location: &Path) -> impl FnOnce(object_store::Error) -> Error + use<> {
+    let path = location.to_path_buf();
+    move |source| Error::Store {
+        path,
+        source: Box::new(source),
+    }
+}
+
+fn gone(location: &Path) -> Error {
+    Error::Read {
+        path: location.to_path_buf(),
+        message: "the lake's I/O runtime has stopped".into(),
+    }
+}

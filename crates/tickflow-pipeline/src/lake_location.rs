@@ -1,0 +1,118 @@
+//! Which lake a data directory's checkpoint belongs to.
+//!
+//! The checkpoint names flushes of one lake. A pipeline whose lake is on object storage
+//! records where (`<data-dir>/lake.json`: URL, endpoint and region, never credentials), so
+//! that `tickflow sql` and `tickflow compact` find it from the data directory alone, and so
+//! that a config pointing the same data directory at another lake is refused instead of
+//! replaying into it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tickflow_lake::{Lake, ObjectLake};
+
+use crate::{Error, Result};
+
+/// What `lake.json` holds.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Recorded {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+}
+
+fn record_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("lake.json")
+}
+
+fn recorded(data_dir: &Path) -> Result<Option<Recorded>> {
+    let path = record_path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            });
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::LakeLocation {
+            path,
+            message: format!("not a lake location: {e}"),
+        })
+}
+
+/// The lake a pipeline writes: `object` when the config puts it on object storage (recorded
+/// on first use), else `<data-dir>/lake`. `has_history` says whether the checkpoint already
+/// names flushes, which then must be in the same lake.
+///
+/// # Errors
+/// The config names another lake than the one the data directory's checkpoint belongs to,
+/// or the lake cannot be opened.
+pub(crate) fn open_for_pipeline(
+    data_dir: &Path,
+    object: Option<&ObjectLake>,
+    has_history: bool,
+) -> Result<Lake> {
+    let record = recorded(data_dir)?;
+    let mismatch = |message: String| Error::LakeLocation {
+        path: record_path(data_dir),
+        message,
+    };
+    match (object, record) {
+        (None, None) => Ok(Lake::open(data_dir.join("lake"))?),
+        (None, Some(r)) => Err(mismatch(format!(
+            "this data directory's lake is at {}: set lake.url to it, or use another data directory",
+            r.url
+        ))),
+        (Some(o), Some(r)) if r.url.trim_end_matches('/') != o.url.trim_end_matches('/') => {
+            Err(mismatch(format!(
+                "this data directory's lake is at {}, not {}: its checkpoint counts that lake's flushes; use another data directory for a new lake",
+                r.url, o.url
+            )))
+        }
+        (Some(o), Some(_)) => Ok(Lake::open_object(o)?),
+        (Some(o), None) if has_history => Err(mismatch(format!(
+            "this data directory's lake is {}, not {}: its checkpoint counts that lake's flushes; use another data directory for a new lake",
+            data_dir.join("lake").display(),
+            o.url
+        ))),
+        (Some(o), None) => {
+            let lake = Lake::open_object(o)?;
+            let record = Recorded {
+                url: o.url.clone(),
+                endpoint: o.endpoint.clone(),
+                region: o.region.clone(),
+            };
+            let path = record_path(data_dir);
+            let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+            std::fs::write(&path, text).map_err(|source| Error::Io {
+                context: format!("writing {}", path.display()),
+                source,
+            })?;
+            Ok(lake)
+        }
+    }
+}
+
+/// The lake of a data directory for a process that only reads or compacts it: the one
+/// recorded in `lake.json` (credentials from the AWS environment), else `<data-dir>/lake`.
+///
+/// # Errors
+/// The record is unreadable or the lake cannot be opened.
+pub fn open_recorded(data_dir: &Path) -> Result<Lake> {
+    match recorded(data_dir)? {
+        None => Ok(Lake::open(data_dir.join("lake"))?),
+        Some(r) => Ok(Lake::open_object(&ObjectLake {
+            url: r.url,
+            endpoint: r.endpoint,
+            region: r.region,
+            ..ObjectLake::default()
+        })?),
+    }
+}
