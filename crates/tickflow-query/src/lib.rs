@@ -5,6 +5,7 @@
 //! (file lists and in-memory batches) and gets record batches back. [`render`] turns them
 //! into the CLI's table, CSV or JSON output.
 
+mod deadline;
 mod error;
 mod exact_sum;
 mod format;

@@ -160,12 +160,7 @@ impl QueryEngine {
             None => work.await,
             Some(limit) => match tokio::time::timeout(limit, work).await {
                 Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(Error::Limit(format!(
-                        "the query ran longer than {} s (query.timeout_secs): narrow it with WHERE symbol = … or a time range, or raise the limit",
-                        limit.as_secs_f64()
-                    )));
-                }
+                Err(_) => return Err(Error::Limit(crate::deadline::over_time(limit))),
             },
         };
         outcome.map_err(|e| match e {
@@ -225,6 +220,16 @@ impl QueryEngine {
 
     /// A session with tickflow's rules, on this engine's caches.
     fn context(&self, config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+        self.context_with(config, runtime, None)
+    }
+
+    /// A session with tickflow's rules whose every plan stops after `deadline`.
+    fn context_with(
+        &self,
+        config: SessionConfig,
+        runtime: Arc<RuntimeEnv>,
+        deadline: Option<std::time::Duration>,
+    ) -> SessionContext {
         let on = |rule| !self.options.disabled.contains(&rule);
         let mut state = SessionStateBuilder::new()
             .with_config(config)
@@ -232,6 +237,10 @@ impl QueryEngine {
             .with_default_features();
         if on(Rule::SymbolRuns) {
             state = state.with_physical_optimizer_rule(Arc::new(GroupBySymbolRuns));
+        }
+        if let Some(limit) = deadline {
+            state =
+                state.with_physical_optimizer_rule(Arc::new(crate::deadline::Deadline { limit }));
         }
         let ctx = SessionContext::new_with_state(state.build());
         if on(Rule::ExactSums) {
@@ -256,10 +265,11 @@ impl QueryEngine {
     /// DataFusion cannot register a table or plan the `alerts` view.
     pub async fn live_session(&self, tables: Arc<dyn Tables>) -> Result<SessionContext> {
         // One session for every connection: the memory limit holds for all its queries at
-        // once.
-        let ctx = self.context(
+        // once. The time limit goes into each plan: the endpoint streams the rows itself.
+        let ctx = self.context_with(
             self.config.clone().with_information_schema(true),
             self.query_runtime()?,
+            self.options.timeout,
         );
         let shared = Arc::new(Shared {
             tables,

@@ -569,3 +569,52 @@ async fn a_query_past_its_time_or_memory_limit_is_stopped_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// A long-lived session's tables: the suite lake's files, nothing in memory.
+#[derive(Debug)]
+struct Files(Snapshot);
+
+impl tickflow_query::Tables for Files {
+    fn snapshot(
+        &self,
+        table: Table,
+    ) -> Result<(Vec<std::path::PathBuf>, Vec<tickflow_lake::RecordBatch>), String> {
+        let files = self.0.files.iter().filter(|(t, _)| *t == table);
+        Ok((files.flat_map(|(_, f)| f.clone()).collect(), Vec::new()))
+    }
+}
+
+/// The Postgres-wire endpoint's session streams rows itself, so its time limit travels in
+/// each plan: past it, the query fails with the limit's message, and within it answers.
+#[tokio::test]
+async fn a_live_session_stops_a_query_past_its_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = Arc::new(Files(suite_lake(dir.path())));
+    let sql = "SELECT symbol, count(*) AS n FROM trades GROUP BY symbol ORDER BY symbol";
+    let session = |timeout| {
+        let engine = QueryEngine::new()
+            .unwrap()
+            .with_options(tickflow_query::QueryOptions {
+                timeout: Some(timeout),
+                ..Default::default()
+            });
+        let tables = Arc::clone(&tables) as Arc<dyn tickflow_query::Tables>;
+        async move { engine.live_session(tables).await.unwrap() }
+    };
+    let patient = session(std::time::Duration::from_secs(600)).await;
+    let rows = patient.sql(sql).await.unwrap().collect().await.unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    let hasty = session(std::time::Duration::from_nanos(1)).await;
+    let err = hasty
+        .sql(sql)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the query ran longer than") && err.contains("query.timeout_secs"),
+        "{err}"
+    );
+}
