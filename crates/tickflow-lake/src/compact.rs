@@ -228,6 +228,11 @@ impl Lake {
             for (tmp, _) in &written {
                 let _ = fs::remove_file(tmp);
             }
+            if self.remote().is_some() {
+                // Merged files already stored supersede their inputs: delete those now
+                // rather than at the next start.
+                let _ = self.delete_superseded();
+            }
             return Err(e);
         }
         if report.outputs == 0 {
@@ -327,8 +332,7 @@ impl Lake {
         }
         // Every merged file must be durable before an input it replaces is deleted.
         self.sync()?;
-        let _deleting = self.deleting();
-        self.remove_files(&doomed)?;
+        self.delete_files(&doomed)?;
         Ok(doomed.len())
     }
 }
@@ -358,10 +362,7 @@ impl Lake {
         if doomed.is_empty() {
             return Ok(0);
         }
-        {
-            let _deleting = self.deleting();
-            self.remove_files(&doomed)?;
-        }
+        self.delete_files(&doomed)?;
         if self.remote().is_none() {
             // Folders left empty go too (a folder still holding files stays).
             let folders: std::collections::BTreeSet<&Path> =

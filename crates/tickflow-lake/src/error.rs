@@ -24,7 +24,7 @@ pub enum Error {
         path: PathBuf,
         source: Box<object_store::Error>,
     },
-    #[error("lake.url {url:?}: {message}")]
+    #[error("lake {url}: {message}")]
     Config { url: String, message: String },
     #[error("building {table} batch: {source}")]
     Arrow {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -32,8 +32,8 @@ const CONCURRENT_REQUESTS: usize = 16;
 
 /// Where a lake on object storage lives and how to reach it. Unset fields come from the
 /// standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, …).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `AWS_ENDPOINT_URL`, …). `Debug` leaves the secret out.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ObjectLake {
     /// `s3://bucket` or `s3://bucket/prefix`.
     pub url: String,
@@ -45,11 +45,28 @@ pub struct ObjectLake {
     pub secret_access_key: Option<String>,
 }
 
+impl std::fmt::Debug for ObjectLake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectLake")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
+}
+
 impl ObjectLake {
-    /// The bucket and the prefix inside it (without slashes at either end).
+    /// The bucket and the prefix inside it (without slashes at either end). A prefix is
+    /// required: recovery deletes what it does not recognise as committed, so the lake must
+    /// own everything under it.
     ///
     /// # Errors
-    /// The URL is not `s3://bucket[/prefix]`.
+    /// The URL is not `s3://bucket/prefix`.
     pub fn bucket_and_prefix(&self) -> std::result::Result<(&str, &str), String> {
         let rest = self.url.strip_prefix("s3://").ok_or_else(|| {
             format!(
@@ -61,13 +78,49 @@ impl ObjectLake {
         if bucket.is_empty() {
             return Err(format!("{:?} names no bucket", self.url));
         }
-        Ok((bucket, prefix.trim_matches('/')))
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Err(format!(
+                "{:?} names no prefix: the lake needs a folder of its own, as s3://{bucket}/tickflow",
+                self.url
+            ));
+        }
+        Ok((bucket, prefix))
+    }
+
+    /// A client for the bucket.
+    fn client(&self, bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &self.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &self.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &self.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        // An endpoint of its own (here or from the environment) is an S3-compatible server:
+        // plain HTTP only when it says so, and path-style addresses, since such servers
+        // seldom resolve bucket subdomains.
+        if let Some(endpoint) = builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
+            builder = builder
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        builder.build()
     }
 }
 
 /// The connection to the bucket, and what the lake knows is stored under its prefix.
 pub(crate) struct Remote {
     store: Arc<dyn ObjectStore>,
+    /// A client of its own for queries, which run on their caller's runtime: a pooled
+    /// connection belongs to the runtime that opened it.
+    query_store: Arc<dyn ObjectStore>,
     /// `s3://bucket`: what DataFusion registers the store under.
     bucket_url: String,
     io: Option<tokio::runtime::Runtime>,
@@ -102,29 +155,8 @@ impl Remote {
             message,
         };
         let (bucket, prefix) = config.bucket_and_prefix().map_err(bad)?;
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        let endpoint = config.endpoint.clone().or_else(|| {
-            ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
-                .iter()
-                .find_map(|var| std::env::var(var).ok())
-        });
-        if let Some(endpoint) = endpoint {
-            builder = builder
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_endpoint(endpoint)
-                // S3-compatible servers seldom resolve bucket subdomains.
-                .with_virtual_hosted_style_request(false);
-        }
-        if let Some(region) = &config.region {
-            builder = builder.with_region(region);
-        }
-        if let Some(key) = &config.access_key_id {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = &config.secret_access_key {
-            builder = builder.with_secret_access_key(secret);
-        }
-        let store = builder.build().map_err(|e| bad(e.to_string()))?;
+        let client = || config.client(bucket).map_err(|e| bad(e.to_string()));
+        let (store, query_store) = (client()?, client()?);
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tickflow-lake-io")
@@ -135,13 +167,10 @@ impl Remote {
                 source,
             })?;
         let bucket_url = format!("s3://{bucket}");
-        let root = if prefix.is_empty() {
-            PathBuf::from(&bucket_url)
-        } else {
-            PathBuf::from(format!("{bucket_url}/{prefix}"))
-        };
+        let root = PathBuf::from(format!("{bucket_url}/{prefix}"));
         let remote = Self {
             store: Arc::new(store),
+            query_store: Arc::new(query_store),
             bucket_url,
             io: Some(io),
             known: Mutex::default(),
@@ -150,9 +179,9 @@ impl Remote {
         Ok((root, remote))
     }
 
-    /// The store and the URL DataFusion should register it under.
+    /// The store queries read through, and the URL DataFusion should register it under.
     pub(crate) fn store(&self) -> (String, Arc<dyn ObjectStore>) {
-        (self.bucket_url.clone(), Arc::clone(&self.store))
+        (self.bucket_url.clone(), Arc::clone(&self.query_store))
     }
 
     /// Runs `work` on the lake's runtime and waits for it, from any thread but the
@@ -178,16 +207,15 @@ impl Remote {
         text.strip_prefix(&self.bucket_url)
             .and_then(|k| k.strip_prefix('/'))
             .map(Key::from)
-            .ok_or_else(|| Error::Read {
-                path: location.to_path_buf(),
-                message: format!("not in {}", self.bucket_url),
+            .ok_or_else(|| Error::Config {
+                url: location.to_string_lossy().into_owned(),
+                message: format!("not a location in {}", self.bucket_url),
             })
     }
 
     /// Learns every object under `root`.
     fn list(&self, root: &Path) -> Result<()> {
-        let prefix = self.key(&root.join("x"))?;
-        let prefix = Key::from_iter(prefix.parts().take(prefix.parts().count() - 1));
+        let prefix = self.key(root)?;
         let store = Arc::clone(&self.store);
         let listed: Vec<(String, u64)> = self.block(root, {
             let root = root.to_path_buf();
@@ -228,8 +256,8 @@ impl Remote {
             return Ok(());
         };
         let store = Arc::clone(&self.store);
-        let stored: Vec<(PathBuf, u64)> = self.block(&first, async move {
-            futures::stream::iter(keyed)
+        let answers: Vec<Result<(PathBuf, u64)>> = self.block(&first, async move {
+            Ok(futures::stream::iter(keyed)
                 .map(|(key, location, bytes)| {
                     let store = Arc::clone(&store);
                     async move {
@@ -238,50 +266,65 @@ impl Remote {
                             .put(&key, PutPayload::from_bytes(bytes))
                             .await
                             .map_err(store_error(&location))?;
-                        Ok::<_, Error>((location, size))
+                        Ok((location, size))
                     }
                 })
                 .buffer_unordered(CONCURRENT_REQUESTS)
-                .try_collect()
-                .await
+                .collect()
+                .await)
         })?;
-        self.known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(stored);
-        Ok(())
+        // What was stored is known even when another PUT failed.
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failed = None;
+        for answer in answers {
+            match answer {
+                Ok((location, size)) => {
+                    known.insert(location, size);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    /// Deletes every file, several requests at a time; one already gone counts as deleted.
-    pub(crate) fn delete_all(&self, files: &[PathBuf]) -> Result<()> {
-        let mut keyed = Vec::with_capacity(files.len());
+    /// Stops listing `files`, before they are deleted: readers must not be handed a file
+    /// that may be gone.
+    pub(crate) fn forget(&self, files: &[PathBuf]) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         for location in files {
-            keyed.push((self.key(location)?, location.clone()));
+            known.remove(location);
+        }
+    }
+
+    /// Deletes every file (already forgotten), a thousand to a request where the store
+    /// takes batches; one already gone counts as deleted. A file left by a failure is found
+    /// by the next start's listing: recovery deletes it again if it is superseded or
+    /// uncommitted, retention if it is expired.
+    pub(crate) fn delete_all(&self, files: &[PathBuf]) -> Result<()> {
+        let mut keys = Vec::with_capacity(files.len());
+        for location in files {
+            keys.push(Ok(self.key(location)?));
         }
         let Some(first) = files.first() else {
             return Ok(());
         };
         let store = Arc::clone(&self.store);
-        let deleted: Vec<PathBuf> = self.block(first, async move {
-            futures::stream::iter(keyed)
-                .map(|(key, location)| {
-                    let store = Arc::clone(&store);
-                    async move {
-                        match store.delete(&key).await {
-                            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(location),
-                            Err(e) => Err(store_error(&location)(e)),
-                        }
-                    }
-                })
-                .buffer_unordered(CONCURRENT_REQUESTS)
-                .try_collect()
-                .await
-        })?;
-        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        for location in deleted {
-            known.remove(&location);
-        }
-        Ok(())
+        let root = first.clone();
+        self.block(first, async move {
+            let answers: Vec<object_store::Result<Key>> = store
+                .delete_stream(futures::stream::iter(keys).boxed())
+                .collect()
+                .await;
+            for answer in answers {
+                match answer {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(store_error(&root)(e)),
+                }
+            }
+            Ok(())
+        })
     }
 
     /// The whole of one stored file.
@@ -307,6 +350,6 @@ fn store_error(location: &Path) -> impl FnOnce(object_store::Error) -> Error + u
 fn gone(location: &Path) -> Error {
     Error::Read {
         path: location.to_path_buf(),
-        message: "the lake's I/O runtime has stopped".into(),
+        message: "the request never finished: the lake's I/O runtime stopped, or the request's task failed".into(),
     }
 }

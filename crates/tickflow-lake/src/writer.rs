@@ -281,11 +281,18 @@ impl Lake {
         }
     }
 
-    /// Deletes `files`; one already gone counts as deleted.
-    pub(crate) fn remove_files(&self, files: &[PathBuf]) -> Result<()> {
+    /// Deletes `files` with listings held off (see [`Lake::deleting`]); one already gone
+    /// counts as deleted. On object storage the lake only stops listing them while
+    /// listings are held off, and sends the deletes after: queries need not wait on them.
+    pub(crate) fn delete_files(&self, files: &[PathBuf]) -> Result<()> {
         if let Some(remote) = &self.remote {
+            {
+                let _deleting = self.deleting();
+                remote.forget(files);
+            }
             return remote.delete_all(files);
         }
+        let _deleting = self.deleting();
         for path in files {
             match fs::remove_file(path) {
                 Ok(()) => {}
@@ -501,10 +508,7 @@ impl Lake {
                     || flush_seq_of(path).is_some_and(|s| s > committed_seq)
             })
             .collect();
-        {
-            let _deleting = self.deleting();
-            self.remove_files(&doomed)?;
-        }
+        self.delete_files(&doomed)?;
         let doomed = doomed.len() + self.delete_superseded()?;
         if doomed > 0 {
             tracing::warn!(

@@ -128,16 +128,20 @@ pub fn encode(
 /// Writes encoded checkpoint bytes durably: temp file, fsync, rename, fsync the directory.
 pub fn write(data_dir: &Path, bytes: &[u8]) -> Result<()> {
     let path = path(data_dir);
-    let dir = path.parent().unwrap_or(data_dir);
-    let io = |e: std::io::Error| err(&path, e.to_string());
-    fs::create_dir_all(dir).map_err(io)?;
+    write_durably(&path, bytes).map_err(|e| err(&path, e.to_string()))
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves the old file or the new
+/// one, never a part: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, &path).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    Ok(())
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Reads the checkpoint; `None` when there is none yet.

@@ -1720,6 +1720,20 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             if let Err(e) = object.bucket_and_prefix() {
                 c.add("lake.url", e);
             }
+            if let Some(e) = &object.endpoint
+                && !(e.starts_with("http://") || e.starts_with("https://"))
+            {
+                c.add(
+                    "lake.endpoint",
+                    format!("{e:?} is not an http:// or https:// URL"),
+                );
+            }
+            if object.access_key_id.is_some() != object.secret_access_key.is_some() {
+                c.add(
+                    "lake.access_key_id",
+                    "set access_key_id and secret_access_key together, or neither (then they come from the AWS environment)",
+                );
+            }
             object
         }),
         retention_days: raw
@@ -2714,7 +2728,7 @@ mod tests {
         let plan = parse("data_dir = \"x\"\n", Path::new("a.toml")).unwrap();
         assert!(plan.lake.object.is_none() && plan.lake.retention_days.is_none());
         let err = parse(
-            "data_dir = \"x\"\n[lake]\nurl = \"gs://bucket\"\nretention_days = 0\n",
+            "data_dir = \"x\"\n[lake]\nurl = \"gs://bucket\"\nretention_days = 0\nendpoint = \"127.0.0.1:9000\"\naccess_key_id = \"AKIA\"\n",
             Path::new("a.toml"),
         )
         .unwrap_err()
@@ -2726,6 +2740,37 @@ mod tests {
         assert!(
             err.contains("a.toml:4: lake.retention_days: 0 is out of range 1..=36500"),
             "{err}"
+        );
+        assert!(
+            err.contains(
+                "a.toml:5: lake.endpoint: \"127.0.0.1:9000\" is not an http:// or https:// URL"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "a.toml:6: lake.access_key_id: set access_key_id and secret_access_key together"
+            ),
+            "{err}"
+        );
+        let err = parse(
+            "data_dir = \"x\"\n[lake]\nurl = \"s3://bucket\"\nsecret_access_key = \"hush-0123456789\"\naccess_key_id = \"AKIA\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: lake.url: \"s3://bucket\" names no prefix"),
+            "{err}"
+        );
+        let plan = parse(
+            "data_dir = \"x\"\n[lake]\nurl = \"s3://bucket/p\"\nsecret_access_key = \"hush-0123456789\"\naccess_key_id = \"AKIA\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert!(
+            !format!("{plan:?}").contains("hush-0123456789"),
+            "the secret stays out of Debug"
         );
         let err = parse(
             "data_dir = \"x\"\n[lake]\nendpoint = \"http://127.0.0.1:9000\"\nretention_days = 7\ncompact_interval_secs = 0\n",

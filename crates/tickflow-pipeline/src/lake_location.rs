@@ -59,12 +59,12 @@ pub(crate) fn open_for_pipeline(
     object: Option<&ObjectLake>,
     has_history: bool,
 ) -> Result<Lake> {
-    let record = recorded(data_dir)?;
+    let recorded = recorded(data_dir)?;
     let mismatch = |message: String| Error::LakeLocation {
         path: record_path(data_dir),
         message,
     };
-    match (object, record) {
+    match (object, recorded) {
         (None, None) => Ok(Lake::open(data_dir.join("lake"))?),
         (None, Some(r)) => Err(mismatch(format!(
             "this data directory's lake is at {}: set lake.url to it, or use another data directory",
@@ -76,7 +76,15 @@ pub(crate) fn open_for_pipeline(
                 r.url, o.url
             )))
         }
-        (Some(o), Some(_)) => Ok(Lake::open_object(o)?),
+        (Some(o), Some(r)) => {
+            let lake = Lake::open_object(o)?;
+            // The same bucket reached another way (a new endpoint or region) is recorded,
+            // so offline tools follow.
+            if r.endpoint != o.endpoint || r.region != o.region {
+                record(data_dir, o)?;
+            }
+            Ok(lake)
+        }
         (Some(o), None) if has_history => Err(mismatch(format!(
             "this data directory's lake is {}, not {}: its checkpoint counts that lake's flushes; use another data directory for a new lake",
             data_dir.join("lake").display(),
@@ -84,20 +92,26 @@ pub(crate) fn open_for_pipeline(
         ))),
         (Some(o), None) => {
             let lake = Lake::open_object(o)?;
-            let record = Recorded {
-                url: o.url.clone(),
-                endpoint: o.endpoint.clone(),
-                region: o.region.clone(),
-            };
-            let path = record_path(data_dir);
-            let text = serde_json::to_string_pretty(&record).unwrap_or_default();
-            std::fs::write(&path, text).map_err(|source| Error::Io {
-                context: format!("writing {}", path.display()),
-                source,
-            })?;
+            record(data_dir, o)?;
             Ok(lake)
         }
     }
+}
+
+/// Records where the data directory's lake is, durably: a checkpoint must never outlive
+/// the record of the lake it counts.
+fn record(data_dir: &Path, object: &ObjectLake) -> Result<()> {
+    let record = Recorded {
+        url: object.url.clone(),
+        endpoint: object.endpoint.clone(),
+        region: object.region.clone(),
+    };
+    let path = record_path(data_dir);
+    let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+    crate::checkpoint::write_durably(&path, text.as_bytes()).map_err(|source| Error::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    })
 }
 
 /// The lake of a data directory for a process that only reads or compacts it: the one
