@@ -8,7 +8,8 @@
 //! The lake is the only writer under its prefix, so it lists the prefix once when opened
 //! and then keeps the listing itself as it writes and deletes: queries never wait on a
 //! LIST. A lake file is named by its URL (`s3://bucket/prefix/trades/date=…/part-….parquet`),
-//! which is also what DataFusion reads it by.
+//! which is also what DataFusion reads it by. Queries get the sizes of files from that
+//! listing too ([`KnownSizes`]), not from a HEAD request per file per query.
 //!
 //! Requests run on a small runtime of the lake's own, so the lake's blocking API works from
 //! any thread. `object_store` retries failed requests with backoff; what still fails is
@@ -23,7 +24,10 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
 
 use crate::{Error, Result};
 
@@ -125,8 +129,10 @@ pub(crate) struct Remote {
     bucket_url: String,
     io: Option<tokio::runtime::Runtime>,
     /// Every stored file, by location, with its size.
-    known: Mutex<BTreeMap<PathBuf, u64>>,
+    known: Arc<Mutex<Known>>,
 }
+
+type Known = BTreeMap<PathBuf, u64>;
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,12 +174,17 @@ impl Remote {
             })?;
         let bucket_url = format!("s3://{bucket}");
         let root = PathBuf::from(format!("{bucket_url}/{prefix}"));
+        let known: Arc<Mutex<Known>> = Arc::default();
         let remote = Self {
             store: Arc::new(store),
-            query_store: Arc::new(query_store),
+            query_store: Arc::new(KnownSizes {
+                inner: Arc::new(query_store),
+                known: Arc::clone(&known),
+                bucket_url: bucket_url.clone(),
+            }),
             bucket_url,
             io: Some(io),
-            known: Mutex::default(),
+            known,
         };
         remote.list(&root)?;
         Ok((root, remote))
@@ -351,5 +362,150 @@ fn gone(location: &Path) -> Error {
     Error::Read {
         path: location.to_path_buf(),
         message: "the request never finished: the lake's I/O runtime stopped, or the request's task failed".into(),
+    }
+}
+
+/// The bucket as queries read it: the size of a file the lake lists is answered from its
+/// listing. DataFusion asks for the size of every file a query names, one HEAD request each,
+/// for files whose size the lake already knows and which never change once stored.
+#[derive(Debug)]
+struct KnownSizes {
+    inner: Arc<dyn ObjectStore>,
+    known: Arc<Mutex<Known>>,
+    bucket_url: String,
+}
+
+impl std::fmt::Display for KnownSizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (sizes from the lake's listing)", self.inner)
+    }
+}
+
+impl KnownSizes {
+    fn size_of(&self, key: &Key) -> Option<u64> {
+        let location = PathBuf::from(format!("{}/{key}", self.bucket_url));
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(&location).copied()
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for KnownSizes {
+    async fn put_opts(
+        &self,
+        location: &Key,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Key,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Key,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let plain_head = options.head
+            && options.range.is_none()
+            && options.if_match.is_none()
+            && options.if_none_match.is_none()
+            && options.if_modified_since.is_none()
+            && options.if_unmodified_since.is_none()
+            && options.version.is_none();
+        if plain_head && let Some(size) = self.size_of(location) {
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(futures::stream::empty().boxed()),
+                meta: ObjectMeta {
+                    location: location.clone(),
+                    // Files never change once stored: one time serves every cache check.
+                    last_modified: Default::default(),
+                    size,
+                    e_tag: None,
+                    version: None,
+                },
+                range: 0..size,
+                attributes: Default::default(),
+            });
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Key>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Key>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Key>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Key>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Key,
+        to: &Key,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    #[test]
+    fn queries_get_sizes_from_the_listing_and_the_rest_from_the_store() {
+        let inner = Arc::new(InMemory::new());
+        let known: Arc<Mutex<Known>> = Arc::default();
+        let store = KnownSizes {
+            inner: Arc::clone(&inner) as _,
+            known: Arc::clone(&known),
+            bucket_url: "s3://b".into(),
+        };
+        let io = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let listed = Key::from("lake/trades/part-000000000001-00000.parquet");
+        let other = Key::from("lake/trades/part-000000000002-00000.parquet");
+        io.block_on(async {
+            inner
+                .put(&listed, Bytes::from_static(b"0123456789").into())
+                .await
+                .unwrap();
+            inner
+                .put(&other, Bytes::from_static(b"abc").into())
+                .await
+                .unwrap();
+        });
+        // The listing's size is the answer, whatever the bucket would say: no request.
+        known
+            .lock()
+            .unwrap()
+            .insert(PathBuf::from(format!("s3://b/{listed}")), 7);
+        let head = io.block_on(store.head(&listed)).unwrap();
+        assert_eq!((head.size, &head.location), (7, &listed));
+        // A file the lake does not list is asked of the store, as is every read.
+        assert_eq!(io.block_on(store.head(&other)).unwrap().size, 3);
+        let bytes = io.block_on(store.get_range(&listed, 2..5)).unwrap();
+        assert_eq!(&bytes[..], b"234");
     }
 }
