@@ -19,20 +19,7 @@ impl tickflow_query::Tables for PipelineTables {
         table: Table,
     ) -> Result<(Vec<std::path::PathBuf>, Vec<RecordBatch>), String> {
         let pipeline = self.0.upgrade().ok_or("the pipeline is stopping")?;
-        let inputs = pipeline.query_inputs().map_err(|e| e.to_string())?;
-        let files = inputs
-            .files
-            .into_iter()
-            .filter(|(t, _)| *t == table)
-            .flat_map(|(_, files)| files)
-            .collect();
-        let live = inputs
-            .live
-            .into_iter()
-            .filter(|(t, _)| *t == table)
-            .map(|(_, batch)| batch)
-            .collect();
-        Ok((files, live))
+        pipeline.table_inputs(table).map_err(|e| e.to_string())
     }
 }
 

@@ -49,9 +49,37 @@ impl Live {
     /// Batches of every in-memory row, taken under the caller's lock so that, together with
     /// the files up to `published_seq`, each row is seen exactly once.
     pub(crate) fn batches(&self) -> Result<Vec<(Table, RecordBatch)>> {
+        self.batches_of(&Table::ALL)
+    }
+
+    /// [`Live::batches`] of `tables` only.
+    pub(crate) fn batches_of(&self, tables: &[Table]) -> Result<Vec<(Table, RecordBatch)>> {
+        let open = if tables.contains(&Table::Bars) {
+            self.open_rows()
+        } else {
+            Rows::default()
+        };
+        let parts = std::iter::once(&self.pending)
+            .chain(self.flushing.iter().map(|(_, r)| r.as_ref()))
+            .chain(std::iter::once(&open));
         let mut out = Vec::new();
-        // The open-bar snapshot lags processing a little; a bar already final in memory must
-        // not also show as open.
+        for rows in parts {
+            if rows.is_empty() {
+                continue;
+            }
+            for &table in tables {
+                let batch = tickflow_lake::to_batch(table, rows)?;
+                if batch.num_rows() > 0 {
+                    out.push((table, batch));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The open bars, less those already final in memory: the open-bar snapshot lags
+    /// processing a little, and a bar must not show both ways.
+    fn open_rows(&self) -> Rows {
         let finals: std::collections::HashSet<_> = std::iter::once(&self.pending)
             .chain(self.flushing.iter().map(|(_, r)| r.as_ref()))
             .flat_map(|r| {
@@ -66,25 +94,10 @@ impl Live {
             .filter(|b| !finals.contains(&(b.symbol.clone(), b.interval, b.start)))
             .cloned()
             .collect();
-        let open = Rows {
+        Rows {
             bars,
             ..Default::default()
-        };
-        let parts = std::iter::once(&self.pending)
-            .chain(self.flushing.iter().map(|(_, r)| r.as_ref()))
-            .chain(std::iter::once(&open));
-        for rows in parts {
-            if rows.is_empty() {
-                continue;
-            }
-            for table in Table::ALL {
-                let batch = tickflow_lake::to_batch(table, rows)?;
-                if batch.num_rows() > 0 {
-                    out.push((table, batch));
-                }
-            }
         }
-        Ok(out)
     }
 }
 

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use tickflow_core::Shutdown;
 use tickflow_core::codec::{Batch, Decoder};
 use tickflow_core::metrics::Metrics;
-use tickflow_lake::{Lake, Rows};
+use tickflow_lake::{Lake, RecordBatch, Rows, Table};
 use tickflow_log::{Log, LogConfig};
 use tickflow_model::{Event, UnixNanos};
 use tickflow_process::{Output, Processor};
@@ -260,7 +261,7 @@ impl Pipeline {
             Some(c) => c,
             // Without a checkpoint the only legitimate leftovers are from flush 1 (a crash before
             // the first checkpoint); a later flush means a checkpoint existed and was lost.
-            None if tickflow_lake::Table::ALL.iter().any(|t| {
+            None if Table::ALL.iter().any(|t| {
                 lake.files(*t, u64::MAX).map(|f| f.len()).unwrap_or(0)
                     > lake.files(*t, 1).map(|f| f.len()).unwrap_or(0)
             }) =>
@@ -451,6 +452,28 @@ impl Pipeline {
                     live: batches,
                     lake_generation: generation,
                 });
+            }
+        }
+    }
+
+    /// [`Pipeline::query_inputs`] of one table: its published files and its rows in
+    /// memory, each row in exactly one (what a long-lived session's scan of it reads).
+    ///
+    /// # Errors
+    /// The lake cannot be listed or a row cannot be converted.
+    pub fn table_inputs(&self, table: Table) -> Result<(Vec<PathBuf>, Vec<RecordBatch>)> {
+        loop {
+            let generation = self.lake_generation();
+            let (seq, batches) = {
+                let mut live = self.inner.live();
+                if table == Table::Bars {
+                    live.open_bars_read = true;
+                }
+                (live.published_seq, live.batches_of(&[table])?)
+            };
+            let files = self.inner.lake.files(table, seq)?;
+            if self.lake_generation() == generation {
+                return Ok((files, batches.into_iter().map(|(_, b)| b).collect()));
             }
         }
     }
@@ -879,7 +902,7 @@ fn compact_round(inner: &Inner, committed_seq: u64) {
         // Ticks only: bars, daily metrics and alerts are small, and reports and indicator
         // warm-up read their history.
         let before = tickflow_model::Date(today.0 - days as i32);
-        let ticks = [tickflow_lake::Table::Trades, tickflow_lake::Table::Quotes];
+        let ticks = [Table::Trades, Table::Quotes];
         if let Err(e) = inner.lake.expire(&ticks, before, committed_seq) {
             inner.metrics.sink_errors.add("retention", 1);
             tracing::warn!(error = %e, "lake retention failed; it is tried again next round");
