@@ -14,6 +14,7 @@ mod lake_location;
 mod live;
 mod notifiers;
 mod runtime;
+pub mod schedule;
 mod sinks;
 mod sources;
 
