@@ -130,3 +130,58 @@ pub fn open_recorded(data_dir: &Path) -> Result<Lake> {
         })?),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(url: &str) -> ObjectLake {
+        ObjectLake {
+            url: url.into(),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..ObjectLake::default()
+        }
+    }
+
+    #[test]
+    fn a_data_directory_keeps_the_lake_its_checkpoint_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        // A local lake with history is not moved to S3 by a config.
+        let err = open_for_pipeline(dir.path(), Some(&s3("s3://b/p")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lake is ") && err.contains("not s3://b/p"),
+            "{err}"
+        );
+        assert!(!record_path(dir.path()).exists(), "nothing recorded");
+        // A recorded S3 lake is not left for the local one, nor for another bucket.
+        record(dir.path(), &s3("s3://b/p")).unwrap();
+        let err = open_for_pipeline(dir.path(), None, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lake is at s3://b/p: set lake.url"), "{err}");
+        let err = open_for_pipeline(dir.path(), Some(&s3("s3://b/other")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lake is at s3://b/p, not s3://b/other"),
+            "{err}"
+        );
+        // The record holds where, never the credentials.
+        let mut with_keys = s3("s3://b/p");
+        with_keys.secret_access_key = Some("hush-0123456789".into());
+        record(dir.path(), &with_keys).unwrap();
+        let text = std::fs::read_to_string(record_path(dir.path())).unwrap();
+        assert!(
+            !text.contains("hush") && text.contains("s3://b/p"),
+            "{text}"
+        );
+        assert_eq!(recorded(dir.path()).unwrap().unwrap().url, "s3://b/p");
+        // A local lake stays local.
+        let plain = tempfile::tempdir().unwrap();
+        let lake = open_for_pipeline(plain.path(), None, false).unwrap();
+        assert_eq!(lake.root(), plain.path().join("lake"));
+        assert!(lake.object_store().is_none());
+    }
+}
