@@ -1,9 +1,11 @@
-//! Notifiers, each a `tickflow_core::notify::Notifier`: the [`log`] and [`webhook`]s (a JSON
-//! body, or Slack's and Discord's incoming-webhook shapes). E-mail and SNS join here.
+//! Notifiers, each a `tickflow_core::notify::Notifier`: the [`log`], [`webhook`]s (a JSON
+//! body, or Slack's and Discord's incoming-webhook shapes) and [`email`] over SMTP. SNS
+//! joins here.
 //!
 //! A notifier delivers one alert once; retries, the delivery ledger and the DLQ are the
 //! pipeline's, the same for every channel (docs/CONNECTORS.md).
 
+pub mod email;
 mod error;
 pub mod log;
 pub mod webhook;

@@ -316,6 +316,20 @@ pub struct RawDelivery {
 pub enum RawNotifierKind {
     Log,
     Webhook(RawWebhook),
+    Email(RawEmail),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEmail {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    /// `none`, `starttls` or `tls`.
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<Vec<String>>,
+    pub timeout_ms: Option<i64>,
 }
 
 /// The log notifier has no settings of its own.
@@ -332,7 +346,7 @@ pub struct RawWebhook {
 
 impl RawNotifierKind {
     /// Every `type` a `[[notifiers]]` entry may name.
-    pub const TYPES: &[&str] = &["log", "webhook"];
+    pub const TYPES: &[&str] = &["log", "webhook", "email"];
 
     /// The settings of every notifier (`max_attempts`, …) are taken out first; the rest are
     /// the type's own.
@@ -356,6 +370,7 @@ impl RawNotifierKind {
         let kind = match kind {
             "log" => c.typed::<RawLogNotifier>(entry, key).map(|_| Self::Log)?,
             "webhook" => c.typed(entry, key).map(Self::Webhook)?,
+            "email" => c.typed(entry, key).map(Self::Email)?,
             _ => return None,
         };
         Some((kind, delivery))
@@ -1084,6 +1099,7 @@ pub struct NotifierPlan {
 pub enum NotifierConfig {
     Log,
     Webhook(tickflow_notify::webhook::WebhookConfig),
+    Email(tickflow_notify::email::EmailConfig),
 }
 
 impl NotifierConfig {
@@ -1092,6 +1108,7 @@ impl NotifierConfig {
         match self {
             Self::Log => "log",
             Self::Webhook(_) => "webhook",
+            Self::Email(_) => "email",
         }
     }
 
@@ -1110,6 +1127,9 @@ impl NotifierConfig {
             Self::Webhook(w) => {
                 std::sync::Arc::new(tickflow_notify::webhook::WebhookNotifier::new(w.clone())?)
             }
+            Self::Email(e) => {
+                std::sync::Arc::new(tickflow_notify::email::EmailNotifier::new(e.clone())?)
+            }
         })
     }
 
@@ -1118,8 +1138,58 @@ impl NotifierConfig {
         match self {
             Self::Log => "the log".to_string(),
             Self::Webhook(w) => format!("webhook to {} ({})", w.shown_url(), w.format.name()),
+            Self::Email(e) => format!("e-mail via {}", e.shown()),
         }
     }
+}
+
+/// Checks an `email` notifier: the server, how it is protected (the port follows: 25, 587
+/// or 465), the addresses and the login.
+fn email(
+    c: &mut Checker,
+    key: &dyn Fn(&str) -> String,
+    raw: RawEmail,
+) -> tickflow_notify::email::EmailConfig {
+    use tickflow_notify::email::Security;
+    let security = match raw.security.as_deref() {
+        None => Security::StartTls,
+        Some(name) => Security::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| {
+                c.add(
+                    key("security"),
+                    format!("unknown {name:?}: expected none, starttls or tls"),
+                );
+                Security::StartTls
+            }),
+    };
+    let default_port = match security {
+        Security::None => 25,
+        Security::StartTls => 587,
+        Security::Tls => 465,
+    };
+    let config = tickflow_notify::email::EmailConfig {
+        host: raw.host.unwrap_or_default(),
+        port: c.range(&key("port"), raw.port, default_port, 1, 65_535) as u16,
+        security,
+        username: raw.username,
+        password: raw.password,
+        from: raw.from.unwrap_or_else(|| "tickflow@localhost".into()),
+        to: raw.to.unwrap_or_default(),
+        timeout: Duration::from_millis(c.range(
+            &key("timeout_ms"),
+            raw.timeout_ms,
+            10_000,
+            1,
+            120_000,
+        ) as u64),
+    };
+    for (field, message) in config.problems() {
+        c.add(key(field), message);
+    }
+    config
 }
 
 /// A validated configuration, ready to start.
@@ -2020,6 +2090,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 }
                 NotifierConfig::Webhook(webhook)
             }
+            RawNotifierKind::Email(e) => NotifierConfig::Email(email(c, &key, e)),
         };
         let id = notifier
             .id
@@ -2711,6 +2782,41 @@ mod tests {
             err.contains("a.toml:3: lake.symbol_buckets: 5000 is out of range 0..=4096"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_email_notifier_is_read_and_checked() {
+        let plan = parse(
+            "data_dir = \"x\"\n[[notifiers]]\ntype = \"email\"\nhost = \"smtp.example.com\"\nsecurity = \"tls\"\nusername = \"u\"\npassword = \"hush-0123456789\"\nto = [\"a@example.com\"]\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let NotifierConfig::Email(email) = &plan.notifiers[0].config else {
+            panic!("{:?}", plan.notifiers[0].config)
+        };
+        assert_eq!(
+            (email.port, email.security),
+            (465, tickflow_notify::email::Security::Tls)
+        );
+        assert_eq!(plan.notifiers[0].id, "email");
+        assert!(
+            !format!("{plan:?}").contains("hush-0123456789"),
+            "the password stays out of Debug"
+        );
+        let err = parse(
+            "data_dir = \"x\"\n[[notifiers]]\ntype = \"email\"\nsecurity = \"ssl\"\nusername = \"u\"\nto = [\"not an address\"]\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "a.toml:4: notifiers[0].security: unknown \"ssl\": expected none, starttls or tls",
+            "notifiers[0].to: \"not an address\" is not an e-mail address",
+            "notifiers[0].username: set username and password together",
+            "notifiers[0].host: missing",
+        ] {
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 
     #[test]

@@ -28,6 +28,13 @@ fn every_example_config_passes_check() {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
+            if path.ends_with("email.toml") {
+                assert!(
+                    text.contains("notifier desk: e-mail via smtp://smtp.example.com:587 (starttls) to desk@example.com, Ops <ops@example.com>"),
+                    "{text}"
+                );
+                assert!(!text.contains("change-me"), "{text}");
+            }
             if path.ends_with("s3-lake.toml") {
                 assert!(
                     text.contains("  lake s3://my-bucket/tickflow, ticks kept 90 days"),
@@ -54,7 +61,7 @@ fn every_example_config_passes_check() {
         }
     }
     assert!(
-        checked >= 13,
+        checked >= 14,
         "expected the example configs, found {checked}"
     );
 }
