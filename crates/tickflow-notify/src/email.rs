@@ -136,7 +136,9 @@ impl std::fmt::Debug for EmailNotifier {
 }
 
 impl EmailNotifier {
-    /// A notifier with its own connection pool to the server.
+    /// A notifier that opens a connection per message. lettre's pool keeps a task on the
+    /// runtime that built it, and a notifier is built and dropped outside any runtime;
+    /// alerts are few enough that a connection each costs nothing that matters.
     ///
     /// # Errors
     /// An address does not parse, or the TLS set-up failed.

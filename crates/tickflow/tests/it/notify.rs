@@ -342,3 +342,119 @@ fn sigkill_during_webhook_retries_loses_and_doubles_no_alert() {
         "each alert once, whatever the repeats"
     );
 }
+
+/// aiosmtpd on loopback (`tickflow-notify/tests/smtp_server.py`): each accepted message is a
+/// `.eml` file in `dir`; it answers 451 while `dir/refuse` exists.
+struct Smtp {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Smtp {
+    fn start() -> Option<Self> {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tickflow-notify/tests/smtp_server.py");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        for _ in 0..600 {
+            if dir.path().join("ready").exists() {
+                return Some(Self { child, dir, port });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "aiosmtpd is required under CI: {status}"
+                );
+                eprintln!("skipped: aiosmtpd did not start ({status})");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("aiosmtpd did not become ready");
+    }
+
+    /// The Message-ID of every message received.
+    fn message_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let id = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Message-ID: "))
+                    .unwrap_or_else(|| panic!("no Message-ID in {text}"));
+                ids.push(id.trim().to_string());
+            }
+        }
+        ids
+    }
+}
+
+#[test]
+fn an_alert_reaches_email_and_webhook_and_a_refusing_mail_server_gets_it_once() {
+    let Some(smtp) = Smtp::start() else {
+        return;
+    };
+    let receiver = Receiver::start(TcpListener::bind("127.0.0.1:0").unwrap(), |_| {
+        Answer::Accept
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let email = format!(
+        "\n[[notifiers]]\ntype = \"email\"\nid = \"desk\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"alerts@example.com\"\nto = [\"desk@example.com\"]\nmax_attempts = 1000\nretry_max_ms = 200\n",
+        smtp.port
+    );
+    let text = pipeline_config(&data, &receiver.url(), None) + &email;
+    std::fs::write(&cfg, text).unwrap();
+    // The mail server says "later" until the webhook has every alert.
+    std::fs::write(smtp.dir.path().join("refuse"), b"").unwrap();
+    let server = Server::start(&cfg, &data);
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(trades(5).as_bytes()),
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_for(&server, "the webhook has every alert", |s| {
+        caught_up(s, "ops") && notifier(s, "desk")["errors"].as_u64().unwrap_or(0) >= 2
+    });
+    assert_eq!(receiver.accepted().len(), 5);
+    assert!(
+        smtp.message_ids().is_empty(),
+        "nothing taken while refusing"
+    );
+    std::fs::remove_file(smtp.dir.path().join("refuse")).unwrap();
+    wait_for(&server, "the mail server has every alert", |s| {
+        caught_up(s, "desk")
+    });
+    server.stop();
+
+    let mut ids = smtp.message_ids();
+    assert_eq!(ids.len(), 5, "each alert mailed once: {ids:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "no alert mailed twice");
+    let both = sql(
+        &data,
+        "SELECT count(*) AS n FROM alerts WHERE delivered_to = 'log,desk,ops'",
+    );
+    assert_eq!(both[0]["n"], 5, "{both:?}");
+}
