@@ -475,3 +475,102 @@ pub fn s3_bucket(prefix: &str) -> Option<String> {
         Err(e) => panic!("S3 (moto_server) at {endpoint} is required under CI: {e}"),
     }
 }
+
+/// aiosmtpd on a loopback port (`testdata/smtp_server.py`, PyPI `aiosmtpd`, installed by
+/// `scripts/test`): each message it accepts is a file in `dir`, in arrival order; it answers
+/// 451 while `dir/refuse` exists and 550 while `dir/reject` does. Stopped when dropped.
+#[derive(Debug)]
+pub struct SmtpServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpServer {
+    /// Starts one storing into `dir`; `None` (outside CI) when aiosmtpd cannot run here.
+    ///
+    /// # Panics
+    /// Under CI (`CI=true`) when it does not start.
+    pub fn start(dir: &std::path::Path) -> Option<Self> {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/smtp_server.py");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a loopback port")
+            .port();
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        // Bounded by polls, not by a clock a slow machine could outrun.
+        for _ in 0..600 {
+            if dir.join("ready").exists() {
+                return Some(Self {
+                    port,
+                    dir: dir.to_path_buf(),
+                    child,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "aiosmtpd is required under CI: {status}"
+                );
+                eprintln!("skipped: aiosmtpd did not start ({status})");
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("aiosmtpd did not become ready");
+    }
+
+    /// Every message accepted, raw, in arrival order.
+    ///
+    /// # Panics
+    /// When its directory cannot be read.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&self.dir)
+            .expect("the server's directory")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("a message"))
+            .collect()
+    }
+
+    /// Turns `refuse` (451) or `reject` (550) on or off.
+    ///
+    /// # Panics
+    /// When the flag file cannot be written or removed.
+    pub fn answer(&self, flag: &str, on: bool) {
+        let path = self.dir.join(flag);
+        if on {
+            std::fs::write(path, b"").expect("the flag");
+        } else {
+            std::fs::remove_file(path).expect("the flag");
+        }
+    }
+}
+
+/// A header's value in a raw message, if it has it.
+pub fn mail_header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    let head = message.split("\r\n\r\n").next()?;
+    head.split("\r\n").find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}

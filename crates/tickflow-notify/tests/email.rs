@@ -1,71 +1,30 @@
 //! The e-mail notifier against a real SMTP server: aiosmtpd (PyPI, installed by
-//! `scripts/test`), run by `smtp_server.py` beside this file. Outside CI a test without
+//! `scripts/test`), run by `tickflow_core::contract::SmtpServer`. Outside CI a test without
 //! aiosmtpd says so and passes; under CI (`CI=true`) it fails.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tickflow_core::contract::{check_notifier, sample_rows};
+use tickflow_core::contract::{SmtpServer, check_notifier, mail_header as header, sample_rows};
 use tickflow_core::notify::{DeliveryError, Notifier, idempotency_key};
 use tickflow_notify::email::{EmailConfig, EmailNotifier, Security, message_id};
 
-/// aiosmtpd on a loopback port, storing messages in a directory of its own.
+/// aiosmtpd on loopback with the directory it stores messages in.
 struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    smtp: SmtpServer,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Option<Self> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg(dir.path())
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        // Bounded by polls, not by a clock a slow machine could outrun.
-        for _ in 0..600 {
-            if dir.path().join("ready").exists() {
-                return Some(Self { child, dir, port });
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                if std::env::var("CI").as_deref() != Ok("true") {
-                    eprintln!("skipped: aiosmtpd did not start ({status}): {err}");
-                    return None;
-                }
-                panic!("aiosmtpd is required under CI: {status}: {err}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("aiosmtpd did not become ready");
+        let smtp = SmtpServer::start(dir.path())?;
+        Some(Self { smtp, _dir: dir })
     }
 
     fn config(&self) -> EmailConfig {
         EmailConfig {
             host: "127.0.0.1".into(),
-            port: self.port,
+            port: self.smtp.port,
             security: Security::None,
             username: None,
             password: None,
@@ -75,37 +34,13 @@ impl Server {
         }
     }
 
-    /// Every message received, in order.
     fn messages(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).unwrap())
-            .collect()
+        self.smtp.messages()
     }
 
     fn flag(&self, name: &str, on: bool) {
-        let path = self.dir.path().join(name);
-        if on {
-            std::fs::write(path, b"").unwrap();
-        } else {
-            std::fs::remove_file(path).unwrap();
-        }
+        self.smtp.answer(name, on);
     }
-}
-
-/// A header's value (unfolded) in a raw message.
-fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
-    let head = message.split("\r\n\r\n").next()?;
-    head.split("\r\n").find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// The idempotency key a message carries in its `Message-ID`.

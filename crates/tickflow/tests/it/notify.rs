@@ -8,6 +8,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tickflow_core::contract::{SmtpServer, mail_header};
+
 use crate::support::{Server, config, http, sql, sql_count, wait_for};
 
 /// What the receiver does with the n-th request (from 0).
@@ -343,73 +345,10 @@ fn sigkill_during_webhook_retries_loses_and_doubles_no_alert() {
     );
 }
 
-/// aiosmtpd on loopback (`tickflow-notify/tests/smtp_server.py`): each accepted message is a
-/// `.eml` file in `dir`; it answers 451 while `dir/refuse` exists.
-struct Smtp {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Smtp {
-    fn start() -> Option<Self> {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tickflow-notify/tests/smtp_server.py");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut child = std::process::Command::new("python3")
-            .arg(&script)
-            .arg(dir.path())
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3");
-        for _ in 0..600 {
-            if dir.path().join("ready").exists() {
-                return Some(Self { child, dir, port });
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "aiosmtpd is required under CI: {status}"
-                );
-                eprintln!("skipped: aiosmtpd did not start ({status})");
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("aiosmtpd did not become ready");
-    }
-
-    /// The Message-ID of every message received.
-    fn message_ids(&self) -> Vec<String> {
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "eml") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let id = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Message-ID: "))
-                    .unwrap_or_else(|| panic!("no Message-ID in {text}"));
-                ids.push(id.trim().to_string());
-            }
-        }
-        ids
-    }
-}
-
 #[test]
 fn an_alert_reaches_email_and_webhook_and_a_refusing_mail_server_gets_it_once() {
-    let Some(smtp) = Smtp::start() else {
+    let mail = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(mail.path()) else {
         return;
     };
     let receiver = Receiver::start(TcpListener::bind("127.0.0.1:0").unwrap(), |_| {
@@ -425,7 +364,7 @@ fn an_alert_reaches_email_and_webhook_and_a_refusing_mail_server_gets_it_once() 
     let text = pipeline_config(&data, &receiver.url(), None) + &email;
     std::fs::write(&cfg, text).unwrap();
     // The mail server says "later" until the webhook has every alert.
-    std::fs::write(smtp.dir.path().join("refuse"), b"").unwrap();
+    smtp.answer("refuse", true);
     let server = Server::start(&cfg, &data);
     let (code, body) = http(
         "POST",
@@ -437,17 +376,22 @@ fn an_alert_reaches_email_and_webhook_and_a_refusing_mail_server_gets_it_once() 
         caught_up(s, "ops") && notifier(s, "desk")["errors"].as_u64().unwrap_or(0) >= 2
     });
     assert_eq!(receiver.accepted().len(), 5);
-    assert!(
-        smtp.message_ids().is_empty(),
-        "nothing taken while refusing"
-    );
-    std::fs::remove_file(smtp.dir.path().join("refuse")).unwrap();
+    assert!(smtp.messages().is_empty(), "nothing taken while refusing");
+    smtp.answer("refuse", false);
     wait_for(&server, "the mail server has every alert", |s| {
         caught_up(s, "desk")
     });
     server.stop();
 
-    let mut ids = smtp.message_ids();
+    let mut ids: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| {
+            mail_header(m, "Message-ID")
+                .expect("a Message-ID")
+                .to_string()
+        })
+        .collect();
     assert_eq!(ids.len(), 5, "each alert mailed once: {ids:?}");
     ids.sort();
     ids.dedup();
