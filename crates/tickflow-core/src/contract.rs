@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tickflow_model::{
-    Alert, AlertDelivery, Bar, BarInterval, DailyMetric, Date, DeliveryStatus, DlqRecord, Price,
-    Qty, Quote, RejectReason, Rows, Severity, Symbol, Trade, UnixNanos, Volume,
+    Alert, AlertDelivery, AlertKind, Bar, BarInterval, DailyMetric, Date, DeliveryStatus,
+    DlqRecord, Price, Qty, Quote, RejectReason, Rows, Severity, Symbol, Trade, UnixNanos, Volume,
 };
 
 use crate::codec::{Batch, Decoder, rejected};
@@ -95,6 +95,11 @@ pub fn sample_rows(batch: u64, n: u64) -> Rows {
             message: format!("price {} crossed 100, with a comma", price(i)),
             severity: Severity::Warning,
             delivered_to: "log".into(),
+            kind: if i % 3 == 2 {
+                AlertKind::Resolved
+            } else {
+                AlertKind::Fired
+            },
         });
         rows.dlq.push(DlqRecord {
             ts,

@@ -263,6 +263,7 @@ pub(crate) fn alerts(rows: &[&Alert]) -> Result<RecordBatch> {
             text(it().map(|a| a.message.as_str())),
             text(it().map(|a| a.severity.as_str())),
             text(it().map(|a| a.delivered_to.as_str())),
+            text(it().map(|a| a.kind.as_str())),
         ],
     )
 }

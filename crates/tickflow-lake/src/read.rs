@@ -11,8 +11,9 @@ use arrow::datatypes::{
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tickflow_model::{
-    Alert, AlertDelivery, Bar, BarInterval, DailyMetric, Date, DeliveryStatus, DlqRecord,
-    MAX_PRECISION, Price, Qty, Quote, RejectReason, Severity, Symbol, Trade, UnixNanos, Volume,
+    Alert, AlertDelivery, AlertKind, Bar, BarInterval, DailyMetric, Date, DeliveryStatus,
+    DlqRecord, MAX_PRECISION, Price, Qty, Quote, RejectReason, Severity, Symbol, Trade, UnixNanos,
+    Volume,
 };
 
 use crate::{Error, Lake, Result, Rows, Table, cast_to};
@@ -184,6 +185,13 @@ pub fn rows_from_batch(
                     other => return Err(bad(path, format!("unknown severity {other:?}"))),
                 },
                 delivered_to: c.text(8).value(row).to_string(),
+                kind: match c.opt_text(9, row) {
+                    None => AlertKind::Fired,
+                    Some(kind) => AlertKind::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == kind)
+                        .ok_or_else(|| bad(path, format!("unknown alert kind {kind:?}")))?,
+                },
             }),
             Table::Dlq => {
                 let reason = c.text(3).value(row);

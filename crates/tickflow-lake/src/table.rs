@@ -104,6 +104,8 @@ static SCHEMAS: LazyLock<[SchemaRef; 7]> = LazyLock::new(|| {
             ("message", Utf8, false),
             ("severity", Utf8, false),
             ("delivered_to", Utf8, false),
+            // Added after the first release: null in older files, read as `fired`.
+            ("kind", Utf8, true),
         ]),
         schema(vec![
             ("ts", ts(), false),

@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Price, Symbol, UnixNanos};
 
-/// How urgent an alert is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How urgent an alert is, least first.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -31,6 +33,57 @@ impl fmt::Display for Severity {
     }
 }
 
+/// What an alert row records: a rule's condition firing, still holding, or clearing, or a
+/// burst folded into one message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The condition became true, or a detector fired.
+    #[default]
+    Fired,
+    /// Still true a rule's reminder interval after it was last sent.
+    Reminder,
+    /// The condition cleared (past the rule's hysteresis band).
+    Resolved,
+    /// Fired inside a burst of its rule: recorded here, not sent; the burst's digest counts it.
+    Coalesced,
+    /// The one message that tells how many alerts a burst coalesced.
+    Digest,
+}
+
+impl AlertKind {
+    /// Every kind.
+    pub const ALL: [AlertKind; 5] = [
+        Self::Fired,
+        Self::Reminder,
+        Self::Resolved,
+        Self::Coalesced,
+        Self::Digest,
+    ];
+
+    /// The snake_case name stored in `alerts.kind`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fired => "fired",
+            Self::Reminder => "reminder",
+            Self::Resolved => "resolved",
+            Self::Coalesced => "coalesced",
+            Self::Digest => "digest",
+        }
+    }
+
+    /// Whether notifiers send it: every kind but a coalesced one, which its digest stands for.
+    pub const fn is_sent(self) -> bool {
+        !matches!(self, Self::Coalesced)
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A fired alert. `alert_id` is derived from (rule, symbol, ts) so a replay yields the same id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -48,6 +101,23 @@ pub struct Alert {
     /// line. Notifiers deliver later; SQL's `alerts.delivered_to` adds those that succeeded
     /// (see [`AlertDelivery`]).
     pub delivered_to: String,
+    /// Fired, reminder, resolved, coalesced or digest; rows written before kinds existed read
+    /// as fired.
+    #[serde(default)]
+    pub kind: AlertKind,
+}
+
+impl Alert {
+    /// What a message leads with: the severity, with the kind unless it fired
+    /// (`WARNING`, `WARNING REMINDER`, `RESOLVED`, `CRITICAL DIGEST`).
+    pub fn tag(&self) -> String {
+        let severity = self.severity.as_str().to_uppercase();
+        match self.kind {
+            AlertKind::Fired | AlertKind::Coalesced => severity,
+            AlertKind::Resolved => "RESOLVED".to_string(),
+            kind => format!("{severity} {}", kind.as_str().to_uppercase()),
+        }
+    }
 }
 
 /// How one notifier's delivery of an alert ended.

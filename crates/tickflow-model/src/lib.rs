@@ -20,7 +20,7 @@ mod symbol;
 mod tick;
 mod trade_id;
 
-pub use alert::{Alert, AlertDelivery, DeliveryStatus, Severity};
+pub use alert::{Alert, AlertDelivery, AlertKind, DeliveryStatus, Severity};
 pub use bar::{Bar, BarInterval};
 pub use daily::DailyMetric;
 pub use date::{Date, days_from_civil};

@@ -184,7 +184,7 @@ impl EmailNotifier {
             .from(self.from.clone())
             .subject(format!(
                 "[tickflow] {} {} {}: {}",
-                alert.severity.as_str().to_uppercase(),
+                alert.tag(),
                 alert.rule,
                 alert.symbol,
                 alert.message
@@ -195,7 +195,7 @@ impl EmailNotifier {
             builder = builder.to(to.clone());
         }
         let body = format!(
-            "{}\n\nrule: {}\nsymbol: {}\ntime: {}\nvalue: {}\nthreshold: {}\nseverity: {}\nalert id: {}\n",
+            "{}\n\nrule: {}\nsymbol: {}\ntime: {}\nvalue: {}\nthreshold: {}\nseverity: {}\nkind: {}\nalert id: {}\n",
             alert.message,
             alert.rule,
             alert.symbol,
@@ -203,6 +203,7 @@ impl EmailNotifier {
             alert.value,
             alert.threshold,
             alert.severity.as_str(),
+            alert.kind.as_str(),
             alert.alert_id
         );
         builder.body(body).map_err(|e| e.to_string())

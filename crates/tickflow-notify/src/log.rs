@@ -18,6 +18,7 @@ impl Notifier for LogNotifier {
             symbol = %alert.symbol,
             value = %alert.value,
             severity = %alert.severity,
+            kind = %alert.kind,
             key,
             "{}",
             alert.message

@@ -133,7 +133,7 @@ impl WebhookNotifier {
     pub fn body(&self, alert: &Alert, key: &str) -> serde_json::Value {
         let line = format!(
             "[{}] {} {}: {} (rule {}, value {}, threshold {})",
-            alert.severity.as_str().to_uppercase(),
+            alert.tag(),
             alert.symbol,
             alert.ts,
             alert.message,
@@ -152,6 +152,7 @@ impl WebhookNotifier {
                 "threshold": alert.threshold,
                 "message": alert.message,
                 "severity": alert.severity.as_str(),
+                "kind": alert.kind.as_str(),
             }),
             Format::Slack => serde_json::json!({ "text": line }),
             Format::Discord => serde_json::json!({ "content": line }),

@@ -14,9 +14,12 @@ use tickflow_process::State;
 
 use crate::{Error, Result};
 
-/// Format 3 records where each interval's bars come from (trades or a feed); format 2 packed
-/// the dedupe keys (see `tickflow_process::dedupe`). Files of formats 1 and 2 are still read.
-const MAGIC: &[u8; 8] = b"TFCKPT03";
+/// Format 4 keeps alert state by rule name, with whether each condition holds, and the open
+/// coalescing bursts; format 3 recorded where each interval's bars come from (trades or a
+/// feed); format 2 packed the dedupe keys (see `tickflow_process::dedupe`). Files of formats
+/// 1 to 3 are still read.
+const MAGIC: &[u8; 8] = b"TFCKPT04";
+const MAGIC_V3: &[u8; 8] = b"TFCKPT03";
 const MAGIC_V2: &[u8; 8] = b"TFCKPT02";
 const MAGIC_V1: &[u8; 8] = b"TFCKPT01";
 
@@ -156,7 +159,7 @@ pub fn read(data_dir: &Path) -> Result<Option<Checkpoint>> {
         Err(e) => return Err(err(&path, e.to_string())),
     };
     if bytes.len() < 28
-        || ![MAGIC, MAGIC_V2, MAGIC_V1]
+        || ![MAGIC, MAGIC_V3, MAGIC_V2, MAGIC_V1]
             .iter()
             .any(|m| bytes[..8] == m[..])
     {
@@ -172,6 +175,7 @@ pub fn read(data_dir: &Path) -> Result<Option<Checkpoint>> {
     let state = match &bytes[..8] {
         m if m == MAGIC_V1 => State::deserialize_v1(old),
         m if m == MAGIC_V2 => State::deserialize_v2(old),
+        m if m == MAGIC_V3 => State::deserialize_v3(old),
         _ => postcard::from_bytes(body),
     }
     .map_err(|e| err(&path, format!("cannot decode state: {e}")))?;
@@ -271,7 +275,20 @@ mod tests {
     }
 
     #[test]
-    fn format_3_round_trips_the_processing_state() {
+    fn format_3_checkpoints_still_load() {
+        // Written by the format-3 code after NVDA traded above a threshold rule's level (alert
+        // state by rule position); the processor's own legacy test checks what it restores.
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, include_bytes!("../testdata/checkpoint-v3.ckpt")).unwrap();
+        let checkpoint = read(dir.path()).unwrap().unwrap();
+        assert_eq!((checkpoint.next_offset, checkpoint.flush_seq), (42, 7));
+        assert_eq!(checkpoint.state.symbol_count(), 1);
+    }
+
+    #[test]
+    fn format_4_round_trips_the_processing_state() {
         let mut processor = Processor::new(ProcessorConfig::default());
         let mut out = Output::default();
         for e in fixture_events() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tickflow_model::{BarInterval, Severity, Symbol};
 use tickflow_process::validate::Limits;
-use tickflow_process::{Condition, ProcessorConfig, SpikeRule, ThresholdRule};
+use tickflow_process::{Condition, Firing, Hysteresis, ProcessorConfig, SpikeRule, ThresholdRule};
 use tickflow_sources::{SimSymbol, SimulatorConfig};
 
 use crate::error::{ConfigError, Problem};
@@ -390,10 +390,34 @@ pub struct RawThreshold {
     pub name: String,
     pub symbol: Option<String>,
     pub condition: String,
+    /// How far back past the threshold the price must go to clear: a price or `N%`.
+    pub hysteresis: Option<RawAmount>,
     pub cooldown_secs: Option<i64>,
+    pub reminder_secs: Option<i64>,
+    pub resolve: Option<bool>,
+    pub coalesce_secs: Option<i64>,
     pub severity: Option<String>,
     /// Notifier ids its alerts go to; every notifier when left out.
     pub notify: Option<Vec<String>>,
+}
+
+/// A decimal written as text (`"0.5"`, `"0.25%"`) or as a TOML number (`0.5`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawAmount {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+impl RawAmount {
+    fn text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Integer(i) => i.to_string(),
+            Self::Float(f) => f.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -405,6 +429,7 @@ pub struct RawSpike {
     pub min_samples: Option<i64>,
     pub min_return_pct: Option<f64>,
     pub cooldown_secs: Option<i64>,
+    pub coalesce_secs: Option<i64>,
     pub severity: Option<String>,
     /// Notifier ids its alerts go to; every notifier when left out.
     pub notify: Option<Vec<String>>,
@@ -1492,6 +1517,13 @@ impl Checker {
         }
     }
 
+    /// An interval in seconds up to 30 days, in nanoseconds; left out or 0 is none.
+    fn optional_secs(&mut self, key: &str, value: Option<i64>) -> Option<i64> {
+        Some(self.range(key, value, 0, 0, 86_400 * 30))
+            .filter(|s| *s > 0)
+            .map(|s| s * 1_000_000_000)
+    }
+
     fn symbol(&mut self, key: &str, value: Option<&str>) -> Option<Symbol> {
         value.and_then(|s| {
             Symbol::parse(s)
@@ -1643,16 +1675,40 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             .map_err(|e| c.add(key("condition"), e))
             .ok();
         let symbol = c.symbol(&key("symbol"), t.symbol.as_deref());
-        let cooldown = c.range(&key("cooldown_secs"), t.cooldown_secs, 60, 0, 86_400 * 30);
-        let severity = c.severity(&key("severity"), t.severity.as_deref());
+        let hysteresis = t
+            .hysteresis
+            .as_ref()
+            .and_then(|h| {
+                h.text()
+                    .parse::<Hysteresis>()
+                    .map_err(|e| c.add(key("hysteresis"), e))
+                    .ok()
+            })
+            .unwrap_or_default();
+        let firing = Firing {
+            severity: c.severity(&key("severity"), t.severity.as_deref()),
+            cooldown_nanos: c.range(&key("cooldown_secs"), t.cooldown_secs, 60, 0, 86_400 * 30)
+                * 1_000_000_000,
+            reminder_nanos: c.optional_secs(&key("reminder_secs"), t.reminder_secs),
+            resolve: t.resolve.unwrap_or(false),
+            coalesce_nanos: c.optional_secs(&key("coalesce_secs"), t.coalesce_secs),
+        };
         if let Some(condition) = condition {
-            thresholds.push(ThresholdRule {
+            let rule = ThresholdRule {
                 name: t.name,
                 symbol,
                 condition,
-                cooldown_nanos: cooldown * 1_000_000_000,
-                severity,
-            });
+                hysteresis,
+                firing,
+            };
+            let clear = rule.clear_level();
+            if clear.raw() <= 0 && matches!(condition, Condition::Above(_)) {
+                c.add(
+                    key("hysteresis"),
+                    format!("{hysteresis} would clear at {clear}, which no price reaches"),
+                );
+            }
+            thresholds.push(rule);
         }
     }
     let mut spikes = Vec::new();
@@ -1691,9 +1747,13 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             k,
             min_samples,
             min_return: min_return_pct / 100.0,
-            cooldown_nanos: c.range(&key("cooldown_secs"), s.cooldown_secs, 60, 0, 86_400 * 30)
-                * 1_000_000_000,
-            severity: c.severity(&key("severity"), s.severity.as_deref()),
+            firing: Firing {
+                severity: c.severity(&key("severity"), s.severity.as_deref()),
+                cooldown_nanos: c.range(&key("cooldown_secs"), s.cooldown_secs, 60, 0, 86_400 * 30)
+                    * 1_000_000_000,
+                coalesce_nanos: c.optional_secs(&key("coalesce_secs"), s.coalesce_secs),
+                ..Firing::default()
+            },
         });
     }
     let processing = ProcessorConfig {

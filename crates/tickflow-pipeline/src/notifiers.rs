@@ -1,6 +1,6 @@
 //! Notifiers behind the lake: each notifier follows the lake's flushes on a position of its
 //! own, exactly as a sink does (`sinks.rs` runs it), and delivers the alerts of each flush
-//! that its rules route to it.
+//! that its rules route to it: all but those a burst coalesced, which its digest stands for.
 //!
 //! Per alert: one attempt per `write`; a failure worth retrying ends the `write` with an
 //! error, and the sink runner tries the flush again after its capped exponential backoff
@@ -190,7 +190,10 @@ impl Sink for NotifySink {
             });
         let now = UnixNanos::now().0;
         for alert in &flush.rows.alerts {
-            if !self.rules.contains(&alert.rule) || settled.alerts.contains(&alert.alert_id) {
+            if !alert.kind.is_sent()
+                || !self.rules.contains(&alert.rule)
+                || settled.alerts.contains(&alert.alert_id)
+            {
                 continue;
             }
             if now.saturating_sub(alert.ts.0) > self.max_age.as_nanos() as i64 {

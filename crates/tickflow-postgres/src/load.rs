@@ -191,6 +191,7 @@ pub const ALERTS: Table = Table {
         "message",
         "severity",
         "delivered_to",
+        "kind",
     ],
     types: &[
         Type::TEXT,
@@ -198,6 +199,7 @@ pub const ALERTS: Table = Table {
         Type::TEXT,
         Type::TIMESTAMPTZ,
         Type::NUMERIC,
+        Type::TEXT,
         Type::TEXT,
         Type::TEXT,
         Type::TEXT,
@@ -469,6 +471,7 @@ impl Encode for Alert {
             Value::Text(&self.message),
             Value::Text(self.severity.as_str()),
             Value::Text(&self.delivered_to),
+            Value::Text(self.kind.as_str()),
         ]
     }
 
@@ -484,6 +487,7 @@ impl Encode for Alert {
             "message": self.message,
             "severity": self.severity.as_str(),
             "delivered_to": self.delivered_to,
+            "kind": self.kind.as_str(),
         })
         .to_string()
     }

@@ -22,10 +22,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "trades, quotes, bars, daily_metrics, alerts, the stock_data view and sink positions",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "trades, quotes, bars, daily_metrics, alerts, the stock_data view and sink positions",
+        sql: r#"
 CREATE TABLE {schema}.trades (
     symbol      text        NOT NULL,
     ts_event    timestamptz NOT NULL,
@@ -114,7 +115,15 @@ CREATE TABLE {schema}._tickflow_sinks (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "alerts.kind: fired, reminder, resolved, coalesced or digest",
+        sql: r#"
+ALTER TABLE {schema}.alerts ADD COLUMN kind text NOT NULL DEFAULT 'fired';
+"#,
+    },
+];
 
 /// Tables that become hypertables when TimescaleDB is installed, with their time column.
 const HYPERTABLES: [(&str, &str); 3] = [

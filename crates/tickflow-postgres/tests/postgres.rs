@@ -11,8 +11,8 @@ use tickflow_core::contract::{Counts, Proxy, check_sink};
 use tickflow_core::sink::{Flush, Sink};
 use tickflow_core::source::{Append, SourceError};
 use tickflow_model::{
-    Alert, Bar, BarInterval, DailyMetric, Date, Price, Qty, Quote, RejectReason, Rows, Severity,
-    Symbol, Trade, TradeId, UnixNanos, Volume,
+    Alert, AlertKind, Bar, BarInterval, DailyMetric, Date, Price, Qty, Quote, RejectReason, Rows,
+    Severity, Symbol, Trade, TradeId, UnixNanos, Volume,
 };
 use tickflow_postgres::{PostgresConfig, PostgresSink, TABLES};
 use tokio_postgres::NoTls;
@@ -161,6 +161,7 @@ fn alert() -> Alert {
         message: "NVDA above 180".into(),
         severity: Severity::Warning,
         delivered_to: "log".into(),
+        kind: AlertKind::Fired,
     }
 }
 

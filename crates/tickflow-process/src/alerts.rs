@@ -1,12 +1,25 @@
-//! Alert rules: price thresholds per symbol and a return-spike detector, each with a cooldown
-//! per (rule, symbol) measured in event time, so a replay fires exactly the same alerts.
+//! Alert rules: price thresholds per symbol and a return-spike detector, evaluated on each
+//! trade in event time, so a replay fires exactly the same alerts.
+//!
+//! A threshold is a state, and fires on its edge: once when the condition becomes true, not on
+//! every trade while it holds. It is armed again only after the price has cleared the
+//! threshold by the rule's hysteresis band, so a price hovering at the threshold fires once.
+//! While it holds, a reminder may follow every `reminder` interval; when it clears, a
+//! `resolved` alert may follow. A condition that comes back within the cooldown of the last
+//! alert is held, and fires when the cooldown ends if it still holds.
+//!
+//! A spike is an event, not a state: each detection fires, at most once per cooldown.
+//!
+//! Any rule may coalesce bursts: once one of its alerts has gone out, its further alerts (of
+//! any symbol) within the `coalesce` window are recorded as `coalesced` and not sent, and one
+//! `digest` alert when the window ends says how many there were and for which symbols.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tickflow_model::{Alert, Price, Severity, Symbol, Trade};
+use tickflow_model::{Alert, AlertKind, Price, Severity, Symbol, Trade, UnixNanos};
 
 use tickflow_core::hash::stable_hash;
 
@@ -47,15 +60,142 @@ impl fmt::Display for Condition {
     }
 }
 
-/// Fires while a symbol's trade price is beyond a threshold, at most once per cooldown.
+impl Condition {
+    /// The threshold price.
+    pub fn threshold(self) -> Price {
+        match self {
+            Self::Above(x) | Self::Below(x) => x,
+        }
+    }
+
+    fn holds(self, price: Price) -> bool {
+        match self {
+            Self::Above(x) => price > x,
+            Self::Below(x) => price < x,
+        }
+    }
+}
+
+/// How far past its threshold a price must go back before a threshold rule counts as clear:
+/// a price (`0.5`) or a percentage of the threshold (`0.25%`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hysteresis {
+    #[default]
+    None,
+    Price(Price),
+    /// Hundredths of a percent are kept exactly: `0.25%` is 25 basis points.
+    Percent(Price),
+}
+
+impl FromStr for Hysteresis {
+    type Err = String;
+
+    /// Parses `0.5` (a price) or `0.25%` (a share of the threshold).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let text = s.trim();
+        let (number, percent) = match text.strip_suffix('%') {
+            Some(n) => (n.trim_end(), true),
+            None => (text, false),
+        };
+        let value = Price::parse(number).map_err(|e| {
+            format!("{e}: expected a price such as 0.5 or a percentage such as 0.25%, got {s:?}")
+        })?;
+        if value.raw() < 0 {
+            return Err(format!("{s:?} is negative"));
+        }
+        Ok(match (value.raw(), percent) {
+            (0, _) => Self::None,
+            (_, true) => Self::Percent(value),
+            (_, false) => Self::Price(value),
+        })
+    }
+}
+
+impl fmt::Display for Hysteresis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("0"),
+            Self::Price(p) => write!(f, "{p}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// When and how a rule's alerts go out, whatever the rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Firing {
+    pub severity: Severity,
+    /// Least event time between two alerts of the rule for one symbol.
+    pub cooldown_nanos: i64,
+    /// While a condition holds, it is sent again this long after it was last sent.
+    pub reminder_nanos: Option<i64>,
+    /// A `resolved` alert follows when a condition that was sent clears.
+    pub resolve: bool,
+    /// Alerts of the rule within this long after one was sent are folded into a digest.
+    pub coalesce_nanos: Option<i64>,
+}
+
+impl Default for Firing {
+    fn default() -> Self {
+        Self {
+            severity: Severity::Warning,
+            cooldown_nanos: 60_000_000_000,
+            reminder_nanos: None,
+            resolve: false,
+            coalesce_nanos: None,
+        }
+    }
+}
+
+/// Fires when a symbol's trade price crosses a threshold; see the module docs.
 #[derive(Clone, Debug)]
 pub struct ThresholdRule {
     pub name: String,
     /// `None` applies the rule to every symbol.
     pub symbol: Option<Symbol>,
     pub condition: Condition,
-    pub cooldown_nanos: i64,
-    pub severity: Severity,
+    pub hysteresis: Hysteresis,
+    pub firing: Firing,
+}
+
+impl ThresholdRule {
+    /// The price the rule counts as clear at: the threshold moved back by the hysteresis band.
+    pub fn clear_level(&self) -> Price {
+        let x = self.condition.threshold();
+        let band = match self.hysteresis {
+            Hysteresis::None => 0,
+            Hysteresis::Price(p) => p.raw(),
+            Hysteresis::Percent(p) => Price::from_ratio(
+                i128::from(x.raw()) * i128::from(p.raw()),
+                100 * 1_000_000_000,
+                9,
+            )
+            .map_or(0, |b| b.raw().abs()),
+        };
+        let raw = match self.condition {
+            Condition::Above(_) => x.raw().saturating_sub(band),
+            Condition::Below(_) => x.raw().saturating_add(band),
+        };
+        Price::from_raw(raw, x.precision().max(self.band_precision())).normalized()
+    }
+
+    fn band_precision(&self) -> u8 {
+        match self.hysteresis {
+            Hysteresis::None => 0,
+            Hysteresis::Price(p) => p.precision(),
+            Hysteresis::Percent(_) => 9,
+        }
+    }
+
+    /// Cleared: back past the clear level (at it counts as clear when there is no band).
+    fn cleared(&self, price: Price, clear: Price) -> bool {
+        let banded = self.hysteresis != Hysteresis::None;
+        match self.condition {
+            Condition::Above(_) if banded => price <= clear,
+            Condition::Below(_) if banded => price >= clear,
+            condition => !condition.holds(price),
+        }
+    }
 }
 
 /// Fires when a trade's return from the previous trade is more than `k` standard deviations
@@ -71,8 +211,66 @@ pub struct SpikeRule {
     /// Smallest absolute return (a fraction, 0.01 = 1%) that may fire. Prices move in ticks:
     /// a quiet symbol's standard deviation can be tiny, and one cent would be "14σ".
     pub min_return: f64,
-    pub cooldown_nanos: i64,
-    pub severity: Severity,
+    /// Reminders and resolves do not apply to an event.
+    pub firing: Firing,
+}
+
+/// Every rule, with the levels derived from them, as the processor evaluates them.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    thresholds: Vec<ThresholdRule>,
+    clear_levels: Vec<Price>,
+    spikes: Vec<SpikeRule>,
+    /// Told apart from the rules a symbol's state was laid out for (see [`AlertState`]).
+    generation: u64,
+}
+
+impl Rules {
+    /// Rules to evaluate; `generation` must differ from that of any rules used before by the
+    /// same processor.
+    pub fn new(thresholds: Vec<ThresholdRule>, spikes: Vec<SpikeRule>, generation: u64) -> Self {
+        Self {
+            clear_levels: thresholds.iter().map(ThresholdRule::clear_level).collect(),
+            thresholds,
+            spikes,
+            generation,
+        }
+    }
+
+    /// Distinguishes these rules from those a processor used before.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Threshold rules, in configured order.
+    pub fn thresholds(&self) -> &[ThresholdRule] {
+        &self.thresholds
+    }
+
+    /// Spike rules, in configured order.
+    pub fn spikes(&self) -> &[SpikeRule] {
+        &self.spikes
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.thresholds
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(self.spikes.iter().map(|r| r.name.as_str()))
+    }
+
+    fn firing(&self, rule: &str) -> Option<&Firing> {
+        self.thresholds
+            .iter()
+            .find(|r| r.name == rule)
+            .map(|r| &r.firing)
+            .or_else(|| {
+                self.spikes
+                    .iter()
+                    .find(|r| r.name == rule)
+                    .map(|r| &r.firing)
+            })
+    }
 }
 
 /// Rolling mean and variance of the last `window` returns.
@@ -111,100 +309,214 @@ impl ReturnWindow {
     }
 }
 
-/// Per-symbol alert state: cooldowns by rule position and spike windows.
+/// One rule's state for one symbol.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct RuleState {
+    /// The rule's name; empty when read from a checkpoint that did not record it.
+    pub(crate) name: String,
+    /// Event time the condition became true, while it holds (thresholds).
+    pub(crate) active_since: Option<i64>,
+    /// Whether the current activation was sent (the cooldown may hold it back).
+    pub(crate) sent: bool,
+    /// Event time of the last alert sent (fired or reminder).
+    pub(crate) last_sent: Option<i64>,
+    /// Recent returns (spikes).
+    pub(crate) window: ReturnWindow,
+}
+
+/// Per-symbol alert state: each rule's, by name, and the previous price for returns.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct AlertState {
-    last_fired: Vec<Option<i64>>,
-    windows: Vec<ReturnWindow>,
-    last_price: Option<Price>,
-    /// Positions of the threshold and spike rules that apply to this symbol, found on its
-    /// first trade, so each trade costs the rules that concern it, not every rule configured.
+    pub(crate) rules: Vec<RuleState>,
+    pub(crate) last_price: Option<Price>,
+    /// The [`Rules::generation`] `rules` is laid out for: thresholds then spikes, in order.
+    /// A checkpoint does not keep it, so the first trade after a start matches states to the
+    /// rules by name, and a rule added, removed or reordered by a reload keeps its state.
     #[serde(skip)]
-    applicable: Option<(Vec<u32>, Vec<u32>)>,
+    layout: u64,
+    /// Positions of the threshold and spike rules that apply to this symbol, so each trade
+    /// costs the rules that concern it, not every rule configured.
+    #[serde(skip)]
+    applicable: (Vec<u32>, Vec<u32>),
 }
 
-fn applicable_rules(
-    symbol: &Symbol,
-    thresholds: &[ThresholdRule],
-    spikes: &[SpikeRule],
-) -> (Vec<u32>, Vec<u32>) {
-    let applies = |s: &Option<Symbol>| s.as_ref().is_none_or(|s| s == symbol);
-    (
-        (0u32..)
-            .zip(thresholds)
-            .filter(|(_, r)| applies(&r.symbol))
-            .map(|(i, _)| i)
-            .collect(),
-        (0u32..)
-            .zip(spikes)
-            .filter(|(_, r)| applies(&r.symbol))
-            .map(|(i, _)| i)
-            .collect(),
-    )
+impl AlertState {
+    pub(crate) fn from_parts(rules: Vec<RuleState>, last_price: Option<Price>) -> Self {
+        Self {
+            rules,
+            last_price,
+            ..Self::default()
+        }
+    }
+
+    fn lay_out(&mut self, symbol: &Symbol, rules: &Rules) {
+        let mut old = std::mem::take(&mut self.rules);
+        let count = rules.thresholds.len() + rules.spikes.len();
+        // A checkpoint from before states were named kept them by position.
+        let positional = old.len() == count && old.iter().all(|s| s.name.is_empty());
+        self.rules = rules
+            .names()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut state = if positional {
+                    std::mem::take(&mut old[i])
+                } else {
+                    old.iter()
+                        .position(|s| s.name == name)
+                        .map(|j| old.swap_remove(j))
+                        .unwrap_or_default()
+                };
+                state.name = name.to_string();
+                state
+            })
+            .collect();
+        let applies = |s: &Option<Symbol>| s.as_ref().is_none_or(|s| s == symbol);
+        self.applicable = (
+            (0u32..)
+                .zip(&rules.thresholds)
+                .filter(|(_, r)| applies(&r.symbol))
+                .map(|(i, _)| i)
+                .collect(),
+            (0u32..)
+                .zip(&rules.spikes)
+                .filter(|(_, r)| applies(&r.symbol))
+                .map(|(i, _)| i)
+                .collect(),
+        );
+        self.layout = rules.generation;
+    }
 }
 
-/// Evaluates every rule for one trade, appending fired alerts.
+/// A rule's coalescing window: open from an alert sent until `until`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Burst {
+    until: i64,
+    /// Alerts coalesced so far.
+    count: u64,
+    /// The first few symbols they were for, for the digest's message.
+    symbols: Vec<Symbol>,
+    last_value: Option<Price>,
+    threshold: String,
+    severity: Severity,
+}
+
+/// Symbols a digest names before it says "and N more".
+const DIGEST_SYMBOLS: usize = 10;
+
+/// Open bursts by rule name, shared by every symbol.
+pub(crate) type Bursts = BTreeMap<String, Burst>;
+
+/// Evaluates every rule for one trade, appending its alerts.
 pub(crate) fn evaluate(
     state: &mut AlertState,
-    thresholds: &[ThresholdRule],
-    spikes: &[SpikeRule],
+    bursts: &mut Bursts,
+    rules: &Rules,
     trade: &Trade,
     out: &mut Vec<Alert>,
 ) {
-    let rules = thresholds.len() + spikes.len();
-    if state.last_fired.len() != rules {
-        state.last_fired.resize(rules, None);
+    if state.layout != rules.generation {
+        state.lay_out(&trade.symbol, rules);
     }
-    if state.windows.len() != spikes.len() {
-        state
-            .windows
-            .resize_with(spikes.len(), ReturnWindow::default);
-    }
+    let first_new = out.len();
     let ts = trade.ts_event.0;
-    let (threshold_ix, spike_ix) = state
-        .applicable
-        .get_or_insert_with(|| applicable_rules(&trade.symbol, thresholds, spikes));
-    let last_fired = &mut state.last_fired;
-    let mut cooled = |i: usize, cooldown: i64| {
-        let ok = last_fired[i].is_none_or(|last| ts.saturating_sub(last) >= cooldown);
-        if ok {
-            last_fired[i] = Some(ts);
+    let price = trade.price;
+    for &i in &state.applicable.0 {
+        let i = i as usize;
+        let (rule, s) = (&rules.thresholds[i], &mut state.rules[i]);
+        let clear = rules.clear_levels[i];
+        match s.active_since {
+            None if rule.condition.holds(price) => {
+                s.active_since = Some(ts);
+                s.sent = false;
+            }
+            None => continue,
+            Some(_) if rule.cleared(price, clear) => {
+                s.active_since = None;
+                if rule.firing.resolve && s.sent {
+                    let message = format!(
+                        "{} back to {price}: {} cleared{}",
+                        trade.symbol,
+                        rule.condition,
+                        if clear == rule.condition.threshold() {
+                            String::new()
+                        } else {
+                            format!(" (clear at {clear})")
+                        }
+                    );
+                    let threshold = rule.condition.threshold().to_string();
+                    out.push(alert(
+                        &rule.name,
+                        trade,
+                        AlertKind::Resolved,
+                        threshold,
+                        message,
+                        rule.firing.severity,
+                    ));
+                }
+                s.sent = false;
+                continue;
+            }
+            Some(_) => {}
         }
-        ok
-    };
-    for &i in threshold_ix.iter() {
-        let (i, rule) = (i as usize, &thresholds[i as usize]);
-        let (hit, threshold) = match rule.condition {
-            Condition::Above(x) => (trade.price > x, x),
-            Condition::Below(x) => (trade.price < x, x),
+        let since_sent = |l: Option<i64>| l.map_or(i64::MAX, |l| ts.saturating_sub(l));
+        let kind = if !s.sent {
+            (since_sent(s.last_sent) >= rule.firing.cooldown_nanos).then_some(AlertKind::Fired)
+        } else {
+            rule.firing
+                .reminder_nanos
+                .filter(|r| since_sent(s.last_sent) >= *r)
+                .map(|_| AlertKind::Reminder)
         };
-        if hit && cooled(i, rule.cooldown_nanos) {
-            out.push(alert(
-                &rule.name,
-                trade,
-                threshold.to_string(),
-                format!(
-                    "{} {} ({})",
-                    trade.symbol,
-                    rule.condition
-                        .to_string()
-                        .replace("price", &trade.price.to_string()),
-                    rule.condition
-                ),
-                rule.severity,
-            ));
+        let Some(kind) = kind else { continue };
+        s.sent = true;
+        s.last_sent = Some(ts);
+        let message = match kind {
+            AlertKind::Reminder => format!(
+                "{} still {}: {price}, since {}",
+                trade.symbol,
+                rule.condition,
+                UnixNanos(s.active_since.unwrap_or(ts))
+            ),
+            _ => format!(
+                "{} {} ({})",
+                trade.symbol,
+                rule.condition
+                    .to_string()
+                    .replace("price", &price.to_string()),
+                rule.condition
+            ),
+        };
+        out.push(alert(
+            &rule.name,
+            trade,
+            kind,
+            rule.condition.threshold().to_string(),
+            message,
+            rule.firing.severity,
+        ));
+    }
+    spikes(state, rules, trade, out);
+    for a in &mut out[first_new..] {
+        if let Some(firing) = rules.firing(&a.rule) {
+            coalesce(bursts, firing, a);
         }
     }
+}
+
+fn spikes(state: &mut AlertState, rules: &Rules, trade: &Trade, out: &mut Vec<Alert>) {
     let Some(prev) = state.last_price.replace(trade.price) else {
         return;
     };
     if prev.raw() == 0 {
         return;
     }
+    let ts = trade.ts_event.0;
     let r = (trade.price.raw() - prev.raw()) as f64 / prev.raw() as f64;
-    for &j in spike_ix.iter() {
-        let (j, rule) = (j as usize, &spikes[j as usize]);
-        let window = &mut state.windows[j];
+    let offset = rules.thresholds.len();
+    for &j in &state.applicable.1 {
+        let j = j as usize;
+        let (rule, s) = (&rules.spikes[j], &mut state.rules[offset + j]);
+        let window = &mut s.window;
         if window.returns.len() >= rule.min_samples.max(2) {
             let (mean, std) = window.mean_std();
             let z = if std > 0.0 {
@@ -212,10 +524,11 @@ pub(crate) fn evaluate(
             } else {
                 0.0
             };
-            if z > rule.k
-                && r.abs() >= rule.min_return
-                && cooled(thresholds.len() + j, rule.cooldown_nanos)
-            {
+            let cooled = s
+                .last_sent
+                .is_none_or(|l| ts.saturating_sub(l) >= rule.firing.cooldown_nanos);
+            if z > rule.k && r.abs() >= rule.min_return && cooled {
+                s.last_sent = Some(ts);
                 let msg = format!(
                     "{} moved {:+.3}% in one trade ({} -> {}), {z:.1}σ over the last {} returns",
                     trade.symbol,
@@ -227,9 +540,10 @@ pub(crate) fn evaluate(
                 out.push(alert(
                     &rule.name,
                     trade,
+                    AlertKind::Fired,
                     format!("{}σ", rule.k),
                     msg,
-                    rule.severity,
+                    rule.firing.severity,
                 ));
             }
         }
@@ -237,17 +551,102 @@ pub(crate) fn evaluate(
     }
 }
 
+/// Opens a burst for a sent alert of a coalescing rule, or folds the alert into the open one.
+fn coalesce(bursts: &mut Bursts, firing: &Firing, alert: &mut Alert) {
+    let Some(window) = firing.coalesce_nanos else {
+        return;
+    };
+    let ts = alert.ts.0;
+    match bursts.get_mut(&alert.rule) {
+        Some(burst) if ts < burst.until => {
+            alert.kind = AlertKind::Coalesced;
+            burst.count += 1;
+            if burst.symbols.len() < DIGEST_SYMBOLS && !burst.symbols.contains(&alert.symbol) {
+                burst.symbols.push(alert.symbol.clone());
+            }
+            burst.last_value = Some(alert.value);
+            burst.severity = burst.severity.max(alert.severity);
+        }
+        _ => {
+            bursts.insert(
+                alert.rule.clone(),
+                Burst {
+                    until: ts.saturating_add(window),
+                    threshold: alert.threshold.clone(),
+                    severity: alert.severity,
+                    ..Burst::default()
+                },
+            );
+        }
+    }
+}
+
+/// Ends the bursts whose window has passed by event time `now`, each with a digest of what
+/// it coalesced (none when it coalesced nothing).
+pub(crate) fn close_bursts(bursts: &mut Bursts, now: i64, out: &mut Vec<Alert>) {
+    bursts.retain(|rule, burst| {
+        if now < burst.until {
+            return true;
+        }
+        if let (Some(symbol), Some(value)) = (burst.symbols.first(), burst.last_value) {
+            let named = burst
+                .symbols
+                .iter()
+                .map(Symbol::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = format!(
+                "{} more {rule} alert{} until {}: {named}{}",
+                burst.count,
+                if burst.count == 1 { "" } else { "s" },
+                UnixNanos(burst.until),
+                if burst.count as usize > burst.symbols.len() {
+                    " …"
+                } else {
+                    ""
+                }
+            );
+            let id = stable_hash(&[rule.as_bytes(), b"digest"], &[burst.until]);
+            out.push(Alert {
+                alert_id: format!("{id:016x}"),
+                rule: rule.clone(),
+                symbol: symbol.clone(),
+                ts: UnixNanos(burst.until),
+                value,
+                threshold: std::mem::take(&mut burst.threshold),
+                message,
+                severity: burst.severity,
+                delivered_to: "log".to_string(),
+                kind: AlertKind::Digest,
+            });
+        }
+        false
+    });
+}
+
 fn alert(
     rule: &str,
     trade: &Trade,
+    kind: AlertKind,
     threshold: String,
     message: String,
     severity: Severity,
 ) -> Alert {
-    let id = stable_hash(
-        &[rule.as_bytes(), trade.symbol.as_str().as_bytes()],
-        &[trade.ts_event.0],
-    );
+    // A fired alert's id is the one it always had; the other kinds add theirs.
+    let id = match kind {
+        AlertKind::Fired => stable_hash(
+            &[rule.as_bytes(), trade.symbol.as_str().as_bytes()],
+            &[trade.ts_event.0],
+        ),
+        _ => stable_hash(
+            &[
+                rule.as_bytes(),
+                trade.symbol.as_str().as_bytes(),
+                kind.as_str().as_bytes(),
+            ],
+            &[trade.ts_event.0],
+        ),
+    };
     Alert {
         alert_id: format!("{id:016x}"),
         rule: rule.to_string(),
@@ -258,5 +657,9 @@ fn alert(
         message,
         severity,
         delivered_to: "log".to_string(),
+        kind,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,9 @@
 //!
 //! Format 1 stored dedupe keys as a sequence of pairs; format 2 packed them, and stored open
 //! bars before a bar could come from a feed (a VWAP and trade count always present, no source,
-//! no per-interval origin). Each layout is the same fields in the same order as it was written.
+//! no per-interval origin). Formats 1 to 3 kept alert state by rule position: each rule's last
+//! firing and each spike rule's window. Each layout is the same fields in the same order as
+//! it was written.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -10,11 +12,43 @@ use serde::Deserialize;
 use tickflow_core::hash::StableBuild;
 use tickflow_model::{Bar, BarInterval, Price, Symbol, UnixNanos, Volume};
 
-use crate::alerts::AlertState;
+use crate::alerts::{AlertState, ReturnWindow, RuleState};
 use crate::bars::{IntervalBars, OpenBar};
 use crate::daily::DailyState;
 use crate::dedupe::{DedupeWindow, LegacyWindow};
+use crate::origin::Origin;
 use crate::processor::{State, SymbolState};
+
+/// Alert state of formats 1 to 3: the last firing of each threshold rule then each spike
+/// rule, and each spike rule's window, by position.
+#[derive(Deserialize)]
+struct AlertStateV3 {
+    last_fired: Vec<Option<i64>>,
+    windows: Vec<ReturnWindow>,
+    last_price: Option<Price>,
+}
+
+impl From<AlertStateV3> for AlertState {
+    /// Unnamed states, matched to the rules by position on the first trade (as they were
+    /// kept). A threshold that held stays quiet until its cooldown from that firing ends.
+    fn from(v3: AlertStateV3) -> Self {
+        let thresholds = v3.last_fired.len().saturating_sub(v3.windows.len());
+        let mut windows = v3.windows.into_iter();
+        let rules = (0..)
+            .zip(v3.last_fired)
+            .map(|(i, last_sent)| RuleState {
+                last_sent,
+                window: if i < thresholds {
+                    ReturnWindow::default()
+                } else {
+                    windows.next().unwrap_or_default()
+                },
+                ..RuleState::default()
+            })
+            .collect();
+        AlertState::from_parts(rules, v3.last_price)
+    }
+}
 
 #[derive(Deserialize)]
 struct BarV2 {
@@ -75,7 +109,7 @@ struct SymbolStateOld<W> {
     dedupe: W,
     bars: [IntervalBarsV2; 5],
     daily: DailyState,
-    alerts: AlertState,
+    alerts: AlertStateV3,
 }
 
 impl<W: Into<DedupeWindow>> From<SymbolStateOld<W>> for SymbolState {
@@ -85,7 +119,7 @@ impl<W: Into<DedupeWindow>> From<SymbolStateOld<W>> for SymbolState {
             dedupe: s.dedupe.into(),
             bars: s.bars.map(Into::into),
             daily: s.daily,
-            alerts: s.alerts,
+            alerts: s.alerts.into(),
             // Every interval so far was built from trades; the spans they covered are not
             // known, so a feed's bar is judged only against what is built from now on.
             origins: Default::default(),
@@ -102,6 +136,44 @@ impl From<LegacyWindow> for DedupeWindow {
 #[derive(Deserialize)]
 pub(crate) struct StateOld<W> {
     symbols: HashMap<Symbol, SymbolStateOld<W>, StableBuild>,
+}
+
+/// Format 3's per-symbol state.
+#[derive(Deserialize)]
+struct SymbolStateV3 {
+    watermark: i64,
+    dedupe: DedupeWindow,
+    bars: [IntervalBars; 5],
+    daily: DailyState,
+    alerts: AlertStateV3,
+    origins: [Origin; 5],
+}
+
+/// Checkpoint format 3's state.
+#[derive(Deserialize)]
+pub(crate) struct StateV3 {
+    symbols: HashMap<Symbol, SymbolStateV3, StableBuild>,
+}
+
+impl From<StateV3> for State {
+    fn from(old: StateV3) -> Self {
+        State::from_symbols(
+            old.symbols
+                .into_iter()
+                .map(|(symbol, s)| {
+                    let state = SymbolState {
+                        watermark: s.watermark,
+                        dedupe: s.dedupe,
+                        bars: s.bars,
+                        daily: s.daily,
+                        alerts: s.alerts.into(),
+                        origins: s.origins,
+                    };
+                    (symbol, state)
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Checkpoint format 1's state.

@@ -6,7 +6,7 @@ use tickflow_model::{
     Bar, BarInterval, DlqRecord, Event, FedBar, RejectReason, Rows, Symbol, UnixNanos,
 };
 
-use crate::alerts::{self, AlertState, SpikeRule, ThresholdRule};
+use crate::alerts::{self, AlertState, Bursts, Rules, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
 use crate::daily::DailyState;
 use crate::dedupe::{DedupeWindow, natural_key};
@@ -60,6 +60,8 @@ pub(crate) struct SymbolState {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
     symbols: HashMap<Symbol, SymbolState, StableBuild>,
+    /// Each coalescing rule's open burst, across symbols.
+    bursts: Bursts,
 }
 
 impl State {
@@ -89,8 +91,22 @@ impl State {
         legacy::StateV2::deserialize(deserializer).map(Into::into)
     }
 
+    /// Reads a state in the layout of checkpoint format 3, whose alert state was kept by rule
+    /// position, from before alerts fired on edges.
+    ///
+    /// # Errors
+    /// The deserializer's, for bytes that are not such a state.
+    pub fn deserialize_v3<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<State, D::Error> {
+        legacy::StateV3::deserialize(deserializer).map(Into::into)
+    }
+
     pub(crate) fn from_symbols(symbols: HashMap<Symbol, SymbolState, StableBuild>) -> Self {
-        Self { symbols }
+        Self {
+            symbols,
+            bursts: Bursts::default(),
+        }
     }
 }
 
@@ -98,6 +114,7 @@ impl State {
 #[derive(Debug)]
 pub struct Processor {
     config: ProcessorConfig,
+    rules: Rules,
     state: State,
 }
 
@@ -109,7 +126,26 @@ impl Processor {
 
     /// A processor resuming from a checkpointed state.
     pub fn with_state(config: ProcessorConfig, state: State) -> Self {
-        Self { config, state }
+        let rules = Rules::new(config.thresholds.clone(), config.spikes.clone(), 1);
+        Self {
+            config,
+            rules,
+            state,
+        }
+    }
+
+    /// Replaces the alert rules (a reload). A rule that keeps its name keeps its state: a
+    /// condition that holds stays fired, a spike window stays warm.
+    pub fn set_rules(&mut self, thresholds: Vec<ThresholdRule>, spikes: Vec<SpikeRule>) {
+        let generation = self.rules.generation() + 1;
+        self.config.thresholds.clone_from(&thresholds);
+        self.config.spikes.clone_from(&spikes);
+        self.rules = Rules::new(thresholds, spikes, generation);
+    }
+
+    /// The alert rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// The state to checkpoint.
@@ -131,6 +167,9 @@ impl Processor {
         };
         let lateness = self.config.lateness_nanos;
         let ts = event.ts_event().0;
+        if !self.state.bursts.is_empty() {
+            alerts::close_bursts(&mut self.state.bursts, ts, &mut out.rows.alerts);
+        }
         let state = match self.state.symbols.get_mut(event.symbol()) {
             Some(s) => s,
             None => self
@@ -177,8 +216,8 @@ impl Processor {
                 }
                 alerts::evaluate(
                     &mut state.alerts,
-                    &self.config.thresholds,
-                    &self.config.spikes,
+                    &mut self.state.bursts,
+                    &self.rules,
                     &trade,
                     &mut out.rows.alerts,
                 );

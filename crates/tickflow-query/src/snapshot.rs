@@ -349,7 +349,8 @@ const STORED_ALERTS: &str = "tickflow_alerts_as_stored";
 /// `alert_deliveries`, in name order. A row's stored value cannot say this: the lake writes an
 /// alert before any channel has answered.
 const ALERTS_VIEW: &str = "SELECT a.alert_id, a.rule, a.symbol, a.ts, a.value, a.threshold, a.message, a.severity, \
-    CASE WHEN d.channels IS NULL THEN a.delivered_to ELSE concat(a.delivered_to, ',', d.channels) END AS delivered_to \
+    CASE WHEN d.channels IS NULL THEN a.delivered_to ELSE concat(a.delivered_to, ',', d.channels) END AS delivered_to, \
+    coalesce(a.kind, 'fired') AS kind \
     FROM tickflow_alerts_as_stored a LEFT JOIN ( \
         SELECT alert_id, string_agg(notifier, ',' ORDER BY notifier) AS channels \
         FROM (SELECT DISTINCT alert_id, notifier FROM alert_deliveries WHERE status = 'delivered') \

@@ -77,6 +77,7 @@ const HEADERS: [&[&str]; 7] = [
         "message",
         "severity",
         "delivered_to",
+        "kind",
     ],
     &["ts", "source", "offset", "reason", "error", "payload"],
     &["alert_id", "notifier", "ts", "status", "attempts"],
@@ -418,6 +419,7 @@ fn encode(rows: &Rows, tables: &[&str]) -> Result<BTreeMap<String, FileRows>> {
                 text a.message.as_str(),
                 text a.severity.as_str(),
                 text a.delivered_to.as_str(),
+                text a.kind.as_str(),
             ])?;
         }
     }

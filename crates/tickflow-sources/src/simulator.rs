@@ -438,8 +438,10 @@ mod tests {
             k: 5.0,
             min_samples: 30,
             min_return: 0.01,
-            cooldown_nanos: 0,
-            severity: Default::default(),
+            firing: tickflow_process::Firing {
+                cooldown_nanos: 0,
+                ..Default::default()
+            },
         };
         let mut p = Processor::new(ProcessorConfig {
             spikes: vec![spike],

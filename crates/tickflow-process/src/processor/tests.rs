@@ -1,10 +1,10 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tickflow_model::{Price, Qty, Quote, Severity, Trade, Volume};
+use tickflow_model::{AlertKind, Price, Qty, Quote, Severity, Trade, Volume};
 
 use super::*;
-use crate::alerts::Condition;
+use crate::alerts::{Condition, Firing, Hysteresis};
 
 const SEC: i64 = 1_000_000_000;
 /// 2026-11-22T00:00:00Z
@@ -410,13 +410,17 @@ fn daily_metrics_follow_the_formulas() {
 }
 
 #[test]
-fn threshold_alerts_respect_cooldown_and_symbol() {
+fn a_threshold_fires_on_its_edge_not_while_it_holds() {
     let rule = ThresholdRule {
         name: "nvda-high".into(),
         symbol: Some(Symbol::parse("NVDA").unwrap()),
         condition: "price > 200".parse().unwrap(),
-        cooldown_nanos: 10 * SEC,
-        severity: Severity::Critical,
+        hysteresis: Hysteresis::None,
+        firing: Firing {
+            cooldown_nanos: 10 * SEC,
+            severity: Severity::Critical,
+            ..Firing::default()
+        },
     };
     let mut p = Processor::new(ProcessorConfig {
         thresholds: vec![rule],
@@ -430,10 +434,14 @@ fn threshold_alerts_respect_cooldown_and_symbol() {
             trade("NVDA", T0 + 2 * SEC, "202", "1", 3),
             trade("AMD", T0 + 3 * SEC, "300", "1", 4),
             trade("NVDA", T0 + 11 * SEC, "203", "1", 5),
+            trade("NVDA", T0 + 12 * SEC, "200", "1", 6),
+            trade("NVDA", T0 + 30 * SEC, "204", "1", 7),
         ],
     );
+    // Above 200 from 1 s to 11 s is one alert; back at 200 it cleared, and 204 fires again.
     let ts: Vec<_> = out.rows.alerts.iter().map(|a| a.ts.0 - T0).collect();
-    assert_eq!(ts, [SEC, 11 * SEC]);
+    assert_eq!(ts, [SEC, 30 * SEC]);
+    assert!(out.rows.alerts.iter().all(|a| a.kind == AlertKind::Fired));
     assert_eq!(out.rows.alerts[0].severity, Severity::Critical);
     assert_eq!(out.rows.alerts[0].threshold, "200");
     assert!(
@@ -456,8 +464,12 @@ fn each_symbol_is_checked_against_its_own_and_global_rules() {
         name: name.into(),
         symbol: symbol.map(|s| Symbol::parse(s).unwrap()),
         condition: condition.parse().unwrap(),
-        cooldown_nanos: 0,
-        severity: Severity::Info,
+        hysteresis: Hysteresis::None,
+        firing: Firing {
+            cooldown_nanos: 0,
+            severity: Severity::Info,
+            ..Firing::default()
+        },
     };
     let mut p = Processor::new(ProcessorConfig {
         thresholds: vec![
@@ -489,7 +501,6 @@ fn each_symbol_is_checked_against_its_own_and_global_rules() {
             "NVDA nvda-above-100",
             "AMD any-above-100",
             "AMD amd-below-200",
-            "AMD any-above-100",
             "AMD amd-above-500",
         ]
     );
@@ -504,8 +515,10 @@ fn spike_detector_fires_on_a_jump_only() {
         k: 6.0,
         min_samples: 20,
         min_return: 0.01,
-        cooldown_nanos: 60 * SEC,
-        severity: Severity::Warning,
+        firing: Firing {
+            cooldown_nanos: 60 * SEC,
+            ..Firing::default()
+        },
     };
     let mut p = Processor::new(ProcessorConfig {
         spikes: vec![rule],
@@ -567,9 +580,11 @@ proptest! {
     fn resume_from_checkpoint_equals_uninterrupted(events in arb_events(), cut in 0usize..300) {
         let config = ProcessorConfig {
             lateness_nanos: SEC,
-            thresholds: vec![ThresholdRule { name: "t".into(), symbol: None, condition: "price > 15".parse().unwrap(), cooldown_nanos: SEC, severity: Severity::Info }],
+            thresholds: vec![ThresholdRule { name: "t".into(), symbol: None, condition: "price > 15".parse().unwrap(),
+                hysteresis: "0.5".parse().unwrap(),
+                firing: Firing { cooldown_nanos: SEC, reminder_nanos: Some(2 * SEC), resolve: true, coalesce_nanos: Some(SEC), severity: Severity::Info } }],
             spikes: vec![SpikeRule { name: "s".into(), symbol: None, window: 10, k: 2.0, min_samples: 5,
-                min_return: 0.0, cooldown_nanos: SEC, severity: Severity::Info }],
+                min_return: 0.0, firing: Firing { cooldown_nanos: SEC, coalesce_nanos: Some(3 * SEC), ..Firing::default() } }],
             ..Default::default()
         };
         let cut = cut.min(events.len());
@@ -640,8 +655,10 @@ fn one_tick_moves_on_a_quiet_symbol_need_the_minimum_return() {
             k: 4.0,
             min_samples: 20,
             min_return,
-            cooldown_nanos: 0,
-            severity: Severity::Info,
+            firing: Firing {
+                cooldown_nanos: 0,
+                ..Firing::default()
+            },
         };
         let mut p = Processor::new(ProcessorConfig {
             spikes: vec![rule],

@@ -1,0 +1,324 @@
+//! Each behaviour of a rule shown by a price series built for it.
+
+use std::sync::Arc;
+
+use tickflow_model::{Alert, AlertKind, Event, Price, Qty, Severity, Symbol, Trade, UnixNanos};
+
+use super::{Firing, Hysteresis, SpikeRule, ThresholdRule};
+use crate::{Output, Processor, ProcessorConfig, State};
+
+const SEC: i64 = 1_000_000_000;
+/// 2026-11-23T14:30:00Z
+const T0: i64 = 1_795_444_200 * SEC;
+
+fn trade(sym: &str, at: i64, price: &str) -> Event {
+    Event::Trade(Trade {
+        symbol: Symbol::parse(sym).unwrap(),
+        ts_event: UnixNanos(T0 + at),
+        ts_recv: UnixNanos(T0 + at),
+        price: Price::parse(price).unwrap(),
+        size: Qty::parse("1").unwrap(),
+        trade_id: Some(format!("{sym}-{at}").as_str().into()),
+        exchange: None,
+        source: Arc::from("test"),
+        feed: Arc::from("test"),
+        seq: None,
+    })
+}
+
+/// One symbol's trades, a second apart, at these prices.
+fn series(sym: &str, prices: &[&str]) -> Vec<Event> {
+    (0..)
+        .zip(prices)
+        .map(|(i, p)| trade(sym, i * SEC, p))
+        .collect()
+}
+
+fn above(name: &str, threshold: &str, hysteresis: &str, firing: Firing) -> ThresholdRule {
+    ThresholdRule {
+        name: name.into(),
+        symbol: None,
+        condition: format!("price > {threshold}").parse().unwrap(),
+        hysteresis: hysteresis.parse().unwrap(),
+        firing,
+    }
+}
+
+fn no_cooldown() -> Firing {
+    Firing {
+        cooldown_nanos: 0,
+        ..Firing::default()
+    }
+}
+
+fn processor(thresholds: Vec<ThresholdRule>) -> Processor {
+    Processor::new(ProcessorConfig {
+        thresholds,
+        ..ProcessorConfig::default()
+    })
+}
+
+fn run(p: &mut Processor, events: Vec<Event>) -> Vec<Alert> {
+    let mut out = Output::default();
+    for e in events {
+        p.process(None, e, UnixNanos(T0), &mut out);
+    }
+    out.rows.alerts
+}
+
+/// (seconds after T0, kind) of each alert.
+fn when(alerts: &[Alert]) -> Vec<(i64, AlertKind)> {
+    alerts
+        .iter()
+        .map(|a| ((a.ts.0 - T0) / SEC, a.kind))
+        .collect()
+}
+
+#[test]
+fn a_price_hovering_at_the_threshold_fires_once_with_a_band_and_on_every_cross_without() {
+    let hover = [
+        "199.90", "200.10", "199.95", "200.20", "199.80", "200.05", "199.70", "200.30", "199.40",
+        "200.40",
+    ];
+    let banded = run(
+        &mut processor(vec![above("a", "200", "0.5", no_cooldown())]),
+        series("NVDA", &hover),
+    );
+    // Crosses at 1, 3, 5, 7 stay inside the band (clear at 199.5); 199.40 clears it, 200.40
+    // fires again.
+    assert_eq!(
+        when(&banded),
+        [(1, AlertKind::Fired), (9, AlertKind::Fired)]
+    );
+    let bare = run(
+        &mut processor(vec![above("a", "200", "0", no_cooldown())]),
+        series("NVDA", &hover),
+    );
+    assert_eq!(bare.len(), 5, "every cross fires without a band");
+    let pct = run(
+        &mut processor(vec![above("a", "200", "0.25%", no_cooldown())]),
+        series("NVDA", &hover),
+    );
+    assert_eq!(when(&pct), when(&banded), "0.25% of 200 is the same band");
+    assert_eq!(
+        above("b", "200", "0.25%", no_cooldown()).clear_level(),
+        Price::parse("199.5").unwrap()
+    );
+    assert!("-1".parse::<Hysteresis>().is_err());
+    assert!("1 %%".parse::<Hysteresis>().is_err());
+}
+
+#[test]
+fn a_condition_back_within_the_cooldown_waits_for_it_and_fires_only_if_it_still_holds() {
+    let firing = Firing {
+        cooldown_nanos: 10 * SEC,
+        ..Firing::default()
+    };
+    // Fires at 0; clears at 1; holds again at 2 (held: 2 s after the last alert); clears at
+    // 3, so it never fires; holds at 5 and still at 12, when the cooldown is over.
+    let prices = [
+        "201", "199", "201", "199", "199", "202", "203", "203", "203", "203", "203", "203", "203",
+    ];
+    let alerts = run(
+        &mut processor(vec![above("a", "200", "0", firing)]),
+        series("NVDA", &prices),
+    );
+    assert_eq!(
+        when(&alerts),
+        [(0, AlertKind::Fired), (10, AlertKind::Fired)]
+    );
+}
+
+#[test]
+fn a_resolve_follows_only_a_condition_that_was_sent() {
+    let firing = Firing {
+        cooldown_nanos: 10 * SEC,
+        resolve: true,
+        severity: Severity::Critical,
+        ..Firing::default()
+    };
+    let prices = ["201", "202", "199.9", "201", "199"];
+    let alerts = run(
+        &mut processor(vec![above("a", "200", "0", firing.clone())]),
+        series("NVDA", &prices),
+    );
+    // The second activation (3) is inside the cooldown, never sent, so it resolves silently.
+    assert_eq!(
+        when(&alerts),
+        [(0, AlertKind::Fired), (2, AlertKind::Resolved)]
+    );
+    let resolved = &alerts[1];
+    assert_eq!(resolved.severity, Severity::Critical);
+    assert_eq!(resolved.value, Price::parse("199.9").unwrap());
+    assert!(
+        resolved
+            .message
+            .contains("NVDA back to 199.9: price > 200 cleared"),
+        "{}",
+        resolved.message
+    );
+    assert_ne!(alerts[0].alert_id, resolved.alert_id);
+    let quiet = run(
+        &mut processor(vec![above(
+            "a",
+            "200",
+            "0",
+            Firing {
+                resolve: false,
+                ..firing
+            },
+        )]),
+        series("NVDA", &prices),
+    );
+    assert_eq!(when(&quiet), [(0, AlertKind::Fired)]);
+}
+
+#[test]
+fn a_condition_that_holds_is_reminded_every_interval() {
+    let firing = Firing {
+        reminder_nanos: Some(60 * SEC),
+        resolve: true,
+        ..no_cooldown()
+    };
+    // Above 200 for three minutes, a trade every 10 s, then below.
+    let mut prices = vec!["201"; 19];
+    prices.push("199");
+    let alerts = run(
+        &mut processor(vec![above("a", "200", "0", firing)]),
+        (0..)
+            .zip(&prices)
+            .map(|(i, p)| trade("NVDA", i * 10 * SEC, p))
+            .collect(),
+    );
+    assert_eq!(
+        when(&alerts),
+        [
+            (0, AlertKind::Fired),
+            (60, AlertKind::Reminder),
+            (120, AlertKind::Reminder),
+            (180, AlertKind::Reminder),
+            (190, AlertKind::Resolved),
+        ]
+    );
+    assert!(
+        alerts[1]
+            .message
+            .contains("NVDA still price > 200: 201, since"),
+        "{}",
+        alerts[1].message
+    );
+}
+
+#[test]
+fn a_burst_is_sent_as_its_first_alert_and_one_digest_that_counts_the_rest() {
+    let firing = Firing {
+        coalesce_nanos: Some(10 * SEC),
+        ..no_cooldown()
+    };
+    let mut p = processor(vec![above("any-above-100", "100", "0", firing)]);
+    // 25 symbols cross 100 within 2.4 s.
+    let burst: Vec<Event> = (0..25)
+        .map(|i| trade(&format!("S{i:02}"), i * SEC / 10, "101"))
+        .collect();
+    let alerts = run(&mut p, burst);
+    assert_eq!(alerts.len(), 25, "every firing is recorded");
+    assert_eq!(alerts[0].kind, AlertKind::Fired);
+    assert!(alerts[1..].iter().all(|a| a.kind == AlertKind::Coalesced));
+    assert!(alerts.iter().filter(|a| a.kind.is_sent()).count() == 1);
+    // Nothing more until event time passes the window; then one digest, and the window is
+    // over: the next firing goes out on its own.
+    assert!(run(&mut p, vec![trade("ZZ", 9 * SEC, "50")]).is_empty());
+    let after = run(
+        &mut p,
+        vec![trade("ZZ", 10 * SEC, "50"), trade("ZZ", 11 * SEC, "150")],
+    );
+    assert_eq!(
+        when(&after),
+        [(10, AlertKind::Digest), (11, AlertKind::Fired)]
+    );
+    let digest = &after[0];
+    assert!(
+        digest.message.starts_with(
+            "24 more any-above-100 alerts until 2026-11-23T14:30:10.000000000Z: S01, S02, S03, S04, S05, S06, S07, S08, S09, S10 …"
+        ),
+        "{}",
+        digest.message
+    );
+    assert_eq!(digest.symbol.as_str(), "S01");
+}
+
+#[test]
+fn a_reload_keeps_each_rule_state_by_name() {
+    let a = above("a", "200", "0", no_cooldown());
+    let b = above("b", "300", "0", no_cooldown());
+    let mut p = processor(vec![a.clone()]);
+    assert_eq!(run(&mut p, vec![trade("NVDA", 0, "310")]).len(), 1);
+    // `b` is new and put first; `a` still holds and must not fire again.
+    p.set_rules(vec![b, a], Vec::new());
+    let alerts = run(&mut p, vec![trade("NVDA", SEC, "311")]);
+    assert_eq!(
+        alerts.iter().map(|a| a.rule.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
+    // Removing `a` and adding it back starts it afresh.
+    p.set_rules(vec![above("b", "300", "0", no_cooldown())], Vec::new());
+    assert!(run(&mut p, vec![trade("NVDA", 2 * SEC, "312")]).is_empty());
+    p.set_rules(vec![above("a", "200", "0", no_cooldown())], Vec::new());
+    assert_eq!(run(&mut p, vec![trade("NVDA", 3 * SEC, "313")]).len(), 1);
+}
+
+#[test]
+fn a_format_3_state_keeps_its_cooldowns_and_warm_spike_windows() {
+    // Written by the format-3 code: NVDA trading at 201.0/201.1 for 3 s under `nvda-high`
+    // (price > 200, cooldown 1 h, fired at T0 of that run) and `spike` (window 50, k 6, 20
+    // samples), so the window holds 29 returns.
+    let bytes = include_bytes!("../../testdata/state-v3.postcard");
+    let state = State::deserialize_v3(&mut postcard::Deserializer::from_bytes(bytes)).unwrap();
+    const FIXTURE_T0: i64 = 1_795_305_600 * SEC;
+    let rules = (
+        vec![ThresholdRule {
+            name: "nvda-high".into(),
+            symbol: Some(Symbol::parse("NVDA").unwrap()),
+            condition: "price > 200".parse().unwrap(),
+            hysteresis: Hysteresis::None,
+            firing: Firing {
+                cooldown_nanos: 3600 * SEC,
+                ..Firing::default()
+            },
+        }],
+        vec![SpikeRule {
+            name: "spike".into(),
+            symbol: None,
+            window: 50,
+            k: 6.0,
+            min_samples: 20,
+            min_return: 0.01,
+            firing: Firing::default(),
+        }],
+    );
+    let config = ProcessorConfig {
+        thresholds: rules.0,
+        spikes: rules.1,
+        ..ProcessorConfig::default()
+    };
+    let jump = || {
+        let Event::Trade(mut t) = trade("NVDA", 0, "230") else {
+            unreachable!()
+        };
+        t.ts_event = UnixNanos(FIXTURE_T0 + 4 * SEC);
+        t.ts_recv = t.ts_event;
+        vec![Event::Trade(t)]
+    };
+    let resumed = run(&mut Processor::with_state(config.clone(), state), jump());
+    assert_eq!(
+        resumed.iter().map(|a| a.rule.as_str()).collect::<Vec<_>>(),
+        ["spike"],
+        "the threshold is inside its cooldown; the spike window is warm"
+    );
+    let fresh = run(&mut Processor::new(config), jump());
+    assert_eq!(
+        fresh.iter().map(|a| a.rule.as_str()).collect::<Vec<_>>(),
+        ["nvda-high"],
+        "a fresh processor fires the threshold and has no returns yet"
+    );
+}
