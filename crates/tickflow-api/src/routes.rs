@@ -14,6 +14,7 @@ pub const BARS: &str = "/api/v1/bars";
 pub const HISTORY: &str = "/api/v1/history";
 pub const STATUS: &str = "/api/v1/status";
 pub const GAPS: &str = "/api/v1/gaps";
+pub const JOBS: &str = "/api/v1/jobs";
 pub const METRICS: &str = "/metrics";
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
@@ -35,6 +36,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(HISTORY, get(bars::history))
         .route(STATUS, get(status::status))
         .route(GAPS, get(status::gaps))
+        .route(JOBS, get(status::jobs))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

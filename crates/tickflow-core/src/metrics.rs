@@ -35,6 +35,7 @@ pub const LAKE_FLUSHES_TOTAL: &str = "tickflow_lake_flushes_total";
 pub const LAKE_COMPACTED_FILES_TOTAL: &str = "tickflow_lake_compacted_files_total";
 pub const LAKE_COMPACTIONS_TOTAL: &str = "tickflow_lake_compactions_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "tickflow_http_requests_total";
+pub const JOB_RUNS_TOTAL: &str = "tickflow_job_runs_total";
 
 /// Counters keyed by one label value, e.g. `source` or `rule`.
 #[derive(Debug, Default)]
@@ -220,6 +221,8 @@ pub struct Metrics {
     /// Compaction rounds run, whether or not they found files to merge.
     pub lake_compactions: AtomicU64,
     pub http_requests: Labeled,
+    /// Scheduled job runs, by `job/outcome`.
+    pub job_runs: Labeled,
 }
 
 impl Metrics {
@@ -294,7 +297,23 @@ impl Metrics {
                 })
                 .collect(),
         };
+        let jobs = Family {
+            name: JOB_RUNS_TOTAL,
+            kind: Kind::Counter,
+            help: "Scheduled job runs by job and outcome (ok, failed).",
+            samples: self
+                .job_runs
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| {
+                    let (job, outcome) = k.split_once('/').unwrap_or((&k, "ok"));
+                    let labels = vec![("job", job.to_string()), ("outcome", outcome.to_string())];
+                    (labels, v)
+                })
+                .collect(),
+        };
         vec![
+            jobs,
             labeled(
                 INGESTED_TOTAL,
                 "source",

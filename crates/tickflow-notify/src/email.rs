@@ -1,4 +1,5 @@
-//! The e-mail notifier: one message per alert over SMTP, plain, STARTTLS or TLS.
+//! The e-mail notifier: one message per alert over SMTP, plain, STARTTLS or TLS; reports go
+//! out through the same transport as HTML with attachments.
 //!
 //! The subject names the severity, the rule and the symbol; the body has every field of the
 //! alert. The `Message-ID` is made from the idempotency key, the same on every attempt, so a
@@ -8,8 +9,9 @@
 
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
-use lettre::message::{Mailbox, Message};
+pub use lettre::message::Message;
+use lettre::message::header::{ContentDisposition, ContentId, ContentType};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tickflow_core::notify::{DeliveryError, Notifier};
@@ -210,6 +212,70 @@ impl EmailNotifier {
     }
 }
 
+/// A file attached to a mail, which its HTML body can show as `cid:<name>`.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub name: String,
+    /// A MIME type: `image/png`.
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+impl EmailNotifier {
+    /// A mail with an HTML body (and its plain-text alternative) and attachments, each with a
+    /// `Content-ID` of its name so the HTML can show it inline.
+    ///
+    /// # Errors
+    /// The message cannot be built.
+    pub fn html_message(
+        &self,
+        subject: &str,
+        text: &str,
+        html: &str,
+        attachments: &[Attached],
+    ) -> Result<Message, String> {
+        let mut builder = Message::builder().from(self.from.clone()).subject(subject);
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        let mut mixed = MultiPart::mixed().multipart(MultiPart::alternative_plain_html(
+            text.to_string(),
+            html.to_string(),
+        ));
+        for a in attachments {
+            let content_type = ContentType::parse(a.content_type)
+                .map_err(|e| format!("{}: {e}", a.content_type))?;
+            mixed = mixed.singlepart(
+                SinglePart::builder()
+                    .header(content_type)
+                    .header(ContentDisposition::attachment(&a.name))
+                    .header(ContentId::from(format!("<{}>", a.name)))
+                    .body(a.bytes.clone()),
+            );
+        }
+        builder.multipart(mixed).map_err(|e| e.to_string())
+    }
+
+    /// Who it mails, comma separated.
+    pub fn recipients(&self) -> String {
+        self.config.to.join(", ")
+    }
+
+    /// Sends a mail built by [`Self::html_message`]: a 4xx reply or a connection failure is
+    /// [`DeliveryError::Retry`], a 5xx one permanent.
+    ///
+    /// # Errors
+    /// As above.
+    pub async fn send(&self, message: Message) -> Result<(), DeliveryError> {
+        let where_ = format!("smtp://{}:{}", self.config.host, self.config.port);
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(format!("{where_}: {e}"))),
+            Err(e) => Err(DeliveryError::Retry(format!("{where_}: {e}"))),
+        }
+    }
+}
+
 /// `<alert_id.notifier@tickflow>`: a `Message-ID` may not hold the key's colon.
 pub fn message_id(key: &str) -> String {
     format!("<{}@tickflow>", key.replace(':', "."))
@@ -219,11 +285,6 @@ pub fn message_id(key: &str) -> String {
 impl Notifier for EmailNotifier {
     async fn deliver(&self, alert: &Alert, key: &str) -> Result<(), DeliveryError> {
         let message = self.message(alert, key).map_err(DeliveryError::Permanent)?;
-        let where_ = format!("smtp://{}:{}", self.config.host, self.config.port);
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(format!("{where_}: {e}"))),
-            Err(e) => Err(DeliveryError::Retry(format!("{where_}: {e}"))),
-        }
+        self.send(message).await
     }
 }

@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub sinks: Vec<RawSink>,
     pub notifiers: Vec<RawNotifier>,
     pub alerts: RawAlerts,
+    pub jobs: Vec<crate::jobs::RawJob>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1231,6 +1232,8 @@ pub struct Plan {
     pub sources: Vec<SourcePlan>,
     pub sinks: Vec<SinkPlan>,
     pub notifiers: Vec<NotifierPlan>,
+    /// Scheduled jobs (`[[jobs]]`).
+    pub jobs: Vec<crate::jobs::JobPlan>,
 }
 
 /// HTTP ingest as a source: the API appends what requests carry under the source's id, so
@@ -2216,6 +2219,35 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
         }
     }
+    let jobs = crate::jobs::plans(raw.jobs, |key, message| c.add(key, message));
+    let emails: Vec<&str> = notifiers
+        .iter()
+        .filter(|n| matches!(n.config, NotifierConfig::Email(_)))
+        .map(|n| n.id.as_str())
+        .collect();
+    for (i, job) in jobs.iter().enumerate() {
+        let key = format!("jobs[{i}].notifier");
+        match (&job.notifier, job.kind) {
+            (Some(id), crate::jobs::JobKind::WeeklyReport) if !emails.contains(&id.as_str()) => {
+                c.add(key, format!("no e-mail notifier is called {id:?}"));
+            }
+            (None, crate::jobs::JobKind::WeeklyReport) if emails.len() != 1 => c.add(
+                key,
+                format!(
+                    "missing: the e-mail notifier to send the report through ({} configured)",
+                    if emails.is_empty() {
+                        "none".to_string()
+                    } else {
+                        emails.join(", ")
+                    }
+                ),
+            ),
+            (Some(_), crate::jobs::JobKind::Compaction) => {
+                c.add(key, "a compaction job sends nothing");
+            }
+            _ => {}
+        }
+    }
     Plan {
         data_dir,
         http,
@@ -2227,6 +2259,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         sources,
         sinks,
         notifiers,
+        jobs,
     }
 }
 
@@ -2465,6 +2498,7 @@ fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
             "processing" => raw.processing = c.typed(value, "processing").unwrap_or_default(),
             "lake" => raw.lake = c.typed(value, "lake").unwrap_or_default(),
             "alerts" => raw.alerts = c.typed(value, "alerts").unwrap_or_default(),
+            "jobs" => raw.jobs = c.typed(value, "jobs").unwrap_or_default(),
             "sources" => {
                 for (i, (id, kind, entry)) in entries(value, "sources", RawSourceKind::TYPES, c) {
                     let key = format!("sources[{i}]");

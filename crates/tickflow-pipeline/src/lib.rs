@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod jobs;
 mod lake_location;
 mod live;
 mod notifiers;

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,6 +16,7 @@ use tickflow_model::{Event, UnixNanos};
 use tickflow_process::{Output, Processor};
 use tokio::sync::watch;
 
+use crate::jobs::Jobs;
 use crate::live::{self, Live, QueryInputs};
 use crate::sinks::{SinkStatus, Sinks};
 use crate::sources::{SourceStatus, Sources};
@@ -55,6 +56,8 @@ pub struct Status {
     pub sinks: Vec<SinkStatus>,
     /// Every notifier, which follows the lake as a sink does.
     pub notifiers: Vec<SinkStatus>,
+    /// Every scheduled job, with its next fire time and last run.
+    pub jobs: Vec<crate::jobs::JobStatus>,
     /// Set when a pipeline thread failed; the pipeline is then stopping.
     pub failure: Option<String>,
 }
@@ -85,6 +88,10 @@ struct Inner {
     stop_sources: watch::Sender<bool>,
     /// Raised once sources are done: the processor drains the log, flushes and exits.
     stop_processing: Shutdown,
+    /// A `compaction` job asks the flusher for a round now.
+    compact_requested: AtomicBool,
+    /// The scheduled jobs and their runs.
+    jobs: Jobs,
     processed_offset: std::sync::atomic::AtomicU64,
     started: Instant,
     failure: Mutex<Option<String>>,
@@ -284,6 +291,13 @@ impl Pipeline {
         };
         let lake = Arc::new(lake);
         let metrics = Arc::new(Metrics::default());
+        let jobs =
+            Jobs::open(&data_dir, plan.jobs.clone(), Arc::clone(&metrics)).map_err(|message| {
+                Error::Io {
+                    context: "reading the jobs' record".into(),
+                    source: std::io::Error::other(message),
+                }
+            })?;
         let mut retired = checkpoint::follower_floors(&data_dir)?;
         retired.retain(|id, _| {
             !plan.sinks.iter().any(|s| s.id == *id) && !plan.notifiers.iter().any(|n| n.id == *id)
@@ -326,6 +340,8 @@ impl Pipeline {
             live: Mutex::new(live),
             stop_sources: watch::Sender::new(false),
             stop_processing: Shutdown::new(),
+            compact_requested: AtomicBool::new(false),
+            jobs,
             processed_offset: std::sync::atomic::AtomicU64::new(next),
             started: Instant::now(),
             failure: Mutex::new(None),
@@ -486,6 +502,34 @@ impl Pipeline {
 
     /// Current counters and offsets.
     /// Every gap the sources recorded, each in its latest state (`tickflow_sources::gaps`).
+    /// The scheduled jobs: their status, and the scheduler the binary runs with a
+    /// [`crate::jobs::JobRunner`].
+    pub fn jobs(&self) -> &Jobs {
+        &self.inner.jobs
+    }
+
+    /// Runs a compaction round of the lake (with `[lake] retention_days`) between flushes,
+    /// and waits for it: what a `compaction` job does.
+    ///
+    /// # Errors
+    /// The pipeline stopped before the round ran.
+    pub async fn compact_now(&self) -> std::result::Result<String, String> {
+        let m = &self.inner.metrics;
+        let before = m.lake_compactions.load(Ordering::Acquire);
+        let files = m.lake_compacted_files.load(Ordering::Acquire);
+        self.inner.compact_requested.store(true, Ordering::Release);
+        while m.lake_compactions.load(Ordering::Acquire) == before {
+            if self.inner.stop_processing.is_triggered() {
+                return Err("the pipeline stopped before the round ran".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let merged = m.lake_compacted_files.load(Ordering::Acquire) - files;
+        Ok(format!(
+            "compaction round done: {merged} small file(s) merged"
+        ))
+    }
+
     pub fn gaps(&self) -> Vec<tickflow_sources::gaps::Gap> {
         tickflow_sources::gaps::read_all(&self.inner.plan.data_dir)
     }
@@ -520,6 +564,7 @@ impl Pipeline {
                 .get()
                 .map(Sinks::status)
                 .unwrap_or_default(),
+            jobs: self.inner.jobs.status(),
             failure: self
                 .inner
                 .failure
@@ -769,21 +814,28 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
     loop {
         // Compaction runs here, between flushes, so it never races a write to the lake; an
         // idle pipeline still compacts on schedule.
+        // A scheduled `compaction` job's request is looked at least every second.
         let wait = inner
             .plan
             .lake
             .compact_every
-            .map_or(Duration::from_secs(3600), |every| {
+            .map_or(Duration::from_secs(1), |every| {
                 every.saturating_sub(last_compaction.elapsed())
-            });
+            })
+            .min(Duration::from_secs(1));
         let job = match rx.recv_timeout(wait) {
             Ok(job) => job,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if inner.plan.lake.compact_every.is_some() && !inner.stop_processing.is_triggered()
-                {
+                let due = inner
+                    .plan
+                    .lake
+                    .compact_every
+                    .is_some_and(|every| last_compaction.elapsed() >= every);
+                let asked = inner.compact_requested.swap(false, Ordering::AcqRel);
+                if (due || asked) && !inner.stop_processing.is_triggered() {
                     compact(inner, committed);
+                    last_compaction = Instant::now();
                 }
-                last_compaction = Instant::now();
                 continue;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -839,8 +891,12 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         }
         committed = job.seq;
         // A stopping pipeline does not start a merge: shutdown should not wait for one.
-        if let Some(every) = inner.plan.lake.compact_every
-            && last_compaction.elapsed() >= every
+        let due = inner
+            .plan
+            .lake
+            .compact_every
+            .is_some_and(|every| last_compaction.elapsed() >= every);
+        if (due || inner.compact_requested.swap(false, Ordering::AcqRel))
             && !inner.stop_processing.is_triggered()
         {
             compact(inner, job.seq);

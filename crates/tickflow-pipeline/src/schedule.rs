@@ -59,6 +59,14 @@ impl Schedule {
         !self.trading_days || calendar::is_trading_day(calendar::exchange_date(at))
     }
 
+    /// Whether `a` and `b` fall on the same calendar day in the schedule's zone.
+    pub fn same_day(&self, a: UnixNanos, b: UnixNanos) -> bool {
+        match (self.zoned(a), self.zoned(b)) {
+            (Some(a), Some(b)) => a.date() == b.date(),
+            _ => false,
+        }
+    }
+
     /// The first fire time strictly after `after`; `None` if there is none (a pattern that
     /// never matches, or no trading day within a year).
     pub fn next_after(&self, after: UnixNanos) -> Option<UnixNanos> {

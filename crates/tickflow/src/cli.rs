@@ -64,6 +64,38 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tickflow gaps --data-dir ./tickflow-data\n  tickflow gaps --json\n\nA gap runs from the last event a source passed on to the moment its subscription was\nconfirmed again. `filled`: fetched over the vendor's REST history and appended; `unfillable`:\nthe vendor has no history of that kind (quotes, Polygon trades) or refused, with the reason;\n`detected`: still being fetched, or the process stopped while it was. A running pipeline\nserves the same list at GET /api/v1/gaps."
     )]
     Gaps(GapsArgs),
+    /// Build a market report from the stored daily bars, write it beside the data, and mail it.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ReportCommand {
+    /// Every symbol's weekly return and range, best and worst in the subject, and a 30-day
+    /// candlestick chart each (the old Saturday e-mail).
+    #[command(
+        after_help = "Examples:\n  tickflow report weekly --data-dir ./tickflow-data                 # the last week traded\n  tickflow report weekly --data-dir ./tickflow-data --week 2026-W48\n  tickflow report weekly --config config/email.toml --send          # and mail it\n\nThe report is written to DATA_DIR/reports/YYYY-Www/ (report.html and one PNG per symbol)\nand its subject printed. Return is from the week's first open to its last close; range is\nthe week's high less its low, as a share of that open (docs/reports.md). --send mails it\nthrough the config's e-mail notifier (--notifier names one when there are several), with\nthe charts attached."
+    )]
+    Weekly(WeeklyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WeeklyArgs {
+    /// The data directory whose `bars` to read; default: the config's, else ./tickflow-data.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A config: its data directory and, for --send, its e-mail notifier.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The ISO week (YYYY-Www); default: the last week traded (this week from Saturday on).
+    #[arg(long, value_name = "WEEK")]
+    pub(crate) week: Option<String>,
+    /// Mail the report (needs --config with an e-mail notifier).
+    #[arg(long)]
+    pub(crate) send: bool,
+    /// With --send: the e-mail notifier's id, when the config has several.
+    #[arg(long, value_name = "ID")]
+    pub(crate) notifier: Option<String>,
 }
 
 #[derive(Debug, Args)]

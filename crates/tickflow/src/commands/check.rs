@@ -64,6 +64,27 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
+            let now = tickflow_model::UnixNanos::now();
+            for job in &plan.jobs {
+                println!(
+                    "  job {}: {} at \"{}\" ({}{}){}, next {}",
+                    job.name,
+                    job.kind.name(),
+                    job.cron,
+                    job.timezone,
+                    if job.trading_days {
+                        ", NYSE trading days"
+                    } else {
+                        ""
+                    },
+                    job.after
+                        .as_ref()
+                        .map_or(String::new(), |a| format!(" after {a}")),
+                    job.schedule
+                        .next_after(now)
+                        .map_or("never".to_string(), |t| t.to_string())
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -4,8 +4,10 @@ mod backfill;
 mod check;
 mod compact;
 mod gaps;
+mod jobs;
 mod produce;
 mod replay;
+mod report;
 mod run;
 mod sql;
 
@@ -42,6 +44,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compact(args) => compact::compact(&args),
         Command::Backfill(args) => backfill::backfill(&args),
         Command::Gaps(args) => gaps::gaps(&args),
+        Command::Report(crate::cli::ReportCommand::Weekly(args)) => report::weekly(&args),
     }
 }
 

@@ -110,7 +110,18 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
             }
         });
     }
+    let jobs_stop = tickflow_core::Shutdown::new();
+    if !pipeline.plan().jobs.is_empty() {
+        let runner = Arc::new(super::jobs::Runner {
+            pipeline: Arc::clone(&pipeline),
+            data_dir: data_dir.clone(),
+        });
+        let jobs = pipeline.jobs().clone();
+        let stop = jobs_stop.clone();
+        rt.spawn(async move { jobs.run(runner, stop, tickflow_model::UnixNanos::now).await });
+    }
     let reason = rt.block_on(wait_for_stop(&pipeline, duration));
+    jobs_stop.trigger();
     eprintln!();
     tracing::info!(reason, "stopping");
     let _ = stop_tx.send(true);

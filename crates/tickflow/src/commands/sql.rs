@@ -126,3 +126,52 @@ pub(crate) fn running_server(data_dir: &std::path::Path) -> Option<String> {
     }
     v["url"].as_str().map(str::to_string)
 }
+
+/// Rows of `query` as JSON objects: asked of the pipeline running on `data_dir` when there is
+/// one (it also sees unflushed rows), else read from the lake and the last checkpoint.
+///
+/// # Errors
+/// The query fails, or the data directory cannot be read.
+pub(crate) fn query_rows(
+    rt: &tokio::runtime::Runtime,
+    data_dir: &std::path::Path,
+    query: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    if let Some(url) = running_server(data_dir) {
+        let body = serde_json::json!({ "sql": query, "format": "json" });
+        let answer = rt.block_on(async {
+            let resp = reqwest::Client::new()
+                .post(format!("{url}/api/v1/sql"))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            let status = resp.status();
+            Ok::<_, reqwest::Error>((status, resp.text().await?))
+        });
+        if let Ok((status, text)) = answer {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("the running pipeline at {url} answered {status}"))?;
+            if !status.is_success() {
+                anyhow::bail!("{}", v["error"].as_str().unwrap_or(&text));
+            }
+            return Ok(v["rows"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    if !data_dir.exists() {
+        anyhow::bail!("no data directory at {}", data_dir.display());
+    }
+    let lake = tickflow_pipeline::open_lake(data_dir)
+        .with_context(|| format!("opening the lake of {}", data_dir.display()))?;
+    let inputs = tickflow_pipeline::offline_inputs(data_dir, &lake)
+        .with_context(|| format!("reading {}", data_dir.display()))?;
+    let engine = tickflow_query::QueryEngine::new()?;
+    engine.register_lake(&lake)?;
+    let snapshot = Snapshot {
+        files: inputs.files,
+        live: inputs.live,
+    };
+    let result = rt.block_on(engine.run(snapshot, query))?;
+    let text = tickflow_query::render(&result, Format::Json)?;
+    Ok(serde_json::from_str(&text)?)
+}

@@ -34,6 +34,12 @@ fn every_example_config_passes_check() {
                     "{text}"
                 );
                 assert!(!text.contains("change-me"), "{text}");
+                assert!(
+                    text.contains(
+                        "job weekly_report: weekly_report at \"0 16 * * SAT\" (UTC), next "
+                    ),
+                    "{text}"
+                );
             }
             if path.ends_with("s3-lake.toml") {
                 assert!(

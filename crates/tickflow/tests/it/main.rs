@@ -16,6 +16,7 @@ mod postgres;
 mod produce;
 mod query_api;
 mod replay;
+mod report;
 mod s3;
 mod sinks;
 mod support;

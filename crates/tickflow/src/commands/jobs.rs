@@ -1,0 +1,44 @@
+//! What each scheduled job kind does (`tickflow_pipeline::jobs`): the scheduler decides
+//! when; this runner does the work with the pipeline, the query engine and the notifiers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tickflow_model::UnixNanos;
+use tickflow_notify::report::IsoWeek;
+use tickflow_pipeline::Pipeline;
+use tickflow_pipeline::jobs::{JobKind, JobPlan, JobRunner};
+
+/// Runs the jobs of a `tickflow run`.
+pub(crate) struct Runner {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) data_dir: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl JobRunner for Runner {
+    async fn run(&self, job: &JobPlan, scheduled: UnixNanos) -> Result<String, String> {
+        match job.kind {
+            JobKind::Compaction => self.pipeline.compact_now().await,
+            JobKind::WeeklyReport => {
+                // Saturday's run reports the week just traded, a late run the same week.
+                let week = IsoWeek::last_traded(scheduled.date());
+                let mailer =
+                    super::report::mailer(Some(self.pipeline.plan()), job.notifier.as_deref())?;
+                let data_dir = self.data_dir.clone();
+                // The report blocks on its own runtime (SQL to this pipeline, SMTP): a thread
+                // of its own, not one of this runtime's.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    let done = super::report::weekly_report(&data_dir, week, Some(&mailer))
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = tx.send(done);
+                });
+                let done = rx
+                    .await
+                    .map_err(|_| "the report's thread ended without an answer".to_string())??;
+                Ok(format!("{week}: {}", done.replace('\n', "; ")))
+            }
+        }
+    }
+}

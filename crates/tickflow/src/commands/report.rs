@@ -1,0 +1,207 @@
+//! `tickflow report weekly`: the weekly market report from the `bars` table, written to
+//! `<data-dir>/reports/<week>/` and, with `--send`, mailed with its charts attached.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tickflow_model::{Date, Price, Symbol};
+use tickflow_notify::email::{Attached, EmailNotifier, Message};
+use tickflow_notify::report::{DailyBar, IsoWeek, WeeklyReport};
+use tickflow_pipeline::config::NotifierConfig;
+
+use crate::cli::WeeklyArgs;
+
+/// Calendar days of bars read before the week: enough for 30 trading days and the holidays
+/// among them.
+const LOOKBACK_DAYS: i32 = 56;
+
+pub(crate) fn weekly(args: &WeeklyArgs) -> anyhow::Result<ExitCode> {
+    let plan = match &args.config {
+        Some(path) => match tickflow_pipeline::config::load(path) {
+            Ok(plan) => Some(plan),
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
+        },
+        None => None,
+    };
+    let data_dir: PathBuf = args
+        .data_dir
+        .clone()
+        .or_else(|| plan.as_ref().map(|p| p.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("./tickflow-data"));
+    let week = match &args.week {
+        Some(text) => match text.parse::<IsoWeek>() {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: --week: {e}");
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
+        },
+        None => IsoWeek::last_traded(tickflow_model::UnixNanos::now().date()),
+    };
+    let mailer = if args.send {
+        match mailer(plan.as_ref(), args.notifier.as_deref()) {
+            Ok(m) => Some(m),
+            Err(message) => {
+                eprintln!("error: --send: {message}");
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
+        }
+    } else {
+        None
+    };
+    let done = weekly_report(&data_dir, week, mailer.as_ref())?;
+    println!("{done}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the report of `week` from `data_dir`'s bars, writes it beside the data and, with a
+/// mailer, sends it: what `tickflow report weekly` and the `weekly_report` job do. Blocks;
+/// not to be called on a runtime's thread.
+///
+/// # Errors
+/// The bars cannot be read, the files written, or the mail sent.
+pub(crate) fn weekly_report(
+    data_dir: &Path,
+    week: IsoWeek,
+    mailer: Option<&EmailNotifier>,
+) -> anyhow::Result<String> {
+    let rt = super::runtime()?;
+    let bars = daily_bars(&rt, data_dir, week)?;
+    let report = WeeklyReport::build(week, &bars).map_err(anyhow::Error::msg)?;
+    let dir = write(data_dir, &report)?;
+    let mut done = format!(
+        "{}\n{} symbol(s); written to {}",
+        report.subject(),
+        report.symbols.len(),
+        dir.join("report.html").display()
+    );
+    if let Some(mailer) = mailer {
+        let message = mail(mailer, &report).map_err(anyhow::Error::msg)?;
+        rt.block_on(mailer.send(message))
+            .map_err(|e| anyhow::anyhow!("sending the report: {e}"))?;
+        done.push_str(&format!("\nsent to {}", mailer.recipients()));
+    }
+    Ok(done)
+}
+
+/// The config's e-mail notifier: the one named, or the only one.
+pub(crate) fn mailer(
+    plan: Option<&tickflow_pipeline::config::Plan>,
+    id: Option<&str>,
+) -> Result<EmailNotifier, String> {
+    let plan = plan.ok_or("needs --config FILE with an e-mail notifier")?;
+    let emails: Vec<_> = plan
+        .notifiers
+        .iter()
+        .filter_map(|n| match &n.config {
+            NotifierConfig::Email(c) => Some((n.id.as_str(), c)),
+            _ => None,
+        })
+        .collect();
+    let config = match (id, emails.as_slice()) {
+        (Some(id), _) => emails
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| format!("the config has no e-mail notifier {id:?}"))?,
+        (None, [(_, c)]) => *c,
+        (None, []) => return Err("the config has no [[notifiers]] of type \"email\"".into()),
+        (None, _) => {
+            let ids: Vec<&str> = emails.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "the config has several e-mail notifiers ({}); name one with --notifier",
+                ids.join(", ")
+            ));
+        }
+    };
+    EmailNotifier::new(config.clone()).map_err(|e| e.to_string())
+}
+
+/// Daily bars from the week's Monday back [`LOOKBACK_DAYS`], through its Sunday.
+fn daily_bars(
+    rt: &tokio::runtime::Runtime,
+    data_dir: &Path,
+    week: IsoWeek,
+) -> anyhow::Result<Vec<DailyBar>> {
+    let from = Date(week.monday().0 - LOOKBACK_DAYS);
+    let to = Date(week.sunday().0 + 1);
+    // Decimals and dates as text, so nothing passes through a float.
+    let query = format!(
+        "SELECT symbol, CAST(CAST(start AS DATE) AS VARCHAR) AS date, \
+         CAST(open AS VARCHAR) AS open, CAST(high AS VARCHAR) AS high, \
+         CAST(low AS VARCHAR) AS low, CAST(close AS VARCHAR) AS close \
+         FROM bars WHERE \"interval\" = '1d' AND start >= '{from}' AND start < '{to}' \
+         ORDER BY symbol, start"
+    );
+    let rows = super::sql::query_rows(rt, data_dir, &query)
+        .with_context(|| format!("reading daily bars from {}", data_dir.display()))?;
+    rows.iter()
+        .map(|row| {
+            let text = |k: &str| {
+                row[k]
+                    .as_str()
+                    .with_context(|| format!("bars row without {k}: {row}"))
+            };
+            let price =
+                |k: &str| -> anyhow::Result<Price> { Ok(Price::parse(text(k)?)?.normalized()) };
+            Ok(DailyBar {
+                symbol: Symbol::parse(text("symbol")?)?,
+                date: Date::parse(text("date")?)?,
+                open: price("open")?,
+                high: price("high")?,
+                low: price("low")?,
+                close: price("close")?,
+            })
+        })
+        .collect()
+}
+
+/// Writes `report.html` and the charts to `<data-dir>/reports/<week>/`.
+fn write(data_dir: &Path, report: &WeeklyReport) -> anyhow::Result<PathBuf> {
+    let dir = data_dir.join("reports").join(report.week.to_string());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for chart in &report.charts {
+        let path = dir.join(&chart.file_name);
+        std::fs::write(&path, &chart.png).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let path = dir.join("report.html");
+    std::fs::write(&path, report.html(|c| c.file_name.clone()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(dir)
+}
+
+/// The report as a mail: the HTML with the charts shown inline (`cid:`), each also attached.
+fn mail(mailer: &EmailNotifier, report: &WeeklyReport) -> Result<Message, String> {
+    let text = report
+        .symbols
+        .iter()
+        .map(|s| {
+            format!(
+                "{:<10} return {:>8}%  range {:>8}%",
+                s.symbol.as_str(),
+                s.return_pct.rounded(2),
+                s.range_pct.rounded(2)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let attachments: Vec<Attached> = report
+        .charts
+        .iter()
+        .map(|c| Attached {
+            name: c.file_name.clone(),
+            content_type: "image/png",
+            bytes: c.png.clone(),
+        })
+        .collect();
+    mailer.html_message(
+        &report.subject(),
+        &format!("{}\n\n{text}\n", report.subject()),
+        &report.html(|c| format!("cid:{}", c.file_name)),
+        &attachments,
+    )
+}
