@@ -15,6 +15,7 @@ pub const HISTORY: &str = "/api/v1/history";
 pub const STATUS: &str = "/api/v1/status";
 pub const GAPS: &str = "/api/v1/gaps";
 pub const JOBS: &str = "/api/v1/jobs";
+pub const RELOAD: &str = "/api/v1/reload";
 pub const METRICS: &str = "/metrics";
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
@@ -37,6 +38,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(STATUS, get(status::status))
         .route(GAPS, get(status::gaps))
         .route(JOBS, get(status::jobs))
+        .route(RELOAD, post(status::reload))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

@@ -306,7 +306,8 @@ impl Metrics {
                 .snapshot()
                 .into_iter()
                 .map(|(k, v)| {
-                    let (job, outcome) = k.split_once('/').unwrap_or((&k, "ok"));
+                    // A job's name may hold '/'; the outcome never does.
+                    let (job, outcome) = k.rsplit_once('/').unwrap_or((&k, "ok"));
                     let labels = vec![("job", job.to_string()), ("outcome", outcome.to_string())];
                     (labels, v)
                 })

@@ -105,9 +105,13 @@ impl fmt::Display for IsoWeek {
     }
 }
 
-/// A percentage kept exact to 10⁻⁹ of a percent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Percent(Price);
+/// A percentage kept exact: the fraction `num / den` of a percent, `den > 0`. Only display
+/// rounds it, once.
+#[derive(Clone, Copy, Debug)]
+pub struct Percent {
+    num: i128,
+    den: i128,
+}
 
 impl Percent {
     /// `(to − from) / base × 100`; `None` when the base is not positive.
@@ -115,21 +119,21 @@ impl Percent {
         if base.raw() <= 0 {
             return None;
         }
-        let num = (i128::from(to.raw()) - i128::from(from.raw())) * 100 * 1_000_000_000;
-        Price::from_ratio(num, i128::from(base.raw()), 9).map(Self)
+        Some(Self {
+            num: (i128::from(to.raw()) - i128::from(from.raw())) * 100,
+            den: i128::from(base.raw()),
+        })
     }
 
-    /// Rounded half away from zero to `digits` decimals.
+    /// Rounded half away from zero to `digits` decimals (at most 9).
     pub fn rounded(self, digits: u32) -> String {
-        let unit = 10i64.pow(9 - digits);
-        let raw = self.0.raw();
-        let half = unit / 2;
-        let q = if raw >= 0 {
-            (raw + half) / unit
-        } else {
-            (raw - half) / unit
-        };
-        let scale = 10i64.pow(digits);
+        let digits = digits.min(9);
+        let scale = 10i128.pow(digits);
+        let scaled = self.num * scale;
+        let mut q = scaled / self.den;
+        if 2 * (scaled % self.den).abs() >= self.den {
+            q += scaled.signum();
+        }
         let sign = if q < 0 { "-" } else { "" };
         let q = q.abs();
         if digits == 0 {
@@ -144,11 +148,42 @@ impl Percent {
         }
     }
 
-    /// For sorting and charts only.
+    /// Not below zero.
+    pub fn is_gain(self) -> bool {
+        self.num >= 0
+    }
+
+    /// For charts only.
     pub fn as_f64(self) -> f64 {
-        self.0.as_f64()
+        self.num as f64 / self.den as f64
     }
 }
+
+impl Ord for Percent {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (
+            self.num.checked_mul(other.den),
+            other.num.checked_mul(self.den),
+        ) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => self.as_f64().total_cmp(&other.as_f64()),
+        }
+    }
+}
+
+impl PartialOrd for Percent {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Percent {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Percent {}
 
 /// One symbol's week.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,11 +314,7 @@ impl WeeklyReport {
     pub fn html(&self, image_src: impl Fn(&Chart) -> String) -> String {
         let mut rows = String::new();
         for s in &self.symbols {
-            let class = if s.return_pct.0.raw() >= 0 {
-                "up"
-            } else {
-                "down"
-            };
+            let class = if s.return_pct.is_gain() { "up" } else { "down" };
             rows.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}%</td><td>{}</td><td>{}</td><td>{}%</td><td>{}</td></tr>\n",
                 escape(s.symbol.as_str()),

@@ -47,8 +47,8 @@ pub(crate) struct NotifySink {
     pub(crate) id: String,
     pub(crate) notifier: Arc<dyn Notifier>,
     pub(crate) dir: PathBuf,
-    /// Rules whose alerts come here.
-    pub(crate) rules: HashSet<String>,
+    /// Rules whose alerts come here; a reload replaces them.
+    pub(crate) rules: Arc<std::sync::RwLock<HashSet<String>>>,
     pub(crate) max_attempts: u32,
     pub(crate) log: Arc<dyn Append>,
     pub(crate) metrics: Arc<Metrics>,
@@ -189,9 +189,10 @@ impl Sink for NotifySink {
                 alerts: BTreeSet::new(),
             });
         let now = UnixNanos::now().0;
+        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner()).clone();
         for alert in &flush.rows.alerts {
             if !alert.kind.is_sent()
-                || !self.rules.contains(&alert.rule)
+                || !rules.contains(&alert.rule)
                 || settled.alerts.contains(&alert.alert_id)
             {
                 continue;

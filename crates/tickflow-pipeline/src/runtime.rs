@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use tickflow_core::metrics::Metrics;
 use tickflow_lake::{Lake, RecordBatch, Rows, Table};
 use tickflow_log::{Log, LogConfig};
 use tickflow_model::{Event, UnixNanos};
-use tickflow_process::{Output, Processor};
+use tickflow_process::{Output, Processor, SpikeRule, ThresholdRule};
 use tokio::sync::watch;
 
 use crate::jobs::Jobs;
@@ -58,6 +58,8 @@ pub struct Status {
     pub notifiers: Vec<SinkStatus>,
     /// Every scheduled job, with its next fire time and last run.
     pub jobs: Vec<crate::jobs::JobStatus>,
+    /// Config reloads applied (`POST /api/v1/reload`, SIGHUP).
+    pub reloads: u64,
     /// Set when a pipeline thread failed; the pipeline is then stopping.
     pub failure: Option<String>,
 }
@@ -88,8 +90,17 @@ struct Inner {
     stop_sources: watch::Sender<bool>,
     /// Raised once sources are done: the processor drains the log, flushes and exits.
     stop_processing: Shutdown,
-    /// A `compaction` job asks the flusher for a round now.
-    compact_requested: AtomicBool,
+    /// Compaction rounds `compaction` jobs asked for, and the last request a round served.
+    compact_requested: std::sync::atomic::AtomicU64,
+    compact_served: std::sync::atomic::AtomicU64,
+    /// Alert rules a reload hands to the processor thread, which takes them between batches.
+    new_rules: Mutex<Option<(Vec<ThresholdRule>, Vec<SpikeRule>)>>,
+    has_new_rules: AtomicBool,
+    /// Each notifier's rules, by notifier id; a reload replaces them.
+    routes: BTreeMap<String, Arc<std::sync::RwLock<HashSet<String>>>>,
+    /// The config file `run` started from, for `POST /api/v1/reload` and SIGHUP.
+    config_path: std::sync::OnceLock<PathBuf>,
+    reloads: std::sync::atomic::AtomicU64,
     /// The scheduled jobs and their runs.
     jobs: Jobs,
     processed_offset: std::sync::atomic::AtomicU64,
@@ -166,7 +177,11 @@ fn start_notifiers(inner: &Arc<Inner>, published: u64) -> Result<()> {
                 id: plan.id.clone(),
                 notifier,
                 dir: inner.plan.data_dir.join("notifiers").join(&plan.id),
-                rules: plan.rules.clone(),
+                rules: inner
+                    .routes
+                    .get(&plan.id)
+                    .map(Arc::clone)
+                    .unwrap_or_default(),
                 max_attempts: plan.max_attempts,
                 log: Arc::clone(&log),
                 metrics: Arc::clone(&inner.metrics),
@@ -329,6 +344,16 @@ impl Pipeline {
             context: "starting the sinks' runtime".into(),
             source,
         })?;
+        let routes = plan
+            .notifiers
+            .iter()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    Arc::new(std::sync::RwLock::new(n.rules.clone())),
+                )
+            })
+            .collect();
         let inner = Arc::new(Inner {
             plan,
             log,
@@ -340,7 +365,13 @@ impl Pipeline {
             live: Mutex::new(live),
             stop_sources: watch::Sender::new(false),
             stop_processing: Shutdown::new(),
-            compact_requested: AtomicBool::new(false),
+            compact_requested: std::sync::atomic::AtomicU64::new(0),
+            compact_served: std::sync::atomic::AtomicU64::new(0),
+            new_rules: Mutex::new(None),
+            has_new_rules: AtomicBool::new(false),
+            routes,
+            config_path: std::sync::OnceLock::new(),
+            reloads: std::sync::atomic::AtomicU64::new(0),
             jobs,
             processed_offset: std::sync::atomic::AtomicU64::new(next),
             started: Instant::now(),
@@ -502,6 +533,95 @@ impl Pipeline {
 
     /// Current counters and offsets.
     /// Every gap the sources recorded, each in its latest state (`tickflow_sources::gaps`).
+    /// Remembers the config file this pipeline was started from, so it can be reloaded.
+    pub fn set_config_path(&self, path: PathBuf) {
+        let _ = self.inner.config_path.set(path);
+    }
+
+    /// Reads the config file again and applies its alert rules and their routing to the
+    /// notifiers, with no restart: the processor takes them between two batches, and each
+    /// rule that keeps its name keeps its state. Returns the sections that differ from the
+    /// running config but need a restart to take effect.
+    ///
+    /// # Errors
+    /// No config file is known, or the new config is wrong: the same problems, with file,
+    /// line and key, as `tickflow check`; nothing is changed then.
+    pub fn reload(&self) -> std::result::Result<Vec<&'static str>, crate::ConfigError> {
+        let Some(path) = self.inner.config_path.get() else {
+            return Err(crate::ConfigError {
+                file: PathBuf::from("<none>"),
+                problems: vec![crate::Problem {
+                    line: None,
+                    key: String::new(),
+                    message: "this pipeline was not started from a config file (tickflow demo); restart it to change its rules".into(),
+                }],
+            });
+        };
+        let plan = crate::config::load(path)?;
+        let running = &self.inner.plan;
+        let mut restart = Vec::new();
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        for (name, changed) in [
+            ("data_dir", running.data_dir != plan.data_dir),
+            ("http", differs(&running.http, &plan.http)),
+            ("pgwire", running.pgwire != plan.pgwire),
+            ("query", differs(&running.query, &plan.query)),
+            ("log", differs(&running.log, &plan.log)),
+            ("lake", differs(&running.lake, &plan.lake)),
+            ("sources", differs(&running.sources, &plan.sources)),
+            ("sinks", differs(&running.sinks, &plan.sinks)),
+            ("jobs", differs(&running.jobs, &plan.jobs)),
+            (
+                "notifiers",
+                differs(
+                    &running
+                        .notifiers
+                        .iter()
+                        .map(|n| (&n.id, &n.config))
+                        .collect::<Vec<_>>(),
+                    &plan
+                        .notifiers
+                        .iter()
+                        .map(|n| (&n.id, &n.config))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "processing",
+                running.processing.lateness_nanos != plan.processing.lateness_nanos
+                    || differs(&running.processing.limits, &plan.processing.limits),
+            ),
+        ] {
+            if changed {
+                restart.push(name);
+            }
+        }
+        for n in &plan.notifiers {
+            if let Some(route) = self.inner.routes.get(&n.id) {
+                *route.write().unwrap_or_else(|e| e.into_inner()) = n.rules.clone();
+            }
+        }
+        *self
+            .inner
+            .new_rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((
+            plan.processing.thresholds.clone(),
+            plan.processing.spikes.clone(),
+        ));
+        self.inner.has_new_rules.store(true, Ordering::Release);
+        self.inner.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            config = %path.display(),
+            thresholds = plan.processing.thresholds.len(),
+            spikes = plan.processing.spikes.len(),
+            needs_restart = ?restart,
+            "alert rules reloaded"
+        );
+        Ok(restart)
+    }
+
     /// The scheduled jobs: their status, and the scheduler the binary runs with a
     /// [`crate::jobs::JobRunner`].
     pub fn jobs(&self) -> &Jobs {
@@ -515,16 +635,29 @@ impl Pipeline {
     /// The pipeline stopped before the round ran.
     pub async fn compact_now(&self) -> std::result::Result<String, String> {
         let m = &self.inner.metrics;
-        let before = m.lake_compactions.load(Ordering::Acquire);
         let files = m.lake_compacted_files.load(Ordering::Acquire);
-        self.inner.compact_requested.store(true, Ordering::Release);
-        while m.lake_compactions.load(Ordering::Acquire) == before {
+        let errors = m.sink_errors.get("compaction").load(Ordering::Acquire);
+        // Served only by a round that starts after this request.
+        let request = self.inner.compact_requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let started = Instant::now();
+        while self.inner.compact_served.load(Ordering::Acquire) < request {
             if self.inner.stop_processing.is_triggered() {
                 return Err("the pipeline stopped before the round ran".into());
+            }
+            if started.elapsed() > COMPACT_JOB_LIMIT {
+                return Err(format!(
+                    "no compaction round ran within {} s: the lake's writer is busy or failing (tickflow_sink_errors_total{{sink=\"lake\"}})",
+                    COMPACT_JOB_LIMIT.as_secs()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let merged = m.lake_compacted_files.load(Ordering::Acquire) - files;
+        if m.sink_errors.get("compaction").load(Ordering::Acquire) > errors {
+            return Err(
+                "the compaction round failed and left the files as they were (see the log)".into(),
+            );
+        }
         Ok(format!(
             "compaction round done: {merged} small file(s) merged"
         ))
@@ -565,6 +698,7 @@ impl Pipeline {
                 .map(Sinks::status)
                 .unwrap_or_default(),
             jobs: self.inner.jobs.status(),
+            reloads: self.inner.reloads.load(Ordering::Relaxed),
             failure: self
                 .inner
                 .failure
@@ -722,6 +856,15 @@ fn run_processor(
                 return Ok(());
             }
         }
+        if inner.has_new_rules.swap(false, Ordering::AcqRel)
+            && let Some((thresholds, spikes)) = inner
+                .new_rules
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+        {
+            processor.set_rules(thresholds, spikes);
+        }
         inner.log.read(next, READ_BATCH, &mut records)?;
         if records.is_empty() {
             let draining = inner.stop_processing.is_triggered();
@@ -804,6 +947,9 @@ fn run_processor(
     }
 }
 
+/// How long a `compaction` job waits for the flusher to run its round.
+const COMPACT_JOB_LIMIT: Duration = Duration::from_secs(600);
+
 fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
     let data_dir = &inner.plan.data_dir;
     let m = &inner.metrics;
@@ -831,9 +977,11 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
                     .lake
                     .compact_every
                     .is_some_and(|every| last_compaction.elapsed() >= every);
-                let asked = inner.compact_requested.swap(false, Ordering::AcqRel);
-                if (due || asked) && !inner.stop_processing.is_triggered() {
+                let asked = inner.compact_requested.load(Ordering::Acquire);
+                let waiting = asked > inner.compact_served.load(Ordering::Acquire);
+                if (due || waiting) && !inner.stop_processing.is_triggered() {
                     compact(inner, committed);
+                    inner.compact_served.fetch_max(asked, Ordering::AcqRel);
                     last_compaction = Instant::now();
                 }
                 continue;
@@ -896,10 +1044,11 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             .lake
             .compact_every
             .is_some_and(|every| last_compaction.elapsed() >= every);
-        if (due || inner.compact_requested.swap(false, Ordering::AcqRel))
-            && !inner.stop_processing.is_triggered()
-        {
+        let asked = inner.compact_requested.load(Ordering::Acquire);
+        let waiting = asked > inner.compact_served.load(Ordering::Acquire);
+        if (due || waiting) && !inner.stop_processing.is_triggered() {
             compact(inner, job.seq);
+            inner.compact_served.fetch_max(asked, Ordering::AcqRel);
             last_compaction = Instant::now();
         }
     }

@@ -25,7 +25,9 @@ pub struct Schedule {
     trading_days: bool,
 }
 
-/// Fire times looked at before giving up on finding a trading day: a year of daily times.
+/// Fire times looked at before giving up on finding a trading day. A time on a day the
+/// exchange is closed skips the rest of that day, so this is about a year of days, whatever
+/// the cron's frequency.
 const SEARCH: usize = 400;
 
 impl Schedule {
@@ -59,6 +61,14 @@ impl Schedule {
         !self.trading_days || calendar::is_trading_day(calendar::exchange_date(at))
     }
 
+    /// The calendar date of `at` in the schedule's zone.
+    pub fn local_date(&self, at: UnixNanos) -> Option<tickflow_model::Date> {
+        let d = self.zoned(at)?.date();
+        let days =
+            tickflow_model::days_from_civil(i64::from(d.year()), d.month() as u32, d.day() as u32);
+        Some(tickflow_model::Date(days as i32))
+    }
+
     /// Whether `a` and `b` fall on the same calendar day in the schedule's zone.
     pub fn same_day(&self, a: UnixNanos, b: UnixNanos) -> bool {
         match (self.zoned(a), self.zoned(b)) {
@@ -77,7 +87,9 @@ impl Schedule {
             if self.wanted(at) {
                 return Some(at);
             }
-            from = next;
+            // The exchange is closed all that day: go on from its end.
+            let tomorrow = calendar::exchange_date(at).tomorrow().ok()?;
+            from = self.zoned(UnixNanos(calendar::day_start(tomorrow).0 - 1))?;
         }
         None
     }
@@ -96,7 +108,8 @@ impl Schedule {
             if self.wanted(at) {
                 return Some(at);
             }
-            from = previous;
+            // The exchange is closed all that day: go on from before its start.
+            from = self.zoned(calendar::day_start(calendar::exchange_date(at)))?;
             inclusive = false;
         }
         None
@@ -222,5 +235,32 @@ mod tests {
         assert!(err.starts_with("\"0 25 * * *\": "), "{err}");
         let err = Schedule::parse("0 13 * * *", "Mars/Olympus", false).unwrap_err();
         assert!(err.contains("time zone \"Mars/Olympus\""), "{err}");
+    }
+
+    #[test]
+    fn a_frequent_trading_day_schedule_crosses_a_long_weekend() {
+        // Every minute, trading days only: from Wednesday night before Thanksgiving to the
+        // Monday after, four closed days of 1,440 minutes each.
+        let every_minute = Schedule::parse("* * * * *", "America/New_York", true).unwrap();
+        assert_eq!(
+            every_minute.next_after(ts("2026-11-26T04:59:30Z")),
+            Some(ts("2026-11-27T05:00:00Z")),
+            "Friday is a trading day (an early close)"
+        );
+        assert_eq!(
+            every_minute.next_after(ts("2026-11-28T12:00:00Z")),
+            Some(ts("2026-11-30T05:00:00Z"))
+        );
+        assert_eq!(
+            every_minute.missed(ts("2026-11-20T00:00:00Z"), ts("2026-11-29T12:00:00Z")),
+            Some(ts("2026-11-28T04:59:00Z"))
+        );
+        assert_eq!(
+            every_minute
+                .local_date(ts("2026-11-28T04:59:00Z"))
+                .unwrap()
+                .to_string(),
+            "2026-11-27"
+        );
     }
 }

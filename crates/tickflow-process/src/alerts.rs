@@ -322,6 +322,8 @@ pub(crate) struct RuleState {
     pub(crate) last_sent: Option<i64>,
     /// Recent returns (spikes).
     pub(crate) window: ReturnWindow,
+    /// Alerts of this rule and symbol so far (thresholds), part of each one's id.
+    pub(crate) seq: u64,
 }
 
 /// Per-symbol alert state: each rule's, by name, and the previous price for returns.
@@ -398,6 +400,8 @@ pub(crate) struct Burst {
     last_value: Option<Price>,
     threshold: String,
     severity: Severity,
+    /// Symbols beyond the ones named were coalesced.
+    more_symbols: bool,
 }
 
 /// Symbols a digest names before it says "and N more".
@@ -433,6 +437,7 @@ pub(crate) fn evaluate(
             Some(_) if rule.cleared(price, clear) => {
                 s.active_since = None;
                 if rule.firing.resolve && s.sent {
+                    s.seq += 1;
                     let message = format!(
                         "{} back to {price}: {} cleared{}",
                         trade.symbol,
@@ -447,7 +452,7 @@ pub(crate) fn evaluate(
                     out.push(alert(
                         &rule.name,
                         trade,
-                        AlertKind::Resolved,
+                        (AlertKind::Resolved, s.seq),
                         threshold,
                         message,
                         rule.firing.severity,
@@ -456,6 +461,8 @@ pub(crate) fn evaluate(
                 s.sent = false;
                 continue;
             }
+            // Inside the hysteresis band: still active, but nothing to say.
+            Some(_) if !rule.condition.holds(price) => continue,
             Some(_) => {}
         }
         let since_sent = |l: Option<i64>| l.map_or(i64::MAX, |l| ts.saturating_sub(l));
@@ -468,8 +475,11 @@ pub(crate) fn evaluate(
                 .map(|_| AlertKind::Reminder)
         };
         let Some(kind) = kind else { continue };
+        // Folded into a digest, it still counts as sent: the digest told the reader.
         s.sent = true;
         s.last_sent = Some(ts);
+        s.seq += 1;
+        let seq = s.seq;
         let message = match kind {
             AlertKind::Reminder => format!(
                 "{} still {}: {price}, since {}",
@@ -489,7 +499,7 @@ pub(crate) fn evaluate(
         out.push(alert(
             &rule.name,
             trade,
-            kind,
+            (kind, seq),
             rule.condition.threshold().to_string(),
             message,
             rule.firing.severity,
@@ -540,7 +550,7 @@ fn spikes(state: &mut AlertState, rules: &Rules, trade: &Trade, out: &mut Vec<Al
                 out.push(alert(
                     &rule.name,
                     trade,
-                    AlertKind::Fired,
+                    (AlertKind::Fired, 0),
                     format!("{}σ", rule.k),
                     msg,
                     rule.firing.severity,
@@ -561,8 +571,12 @@ fn coalesce(bursts: &mut Bursts, firing: &Firing, alert: &mut Alert) {
         Some(burst) if ts < burst.until => {
             alert.kind = AlertKind::Coalesced;
             burst.count += 1;
-            if burst.symbols.len() < DIGEST_SYMBOLS && !burst.symbols.contains(&alert.symbol) {
-                burst.symbols.push(alert.symbol.clone());
+            if !burst.symbols.contains(&alert.symbol) {
+                if burst.symbols.len() < DIGEST_SYMBOLS {
+                    burst.symbols.push(alert.symbol.clone());
+                } else {
+                    burst.more_symbols = true;
+                }
             }
             burst.last_value = Some(alert.value);
             burst.severity = burst.severity.max(alert.severity);
@@ -600,13 +614,12 @@ pub(crate) fn close_bursts(bursts: &mut Bursts, now: i64, out: &mut Vec<Alert>) 
                 burst.count,
                 if burst.count == 1 { "" } else { "s" },
                 UnixNanos(burst.until),
-                if burst.count as usize > burst.symbols.len() {
-                    " …"
-                } else {
-                    ""
-                }
+                if burst.more_symbols { " …" } else { "" }
             );
-            let id = stable_hash(&[rule.as_bytes(), b"digest"], &[burst.until]);
+            let id = stable_hash(
+                &[rule.as_bytes(), b"digest", symbol.as_str().as_bytes()],
+                &[burst.until, burst.count as i64],
+            );
             out.push(Alert {
                 alert_id: format!("{id:016x}"),
                 rule: rule.clone(),
@@ -624,17 +637,20 @@ pub(crate) fn close_bursts(bursts: &mut Bursts, now: i64, out: &mut Vec<Alert>) 
     });
 }
 
+/// An alert of `rule` for `trade`. Its id is made from the rule, the symbol, the trade's
+/// event time and, for a threshold, the kind and the count of the rule's alerts for the
+/// symbol, so trades at the same nanosecond that fire, resolve and fire again differ.
 fn alert(
     rule: &str,
     trade: &Trade,
-    kind: AlertKind,
+    (kind, seq): (AlertKind, u64),
     threshold: String,
     message: String,
     severity: Severity,
 ) -> Alert {
-    // A fired alert's id is the one it always had; the other kinds add theirs.
-    let id = match kind {
-        AlertKind::Fired => stable_hash(
+    // A spike's id is the one it always had (seq 0).
+    let id = match seq {
+        0 => stable_hash(
             &[rule.as_bytes(), trade.symbol.as_str().as_bytes()],
             &[trade.ts_event.0],
         ),
@@ -644,7 +660,7 @@ fn alert(
                 trade.symbol.as_str().as_bytes(),
                 kind.as_str().as_bytes(),
             ],
-            &[trade.ts_event.0],
+            &[trade.ts_event.0, seq as i64],
         ),
     };
     Alert {

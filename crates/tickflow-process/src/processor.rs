@@ -167,9 +167,6 @@ impl Processor {
         };
         let lateness = self.config.lateness_nanos;
         let ts = event.ts_event().0;
-        if !self.state.bursts.is_empty() {
-            alerts::close_bursts(&mut self.state.bursts, ts, &mut out.rows.alerts);
-        }
         let state = match self.state.symbols.get_mut(event.symbol()) {
             Some(s) => s,
             None => self
@@ -193,6 +190,11 @@ impl Processor {
         if !state.dedupe.insert(ts, natural_key(&event)) {
             out.duplicates += 1;
             return;
+        }
+        // Only an event that counts moves a burst's window on: a late or repeated one changes
+        // nothing.
+        if !self.state.bursts.is_empty() {
+            alerts::close_bursts(&mut self.state.bursts, ts, &mut out.rows.alerts);
         }
         // A tick from a skewed clock may be ahead of its receipt by up to max_future; letting it
         // move the watermark that far would make minutes of correct ticks "late". The watermark

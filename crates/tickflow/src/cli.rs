@@ -67,6 +67,28 @@ pub(crate) enum Command {
     /// Build a market report from the stored daily bars, write it beside the data, and mail it.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Check the alert channels a config sets up.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AlertsCommand {
+    /// Send one test alert through a notifier of the config, once, and say how it went.
+    #[command(
+        after_help = "Examples:\n  tickflow alerts test --config config/email.toml desk\n  tickflow alerts test --config config/webhook.toml ops\n\nThe test alert has rule `tickflow-test`, symbol TEST and severity info; it is not stored.\nExit code 0 when the channel took it, 1 with the channel's answer when it did not."
+    )]
+    Test(AlertsTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AlertsTestArgs {
+    /// The config whose `[[notifiers]]` to use.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// The notifier's id.
+    #[arg(value_name = "CHANNEL")]
+    pub(crate) channel: String,
 }
 
 #[derive(Debug, clap::Subcommand)]

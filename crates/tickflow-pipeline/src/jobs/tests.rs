@@ -60,9 +60,18 @@ async fn run_until(jobs: &Jobs, recorder: &Arc<Recorder>, start: UnixNanos, runs
         );
         tokio::spawn(async move { jobs.run(runner, stop, clock).await })
     };
-    while recorder.runs.lock().unwrap().len() < runs {
+    // Bounded: ten simulated days, however the scheduler misbehaves.
+    for _ in 0..864_000 {
+        if recorder.runs.lock().unwrap().len() >= runs {
+            break;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    assert!(
+        recorder.runs.lock().unwrap().len() >= runs,
+        "only {:?} ran in ten days",
+        recorder.runs.lock().unwrap()
+    );
     stop.trigger();
     task.await.unwrap();
 }

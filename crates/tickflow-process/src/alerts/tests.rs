@@ -322,3 +322,60 @@ fn a_format_3_state_keeps_its_cooldowns_and_warm_spike_windows() {
         "a fresh processor fires the threshold and has no returns yet"
     );
 }
+
+#[test]
+fn nothing_is_said_while_the_price_sits_inside_the_band() {
+    let firing = Firing {
+        cooldown_nanos: 60 * SEC,
+        reminder_nanos: Some(30 * SEC),
+        ..Firing::default()
+    };
+    let at = |s: i64, p: &str| trade("NVDA", s * SEC, p);
+    let alerts = run(
+        &mut processor(vec![above("a", "200", "1", firing)]),
+        vec![
+            at(0, "201"),     // fires
+            at(1, "198"),     // clears
+            at(2, "201"),     // holds again, held by the cooldown
+            at(70, "199.50"), // cooldown over, but inside the band: not above 200
+            at(75, "199.80"), // nor is a reminder due for a price below 200
+            at(80, "200.50"), // above again: the held alert goes out now
+        ],
+    );
+    assert_eq!(
+        when(&alerts),
+        [(0, AlertKind::Fired), (80, AlertKind::Fired)]
+    );
+    assert!(
+        alerts[1].message.contains("200.50 > 200"),
+        "{}",
+        alerts[1].message
+    );
+}
+
+#[test]
+fn trades_at_one_nanosecond_that_fire_resolve_and_fire_again_have_distinct_ids() {
+    let firing = Firing {
+        resolve: true,
+        ..no_cooldown()
+    };
+    let alerts = run(
+        &mut processor(vec![above("a", "200", "0", firing)]),
+        ["201", "199", "201"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let Event::Trade(mut t) = trade("NVDA", 0, p) else {
+                    unreachable!()
+                };
+                t.trade_id = Some(i.to_string().as_str().into());
+                Event::Trade(t)
+            })
+            .collect(),
+    );
+    assert_eq!(alerts.len(), 3);
+    let mut ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{alerts:#?}");
+}

@@ -612,14 +612,22 @@ proptest! {
     /// Feeding every event twice changes nothing but the duplicate count.
     #[test]
     fn redelivery_never_doubles_a_row(events in arb_events()) {
-        let mut once = Processor::new(ProcessorConfig::default());
+        // Rules that coalesce: a repeated event must not move a burst's window either.
+        let config = ProcessorConfig {
+            thresholds: vec![ThresholdRule { name: "t".into(), symbol: None, condition: "price > 15".parse().unwrap(),
+                hysteresis: "0.5".parse().unwrap(),
+                firing: Firing { cooldown_nanos: SEC, reminder_nanos: Some(2 * SEC), resolve: true, coalesce_nanos: Some(SEC), severity: Severity::Info } }],
+            ..Default::default()
+        };
+        let mut once = Processor::new(config.clone());
         let a = run(&mut once, events.clone());
-        let mut twice = Processor::new(ProcessorConfig::default());
+        let mut twice = Processor::new(config);
         let doubled: Vec<Event> = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
         let b = run(&mut twice, doubled);
         prop_assert_eq!(a.rows.trades, b.rows.trades);
         prop_assert_eq!(a.rows.quotes, b.rows.quotes);
         prop_assert_eq!(a.rows.bars, b.rows.bars);
+        prop_assert_eq!(a.rows.alerts, b.rows.alerts);
     }
 }
 

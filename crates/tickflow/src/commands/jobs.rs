@@ -21,8 +21,13 @@ impl JobRunner for Runner {
         match job.kind {
             JobKind::Compaction => self.pipeline.compact_now().await,
             JobKind::WeeklyReport => {
-                // Saturday's run reports the week just traded, a late run the same week.
-                let week = IsoWeek::last_traded(scheduled.date());
+                // Saturday's run reports the week just traded; the day is the fire time's in
+                // the job's own zone.
+                let day = job
+                    .schedule
+                    .local_date(scheduled)
+                    .unwrap_or_else(|| scheduled.date());
+                let week = IsoWeek::last_traded(day);
                 let mailer =
                     super::report::mailer(Some(self.pipeline.plan()), job.notifier.as_deref())?;
                 let data_dir = self.data_dir.clone();

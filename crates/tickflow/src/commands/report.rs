@@ -134,7 +134,7 @@ fn daily_bars(
         "SELECT symbol, CAST(CAST(start AS DATE) AS VARCHAR) AS date, \
          CAST(open AS VARCHAR) AS open, CAST(high AS VARCHAR) AS high, \
          CAST(low AS VARCHAR) AS low, CAST(close AS VARCHAR) AS close \
-         FROM bars WHERE \"interval\" = '1d' AND start >= '{from}' AND start < '{to}' \
+         FROM bars WHERE \"interval\" = '1d' AND \"final\" AND start >= '{from}' AND start < '{to}' \
          ORDER BY symbol, start"
     );
     let rows = super::sql::query_rows(rt, data_dir, &query)

@@ -38,12 +38,17 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             sim.history_days = days;
         }
     }
-    serve(plan, args.duration, args.summary.as_deref())
+    serve(plan, None, args.duration, args.summary.as_deref())
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     match config::load(&args.config) {
-        Ok(plan) => serve(plan, args.duration, args.summary.as_deref()),
+        Ok(plan) => serve(
+            plan,
+            Some(&args.config),
+            args.duration,
+            args.summary.as_deref(),
+        ),
         Err(e) => {
             eprintln!("{e}");
             Ok(ExitCode::from(super::EXIT_USAGE))
@@ -51,7 +56,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn serve(
+    plan: Plan,
+    config_path: Option<&Path>,
+    duration: Option<u64>,
+    summary: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let data_dir = plan.data_dir.clone();
     let bind = SocketAddr::new(plan.http.bind, plan.http.port);
     let rt = super::runtime()?;
@@ -69,6 +79,9 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
     let pg_addr = pg_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let started = Instant::now();
     let pipeline = Arc::new(Pipeline::start(plan).context("starting the pipeline")?);
+    if let Some(path) = config_path {
+        pipeline.set_config_path(path.to_path_buf());
+    }
     let url = format!("http://{addr}");
     let server_json = serde_json::json!({
         "url": url,
@@ -111,17 +124,28 @@ fn serve(plan: Plan, duration: Option<u64>, summary: Option<&Path>) -> anyhow::R
         });
     }
     let jobs_stop = tickflow_core::Shutdown::new();
-    if !pipeline.plan().jobs.is_empty() {
+    let jobs_task = (!pipeline.plan().jobs.is_empty()).then(|| {
         let runner = Arc::new(super::jobs::Runner {
             pipeline: Arc::clone(&pipeline),
             data_dir: data_dir.clone(),
         });
         let jobs = pipeline.jobs().clone();
         let stop = jobs_stop.clone();
-        rt.spawn(async move { jobs.run(runner, stop, tickflow_model::UnixNanos::now).await });
-    }
+        rt.spawn(async move { jobs.run(runner, stop, tickflow_model::UnixNanos::now).await })
+    });
     let reason = rt.block_on(wait_for_stop(&pipeline, duration));
+    // A job running now finishes and is recorded before the process goes: a report sent
+    // but not recorded would be sent again at the next start.
     jobs_stop.trigger();
+    if let Some(task) = jobs_task
+        && rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(120), task).await })
+            .is_err()
+    {
+        tracing::warn!(
+            "a scheduled job did not finish within 120 s of the stop; it may run again at the next start"
+        );
+    }
     eprintln!();
     tracing::info!(reason, "stopping");
     let _ = stop_tx.send(true);
@@ -184,6 +208,8 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
     let mut lines = 0u64;
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // One future for the whole wait, so a Ctrl-C between two status ticks is not missed.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -197,11 +223,31 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
                 None => std::future::pending().await,
             }
         };
+        #[cfg(unix)]
+        let sighup = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         #[cfg(not(unix))]
         let sigterm = std::future::pending::<()>();
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<()>();
         tokio::select! {
             _ = &mut ctrl_c => return "interrupted",
             _ = sigterm => return "terminated",
+            _ = sighup => {
+                // SIGHUP reloads the alert rules, as POST /api/v1/reload does.
+                match pipeline.reload() {
+                    Ok(restart) if restart.is_empty() => tracing::info!("SIGHUP: alert rules reloaded"),
+                    Ok(restart) => tracing::warn!(needs_restart = ?restart, "SIGHUP: alert rules reloaded; other changes need a restart"),
+                    Err(e) => tracing::error!("SIGHUP: the config was not reloaded:\n{e}"),
+                }
+                continue;
+            }
             _ = ticker.tick() => {}
         }
         let s = pipeline.status();

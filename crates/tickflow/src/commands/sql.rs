@@ -140,7 +140,9 @@ pub(crate) fn query_rows(
     if let Some(url) = running_server(data_dir) {
         let body = serde_json::json!({ "sql": query, "format": "json" });
         let answer = rt.block_on(async {
-            let resp = reqwest::Client::new()
+            let resp = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(300))
+                .build()?
                 .post(format!("{url}/api/v1/sql"))
                 .header("content-type", "application/json")
                 .body(body.to_string())

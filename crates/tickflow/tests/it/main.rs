@@ -15,6 +15,7 @@ mod pgwire;
 mod postgres;
 mod produce;
 mod query_api;
+mod reload;
 mod replay;
 mod report;
 mod s3;

@@ -130,13 +130,14 @@ fn now_nanos() -> u128 {
         .as_nanos()
 }
 
-/// `n` trades above the threshold, a millisecond apart, ending now.
+/// `n` trades above the threshold, a millisecond apart, ending now, each of its own symbol:
+/// a threshold fires on its edge, so each gives one alert.
 fn trades(n: u64) -> String {
     let now = now_nanos() as u64;
     (0..n)
         .map(|i| {
             format!(
-                "{{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":{},\"price\":\"{}\",\"size\":\"1\",\"seq\":{i}}}\n",
+                "{{\"type\":\"trade\",\"symbol\":\"S{i:03}\",\"ts_event\":{},\"price\":\"{}\",\"size\":\"1\",\"seq\":{i}}}\n",
                 now - (n - i) * 1_000_000,
                 300 + i
             )
@@ -401,4 +402,57 @@ fn an_alert_reaches_email_and_webhook_and_a_refusing_mail_server_gets_it_once() 
         "SELECT count(*) AS n FROM alerts WHERE delivered_to = 'log,desk,ops'",
     );
     assert_eq!(both[0]["n"], 5, "{both:?}");
+}
+
+#[test]
+fn alerts_test_sends_one_message_through_the_channel_and_reports_a_refusal() {
+    let mail = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(mail.path()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mail.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &dir.path().join("data"),
+            &format!(
+                "\n[[notifiers]]\ntype = \"email\"\nid = \"desk\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"alerts@example.com\"\nto = [\"desk@example.com\"]\n",
+                smtp.port
+            ),
+        ),
+    )
+    .unwrap();
+    let test = |channel: &str| {
+        crate::support::run(&["alerts", "test", "--config", cfg.to_str().unwrap(), channel])
+    };
+    let out = test("desk");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let subject = mail_header(&messages[0], "Subject").unwrap();
+    assert!(
+        subject.starts_with("[tickflow] INFO tickflow-test TEST: Test alert"),
+        "{subject}"
+    );
+
+    smtp.answer("reject", true);
+    let out = test("desk");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("desk refused it") && stderr.contains("550"),
+        "{stderr}"
+    );
+    assert_eq!(smtp.messages().len(), 1);
+
+    let out = test("pager");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no notifier \"pager\"; its notifiers: desk")
+    );
 }

@@ -137,6 +137,14 @@ impl Server {
         assert!(status.success(), "tickflow run exited with {status}");
     }
 
+    /// Sends SIGHUP: reload the config.
+    pub(crate) fn hangup(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc_kill(self.child.id() as i32, 1);
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
