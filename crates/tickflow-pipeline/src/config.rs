@@ -1705,7 +1705,12 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 firing,
             };
             let clear = rule.clear_level();
-            if clear.raw() <= 0 && matches!(condition, Condition::Above(_)) {
+            // Without a band, `price > 0` is a rule that holds for ever once it fires (a
+            // reminder-only rule); with one, a level no price reaches is a mistake.
+            if hysteresis != Hysteresis::None
+                && clear.raw() <= 0
+                && matches!(condition, Condition::Above(_))
+            {
                 c.add(
                     key("hysteresis"),
                     format!("{hysteresis} would clear at {clear}, which no price reaches"),
@@ -2595,6 +2600,40 @@ fn entries(value: toml::Value, name: &str, types: &[&str], c: &mut Checker) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_band_no_price_can_clear_is_refused_and_a_rule_without_one_is_not() {
+        let rule = |band: &str| {
+            format!(
+                "[[alerts.threshold]]\nname = \"a\"\ncondition = \"price > 1\"\nhysteresis = {band}\nreminder_secs = 60\nresolve = true\ncoalesce_secs = 5\n"
+            )
+        };
+        let plan = parse(&rule("0"), Path::new("a.toml")).unwrap();
+        let t = &plan.processing.thresholds[0];
+        assert_eq!(t.firing.reminder_nanos, Some(60_000_000_000));
+        assert_eq!(t.firing.coalesce_nanos, Some(5_000_000_000));
+        assert!(t.firing.resolve);
+        assert!(parse(&rule("\"0.25%\""), Path::new("a.toml")).is_ok());
+        assert_eq!(
+            parse(&rule("0.5"), Path::new("a.toml"))
+                .unwrap()
+                .processing
+                .thresholds[0]
+                .clear_level(),
+            tickflow_model::Price::parse("0.5").unwrap()
+        );
+        let e = parse(&rule("2"), Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.toml:4: alerts.threshold[0].hysteresis: 2 would clear at -1"),
+            "{e}"
+        );
+        let e = parse(&rule("\"lots\""), Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("alerts.threshold[0].hysteresis"), "{e}");
+    }
 
     #[test]
     fn the_demo_config_is_valid() {
