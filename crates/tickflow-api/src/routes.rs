@@ -5,7 +5,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::AppState;
-use crate::handlers::{bars, dashboard, health, ingest, sql, status};
+use crate::handlers::{alerts, bars, dashboard, health, ingest, sql, status};
 
 pub const INGEST: &str = "/api/v1/ingest";
 pub const INGEST_SOURCE: &str = "/api/v1/ingest/{source}";
@@ -15,6 +15,7 @@ pub const HISTORY: &str = "/api/v1/history";
 pub const STATUS: &str = "/api/v1/status";
 pub const GAPS: &str = "/api/v1/gaps";
 pub const JOBS: &str = "/api/v1/jobs";
+pub const ALERTS: &str = "/api/v1/alerts";
 pub const RELOAD: &str = "/api/v1/reload";
 pub const METRICS: &str = "/metrics";
 pub const HEALTHZ: &str = "/healthz";
@@ -38,6 +39,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(STATUS, get(status::status))
         .route(GAPS, get(status::gaps))
         .route(JOBS, get(status::jobs))
+        .route(ALERTS, get(alerts::alerts))
         .route(RELOAD, post(status::reload))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

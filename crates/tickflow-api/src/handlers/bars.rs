@@ -19,7 +19,7 @@ use crate::handlers::sql::query;
 const MAX_BARS: usize = 100_000;
 
 /// A time parameter: RFC 3339, or integer seconds since the epoch.
-fn time(name: &str, value: Option<&String>) -> Result<Option<UnixNanos>, ApiError> {
+pub(crate) fn time(name: &str, value: Option<&String>) -> Result<Option<UnixNanos>, ApiError> {
     let Some(text) = value else { return Ok(None) };
     if let Ok(secs) = text.parse::<i64>() {
         return secs

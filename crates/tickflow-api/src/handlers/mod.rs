@@ -1,3 +1,4 @@
+pub(crate) mod alerts;
 pub(crate) mod bars;
 pub(crate) mod dashboard;
 pub(crate) mod health;

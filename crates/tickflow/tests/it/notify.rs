@@ -382,6 +382,24 @@ fn an_alert_reaches_email_and_webhook_and_a_refusing_mail_server_gets_it_once() 
     wait_for(&server, "the mail server has every alert", |s| {
         caught_up(s, "desk")
     });
+    // The delivery log: each channel, delivered, and how many attempts the mail took.
+    let (code, body) = http(
+        "GET",
+        &format!("{}/api/v1/alerts?limit=1", server.url),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let log: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let deliveries = log["alerts"][0]["deliveries"].as_array().unwrap();
+    let channels: Vec<&str> = deliveries
+        .iter()
+        .map(|d| d["notifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["desk", "ops"], "{body}");
+    assert!(
+        deliveries.iter().all(|d| d["status"] == "delivered"),
+        "{body}"
+    );
     server.stop();
 
     let mut ids: Vec<String> = smtp

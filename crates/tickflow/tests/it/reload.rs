@@ -81,6 +81,35 @@ fn rules_reload_over_http_and_sighup_and_a_wrong_config_changes_nothing() {
     wait_for(&server, "the SIGHUP reload", |s| s["reloads"] == 2);
     ingest(150, 3);
     wait_for(&server, "a resolves", |s| s["alerts"] == 3);
+    // The alerts API: newest first, filtered, each with its (here empty) delivery log.
+    let get = |query: &str| {
+        let (code, body) = http("GET", &format!("{}/api/v1/alerts{query}", server.url), None);
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let (code, a) = get("?rule=a");
+    assert_eq!(code, 200, "{a}");
+    let kinds: Vec<&str> = a["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["resolved", "fired"]);
+    assert_eq!(a["alerts"][0]["deliveries"], serde_json::json!([]));
+    let (_, resolved) = get("?kind=resolved&limit=5");
+    assert_eq!(resolved["alerts"].as_array().unwrap().len(), 1);
+    let (code, bad) = get("?kind=loud");
+    assert_eq!(code, 400);
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected one of fired"),
+        "{bad}"
+    );
     server.stop();
     let alerts = sql(&data, "SELECT rule, kind FROM alerts ORDER BY ts, rule");
     let got: Vec<String> = alerts
