@@ -115,6 +115,10 @@ pub struct JobRecord {
     pub last: Option<Run>,
     pub runs: u64,
     pub failures: u64,
+    /// When the scheduler first had the job: a fire time after it that passed while
+    /// tickflow was down counts as missed even before the job's first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<UnixNanos>,
 }
 
 /// A job as `GET /api/v1/jobs` and `tickflow status` show it.
@@ -236,16 +240,19 @@ impl Jobs {
             }
             n
         };
-        // A job never run counts as run at start: it waits for its next fire time.
+        // A job new to this data directory waits for its next fire time; one known before
+        // (run, or only seen) runs once for what it missed.
         let mut due: Vec<(UnixNanos, usize, usize)> = Vec::new();
+        let mut first_seen = false;
         {
             let mut board = lock(&self.board);
             for (i, p) in self.plans.iter().enumerate() {
-                let last = board
-                    .records
-                    .get(&p.name)
-                    .and_then(|r| r.last.as_ref())
-                    .map(|r| r.scheduled);
+                let record = board.records.entry(p.name.clone()).or_default();
+                if record.last.is_none() && record.since.is_none() {
+                    record.since = Some(started);
+                    first_seen = true;
+                }
+                let last = record.last.as_ref().map(|r| r.scheduled).or(record.since);
                 let next = match last.and_then(|l| p.schedule.missed(l, started)) {
                     Some(missed) => Some(missed),
                     None => p.schedule.next_after(started),
@@ -255,6 +262,9 @@ impl Jobs {
                     due.push((at, depth(i), i));
                 }
             }
+        }
+        if first_seen {
+            self.save();
         }
         loop {
             if stop.is_triggered() {
@@ -314,7 +324,7 @@ impl Jobs {
             outcome,
             message,
         };
-        let records = {
+        {
             let mut board = lock(&self.board);
             board.running = None;
             let record = board.records.entry(plan.name.clone()).or_default();
@@ -323,11 +333,16 @@ impl Jobs {
                 record.failures += 1;
             }
             record.last = Some(run);
-            board.records.clone()
-        };
+        }
+        self.save();
+    }
+
+    /// Writes `jobs.json` durably.
+    fn save(&self) {
+        let records = lock(&self.board).records.clone();
         let text = serde_json::to_vec_pretty(&records).unwrap_or_default();
         if let Err(e) = crate::checkpoint::write_durably(&self.path, &text) {
-            tracing::error!(path = %self.path.display(), error = %e, "could not record the job's run; it may run again after a restart");
+            tracing::error!(path = %self.path.display(), error = %e, "could not record the jobs' runs; a job may run again, or a missed one be skipped, after a restart");
         }
     }
 

@@ -128,6 +128,32 @@ async fn a_new_job_waits_for_its_time_and_a_missed_one_runs_once_at_start() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_job_first_seen_then_down_over_its_time_runs_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let daily = || plans_ok(vec![job("daily", "0 16 * * *", None)]);
+    // Seen on the 16th at 10:00, stopped before 16:00 (no run), started again on the 17th.
+    let jobs = Jobs::open(dir.path(), daily(), Arc::new(Metrics::default())).unwrap();
+    let stop = Shutdown::new();
+    stop.trigger();
+    let never = Arc::new(Recorder::default());
+    jobs.run(Arc::clone(&never) as Arc<dyn JobRunner>, stop, || {
+        ts("2026-11-16T10:00:00Z")
+    })
+    .await;
+    assert!(never.runs.lock().unwrap().is_empty());
+    let jobs = Jobs::open(dir.path(), daily(), Arc::new(Metrics::default())).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    run_until(&jobs, &recorder, ts("2026-11-17T09:00:00Z"), 1).await;
+    assert_eq!(
+        names(&recorder),
+        [(
+            "daily".to_string(),
+            "2026-11-16T16:00:00.000000000Z".to_string()
+        )]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_job_after_a_failed_one_is_reported_failed_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
     // Listed first and due at the same time as its dependency, it still runs second.
