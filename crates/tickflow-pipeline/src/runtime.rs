@@ -972,18 +972,7 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         let job = match rx.recv_timeout(wait) {
             Ok(job) => job,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let due = inner
-                    .plan
-                    .lake
-                    .compact_every
-                    .is_some_and(|every| last_compaction.elapsed() >= every);
-                let asked = inner.compact_requested.load(Ordering::Acquire);
-                let waiting = asked > inner.compact_served.load(Ordering::Acquire);
-                if (due || waiting) && !inner.stop_processing.is_triggered() {
-                    compact(inner, committed);
-                    inner.compact_served.fetch_max(asked, Ordering::AcqRel);
-                    last_compaction = Instant::now();
-                }
+                compact_if_wanted(inner, committed, &mut last_compaction);
                 continue;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1038,21 +1027,27 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             last_retention = Instant::now();
         }
         committed = job.seq;
-        // A stopping pipeline does not start a merge: shutdown should not wait for one.
-        let due = inner
-            .plan
-            .lake
-            .compact_every
-            .is_some_and(|every| last_compaction.elapsed() >= every);
-        let asked = inner.compact_requested.load(Ordering::Acquire);
-        let waiting = asked > inner.compact_served.load(Ordering::Acquire);
-        if (due || waiting) && !inner.stop_processing.is_triggered() {
-            compact(inner, job.seq);
-            inner.compact_served.fetch_max(asked, Ordering::AcqRel);
-            last_compaction = Instant::now();
-        }
+        compact_if_wanted(inner, committed, &mut last_compaction);
     }
     Ok(())
+}
+
+/// A compaction round when `[lake] compact_interval_secs` has passed since the last one or a
+/// `compaction` job asked for one; the round serves every request made before it began. A
+/// stopping pipeline does not start a merge: shutdown should not wait for one.
+fn compact_if_wanted(inner: &Inner, committed: u64, last_compaction: &mut Instant) {
+    let due = inner
+        .plan
+        .lake
+        .compact_every
+        .is_some_and(|every| last_compaction.elapsed() >= every);
+    let asked = inner.compact_requested.load(Ordering::Acquire);
+    let waiting = asked > inner.compact_served.load(Ordering::Acquire);
+    if (due || waiting) && !inner.stop_processing.is_triggered() {
+        compact(inner, committed);
+        inner.compact_served.fetch_max(asked, Ordering::AcqRel);
+        *last_compaction = Instant::now();
+    }
 }
 
 /// Merges small lake files of committed flushes that every sink has written. A failure is

@@ -60,6 +60,21 @@ fn bars_ndjson(days: &[String]) -> String {
     out
 }
 
+/// A data directory under `dir` whose lake holds the daily bars of `days`, replayed.
+fn lake_of_bars(dir: &std::path::Path, days: &[String]) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let bars = dir.join("bars.ndjson");
+    std::fs::write(&bars, bars_ndjson(days)).unwrap();
+    let out = run_ok(&[
+        "replay",
+        bars.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.contains("0 unreadable"), "{out}");
+    data
+}
+
 fn dec(v: &serde_json::Value) -> f64 {
     match v {
         serde_json::Value::String(s) => s.parse().unwrap(),
@@ -74,16 +89,7 @@ fn the_weekly_report_mails_its_table_and_a_chart_per_symbol() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let bars = dir.path().join("bars.ndjson");
-    std::fs::write(&bars, bars_ndjson(&weekdays())).unwrap();
-    let out = run_ok(&[
-        "replay",
-        bars.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(out.contains("0 unreadable"), "{out}");
+    let data = lake_of_bars(dir.path(), &weekdays());
     let cfg = dir.path().join("report.toml");
     std::fs::write(
         &cfg,
@@ -220,15 +226,7 @@ fn a_weekly_report_missed_while_down_is_mailed_once_and_compaction_runs_on_sched
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let bars = dir.path().join("bars.ndjson");
-    std::fs::write(&bars, bars_ndjson(&recent_weekdays())).unwrap();
-    run_ok(&[
-        "replay",
-        bars.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let data = lake_of_bars(dir.path(), &recent_weekdays());
     // The report last ran a month ago: at least one Saturday 16:00 passed while down.
     let month_ago = UnixNanos::now().0 - 30 * 86_400 * 1_000_000_000;
     let record = serde_json::json!({
