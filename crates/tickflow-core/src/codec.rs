@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tickflow_model::{
-    AlertDelivery, Bar, BarInterval, DeliveryStatus, Event, FedBar, Price, Qty, Quote,
-    RejectReason, Symbol, Trade, TradeId, UnixNanos, Volume,
+    Alert, AlertDelivery, AlertKind, Bar, BarInterval, DeliveryStatus, Event, FedBar, Price, Qty,
+    Quote, RejectReason, Severity, Symbol, Trade, TradeId, UnixNanos, Volume,
 };
 
 use crate::hash::StableBuild;
@@ -24,6 +24,9 @@ const TAG_REJECTED: u8 = 3;
 const TAG_BAR: u8 = 4;
 /// A notifier's settled delivery of an alert, for `alert_deliveries`.
 const TAG_DELIVERY: u8 = 5;
+/// An alert raised outside event processing (a feed gone quiet, by the wall clock), kept in
+/// the log so it is stored and delivered once, in order with the events around it.
+const TAG_ALERT: u8 = 6;
 const HAS_TRADE_ID: u8 = 1;
 const HAS_EXCHANGE: u8 = 2;
 const HAS_SEQ: u8 = 4;
@@ -233,6 +236,26 @@ impl Batch {
         self.sealed(rejected.ts_recv);
     }
 
+    /// Appends an alert raised outside event processing: processing stores it as a row of
+    /// `alerts`, which the notifiers then deliver.
+    pub fn push_alert(&mut self, a: &Alert) {
+        self.bytes.push(TAG_ALERT);
+        self.bytes.push(a.severity as u8);
+        let kind = AlertKind::ALL
+            .iter()
+            .position(|k| *k == a.kind)
+            .unwrap_or(0);
+        self.bytes.push(kind as u8);
+        self.bytes.extend_from_slice(&a.ts.0.to_le_bytes());
+        put_price(&mut self.bytes, a.value);
+        put_str(&mut self.bytes, &a.alert_id);
+        put_str(&mut self.bytes, &a.rule);
+        put_str(&mut self.bytes, a.symbol.as_str());
+        put_str(&mut self.bytes, &a.threshold);
+        put_str(&mut self.bytes, &a.message);
+        self.sealed(a.ts);
+    }
+
     /// Appends a notifier's settled delivery of an alert: processing stores it as a row of
     /// `alert_deliveries`, in order with the events around it.
     pub fn push_delivery(&mut self, d: &AlertDelivery) {
@@ -356,6 +379,37 @@ pub fn rejected(bytes: &[u8]) -> Option<Rejected<'_>> {
         source,
         error,
         payload,
+    })
+}
+
+/// The alert a record holds, if it is one ([`Batch::push_alert`]); `None` for anything else.
+/// Garbled bytes with the alert tag read as `None` and fail to decode as events.
+pub fn alert(bytes: &[u8]) -> Option<Alert> {
+    if bytes.first() != Some(&TAG_ALERT) {
+        return None;
+    }
+    let mut c = Cursor { buf: &bytes[1..] };
+    let severity =
+        *[Severity::Info, Severity::Warning, Severity::Critical].get(usize::from(c.u8().ok()?))?;
+    let kind = *AlertKind::ALL.get(usize::from(c.u8().ok()?))?;
+    let ts = UnixNanos(c.i64().ok()?);
+    let value = c.price().ok()?;
+    let alert_id = c.str().ok()?.to_string();
+    let rule = c.str().ok()?.to_string();
+    let symbol = Symbol::parse(c.str().ok()?).ok()?;
+    let threshold = c.str().ok()?.to_string();
+    let message = c.str().ok()?.to_string();
+    c.buf.is_empty().then(|| Alert {
+        alert_id,
+        rule,
+        symbol,
+        ts,
+        value,
+        threshold,
+        message,
+        severity,
+        delivered_to: "log".to_string(),
+        kind,
     })
 }
 
@@ -709,6 +763,33 @@ mod tests {
         assert_eq!(delivery(records[1]), None, "an event is no delivery");
         for n in 0..records[0].len() {
             assert_eq!(delivery(&records[0][..n]), None, "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn alerts_round_trip_and_are_no_event() {
+        let a = Alert {
+            alert_id: "00aa".into(),
+            rule: "feed-quiet".into(),
+            symbol: Symbol::parse("ALPACA").unwrap(),
+            ts: UnixNanos(9),
+            value: Price::parse("61.5").unwrap(),
+            threshold: "60s".into(),
+            message: "alpaca: no events for 61.5 s".into(),
+            severity: Severity::Critical,
+            delivered_to: "log".into(),
+            kind: AlertKind::Resolved,
+        };
+        let mut batch = Batch::default();
+        batch.push_alert(&a);
+        batch.push(&trade());
+        let records: Vec<&[u8]> = batch.records().collect();
+        assert_eq!(alert(records[0]), Some(a));
+        assert_eq!(delivery(records[0]), None);
+        assert!(Decoder::new().decode(records[0]).is_err());
+        assert_eq!(alert(records[1]), None, "an event is no alert");
+        for n in 0..records[0].len() {
+            assert_eq!(alert(&records[0][..n]), None, "prefix {n}");
         }
     }
 

@@ -155,7 +155,7 @@ fn superseded_files(stored: Vec<(PathBuf, u64)>) -> Vec<PathBuf> {
 }
 
 /// The `date=` of a partition folder, if it has one.
-fn folder_date(folder: &Path) -> Option<Date> {
+pub(crate) fn folder_date(folder: &Path) -> Option<Date> {
     folder.ancestors().find_map(|dir| {
         let name = dir.file_name()?.to_str()?;
         Date::parse(name.strip_prefix("date=")?).ok()

@@ -246,6 +246,33 @@ pub fn read_file(path: &Path, table: Table, rows: &mut Rows) -> Result<()> {
 }
 
 impl Lake {
+    /// Every row of `table` in the files of flushes up to `max_seq` from its newest `days`
+    /// days (by partition, counting back from the newest day stored, so history replayed
+    /// from another year counts the same): recent history, for warming up indicators
+    /// without reading the whole lake.
+    ///
+    /// # Errors
+    /// The tree or a file cannot be read.
+    pub fn read_recent(&self, table: Table, max_seq: u64, days: i32) -> Result<Rows> {
+        let files = self.files(table, max_seq)?;
+        let newest = files
+            .iter()
+            .filter_map(|p| crate::compact::folder_date(p))
+            .max();
+        let since = newest.map_or(i32::MIN, |d| d.0.saturating_sub(days));
+        let mut rows = Rows::default();
+        for path in files {
+            if crate::compact::folder_date(&path).is_some_and(|d| d.0 < since) {
+                continue;
+            }
+            for batch in self.batches(&path)? {
+                let batch = batch.map_err(|e| bad(&path, e.to_string()))?;
+                rows_from_batch(&path, table, &batch, &mut rows)?;
+            }
+        }
+        Ok(rows)
+    }
+
     /// The rows of the flushes after `after`, up to the first point where no file spans
     /// past it, with the last flush they hold: usually just flush `after + 1`, or a merged
     /// run `after + 1 ..= last` when compaction joined them. Files of flushes after

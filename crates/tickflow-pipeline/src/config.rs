@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tickflow_model::{BarInterval, Severity, Symbol};
 use tickflow_process::validate::Limits;
-use tickflow_process::{Condition, Firing, Hysteresis, ProcessorConfig, SpikeRule, ThresholdRule};
+use tickflow_process::{
+    Condition, Expr, ExprRule, Firing, Hysteresis, ProcessorConfig, SpikeRule, ThresholdRule, Watch,
+};
 use tickflow_sources::{SimSymbol, SimulatorConfig};
 
 use crate::error::{ConfigError, Problem};
@@ -384,6 +386,62 @@ pub struct RawAlerts {
     pub threshold: Vec<RawThreshold>,
     #[serde(default)]
     pub spike: Vec<RawSpike>,
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+    #[serde(default)]
+    pub volume_spike: Vec<RawVolumeSpike>,
+    #[serde(default)]
+    pub stale_feed: Vec<RawStaleFeed>,
+}
+
+/// The stale-feed detector: a source silent for `after_secs` while its market is open.
+#[derive(Debug, Deserialize)]
+pub struct RawStaleFeed {
+    pub name: String,
+    /// A source id; every source when left out.
+    pub source: Option<String>,
+    pub after_secs: Option<i64>,
+    /// `always` (default) or `nyse`.
+    pub calendar: Option<String>,
+    pub resolve: Option<bool>,
+    pub severity: Option<String>,
+    /// Notifier ids its alerts go to; every notifier when left out.
+    pub notify: Option<Vec<String>>,
+}
+
+/// A rule written as an SQL condition over the rows of one table.
+#[derive(Debug, Deserialize)]
+pub struct RawRule {
+    pub name: String,
+    /// trades, quotes, bars or daily_metrics.
+    pub on: String,
+    /// The bars a `bars` rule watches, or that a trade or quote rule's indicators read.
+    pub interval: Option<String>,
+    pub when: String,
+    pub symbol: Option<String>,
+    pub cooldown_secs: Option<i64>,
+    pub reminder_secs: Option<i64>,
+    pub resolve: Option<bool>,
+    pub coalesce_secs: Option<i64>,
+    pub severity: Option<String>,
+    /// Notifier ids its alerts go to; every notifier when left out.
+    pub notify: Option<Vec<String>>,
+}
+
+/// The volume-spike detector: a final bar whose volume is `k` times the mean of the
+/// `window` bars before it.
+#[derive(Debug, Deserialize)]
+pub struct RawVolumeSpike {
+    pub name: String,
+    pub interval: Option<String>,
+    pub window: Option<i64>,
+    pub k: Option<RawAmount>,
+    pub symbol: Option<String>,
+    pub cooldown_secs: Option<i64>,
+    pub coalesce_secs: Option<i64>,
+    pub severity: Option<String>,
+    /// Notifier ids its alerts go to; every notifier when left out.
+    pub notify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1234,6 +1292,8 @@ pub struct Plan {
     pub notifiers: Vec<NotifierPlan>,
     /// Scheduled jobs (`[[jobs]]`).
     pub jobs: Vec<crate::jobs::JobPlan>,
+    /// Stale-feed rules (`[[alerts.stale_feed]]`), watched by the wall clock.
+    pub stale_feeds: Vec<crate::stale::StaleRule>,
 }
 
 /// HTTP ingest as a source: the API appends what requests carry under the source's id, so
@@ -1764,6 +1824,107 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             },
         });
     }
+    let mut exprs = Vec::new();
+    for (i, r) in raw.alerts.rule.into_iter().enumerate() {
+        let key = |f: &str| format!("alerts.rule[{i}].{f}");
+        routes.push((r.name.clone(), r.notify.clone(), key("notify")));
+        if !names.insert(r.name.clone()) {
+            c.add(key("name"), format!("duplicate rule name {:?}", r.name));
+        }
+        let interval = r.interval.as_deref().and_then(|text| {
+            text.parse::<BarInterval>()
+                .map_err(|_| {
+                    c.add(
+                        key("interval"),
+                        format!("unknown interval {text:?}: expected 1s, 1m, 5m, 1h or 1d"),
+                    )
+                })
+                .ok()
+        });
+        let watch = Watch::parse(&r.on, interval)
+            .map_err(|e| c.add(key("on"), e))
+            .ok();
+        let when = watch.and_then(|watch| {
+            Expr::parse(&r.when, watch, interval)
+                .map_err(|e| c.add(key("when"), e))
+                .ok()
+        });
+        let firing = Firing {
+            severity: c.severity(&key("severity"), r.severity.as_deref()),
+            cooldown_nanos: c.range(&key("cooldown_secs"), r.cooldown_secs, 60, 0, 86_400 * 30)
+                * 1_000_000_000,
+            reminder_nanos: c.optional_secs(&key("reminder_secs"), r.reminder_secs),
+            resolve: r.resolve.unwrap_or(false),
+            coalesce_nanos: c.optional_secs(&key("coalesce_secs"), r.coalesce_secs),
+        };
+        let symbol = c.symbol(&key("symbol"), r.symbol.as_deref());
+        if let Some(when) = when {
+            exprs.push(ExprRule {
+                name: r.name,
+                symbol,
+                when,
+                firing,
+            });
+        }
+    }
+    for (i, v) in raw.alerts.volume_spike.into_iter().enumerate() {
+        let key = |f: &str| format!("alerts.volume_spike[{i}].{f}");
+        routes.push((v.name.clone(), v.notify.clone(), key("notify")));
+        if !names.insert(v.name.clone()) {
+            c.add(key("name"), format!("duplicate rule name {:?}", v.name));
+        }
+        let interval = v.interval.as_deref().unwrap_or("1m");
+        let interval = interval
+            .parse::<BarInterval>()
+            .map_err(|_| {
+                c.add(
+                    key("interval"),
+                    format!("unknown interval {interval:?}: expected 1s, 1m, 5m, 1h or 1d"),
+                )
+            })
+            .unwrap_or(BarInterval::M1);
+        let window = c.range(
+            &key("window"),
+            v.window,
+            20,
+            1,
+            i64::from(tickflow_process::rules::MAX_WINDOW),
+        );
+        let k =
+            v.k.as_ref()
+                .map_or_else(|| "3".to_string(), RawAmount::text);
+        let when = match k.parse::<f64>() {
+            Ok(x) if x > 0.0 && x.is_finite() => {
+                let text = format!("volume > {k} * sma(volume, {window}, 1)");
+                Expr::parse(&text, Watch::Bars(interval), None)
+                    .map_err(|e| c.add(key("k"), e))
+                    .ok()
+            }
+            _ => {
+                c.add(
+                    key("k"),
+                    format!("{k} must be a positive number (times the mean volume)"),
+                );
+                None
+            }
+        };
+        let firing = Firing {
+            severity: c.severity(&key("severity"), v.severity.as_deref()),
+            cooldown_nanos: c.range(&key("cooldown_secs"), v.cooldown_secs, 60, 0, 86_400 * 30)
+                * 1_000_000_000,
+            coalesce_nanos: c.optional_secs(&key("coalesce_secs"), v.coalesce_secs),
+            ..Firing::default()
+        };
+        let symbol = c.symbol(&key("symbol"), v.symbol.as_deref());
+        if let Some(when) = when {
+            exprs.push(ExprRule {
+                name: v.name,
+                symbol,
+                when,
+                firing,
+            });
+        }
+    }
     let processing = ProcessorConfig {
         lateness_nanos: c.range(
             "processing.lateness_ms",
@@ -1784,6 +1945,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         },
         thresholds,
         spikes,
+        exprs,
     };
     if raw.lake.url.is_none() {
         let object_settings = [
@@ -2204,6 +2366,37 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             rules: std::collections::HashSet::new(),
         });
     }
+    let mut stale_feeds = Vec::new();
+    for (i, f) in raw.alerts.stale_feed.into_iter().enumerate() {
+        let key = |k: &str| format!("alerts.stale_feed[{i}].{k}");
+        routes.push((f.name.clone(), f.notify.clone(), key("notify")));
+        if !names.insert(f.name.clone()) {
+            c.add(key("name"), format!("duplicate rule name {:?}", f.name));
+        }
+        if let Some(id) = &f.source
+            && !sources.iter().any(|s| s.id == *id)
+        {
+            c.add(key("source"), format!("no source is called {id:?}"));
+        }
+        let hours = f
+            .calendar
+            .as_deref()
+            .map(|h| {
+                h.parse()
+                    .map_err(|e| c.add(key("calendar"), e))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        stale_feeds.push(crate::stale::StaleRule {
+            name: f.name,
+            source: f.source,
+            after_nanos: c.range(&key("after_secs"), f.after_secs, 60, 1, 86_400 * 7)
+                * 1_000_000_000,
+            hours,
+            severity: c.severity(&key("severity"), f.severity.as_deref()),
+            resolve: f.resolve.unwrap_or(true),
+        });
+    }
     // Each rule's alerts go to the notifiers it names, or to all of them.
     for (rule, notify, key) in routes {
         match notify {
@@ -2265,6 +2458,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         sinks,
         notifiers,
         jobs,
+        stale_feeds,
     }
 }
 
@@ -2633,6 +2827,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("alerts.threshold[0].hysteresis"), "{e}");
+    }
+
+    #[test]
+    fn expression_rules_and_volume_spikes_are_read_and_checked_by_line_and_key() {
+        let text = "[[alerts.rule]]\nname = \"drop\"\non = \"daily_metrics\"\nwhen = \"daily_pct_change < -5\"\nresolve = true\nnotify = [\"log\"]\n\n[[alerts.volume_spike]]\nname = \"surge\"\ninterval = \"5m\"\nk = 4\n\n[[notifiers]]\ntype = \"log\"\n";
+        let plan = parse(text, Path::new("r.toml")).unwrap();
+        let [drop, surge] = &plan.processing.exprs[..] else {
+            panic!("two rules: {:?}", plan.processing.exprs)
+        };
+        assert_eq!(drop.when.text(), "daily_pct_change < -5");
+        assert!(drop.firing.resolve);
+        assert_eq!(surge.when.text(), "volume > 4 * sma(volume, 20, 1)");
+        assert_eq!(surge.when.watch(), Watch::Bars(BarInterval::M5));
+
+        let bad = "[[alerts.rule]]\nname = \"a\"\non = \"trades\"\nwhen = \"close > 1\"\n\n[[alerts.rule]]\nname = \"b\"\non = \"bars\"\nwhen = \"close > 1\"\n\n[[alerts.rule]]\nname = \"c\"\non = \"trades\"\nwhen = \"price > sma(close, 20)\"\n\n[[alerts.rule]]\nname = \"a\"\non = \"ticks\"\nwhen = \"price > 1\"\n\n[[alerts.volume_spike]]\nname = \"v\"\nk = -2\ninterval = \"2m\"\n";
+        let shown = parse(bad, Path::new("bad.toml")).unwrap_err().to_string();
+        for needle in [
+            "bad.toml:4: alerts.rule[0].when: no column \"close\" on a trade row",
+            "bad.toml:8: alerts.rule[1].on: a rule on bars needs `interval`",
+            "bad.toml:14: alerts.rule[2].when: `sma(close, 20)` reads bars, but a rule on trades needs `interval`",
+            "bad.toml:17: alerts.rule[3].name: duplicate rule name \"a\"",
+            "bad.toml:18: alerts.rule[3].on: unknown table \"ticks\"",
+            "bad.toml:23: alerts.volume_spike[0].k: -2 must be a positive number",
+            "bad.toml:24: alerts.volume_spike[0].interval: unknown interval \"2m\"",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod runtime;
 pub mod schedule;
 mod sinks;
 mod sources;
+pub mod stale;
 
 pub use config::Plan;
 pub use error::{ConfigError, Error, Problem, Result};

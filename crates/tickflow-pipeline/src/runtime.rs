@@ -12,8 +12,8 @@ use tickflow_core::codec::{Batch, Decoder};
 use tickflow_core::metrics::Metrics;
 use tickflow_lake::{Lake, RecordBatch, Rows, Table};
 use tickflow_log::{Log, LogConfig};
-use tickflow_model::{Event, UnixNanos};
-use tickflow_process::{Output, Processor, SpikeRule, ThresholdRule};
+use tickflow_model::{Bar, BarInterval, DailyMetric, Event, UnixNanos};
+use tickflow_process::{ExprRule, Output, Processor, SpikeRule, ThresholdRule};
 use tokio::sync::watch;
 
 use crate::jobs::Jobs;
@@ -94,7 +94,7 @@ struct Inner {
     compact_requested: std::sync::atomic::AtomicU64,
     compact_served: std::sync::atomic::AtomicU64,
     /// Alert rules a reload hands to the processor thread, which takes them between batches.
-    new_rules: Mutex<Option<(Vec<ThresholdRule>, Vec<SpikeRule>)>>,
+    new_rules: Mutex<Option<NewRules>>,
     has_new_rules: AtomicBool,
     /// Each notifier's rules, by notifier id; a reload replaces them.
     routes: BTreeMap<String, Arc<std::sync::RwLock<HashSet<String>>>>,
@@ -298,7 +298,9 @@ impl Pipeline {
         let removed = lake.recover(ckpt.flush_seq)?;
         let next = ckpt.next_offset.max(log.start_offset());
         tracing::info!(data_dir = %data_dir.display(), next_offset = next, log_end = log.next_offset(), flush_seq = ckpt.flush_seq, removed_files = removed, "recovered");
-        let processor = Processor::with_state(plan.processing.clone(), ckpt.state);
+        let mut processor = Processor::with_state(plan.processing.clone(), ckpt.state);
+        // The lake now holds exactly what the checkpointed state produced.
+        warm_up(&lake, ckpt.flush_seq, &Rows::default(), &mut processor);
         let live = Live {
             published_seq: ckpt.flush_seq,
             open_bars: processor.open_bars(),
@@ -415,6 +417,14 @@ impl Pipeline {
             Box::new(move || run_processor(&i, processor, next, ckpt.flush_seq, tx)),
             Arc::clone(&inner),
         )?);
+        if !inner.plan.stale_feeds.is_empty() {
+            let i = Arc::clone(&inner);
+            threads.push(spawn(
+                "stale-watch",
+                Box::new(move || run_stale_watch(&i)),
+                Arc::clone(&inner),
+            )?);
+        }
         let log: Arc<dyn tickflow_core::source::Append> = Arc::clone(&inner) as _;
         let sources = Sources::start(
             &inner.plan.sources,
@@ -609,6 +619,7 @@ impl Pipeline {
             .unwrap_or_else(|e| e.into_inner()) = Some((
             plan.processing.thresholds.clone(),
             plan.processing.spikes.clone(),
+            plan.processing.exprs.clone(),
         ));
         self.inner.has_new_rules.store(true, Ordering::Release);
         self.inner.reloads.fetch_add(1, Ordering::Relaxed);
@@ -616,6 +627,7 @@ impl Pipeline {
             config = %path.display(),
             thresholds = plan.processing.thresholds.len(),
             spikes = plan.processing.spikes.len(),
+            expression_rules = plan.processing.exprs.len(),
             needs_restart = ?restart,
             "alert rules reloaded"
         );
@@ -797,6 +809,95 @@ fn count_output(metrics: &Metrics, out: &Output) {
         .fetch_add(out.duplicates, Ordering::Relaxed);
 }
 
+/// Watches the sources for silence once a second ([`crate::stale`]) and appends the alerts
+/// due to the log, until the sources stop.
+fn run_stale_watch(inner: &Inner) -> Result<()> {
+    let mut watch = crate::stale::StaleWatch::new(inner.plan.stale_feeds.clone());
+    let mut batch = Batch::default();
+    loop {
+        for _ in 0..4 {
+            if *inner.stop_sources.borrow() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let counts: std::collections::HashMap<String, u64> =
+            inner.metrics.source_events.snapshot().into_iter().collect();
+        let sources: Vec<(String, u64)> = inner
+            .plan
+            .sources
+            .iter()
+            .map(|s| (s.id.clone(), counts.get(&s.id).copied().unwrap_or(0)))
+            .collect();
+        let alerts = watch.check(UnixNanos::now(), &sources);
+        if alerts.is_empty() {
+            continue;
+        }
+        batch.clear();
+        for a in &alerts {
+            batch.push_alert(a);
+        }
+        match append(inner, "stale-watch", &batch) {
+            Ok(_) | Err(Error::ShuttingDown) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Rules read by a reload, for the processor to take between batches.
+type NewRules = (Vec<ThresholdRule>, Vec<SpikeRule>, Vec<ExprRule>);
+
+/// Puts the recent final bars and daily rows the expression rules' indicators read in
+/// front of their windows: from the lake's flushes up to `published`, and `unpublished`
+/// rows produced since. A lake that cannot be read leaves the windows to fill from live
+/// bars, and says so.
+fn warm_up(lake: &Lake, published: u64, unpublished: &Rows, processor: &mut Processor) {
+    const DAY: i64 = 86_400_000_000_000;
+    // Enough calendar days for n bars: half as much again for nights, weekends and
+    // holidays, and a week more.
+    let days = |n: usize, nanos: i64| (n as i64 * nanos * 3 / 2 / DAY + 7) as i32;
+    let rules = processor.rules();
+    let intervals: Vec<(BarInterval, usize)> = BarInterval::ALL
+        .into_iter()
+        .map(|i| (i, rules.lookback(Some(i))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let daily = rules.lookback(None);
+    if intervals.is_empty() && daily == 0 {
+        return;
+    }
+    let read = || -> Result<(Vec<Bar>, Vec<DailyMetric>)> {
+        let mut bars = Vec::new();
+        if let Some(span) = intervals.iter().map(|(i, n)| days(*n, i.nanos())).max() {
+            let wanted = |b: &Bar| b.is_final && intervals.iter().any(|(i, _)| *i == b.interval);
+            let rows = lake.read_recent(Table::Bars, published, span)?;
+            bars.extend(rows.bars.into_iter().filter(wanted));
+            bars.extend(unpublished.bars.iter().filter(|b| wanted(b)).cloned());
+        }
+        let mut metrics = Vec::new();
+        if daily > 0 {
+            let rows = lake.read_recent(Table::DailyMetrics, published, days(daily, DAY))?;
+            metrics.extend(rows.daily_metrics);
+            metrics.extend_from_slice(&unpublished.daily_metrics);
+        }
+        Ok((bars, metrics))
+    };
+    match read() {
+        Ok((bars, metrics)) => {
+            processor.warm(&bars, &metrics);
+            tracing::info!(
+                bars = bars.len(),
+                daily_metrics = metrics.len(),
+                "indicator windows warmed up from stored history"
+            );
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not read stored bars to warm up indicators; rules that read them stay quiet until their windows fill from live bars"
+        ),
+    }
+}
+
 fn run_processor(
     inner: &Inner,
     mut processor: Processor,
@@ -857,13 +958,28 @@ fn run_processor(
             }
         }
         if inner.has_new_rules.swap(false, Ordering::AcqRel)
-            && let Some((thresholds, spikes)) = inner
+            && let Some((thresholds, spikes, exprs)) = inner
                 .new_rules
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
         {
-            processor.set_rules(thresholds, spikes);
+            processor.set_rules(thresholds, spikes, exprs);
+            // New indicators start from what is stored and what is on its way there.
+            let (published, unpublished) = {
+                let live = inner.live();
+                let mut rows = Rows::default();
+                for (_, flushing) in &live.flushing {
+                    rows.bars.extend_from_slice(&flushing.bars);
+                    rows.daily_metrics
+                        .extend_from_slice(&flushing.daily_metrics);
+                }
+                rows.bars.extend_from_slice(&live.pending.bars);
+                rows.daily_metrics
+                    .extend_from_slice(&live.pending.daily_metrics);
+                (live.published_seq, rows)
+            };
+            warm_up(&inner.lake, published, &unpublished, &mut processor);
         }
         inner.log.read(next, READ_BATCH, &mut records)?;
         if records.is_empty() {
@@ -894,6 +1010,11 @@ fn run_processor(
             }
             if let Some(d) = tickflow_core::codec::delivery(bytes) {
                 out.rows.alert_deliveries.push(d);
+                next = offset + 1;
+                continue;
+            }
+            if let Some(a) = tickflow_core::codec::alert(bytes) {
+                out.rows.alerts.push(a);
                 next = offset + 1;
                 continue;
             }

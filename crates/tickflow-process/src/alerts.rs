@@ -19,9 +19,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tickflow_model::{Alert, AlertKind, Price, Severity, Symbol, Trade, UnixNanos};
+use tickflow_model::{Alert, AlertKind, BarInterval, Price, Severity, Symbol, Trade, UnixNanos};
 
 use tickflow_core::hash::stable_hash;
+
+use crate::rules::indicators::{Layout, Series};
+use crate::rules::{Expr, Row, Source};
 
 /// `price > X` or `price < X`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,12 +218,27 @@ pub struct SpikeRule {
     pub firing: Firing,
 }
 
+/// Fires when a SQL condition over the rows it watches becomes true, on its edge as a
+/// threshold does (without a band: the condition is the rule); see [`crate::rules`].
+#[derive(Clone, Debug)]
+pub struct ExprRule {
+    pub name: String,
+    /// `None` applies the rule to every symbol (the condition may still name some).
+    pub symbol: Option<Symbol>,
+    pub when: Expr,
+    pub firing: Firing,
+}
+
 /// Every rule, with the levels derived from them, as the processor evaluates them.
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
     thresholds: Vec<ThresholdRule>,
     clear_levels: Vec<Price>,
     spikes: Vec<SpikeRule>,
+    exprs: Vec<ExprRule>,
+    /// The series the expression rules' indicators read, and each rule's indicator slots.
+    layout: Layout,
+    expr_slots: Vec<Vec<usize>>,
     /// Told apart from the rules a symbol's state was laid out for (see [`AlertState`]).
     generation: u64,
 }
@@ -228,11 +246,24 @@ pub struct Rules {
 impl Rules {
     /// Rules to evaluate; `generation` must differ from that of any rules used before by the
     /// same processor.
-    pub fn new(thresholds: Vec<ThresholdRule>, spikes: Vec<SpikeRule>, generation: u64) -> Self {
+    pub fn new(
+        thresholds: Vec<ThresholdRule>,
+        spikes: Vec<SpikeRule>,
+        exprs: Vec<ExprRule>,
+        generation: u64,
+    ) -> Self {
+        let mut layout = Layout::default();
+        let expr_slots = exprs
+            .iter()
+            .map(|r| layout.add(r.when.indicators()))
+            .collect();
         Self {
             clear_levels: thresholds.iter().map(ThresholdRule::clear_level).collect(),
             thresholds,
             spikes,
+            exprs,
+            layout,
+            expr_slots,
             generation,
         }
     }
@@ -252,24 +283,44 @@ impl Rules {
         &self.spikes
     }
 
+    /// Expression rules, in configured order.
+    pub fn exprs(&self) -> &[ExprRule] {
+        &self.exprs
+    }
+
+    /// How many of the newest final bars of `interval` (or daily rows, for `None`) the
+    /// expression rules' indicators read: what a warm-up at start should load.
+    pub fn lookback(&self, interval: Option<BarInterval>) -> usize {
+        let source = match interval {
+            Some(i) => Source::Bars(i),
+            None => Source::DailyMetrics,
+        };
+        self.layout
+            .series
+            .iter()
+            .filter(|((s, _), _)| *s == source)
+            .map(|(_, len)| *len)
+            .max()
+            .unwrap_or(0)
+    }
+
     fn names(&self) -> impl Iterator<Item = &str> {
         self.thresholds
             .iter()
             .map(|r| r.name.as_str())
             .chain(self.spikes.iter().map(|r| r.name.as_str()))
+            .chain(self.exprs.iter().map(|r| r.name.as_str()))
     }
 
     fn firing(&self, rule: &str) -> Option<&Firing> {
-        self.thresholds
-            .iter()
-            .find(|r| r.name == rule)
-            .map(|r| &r.firing)
-            .or_else(|| {
-                self.spikes
-                    .iter()
-                    .find(|r| r.name == rule)
-                    .map(|r| &r.firing)
-            })
+        let thresholds = self.thresholds.iter().map(|r| (&r.name, &r.firing));
+        let spikes = self.spikes.iter().map(|r| (&r.name, &r.firing));
+        let exprs = self.exprs.iter().map(|r| (&r.name, &r.firing));
+        thresholds
+            .chain(spikes)
+            .chain(exprs)
+            .find(|(name, _)| *name == rule)
+            .map(|(_, f)| f)
     }
 }
 
@@ -336,10 +387,15 @@ pub struct AlertState {
     /// rules by name, and a rule added, removed or reordered by a reload keeps its state.
     #[serde(skip)]
     layout: u64,
-    /// Positions of the threshold and spike rules that apply to this symbol, so each trade
-    /// costs the rules that concern it, not every rule configured.
+    /// Positions of the threshold, spike and expression rules that apply to this symbol,
+    /// so each trade costs the rules that concern it, not every rule configured.
     #[serde(skip)]
-    applicable: (Vec<u32>, Vec<u32>),
+    applicable: (Vec<u32>, Vec<u32>, Vec<u32>),
+    /// The recent bars and daily rows the expression rules' indicators read. Not
+    /// checkpointed: a start warms them up from the lake, which holds exactly the rows the
+    /// checkpointed state had produced.
+    #[serde(skip)]
+    series: Series,
 }
 
 impl AlertState {
@@ -353,7 +409,7 @@ impl AlertState {
 
     fn lay_out(&mut self, symbol: &Symbol, rules: &Rules) {
         let mut old = std::mem::take(&mut self.rules);
-        let count = rules.thresholds.len() + rules.spikes.len();
+        let count = rules.thresholds.len() + rules.spikes.len() + rules.exprs.len();
         // A checkpoint from before states were named kept them by position.
         let positional = old.len() == count && old.iter().all(|s| s.name.is_empty());
         self.rules = rules
@@ -384,9 +440,78 @@ impl AlertState {
                 .filter(|(_, r)| applies(&r.symbol))
                 .map(|(i, _)| i)
                 .collect(),
+            (0u32..)
+                .zip(&rules.exprs)
+                .filter(|(_, r)| applies(&r.symbol))
+                .map(|(i, _)| i)
+                .collect(),
         );
+        self.series.lay_out(&rules.layout);
         self.layout = rules.generation;
     }
+
+    /// Lays the state out for `rules` if it was laid out for others.
+    fn ensure(&mut self, symbol: &Symbol, rules: &Rules) {
+        if self.layout != rules.generation {
+            self.lay_out(symbol, rules);
+        }
+    }
+
+    /// Puts history in front of the indicators' series: the symbol's final bars and daily
+    /// rows from before anything this state holds, oldest first.
+    pub(crate) fn warm(&mut self, symbol: &Symbol, rules: &Rules, rows: &[Row<'_>]) {
+        self.ensure(symbol, rules);
+        self.series.warm(&rules.layout, rows);
+    }
+}
+
+/// Where a rule stands after a row, for [`step`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    /// The condition holds.
+    Holds,
+    /// Not held, but not clear either: inside a hysteresis band, or unknown (NULL).
+    Between,
+    /// Clear: the rule is armed again.
+    Clear,
+}
+
+/// Moves one rule's state for one symbol on a row at `ts`, and says what to send, if
+/// anything: fired on the edge (once the cooldown allows), reminders while it holds, a
+/// resolve when a sent condition clears.
+fn step(s: &mut RuleState, firing: &Firing, level: Level, ts: i64) -> Option<AlertKind> {
+    match (s.active_since, level) {
+        (None, Level::Holds) => {
+            s.active_since = Some(ts);
+            s.sent = false;
+        }
+        (None, _) | (Some(_), Level::Between) => return None,
+        (Some(_), Level::Clear) => {
+            s.active_since = None;
+            let resolved = firing.resolve && s.sent;
+            s.sent = false;
+            if !resolved {
+                return None;
+            }
+            s.seq += 1;
+            return Some(AlertKind::Resolved);
+        }
+        (Some(_), Level::Holds) => {}
+    }
+    let since_sent = |l: Option<i64>| l.map_or(i64::MAX, |l| ts.saturating_sub(l));
+    let kind = if !s.sent {
+        (since_sent(s.last_sent) >= firing.cooldown_nanos).then_some(AlertKind::Fired)
+    } else {
+        firing
+            .reminder_nanos
+            .filter(|r| since_sent(s.last_sent) >= *r)
+            .map(|_| AlertKind::Reminder)
+    }?;
+    // Folded into a digest, it still counts as sent: the digest told the reader.
+    s.sent = true;
+    s.last_sent = Some(ts);
+    s.seq += 1;
+    Some(kind)
 }
 
 /// A rule's coalescing window: open from an alert sent until `until`.
@@ -418,69 +543,40 @@ pub(crate) fn evaluate(
     trade: &Trade,
     out: &mut Vec<Alert>,
 ) {
-    if state.layout != rules.generation {
-        state.lay_out(&trade.symbol, rules);
-    }
+    state.ensure(&trade.symbol, rules);
     let first_new = out.len();
     let ts = trade.ts_event.0;
     let price = trade.price;
+    let subject = Subject {
+        symbol: &trade.symbol,
+        ts,
+        value: price,
+    };
     for &i in &state.applicable.0 {
         let i = i as usize;
         let (rule, s) = (&rules.thresholds[i], &mut state.rules[i]);
         let clear = rules.clear_levels[i];
-        match s.active_since {
-            None if rule.condition.holds(price) => {
-                s.active_since = Some(ts);
-                s.sent = false;
-            }
-            None => continue,
-            Some(_) if rule.cleared(price, clear) => {
-                s.active_since = None;
-                if rule.firing.resolve && s.sent {
-                    s.seq += 1;
-                    let message = format!(
-                        "{} back to {price}: {} cleared{}",
-                        trade.symbol,
-                        rule.condition,
-                        if clear == rule.condition.threshold() {
-                            String::new()
-                        } else {
-                            format!(" (clear at {clear})")
-                        }
-                    );
-                    let threshold = rule.condition.threshold().to_string();
-                    out.push(alert(
-                        &rule.name,
-                        trade,
-                        (AlertKind::Resolved, s.seq),
-                        threshold,
-                        message,
-                        rule.firing.severity,
-                    ));
-                }
-                s.sent = false;
-                continue;
-            }
-            // Inside the hysteresis band: still active, but nothing to say.
-            Some(_) if !rule.condition.holds(price) => continue,
-            Some(_) => {}
-        }
-        let since_sent = |l: Option<i64>| l.map_or(i64::MAX, |l| ts.saturating_sub(l));
-        let kind = if !s.sent {
-            (since_sent(s.last_sent) >= rule.firing.cooldown_nanos).then_some(AlertKind::Fired)
+        let level = if rule.condition.holds(price) {
+            Level::Holds
+        } else if rule.cleared(price, clear) {
+            Level::Clear
         } else {
-            rule.firing
-                .reminder_nanos
-                .filter(|r| since_sent(s.last_sent) >= *r)
-                .map(|_| AlertKind::Reminder)
+            Level::Between
         };
-        let Some(kind) = kind else { continue };
-        // Folded into a digest, it still counts as sent: the digest told the reader.
-        s.sent = true;
-        s.last_sent = Some(ts);
-        s.seq += 1;
-        let seq = s.seq;
+        let Some(kind) = step(s, &rule.firing, level, ts) else {
+            continue;
+        };
         let message = match kind {
+            AlertKind::Resolved => format!(
+                "{} back to {price}: {} cleared{}",
+                trade.symbol,
+                rule.condition,
+                if clear == rule.condition.threshold() {
+                    String::new()
+                } else {
+                    format!(" (clear at {clear})")
+                }
+            ),
             AlertKind::Reminder => format!(
                 "{} still {}: {price}, since {}",
                 trade.symbol,
@@ -498,19 +594,100 @@ pub(crate) fn evaluate(
         };
         out.push(alert(
             &rule.name,
-            trade,
-            (kind, seq),
+            &subject,
+            (kind, s.seq),
             rule.condition.threshold().to_string(),
             message,
             rule.firing.severity,
         ));
     }
     spikes(state, rules, trade, out);
-    for a in &mut out[first_new..] {
+    exprs(state, rules, &Row::Trade(trade), out);
+    coalesce_new(bursts, rules, &mut out[first_new..]);
+}
+
+/// Evaluates the expression rules on a quote, a final bar or a day's metrics; a final row
+/// first joins the indicators' series.
+pub(crate) fn evaluate_row(
+    state: &mut AlertState,
+    bursts: &mut Bursts,
+    rules: &Rules,
+    row: &Row<'_>,
+    out: &mut Vec<Alert>,
+) {
+    if rules.exprs.is_empty() {
+        return;
+    }
+    state.ensure(row.symbol(), rules);
+    state.series.push(&rules.layout, row);
+    let first_new = out.len();
+    exprs(state, rules, row, out);
+    coalesce_new(bursts, rules, &mut out[first_new..]);
+}
+
+fn coalesce_new(bursts: &mut Bursts, rules: &Rules, new: &mut [Alert]) {
+    for a in new {
         if let Some(firing) = rules.firing(&a.rule) {
             coalesce(bursts, firing, a);
         }
     }
+}
+
+fn exprs(state: &mut AlertState, rules: &Rules, row: &Row<'_>, out: &mut Vec<Alert>) {
+    if state.applicable.2.is_empty() {
+        return;
+    }
+    let watch = row.watch();
+    let offset = rules.thresholds.len() + rules.spikes.len();
+    let ts = row.ts();
+    let subject = Subject {
+        symbol: row.symbol(),
+        ts,
+        value: row.price(),
+    };
+    for &k in &state.applicable.2 {
+        let k = k as usize;
+        let rule = &rules.exprs[k];
+        if rule.when.watch() != watch {
+            continue;
+        }
+        let (series, slots) = (&mut state.series, &rules.expr_slots[k]);
+        let mut indicator = |i: usize| series.value(&rules.layout, slots[i]);
+        let level = match rule.when.eval(row, &mut indicator) {
+            Some(true) => Level::Holds,
+            Some(false) => Level::Clear,
+            None => Level::Between,
+        };
+        let s = &mut state.rules[offset + k];
+        let Some(kind) = step(s, &rule.firing, level, ts) else {
+            continue;
+        };
+        let values = rule.when.describe(row, &mut indicator);
+        let (symbol, when) = (row.symbol(), rule.when.text());
+        let message = match kind {
+            AlertKind::Resolved => format!("{symbol} {watch}: no longer {when} ({values})"),
+            AlertKind::Reminder => format!(
+                "{symbol} {watch}: still {when} ({values}), since {}",
+                UnixNanos(s.active_since.unwrap_or(ts))
+            ),
+            _ => format!("{symbol} {watch}: {when} ({values})"),
+        };
+        out.push(alert(
+            &rule.name,
+            &subject,
+            (kind, s.seq),
+            when.to_string(),
+            message,
+            rule.firing.severity,
+        ));
+    }
+}
+
+/// What an alert is about: a symbol, at an event time, at a price.
+struct Subject<'a> {
+    symbol: &'a Symbol,
+    ts: i64,
+    value: Price,
 }
 
 fn spikes(state: &mut AlertState, rules: &Rules, trade: &Trade, out: &mut Vec<Alert>) {
@@ -547,9 +724,14 @@ fn spikes(state: &mut AlertState, rules: &Rules, trade: &Trade, out: &mut Vec<Al
                     trade.price,
                     window.returns.len()
                 );
+                let subject = Subject {
+                    symbol: &trade.symbol,
+                    ts,
+                    value: trade.price,
+                };
                 out.push(alert(
                     &rule.name,
-                    trade,
+                    &subject,
                     (AlertKind::Fired, 0),
                     format!("{}σ", rule.k),
                     msg,
@@ -637,38 +819,32 @@ pub(crate) fn close_bursts(bursts: &mut Bursts, now: i64, out: &mut Vec<Alert>) 
     });
 }
 
-/// An alert of `rule` for `trade`. Its id is made from the rule, the symbol, the trade's
-/// event time and, for a threshold, the kind and the count of the rule's alerts for the
-/// symbol, so trades at the same nanosecond that fire, resolve and fire again differ.
+/// An alert of `rule` about `subject`. Its id is made from the rule, the symbol, the event
+/// time and, except for a spike, the kind and the count of the rule's alerts for the symbol,
+/// so rows at the same nanosecond that fire, resolve and fire again differ.
 fn alert(
     rule: &str,
-    trade: &Trade,
+    subject: &Subject<'_>,
     (kind, seq): (AlertKind, u64),
     threshold: String,
     message: String,
     severity: Severity,
 ) -> Alert {
+    let symbol = subject.symbol.as_str().as_bytes();
     // A spike's id is the one it always had (seq 0).
     let id = match seq {
-        0 => stable_hash(
-            &[rule.as_bytes(), trade.symbol.as_str().as_bytes()],
-            &[trade.ts_event.0],
-        ),
+        0 => stable_hash(&[rule.as_bytes(), symbol], &[subject.ts]),
         _ => stable_hash(
-            &[
-                rule.as_bytes(),
-                trade.symbol.as_str().as_bytes(),
-                kind.as_str().as_bytes(),
-            ],
-            &[trade.ts_event.0, seq as i64],
+            &[rule.as_bytes(), symbol, kind.as_str().as_bytes()],
+            &[subject.ts, seq as i64],
         ),
     };
     Alert {
         alert_id: format!("{id:016x}"),
         rule: rule.to_string(),
-        symbol: trade.symbol.clone(),
-        ts: trade.ts_event,
-        value: trade.price,
+        symbol: subject.symbol.clone(),
+        ts: UnixNanos(subject.ts),
+        value: subject.value,
         threshold,
         message,
         severity,

@@ -16,6 +16,11 @@ pub struct DailyState {
 }
 
 impl DailyState {
+    /// The close of the newest session seen.
+    pub fn last_close(&self) -> Option<Price> {
+        self.closes.back().copied()
+    }
+
     /// Builds the metric row for a final `1d` bar and remembers its close.
     pub fn on_final_daily_bar(&mut self, bar: &Bar) -> DailyMetric {
         let prev = self.closes.back().copied();

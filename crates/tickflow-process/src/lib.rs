@@ -2,8 +2,8 @@
 //! reason, [`dedupe`] drops redeliveries by natural key, [`bars`] builds OHLCV bars from event
 //! time with a lateness budget, [`origin`] decides between those and a feed's own bars,
 //! [`daily`] turns final daily bars into metrics, and [`alerts`] evaluates threshold rules
-//! (on their edges, with hysteresis, reminders, resolves and coalesced bursts) and the spike
-//! detector.
+//! (on their edges, with hysteresis, reminders, resolves and coalesced bursts), the spike
+//! detector and [`rules`] written as SQL conditions with indicators.
 //!
 //! No I/O, no async, no clock: time comes in with the events and with the `now` the caller
 //! passes, so the same input always gives the same output, which is what makes a replay
@@ -18,7 +18,9 @@ mod legacy;
 pub mod origin;
 
 mod processor;
+pub mod rules;
 pub mod validate;
 
-pub use alerts::{Condition, Firing, Hysteresis, Rules, SpikeRule, ThresholdRule};
+pub use alerts::{Condition, ExprRule, Firing, Hysteresis, Rules, SpikeRule, ThresholdRule};
 pub use processor::{Output, Processor, ProcessorConfig, State};
+pub use rules::{Expr, Watch};

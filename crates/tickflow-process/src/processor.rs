@@ -3,15 +3,16 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use tickflow_core::ingest;
 use tickflow_model::{
-    Bar, BarInterval, DlqRecord, Event, FedBar, RejectReason, Rows, Symbol, UnixNanos,
+    Bar, BarInterval, DailyMetric, DlqRecord, Event, FedBar, RejectReason, Rows, Symbol, UnixNanos,
 };
 
-use crate::alerts::{self, AlertState, Bursts, Rules, SpikeRule, ThresholdRule};
+use crate::alerts::{self, AlertState, Bursts, ExprRule, Rules, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
 use crate::daily::DailyState;
 use crate::dedupe::{DedupeWindow, natural_key};
 use crate::legacy;
 use crate::origin::{Origin, Verdict};
+use crate::rules::Row;
 use crate::validate::{self, Limits};
 use tickflow_core::hash::StableBuild;
 
@@ -23,6 +24,7 @@ pub struct ProcessorConfig {
     pub limits: Limits,
     pub thresholds: Vec<ThresholdRule>,
     pub spikes: Vec<SpikeRule>,
+    pub exprs: Vec<ExprRule>,
 }
 
 impl Default for ProcessorConfig {
@@ -32,6 +34,7 @@ impl Default for ProcessorConfig {
             limits: Limits::default(),
             thresholds: Vec::new(),
             spikes: Vec::new(),
+            exprs: Vec::new(),
         }
     }
 }
@@ -126,7 +129,12 @@ impl Processor {
 
     /// A processor resuming from a checkpointed state.
     pub fn with_state(config: ProcessorConfig, state: State) -> Self {
-        let rules = Rules::new(config.thresholds.clone(), config.spikes.clone(), 1);
+        let rules = Rules::new(
+            config.thresholds.clone(),
+            config.spikes.clone(),
+            config.exprs.clone(),
+            1,
+        );
         Self {
             config,
             rules,
@@ -136,11 +144,59 @@ impl Processor {
 
     /// Replaces the alert rules (a reload). A rule that keeps its name keeps its state: a
     /// condition that holds stays fired, a spike window stays warm.
-    pub fn set_rules(&mut self, thresholds: Vec<ThresholdRule>, spikes: Vec<SpikeRule>) {
+    pub fn set_rules(
+        &mut self,
+        thresholds: Vec<ThresholdRule>,
+        spikes: Vec<SpikeRule>,
+        exprs: Vec<ExprRule>,
+    ) {
         let generation = self.rules.generation() + 1;
         self.config.thresholds.clone_from(&thresholds);
         self.config.spikes.clone_from(&spikes);
-        self.rules = Rules::new(thresholds, spikes, generation);
+        self.config.exprs.clone_from(&exprs);
+        self.rules = Rules::new(thresholds, spikes, exprs, generation);
+    }
+
+    /// Puts stored history in front of the expression rules' indicator windows, so they
+    /// do not start empty: final `bars` and `daily` rows, in any order, from before what the
+    /// processor has produced since (a start: the lake after recovery). A
+    /// window gets only rows older than what it already holds, so warming up again after a
+    /// reload is safe.
+    pub fn warm(&mut self, bars: &[Bar], daily: &[DailyMetric]) {
+        if self.rules.exprs().is_empty() {
+            return;
+        }
+        let mut bars: Vec<&Bar> = bars.iter().filter(|b| b.is_final).collect();
+        bars.sort_by_key(|b| (b.symbol.as_str(), b.interval, b.start));
+        bars.dedup_by_key(|b| (b.symbol.as_str(), b.interval, b.start));
+        let mut daily: Vec<&DailyMetric> = daily.iter().collect();
+        daily.sort_by_key(|m| (m.symbol.as_str(), m.date));
+        daily.dedup_by_key(|m| (m.symbol.as_str(), m.date));
+        let mut by_symbol: HashMap<&Symbol, Vec<Row<'_>>> = HashMap::new();
+        for bar in bars {
+            by_symbol
+                .entry(&bar.symbol)
+                .or_default()
+                .push(Row::Bar(bar));
+        }
+        let mut prev: Option<&DailyMetric> = None;
+        for metric in daily {
+            let prev_close = prev.filter(|p| p.symbol == metric.symbol).map(|p| p.close);
+            let end = UnixNanos::from_date(metric.date).0 + BarInterval::D1.nanos();
+            by_symbol
+                .entry(&metric.symbol)
+                .or_default()
+                .push(Row::Daily {
+                    metric,
+                    prev_close,
+                    end,
+                });
+            prev = Some(metric);
+        }
+        for (symbol, rows) in by_symbol {
+            let state = self.state.symbols.entry(symbol.clone()).or_default();
+            state.alerts.warm(symbol, &self.rules, &rows);
+        }
     }
 
     /// The alert rules in force.
@@ -200,10 +256,16 @@ impl Processor {
         // move the watermark that far would make minutes of correct ticks "late". The watermark
         // therefore advances at most to ts_recv + lateness.
         let mark = ts.min(event.ts_recv().0.saturating_add(lateness));
-        let advanced = mark > state.watermark;
-        if advanced {
+        if mark > state.watermark {
             state.watermark = mark;
             state.dedupe.evict_before(mark.saturating_sub(lateness));
+            // Bars the event completes close first, so rules on it see them as history. Its
+            // own bar is never among them: it ends after the event, which is not late.
+            let first_new = out.rows.bars.len();
+            for bars in &mut state.bars {
+                bars.close_until(state.watermark, lateness, &mut out.rows.bars);
+            }
+            state.emitted(first_new, out, &self.rules, &mut self.state.bursts);
         }
         match event {
             Event::Trade(trade) => {
@@ -225,15 +287,17 @@ impl Processor {
                 );
                 out.rows.trades.push(trade);
             }
-            Event::Quote(quote) => out.rows.quotes.push(quote),
-            Event::Bar(_) => {}
-        }
-        if advanced {
-            let first_new = out.rows.bars.len();
-            for bars in &mut state.bars {
-                bars.close_until(state.watermark, lateness, &mut out.rows.bars);
+            Event::Quote(quote) => {
+                alerts::evaluate_row(
+                    &mut state.alerts,
+                    &mut self.state.bursts,
+                    &self.rules,
+                    &Row::Quote(&quote),
+                    &mut out.rows.alerts,
+                );
+                out.rows.quotes.push(quote);
             }
-            state.emitted(first_new, out);
+            Event::Bar(_) => {}
         }
     }
 
@@ -271,14 +335,11 @@ impl Processor {
                 if takes_over {
                     let first_new = out.rows.bars.len();
                     state.bars[i].hand_over(bar.start.0, &mut out.rows.bars);
-                    state.emitted(first_new, out);
+                    state.emitted(first_new, out, &self.rules, &mut self.state.bursts);
                 }
-                if bar.interval == BarInterval::D1 {
-                    out.rows
-                        .daily_metrics
-                        .push(state.daily.on_final_daily_bar(&bar));
-                }
+                let first_new = out.rows.bars.len();
                 out.rows.bars.push(bar);
+                state.finals(first_new, out, &self.rules, &mut self.state.bursts);
             }
         }
     }
@@ -335,14 +396,36 @@ impl Processor {
 
 impl SymbolState {
     /// Bookkeeping for the built bars just emitted from `first_new` on: their origin's span,
-    /// and a daily one's metrics.
-    fn emitted(&mut self, first_new: usize, out: &mut Output) {
+    /// then what every final bar gets ([`SymbolState::finals`]).
+    fn emitted(&mut self, first_new: usize, out: &mut Output, rules: &Rules, bursts: &mut Bursts) {
         for bar in &out.rows.bars[first_new..] {
             self.origins[interval_index(bar.interval)].built(bar.start.0, bar.end.0);
+        }
+        self.finals(first_new, out, rules, bursts);
+    }
+
+    /// For the final bars from `first_new` on, built or fed: the rules on bars, and a daily
+    /// one's metrics and the rules on those.
+    fn finals(&mut self, first_new: usize, out: &mut Output, rules: &Rules, bursts: &mut Bursts) {
+        let rows = &mut out.rows;
+        for bar in &rows.bars[first_new..] {
+            alerts::evaluate_row(
+                &mut self.alerts,
+                bursts,
+                rules,
+                &Row::Bar(bar),
+                &mut rows.alerts,
+            );
             if bar.interval == BarInterval::D1 {
-                out.rows
-                    .daily_metrics
-                    .push(self.daily.on_final_daily_bar(bar));
+                let prev_close = self.daily.last_close();
+                let metric = self.daily.on_final_daily_bar(bar);
+                let row = Row::Daily {
+                    metric: &metric,
+                    prev_close,
+                    end: bar.end.0,
+                };
+                alerts::evaluate_row(&mut self.alerts, bursts, rules, &row, &mut rows.alerts);
+                rows.daily_metrics.push(metric);
             }
         }
     }

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use tickflow_model::{Alert, AlertKind, Event, Price, Qty, Severity, Symbol, Trade, UnixNanos};
+use tickflow_model::{
+    Alert, AlertKind, Bar, BarInterval, Event, Price, Qty, Quote, Severity, Symbol, Trade,
+    UnixNanos,
+};
 
-use super::{Firing, Hysteresis, SpikeRule, ThresholdRule};
+use super::{ExprRule, Firing, Hysteresis, SpikeRule, ThresholdRule};
 use crate::{Output, Processor, ProcessorConfig, State};
 
 const SEC: i64 = 1_000_000_000;
@@ -254,16 +257,24 @@ fn a_reload_keeps_each_rule_state_by_name() {
     let mut p = processor(vec![a.clone()]);
     assert_eq!(run(&mut p, vec![trade("NVDA", 0, "310")]).len(), 1);
     // `b` is new and put first; `a` still holds and must not fire again.
-    p.set_rules(vec![b, a], Vec::new());
+    p.set_rules(vec![b, a], Vec::new(), Vec::new());
     let alerts = run(&mut p, vec![trade("NVDA", SEC, "311")]);
     assert_eq!(
         alerts.iter().map(|a| a.rule.as_str()).collect::<Vec<_>>(),
         ["b"]
     );
     // Removing `a` and adding it back starts it afresh.
-    p.set_rules(vec![above("b", "300", "0", no_cooldown())], Vec::new());
+    p.set_rules(
+        vec![above("b", "300", "0", no_cooldown())],
+        Vec::new(),
+        Vec::new(),
+    );
     assert!(run(&mut p, vec![trade("NVDA", 2 * SEC, "312")]).is_empty());
-    p.set_rules(vec![above("a", "200", "0", no_cooldown())], Vec::new());
+    p.set_rules(
+        vec![above("a", "200", "0", no_cooldown())],
+        Vec::new(),
+        Vec::new(),
+    );
     assert_eq!(run(&mut p, vec![trade("NVDA", 3 * SEC, "313")]).len(), 1);
 }
 
@@ -378,4 +389,154 @@ fn trades_at_one_nanosecond_that_fire_resolve_and_fire_again_have_distinct_ids()
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 3, "{alerts:#?}");
+}
+
+/// A rule written as an SQL condition over the rows of `on`.
+fn expr_rule(name: &str, on: crate::Watch, when: &str, interval: Option<BarInterval>) -> ExprRule {
+    ExprRule {
+        name: name.into(),
+        symbol: None,
+        when: crate::Expr::parse(when, on, interval).unwrap(),
+        firing: no_cooldown(),
+    }
+}
+
+fn with_exprs(exprs: Vec<ExprRule>) -> Processor {
+    Processor::new(ProcessorConfig {
+        lateness_nanos: 0,
+        exprs,
+        ..ProcessorConfig::default()
+    })
+}
+
+/// NVDA trades a second apart with these sizes, each its own 1s bar.
+fn volumes(from: i64, sizes: &[&str]) -> Vec<Event> {
+    (from..)
+        .zip(sizes)
+        .map(|(i, size)| {
+            let Event::Trade(mut t) = trade("NVDA", i * SEC, "100") else {
+                unreachable!()
+            };
+            t.size = Qty::parse(size).unwrap();
+            Event::Trade(t)
+        })
+        .collect()
+}
+
+const ON_1S: crate::Watch = crate::Watch::Bars(BarInterval::S1);
+
+#[test]
+fn a_bar_rule_with_an_indicator_fires_on_its_edge_with_the_values_in_the_message() {
+    let mut p = with_exprs(vec![expr_rule(
+        "volume-surge",
+        ON_1S,
+        "volume > 2 * sma(volume, 3)",
+        None,
+    )]);
+    let alerts = run(
+        &mut p,
+        volumes(
+            0,
+            &[
+                "10", "10", "10", "100", "200", "10", "10", "10", "100", "10",
+            ],
+        ),
+    );
+    // Bar 3 (100 against a mean of 40) and bar 8; bar 4 (200 > 2 × 103.3) still holds.
+    assert_eq!(
+        when(&alerts),
+        [(4, AlertKind::Fired), (9, AlertKind::Fired)]
+    );
+    assert_eq!(
+        alerts[0].message,
+        "NVDA 1s bar: volume > 2 * sma(volume, 3) (volume=100, sma(volume, 3)=40)"
+    );
+    assert_eq!(alerts[0].threshold, "volume > 2 * sma(volume, 3)");
+    assert_eq!(alerts[0].value, Price::parse("100").unwrap());
+}
+
+#[test]
+fn indicator_windows_warm_up_from_stored_bars_so_a_restart_does_not_wait_or_misfire() {
+    let rule = || expr_rule("surge", ON_1S, "volume > 2 * sma(volume, 3)", None);
+    // What the first run produced and stored: three quiet bars.
+    let mut first = with_exprs(vec![rule()]);
+    let mut out = Output::default();
+    for e in volumes(0, &["10", "10", "10", "10"]) {
+        first.process(None, e, UnixNanos(T0), &mut out);
+    }
+    let stored: Vec<Bar> = out
+        .rows
+        .bars
+        .iter()
+        .filter(|b| b.interval == BarInterval::S1)
+        .cloned()
+        .collect();
+    assert_eq!(stored.len(), 3);
+    let surge = || volumes(4, &["100", "10"]);
+    // Without the history the window holds one bar: NULL, so nothing fires.
+    assert!(run(&mut with_exprs(vec![rule()]), surge()).is_empty());
+    // Warmed up, the surge is seen on the first bar after the start.
+    let mut warmed = with_exprs(vec![rule()]);
+    warmed.warm(&stored, &[]);
+    assert_eq!(when(&run(&mut warmed, surge())), [(5, AlertKind::Fired)]);
+    // Warming up again adds nothing the window already holds.
+    let mut twice = with_exprs(vec![rule()]);
+    twice.warm(&stored, &[]);
+    twice.warm(&stored, &[]);
+    assert_eq!(when(&run(&mut twice, surge())), [(5, AlertKind::Fired)]);
+}
+
+#[test]
+fn a_trade_rule_reads_the_newest_final_bar_and_a_quote_rule_resolves() {
+    let mut p = with_exprs(vec![expr_rule(
+        "jump",
+        crate::Watch::Trades,
+        "price > prev(close) * 1.1",
+        Some(BarInterval::S1),
+    )]);
+    // The first trade has no final bar before it (NULL). The trade at 2 s completes the bar
+    // of 105 and is compared with it; 121 is not 10% above the bar of 120.
+    let alerts = run(&mut p, series("NVDA", &["100", "105", "120", "121"]));
+    assert_eq!(when(&alerts), [(2, AlertKind::Fired)]);
+    assert!(
+        alerts[0].message.contains("prev(close)=105"),
+        "{}",
+        alerts[0].message
+    );
+
+    let mut p = with_exprs(vec![ExprRule {
+        firing: Firing {
+            resolve: true,
+            ..no_cooldown()
+        },
+        ..expr_rule("wide", crate::Watch::Quotes, "ask - bid > 0.5", None)
+    }]);
+    let quote = |at: i64, bid: &str, ask: &str| {
+        Event::Quote(Quote {
+            symbol: Symbol::parse("NVDA").unwrap(),
+            ts_event: UnixNanos(T0 + at * SEC),
+            ts_recv: UnixNanos(T0 + at * SEC),
+            bid: Price::parse(bid).unwrap(),
+            bid_size: Qty::parse("1").unwrap(),
+            ask: Price::parse(ask).unwrap(),
+            ask_size: Qty::parse("1").unwrap(),
+            source: Arc::from("test"),
+            feed: Arc::from("test"),
+            seq: None,
+        })
+    };
+    let alerts = run(
+        &mut p,
+        vec![
+            quote(0, "10", "10.2"),
+            quote(1, "10", "11"),
+            quote(2, "10", "11.5"),
+            quote(3, "10", "10.1"),
+        ],
+    );
+    assert_eq!(
+        when(&alerts),
+        [(1, AlertKind::Fired), (3, AlertKind::Resolved)]
+    );
+    assert_eq!(alerts[0].value, Price::parse("10.5").unwrap(), "the mid");
 }

@@ -18,6 +18,7 @@ mod query_api;
 mod reload;
 mod replay;
 mod report;
+mod rules;
 mod s3;
 mod sinks;
 mod support;
