@@ -9,6 +9,7 @@ pub mod chart;
 pub mod email;
 mod error;
 pub mod log;
+pub mod quality;
 pub mod report;
 pub mod webhook;
 

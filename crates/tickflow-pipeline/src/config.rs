@@ -392,6 +392,21 @@ pub struct RawAlerts {
     pub volume_spike: Vec<RawVolumeSpike>,
     #[serde(default)]
     pub stale_feed: Vec<RawStaleFeed>,
+    #[serde(default)]
+    pub gap: Vec<RawGap>,
+}
+
+/// The gap detector: what a streaming source missed while disconnected.
+#[derive(Debug, Deserialize)]
+pub struct RawGap {
+    pub name: String,
+    /// A source id; every source when left out.
+    pub source: Option<String>,
+    /// Shorter gaps are left out (default 0).
+    pub min_secs: Option<i64>,
+    pub severity: Option<String>,
+    /// Notifier ids its alerts go to; every notifier when left out.
+    pub notify: Option<Vec<String>>,
 }
 
 /// The stale-feed detector: a source silent for `after_secs` while its market is open.
@@ -1293,7 +1308,9 @@ pub struct Plan {
     /// Scheduled jobs (`[[jobs]]`).
     pub jobs: Vec<crate::jobs::JobPlan>,
     /// Stale-feed rules (`[[alerts.stale_feed]]`), watched by the wall clock.
-    pub stale_feeds: Vec<crate::stale::StaleRule>,
+    pub stale_feeds: Vec<crate::feed_watch::StaleRule>,
+    /// Gap rules (`[[alerts.gap]]`), watching the sources' gap ledgers.
+    pub gap_rules: Vec<crate::feed_watch::GapRule>,
 }
 
 /// HTTP ingest as a source: the API appends what requests carry under the source's id, so
@@ -2387,7 +2404,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
-        stale_feeds.push(crate::stale::StaleRule {
+        stale_feeds.push(crate::feed_watch::StaleRule {
             name: f.name,
             source: f.source,
             after_nanos: c.range(&key("after_secs"), f.after_secs, 60, 1, 86_400 * 7)
@@ -2395,6 +2412,25 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             hours,
             severity: c.severity(&key("severity"), f.severity.as_deref()),
             resolve: f.resolve.unwrap_or(true),
+        });
+    }
+    let mut gap_rules = Vec::new();
+    for (i, g) in raw.alerts.gap.into_iter().enumerate() {
+        let key = |k: &str| format!("alerts.gap[{i}].{k}");
+        routes.push((g.name.clone(), g.notify.clone(), key("notify")));
+        if !names.insert(g.name.clone()) {
+            c.add(key("name"), format!("duplicate rule name {:?}", g.name));
+        }
+        if let Some(id) = &g.source
+            && !sources.iter().any(|s| s.id == *id)
+        {
+            c.add(key("source"), format!("no source is called {id:?}"));
+        }
+        gap_rules.push(crate::feed_watch::GapRule {
+            name: g.name,
+            source: g.source,
+            min_nanos: c.range(&key("min_secs"), g.min_secs, 0, 0, 86_400 * 30) * 1_000_000_000,
+            severity: c.severity(&key("severity"), g.severity.as_deref()),
         });
     }
     // Each rule's alerts go to the notifiers it names, or to all of them.
@@ -2426,20 +2462,26 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     for (i, job) in jobs.iter().enumerate() {
         let key = format!("jobs[{i}].notifier");
         match (&job.notifier, job.kind) {
-            (Some(id), crate::jobs::JobKind::WeeklyReport) if !emails.contains(&id.as_str()) => {
+            (Some(id), crate::jobs::JobKind::WeeklyReport | crate::jobs::JobKind::DailyReport)
+                if !emails.contains(&id.as_str()) =>
+            {
                 c.add(key, format!("no e-mail notifier is called {id:?}"));
             }
-            (None, crate::jobs::JobKind::WeeklyReport) if emails.len() != 1 => c.add(
-                key,
-                format!(
-                    "missing: the e-mail notifier to send the report through ({} configured)",
-                    if emails.is_empty() {
-                        "none".to_string()
-                    } else {
-                        emails.join(", ")
-                    }
-                ),
-            ),
+            (None, crate::jobs::JobKind::WeeklyReport | crate::jobs::JobKind::DailyReport)
+                if emails.len() != 1 =>
+            {
+                c.add(
+                    key,
+                    format!(
+                        "missing: the e-mail notifier to send the report through ({} configured)",
+                        if emails.is_empty() {
+                            "none".to_string()
+                        } else {
+                            emails.join(", ")
+                        }
+                    ),
+                );
+            }
             (Some(_), crate::jobs::JobKind::Compaction) => {
                 c.add(key, "a compaction job sends nothing");
             }
@@ -2459,6 +2501,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         notifiers,
         jobs,
         stale_feeds,
+        gap_rules,
     }
 }
 
@@ -2840,6 +2883,24 @@ mod tests {
         assert!(drop.firing.resolve);
         assert_eq!(surge.when.text(), "volume > 4 * sma(volume, 20, 1)");
         assert_eq!(surge.when.watch(), Watch::Bars(BarInterval::M5));
+
+        let feeds = "[[sources]]\ntype = \"http\"\nid = \"web\"\n\n[[alerts.stale_feed]]\nname = \"quiet\"\nsource = \"web\"\ncalendar = \"nyse\"\n\n[[alerts.gap]]\nname = \"gaps\"\nmin_secs = 5\n\n[[alerts.gap]]\nname = \"more\"\nsource = \"alpaca\"\n\n[[alerts.stale_feed]]\nname = \"q2\"\ncalendar = \"lse\"\nafter_secs = 0\n";
+        let shown = parse(feeds, Path::new("f.toml")).unwrap_err().to_string();
+        for needle in [
+            "f.toml:16: alerts.gap[1].source: no source is called \"alpaca\"",
+            "f.toml:20: alerts.stale_feed[1].calendar: unknown calendar \"lse\"",
+            "f.toml:21: alerts.stale_feed[1].after_secs: 0 is out of range",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+        let ok = feeds
+            .split("\n\n[[alerts.gap]]\nname = \"more\"")
+            .next()
+            .unwrap();
+        let plan = parse(ok, Path::new("f.toml")).unwrap();
+        assert_eq!(plan.stale_feeds[0].hours, crate::feed_watch::Hours::Nyse);
+        assert_eq!(plan.stale_feeds[0].after_nanos, 60_000_000_000);
+        assert_eq!(plan.gap_rules[0].min_nanos, 5_000_000_000);
 
         let bad = "[[alerts.rule]]\nname = \"a\"\non = \"trades\"\nwhen = \"close > 1\"\n\n[[alerts.rule]]\nname = \"b\"\non = \"bars\"\nwhen = \"close > 1\"\n\n[[alerts.rule]]\nname = \"c\"\non = \"trades\"\nwhen = \"price > sma(close, 20)\"\n\n[[alerts.rule]]\nname = \"a\"\non = \"ticks\"\nwhen = \"price > 1\"\n\n[[alerts.volume_spike]]\nname = \"v\"\nk = -2\ninterval = \"2m\"\n";
         let shown = parse(bad, Path::new("bad.toml")).unwrap_err().to_string();

@@ -30,17 +30,20 @@ pub enum JobKind {
     Compaction,
     /// The weekly market report of the last week traded, mailed (docs/reports.md).
     WeeklyReport,
+    /// The data-quality report of the last trading day, mailed (docs/reports.md).
+    DailyReport,
 }
 
 impl JobKind {
     /// Every kind, by the name the config uses.
-    pub const ALL: [JobKind; 2] = [Self::Compaction, Self::WeeklyReport];
+    pub const ALL: [JobKind; 3] = [Self::Compaction, Self::WeeklyReport, Self::DailyReport];
 
     /// The config's name for it.
     pub const fn name(self) -> &'static str {
         match self {
             Self::Compaction => "compaction",
             Self::WeeklyReport => "weekly_report",
+            Self::DailyReport => "daily_report",
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod feed_watch;
 pub mod jobs;
 mod lake_location;
 mod live;
@@ -18,7 +19,6 @@ mod runtime;
 pub mod schedule;
 mod sinks;
 mod sources;
-pub mod stale;
 
 pub use config::Plan;
 pub use error::{ConfigError, Error, Problem, Result};

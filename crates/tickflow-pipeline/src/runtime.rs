@@ -417,11 +417,11 @@ impl Pipeline {
             Box::new(move || run_processor(&i, processor, next, ckpt.flush_seq, tx)),
             Arc::clone(&inner),
         )?);
-        if !inner.plan.stale_feeds.is_empty() {
+        if !inner.plan.stale_feeds.is_empty() || !inner.plan.gap_rules.is_empty() {
             let i = Arc::clone(&inner);
             threads.push(spawn(
-                "stale-watch",
-                Box::new(move || run_stale_watch(&i)),
+                "feed-watch",
+                Box::new(move || run_feed_watch(&i)),
                 Arc::clone(&inner),
             )?);
         }
@@ -809,10 +809,11 @@ fn count_output(metrics: &Metrics, out: &Output) {
         .fetch_add(out.duplicates, Ordering::Relaxed);
 }
 
-/// Watches the sources for silence once a second ([`crate::stale`]) and appends the alerts
-/// due to the log, until the sources stop.
-fn run_stale_watch(inner: &Inner) -> Result<()> {
-    let mut watch = crate::stale::StaleWatch::new(inner.plan.stale_feeds.clone());
+/// Watches the sources for silence and gaps once a second ([`crate::feed_watch`]) and
+/// appends the alerts due to the log, until the sources stop.
+fn run_feed_watch(inner: &Inner) -> Result<()> {
+    let mut stale = crate::feed_watch::StaleWatch::new(inner.plan.stale_feeds.clone());
+    let mut gaps = crate::feed_watch::GapWatch::new(inner.plan.gap_rules.clone());
     let mut batch = Batch::default();
     loop {
         for _ in 0..4 {
@@ -829,7 +830,12 @@ fn run_stale_watch(inner: &Inner) -> Result<()> {
             .iter()
             .map(|s| (s.id.clone(), counts.get(&s.id).copied().unwrap_or(0)))
             .collect();
-        let alerts = watch.check(UnixNanos::now(), &sources);
+        let now = UnixNanos::now();
+        let mut alerts = stale.check(now, &sources);
+        if !gaps.is_empty() {
+            let ledger = tickflow_sources::gaps::read_all(&inner.plan.data_dir);
+            alerts.extend(gaps.check(now, &ledger));
+        }
         if alerts.is_empty() {
             continue;
         }
@@ -837,7 +843,7 @@ fn run_stale_watch(inner: &Inner) -> Result<()> {
         for a in &alerts {
             batch.push_alert(a);
         }
-        match append(inner, "stale-watch", &batch) {
+        match append(inner, "feed-watch", &batch) {
             Ok(_) | Err(Error::ShuttingDown) => {}
             Err(e) => return Err(e),
         }

@@ -183,6 +183,20 @@ pub fn session_open(ts: UnixNanos) -> UnixNanos {
         .map_or(ts, |z| UnixNanos(z.timestamp().as_nanosecond() as i64))
 }
 
+/// [`previous_trading_day`] for the model's dates (reports and jobs count in those).
+pub fn trading_day_before(date: tickflow_model::Date) -> tickflow_model::Date {
+    let (y, m, d) = date.ymd();
+    let (Ok(y), Ok(m), Ok(d)) = (i16::try_from(y), i8::try_from(m), i8::try_from(d)) else {
+        return date;
+    };
+    Date::new(y, m, d)
+        .ok()
+        .and_then(|civil| {
+            tickflow_model::Date::parse(&previous_trading_day(civil).to_string()).ok()
+        })
+        .unwrap_or(date)
+}
+
 /// The trading day before `date`: the last full one as a daily update sees it.
 pub fn previous_trading_day(date: Date) -> Date {
     let mut d = date.yesterday().unwrap_or(date);

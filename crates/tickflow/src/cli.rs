@@ -99,6 +99,31 @@ pub(crate) enum ReportCommand {
         after_help = "Examples:\n  tickflow report weekly --data-dir ./tickflow-data                 # the last week traded\n  tickflow report weekly --data-dir ./tickflow-data --week 2026-W48\n  tickflow report weekly --config config/email.toml --send          # and mail it\n\nThe report is written to DATA_DIR/reports/YYYY-Www/ (report.html and one PNG per symbol)\nand its subject printed. Return is from the week's first open to its last close; range is\nthe week's high less its low, as a share of that open (docs/reports.md). --send mails it\nthrough the config's e-mail notifier (--notifier names one when there are several), with\nthe charts attached."
     )]
     Weekly(WeeklyArgs),
+    /// One day's data quality: trades and 1-minute bars per symbol with the gaps between
+    /// them, rejects by reason, alerts by rule, and each sink's lag.
+    #[command(
+        after_help = "Examples:\n  tickflow report daily --data-dir ./tickflow-data                  # the last trading day\n  tickflow report daily --data-dir ./tickflow-data --date 2026-11-23\n  tickflow report daily --config config/email.toml --send           # and mail it\n\nThe report is written to DATA_DIR/reports/YYYY-MM-DD/ (daily.html and daily.txt) and printed.\nA gap is a hole between two consecutive 1-minute bars of a symbol on the day (UTC). Sink\nlag comes from the pipeline running on the data directory, if there is one (docs/reports.md)."
+    )]
+    Daily(DailyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DailyArgs {
+    /// The data directory to read; default: the config's, else ./tickflow-data.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A config: its data directory and, for --send, its e-mail notifier.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The day (YYYY-MM-DD, UTC); default: the last NYSE trading day before today.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) date: Option<String>,
+    /// Mail the report (needs --config with an e-mail notifier).
+    #[arg(long)]
+    pub(crate) send: bool,
+    /// With --send: the e-mail notifier's id, when the config has several.
+    #[arg(long, value_name = "ID")]
+    pub(crate) notifier: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,29 @@ impl JobRunner for Runner {
                     .map_err(|_| "the report's thread ended without an answer".to_string())??;
                 Ok(format!("{week}: {}", done.replace('\n', "; ")))
             }
+            JobKind::DailyReport => {
+                // The run reports the last trading day before the fire time's day in the
+                // job's zone: Tuesday morning's covers Monday, Monday morning's Friday.
+                let day = job
+                    .schedule
+                    .local_date(scheduled)
+                    .unwrap_or_else(|| scheduled.date());
+                let date = tickflow_sources::calendar::trading_day_before(day);
+                let mailer =
+                    super::report::mailer(Some(self.pipeline.plan()), job.notifier.as_deref())?;
+                let data_dir = self.data_dir.clone();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    let done = super::report::daily_report(&data_dir, date, Some(&mailer))
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = tx.send(done);
+                });
+                let done = rx
+                    .await
+                    .map_err(|_| "the report's thread ended without an answer".to_string())??;
+                let subject = done.lines().next().unwrap_or_default().to_string();
+                Ok(format!("{date}: {subject}"))
+            }
         }
     }
 }

@@ -46,6 +46,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => backfill::backfill(&args),
         Command::Gaps(args) => gaps::gaps(&args),
         Command::Report(crate::cli::ReportCommand::Weekly(args)) => report::weekly(&args),
+        Command::Report(crate::cli::ReportCommand::Daily(args)) => report::daily(&args),
         Command::Alerts(crate::cli::AlertsCommand::Test(args)) => alerts::test(&args),
     }
 }

@@ -313,3 +313,93 @@ for part in m.iter_attachments():
     out["attachments"].append({"name": name, "type": part.get_content_type()})
 print(json.dumps(out))
 "#;
+
+/// `tickflow report daily` asks the running pipeline: a hole between 1-minute bars is one
+/// gap of its missing minutes, rejects are counted by reason, and the files are written.
+#[test]
+fn the_daily_report_counts_gaps_between_bars_and_rejects_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    // Events up to ten minutes ahead of now are fine here, so the day's events may start at
+    // midnight even just after it.
+    std::fs::write(
+        &cfg,
+        config(&data, "\n[processing]\nmax_future_secs = 3600\n"),
+    )
+    .unwrap();
+    let minute = 60 * 1_000_000_000i64;
+    let now = UnixNanos::now();
+    let day_start = UnixNanos::from_date(now.date()).0;
+    let base = (now.0 - now.0.rem_euclid(minute) - 15 * minute).max(day_start);
+    let date = UnixNanos(base).date();
+    let trade = |at: i64, price: &str| {
+        format!(
+            "{{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":{},\"price\":\"{price}\",\"size\":\"1\"}}\n",
+            base + at
+        )
+    };
+    // Bars at +0, +1 and +5 minutes (three missing between), closed by the trade at +10.
+    let body = [
+        trade(0, "100"),
+        trade(minute, "101"),
+        trade(5 * minute, "102"),
+        trade(10 * minute, "103"),
+        trade(minute, "99"),
+        trade(10 * minute + 1, "-1"),
+    ]
+    .concat();
+    let server = Server::start(&cfg, &data);
+    let (code, answer) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(code, 200, "{answer}");
+    wait_for(&server, "every line processed", |s| {
+        s["processed"] == 6 && s["log_lag"] == 0
+    });
+    let out = run_ok(&[
+        "report",
+        "daily",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--date",
+        &date.to_string(),
+    ]);
+    server.stop();
+    assert!(
+        out.starts_with(&format!(
+            "Daily Data Report - {date}: 1 symbol, 1 gap (3 min), 2 rejects (1 late)"
+        )),
+        "{out}"
+    );
+    let nvda = out
+        .lines()
+        .find(|l| l.starts_with("NVDA"))
+        .unwrap_or_else(|| panic!("no NVDA row: {out}"));
+    let cells: Vec<&str> = nvda.split_whitespace().collect();
+    // symbol, trades, bars, gaps, missing, longest
+    assert_eq!(cells, ["NVDA", "4", "3", "1", "3", "m", "3", "m"], "{out}");
+    for reason in ["late", "non_positive_price"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(reason) && l.trim_end().ends_with(" 1")),
+            "{reason}: {out}"
+        );
+    }
+    assert!(
+        out.contains("none configured"),
+        "a running pipeline without sinks: {out}"
+    );
+    let html = std::fs::read_to_string(
+        data.join("reports")
+            .join(date.to_string())
+            .join("daily.html"),
+    )
+    .unwrap();
+    assert!(
+        html.contains("<td>NVDA</td><td>4</td><td>3</td><td>1</td><td>3</td><td>3</td>"),
+        "{html}"
+    );
+}

@@ -1,18 +1,24 @@
-//! The stale-feed detector: a source that has sent nothing for a while, by the wall clock,
-//! while its market is open.
+//! Detectors that watch the feeds themselves rather than their events, beside processing:
 //!
-//! Event time cannot see it (no event, no time), so this runs beside processing: once a
-//! second it compares each source's event count with the last one seen. A source silent for
-//! `after` fires once; its next events resolve it. The alerts are appended to the log, so
-//! they are stored and delivered once, as every other alert is. A source that never sends
-//! anything fires `after` the start; the watch itself is not checkpointed, so a feed still
-//! silent after a restart fires again.
+//! - **Stale feeds**: a source that has sent nothing for a while, by the wall clock, while
+//!   its market is open. Event time cannot see it (no event, no time), so once a second each
+//!   source's event count is compared with the last one seen. A source silent for `after`
+//!   fires once; its next events resolve it. A source that never sends anything fires
+//!   `after` the start; the watch is not checkpointed, so a feed still silent after a
+//!   restart fires again.
+//! - **Gaps**: what a streaming source missed while disconnected, as its gap ledger records
+//!   it (`tickflow_sources::gaps`): `detected` fires, `filled` resolves, `unfillable` fires
+//!   again as data lost. Gaps recorded before the watch began are history, not news.
+//!
+//! Their alerts are appended to the log, so they are stored and delivered once, as every
+//! other alert is.
 
 use std::collections::HashMap;
 
 use tickflow_core::hash::stable_hash;
 use tickflow_model::{Alert, AlertKind, Price, Severity, Symbol, UnixNanos};
 use tickflow_sources::calendar;
+use tickflow_sources::gaps::Gap;
 
 /// When a silence counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,6 +161,115 @@ impl StaleWatch {
     }
 }
 
+/// One `[[alerts.gap]]` rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GapRule {
+    pub name: String,
+    /// The source id it watches; every source when `None`.
+    pub source: Option<String>,
+    /// Shorter gaps are left out.
+    pub min_nanos: i64,
+    pub severity: Severity,
+}
+
+/// The gap detector's state: the state each gap was last seen in.
+#[derive(Debug, Default)]
+pub struct GapWatch {
+    rules: Vec<GapRule>,
+    seen: HashMap<(String, String, String, i64), String>,
+    started: bool,
+}
+
+impl GapWatch {
+    pub fn new(rules: Vec<GapRule>) -> Self {
+        Self {
+            rules,
+            ..Self::default()
+        }
+    }
+
+    /// Whether there is anything to watch.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Compares the ledgers' gaps (each in its latest state) with what was seen before, and
+    /// returns the alerts for what changed. The first call only takes note.
+    pub fn check(&mut self, now: UnixNanos, gaps: &[Gap]) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let first = !std::mem::replace(&mut self.started, true);
+        for g in gaps {
+            let key = (g.source.clone(), g.symbol.clone(), g.kind.clone(), g.from.0);
+            let before = self.seen.insert(key, g.state.clone());
+            if first || before.as_deref() == Some(g.state.as_str()) {
+                continue;
+            }
+            let span = g.to.0.saturating_sub(g.from.0);
+            let what = format!(
+                "{} {} {}: gap of {} from {} to {}",
+                g.source,
+                g.symbol,
+                g.kind,
+                seconds(span),
+                g.from,
+                g.to
+            );
+            let mut due = Vec::new();
+            if before.is_none() {
+                due.push((AlertKind::Fired, format!("{what} detected")));
+            }
+            match g.state.as_str() {
+                "filled" => due.push((
+                    AlertKind::Resolved,
+                    format!("{what} filled with {} events", g.events),
+                )),
+                "unfillable" => due.push((
+                    AlertKind::Fired,
+                    format!(
+                        "{what} cannot be filled, the data is lost: {}",
+                        g.detail.as_deref().unwrap_or("no reason given")
+                    ),
+                )),
+                _ => {}
+            }
+            for rule in &self.rules {
+                if rule.source.as_ref().is_some_and(|s| *s != g.source) || span < rule.min_nanos {
+                    continue;
+                }
+                for (kind, message) in &due {
+                    let id = stable_hash(
+                        &[
+                            rule.name.as_bytes(),
+                            g.source.as_bytes(),
+                            g.symbol.as_bytes(),
+                            g.kind.as_bytes(),
+                            g.state.as_bytes(),
+                            kind.as_str().as_bytes(),
+                        ],
+                        &[g.from.0],
+                    );
+                    out.push(Alert {
+                        alert_id: format!("{id:016x}"),
+                        rule: rule.name.clone(),
+                        symbol: Symbol::parse(&g.symbol)
+                            .or_else(|_| Symbol::parse(&g.source))
+                            .or_else(|_| Symbol::parse("SOURCE"))
+                            .expect("a valid symbol"),
+                        ts: now,
+                        value: Price::from_raw(span / 1_000_000 * 1_000_000, 3),
+                        threshold: seconds(rule.min_nanos),
+                        message: message.clone(),
+                        severity: rule.severity,
+                        delivered_to: "log".to_string(),
+                        kind: *kind,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 fn seconds(nanos: i64) -> String {
     format!("{} s", nanos / 1_000_000_000)
 }
@@ -252,6 +367,81 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    fn gap(state: &str, events: u64) -> Gap {
+        Gap {
+            source: "alpaca".into(),
+            symbol: "NVDA".into(),
+            kind: "trades".into(),
+            from: UnixNanos(OPEN),
+            to: UnixNanos(OPEN + 42 * SEC),
+            state: state.into(),
+            events,
+            detail: (state == "unfillable").then(|| "no history of quotes".into()),
+            recorded_at: UnixNanos(OPEN),
+        }
+    }
+
+    #[test]
+    fn a_gap_fires_when_detected_and_resolves_when_filled_and_old_ones_are_history() {
+        let rule = GapRule {
+            name: "gaps".into(),
+            source: None,
+            min_nanos: 10 * SEC,
+            severity: Severity::Warning,
+        };
+        let mut w = GapWatch::new(vec![rule.clone()]);
+        let now = UnixNanos(OPEN);
+        let old = Gap {
+            from: UnixNanos(OPEN - 3600 * SEC),
+            ..gap("filled", 3)
+        };
+        assert!(
+            w.check(now, std::slice::from_ref(&old)).is_empty(),
+            "history"
+        );
+        let kinds = |alerts: Vec<Alert>| -> Vec<(AlertKind, String)> {
+            alerts.into_iter().map(|a| (a.kind, a.message)).collect()
+        };
+        let detected = kinds(w.check(now, &[old.clone(), gap("detected", 0)]));
+        assert_eq!(detected.len(), 1, "{detected:?}");
+        assert_eq!(detected[0].0, AlertKind::Fired);
+        assert!(
+            detected[0]
+                .1
+                .starts_with("alpaca NVDA trades: gap of 42 s from "),
+            "{detected:?}"
+        );
+        assert!(detected[0].1.ends_with(" detected"), "{detected:?}");
+        assert!(
+            w.check(now, &[old.clone(), gap("detected", 0)]).is_empty(),
+            "once"
+        );
+        let filled = kinds(w.check(now, &[old.clone(), gap("filled", 17)]));
+        assert_eq!(filled.len(), 1);
+        assert_eq!(filled[0].0, AlertKind::Resolved);
+        assert!(filled[0].1.ends_with("filled with 17 events"), "{filled:?}");
+        // Seen first as unfillable: detected and lost at once. Too short for a rule: nothing.
+        let mut w = GapWatch::new(vec![rule.clone()]);
+        w.check(now, &[]);
+        let lost = kinds(w.check(now, &[gap("unfillable", 0)]));
+        assert_eq!(
+            lost.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [AlertKind::Fired, AlertKind::Fired]
+        );
+        assert!(
+            lost[1]
+                .1
+                .ends_with("the data is lost: no history of quotes"),
+            "{lost:?}"
+        );
+        let mut w = GapWatch::new(vec![GapRule {
+            min_nanos: 60 * SEC,
+            ..rule
+        }]);
+        w.check(now, &[]);
+        assert!(w.check(now, &[gap("detected", 0)]).is_empty());
     }
 
     #[test]
