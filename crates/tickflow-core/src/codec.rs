@@ -27,6 +27,9 @@ const TAG_DELIVERY: u8 = 5;
 /// An alert raised outside event processing (a feed gone quiet, by the wall clock), kept in
 /// the log so it is stored and delivered once, in order with the events around it.
 const TAG_ALERT: u8 = 6;
+/// A delivery with its last error: [`TAG_DELIVERY`]'s fields, then the error. A tag of its
+/// own rather than an optional tail, so a record cut short never reads as a whole one.
+const TAG_DELIVERY_ERROR: u8 = 7;
 const HAS_TRADE_ID: u8 = 1;
 const HAS_EXCHANGE: u8 = 2;
 const HAS_SEQ: u8 = 4;
@@ -259,7 +262,10 @@ impl Batch {
     /// Appends a notifier's settled delivery of an alert: processing stores it as a row of
     /// `alert_deliveries`, in order with the events around it.
     pub fn push_delivery(&mut self, d: &AlertDelivery) {
-        self.bytes.push(TAG_DELIVERY);
+        self.bytes.push(match d.error {
+            Some(_) => TAG_DELIVERY_ERROR,
+            None => TAG_DELIVERY,
+        });
         let status = DeliveryStatus::ALL
             .iter()
             .position(|s| *s == d.status)
@@ -269,6 +275,9 @@ impl Batch {
         self.bytes.extend_from_slice(&d.attempts.to_le_bytes());
         put_str(&mut self.bytes, &d.alert_id);
         put_str(&mut self.bytes, &d.notifier);
+        if let Some(error) = &d.error {
+            put_str(&mut self.bytes, error);
+        }
         self.sealed(d.ts);
     }
 
@@ -416,21 +425,28 @@ pub fn alert(bytes: &[u8]) -> Option<Alert> {
 /// The delivery a record holds, if it is one ([`Batch::push_delivery`]); `None` for anything
 /// else. Garbled bytes with the delivery tag read as `None` and fail to decode as events.
 pub fn delivery(bytes: &[u8]) -> Option<AlertDelivery> {
-    if bytes.first() != Some(&TAG_DELIVERY) {
-        return None;
-    }
+    let with_error = match bytes.first() {
+        Some(&TAG_DELIVERY) => false,
+        Some(&TAG_DELIVERY_ERROR) => true,
+        _ => return None,
+    };
     let mut c = Cursor { buf: &bytes[1..] };
     let status = *DeliveryStatus::ALL.get(usize::from(c.u8().ok()?))?;
     let ts = UnixNanos(c.i64().ok()?);
     let attempts = u32::from_le_bytes(c.take(4).ok()?.try_into().ok()?);
     let alert_id = c.str().ok()?.to_string();
     let notifier = c.str().ok()?.to_string();
+    let error = match with_error {
+        true => Some(c.str().ok()?.to_string()),
+        false => None,
+    };
     c.buf.is_empty().then_some(AlertDelivery {
         alert_id,
         notifier,
         ts,
         status,
         attempts,
+        error,
     })
 }
 
@@ -752,10 +768,19 @@ mod tests {
             ts: UnixNanos(7),
             status: DeliveryStatus::Failed,
             attempts: 3,
+            error: Some("550 5.7.1 Refused".into()),
         };
         let mut batch = Batch::default();
         batch.push_delivery(&d);
         batch.push(&trade());
+        // One without an error is a record from before errors were kept.
+        let plain = AlertDelivery {
+            error: None,
+            ..d.clone()
+        };
+        let mut old = Batch::default();
+        old.push_delivery(&plain);
+        assert_eq!(delivery(old.records().next().unwrap()), Some(plain));
         let records: Vec<&[u8]> = batch.records().collect();
         assert_eq!(delivery(records[0]), Some(d));
         assert_eq!(rejected(records[0]), None);

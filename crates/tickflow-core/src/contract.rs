@@ -115,6 +115,7 @@ pub fn sample_rows(batch: u64, n: u64) -> Rows {
             ts,
             status: DeliveryStatus::ALL[i as usize % 2],
             attempts: 1 + i as u32,
+            error: (i % 2 == 1).then(|| format!("attempt {i}: 451 try again, \"later\"")),
         });
     }
     rows
@@ -504,6 +505,25 @@ impl SmtpServer {
     /// # Panics
     /// Under CI (`CI=true`) when it does not start.
     pub fn start(dir: &std::path::Path) -> Option<Self> {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts one that speaks TLS, `starttls` or `tls` (from the first byte), with a
+    /// certificate signed by a private CA it writes to `dir/ca.pem`, and takes mail only
+    /// after a login as `user` with `password`.
+    ///
+    /// # Panics
+    /// As [`SmtpServer::start`].
+    pub fn start_secure(
+        dir: &std::path::Path,
+        mode: &str,
+        user: &str,
+        password: &str,
+    ) -> Option<Self> {
+        Self::start_with(dir, &[mode, user, password])
+    }
+
+    fn start_with(dir: &std::path::Path, args: &[&str]) -> Option<Self> {
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/smtp_server.py");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -514,6 +534,8 @@ impl SmtpServer {
             .arg(&script)
             .arg(dir)
             .arg(port.to_string())
+            .args(args)
+            .env("SMTP_SERVER_LOG", dir.join("server.log"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -295,6 +295,7 @@ pub(crate) fn alert_deliveries(rows: &[&AlertDelivery]) -> Result<RecordBatch> {
             Arc::new(UInt64Array::from_iter_values(
                 it().map(|d| u64::from(d.attempts)),
             )),
+            Arc::new(StringArray::from_iter(it().map(|d| d.error.as_deref()))),
         ],
     )
 }

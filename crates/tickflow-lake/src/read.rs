@@ -1,8 +1,9 @@
 //! Parquet back into rows: how a sink that fell behind catches up from the lake's flushes,
 //! and how the lake's own files are replayed. The inverse of `convert`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -218,6 +219,7 @@ pub fn rows_from_batch(
                         .find(|s| s.as_str() == status)
                         .ok_or_else(|| bad(path, format!("unknown delivery status {status:?}")))?,
                     attempts: u32::try_from(c.u64(4).value(row)).unwrap_or(u32::MAX),
+                    error: c.opt_text(5, row).map(str::to_string),
                 });
             }
         }
@@ -246,31 +248,44 @@ pub fn read_file(path: &Path, table: Table, rows: &mut Rows) -> Result<()> {
 }
 
 impl Lake {
-    /// Every row of `table` in the files of flushes up to `max_seq` from its newest `days`
-    /// days (by partition, counting back from the newest day stored, so history replayed
-    /// from another year counts the same): recent history, for warming up indicators
-    /// without reading the whole lake.
+    /// The rows of `table` in the files of flushes up to `max_seq`, a day at a time from the
+    /// newest day stored back to `oldest` days before it, each day's handed to `take` until
+    /// it says it has enough: recent history, for warming up indicators without reading the
+    /// whole lake. Days are counted back from the newest stored, so history replayed from
+    /// another year counts the same.
     ///
     /// # Errors
     /// The tree or a file cannot be read.
-    pub fn read_recent(&self, table: Table, max_seq: u64, days: i32) -> Result<Rows> {
-        let files = self.files(table, max_seq)?;
-        let newest = files
-            .iter()
-            .filter_map(|p| crate::compact::folder_date(p))
-            .max();
-        let since = newest.map_or(i32::MIN, |d| d.0.saturating_sub(days));
-        let mut rows = Rows::default();
-        for path in files {
-            if crate::compact::folder_date(&path).is_some_and(|d| d.0 < since) {
-                continue;
-            }
-            for batch in self.batches(&path)? {
-                let batch = batch.map_err(|e| bad(&path, e.to_string()))?;
-                rows_from_batch(&path, table, &batch, &mut rows)?;
+    pub fn read_back(
+        &self,
+        table: Table,
+        max_seq: u64,
+        oldest: i32,
+        mut take: impl FnMut(Rows) -> bool,
+    ) -> Result<()> {
+        let mut by_day: BTreeMap<i32, Vec<PathBuf>> = BTreeMap::new();
+        for path in self.files(table, max_seq)? {
+            if let Some(day) = crate::compact::folder_date(&path) {
+                by_day.entry(day.0).or_default().push(path);
             }
         }
-        Ok(rows)
+        let Some(newest) = by_day.keys().next_back().copied() else {
+            return Ok(());
+        };
+        let since = newest.saturating_sub(oldest);
+        for (_, paths) in by_day.range(since..).rev() {
+            let mut rows = Rows::default();
+            for path in paths {
+                for batch in self.batches(path)? {
+                    let batch = batch.map_err(|e| bad(path, e.to_string()))?;
+                    rows_from_batch(path, table, &batch, &mut rows)?;
+                }
+            }
+            if take(rows) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The rows of the flushes after `after`, up to the first point where no file spans

@@ -121,6 +121,8 @@ static SCHEMAS: LazyLock<[SchemaRef; 7]> = LazyLock::new(|| {
             ("ts", ts(), false),
             ("status", Utf8, false),
             ("attempts", UInt64, false),
+            // Added after the first release: null in older files.
+            ("error", Utf8, true),
         ]),
     ]
 });

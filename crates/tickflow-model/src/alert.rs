@@ -154,4 +154,8 @@ pub struct AlertDelivery {
     pub status: DeliveryStatus,
     /// Attempts it took, this one included.
     pub attempts: u32,
+    /// The last attempt's error: why it failed, or for one delivered after retries, what the
+    /// retry before it met. `None` when the first attempt went through.
+    #[serde(default)]
+    pub error: Option<String>,
 }

@@ -13,6 +13,7 @@ pub use lettre::message::Message;
 use lettre::message::header::{ContentDisposition, ContentId, ContentType};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tickflow_core::notify::{DeliveryError, Notifier};
 use tickflow_model::Alert;
@@ -60,6 +61,9 @@ pub struct EmailConfig {
     pub to: Vec<String>,
     /// For one message, connection included.
     pub timeout: Duration,
+    /// A CA certificate (PEM) trusted besides the platform's roots: a relay whose certificate
+    /// a private CA signed.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for EmailConfig {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for EmailConfig {
             .field("from", &self.from)
             .field("to", &self.to)
             .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -104,6 +109,22 @@ impl EmailConfig {
         }
         if self.host.is_empty() {
             out.push(("host", "missing".into()));
+        }
+        if let Some(path) = &self.ca_file {
+            match std::fs::read(path) {
+                Err(e) => out.push(("ca_file", format!("{}: {e}", path.display()))),
+                Ok(pem) if Certificate::from_pem(&pem).is_err() => out.push((
+                    "ca_file",
+                    format!("{}: not a PEM certificate", path.display()),
+                )),
+                Ok(_) => {}
+            }
+            if self.security == Security::None {
+                out.push((
+                    "ca_file",
+                    "set, but security is none: no TLS to use it".into(),
+                ));
+            }
         }
         out
     }
@@ -157,13 +178,23 @@ impl EmailNotifier {
             .map(|t| t.parse::<Mailbox>().map_err(|e| bad(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let host = config.host.as_str();
-        let builder = match config.security {
-            Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-            Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-                .map_err(|e| bad(e.to_string()))?,
-            Security::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| bad(e.to_string()))?
+        // The platform's roots, and the configured CA besides.
+        let tls = || -> Result<TlsParameters, Error> {
+            let mut params = TlsParameters::builder(host.to_string());
+            if let Some(path) = &config.ca_file {
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+                let ca = Certificate::from_pem(&pem)
+                    .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+                params = params.add_root_certificate(ca);
             }
+            params.build().map_err(|e| bad(e.to_string()))
+        };
+        let plain = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host);
+        let builder = match config.security {
+            Security::None => plain,
+            Security::StartTls => plain.tls(Tls::Required(tls()?)),
+            Security::Tls => plain.tls(Tls::Wrapper(tls()?)),
         };
         let mut builder = builder.port(config.port).timeout(Some(config.timeout));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {

@@ -31,6 +31,7 @@ impl Server {
             from: "tickflow <alerts@example.com>".into(),
             to: vec!["ops@example.com".into(), "Desk <desk@example.com>".into()],
             timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 
@@ -120,4 +121,76 @@ async fn a_server_that_says_later_is_retried_and_one_that_refuses_is_not() {
     drop(server);
     let err = notifier.deliver(alert, &key).await.unwrap_err();
     assert!(matches!(err, DeliveryError::Retry(_)), "{err}");
+}
+
+/// STARTTLS and TLS from the first byte: the relay's certificate is checked against the
+/// platform's roots and `ca_file`, and the login goes over the encrypted connection.
+#[tokio::test]
+async fn starttls_and_tls_verify_the_relay_and_log_in_over_it() {
+    for mode in ["starttls", "tls"] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(smtp) = SmtpServer::start_secure(dir.path(), mode, "alerts", "s3cret") else {
+            return;
+        };
+        let security = if mode == "tls" {
+            Security::Tls
+        } else {
+            Security::StartTls
+        };
+        let config = EmailConfig {
+            host: "127.0.0.1".into(),
+            port: smtp.port,
+            security,
+            username: Some("alerts".into()),
+            password: Some("s3cret".into()),
+            from: "tickflow <alerts@example.com>".into(),
+            to: vec!["ops@example.com".into()],
+            timeout: Duration::from_secs(30),
+            ca_file: Some(dir.path().join("ca.pem")),
+        };
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        let rows = sample_rows(1, 3);
+        let notifier = EmailNotifier::new(config.clone()).unwrap();
+        notifier
+            .deliver(&rows.alerts[0], &idempotency_key(&rows.alerts[0], "mail"))
+            .await
+            .unwrap_or_else(|e| {
+                let log = std::fs::read_to_string(dir.path().join("server.log"));
+                panic!(
+                    "{mode}: {e}\nthe server's log:\n{}",
+                    log.unwrap_or_default()
+                )
+            });
+        assert_eq!(smtp.messages().len(), 1, "{mode}");
+
+        // A wrong password is refused, for good.
+        let wrong = EmailNotifier::new(EmailConfig {
+            password: Some("guess".into()),
+            ..config.clone()
+        })
+        .unwrap();
+        let err = wrong
+            .deliver(&rows.alerts[1], &idempotency_key(&rows.alerts[1], "mail"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DeliveryError::Permanent(m) if m.contains("535")),
+            "{mode}: {err:?}"
+        );
+        // Without the CA, the relay's certificate is not trusted and nothing is sent.
+        let untrusted = EmailNotifier::new(EmailConfig {
+            ca_file: None,
+            ..config
+        })
+        .unwrap();
+        let err = untrusted
+            .deliver(&rows.alerts[2], &idempotency_key(&rows.alerts[2], "mail"))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").to_lowercase().contains("certificate"),
+            "{mode}: {err:?}"
+        );
+        assert_eq!(smtp.messages().len(), 1, "{mode}: only the first was taken");
+    }
 }

@@ -333,6 +333,8 @@ pub struct RawEmail {
     pub from: Option<String>,
     pub to: Option<Vec<String>>,
     pub timeout_ms: Option<i64>,
+    /// A CA certificate (PEM) to trust besides the platform's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The log notifier has no settings of its own.
@@ -1284,6 +1286,7 @@ fn email(
             1,
             120_000,
         ) as u64),
+        ca_file: raw.ca_file,
     };
     for (field, message) in config.problems() {
         c.add(key(field), message);
@@ -2486,6 +2489,46 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 c.add(key, "a compaction job sends nothing");
             }
             _ => {}
+        }
+        if job.kind == crate::jobs::JobKind::Retention && lake.retention_days.is_none() {
+            c.add(
+                format!("jobs[{i}].kind"),
+                "a retention job needs `[lake] retention_days`",
+            );
+        }
+        if let Some(fetch) = &job.fetch {
+            let key = |f: &str| format!("jobs[{i}].{f}");
+            if let Err(e) = fetch.what.parse::<tickflow_sources::history::What>() {
+                c.add(key("what"), e);
+            }
+            let with_history: Vec<&str> = sources
+                .iter()
+                .filter(|s| s.config.history(&s.id).is_some())
+                .map(|s| s.id.as_str())
+                .collect();
+            match &fetch.source {
+                Some(id) if !sources.iter().any(|s| s.id == *id) => {
+                    c.add(key("source"), format!("no source is called {id:?}"));
+                }
+                Some(id) if !with_history.contains(&id.as_str()) => c.add(
+                    key("source"),
+                    format!(
+                        "source {id:?} has no vendor history to fetch from (alpaca and polygon do)"
+                    ),
+                ),
+                None if with_history.len() != 1 => c.add(
+                    key("source"),
+                    format!(
+                        "missing: the source to fetch through ({} with a vendor history)",
+                        if with_history.is_empty() {
+                            "none".to_string()
+                        } else {
+                            with_history.join(", ")
+                        }
+                    ),
+                ),
+                _ => {}
+            }
         }
     }
     Plan {

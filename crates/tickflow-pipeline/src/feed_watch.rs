@@ -236,7 +236,8 @@ impl GapWatch {
                 if rule.source.as_ref().is_some_and(|s| *s != g.source) || span < rule.min_nanos {
                     continue;
                 }
-                for (kind, message) in &due {
+                for (n, (kind, message)) in (0i64..).zip(&due) {
+                    // A gap seen first as unfillable fires twice: detected, then lost.
                     let id = stable_hash(
                         &[
                             rule.name.as_bytes(),
@@ -246,7 +247,7 @@ impl GapWatch {
                             g.state.as_bytes(),
                             kind.as_str().as_bytes(),
                         ],
-                        &[g.from.0],
+                        &[g.from.0, n],
                     );
                     out.push(Alert {
                         alert_id: format!("{id:016x}"),
@@ -436,6 +437,14 @@ mod tests {
                 .ends_with("the data is lost: no history of quotes"),
             "{lost:?}"
         );
+        let mut w2 = GapWatch::new(vec![rule.clone()]);
+        w2.check(now, &[]);
+        let ids: Vec<String> = w2
+            .check(now, &[gap("unfillable", 0)])
+            .into_iter()
+            .map(|a| a.alert_id)
+            .collect();
+        assert_ne!(ids[0], ids[1], "two alerts, two ids");
         let mut w = GapWatch::new(vec![GapRule {
             min_nanos: 60 * SEC,
             ..rule

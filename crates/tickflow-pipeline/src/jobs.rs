@@ -32,11 +32,25 @@ pub enum JobKind {
     WeeklyReport,
     /// The data-quality report of the last trading day, mailed (docs/reports.md).
     DailyReport,
+    /// A vendor's history of the last `days` trading days, fetched through a source (the
+    /// old `initialize`); chunks already fetched are not fetched again.
+    Initialize,
+    /// A vendor's history of the previous trading day (the old `daily_update`).
+    DailyUpdate,
+    /// The lake's files older than `[lake] retention_days` deleted now.
+    Retention,
 }
 
 impl JobKind {
     /// Every kind, by the name the config uses.
-    pub const ALL: [JobKind; 3] = [Self::Compaction, Self::WeeklyReport, Self::DailyReport];
+    pub const ALL: [JobKind; 6] = [
+        Self::Compaction,
+        Self::WeeklyReport,
+        Self::DailyReport,
+        Self::Initialize,
+        Self::DailyUpdate,
+        Self::Retention,
+    ];
 
     /// The config's name for it.
     pub const fn name(self) -> &'static str {
@@ -44,6 +58,9 @@ impl JobKind {
             Self::Compaction => "compaction",
             Self::WeeklyReport => "weekly_report",
             Self::DailyReport => "daily_report",
+            Self::Initialize => "initialize",
+            Self::DailyUpdate => "daily_update",
+            Self::Retention => "retention",
         }
     }
 
@@ -67,10 +84,25 @@ pub struct JobPlan {
     pub after: Option<String>,
     /// For reports: the e-mail notifier to send through (default: the only one).
     pub notifier: Option<String>,
+    /// For `initialize` and `daily_update`: what to fetch, and through which source.
+    pub fetch: Option<Fetch>,
+}
+
+/// What an `initialize` or `daily_update` job fetches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    /// The source whose vendor history to use; default: the only one that has one.
+    pub source: Option<String>,
+    /// `1d` (default), another bar interval, or `trades`.
+    pub what: String,
+    /// Symbols as the vendor names them; default: the source's own.
+    pub symbols: Vec<String>,
+    /// Trading days back (`initialize`; default 70).
+    pub days: u32,
 }
 
 /// `[[jobs]]` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct RawJob {
     pub name: String,
     /// Default: the name.
@@ -81,6 +113,14 @@ pub struct RawJob {
     pub trading_days: Option<bool>,
     pub after: Option<String>,
     pub notifier: Option<String>,
+    /// `initialize`, `daily_update`: the source id (default: the only one with a history).
+    pub source: Option<String>,
+    /// `initialize`, `daily_update`: `1d` (default), another interval, or `trades`.
+    pub what: Option<String>,
+    /// `initialize`, `daily_update`: symbols as the vendor names them.
+    pub symbols: Option<Vec<String>>,
+    /// `initialize`: trading days back (default 70).
+    pub days: Option<i64>,
 }
 
 /// How one run ended.
@@ -410,8 +450,44 @@ pub(crate) fn plans(raw: Vec<RawJob>, mut problem: impl FnMut(String, String)) -
         {
             problem(key("after"), format!("no other job is called {after:?}"));
         }
+        let fetches = matches!(kind, Some(JobKind::Initialize | JobKind::DailyUpdate));
+        for (field, set) in [
+            ("source", j.source.is_some()),
+            ("what", j.what.is_some()),
+            ("symbols", j.symbols.is_some()),
+        ] {
+            if set && !fetches && kind.is_some() {
+                problem(
+                    key(field),
+                    format!(
+                        "only initialize and daily_update jobs fetch: a {kind_name} job has no {field}"
+                    ),
+                );
+            }
+        }
+        if j.days.is_some() && kind != Some(JobKind::Initialize) && kind.is_some() {
+            problem(
+                key("days"),
+                "only an initialize job goes back a number of days".into(),
+            );
+        }
+        let days = match j.days {
+            Some(d) if !(1..=3650).contains(&d) => {
+                problem(key("days"), format!("{d} is out of range (1 to 3650)"));
+                70
+            }
+            Some(d) => d as u32,
+            None => 70,
+        };
+        let fetch = fetches.then(|| Fetch {
+            source: j.source.clone(),
+            what: j.what.clone().unwrap_or_else(|| "1d".to_string()),
+            symbols: j.symbols.clone().unwrap_or_default(),
+            days,
+        });
         if let (Some(kind), Some(schedule)) = (kind, schedule) {
             out.push(JobPlan {
+                fetch,
                 name: j.name,
                 kind,
                 cron: j.cron,

@@ -52,8 +52,9 @@ pub(crate) struct NotifySink {
     pub(crate) max_attempts: u32,
     pub(crate) log: Arc<dyn Append>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Failed attempts so far of the alerts being retried (from this start on).
-    pub(crate) attempts: HashMap<String, u32>,
+    /// Failed attempts so far of the alerts being retried (from this start on), with the
+    /// last one's error.
+    pub(crate) attempts: HashMap<String, (u32, String)>,
     /// Alerts whose event time is older than this are not sent (a replay of old data, a
     /// simulator's history); they are counted as `skipped`.
     pub(crate) max_age: Duration,
@@ -100,33 +101,39 @@ impl NotifySink {
             .add(&format!("{}/{status}", self.id), 1);
     }
 
-    /// One attempt at an alert: `Ok((n, None))` delivered at attempt `n`, `Ok((n,
-    /// Some(reason)))` given up (to the DLQ), `Err` to be tried again after the runner's
-    /// backoff.
-    async fn attempt(&mut self, alert: &Alert) -> Result<(u32, Option<String>), SinkError> {
+    /// One attempt at an alert: `Ok(n, None, error)` delivered at attempt `n` (with the
+    /// error of the retry before it, if any), `Ok((n, Some(reason), _))` given up (to the
+    /// DLQ), `Err` to be tried again after the runner's backoff.
+    async fn attempt(
+        &mut self,
+        alert: &Alert,
+    ) -> Result<(u32, Option<String>, Option<String>), SinkError> {
         let key = idempotency_key(alert, &self.id);
         match self.notifier.deliver(alert, &key).await {
             Ok(()) => {
                 self.count("ok");
                 self.down = false;
-                let n = self.attempts.remove(&alert.alert_id).unwrap_or(0) + 1;
-                Ok((n, None))
+                let (n, last) = self.attempts.remove(&alert.alert_id).unwrap_or_default();
+                Ok((n + 1, None, (n > 0).then_some(last)))
             }
             Err(DeliveryError::Permanent(e)) => {
                 self.count("failed");
-                let n = self.attempts.remove(&alert.alert_id).unwrap_or(0) + 1;
-                Ok((n, Some(format!("refused after {n} attempt(s): {e}"))))
+                let n = self.attempts.remove(&alert.alert_id).unwrap_or_default().0 + 1;
+                let reason = format!("refused after {n} attempt(s): {e}");
+                Ok((n, Some(reason), Some(e.to_string())))
             }
             Err(DeliveryError::Retry(e)) => {
                 self.count("retry");
-                let n = self.attempts.entry(alert.alert_id.clone()).or_default();
-                *n += 1;
-                if *n >= self.max_attempts || self.down {
-                    let n = *n;
+                let tried = self.attempts.entry(alert.alert_id.clone()).or_default();
+                tried.0 += 1;
+                tried.1 = e.to_string();
+                let n = tried.0;
+                if n >= self.max_attempts || self.down {
                     self.attempts.remove(&alert.alert_id);
                     self.count("failed");
                     self.down = true;
-                    return Ok((n, Some(format!("{n} attempt(s) failed, the last: {e}"))));
+                    let reason = format!("{n} attempt(s) failed, the last: {e}");
+                    return Ok((n, Some(reason), Some(e.to_string())));
                 }
                 Err(format!("alert {} (attempt {n}): {e}", alert.alert_id).into())
             }
@@ -136,7 +143,12 @@ impl NotifySink {
     /// Records how the alert's delivery ended, through the log, durably, before it counts
     /// as settled: a row of `alert_deliveries`, and for one given up (`failed` with its
     /// reason) the alert in the DLQ as well.
-    fn settle(&self, alert: &Alert, attempts: u32, failed: Option<&str>) -> Result<(), SinkError> {
+    fn settle(
+        &self,
+        alert: &Alert,
+        (attempts, failed, error): (u32, Option<String>, Option<String>),
+    ) -> Result<(), SinkError> {
+        let failed = failed.as_deref();
         let now = UnixNanos::now();
         let mut batch = Batch::default();
         if let Some(reason) = failed {
@@ -160,6 +172,7 @@ impl NotifySink {
                 DeliveryStatus::Delivered
             },
             attempts,
+            error,
         });
         self.log.append(&self.id, &batch)?;
         if let Some(reason) = failed {
@@ -201,8 +214,8 @@ impl Sink for NotifySink {
                 self.count("skipped");
                 continue;
             }
-            let (attempts, failed) = self.attempt(alert).await?;
-            self.settle(alert, attempts, failed.as_deref())?;
+            let outcome = self.attempt(alert).await?;
+            self.settle(alert, outcome)?;
             settled.alerts.insert(alert.alert_id.clone());
             put_json(&settled_path, &settled)?;
         }

@@ -582,6 +582,12 @@ impl Pipeline {
             ("sources", differs(&running.sources, &plan.sources)),
             ("sinks", differs(&running.sinks, &plan.sinks)),
             ("jobs", differs(&running.jobs, &plan.jobs)),
+            // Watched by their own thread, started with the pipeline.
+            (
+                "alerts.stale_feed",
+                differs(&running.stale_feeds, &plan.stale_feeds),
+            ),
+            ("alerts.gap", differs(&running.gap_rules, &plan.gap_rules)),
             (
                 "notifiers",
                 differs(
@@ -854,14 +860,17 @@ fn run_feed_watch(inner: &Inner) -> Result<()> {
 type NewRules = (Vec<ThresholdRule>, Vec<SpikeRule>, Vec<ExprRule>);
 
 /// Puts the recent final bars and daily rows the expression rules' indicators read in
-/// front of their windows: from the lake's flushes up to `published`, and `unpublished`
-/// rows produced since. A lake that cannot be read leaves the windows to fill from live
-/// bars, and says so.
+/// front of their windows: from the lake's flushes up to `published`, newest day first until
+/// every symbol has enough, and `unpublished` rows produced since. A lake that cannot be
+/// read leaves the windows to fill from live bars, and says so.
 fn warm_up(lake: &Lake, published: u64, unpublished: &Rows, processor: &mut Processor) {
     const DAY: i64 = 86_400_000_000_000;
-    // Enough calendar days for n bars: half as much again for nights, weekends and
-    // holidays, and a week more.
-    let days = |n: usize, nanos: i64| (n as i64 * nanos * 3 / 2 / DAY + 7) as i32;
+    // The furthest back to look for n bars: an equity trades about a fifth of the calendar,
+    // so seven times their span, and ten days for holidays; at most a century.
+    let days = |n: usize, nanos: i64| -> i32 {
+        let span = (n as i64).saturating_mul(nanos).saturating_mul(7) / DAY;
+        span.saturating_add(10).min(36_500) as i32
+    };
     let rules = processor.rules();
     let intervals: Vec<(BarInterval, usize)> = BarInterval::ALL
         .into_iter()
@@ -873,27 +882,49 @@ fn warm_up(lake: &Lake, published: u64, unpublished: &Rows, processor: &mut Proc
         return;
     }
     let read = || -> Result<(Vec<Bar>, Vec<DailyMetric>)> {
-        let mut bars = Vec::new();
+        let mut bars: Vec<Bar> = Vec::new();
         if let Some(span) = intervals.iter().map(|(i, n)| days(*n, i.nanos())).max() {
-            let wanted = |b: &Bar| b.is_final && intervals.iter().any(|(i, _)| *i == b.interval);
-            let rows = lake.read_recent(Table::Bars, published, span)?;
-            bars.extend(rows.bars.into_iter().filter(wanted));
-            bars.extend(unpublished.bars.iter().filter(|b| wanted(b)).cloned());
+            let need = |i: BarInterval| intervals.iter().find(|(j, _)| *j == i).map(|(_, n)| *n);
+            let mut held: std::collections::HashMap<(tickflow_model::Symbol, BarInterval), usize> =
+                std::collections::HashMap::new();
+            lake.read_back(Table::Bars, published, span, |rows| {
+                for bar in rows.bars {
+                    if bar.is_final && need(bar.interval).is_some() {
+                        *held.entry((bar.symbol.clone(), bar.interval)).or_default() += 1;
+                        bars.push(bar);
+                    }
+                }
+                !held.is_empty()
+                    && held
+                        .iter()
+                        .all(|((_, i), n)| need(*i).is_some_and(|want| *n >= want))
+            })?;
+            let wanted = |b: &&Bar| b.is_final && need(b.interval).is_some();
+            bars.extend(unpublished.bars.iter().filter(wanted).cloned());
         }
-        let mut metrics = Vec::new();
+        let mut metrics: Vec<DailyMetric> = Vec::new();
         if daily > 0 {
-            let rows = lake.read_recent(Table::DailyMetrics, published, days(daily, DAY))?;
-            metrics.extend(rows.daily_metrics);
+            let mut held: std::collections::HashMap<tickflow_model::Symbol, usize> =
+                std::collections::HashMap::new();
+            lake.read_back(Table::DailyMetrics, published, days(daily, DAY), |rows| {
+                for m in rows.daily_metrics {
+                    *held.entry(m.symbol.clone()).or_default() += 1;
+                    metrics.push(m);
+                }
+                !held.is_empty() && held.values().all(|n| *n >= daily)
+            })?;
             metrics.extend_from_slice(&unpublished.daily_metrics);
         }
         Ok((bars, metrics))
     };
+    let started = Instant::now();
     match read() {
         Ok((bars, metrics)) => {
             processor.warm(&bars, &metrics);
             tracing::info!(
                 bars = bars.len(),
                 daily_metrics = metrics.len(),
+                secs = started.elapsed().as_secs_f64(),
                 "indicator windows warmed up from stored history"
             );
         }
@@ -970,22 +1001,26 @@ fn run_processor(
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
         {
+            let before = processor.rules().clone();
             processor.set_rules(thresholds, spikes, exprs);
-            // New indicators start from what is stored and what is on its way there.
-            let (published, unpublished) = {
-                let live = inner.live();
-                let mut rows = Rows::default();
-                for (_, flushing) in &live.flushing {
-                    rows.bars.extend_from_slice(&flushing.bars);
+            // New or longer indicator windows start from what is stored and what is on its
+            // way there; rules whose windows are held already need nothing read.
+            if processor.rules().need_more_history_than(&before) {
+                let (published, unpublished) = {
+                    let live = inner.live();
+                    let mut rows = Rows::default();
+                    for (_, flushing) in &live.flushing {
+                        rows.bars.extend_from_slice(&flushing.bars);
+                        rows.daily_metrics
+                            .extend_from_slice(&flushing.daily_metrics);
+                    }
+                    rows.bars.extend_from_slice(&live.pending.bars);
                     rows.daily_metrics
-                        .extend_from_slice(&flushing.daily_metrics);
-                }
-                rows.bars.extend_from_slice(&live.pending.bars);
-                rows.daily_metrics
-                    .extend_from_slice(&live.pending.daily_metrics);
-                (live.published_seq, rows)
-            };
-            warm_up(&inner.lake, published, &unpublished, &mut processor);
+                        .extend_from_slice(&live.pending.daily_metrics);
+                    (live.published_seq, rows)
+                };
+                warm_up(&inner.lake, published, &unpublished, &mut processor);
+            }
         }
         inner.log.read(next, READ_BATCH, &mut records)?;
         if records.is_empty() {

@@ -288,6 +288,12 @@ impl Rules {
         &self.exprs
     }
 
+    /// Whether these rules' indicators need history that `before`'s did not keep: a reload
+    /// that adds or lengthens a window, which a warm-up should then fill.
+    pub fn need_more_history_than(&self, before: &Rules) -> bool {
+        self.layout.needs_more_than(&before.layout)
+    }
+
     /// How many of the newest final bars of `interval` (or daily rows, for `None`) the
     /// expression rules' indicators read: what a warm-up at start should load.
     pub fn lookback(&self, interval: Option<BarInterval>) -> usize {
@@ -640,11 +646,6 @@ fn exprs(state: &mut AlertState, rules: &Rules, row: &Row<'_>, out: &mut Vec<Ale
     let watch = row.watch();
     let offset = rules.thresholds.len() + rules.spikes.len();
     let ts = row.ts();
-    let subject = Subject {
-        symbol: row.symbol(),
-        ts,
-        value: row.price(),
-    };
     for &k in &state.applicable.2 {
         let k = k as usize;
         let rule = &rules.exprs[k];
@@ -671,6 +672,11 @@ fn exprs(state: &mut AlertState, rules: &Rules, row: &Row<'_>, out: &mut Vec<Ale
                 UnixNanos(s.active_since.unwrap_or(ts))
             ),
             _ => format!("{symbol} {watch}: {when} ({values})"),
+        };
+        let subject = Subject {
+            symbol,
+            ts,
+            value: row.price(),
         };
         out.push(alert(
             &rule.name,

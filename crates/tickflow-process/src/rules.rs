@@ -284,11 +284,16 @@ impl<'a> Row<'a> {
     }
 
     /// The series this row belongs to, if it is a final bar or a day's metrics, and its
-    /// place in it (the bar's start, the day's end).
+    /// place in it (the bar's start, the day's date).
     pub(crate) fn series_key(&self) -> Option<(Source, i64)> {
         match *self {
             Self::Bar(b) if b.is_final => Some((Source::Bars(b.interval), b.start.0)),
-            Self::Daily { end, .. } => Some((Source::DailyMetrics, end)),
+            // By date: a vendor's daily bar need not end at midnight UTC, and warm-up from
+            // the lake knows only the date.
+            Self::Daily { metric, .. } => Some((
+                Source::DailyMetrics,
+                tickflow_model::UnixNanos::from_date(metric.date).0,
+            )),
             _ => None,
         }
     }
@@ -423,6 +428,8 @@ enum Node {
     Or(Box<Node>, Box<Node>),
     /// `IS NULL`, or `IS NOT NULL` when true.
     IsNull(Box<Node>, bool),
+    /// `x IN (…)`: flat, so a watch list of thousands of symbols is a loop, not a recursion.
+    In(Box<Node>, Vec<Node>),
 }
 
 /// A value while evaluating.
@@ -615,6 +622,22 @@ fn eval<'a>(
             },
         },
         Node::IsNull(e, negated) => Val::Bool((eval(e, row, ind) == Val::Null) != *negated),
+        // As a chain of `=` joined by OR: true on a match, else NULL if anything was NULL.
+        Node::In(x, list) => {
+            let x = eval(x, row, ind);
+            if x == Val::Null {
+                return Val::Null;
+            }
+            let mut unknown = false;
+            for item in list {
+                match eval(item, row, ind) {
+                    Val::Null => unknown = true,
+                    v if v == x => return Val::Bool(true),
+                    _ => {}
+                }
+            }
+            if unknown { Val::Null } else { Val::Bool(false) }
+        }
     }
 }
 
@@ -689,15 +712,21 @@ impl Builder {
                 list,
                 negated,
             } => {
-                let mut any: Option<Node> = None;
-                for item in list {
-                    let (eq, _) = self.compare(e, Cmp::Eq, expr, item)?;
-                    any = Some(match any {
-                        Some(prev) => Node::Or(Box::new(prev), Box::new(eq)),
-                        None => eq,
-                    });
+                if list.is_empty() {
+                    return Err(format!("an empty list in `{e}`"));
                 }
-                let any = any.ok_or_else(|| format!("an empty list in `{e}`"))?;
+                let (x, xt) = self.build(expr)?;
+                let mut items = Vec::with_capacity(list.len());
+                for item in list {
+                    let (node, ty) = self.build(item)?;
+                    if ty != xt && ty != Ty::Null && xt != Ty::Null {
+                        return Err(format!(
+                            "`{e}` compares {xt} (`{expr}`) with {ty} (`{item}`)"
+                        ));
+                    }
+                    items.push(node);
+                }
+                let any = Node::In(Box::new(x), items);
                 let node = if *negated {
                     Node::Not(Box::new(any))
                 } else {

@@ -81,7 +81,7 @@ pub(crate) async fn alerts(
     let mut log: HashMap<String, Vec<Value>> = HashMap::new();
     if !ids.is_empty() {
         let sql = format!(
-            "SELECT alert_id, notifier, status, attempts, ts FROM alert_deliveries \
+            "SELECT alert_id, notifier, status, attempts, error, ts FROM alert_deliveries \
              WHERE alert_id IN ({}) ORDER BY notifier, ts",
             ids.join(", ")
         );

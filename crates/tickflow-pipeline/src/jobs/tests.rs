@@ -18,7 +18,51 @@ fn job(name: &str, cron: &str, after: Option<&str>) -> RawJob {
         trading_days: None,
         after: after.map(Into::into),
         notifier: None,
+        source: None,
+        what: None,
+        symbols: None,
+        days: None,
     }
+}
+
+#[test]
+fn fetching_jobs_take_a_source_what_and_days_and_others_refuse_them() {
+    let mut init = job("init", "0 6 * * *", None);
+    init.kind = Some("initialize".into());
+    init.days = Some(20);
+    init.symbols = Some(vec!["AAPL".into()]);
+    let mut update = job("update", "0 13 * * TUE-SAT", None);
+    update.kind = Some("daily_update".into());
+    update.what = Some("1m".into());
+    let planned = plans_ok(vec![init.clone(), update]);
+    let fetch = planned[0].fetch.as_ref().expect("initialize fetches");
+    assert_eq!((fetch.days, fetch.what.as_str()), (20, "1d"));
+    assert_eq!(fetch.symbols, ["AAPL"]);
+    assert_eq!(planned[1].fetch.as_ref().unwrap().what, "1m");
+    assert!(
+        plans_ok(vec![job("c", "0 2 * * *", None)])[0]
+            .fetch
+            .is_none()
+    );
+
+    let mut problems = Vec::new();
+    let mut compaction = job("c", "0 2 * * *", None);
+    compaction.source = Some("polygon".into());
+    let mut update = job("u", "0 13 * * *", None);
+    update.kind = Some("daily_update".into());
+    update.days = Some(5);
+    init.days = Some(0);
+    plans(vec![compaction, update, init], |k, m| {
+        problems.push(format!("{k}: {m}"))
+    });
+    assert_eq!(
+        problems,
+        [
+            "jobs[0].source: only initialize and daily_update jobs fetch: a compaction job has no source",
+            "jobs[1].days: only an initialize job goes back a number of days",
+            "jobs[2].days: 0 is out of range (1 to 3650)",
+        ]
+    );
 }
 
 fn plans_ok(raw: Vec<RawJob>) -> Vec<JobPlan> {

@@ -540,3 +540,28 @@ fn a_trade_rule_reads_the_newest_final_bar_and_a_quote_rule_resolves() {
     );
     assert_eq!(alerts[0].value, Price::parse("10.5").unwrap(), "the mid");
 }
+
+#[test]
+fn a_reload_that_lengthens_a_window_fills_it_from_history_without_a_hole() {
+    let short = expr_rule("surge", ON_1S, "volume > 2 * sma(volume, 2, 1)", None);
+    let mut p = with_exprs(vec![short]);
+    let mut out = Output::default();
+    for e in volumes(0, &["10", "20", "30", "40", "50", "300"]) {
+        p.process(None, e, UnixNanos(T0), &mut out);
+    }
+    assert!(out.rows.alerts.is_empty(), "{:?}", out.rows.alerts);
+    let stored: Vec<Bar> = out.rows.bars.clone();
+    // Longer now: the window held the last three bars; history gives it the two before.
+    let long = expr_rule("surge", ON_1S, "volume > 2 * sma(volume, 4, 1)", None);
+    p.set_rules(Vec::new(), Vec::new(), vec![long]);
+    p.warm(&stored, &[]);
+    let alerts = run(&mut p, volumes(6, &["10"]));
+    assert_eq!(when(&alerts), [(6, AlertKind::Fired)]);
+    assert!(
+        alerts[0]
+            .message
+            .ends_with("(volume=300, sma(volume, 4, 1)=35)"),
+        "the four bars before it, 20 to 50: {}",
+        alerts[0].message
+    );
+}

@@ -19,7 +19,8 @@
 //! `sma(volume, 20, 1)` is the mean of the 20 bars before the row, so a surge is compared
 //! with what came before it rather than with a mean it has raised itself.
 //!
-//! Each is NULL until its window is full, so no rule fires on a half-built window. A row
+//! Each is NULL until it has its n values (n + 1 for `rsi`), so no rule fires on fewer bars
+//! than it asks for; `ema` and `rsi` then keep reading up to 4n values as they come. A row
 //! whose value is NULL (a bar without `vwap`, the first day's `daily_pct_change`) is left
 //! out of that column's series. Arithmetic is exact to 28 significant digits; the square
 //! root is rust_decimal's.
@@ -194,8 +195,7 @@ fn rsi<'a>(values: impl Iterator<Item = &'a Decimal>, n: usize) -> Option<Decima
 /// until its series moves.
 #[derive(Debug, Default)]
 pub(crate) struct Series {
-    /// Per series (see [`super::Layout`]): its values, oldest first, and the time of the
-    /// newest and oldest rows they came from.
+    /// Per series (see [`Layout`]): its values, oldest first.
     values: Vec<Held>,
     cache: Vec<Option<Option<Decimal>>>,
 }
@@ -204,12 +204,19 @@ pub(crate) struct Series {
 struct Held {
     key: Option<(Source, Column)>,
     values: VecDeque<Decimal>,
-    oldest: i64,
-    newest: i64,
+    /// The place of each value's row in the series ([`Row::series_key`]), beside it.
+    times: VecDeque<i64>,
+}
+
+impl Held {
+    fn drop_oldest(&mut self) {
+        self.values.pop_front();
+        self.times.pop_front();
+    }
 }
 
 /// Which series the rules in force need, how long, and which indicator reads which.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Layout {
     pub(crate) series: Vec<((Source, Column), usize)>,
     /// Per indicator slot: the indicator and its series' position.
@@ -243,6 +250,13 @@ impl Layout {
             })
             .collect()
     }
+
+    /// Whether some series of this layout needs more history than `before` kept.
+    pub(crate) fn needs_more_than(&self, before: &Layout) -> bool {
+        self.series
+            .iter()
+            .any(|(key, len)| !before.series.iter().any(|(k, l)| k == key && l >= len))
+    }
 }
 
 impl Series {
@@ -261,7 +275,7 @@ impl Series {
                     .unwrap_or_default();
                 held.key = Some(*key);
                 while held.values.len() > *len {
-                    held.values.pop_front();
+                    held.drop_oldest();
                 }
                 held
             })
@@ -276,17 +290,14 @@ impl Series {
         };
         let mut moved = false;
         for (held, (key, len)) in self.values.iter_mut().zip(&layout.series) {
-            if key.0 != source || (!held.values.is_empty() && ts <= held.newest) {
+            if key.0 != source || held.times.back().is_some_and(|newest| ts <= *newest) {
                 continue;
             }
             let Some(v) = row.number(key.1) else { continue };
-            if held.values.is_empty() {
-                held.oldest = ts;
-            }
             held.values.push_back(v);
-            held.newest = ts;
+            held.times.push_back(ts);
             if held.values.len() > *len {
-                held.values.pop_front();
+                held.drop_oldest();
             }
             moved = true;
         }
@@ -300,7 +311,6 @@ impl Series {
     /// alone, so warming up after rows were pushed adds only what came before them.
     pub(crate) fn warm(&mut self, layout: &Layout, rows: &[Row<'_>]) {
         for (held, (key, len)) in self.values.iter_mut().zip(&layout.series) {
-            let empty = held.values.is_empty();
             for row in rows.iter().rev() {
                 if held.values.len() >= *len {
                     break;
@@ -308,15 +318,12 @@ impl Series {
                 let Some((source, ts)) = row.series_key() else {
                     continue;
                 };
-                if source != key.0 || (!empty && ts >= held.oldest) {
+                if source != key.0 || held.times.front().is_some_and(|oldest| ts >= *oldest) {
                     continue;
                 }
                 if let Some(v) = row.number(key.1) {
-                    if held.values.is_empty() {
-                        held.newest = ts;
-                    }
                     held.values.push_front(v);
-                    held.oldest = ts;
+                    held.times.push_front(ts);
                 }
             }
         }

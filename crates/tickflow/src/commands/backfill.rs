@@ -30,60 +30,6 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         .what
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--what: {e}"))?;
-    let with_history: Vec<&SourcePlan> = plan
-        .sources
-        .iter()
-        .filter(|s| s.config.history(&s.id).is_some())
-        .collect();
-    let source = match &args.source {
-        Some(id) => plan
-            .sources
-            .iter()
-            .find(|s| &s.id == id)
-            .with_context(|| format!("{}: no source with id {id:?}", args.config.display()))?,
-        None => match with_history[..] {
-            [one] => one,
-            [] => anyhow::bail!(
-                "{}: no source has a vendor history to backfill from (alpaca and polygon do)",
-                args.config.display()
-            ),
-            _ => anyhow::bail!(
-                "{}: several sources have a history; choose one with --source ({})",
-                args.config.display(),
-                with_history
-                    .iter()
-                    .map(|s| s.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
-    };
-    let id = source.id.clone();
-    let (history, configured) = source
-        .config
-        .history(&id)
-        .with_context(|| {
-            format!(
-                "source {id:?} ({}) has no vendor history to backfill from",
-                source.config.type_name()
-            )
-        })?
-        .map_err(|e| anyhow::anyhow!("source {id:?}: {e}"))?;
-    if !history.serves(what) {
-        anyhow::bail!(
-            "source {id:?} ({}) has no {} history",
-            source.config.type_name(),
-            what.as_str()
-        );
-    }
-    let symbols = if args.symbols.is_empty() {
-        configured
-    } else {
-        args.symbols.clone()
-    };
-    if symbols.is_empty() {
-        anyhow::bail!("no symbols: give --symbols or list them in the source's config");
-    }
     let date = |text: &str, flag: &str| -> anyhow::Result<Date> {
         text.parse()
             .map_err(|_| anyhow::anyhow!("{flag} {text:?}: expected YYYY-MM-DD"))
@@ -111,20 +57,24 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
             .join(".tickflow-backfill"),
         None => plan.data_dir.join("backfill"),
     };
-    let progress_file = progress_dir.join(format!("{id}-{}-{from}-{to}.json", what.as_str()));
+    let (id, job) = job(
+        &plan,
+        &args.config.display().to_string(),
+        args.source.as_deref(),
+        what,
+        &args.symbols,
+        (from, to),
+        &progress_dir,
+    )?;
+    let progress_file = job
+        .progress_file
+        .clone()
+        .context("a backfill keeps its progress")?;
     if args.restart {
         let _ = std::fs::remove_file(&progress_file);
     }
-    let progress = Arc::new(Progress::default());
-    let job = Backfill {
-        history,
-        symbols: symbols.clone(),
-        what,
-        from,
-        to,
-        progress_file: Some(progress_file.clone()),
-        progress: Arc::clone(&progress),
-    };
+    let progress = Arc::clone(&job.progress);
+    let symbols = job.symbols.clone();
     if let Some(url) = &args.to_url {
         return to_running(&job, url, args.token.as_deref(), &id, &symbols);
     }
@@ -192,6 +142,90 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
     }
     println!("backfilled {summary}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The backfill of `what` from `from` to `to` (exchange dates, both included) through the
+/// source `source` of `plan` (default: the only one with a vendor history), for `symbols`
+/// (default: the source's own), keeping its progress in `progress_dir`: what `tickflow
+/// backfill` and the `initialize` and `daily_update` jobs run. `config` names the config in
+/// errors.
+///
+/// # Errors
+/// No such source, no history of `what` there, or no symbols.
+pub(crate) fn job(
+    plan: &config::Plan,
+    config: &str,
+    source: Option<&str>,
+    what: What,
+    symbols: &[String],
+    (from, to): (Date, Date),
+    progress_dir: &std::path::Path,
+) -> anyhow::Result<(String, Backfill)> {
+    let with_history: Vec<&SourcePlan> = plan
+        .sources
+        .iter()
+        .filter(|s| s.config.history(&s.id).is_some())
+        .collect();
+    let source = match source {
+        Some(id) => plan
+            .sources
+            .iter()
+            .find(|s| s.id == id)
+            .with_context(|| format!("{config}: no source with id {id:?}"))?,
+        None => match with_history[..] {
+            [one] => one,
+            [] => anyhow::bail!(
+                "{config}: no source has a vendor history to backfill from (alpaca and polygon do)"
+            ),
+            _ => anyhow::bail!(
+                "{config}: several sources have a history; choose one with --source ({})",
+                with_history
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    let id = source.id.clone();
+    let (history, configured) = source
+        .config
+        .history(&id)
+        .with_context(|| {
+            format!(
+                "source {id:?} ({}) has no vendor history to backfill from",
+                source.config.type_name()
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("source {id:?}: {e}"))?;
+    if !history.serves(what) {
+        anyhow::bail!(
+            "source {id:?} ({}) has no {} history",
+            source.config.type_name(),
+            what.as_str()
+        );
+    }
+    let symbols = if symbols.is_empty() {
+        configured
+    } else {
+        symbols.to_vec()
+    };
+    if symbols.is_empty() {
+        anyhow::bail!("no symbols: give --symbols or list them in the source's config");
+    }
+    let progress_file = progress_dir.join(format!("{id}-{}-{from}-{to}.json", what.as_str()));
+    Ok((
+        id,
+        Backfill {
+            history,
+            symbols,
+            what,
+            from,
+            to,
+            progress_file: Some(progress_file),
+            progress: Arc::new(Progress::default()),
+        },
+    ))
 }
 
 /// Sends the backfill to a running pipeline's HTTP ingest (the open endpoint), a page at a

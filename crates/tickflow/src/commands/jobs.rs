@@ -7,7 +7,54 @@ use std::sync::Arc;
 use tickflow_model::UnixNanos;
 use tickflow_notify::report::IsoWeek;
 use tickflow_pipeline::Pipeline;
-use tickflow_pipeline::jobs::{JobKind, JobPlan, JobRunner};
+use tickflow_pipeline::jobs::{Fetch, JobKind, JobPlan, JobRunner};
+use tickflow_sources::history::What;
+
+impl Runner {
+    /// Fetches a vendor's history from `from` to `to` through the job's source and appends
+    /// it to this pipeline's log, a page at a time, as `tickflow backfill` would.
+    async fn fetch(
+        &self,
+        fetch: &Fetch,
+        (from, to): (tickflow_model::Date, tickflow_model::Date),
+    ) -> Result<String, String> {
+        let civil = |d: tickflow_model::Date| -> Result<jiff::civil::Date, String> {
+            d.to_string().parse().map_err(|e| format!("{d}: {e}"))
+        };
+        let what: What = fetch.what.parse()?;
+        let plan = self.pipeline.plan();
+        let (id, job) = super::backfill::job(
+            plan,
+            "the config",
+            fetch.source.as_deref(),
+            what,
+            &fetch.symbols,
+            (civil(from)?, civil(to)?),
+            &self.data_dir.join("backfill"),
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        let pipeline = Arc::clone(&self.pipeline);
+        job.run_into(
+            || pipeline.is_stopping(),
+            |events| {
+                pipeline
+                    .ingest(&id, events)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string().into())
+            },
+        )
+        .await
+        .map_err(|e| format!("{id}: {e}"))?;
+        let p = &job.progress;
+        Ok(format!(
+            "{id} {} of {} from {from} to {to}: {} rows fetched, {} chunk(s) already fetched before",
+            what.as_str(),
+            job.symbols.join(","),
+            p.events.load(std::sync::atomic::Ordering::Relaxed),
+            p.chunks_skipped.load(std::sync::atomic::Ordering::Relaxed)
+        ))
+    }
+}
 
 /// Runs the jobs of a `tickflow run`.
 pub(crate) struct Runner {
@@ -43,6 +90,32 @@ impl JobRunner for Runner {
                     .await
                     .map_err(|_| "the report's thread ended without an answer".to_string())??;
                 Ok(format!("{week}: {}", done.replace('\n', "; ")))
+            }
+            JobKind::Retention => {
+                // Retention is applied by the lake's compaction round, between flushes.
+                let days = self.pipeline.plan().lake.retention_days.unwrap_or(0);
+                let done = self.pipeline.compact_now().await?;
+                Ok(format!(
+                    "retention applied: trades and quotes older than {days} day(s) deleted; {done}"
+                ))
+            }
+            JobKind::Initialize | JobKind::DailyUpdate => {
+                let fetch = job
+                    .fetch
+                    .clone()
+                    .ok_or("a fetching job without what to fetch")?;
+                let day = job
+                    .schedule
+                    .local_date(scheduled)
+                    .unwrap_or_else(|| scheduled.date());
+                let to = tickflow_sources::calendar::trading_day_before(day);
+                let mut from = to;
+                if job.kind == JobKind::Initialize {
+                    for _ in 1..fetch.days {
+                        from = tickflow_sources::calendar::trading_day_before(from);
+                    }
+                }
+                self.fetch(&fetch, (from, to)).await
             }
             JobKind::DailyReport => {
                 // The run reports the last trading day before the fire time's day in the

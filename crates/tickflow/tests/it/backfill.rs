@@ -12,7 +12,7 @@ const DAY_MS: i64 = 86_400_000;
 /// Serves `/v2/aggs/ticker/{T}/range/1/day/{from}/{to}`: a bar per weekday in the range,
 /// closing at 100 + the day's number in May, two bars a page. While `refuse_msft` holds,
 /// MSFT's requests get a 403. Returns the base URL and the paths asked for.
-fn polygon(refuse_msft: Arc<AtomicBool>) -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn polygon(refuse_msft: Arc<AtomicBool>) -> (String, Arc<Mutex<Vec<String>>>) {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&asked);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -219,4 +219,59 @@ fn backfill_sends_to_a_running_pipeline_and_resumes_from_its_own_progress() {
         "the config's own data directory is not touched"
     );
     server.stop();
+}
+
+/// The `daily_update` job fetches the previous trading day's bars through the config's
+/// source into the running pipeline, and a run again fetches nothing twice.
+#[test]
+fn a_daily_update_job_fetches_the_previous_trading_day_through_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (base, asked) = polygon(Arc::new(AtomicBool::new(false)));
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "[[sources]]\ntype = \"polygon\"\nkey = \"pk-test\"\nrest_url = \"{base}\"\nsymbols = [\"AAPL\"]\nchannels = [\"daily_bars\"]\nhistory_days = 0\nrequests_per_minute = 600\n\n[[jobs]]\nname = \"daily_update\"\ncron = \"* * * * * *\"\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let server = crate::support::Server::start(&cfg, &data);
+    let job = |s: &serde_json::Value| {
+        s["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["name"] == "daily_update"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    crate::support::wait_for(&server, "two runs", |s| job(s)["runs"].as_u64() >= Some(2));
+    let day =
+        tickflow_sources::calendar::trading_day_before(tickflow_model::UnixNanos::now().date());
+    let last = job(&server.status())["last"].clone();
+    server.stop();
+    assert_eq!(last["outcome"], "ok", "{last}");
+    assert_eq!(
+        last["message"],
+        format!(
+            "polygon 1d of AAPL from {day} to {day}: 0 rows fetched, 1 chunk(s) already fetched before"
+        ),
+        "a later run fetches nothing again"
+    );
+    let bars = sql(
+        &data,
+        "SELECT CAST(CAST(start AS DATE) AS VARCHAR) AS day FROM bars WHERE symbol = 'AAPL' AND \"interval\" = '1d'",
+    );
+    assert_eq!(bars.len(), 1, "{bars:?}");
+    assert_eq!(bars[0]["day"], day.to_string());
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|path| path.contains("/range/1/day/")),
+        "only the day's range was asked for"
+    );
 }

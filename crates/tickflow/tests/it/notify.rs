@@ -256,6 +256,25 @@ fn a_refusing_webhook_stalls_nothing_and_gets_every_alert_once() {
         delivered[1]["most"].as_u64().unwrap() > 1,
         "the first alert took several attempts: {delivered:?}"
     );
+    // Each retried or failed delivery keeps its last error; a first-try one has none.
+    let retried = sql(
+        &data,
+        "SELECT status, attempts, error FROM alert_deliveries WHERE attempts > 1 OR status = 'failed'",
+    );
+    assert!(retried.len() >= 21, "{retried:?}");
+    for r in &retried {
+        assert!(
+            r["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{retried:?}"
+        );
+    }
+    assert_eq!(
+        sql_count(
+            &data,
+            "SELECT count(*) AS n FROM alert_deliveries WHERE attempts = 1 AND status = 'delivered' AND error IS NOT NULL",
+        ),
+        0
+    );
     let channels = sql(&data, "SELECT DISTINCT delivered_to FROM alerts");
     assert_eq!(channels.len(), 1, "{channels:?}");
     assert_eq!(channels[0]["delivered_to"], "log,ops");
