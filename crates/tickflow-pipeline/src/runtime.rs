@@ -655,6 +655,7 @@ impl Pipeline {
         let m = &self.inner.metrics;
         let files = m.lake_compacted_files.load(Ordering::Acquire);
         let errors = m.sink_errors.get("compaction").load(Ordering::Acquire);
+        let retention_errors = m.sink_errors.get("retention").load(Ordering::Acquire);
         // Served only by a round that starts after this request.
         let request = self.inner.compact_requested.fetch_add(1, Ordering::AcqRel) + 1;
         let started = Instant::now();
@@ -674,6 +675,11 @@ impl Pipeline {
         if m.sink_errors.get("compaction").load(Ordering::Acquire) > errors {
             return Err(
                 "the compaction round failed and left the files as they were (see the log)".into(),
+            );
+        }
+        if m.sink_errors.get("retention").load(Ordering::Acquire) > retention_errors {
+            return Err(
+                "the round's retention failed; it is tried again next round (see the log)".into(),
             );
         }
         Ok(format!(
@@ -887,17 +893,24 @@ fn warm_up(lake: &Lake, published: u64, unpublished: &Rows, processor: &mut Proc
             let need = |i: BarInterval| intervals.iter().find(|(j, _)| *j == i).map(|(_, n)| *n);
             let mut held: std::collections::HashMap<(tickflow_model::Symbol, BarInterval), usize> =
                 std::collections::HashMap::new();
+            let mut symbols: std::collections::HashSet<tickflow_model::Symbol> =
+                std::collections::HashSet::new();
             lake.read_back(Table::Bars, published, span, |rows| {
                 for bar in rows.bars {
                     if bar.is_final && need(bar.interval).is_some() {
+                        symbols.insert(bar.symbol.clone());
                         *held.entry((bar.symbol.clone(), bar.interval)).or_default() += 1;
                         bars.push(bar);
                     }
                 }
-                !held.is_empty()
-                    && held
-                        .iter()
-                        .all(|((_, i), n)| need(*i).is_some_and(|want| *n >= want))
+                // Enough when every symbol seen has every interval the rules read, each
+                // as long as they need.
+                !symbols.is_empty()
+                    && symbols.iter().all(|s| {
+                        intervals
+                            .iter()
+                            .all(|(i, want)| held.get(&(s.clone(), *i)).is_some_and(|n| n >= want))
+                    })
             })?;
             let wanted = |b: &&Bar| b.is_final && need(b.interval).is_some();
             bars.extend(unpublished.bars.iter().filter(wanted).cloned());
@@ -911,7 +924,9 @@ fn warm_up(lake: &Lake, published: u64, unpublished: &Rows, processor: &mut Proc
                     *held.entry(m.symbol.clone()).or_default() += 1;
                     metrics.push(m);
                 }
-                !held.is_empty() && held.values().all(|n| *n >= daily)
+                // One more than the window: the oldest row's % change needs the close
+                // before it.
+                !held.is_empty() && held.values().all(|n| *n > daily)
             })?;
             metrics.extend_from_slice(&unpublished.daily_metrics);
         }

@@ -137,11 +137,18 @@ impl Backfill {
         );
         for symbol in &self.symbols {
             for &(first, last) in &chunks {
-                if saved.done.get(symbol).is_some_and(|done| *done >= last) {
+                let done = saved.done.get(symbol).copied();
+                if done.is_some_and(|done| done >= last) {
                     p.chunks_skipped.fetch_add(1, Ordering::Relaxed);
                     p.chunks_done.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
+                // A chunk begun by an earlier run (or a window that moved on a day) goes on
+                // after the last day done.
+                let first = match done {
+                    Some(done) if done >= first => done.tomorrow().unwrap_or(first),
+                    _ => first,
+                };
                 if stopping() {
                     return Ok(());
                 }

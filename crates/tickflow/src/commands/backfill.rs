@@ -64,7 +64,7 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         what,
         &args.symbols,
         (from, to),
-        &progress_dir,
+        (&progress_dir, None),
     )?;
     let progress_file = job
         .progress_file
@@ -146,9 +146,10 @@ pub(crate) fn backfill(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
 
 /// The backfill of `what` from `from` to `to` (exchange dates, both included) through the
 /// source `source` of `plan` (default: the only one with a vendor history), for `symbols`
-/// (default: the source's own), keeping its progress in `progress_dir`: what `tickflow
-/// backfill` and the `initialize` and `daily_update` jobs run. `config` names the config in
-/// errors.
+/// (default: the source's own), keeping its progress in `progress_dir`, in a file named by
+/// the dates or, for a job, by `job` (so a window that moves on a day fetches only the new
+/// day): what `tickflow backfill` and the `initialize` and `daily_update` jobs run. `config`
+/// names the config in errors.
 ///
 /// # Errors
 /// No such source, no history of `what` there, or no symbols.
@@ -159,7 +160,7 @@ pub(crate) fn job(
     what: What,
     symbols: &[String],
     (from, to): (Date, Date),
-    progress_dir: &std::path::Path,
+    (progress_dir, job): (&std::path::Path, Option<&str>),
 ) -> anyhow::Result<(String, Backfill)> {
     let with_history: Vec<&SourcePlan> = plan
         .sources
@@ -213,7 +214,10 @@ pub(crate) fn job(
     if symbols.is_empty() {
         anyhow::bail!("no symbols: give --symbols or list them in the source's config");
     }
-    let progress_file = progress_dir.join(format!("{id}-{}-{from}-{to}.json", what.as_str()));
+    let progress_file = progress_dir.join(match job {
+        Some(job) => format!("job-{job}-{id}-{}.json", what.as_str()),
+        None => format!("{id}-{}-{from}-{to}.json", what.as_str()),
+    });
     Ok((
         id,
         Backfill {

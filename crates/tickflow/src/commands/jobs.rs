@@ -15,6 +15,7 @@ impl Runner {
     /// it to this pipeline's log, a page at a time, as `tickflow backfill` would.
     async fn fetch(
         &self,
+        name: &str,
         fetch: &Fetch,
         (from, to): (tickflow_model::Date, tickflow_model::Date),
     ) -> Result<String, String> {
@@ -30,7 +31,7 @@ impl Runner {
             what,
             &fetch.symbols,
             (civil(from)?, civil(to)?),
-            &self.data_dir.join("backfill"),
+            (&self.data_dir.join("backfill"), Some(name)),
         )
         .map_err(|e| format!("{e:#}"))?;
         let pipeline = Arc::clone(&self.pipeline);
@@ -46,6 +47,16 @@ impl Runner {
         .await
         .map_err(|e| format!("{id}: {e}"))?;
         let p = &job.progress;
+        let (done, total) = (
+            p.chunks_done.load(std::sync::atomic::Ordering::Relaxed),
+            p.chunks_total.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if done < total {
+            // Stopped by a shutdown: failed, so the missed run is not taken as done.
+            return Err(format!(
+                "{id}: stopped after {done} of {total} chunk(s); the next run goes on from there"
+            ));
+        }
         Ok(format!(
             "{id} {} of {} from {from} to {to}: {} rows fetched, {} chunk(s) already fetched before",
             what.as_str(),
@@ -115,7 +126,7 @@ impl JobRunner for Runner {
                         from = tickflow_sources::calendar::trading_day_before(from);
                     }
                 }
-                self.fetch(&fetch, (from, to)).await
+                self.fetch(&job.name, &fetch, (from, to)).await
             }
             JobKind::DailyReport => {
                 // The run reports the last trading day before the fire time's day in the
