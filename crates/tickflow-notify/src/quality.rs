@@ -12,6 +12,8 @@
 
 use tickflow_model::{Date, Symbol};
 
+use crate::report::escape;
+
 /// What one symbol delivered on the day.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolDay {
@@ -208,13 +210,6 @@ impl DailyQuality {
 
 fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

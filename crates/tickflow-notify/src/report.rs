@@ -367,7 +367,8 @@ fn file_safe(symbol: &str) -> String {
         .collect()
 }
 
-fn escape(text: &str) -> String {
+/// Text made safe to put in HTML.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

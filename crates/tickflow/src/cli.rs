@@ -109,15 +109,22 @@ pub(crate) enum ReportCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct DailyArgs {
+    #[command(flatten)]
+    pub(crate) target: ReportTarget,
+    /// The day (YYYY-MM-DD, UTC); default: the last NYSE trading day before today.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) date: Option<String>,
+}
+
+/// What every report command takes: where the data is and whether to mail the report.
+#[derive(Debug, Args)]
+pub(crate) struct ReportTarget {
     /// The data directory to read; default: the config's, else ./tickflow-data.
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// A config: its data directory and, for --send, its e-mail notifier.
     #[arg(long, short, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// The day (YYYY-MM-DD, UTC); default: the last NYSE trading day before today.
-    #[arg(long, value_name = "DATE")]
-    pub(crate) date: Option<String>,
     /// Mail the report (needs --config with an e-mail notifier).
     #[arg(long)]
     pub(crate) send: bool,
@@ -128,21 +135,11 @@ pub(crate) struct DailyArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct WeeklyArgs {
-    /// The data directory whose `bars` to read; default: the config's, else ./tickflow-data.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) data_dir: Option<PathBuf>,
-    /// A config: its data directory and, for --send, its e-mail notifier.
-    #[arg(long, short, value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) target: ReportTarget,
     /// The ISO week (YYYY-Www); default: the last week traded (this week from Saturday on).
     #[arg(long, value_name = "WEEK")]
     pub(crate) week: Option<String>,
-    /// Mail the report (needs --config with an e-mail notifier).
-    #[arg(long)]
-    pub(crate) send: bool,
-    /// With --send: the e-mail notifier's id, when the config has several.
-    #[arg(long, value_name = "ID")]
-    pub(crate) notifier: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -76,31 +76,33 @@ pub(crate) struct Runner {
 #[async_trait::async_trait]
 impl JobRunner for Runner {
     async fn run(&self, job: &JobPlan, scheduled: UnixNanos) -> Result<String, String> {
+        // Dates are the fire time's in the job's own zone.
+        let day = job
+            .schedule
+            .local_date(scheduled)
+            .unwrap_or_else(|| scheduled.date());
+        let data_dir = self.data_dir.clone();
+        let mailer = || super::report::mailer(Some(self.pipeline.plan()), job.notifier.as_deref());
         match job.kind {
             JobKind::Compaction => self.pipeline.compact_now().await,
             JobKind::WeeklyReport => {
-                // Saturday's run reports the week just traded; the day is the fire time's in
-                // the job's own zone.
-                let day = job
-                    .schedule
-                    .local_date(scheduled)
-                    .unwrap_or_else(|| scheduled.date());
+                // Saturday's run reports the week just traded.
                 let week = IsoWeek::last_traded(day);
-                let mailer =
-                    super::report::mailer(Some(self.pipeline.plan()), job.notifier.as_deref())?;
-                let data_dir = self.data_dir.clone();
-                // The report blocks on its own runtime (SQL to this pipeline, SMTP): a thread
-                // of its own, not one of this runtime's.
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                std::thread::spawn(move || {
-                    let done = super::report::weekly_report(&data_dir, week, Some(&mailer))
-                        .map_err(|e| format!("{e:#}"));
-                    let _ = tx.send(done);
-                });
-                let done = rx
-                    .await
-                    .map_err(|_| "the report's thread ended without an answer".to_string())??;
+                let mailer = mailer()?;
+                let done =
+                    apart(move || super::report::weekly_report(&data_dir, week, Some(&mailer)))
+                        .await?;
                 Ok(format!("{week}: {}", done.replace('\n', "; ")))
+            }
+            JobKind::DailyReport => {
+                // Tuesday morning's run covers Monday, Monday morning's Friday.
+                let date = tickflow_sources::calendar::trading_day_before(day);
+                let mailer = mailer()?;
+                let done =
+                    apart(move || super::report::daily_report(&data_dir, date, Some(&mailer)))
+                        .await?;
+                let subject = done.lines().next().unwrap_or_default().to_string();
+                Ok(format!("{date}: {subject}"))
             }
             JobKind::Retention => {
                 // Retention is applied by the lake's compaction round, between flushes.
@@ -115,10 +117,6 @@ impl JobRunner for Runner {
                     .fetch
                     .clone()
                     .ok_or("a fetching job without what to fetch")?;
-                let day = job
-                    .schedule
-                    .local_date(scheduled)
-                    .unwrap_or_else(|| scheduled.date());
                 let to = tickflow_sources::calendar::trading_day_before(day);
                 let mut from = to;
                 if job.kind == JobKind::Initialize {
@@ -128,29 +126,19 @@ impl JobRunner for Runner {
                 }
                 self.fetch(&job.name, &fetch, (from, to)).await
             }
-            JobKind::DailyReport => {
-                // The run reports the last trading day before the fire time's day in the
-                // job's zone: Tuesday morning's covers Monday, Monday morning's Friday.
-                let day = job
-                    .schedule
-                    .local_date(scheduled)
-                    .unwrap_or_else(|| scheduled.date());
-                let date = tickflow_sources::calendar::trading_day_before(day);
-                let mailer =
-                    super::report::mailer(Some(self.pipeline.plan()), job.notifier.as_deref())?;
-                let data_dir = self.data_dir.clone();
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                std::thread::spawn(move || {
-                    let done = super::report::daily_report(&data_dir, date, Some(&mailer))
-                        .map_err(|e| format!("{e:#}"));
-                    let _ = tx.send(done);
-                });
-                let done = rx
-                    .await
-                    .map_err(|_| "the report's thread ended without an answer".to_string())??;
-                let subject = done.lines().next().unwrap_or_default().to_string();
-                Ok(format!("{date}: {subject}"))
-            }
         }
     }
+}
+
+/// Runs a report on a thread of its own: it blocks on its own runtime (SQL to this
+/// pipeline, SMTP), which must not be one of this runtime's threads.
+async fn apart(
+    report: impl FnOnce() -> anyhow::Result<String> + Send + 'static,
+) -> Result<String, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(report().map_err(|e| format!("{e:#}")));
+    });
+    rx.await
+        .map_err(|_| "the report's thread ended without an answer".to_string())?
 }

@@ -12,28 +12,49 @@ use tickflow_notify::quality::{DailyQuality, SinkLag, SymbolDay};
 use tickflow_notify::report::{DailyBar, IsoWeek, WeeklyReport};
 use tickflow_pipeline::config::NotifierConfig;
 
-use crate::cli::{DailyArgs, WeeklyArgs};
+use crate::cli::{DailyArgs, ReportTarget, WeeklyArgs};
 
 /// Calendar days of bars read before the week: enough for 30 trading days and the holidays
 /// among them.
 const LOOKBACK_DAYS: i32 = 56;
 
-pub(crate) fn weekly(args: &WeeklyArgs) -> anyhow::Result<ExitCode> {
-    let plan = match &args.config {
+/// The data directory and, with `--send`, the mailer a report command's flags name; a
+/// usage error is printed and comes back as the exit code.
+fn target(t: &ReportTarget) -> Result<(PathBuf, Option<EmailNotifier>), ExitCode> {
+    let usage = || ExitCode::from(super::EXIT_USAGE);
+    let plan = match &t.config {
         Some(path) => match tickflow_pipeline::config::load(path) {
             Ok(plan) => Some(plan),
             Err(e) => {
                 eprintln!("{e}");
-                return Ok(ExitCode::from(super::EXIT_USAGE));
+                return Err(usage());
             }
         },
         None => None,
     };
-    let data_dir: PathBuf = args
+    let data_dir: PathBuf = t
         .data_dir
         .clone()
         .or_else(|| plan.as_ref().map(|p| p.data_dir.clone()))
         .unwrap_or_else(|| PathBuf::from("./tickflow-data"));
+    let mailer = match t.send {
+        true => match mailer(plan.as_ref(), t.notifier.as_deref()) {
+            Ok(m) => Some(m),
+            Err(message) => {
+                eprintln!("error: --send: {message}");
+                return Err(usage());
+            }
+        },
+        false => None,
+    };
+    Ok((data_dir, mailer))
+}
+
+pub(crate) fn weekly(args: &WeeklyArgs) -> anyhow::Result<ExitCode> {
+    let (data_dir, mailer) = match target(&args.target) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
     let week = match &args.week {
         Some(text) => match text.parse::<IsoWeek>() {
             Ok(w) => w,
@@ -43,17 +64,6 @@ pub(crate) fn weekly(args: &WeeklyArgs) -> anyhow::Result<ExitCode> {
             }
         },
         None => IsoWeek::last_traded(tickflow_model::UnixNanos::now().date()),
-    };
-    let mailer = if args.send {
-        match mailer(plan.as_ref(), args.notifier.as_deref()) {
-            Ok(m) => Some(m),
-            Err(message) => {
-                eprintln!("error: --send: {message}");
-                return Ok(ExitCode::from(super::EXIT_USAGE));
-            }
-        }
-    } else {
-        None
     };
     let done = weekly_report(&data_dir, week, mailer.as_ref())?;
     println!("{done}");
@@ -209,21 +219,10 @@ fn mail(mailer: &EmailNotifier, report: &WeeklyReport) -> Result<Message, String
 }
 
 pub(crate) fn daily(args: &DailyArgs) -> anyhow::Result<ExitCode> {
-    let plan = match &args.config {
-        Some(path) => match tickflow_pipeline::config::load(path) {
-            Ok(plan) => Some(plan),
-            Err(e) => {
-                eprintln!("{e}");
-                return Ok(ExitCode::from(super::EXIT_USAGE));
-            }
-        },
-        None => None,
+    let (data_dir, mailer) = match target(&args.target) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
     };
-    let data_dir: PathBuf = args
-        .data_dir
-        .clone()
-        .or_else(|| plan.as_ref().map(|p| p.data_dir.clone()))
-        .unwrap_or_else(|| PathBuf::from("./tickflow-data"));
     let date = match &args.date {
         Some(text) => match Date::parse(text) {
             Ok(d) => d,
@@ -235,17 +234,6 @@ pub(crate) fn daily(args: &DailyArgs) -> anyhow::Result<ExitCode> {
         None => {
             tickflow_sources::calendar::trading_day_before(tickflow_model::UnixNanos::now().date())
         }
-    };
-    let mailer = if args.send {
-        match mailer(plan.as_ref(), args.notifier.as_deref()) {
-            Ok(m) => Some(m),
-            Err(message) => {
-                eprintln!("error: --send: {message}");
-                return Ok(ExitCode::from(super::EXIT_USAGE));
-            }
-        }
-    } else {
-        None
     };
     let done = daily_report(&data_dir, date, mailer.as_ref())?;
     println!("{done}");
