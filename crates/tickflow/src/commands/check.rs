@@ -13,7 +13,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate)
             });
             println!(
-                "{}: ok (data_dir {}, http {}:{}, postgres wire {}, simulator {}, {} threshold and {} spike rules, {} sink(s))",
+                "{}: ok (data_dir {}, http {}:{}, postgres wire {}, simulator {}, {} threshold, {} spike, {} SQL, {} stale-feed and {} gap rules, {} sink(s))",
                 args.config.display(),
                 plan.data_dir.display(),
                 plan.http.bind,
@@ -22,8 +22,20 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 sim,
                 plan.processing.thresholds.len(),
                 plan.processing.spikes.len(),
+                plan.processing.exprs.len(),
+                plan.stale_feeds.len(),
+                plan.gap_rules.len(),
                 plan.sinks.len()
             );
+            // Each SQL rule as checked, with the table it watches.
+            for rule in &plan.processing.exprs {
+                println!(
+                    "  rule {} on each {}: {}",
+                    rule.name,
+                    rule.when.watch(),
+                    rule.when.text()
+                );
+            }
             match &plan.lake.object {
                 Some(o) => println!(
                     "  lake {}{}{}",
