@@ -477,6 +477,34 @@ pub struct RawThreshold {
     pub notify: Option<Vec<String>>,
 }
 
+/// The firing keys a rule was given (each kind of rule takes some of them).
+#[derive(Default)]
+struct RawFiring<'a> {
+    severity: Option<&'a str>,
+    cooldown_secs: Option<i64>,
+    reminder_secs: Option<i64>,
+    resolve: Option<bool>,
+    coalesce_secs: Option<i64>,
+}
+
+/// Every alert rule's alerts route by its name: records its `notify` and refuses a name
+/// already taken by a rule of any kind.
+fn rule_named(
+    c: &mut Checker,
+    (names, routes): (&mut std::collections::HashSet<String>, &mut Vec<Route>),
+    name: &str,
+    notify: &Option<Vec<String>>,
+    key: &dyn Fn(&str) -> String,
+) {
+    routes.push((name.to_string(), notify.clone(), key("notify")));
+    if !names.insert(name.to_string()) {
+        c.add(key("name"), format!("duplicate rule name {name:?}"));
+    }
+}
+
+/// A rule, the notifiers it names (all when `None`), and where it names them.
+type Route = (String, Option<Vec<String>>, String);
+
 /// A decimal written as text (`"0.5"`, `"0.25%"`) or as a TOML number (`0.5`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -1600,6 +1628,23 @@ impl Checker {
         }
     }
 
+    /// When and how a rule's alerts go out, from the keys every rule takes.
+    fn firing(&mut self, key: &dyn Fn(&str) -> String, raw: RawFiring<'_>) -> Firing {
+        Firing {
+            severity: self.severity(&key("severity"), raw.severity),
+            cooldown_nanos: self.range(
+                &key("cooldown_secs"),
+                raw.cooldown_secs,
+                60,
+                0,
+                86_400 * 30,
+            ) * 1_000_000_000,
+            reminder_nanos: self.optional_secs(&key("reminder_secs"), raw.reminder_secs),
+            resolve: raw.resolve.unwrap_or(false),
+            coalesce_nanos: self.optional_secs(&key("coalesce_secs"), raw.coalesce_secs),
+        }
+    }
+
     /// An interval in seconds up to 30 days, in nanoseconds; left out or 0 is none.
     fn optional_secs(&mut self, key: &str, value: Option<i64>) -> Option<i64> {
         Some(self.range(key, value, 0, 0, 86_400 * 30))
@@ -1744,14 +1789,10 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     };
     let mut thresholds = Vec::new();
     let mut names = std::collections::HashSet::new();
-    // (rule, the notifiers it names, where it names them)
-    let mut routes: Vec<(String, Option<Vec<String>>, String)> = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
     for (i, t) in raw.alerts.threshold.into_iter().enumerate() {
         let key = |f: &str| format!("alerts.threshold[{i}].{f}");
-        routes.push((t.name.clone(), t.notify.clone(), key("notify")));
-        if !names.insert(t.name.clone()) {
-            c.add(key("name"), format!("duplicate rule name {:?}", t.name));
-        }
+        rule_named(c, (&mut names, &mut routes), &t.name, &t.notify, &key);
         let condition = t
             .condition
             .parse::<Condition>()
@@ -1768,14 +1809,16 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     .ok()
             })
             .unwrap_or_default();
-        let firing = Firing {
-            severity: c.severity(&key("severity"), t.severity.as_deref()),
-            cooldown_nanos: c.range(&key("cooldown_secs"), t.cooldown_secs, 60, 0, 86_400 * 30)
-                * 1_000_000_000,
-            reminder_nanos: c.optional_secs(&key("reminder_secs"), t.reminder_secs),
-            resolve: t.resolve.unwrap_or(false),
-            coalesce_nanos: c.optional_secs(&key("coalesce_secs"), t.coalesce_secs),
-        };
+        let firing = c.firing(
+            &key,
+            RawFiring {
+                severity: t.severity.as_deref(),
+                cooldown_secs: t.cooldown_secs,
+                reminder_secs: t.reminder_secs,
+                resolve: t.resolve,
+                coalesce_secs: t.coalesce_secs,
+            },
+        );
         if let Some(condition) = condition {
             let rule = ThresholdRule {
                 name: t.name,
@@ -1802,10 +1845,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     let mut spikes = Vec::new();
     for (i, s) in raw.alerts.spike.into_iter().enumerate() {
         let key = |f: &str| format!("alerts.spike[{i}].{f}");
-        routes.push((s.name.clone(), s.notify.clone(), key("notify")));
-        if !names.insert(s.name.clone()) {
-            c.add(key("name"), format!("duplicate rule name {:?}", s.name));
-        }
+        rule_named(c, (&mut names, &mut routes), &s.name, &s.notify, &key);
         let k = s.k.unwrap_or(6.0);
         if k.is_nan() || k <= 0.0 || k.is_infinite() {
             c.add(
@@ -1835,22 +1875,21 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             k,
             min_samples,
             min_return: min_return_pct / 100.0,
-            firing: Firing {
-                severity: c.severity(&key("severity"), s.severity.as_deref()),
-                cooldown_nanos: c.range(&key("cooldown_secs"), s.cooldown_secs, 60, 0, 86_400 * 30)
-                    * 1_000_000_000,
-                coalesce_nanos: c.optional_secs(&key("coalesce_secs"), s.coalesce_secs),
-                ..Firing::default()
-            },
+            firing: c.firing(
+                &key,
+                RawFiring {
+                    severity: s.severity.as_deref(),
+                    cooldown_secs: s.cooldown_secs,
+                    coalesce_secs: s.coalesce_secs,
+                    ..RawFiring::default()
+                },
+            ),
         });
     }
     let mut exprs = Vec::new();
     for (i, r) in raw.alerts.rule.into_iter().enumerate() {
         let key = |f: &str| format!("alerts.rule[{i}].{f}");
-        routes.push((r.name.clone(), r.notify.clone(), key("notify")));
-        if !names.insert(r.name.clone()) {
-            c.add(key("name"), format!("duplicate rule name {:?}", r.name));
-        }
+        rule_named(c, (&mut names, &mut routes), &r.name, &r.notify, &key);
         let interval = r.interval.as_deref().and_then(|text| {
             text.parse::<BarInterval>()
                 .map_err(|_| {
@@ -1869,14 +1908,16 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 .map_err(|e| c.add(key("when"), e))
                 .ok()
         });
-        let firing = Firing {
-            severity: c.severity(&key("severity"), r.severity.as_deref()),
-            cooldown_nanos: c.range(&key("cooldown_secs"), r.cooldown_secs, 60, 0, 86_400 * 30)
-                * 1_000_000_000,
-            reminder_nanos: c.optional_secs(&key("reminder_secs"), r.reminder_secs),
-            resolve: r.resolve.unwrap_or(false),
-            coalesce_nanos: c.optional_secs(&key("coalesce_secs"), r.coalesce_secs),
-        };
+        let firing = c.firing(
+            &key,
+            RawFiring {
+                severity: r.severity.as_deref(),
+                cooldown_secs: r.cooldown_secs,
+                reminder_secs: r.reminder_secs,
+                resolve: r.resolve,
+                coalesce_secs: r.coalesce_secs,
+            },
+        );
         let symbol = c.symbol(&key("symbol"), r.symbol.as_deref());
         if let Some(when) = when {
             exprs.push(ExprRule {
@@ -1889,10 +1930,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     }
     for (i, v) in raw.alerts.volume_spike.into_iter().enumerate() {
         let key = |f: &str| format!("alerts.volume_spike[{i}].{f}");
-        routes.push((v.name.clone(), v.notify.clone(), key("notify")));
-        if !names.insert(v.name.clone()) {
-            c.add(key("name"), format!("duplicate rule name {:?}", v.name));
-        }
+        rule_named(c, (&mut names, &mut routes), &v.name, &v.notify, &key);
         let interval = v.interval.as_deref().unwrap_or("1m");
         let interval = interval
             .parse::<BarInterval>()
@@ -1928,13 +1966,15 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 None
             }
         };
-        let firing = Firing {
-            severity: c.severity(&key("severity"), v.severity.as_deref()),
-            cooldown_nanos: c.range(&key("cooldown_secs"), v.cooldown_secs, 60, 0, 86_400 * 30)
-                * 1_000_000_000,
-            coalesce_nanos: c.optional_secs(&key("coalesce_secs"), v.coalesce_secs),
-            ..Firing::default()
-        };
+        let firing = c.firing(
+            &key,
+            RawFiring {
+                severity: v.severity.as_deref(),
+                cooldown_secs: v.cooldown_secs,
+                coalesce_secs: v.coalesce_secs,
+                ..RawFiring::default()
+            },
+        );
         let symbol = c.symbol(&key("symbol"), v.symbol.as_deref());
         if let Some(when) = when {
             exprs.push(ExprRule {
@@ -2389,10 +2429,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     let mut stale_feeds = Vec::new();
     for (i, f) in raw.alerts.stale_feed.into_iter().enumerate() {
         let key = |k: &str| format!("alerts.stale_feed[{i}].{k}");
-        routes.push((f.name.clone(), f.notify.clone(), key("notify")));
-        if !names.insert(f.name.clone()) {
-            c.add(key("name"), format!("duplicate rule name {:?}", f.name));
-        }
+        rule_named(c, (&mut names, &mut routes), &f.name, &f.notify, &key);
         if let Some(id) = &f.source
             && !sources.iter().any(|s| s.id == *id)
         {
@@ -2420,10 +2457,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     let mut gap_rules = Vec::new();
     for (i, g) in raw.alerts.gap.into_iter().enumerate() {
         let key = |k: &str| format!("alerts.gap[{i}].{k}");
-        routes.push((g.name.clone(), g.notify.clone(), key("notify")));
-        if !names.insert(g.name.clone()) {
-            c.add(key("name"), format!("duplicate rule name {:?}", g.name));
-        }
+        rule_named(c, (&mut names, &mut routes), &g.name, &g.notify, &key);
         if let Some(id) = &g.source
             && !sources.iter().any(|s| s.id == *id)
         {
