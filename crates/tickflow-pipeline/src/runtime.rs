@@ -81,6 +81,8 @@ struct Inner {
     sinks: Sinks,
     /// Set once, right after `Inner` exists: notifiers append to the DLQ through it.
     notifiers: std::sync::OnceLock<Sinks>,
+    /// Each notifier's early path: the processor hands it alerts as they are raised.
+    early: std::sync::OnceLock<Vec<crate::notifiers::EarlyLane>>,
     /// Recorded positions of followers no longer in the config: compaction waits for them
     /// until their entries are removed (`checkpoint/followers.json`).
     retired: std::collections::BTreeMap<String, u64>,
@@ -165,30 +167,34 @@ impl Inner {
 fn start_notifiers(inner: &Arc<Inner>, published: u64) -> Result<()> {
     let log: Arc<dyn tickflow_core::source::Append> = Arc::clone(inner) as _;
     let mut built = Vec::new();
+    let mut lanes = Vec::new();
     for plan in &inner.plan.notifiers {
         let notifier = plan.config.build(&plan.id).map_err(|e| Error::Io {
             context: format!("starting notifier {}", plan.id),
             source: std::io::Error::other(e.to_string()),
         })?;
+        let channel = crate::notifiers::Channel {
+            id: plan.id.clone(),
+            notifier,
+            max_attempts: plan.max_attempts,
+            log: Arc::clone(&log),
+            metrics: Arc::clone(&inner.metrics),
+        };
+        let (sink, lane) = crate::notifiers::NotifySink::new(
+            channel,
+            inner.plan.data_dir.join("notifiers").join(&plan.id),
+            inner
+                .routes
+                .get(&plan.id)
+                .map(Arc::clone)
+                .unwrap_or_default(),
+            plan.max_age,
+        );
+        lanes.push(lane);
         built.push(crate::sinks::Built {
             id: plan.id.clone(),
             kind: plan.config.type_name(),
-            sink: Box::new(crate::notifiers::NotifySink {
-                id: plan.id.clone(),
-                notifier,
-                dir: inner.plan.data_dir.join("notifiers").join(&plan.id),
-                rules: inner
-                    .routes
-                    .get(&plan.id)
-                    .map(Arc::clone)
-                    .unwrap_or_default(),
-                max_attempts: plan.max_attempts,
-                log: Arc::clone(&log),
-                metrics: Arc::clone(&inner.metrics),
-                attempts: std::collections::HashMap::new(),
-                max_age: plan.max_age,
-                down: false,
-            }),
+            sink: Box::new(sink),
             retry_max: plan.retry_max,
         });
     }
@@ -205,6 +211,7 @@ fn start_notifiers(inner: &Arc<Inner>, published: u64) -> Result<()> {
         source,
     })?;
     let _ = inner.notifiers.set(notifiers);
+    let _ = inner.early.set(lanes);
     Ok(())
 }
 
@@ -363,6 +370,7 @@ impl Pipeline {
             metrics,
             sinks,
             notifiers: std::sync::OnceLock::new(),
+            early: std::sync::OnceLock::new(),
             retired,
             live: Mutex::new(live),
             stop_sources: watch::Sender::new(false),
@@ -954,7 +962,7 @@ fn run_processor(
     inner: &Inner,
     mut processor: Processor,
     mut next: u64,
-    mut flush_seq: u64,
+    flush_seq: u64,
     tx: SyncSender<FlushJob>,
 ) -> Result<()> {
     let mut decoder = Decoder::new();
@@ -969,8 +977,11 @@ fn run_processor(
     let mut last_open_bars = Instant::now();
     let flush_every = inner.plan.lake.flush_interval;
     let flush_rows = inner.plan.lake.flush_rows;
+    // The flush the rows being processed go into is the one after it.
+    let flush_seq = std::cell::Cell::new(flush_seq);
     let mut flush = |processor: &Processor, next: u64, recv_times: &mut Vec<i64>| -> Result<()> {
-        flush_seq += 1;
+        flush_seq.set(flush_seq.get() + 1);
+        let flush_seq = flush_seq.get();
         let (rows, next_recv_times) = {
             let mut live = inner.live();
             let (next_pending, next_recv_times) = live.spare.pop().unwrap_or_else(|| {
@@ -1088,10 +1099,14 @@ fn run_processor(
             }
             next = offset + 1;
         }
+        if !out.rows.alerts.is_empty() {
+            for lane in inner.early.get().into_iter().flatten() {
+                lane.offer(flush_seq.get() + 1, &out.rows.alerts, now.0);
+            }
+        }
         let m = &inner.metrics;
         m.processed.fetch_add(n, Ordering::Relaxed);
         count_output(m, &out);
-        // The log notifier above is the only one today; webhook and email join it here.
         m.alert_latency
             .observe_since(UnixNanos::now().0, alert_recv_times.drain(..));
         inner.processed_offset.store(next, Ordering::Relaxed);

@@ -493,3 +493,56 @@ fn alerts_test_sends_one_message_through_the_channel_and_reports_a_refusal() {
         String::from_utf8_lossy(&out.stderr).contains("no notifier \"pager\"; its notifiers: desk")
     );
 }
+
+#[test]
+fn alerts_go_out_before_their_flush_and_once_across_a_sigkill_that_loses_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = Receiver::start(listener, |_| Answer::Accept);
+    let cfg = dir.path().join("run.toml");
+    // No flush in the first run: its alerts can reach the channel only the early way.
+    let text = pipeline_config(&data, &receiver.url(), None);
+    let never = text.replace("flush_interval_ms = 100", "flush_interval_ms = 3600000");
+    assert_ne!(never, text);
+    std::fs::write(&cfg, &never).unwrap();
+    let server = Server::start(&cfg, &data);
+    let (code, _) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(trades(12).as_bytes()),
+    );
+    assert_eq!(code, 200);
+    wait_for(&server, "every alert delivered before a flush", |_| {
+        receiver.accepted().len() == 12
+    });
+    let status = server.status();
+    assert_eq!(status["flushes"], 0, "{status}");
+    // The alerts and their deliveries are in the log only: the restart raises them again.
+    server.kill();
+
+    std::fs::write(&cfg, &text).unwrap();
+    let server = Server::start(&cfg, &data);
+    wait_for(&server, "the replayed alerts through the flush path", |s| {
+        caught_up(s, "ops") && s["published_flush"].as_u64() > Some(0)
+    });
+    server.stop();
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 12, "{accepted:?}");
+    assert!(
+        accepted.values().all(|n| *n == 1),
+        "sent again: {accepted:?}"
+    );
+    let channels = sql(
+        &data,
+        "SELECT delivered_to, count(*) AS n FROM alerts GROUP BY delivered_to",
+    );
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    assert_eq!(channels[0]["delivered_to"], "log,ops");
+    assert_eq!(channels[0]["n"], 12);
+    assert_eq!(
+        sql_count(&data, "SELECT count(*) FROM alert_deliveries"),
+        12,
+        "one delivery row each"
+    );
+}
