@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Price, Result, Symbol, UnixNanos, Volume};
 
-/// The bar sizes tickflow builds, aligned to the UTC calendar.
+/// The bar sizes tickflow builds, aligned to the UTC calendar (a daily bar to its symbol's
+/// day: `tickflow_process::days`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BarInterval {
     S1,
@@ -43,7 +44,8 @@ impl BarInterval {
         }
     }
 
-    /// Start of the bar containing `ts`.
+    /// Start of the bar containing `ts` (for `D1` the UTC day's; processing places a daily bar
+    /// in its symbol's day instead).
     pub fn start_of(self, ts: UnixNanos) -> UnixNanos {
         UnixNanos(ts.0 - ts.0.rem_euclid(self.nanos()))
     }

@@ -69,6 +69,12 @@ impl Symbol {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether it names a pair (`BTC-USD`): a crypto or currency pair, traded around the
+    /// clock, whose days are UTC's; a listed instrument's are its exchange's.
+    pub fn is_pair(&self) -> bool {
+        self.0.contains('-')
+    }
 }
 
 impl fmt::Display for Symbol {

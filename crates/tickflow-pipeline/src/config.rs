@@ -13,7 +13,8 @@ use serde::Deserialize;
 use tickflow_model::{BarInterval, Severity, Symbol};
 use tickflow_process::validate::Limits;
 use tickflow_process::{
-    Condition, Expr, ExprRule, Firing, Hysteresis, ProcessorConfig, SpikeRule, ThresholdRule, Watch,
+    Condition, Days, Expr, ExprRule, Firing, Hysteresis, ProcessorConfig, SpikeRule, ThresholdRule,
+    Watch,
 };
 use tickflow_sources::{SimSymbol, SimulatorConfig};
 
@@ -87,6 +88,8 @@ pub struct RawLog {
 pub struct RawProcessing {
     pub lateness_ms: Option<i64>,
     pub max_future_secs: Option<i64>,
+    /// The IANA zone of listed instruments' days (daily bars and metrics); pairs keep UTC's.
+    pub day_time_zone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -2006,6 +2009,16 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         thresholds,
         spikes,
         exprs,
+        days: match raw.processing.day_time_zone.as_deref() {
+            None => Days::default(),
+            Some(name) => Days::in_zone(name).unwrap_or_else(|e| {
+                c.add(
+                    "processing.day_time_zone",
+                    format!("{e}; expected an IANA name such as \"America/New_York\" or \"UTC\""),
+                );
+                Days::default()
+            }),
+        },
     };
     if raw.lake.url.is_none() {
         let object_settings = [
@@ -2947,6 +2960,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("alerts.threshold[0].hysteresis"), "{e}");
+    }
+
+    #[test]
+    fn the_day_zone_is_read_and_an_unknown_one_is_named_by_line_and_key() {
+        let ok = parse(
+            "[processing]\nday_time_zone = \"Asia/Tokyo\"\n",
+            Path::new("d.toml"),
+        )
+        .unwrap();
+        let toyota = tickflow_model::Symbol::parse("7203.T").unwrap();
+        let ts = tickflow_model::UnixNanos::parse("2026-12-06T16:00:00Z").unwrap();
+        let (start, _) = ok.processing.days.bar_span(&toyota, BarInterval::D1, ts);
+        assert_eq!(
+            start,
+            tickflow_model::UnixNanos::parse("2026-12-06T15:00:00Z")
+                .unwrap()
+                .0
+        );
+        let e = parse(
+            "[processing]\nlateness_ms = 100\nday_time_zone = \"Mars/Olympus\"\n",
+            Path::new("d.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("d.toml:3: processing.day_time_zone: time zone \"Mars/Olympus\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! settles the alerts of each flush that its rules route to it: all but those a burst
 //! coalesced, which its digest stands for. What the early path delivered, the flush path only
 //! checks off; what the early path could not deliver at its one attempt (or had no room to
-//! queue), the flush path retries. The processor reads only records durable in the log and
-//! processes them deterministically, so an alert delivered early is raised again, with the
-//! same id, after any crash: delivering it need not wait for the lake.
+//! queue), the flush path retries. The processor reads only records durable in the log
+//! (with `[log] fsync = true`, the default) and processes them deterministically, and a
+//! reload of the rules waits for everything processed under the old ones to be committed;
+//! so an alert delivered early is raised again, with the same id, after any crash, and
+//! delivering it need not wait for the lake.
 //!
 //! On the flush path, per alert: one attempt per `write`; a failure worth retrying ends the
 //! `write` with an error, and the sink runner tries the flush again after its capped
@@ -15,7 +17,8 @@
 //! alert is recorded before the next: in `delivered.json` on the flush path, in `early.txt`
 //! on the early path; the flush is recorded in `position.json` once all its alerts are
 //! settled. A restart therefore loses none and sends none again, except one whose success
-//! came in the instant before a crash; every attempt carries the same idempotency key for
+//! came in the instant before a crash, or whose record failed (a full disk), or an early
+//! attempt cut off by shutdown; every attempt carries the same idempotency key for
 //! receivers that drop repeats. An alert that runs out of attempts, or meets a permanent
 //! refusal, goes to the DLQ (reason `delivery_failed`, the alert as payload) through the log.
 //! Every settled alert, delivered or not, also goes through the log into `alert_deliveries`,
@@ -73,8 +76,8 @@ struct Early {
 /// the two never try one alert at once.
 #[derive(Debug, Default)]
 struct State {
-    /// The last flush whose alerts are all settled.
-    position: u64,
+    /// The last flush whose alerts are all settled; none before the first is recorded.
+    position: Option<u64>,
     /// The flush in progress.
     settled: Settled,
     /// Settled by the early path, by alert id.
@@ -89,7 +92,7 @@ struct State {
 impl State {
     /// Whether an alert raised into flush `flush` is settled already, by either path.
     fn is_settled(&self, flush: u64, alert_id: &str) -> bool {
-        flush <= self.position
+        self.position.is_some_and(|p| flush <= p)
             || (self.settled.flush == flush && self.settled.alerts.contains(alert_id))
             || self.early.contains_key(alert_id)
     }
@@ -329,36 +332,43 @@ impl NotifySink {
 async fn run_early(
     channel: Arc<Channel>,
     state: Arc<Mutex<State>>,
-    path: PathBuf,
+    (path, max_age): (PathBuf, Duration),
     mut rx: mpsc::Receiver<(u64, Alert)>,
 ) {
     while let Some((flush, alert)) = rx.recv().await {
         let mut state = state.lock().await;
-        if state.is_settled(flush, &alert.alert_id) {
+        // Checked again as it leaves the queue: the flush path forgets a restart's early
+        // entries by the same age.
+        let age = UnixNanos::now().0.saturating_sub(alert.ts.0);
+        if state.is_settled(flush, &alert.alert_id) || age > max_age.as_nanos() as i64 {
             continue;
         }
         let Ok(outcome) = channel.attempt(&mut state, &alert).await else {
             continue;
         };
+        // Only an outcome in the log goes to `early.txt`: one the log refused (the pipeline
+        // stopping) is recorded by its flush, or after a restart is tried again.
         let unrecorded = match channel.settle(&alert, outcome.clone()) {
-            Ok(()) => None,
+            Ok(()) => {
+                let line = format!("{} {}\n", alert.ts.0, alert.alert_id);
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut f| {
+                        f.write_all(line.as_bytes())?;
+                        f.sync_data()
+                    });
+                if let Err(e) = appended {
+                    tracing::warn!(notifier = %channel.id, path = %path.display(), error = %e, "recording an early delivery failed; a restart before its flush sends it again");
+                }
+                None
+            }
             Err(e) => {
                 tracing::warn!(notifier = %channel.id, alert_id = %alert.alert_id, error = %e, "recording an early delivery failed; its flush records it");
                 Some(outcome)
             }
         };
-        let line = format!("{} {}\n", alert.ts.0, alert.alert_id);
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| {
-                f.write_all(line.as_bytes())?;
-                f.sync_data()
-            });
-        if let Err(e) = appended {
-            tracing::warn!(notifier = %channel.id, path = %path.display(), error = %e, "recording an early delivery failed; a restart before its flush sends it again");
-        }
         let entry = Early {
             flush,
             ts: alert.ts.0,
@@ -377,7 +387,7 @@ impl Sink for NotifySink {
         let early = read_early(&self.dir.join("early.txt"))?;
         {
             let mut state = self.state.lock().await;
-            state.position = position.unwrap_or(0);
+            state.position = position;
             state.settled = settled;
             state.early = early;
         }
@@ -385,7 +395,7 @@ impl Sink for NotifySink {
             tokio::spawn(run_early(
                 Arc::clone(&self.channel),
                 Arc::clone(&self.state),
-                self.dir.join("early.txt"),
+                (self.dir.join("early.txt"), self.max_age),
                 rx,
             ));
         }
@@ -394,7 +404,7 @@ impl Sink for NotifySink {
 
     async fn write(&mut self, flush: &Flush) -> Result<(), SinkError> {
         let settled_path = self.dir.join("delivered.json");
-        if self.state.lock().await.position >= flush.seq {
+        if self.state.lock().await.position >= Some(flush.seq) {
             return Ok(());
         }
         let now = UnixNanos::now().0;
@@ -415,6 +425,8 @@ impl Sink for NotifySink {
                 continue;
             }
             if let Some(early) = state.early.get_mut(&alert.alert_id) {
+                // Met: forgotten once this flush is done, whichever run sent it.
+                early.flush = flush.seq;
                 if let Some(outcome) = early.unrecorded.clone() {
                     self.channel.settle(alert, outcome)?;
                     early.unrecorded = None;
@@ -422,11 +434,24 @@ impl Sink for NotifySink {
                 continue;
             }
             if now.saturating_sub(alert.ts.0) > max_age {
+                // Settled in memory only, so the early path leaves it too; a restart skips
+                // it again.
                 self.channel.count("skipped");
+                state.settled.alerts.insert(alert.alert_id.clone());
                 continue;
             }
             let outcome = self.channel.attempt(&mut state, alert).await?;
-            self.channel.settle(alert, outcome)?;
+            if let Err(e) = self.channel.settle(alert, outcome.clone()) {
+                // Sent, not recorded: kept as the early path keeps one, so the retry
+                // records it instead of sending it again.
+                let entry = Early {
+                    flush: flush.seq,
+                    ts: alert.ts.0,
+                    unrecorded: Some(outcome),
+                };
+                state.early.insert(alert.alert_id.clone(), entry);
+                return Err(e);
+            }
             state.settled.alerts.insert(alert.alert_id.clone());
             put_json(&settled_path, &state.settled)?;
         }
@@ -435,7 +460,7 @@ impl Sink for NotifySink {
             &self.dir.join("position.json"),
             &Position { flush: flush.seq },
         )?;
-        state.position = flush.seq;
+        state.position = Some(flush.seq);
         let _ = std::fs::remove_file(&settled_path);
         // What the early path settled for this flush or before is met now (or was routed
         // away by a reload); what came from an earlier run, once too old to be sent.

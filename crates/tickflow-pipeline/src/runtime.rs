@@ -1027,6 +1027,16 @@ fn run_processor(
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
         {
+            // What was processed under the old rules is committed first, so a replay after a
+            // crash never evaluates it under the new ones: an alert sent early is raised
+            // again as it was.
+            if next > flushed_offset {
+                flush(&processor, next, &mut recv_times)?;
+                flushed_offset = next;
+                pending_rows = 0;
+                last_flush = Instant::now();
+            }
+            wait_until_published(inner, flush_seq.get());
             let before = processor.rules().clone();
             processor.set_rules(thresholds, spikes, exprs);
             // New or longer indicator windows start from what is stored and what is on its
@@ -1136,6 +1146,19 @@ fn run_processor(
             pending_rows = 0;
             last_flush = Instant::now();
         }
+    }
+}
+
+/// Waits for the flusher to commit flush `seq`, or to fail.
+fn wait_until_published(inner: &Inner, seq: u64) {
+    while inner.live().published_seq < seq
+        && inner
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

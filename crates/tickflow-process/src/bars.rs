@@ -1,7 +1,8 @@
 //! OHLCV bars from event time.
 //!
 //! Each (symbol, interval) keeps its open bars ordered by start. A trade lands in the bar
-//! whose calendar-aligned window holds its `ts_event`; a bar becomes final, and is emitted,
+//! whose calendar-aligned window holds its `ts_event` (a daily bar's is the symbol's day,
+//! `days.rs`); a bar becomes final, and is emitted,
 //! once the symbol's watermark (the newest event time seen) passes its end plus the lateness
 //! budget. A trade that would land in a final bar is older than that line and was already
 //! rejected as late, so a final bar never changes.
@@ -10,6 +11,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use tickflow_model::{Bar, BarInterval, Price, Symbol, Trade, UnixNanos, Volume};
+
+use crate::days::Days;
 
 /// A bar being built, with the exact Σ price × size behind its VWAP.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,15 +28,19 @@ impl OpenBar {
         Self { bar, notional }
     }
 
-    fn new(symbol: &Symbol, interval: BarInterval, trade: &Trade) -> Self {
-        let start = interval.start_of(trade.ts_event);
+    fn new(
+        symbol: &Symbol,
+        interval: BarInterval,
+        (start, end): (i64, i64),
+        trade: &Trade,
+    ) -> Self {
         let mut volume = Volume::default();
         volume.add(trade.size);
         let bar = Bar {
             symbol: symbol.clone(),
             interval,
-            start,
-            end: UnixNanos(start.0 + interval.nanos()),
+            start: UnixNanos(start),
+            end: UnixNanos(end),
             open: trade.price,
             high: trade.price,
             low: trade.price,
@@ -107,8 +114,8 @@ impl IntervalBars {
         }
     }
 
-    /// Adds a trade to its bar, opening one if needed.
-    pub fn add(&mut self, symbol: &Symbol, interval: BarInterval, trade: &Trade) {
+    /// Adds a trade to its bar, opening one if needed; `days` places a daily bar.
+    pub fn add(&mut self, symbol: &Symbol, interval: BarInterval, trade: &Trade, days: &Days) {
         let ts = trade.ts_event.0;
         // Almost every trade falls in the newest bar: found without dividing to align it.
         if let Some((bar, first, last)) = self.open.back_mut()
@@ -117,7 +124,8 @@ impl IntervalBars {
             bar.add(trade, first, last);
             return;
         }
-        let start = interval.start_of(trade.ts_event);
+        let span = days.bar_span(symbol, interval, trade.ts_event);
+        let start = UnixNanos(span.0);
         match self.open.iter().rposition(|(b, _, _)| b.bar.start <= start) {
             Some(i) if self.open[i].0.bar.start == start => {
                 let (bar, first, last) = &mut self.open[i];
@@ -125,10 +133,10 @@ impl IntervalBars {
             }
             Some(i) => self
                 .open
-                .insert(i + 1, (OpenBar::new(symbol, interval, trade), ts, ts)),
+                .insert(i + 1, (OpenBar::new(symbol, interval, span, trade), ts, ts)),
             None => self
                 .open
-                .push_front((OpenBar::new(symbol, interval, trade), ts, ts)),
+                .push_front((OpenBar::new(symbol, interval, span, trade), ts, ts)),
         }
     }
 
@@ -186,7 +194,7 @@ mod tests {
             (100, "8"),
             (3 * s - 1, "16"),
         ] {
-            bars.add(&symbol, BarInterval::S1, &trade(ts, size));
+            bars.add(&symbol, BarInterval::S1, &trade(ts, size), &Days::utc());
         }
         let got: Vec<(i64, String, u64)> = bars
             .open_bars()

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use tickflow_model::{Bar, DailyMetric, Price};
+use tickflow_model::{Bar, DailyMetric, Date, Price};
 
 /// Sessions in the rolling average.
 pub const ROLLING_DAYS: usize = 5;
@@ -21,8 +21,8 @@ impl DailyState {
         self.closes.back().copied()
     }
 
-    /// Builds the metric row for a final `1d` bar and remembers its close.
-    pub fn on_final_daily_bar(&mut self, bar: &Bar) -> DailyMetric {
+    /// Builds the metric row of `date` from its final `1d` bar and remembers its close.
+    pub fn on_final_daily_bar(&mut self, bar: &Bar, date: Date) -> DailyMetric {
         let prev = self.closes.back().copied();
         self.closes.push_back(bar.close);
         if self.closes.len() > ROLLING_DAYS {
@@ -33,7 +33,7 @@ impl DailyState {
         let close_f = bar.close.as_f64();
         DailyMetric {
             symbol: bar.symbol.clone(),
-            date: bar.start.date(),
+            date,
             open: bar.open,
             high: bar.high,
             low: bar.low,

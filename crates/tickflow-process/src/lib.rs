@@ -1,6 +1,6 @@
 //! Pure, synchronous processing of market events: [`validate`] rejects bad ticks with a
 //! reason, [`dedupe`] drops redeliveries by natural key, [`bars`] builds OHLCV bars from event
-//! time with a lateness budget, [`origin`] decides between those and a feed's own bars,
+//! time with a lateness budget ([`days`] says where a symbol's day starts), [`origin`] decides between those and a feed's own bars,
 //! [`daily`] turns final daily bars into metrics, and [`alerts`] evaluates threshold rules
 //! (on their edges, with hysteresis, reminders, resolves and coalesced bursts), the spike
 //! detector and [`rules`] written as SQL conditions with indicators.
@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod bars;
 pub mod daily;
+pub mod days;
 pub mod dedupe;
 mod legacy;
 pub mod origin;
@@ -22,5 +23,6 @@ pub mod rules;
 pub mod validate;
 
 pub use alerts::{Condition, ExprRule, Firing, Hysteresis, Rules, SpikeRule, ThresholdRule};
+pub use days::Days;
 pub use processor::{Output, Processor, ProcessorConfig, State};
 pub use rules::{Expr, Watch};

@@ -9,6 +9,7 @@ use tickflow_model::{
 use crate::alerts::{self, AlertState, Bursts, ExprRule, Rules, SpikeRule, ThresholdRule};
 use crate::bars::IntervalBars;
 use crate::daily::DailyState;
+use crate::days::Days;
 use crate::dedupe::{DedupeWindow, natural_key};
 use crate::legacy;
 use crate::origin::{Origin, Verdict};
@@ -25,6 +26,8 @@ pub struct ProcessorConfig {
     pub thresholds: Vec<ThresholdRule>,
     pub spikes: Vec<SpikeRule>,
     pub exprs: Vec<ExprRule>,
+    /// Where each symbol's day starts, for daily bars and metrics.
+    pub days: Days,
 }
 
 impl Default for ProcessorConfig {
@@ -35,6 +38,7 @@ impl Default for ProcessorConfig {
             thresholds: Vec::new(),
             spikes: Vec::new(),
             exprs: Vec::new(),
+            days: Days::default(),
         }
     }
 }
@@ -182,7 +186,7 @@ impl Processor {
         let mut prev: Option<&DailyMetric> = None;
         for metric in daily {
             let prev_close = prev.filter(|p| p.symbol == metric.symbol).map(|p| p.close);
-            let end = UnixNanos::from_date(metric.date).0 + BarInterval::D1.nanos();
+            let end = self.config.days.end_of(&metric.symbol, metric.date);
             by_symbol
                 .entry(&metric.symbol)
                 .or_default()
@@ -265,7 +269,12 @@ impl Processor {
             for bars in &mut state.bars {
                 bars.close_until(state.watermark, lateness, &mut out.rows.bars);
             }
-            state.emitted(first_new, out, &self.rules, &mut self.state.bursts);
+            state.emitted(
+                first_new,
+                out,
+                (&self.rules, &self.config.days),
+                &mut self.state.bursts,
+            );
         }
         match event {
             Event::Trade(trade) => {
@@ -275,7 +284,7 @@ impl Processor {
                     .zip(&state.origins)
                 {
                     if origin.built_from_trades() {
-                        bars.add(&trade.symbol, interval, &trade);
+                        bars.add(&trade.symbol, interval, &trade, &self.config.days);
                     }
                 }
                 alerts::evaluate(
@@ -335,11 +344,21 @@ impl Processor {
                 if takes_over {
                     let first_new = out.rows.bars.len();
                     state.bars[i].hand_over(bar.start.0, &mut out.rows.bars);
-                    state.emitted(first_new, out, &self.rules, &mut self.state.bursts);
+                    state.emitted(
+                        first_new,
+                        out,
+                        (&self.rules, &self.config.days),
+                        &mut self.state.bursts,
+                    );
                 }
                 let first_new = out.rows.bars.len();
                 out.rows.bars.push(bar);
-                state.finals(first_new, out, &self.rules, &mut self.state.bursts);
+                state.finals(
+                    first_new,
+                    out,
+                    (&self.rules, &self.config.days),
+                    &mut self.state.bursts,
+                );
             }
         }
     }
@@ -397,16 +416,28 @@ impl Processor {
 impl SymbolState {
     /// Bookkeeping for the built bars just emitted from `first_new` on: their origin's span,
     /// then what every final bar gets ([`SymbolState::finals`]).
-    fn emitted(&mut self, first_new: usize, out: &mut Output, rules: &Rules, bursts: &mut Bursts) {
+    fn emitted(
+        &mut self,
+        first_new: usize,
+        out: &mut Output,
+        (rules, days): (&Rules, &Days),
+        bursts: &mut Bursts,
+    ) {
         for bar in &out.rows.bars[first_new..] {
             self.origins[interval_index(bar.interval)].built(bar.start.0, bar.end.0);
         }
-        self.finals(first_new, out, rules, bursts);
+        self.finals(first_new, out, (rules, days), bursts);
     }
 
     /// For the final bars from `first_new` on, built or fed: the rules on bars, and a daily
     /// one's metrics and the rules on those.
-    fn finals(&mut self, first_new: usize, out: &mut Output, rules: &Rules, bursts: &mut Bursts) {
+    fn finals(
+        &mut self,
+        first_new: usize,
+        out: &mut Output,
+        (rules, days): (&Rules, &Days),
+        bursts: &mut Bursts,
+    ) {
         let rows = &mut out.rows;
         for bar in &rows.bars[first_new..] {
             alerts::evaluate_row(
@@ -418,7 +449,9 @@ impl SymbolState {
             );
             if bar.interval == BarInterval::D1 {
                 let prev_close = self.daily.last_close();
-                let metric = self.daily.on_final_daily_bar(bar);
+                let metric = self
+                    .daily
+                    .on_final_daily_bar(bar, days.date(&bar.symbol, bar.start));
                 let row = Row::Daily {
                     metric: &metric,
                     prev_close,

@@ -80,8 +80,15 @@ const HEADERS: [&[&str]; 7] = [
         "kind",
     ],
     &["ts", "source", "offset", "reason", "error", "payload"],
-    &["alert_id", "notifier", "ts", "status", "attempts"],
+    &["alert_id", "notifier", "ts", "status", "attempts", "error"],
 ];
+
+/// Columns a file may have been started with before a column was added: rows appended to
+/// such a file keep its columns, so it stays readable to the end of its day.
+const OLDER_HEADERS: [(&str, &[&str]); 1] = [(
+    "alert_deliveries",
+    &["alert_id", "notifier", "ts", "status", "attempts"],
+)];
 
 /// What a CSV sink writes and where.
 #[derive(Clone, Debug)]
@@ -223,8 +230,11 @@ impl CsvSink {
                     .map_err(io(&path))?;
                 if pending.files[name].unwrap_or(0) == 0 {
                     file.write_all(&rows.header).map_err(io(&path))?;
+                    file.write_all(&rows.body).map_err(io(&path))?;
+                } else {
+                    let body = fit_to_header(&path, name, &rows.body)?;
+                    file.write_all(&body).map_err(io(&path))?;
                 }
-                file.write_all(&rows.body).map_err(io(&path))?;
                 self.sync(&file, &path)?;
                 if pending.files[name].is_none() {
                     self.sync_dir(&dir)?;
@@ -251,6 +261,41 @@ impl Sink for CsvSink {
     async fn write(&mut self, flush: &Flush) -> Result<(), SinkError> {
         Ok(self.write_flush(flush)?)
     }
+}
+
+/// `body` as rows of the file at `path`: as encoded, unless the file began with an older
+/// header of its table, whose columns come first in the current one; then cut to those.
+fn fit_to_header<'a>(
+    path: &Path,
+    name: &str,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>> {
+    let table = name.split('/').next().unwrap_or_default();
+    let Some((_, older)) = OLDER_HEADERS.iter().find(|(t, _)| *t == table) else {
+        return Ok(body.into());
+    };
+    let mut first = String::new();
+    let file = File::open(path).map_err(io(path))?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut first)
+        .map_err(io(path))?;
+    if first.trim_end() != older.join(",") {
+        return Ok(body.into());
+    }
+    let format = |e: csv::Error| Error::Format(e.to_string());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(body);
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for record in reader.records() {
+        let record = record.map_err(format)?;
+        writer
+            .write_record(record.iter().take(older.len()))
+            .map_err(format)?;
+    }
+    Ok(writer
+        .into_inner()
+        .map_err(|e| Error::Format(e.to_string()))?
+        .into())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -443,6 +488,7 @@ fn encode(rows: &Rows, tables: &[&str]) -> Result<BTreeMap<String, FileRows>> {
                 show d.ts,
                 text d.status.as_str(),
                 show d.attempts,
+                maybe d.error.as_deref(),
             ])?;
         }
     }

@@ -400,11 +400,18 @@ mod tests {
             "history has no bad ticks: {:?}",
             o.rows.dlq.first()
         );
-        assert_eq!(
-            o.rows.daily_metrics.len(),
-            9 * 12,
-            "nine completed days per symbol"
-        );
+        // History runs from a UTC midnight (19:00 in New York) to another: a pair has nine
+        // whole UTC days and one still open; a stock's first New York day began before
+        // the history (and counts, partial), then nine whole ones, and its last is open.
+        let days = |pairs: bool| {
+            o.rows
+                .daily_metrics
+                .iter()
+                .filter(|m| m.symbol.is_pair() == pairs)
+                .count()
+        };
+        assert_eq!(days(true), 9 * 3, "nine completed UTC days per pair");
+        assert_eq!(days(false), 10 * 9, "ten completed New York days per stock");
         let btc: Vec<_> = o
             .rows
             .daily_metrics

@@ -64,6 +64,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tickflow gaps --data-dir ./tickflow-data\n  tickflow gaps --json\n\nA gap runs from the last event a source passed on to the moment its subscription was\nconfirmed again. `filled`: fetched over the vendor's REST history and appended; `unfillable`:\nthe vendor has no history of that kind (quotes, Polygon trades) or refused, with the reason;\n`detected`: still being fetched, or the process stopped while it was. A running pipeline\nserves the same list at GET /api/v1/gaps."
     )]
     Gaps(GapsArgs),
+    /// Show a running pipeline at a glance: the log, the lake, every source, sink, notifier and job.
+    #[command(
+        after_help = "Examples:\n  tickflow status                      # the pipeline running on ./tickflow-data\n  tickflow status --data-dir /tmp/D\n  tickflow status --url http://10.0.0.5:8750 --json\n\nThe address comes from the data directory's server.json, which `tickflow run` and\n`tickflow demo` write. The same status is GET /api/v1/status. Exit code 0 while the\npipeline runs, 1 when it cannot be reached or one of its threads has failed."
+    )]
+    Status(StatusArgs),
     /// Build a market report from the stored daily bars, write it beside the data, and mail it.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -148,6 +153,19 @@ pub(crate) struct GapsArgs {
     #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
     pub(crate) data_dir: PathBuf,
     /// Print JSON, as GET /api/v1/gaps answers.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The data directory of the running pipeline, which records its address.
+    #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Ask this address instead (`http://host:port`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// Print the JSON of GET /api/v1/status as it came.
     #[arg(long)]
     pub(crate) json: bool,
 }

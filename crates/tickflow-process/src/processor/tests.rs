@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tickflow_model::{AlertKind, Price, Qty, Quote, Severity, Trade, Volume};
+use tickflow_model::{AlertKind, Date, Price, Qty, Quote, Severity, Trade, Volume};
 
 use super::*;
 use crate::alerts::{Condition, Firing, Hysteresis};
@@ -284,7 +284,11 @@ fn a_feeds_daily_bars_give_the_daily_metrics_by_hand() {
 
 #[test]
 fn a_feed_takes_an_interval_over_from_trades_and_no_bar_is_counted_twice() {
-    let mut p = Processor::new(ProcessorConfig::default());
+    // UTC days, so a built day and the feed's New York day overlap.
+    let mut p = Processor::new(ProcessorConfig {
+        days: Days::utc(),
+        ..Default::default()
+    });
     // Trades on day 0 and day 1: day 0's built daily bar is final once day 1's trades pass
     // its end; day 1's is still open.
     let mut events = vec![
@@ -376,7 +380,8 @@ fn daily_metrics_follow_the_formulas() {
     let mut events = Vec::new();
     for (d, c) in closes.iter().enumerate() {
         let c: i64 = c.parse().unwrap();
-        let base = T0 + d as i64 * day + 3600 * SEC;
+        // 10:00 in New York, X's exchange: its day is New York's.
+        let base = T0 + d as i64 * day + 15 * 3600 * SEC;
         events.push(trade("X", base, &(c + 10).to_string(), "1", d as u64 * 10));
         events.push(trade(
             "X",
@@ -691,4 +696,52 @@ fn one_tick_moves_on_a_quiet_symbol_need_the_minimum_return() {
         "without a minimum the one-cent move is many σ"
     );
     assert_eq!(quiet(0.01), 0, "a 0.1% move is below the 1% minimum");
+}
+
+#[test]
+fn a_listed_symbol_has_new_york_days_and_a_pair_utc_days() {
+    let mut p = Processor::new(ProcessorConfig::default());
+    // T0 is 19:00 on 21 November in New York: NVDA's trades an hour either side of it fall in
+    // one New York day; BTC-USD's fall in two UTC days.
+    let events = vec![
+        trade("NVDA", T0 - 3600 * SEC, "100", "1", 1),
+        trade("NVDA", T0 + 3600 * SEC, "102", "1", 2),
+        trade("BTC-USD", T0 - 3600 * SEC, "50000", "1", 3),
+        trade("BTC-USD", T0 + 3600 * SEC, "51000", "1", 4),
+        // The next New York day: NVDA's 21 November is final.
+        trade("NVDA", T0 + 6 * 3600 * SEC, "103", "1", 5),
+        trade("BTC-USD", T0 + 6 * 3600 * SEC, "52000", "1", 6),
+    ];
+    let out = run(&mut p, events);
+    let daily: Vec<(&str, i64, i64, String)> = bars_of(&out, BarInterval::D1)
+        .iter()
+        .map(|b| {
+            let hours = |t: UnixNanos| (t.0 - T0) / 3600 / SEC;
+            (
+                b.symbol.as_str(),
+                hours(b.start),
+                hours(b.end),
+                b.close.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        daily,
+        [
+            ("BTC-USD", -24, 0, "50000".to_string()),
+            ("NVDA", -19, 5, "102".to_string()),
+        ],
+        "New York midnight is 05:00 UTC in November"
+    );
+    let dates: Vec<(&str, Date)> = out
+        .rows
+        .daily_metrics
+        .iter()
+        .map(|m| (m.symbol.as_str(), m.date))
+        .collect();
+    let day = |s| Date::parse(s).unwrap();
+    assert_eq!(
+        dates,
+        [("BTC-USD", day("2026-11-21")), ("NVDA", day("2026-11-21"))]
+    );
 }

@@ -163,3 +163,54 @@ async fn rows_are_written_as_the_lake_stores_them() {
         )
     );
 }
+
+#[tokio::test]
+async fn deliveries_keep_their_error_and_a_day_begun_without_it_keeps_its_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = sample_rows(1, 4);
+    let day = rows.alert_deliveries[0].ts.date();
+    let (y, m, d) = day.ymd();
+    let old = dir
+        .path()
+        .join(format!("alert_deliveries/{y:04}-{m:02}-{d:02}.csv"));
+    // The day's file as a version without the error column started it.
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(
+        &old,
+        "alert_id,notifier,ts,status,attempts\nbefore,ops,2026-11-24T14:30:00Z,delivered,1\n",
+    )
+    .unwrap();
+    let mut sink = CsvSink::new(config(dir.path(), &["alert_deliveries"]));
+    sink.open().await.unwrap();
+    sink.write(&Flush {
+        seq: 1,
+        rows: Arc::new(rows.clone()),
+    })
+    .await
+    .unwrap();
+    let mut reader = csv::Reader::from_path(&old).unwrap();
+    let widths: Vec<usize> = reader.records().map(|r| r.unwrap().len()).collect();
+    assert_eq!(widths, [5; 5], "every row in the old file's five columns");
+
+    // A day that starts now has the column, with each delivery's error.
+    std::fs::remove_file(&old).unwrap();
+    sink.write(&Flush {
+        seq: 2,
+        rows: Arc::new(rows.clone()),
+    })
+    .await
+    .unwrap();
+    let mut reader = csv::Reader::from_path(&old).unwrap();
+    assert_eq!(reader.headers().unwrap().get(5), Some("error"));
+    let errors: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap().get(5).unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = rows
+        .alert_deliveries
+        .iter()
+        .map(|d| d.error.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(errors, expected);
+    assert!(expected.iter().any(|e| e.contains("\"later\"")));
+}

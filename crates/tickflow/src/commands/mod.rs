@@ -11,6 +11,7 @@ mod replay;
 mod report;
 mod run;
 mod sql;
+mod status;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compact(args) => compact::compact(&args),
         Command::Backfill(args) => backfill::backfill(&args),
         Command::Gaps(args) => gaps::gaps(&args),
+        Command::Status(args) => status::status(args),
         Command::Report(crate::cli::ReportCommand::Weekly(args)) => report::weekly(&args),
         Command::Report(crate::cli::ReportCommand::Daily(args)) => report::daily(&args),
         Command::Alerts(crate::cli::AlertsCommand::Test(args)) => alerts::test(&args),

@@ -21,4 +21,5 @@ mod report;
 mod rules;
 mod s3;
 mod sinks;
+mod status;
 mod support;
