@@ -130,6 +130,18 @@ pub enum RawSourceKind {
     Alpaca(RawAlpaca),
     Polygon(RawPolygon),
     RestPoll(RawRestPoll),
+    Nats(RawNats),
+}
+
+/// A NATS JetStream stream to follow.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawNats {
+    pub url: Option<String>,
+    pub stream: Option<String>,
+    pub subjects: Option<Vec<String>>,
+    pub durable: Option<String>,
+    pub batch: Option<i64>,
+    pub retry_max_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +239,7 @@ impl RawSourceKind {
         "alpaca",
         "polygon",
         "rest_poll",
+        "nats",
     ];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
@@ -239,6 +252,7 @@ impl RawSourceKind {
             "alpaca" => c.typed(entry, key).map(Self::Alpaca),
             "polygon" => c.typed(entry, key).map(Self::Polygon),
             "rest_poll" => c.typed(entry, key).map(Self::RestPoll),
+            "nats" => c.typed(entry, key).map(Self::Nats),
             _ => None,
         }
     }
@@ -919,6 +933,57 @@ struct WsFeedPlan {
 }
 
 /// Checks a WebSocket feed's entry (`key` names its fields), filling in the defaults.
+/// A `nats` source: a stream and its subjects are required; the consumer is named after the
+/// source unless `durable` says otherwise.
+fn nats(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawNats, id: &str) -> SourceConfig {
+    let url = raw
+        .url
+        .unwrap_or_else(|| tickflow_brokers::nats::DEFAULT_URL.to_string());
+    if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+        c.add(
+            key("url"),
+            format!("{url:?} is not a nats:// or tls:// address"),
+        );
+    }
+    let token = |what: &str, v: &str| {
+        !v.is_empty()
+            && !v
+                .contains(|ch: char| ch.is_whitespace() || (what == "stream" && ".*>".contains(ch)))
+    };
+    let stream = raw.stream.unwrap_or_default();
+    if !token("stream", &stream) {
+        c.add(
+            key("stream"),
+            format!("{stream:?}: name the JetStream stream (letters, digits, - and _; created when missing)"),
+        );
+    }
+    let subjects = raw.subjects.unwrap_or_default();
+    if subjects.is_empty() || !subjects.iter().all(|s| token("subject", s)) {
+        c.add(
+            key("subjects"),
+            "the subjects the stream holds, such as [\"ticks.>\"] (no spaces)",
+        );
+    }
+    let durable = raw.durable.unwrap_or_else(|| format!("tickflow-{id}"));
+    if !token("stream", &durable) {
+        c.add(
+            key("durable"),
+            format!("{durable:?} is not a consumer name"),
+        );
+    }
+    SourceConfig::Nats(tickflow_brokers::nats::NatsSource {
+        url,
+        stream,
+        subjects,
+        durable,
+        batch: c.range(&key("batch"), raw.batch, 1000, 1, 100_000) as usize,
+        retry_max: Duration::from_secs(
+            c.range(&key("retry_max_secs"), raw.retry_max_secs, 30, 1, 3600)
+                .unsigned_abs(),
+        ),
+    })
+}
+
 fn ws_feed(
     c: &mut Checker,
     key: &dyn Fn(&str) -> String,
@@ -1006,6 +1071,7 @@ pub enum SourceConfig {
     Alpaca(tickflow_sources::alpaca::AlpacaSource),
     Polygon(tickflow_sources::polygon::PolygonSource),
     RestPoll(tickflow_sources::rest_poll::RestPollSource),
+    Nats(tickflow_brokers::nats::NatsSource),
     /// A vendor's history for `tickflow backfill`; not a `[[sources]]` type.
     Backfill(tickflow_sources::backfill::Backfill),
 }
@@ -1022,6 +1088,7 @@ impl SourceConfig {
             Self::Alpaca(_) => "alpaca",
             Self::Polygon(_) => "polygon",
             Self::RestPoll(_) => "rest_poll",
+            Self::Nats(_) => "nats",
             Self::Backfill(_) => "backfill",
         }
     }
@@ -1046,6 +1113,7 @@ impl SourceConfig {
             Self::Alpaca(a) => Box::new(a.clone()),
             Self::Polygon(p) => Box::new(p.clone()),
             Self::RestPoll(p) => Box::new(p.clone()),
+            Self::Nats(n) => Box::new(n.clone()),
             Self::Backfill(b) => Box::new(b.clone()),
         }
     }
@@ -1153,6 +1221,21 @@ impl SourceConfig {
                         "fields by JSON pointer",
                 },
                 p.requests_per_minute
+            ),
+            Self::Nats(n) => format!(
+                "NATS JetStream stream {} ({}) at {}, consumer {}, {} messages a batch",
+                n.stream,
+                n.subjects.join(", "),
+                // Credentials in the address stay out of the output.
+                match n.url.split_once('@') {
+                    Some((scheme_user, host)) => format!(
+                        "{}://…@{host}",
+                        scheme_user.split("://").next().unwrap_or("nats")
+                    ),
+                    None => n.url.clone(),
+                },
+                n.durable,
+                n.batch
             ),
             Self::Backfill(b) => format!(
                 "backfill of {} {} from {} to {}",
@@ -2134,6 +2217,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Alpaca(_) => "alpaca",
             RawSourceKind::Polygon(_) => "polygon",
             RawSourceKind::RestPoll(_) => "rest_poll",
+            RawSourceKind::Nats(_) => "nats",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -2255,6 +2339,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Alpaca(raw) => alpaca(c, &key, raw),
             RawSourceKind::Polygon(raw) => polygon(c, &key, raw),
             RawSourceKind::RestPoll(raw) => rest_poll(c, &key, raw),
+            RawSourceKind::Nats(raw) => nats(c, &key, raw, &id),
             RawSourceKind::Binance(raw) => {
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
@@ -2960,6 +3045,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("alerts.threshold[0].hysteresis"), "{e}");
+    }
+
+    #[test]
+    fn a_nats_source_needs_a_stream_and_subjects_and_names_its_consumer_after_itself() {
+        let plan = parse(
+            "[[sources]]\ntype = \"nats\"\nid = \"market\"\nurl = \"nats://u:secret@10.0.0.5:4222\"\nstream = \"TICKS\"\nsubjects = [\"ticks.>\"]\n",
+            Path::new("n.toml"),
+        )
+        .unwrap();
+        let SourceConfig::Nats(n) = &plan.sources[0].config else {
+            panic!("{:?}", plan.sources[0].config)
+        };
+        assert_eq!((n.durable.as_str(), n.batch), ("tickflow-market", 1000));
+        let shown = plan.sources[0].config.describe();
+        assert!(
+            shown.contains("nats://…@10.0.0.5:4222") && !shown.contains("secret"),
+            "{shown}"
+        );
+        let e = parse(
+            "[[sources]]\ntype = \"nats\"\nstream = \"ticks.all\"\nbatch = 0\n",
+            Path::new("n.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "n.toml:3: sources[0].stream: \"ticks.all\"",
+            "sources[0].subjects: the subjects the stream holds",
+            "n.toml:4: sources[0].batch: 0 is out of range",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! The NATS JetStream source against a real server: 127.0.0.1:4222, or the address in
+//! `TICKFLOW_TEST_NATS`. Under CI the server must be there; elsewhere the test says it
+//! skipped.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, stream};
+use tickflow_brokers::nats::{DEFAULT_URL, NatsSource};
+use tickflow_core::contract::{Appended, check_source};
+use tickflow_model::Event;
+
+fn server() -> Option<String> {
+    let url = std::env::var("TICKFLOW_TEST_NATS").unwrap_or_else(|_| DEFAULT_URL.to_string());
+    let addr = url.trim_start_matches("nats://");
+    if std::net::TcpStream::connect(addr).is_ok() {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "NATS JetStream is required under CI at {url}"
+    );
+    eprintln!("skipped: no NATS server at {url}");
+    None
+}
+
+fn publish(url: &str, stream_name: &str, subject: &str, payloads: &[&str]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        js.get_or_create_stream(stream::Config {
+            name: stream_name.to_string(),
+            subjects: vec![format!("{subject}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for payload in payloads {
+            let ack = js
+                .publish(format!("{subject}.ticks"), payload.to_string().into())
+                .await
+                .unwrap();
+            ack.await.unwrap();
+        }
+    });
+}
+
+/// Runs the source a batch at a time until `records` events and rejects have come.
+fn take(source: &NatsSource, records: usize) -> Appended {
+    let mut all = Appended::default();
+    while all.events.len() + all.rejected.len() < records {
+        let got = check_source(Box::new(source.clone()), 1);
+        all.events.extend(got.events);
+        all.rejected.extend(got.rejected);
+        all.batches += got.batches;
+    }
+    all
+}
+
+fn trade_ids(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Trade(t) => t.trade_id.as_deref().map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn published_ticks_are_appended_once_and_a_bad_message_goes_to_the_dlq_without_blocking() {
+    let Some(url) = server() else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("TICKFLOW_TEST_{nanos}");
+    let subject = format!("tickflow.test.{nanos}");
+    let trade = |id: u32| {
+        format!(
+            "{{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":\"2026-12-04T15:00:0{id}Z\",\"price\":\"180.5\",\"size\":\"10\",\"trade_id\":\"{id}\"}}"
+        )
+    };
+    let quote = "{\"type\":\"quote\",\"symbol\":\"BTC/USD\",\"ts_event\":\"2026-12-04T15:00:00Z\",\"bid\":\"97000\",\"bid_size\":\"1\",\"ask\":\"97001\",\"ask_size\":\"2\"}";
+    let two = format!("{}\n{}\n", trade(1), trade(2));
+    let array = format!("[{}]", trade(3));
+    let bad = "{\"type\":\"trade\",\"symbol\":\"NVDA\",\"prcie\":\"1\"}";
+    publish(&url, &name, &subject, &[&two, quote, bad, &array]);
+
+    let source = NatsSource {
+        url: url.clone(),
+        stream: name.clone(),
+        subjects: vec![format!("{subject}.>")],
+        durable: "tickflow-test".to_string(),
+        // Two messages a batch: the four take two runs, the second resuming the consumer.
+        batch: 2,
+        retry_max: Duration::from_secs(1),
+    };
+    let got = take(&source, 5);
+    assert_eq!(trade_ids(&got.events), ["1", "2", "3"]);
+    assert!(
+        got.events
+            .iter()
+            .any(|e| matches!(e, Event::Quote(q) if q.symbol.as_str() == "BTC-USD")),
+        "{:?}",
+        got.events
+    );
+    let [(error, payload)] = &got.rejected[..] else {
+        panic!("one message refused: {:?}", got.rejected)
+    };
+    assert!(error.contains(&format!("{subject}.ticks #3")), "{error}");
+    assert!(error.contains("prcie"), "{error}");
+    assert_eq!(payload, bad);
+    assert!(got.batches >= 2, "resumed across runs: {}", got.batches);
+
+    // What was acknowledged is not delivered again: the next run sees only the new tick.
+    publish(&url, &name, &subject, &[&trade(4)]);
+    let next = take(&source, 1);
+    assert_eq!(trade_ids(&next.events), ["4"]);
+    assert!(next.rejected.is_empty());
+}
