@@ -121,3 +121,47 @@ fn published_ticks_are_appended_once_and_a_bad_message_goes_to_the_dlq_without_b
     assert_eq!(trade_ids(&next.events), ["4"]);
     assert!(next.rejected.is_empty());
 }
+
+#[test]
+fn a_server_cut_away_is_retried_and_nothing_is_lost_or_doubled() {
+    let Some(url) = server() else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("TICKFLOW_CUT_{nanos}");
+    let subject = format!("tickflow.cut.{nanos}");
+    let trade = |id: u32| {
+        format!(
+            "{{\"type\":\"trade\",\"symbol\":\"AAPL\",\"ts_event\":\"2026-12-04T15:00:0{id}Z\",\"price\":\"190\",\"size\":\"1\",\"trade_id\":\"{id}\"}}"
+        )
+    };
+    publish(&url, &name, &subject, &[&trade(1)]);
+    let proxy = tickflow_core::contract::Proxy::start(url.trim_start_matches("nats://"));
+    let source = NatsSource {
+        url: format!("nats://127.0.0.1:{}", proxy.port),
+        stream: name.clone(),
+        subjects: vec![format!("{subject}.>")],
+        durable: "tickflow-cut".to_string(),
+        batch: 10,
+        retry_max: Duration::from_millis(200),
+    };
+    assert_eq!(trade_ids(&take(&source, 1).events), ["1"]);
+
+    // The server goes away; what is published meanwhile waits in the stream.
+    proxy.cut();
+    let follower = {
+        let source = source.clone();
+        std::thread::spawn(move || take(&source, 1))
+    };
+    publish(&url, &name, &subject, &[&trade(2)]);
+    // Long enough for a refused attempt or two; the outcome does not depend on it.
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.restore();
+    let after = follower.join().unwrap();
+    assert_eq!(
+        trade_ids(&after.events),
+        ["2"],
+        "the new tick once, the old one not again"
+    );
+}
