@@ -165,7 +165,9 @@ impl Inner {
 
 /// Starts a notifier per plan, each followed as a sink of alerts (`notifiers.rs`).
 fn start_notifiers(inner: &Arc<Inner>, published: u64) -> Result<()> {
-    let log: Arc<dyn tickflow_core::source::Append> = Arc::clone(inner) as _;
+    let late = LateAppend::default();
+    let _ = late.0.set(Arc::downgrade(inner));
+    let log: Arc<dyn tickflow_core::source::Append> = Arc::new(late);
     let mut built = Vec::new();
     let mut lanes = Vec::new();
     for plan in &inner.plan.notifiers {
@@ -225,8 +227,9 @@ impl tickflow_core::source::Append for Inner {
     }
 }
 
-/// The log for sinks, which start before the pipeline they append to exists: rows a sink's
-/// store refuses go to the DLQ through it. Weak, so sinks do not keep the pipeline alive.
+/// The log for sinks and notifiers, which start before the pipeline they append to exists:
+/// rows a sink's store refuses go to the DLQ through it, and a notifier's deliveries. Weak, so
+/// followers do not keep the pipeline alive; open through shutdown until they are joined.
 #[derive(Debug, Default)]
 struct LateAppend(std::sync::OnceLock<std::sync::Weak<Inner>>);
 
@@ -237,7 +240,7 @@ impl tickflow_core::source::Append for LateAppend {
         batch: &Batch,
     ) -> std::result::Result<Range<u64>, tickflow_core::source::SourceError> {
         match self.0.get().and_then(std::sync::Weak::upgrade) {
-            Some(inner) => append(&inner, source, batch).map_err(Into::into),
+            Some(inner) => append_while_open(&inner, source, batch).map_err(Into::into),
             None => Err("the pipeline is not running".into()),
         }
     }
@@ -775,6 +778,13 @@ fn append(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
     if *inner.stop_sources.borrow() {
         return Err(Error::ShuttingDown);
     }
+    append_while_open(inner, source, batch)
+}
+
+/// Appends without refusing once shutdown began: followers record what they did with the
+/// last flushes (deliveries, refused rows) until they are joined, and the next start
+/// processes those records.
+fn append_while_open(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
     let records: Vec<&[u8]> = batch.records().collect();
     let offsets = inner.log.append_batch(&records)?;
     inner
@@ -1006,6 +1016,7 @@ fn run_processor(
             .map_err(|_| Error::Thread("flusher", "stopped".into()))
     };
     let mut drain_deadline: Option<Instant> = None;
+    let mut followed_up = false;
     loop {
         if inner.stop_processing.is_triggered() {
             // Drain what is in the log, but not forever: what is left stays durable in the log
@@ -1069,6 +1080,18 @@ fn run_processor(
                 last_flush = Instant::now();
             }
             if draining && next >= inner.log.next_offset() {
+                // Notifiers record their deliveries of the last flush in the log: one more
+                // round takes those records in, so a clean stop leaves none of them for the
+                // next start.
+                if !followed_up {
+                    followed_up = true;
+                    let deadline = drain_deadline.unwrap_or_else(Instant::now);
+                    if notifiers_reached(inner, flush_seq.get(), deadline)
+                        && next < inner.log.next_offset()
+                    {
+                        continue;
+                    }
+                }
                 return Ok(());
             }
             inner.log.wait_for(next, Duration::from_millis(20));
@@ -1150,6 +1173,22 @@ fn run_processor(
 }
 
 /// Waits for the flusher to commit flush `seq`, or to fail.
+/// Waits until the notifiers have handled flush `seq` (those that are retrying are not waited
+/// for), at most until `deadline`; whether they did.
+fn notifiers_reached(inner: &Inner, seq: u64, deadline: Instant) -> bool {
+    let Some(notifiers) = inner.notifiers.get().filter(|n| !n.is_empty()) else {
+        return false;
+    };
+    wait_until_published(inner, seq);
+    while !notifiers.reached(seq) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 fn wait_until_published(inner: &Inner, seq: u64) {
     while inner.live().published_seq < seq
         && inner

@@ -344,6 +344,15 @@ impl Sinks {
         );
     }
 
+    /// Whether every sink that is making progress has written flush `seq`: one that is
+    /// retrying or has stopped is not waited for.
+    pub(crate) fn reached(&self, seq: u64) -> bool {
+        self.handles.iter().all(|h| {
+            let state = h.state.lock().unwrap_or_else(|e| e.into_inner()).0;
+            !matches!(state, "ok" | "starting") || h.position() >= Some(seq)
+        })
+    }
+
     /// The last flush compaction may merge: none past a sink's position.
     pub(crate) fn compaction_limit(&self, committed: u64) -> u64 {
         committed.min(self.floor())

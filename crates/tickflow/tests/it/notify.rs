@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,8 @@ enum Answer {
     Fail,
     Hang,
     Accept,
+    /// Accepted once the receiver's `held` flag is cleared.
+    Hold,
 }
 
 /// A webhook receiver on loopback; `plan` decides each request's answer.
@@ -25,6 +28,8 @@ struct Receiver {
     port: u16,
     /// (idempotency key, answer) of every request, in order.
     seen: Arc<Mutex<Vec<(String, Answer)>>>,
+    /// While set, `Hold` answers wait.
+    held: Arc<AtomicBool>,
 }
 
 impl Receiver {
@@ -36,14 +41,21 @@ impl Receiver {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let plan = Arc::new(plan);
         let log = Arc::clone(&seen);
+        let held = Arc::new(AtomicBool::new(true));
+        let hold = Arc::clone(&held);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (plan, log) = (Arc::clone(&plan), Arc::clone(&log));
-                std::thread::spawn(move || answer(stream, &*plan, &log));
+                let (plan, log, hold) = (Arc::clone(&plan), Arc::clone(&log), Arc::clone(&hold));
+                std::thread::spawn(move || answer(stream, &*plan, &log, &hold));
             }
         });
-        Self { port, seen }
+        Self { port, seen, held }
+    }
+
+    /// Lets the held requests through.
+    fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
     }
 
     fn url(&self) -> String {
@@ -70,6 +82,7 @@ fn answer(
     mut stream: TcpStream,
     plan: &dyn Fn(usize) -> Answer,
     log: &Mutex<Vec<(String, Answer)>>,
+    held: &AtomicBool,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -111,6 +124,12 @@ fn answer(
     };
     let status = match a {
         Answer::Accept => "200 OK",
+        Answer::Hold => {
+            while held.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            "200 OK"
+        }
         Answer::Fail => "500 Internal Server Error",
         Answer::Hang => {
             // Longer than the notifier's timeout: it gives up on this attempt.
@@ -121,6 +140,16 @@ fn answer(
     let _ = stream.write_all(
         format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
     );
+}
+
+/// Whether any file is under `dir`.
+fn has_file(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let path = e.path();
+            if path.is_dir() { has_file(&path) } else { true }
+        })
+    })
 }
 
 fn now_nanos() -> u128 {
@@ -363,6 +392,47 @@ fn sigkill_during_webhook_retries_loses_and_doubles_no_alert() {
         channels[0]["n"], 12,
         "each alert once, whatever the repeats"
     );
+}
+
+#[test]
+fn a_clean_stop_during_a_delivery_records_it_and_the_restart_does_not_send_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let receiver = Receiver::start(TcpListener::bind("127.0.0.1:0").unwrap(), |_| Answer::Hold);
+    let cfg = dir.path().join("run.toml");
+    // No flush before the stop: the alert goes out the early way and its flush is the last.
+    let text = pipeline_config(&data, &receiver.url(), None)
+        .replace("flush_interval_ms = 100", "flush_interval_ms = 3600000");
+    std::fs::write(&cfg, &text).unwrap();
+    let mut server = Server::start(&cfg, &data);
+    let (code, _) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(trades(1).as_bytes()),
+    );
+    assert_eq!(code, 200);
+    wait_for(&server, "the delivery in flight", |_| {
+        receiver.requests() == 1
+    });
+    server.terminate();
+    // Released once the stop has begun: the last flush (its alert in the lake) is written
+    // while the delivery is still in flight.
+    let alerts = data.join("lake").join("alerts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !has_file(&alerts) {
+        assert!(std::time::Instant::now() < deadline, "no last flush");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    receiver.release();
+    server.wait_success();
+
+    let delivered = sql(&data, "SELECT alert_id, delivered_to FROM alerts");
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["delivered_to"], "log,ops", "{delivered:?}");
+    let server = Server::start(&cfg, &data);
+    wait_for(&server, "the restart caught up", |s| caught_up(s, "ops"));
+    server.stop();
+    assert_eq!(receiver.requests(), 1, "sent again after the restart");
 }
 
 #[test]

@@ -129,10 +129,20 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     pub(crate) fn stop(mut self) {
+        self.terminate();
+        self.wait_success();
+    }
+
+    /// SIGTERM, without waiting.
+    pub(crate) fn terminate(&mut self) {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc_kill(self.child.id() as i32, 15);
         }
+    }
+
+    /// Waits for the process to exit, which must be a clean exit.
+    pub(crate) fn wait_success(mut self) {
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "tickflow run exited with {status}");
     }
