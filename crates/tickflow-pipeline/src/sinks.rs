@@ -349,7 +349,7 @@ impl Sinks {
     pub(crate) fn reached(&self, seq: u64) -> bool {
         self.handles.iter().all(|h| {
             let state = h.state.lock().unwrap_or_else(|e| e.into_inner()).0;
-            !matches!(state, "ok" | "starting") || h.position() >= Some(seq)
+            matches!(state, "retrying" | "failed" | "stopped") || h.position() >= Some(seq)
         })
     }
 
