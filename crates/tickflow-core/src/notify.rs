@@ -34,6 +34,23 @@ pub fn idempotency_key(alert: &Alert, notifier: &str) -> String {
     format!("{}:{notifier}", alert.alert_id)
 }
 
+/// An alert as the channels that take JSON receive it (a webhook's `json` body, an SNS
+/// message): every field as text, exact, with the delivery's idempotency key.
+pub fn alert_json(alert: &Alert, key: &str) -> serde_json::Value {
+    serde_json::json!({
+        "alert_id": alert.alert_id,
+        "idempotency_key": key,
+        "rule": alert.rule,
+        "symbol": alert.symbol.as_str(),
+        "ts": alert.ts.to_string(),
+        "value": alert.value.to_string(),
+        "threshold": alert.threshold,
+        "message": alert.message,
+        "severity": alert.severity.as_str(),
+        "kind": alert.kind.as_str(),
+    })
+}
+
 /// A channel alerts are delivered to; see the module docs.
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync + std::fmt::Debug {

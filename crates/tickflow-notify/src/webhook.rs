@@ -142,18 +142,7 @@ impl WebhookNotifier {
             alert.threshold
         );
         match self.config.format {
-            Format::Json => serde_json::json!({
-                "alert_id": alert.alert_id,
-                "idempotency_key": key,
-                "rule": alert.rule,
-                "symbol": alert.symbol.as_str(),
-                "ts": alert.ts.to_string(),
-                "value": alert.value.to_string(),
-                "threshold": alert.threshold,
-                "message": alert.message,
-                "severity": alert.severity.as_str(),
-                "kind": alert.kind.as_str(),
-            }),
+            Format::Json => tickflow_core::notify::alert_json(alert, key),
             Format::Slack => serde_json::json!({ "text": line }),
             Format::Discord => serde_json::json!({ "content": line }),
         }

@@ -131,6 +131,24 @@ pub enum RawSourceKind {
     Polygon(RawPolygon),
     RestPoll(RawRestPoll),
     Nats(RawNats),
+    Sqs(RawSqs),
+}
+
+/// An SQS queue to long-poll.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSqs {
+    pub queue_url: Option<String>,
+    pub wait_secs: Option<i64>,
+    pub max_receives: Option<i64>,
+    pub dead_letter_queue_url: Option<String>,
+    pub retry_max_secs: Option<i64>,
+    /// Where and as whom to call AWS; unset, from the standard AWS environment. (Not a
+    /// flattened struct: serde's flatten would hide misspelt keys from the checker.)
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
 }
 
 /// A NATS JetStream stream to follow.
@@ -240,6 +258,7 @@ impl RawSourceKind {
         "polygon",
         "rest_poll",
         "nats",
+        "sqs",
     ];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
@@ -253,6 +272,7 @@ impl RawSourceKind {
             "polygon" => c.typed(entry, key).map(Self::Polygon),
             "rest_poll" => c.typed(entry, key).map(Self::RestPoll),
             "nats" => c.typed(entry, key).map(Self::Nats),
+            "sqs" => c.typed(entry, key).map(Self::Sqs),
             _ => None,
         }
     }
@@ -337,6 +357,21 @@ pub enum RawNotifierKind {
     Log,
     Webhook(RawWebhook),
     Email(RawEmail),
+    Sns(RawSns),
+}
+
+/// An SNS topic to publish alerts to.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSns {
+    pub topic_arn: Option<String>,
+    pub timeout_ms: Option<i64>,
+    /// Where and as whom to call AWS; unset, from the standard AWS environment. (Not a
+    /// flattened struct: serde's flatten would hide misspelt keys from the checker.)
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,7 +403,7 @@ pub struct RawWebhook {
 
 impl RawNotifierKind {
     /// Every `type` a `[[notifiers]]` entry may name.
-    pub const TYPES: &[&str] = &["log", "webhook", "email"];
+    pub const TYPES: &[&str] = &["log", "webhook", "email", "sns"];
 
     /// The settings of every notifier (`max_attempts`, …) are taken out first; the rest are
     /// the type's own.
@@ -393,6 +428,7 @@ impl RawNotifierKind {
             "log" => c.typed::<RawLogNotifier>(entry, key).map(|_| Self::Log)?,
             "webhook" => c.typed(entry, key).map(Self::Webhook)?,
             "email" => c.typed(entry, key).map(Self::Email)?,
+            "sns" => c.typed(entry, key).map(Self::Sns)?,
             _ => return None,
         };
         Some((kind, delivery))
@@ -933,6 +969,53 @@ struct WsFeedPlan {
 }
 
 /// Checks a WebSocket feed's entry (`key` names its fields), filling in the defaults.
+/// The AWS settings of an entry that has them.
+macro_rules! aws {
+    ($raw:expr) => {
+        tickflow_aws::AwsConfig {
+            region: $raw.region,
+            endpoint: $raw.endpoint,
+            access_key_id: $raw.access_key_id,
+            secret_access_key: $raw.secret_access_key,
+            session_token: $raw.session_token,
+        }
+    };
+}
+
+/// An `sqs` source: the queue's URL is required.
+fn sqs(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawSqs) -> SourceConfig {
+    let source = tickflow_aws::sqs::SqsSource {
+        aws: aws!(raw),
+        queue_url: raw.queue_url.unwrap_or_default(),
+        wait: Duration::from_secs(
+            c.range(&key("wait_secs"), raw.wait_secs, 20, 0, 20)
+                .unsigned_abs(),
+        ),
+        max_receives: c.range(&key("max_receives"), raw.max_receives, 5, 1, 1000) as u32,
+        dead_letter_queue_url: raw.dead_letter_queue_url,
+        retry_max: Duration::from_secs(
+            c.range(&key("retry_max_secs"), raw.retry_max_secs, 30, 1, 3600)
+                .unsigned_abs(),
+        ),
+    };
+    for (field, message) in source.problems() {
+        c.add(key(field), message);
+    }
+    SourceConfig::Sqs(source)
+}
+
+/// The region and endpoint for `tickflow check`, never the keys.
+fn aws_shown(aws: &tickflow_aws::AwsConfig) -> String {
+    let mut out = String::new();
+    if let Some(r) = &aws.region {
+        out.push_str(&format!(" in {r}"));
+    }
+    if let Some(e) = &aws.endpoint {
+        out.push_str(&format!(" via {e}"));
+    }
+    out
+}
+
 /// A `nats` source: a stream and its subjects are required; the consumer is named after the
 /// source unless `durable` says otherwise.
 fn nats(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawNats, id: &str) -> SourceConfig {
@@ -1072,6 +1155,7 @@ pub enum SourceConfig {
     Polygon(tickflow_sources::polygon::PolygonSource),
     RestPoll(tickflow_sources::rest_poll::RestPollSource),
     Nats(tickflow_brokers::nats::NatsSource),
+    Sqs(tickflow_aws::sqs::SqsSource),
     /// A vendor's history for `tickflow backfill`; not a `[[sources]]` type.
     Backfill(tickflow_sources::backfill::Backfill),
 }
@@ -1089,6 +1173,7 @@ impl SourceConfig {
             Self::Polygon(_) => "polygon",
             Self::RestPoll(_) => "rest_poll",
             Self::Nats(_) => "nats",
+            Self::Sqs(_) => "sqs",
             Self::Backfill(_) => "backfill",
         }
     }
@@ -1114,6 +1199,7 @@ impl SourceConfig {
             Self::Polygon(p) => Box::new(p.clone()),
             Self::RestPoll(p) => Box::new(p.clone()),
             Self::Nats(n) => Box::new(n.clone()),
+            Self::Sqs(q) => Box::new(q.clone()),
             Self::Backfill(b) => Box::new(b.clone()),
         }
     }
@@ -1237,6 +1323,16 @@ impl SourceConfig {
                 n.durable,
                 n.batch
             ),
+            Self::Sqs(q) => format!(
+                "SQS queue {}{}, long polls of {} s, poison after {} receives{}",
+                q.queue_url,
+                aws_shown(&q.aws),
+                q.wait.as_secs(),
+                q.max_receives,
+                q.dead_letter_queue_url
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(", dead letters to {d}"))
+            ),
             Self::Backfill(b) => format!(
                 "backfill of {} {} from {} to {}",
                 b.symbols.join(", "),
@@ -1315,6 +1411,7 @@ pub enum NotifierConfig {
     Log,
     Webhook(tickflow_notify::webhook::WebhookConfig),
     Email(tickflow_notify::email::EmailConfig),
+    Sns(tickflow_aws::sns::SnsConfig),
 }
 
 impl NotifierConfig {
@@ -1324,17 +1421,21 @@ impl NotifierConfig {
             Self::Log => "log",
             Self::Webhook(_) => "webhook",
             Self::Email(_) => "email",
+            Self::Sns(_) => "sns",
         }
     }
 
     /// A ready notifier.
     ///
     /// # Errors
-    /// The webhook's HTTP client cannot be built.
+    /// The HTTP client cannot be built; SNS without AWS keys or region.
     pub fn build(
         &self,
         id: &str,
-    ) -> Result<std::sync::Arc<dyn tickflow_core::notify::Notifier>, tickflow_notify::Error> {
+    ) -> Result<
+        std::sync::Arc<dyn tickflow_core::notify::Notifier>,
+        Box<dyn std::error::Error + Send + Sync>,
+    > {
         Ok(match self {
             Self::Log => {
                 std::sync::Arc::new(tickflow_notify::log::LogNotifier { id: id.to_string() })
@@ -1345,6 +1446,7 @@ impl NotifierConfig {
             Self::Email(e) => {
                 std::sync::Arc::new(tickflow_notify::email::EmailNotifier::new(e.clone())?)
             }
+            Self::Sns(s) => std::sync::Arc::new(tickflow_aws::sns::SnsNotifier::new(s.clone())?),
         })
     }
 
@@ -1354,6 +1456,7 @@ impl NotifierConfig {
             Self::Log => "the log".to_string(),
             Self::Webhook(w) => format!("webhook to {} ({})", w.shown_url(), w.format.name()),
             Self::Email(e) => format!("e-mail via {}", e.shown()),
+            Self::Sns(s) => format!("SNS topic {}{}", s.topic_arn, aws_shown(&s.aws)),
         }
     }
 }
@@ -2218,6 +2321,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Polygon(_) => "polygon",
             RawSourceKind::RestPoll(_) => "rest_poll",
             RawSourceKind::Nats(_) => "nats",
+            RawSourceKind::Sqs(_) => "sqs",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -2340,6 +2444,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Polygon(raw) => polygon(c, &key, raw),
             RawSourceKind::RestPoll(raw) => rest_poll(c, &key, raw),
             RawSourceKind::Nats(raw) => nats(c, &key, raw, &id),
+            RawSourceKind::Sqs(raw) => sqs(c, &key, raw),
             RawSourceKind::Binance(raw) => {
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
@@ -2479,6 +2584,23 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 NotifierConfig::Webhook(webhook)
             }
             RawNotifierKind::Email(e) => NotifierConfig::Email(email(c, &key, e)),
+            RawNotifierKind::Sns(raw) => {
+                let sns = tickflow_aws::sns::SnsConfig {
+                    aws: aws!(raw),
+                    topic_arn: raw.topic_arn.unwrap_or_default(),
+                    timeout: Duration::from_millis(c.range(
+                        &key("timeout_ms"),
+                        raw.timeout_ms,
+                        5000,
+                        1,
+                        60_000,
+                    ) as u64),
+                };
+                for (field, message) in sns.problems() {
+                    c.add(key(field), message);
+                }
+                NotifierConfig::Sns(sns)
+            }
         };
         let id = notifier
             .id
@@ -3073,6 +3195,48 @@ mod tests {
             "n.toml:3: sources[0].stream: \"ticks.all\"",
             "sources[0].subjects: the subjects the stream holds",
             "n.toml:4: sources[0].batch: 0 is out of range",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
+        }
+    }
+
+    #[test]
+    fn an_sqs_source_and_an_sns_notifier_are_checked_by_key_and_keep_their_keys_secret() {
+        let plan = parse(
+            "[[sources]]\ntype = \"sqs\"\nid = \"market\"\nqueue_url = \"https://sqs.eu-west-1.amazonaws.com/123456789012/ticks\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"s3cret\"\n\n[[notifiers]]\ntype = \"sns\"\ntopic_arn = \"arn:aws:sns:eu-west-1:123456789012:alerts\"\nmax_attempts = 3\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let SourceConfig::Sqs(q) = &plan.sources[0].config else {
+            panic!("{:?}", plan.sources[0].config)
+        };
+        assert_eq!((q.wait.as_secs(), q.max_receives), (20, 5));
+        assert_eq!(q.aws.access_key_id.as_deref(), Some("AKIA"));
+        let shown = format!(
+            "{} {}",
+            plan.sources[0].config.describe(),
+            plan.notifiers[0].config.describe()
+        );
+        assert!(
+            shown.contains("SQS queue https://sqs.eu-west-1.amazonaws.com/123456789012/ticks")
+                && shown.contains("SNS topic arn:aws:sns:eu-west-1:123456789012:alerts")
+                && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert_eq!(plan.notifiers[0].max_attempts, 3);
+        let e = parse(
+            "[[sources]]\ntype = \"sqs\"\nqueue_url = \"ticks\"\nwait_secs = 30\nregoin = \"x\"\naccess_key_id = \"AKIA\"\n\n[[notifiers]]\ntype = \"sns\"\ntopic_arn = \"alerts\"\nendpoint = \"localhost:5000\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "a.toml:3: sources[0].queue_url: \"ticks\"",
+            "a.toml:4: sources[0].wait_secs: 30 is out of range",
+            "sources[0].regoin",
+            "a.toml:6: sources[0].access_key_id: access_key_id and secret_access_key come together",
+            "a.toml:10: notifiers[0].topic_arn: \"alerts\" is not a topic ARN",
+            "a.toml:11: notifiers[0].endpoint: \"localhost:5000\" is not an http",
         ] {
             assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
         }

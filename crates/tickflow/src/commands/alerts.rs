@@ -46,7 +46,10 @@ pub(crate) fn test(args: &AlertsTestArgs) -> anyhow::Result<ExitCode> {
         delivered_to: "log".into(),
         kind: AlertKind::Fired,
     };
-    let channel = notifier.config.build(&notifier.id)?;
+    let channel = notifier
+        .config
+        .build(&notifier.id)
+        .map_err(|e| anyhow::anyhow!("starting notifier {}: {e}", notifier.id))?;
     let key = idempotency_key(&alert, &notifier.id);
     let rt = super::runtime()?;
     match rt.block_on(channel.deliver(&alert, &key)) {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real files, loopback HTTP.
 
 mod alpaca;
+mod aws;
 mod backfill;
 mod bars;
 mod check;

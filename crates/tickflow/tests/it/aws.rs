@@ -1,0 +1,202 @@
+//! `tickflow run` on AWS against moto_server: ticks from an SQS queue, alerts to an SNS topic.
+//! A poison message reaches the dead-letter queue while its nine batch-mates are stored, and a
+//! SIGKILL and restart lose and double nothing.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tickflow_aws::{AwsConfig, Client, Service};
+use tickflow_core::contract::s3_endpoint;
+
+use crate::support::{Server, config, sql, sql_count, wait_for};
+
+fn moto() -> Option<AwsConfig> {
+    let endpoint = s3_endpoint();
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    if std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "moto_server is required under CI at {endpoint}"
+        );
+        eprintln!("skipped: no moto_server at {endpoint}");
+        return None;
+    }
+    Some(AwsConfig {
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        session_token: None,
+    })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn call(client: &Client, op: &str, body: Value) -> Value {
+    block_on(client.json(op, &body)).unwrap_or_else(|e| panic!("{op}: {e}"))
+}
+
+fn create_queue(client: &Client, name: &str) -> String {
+    call(client, "CreateQueue", json!({"QueueName": name}))["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every message on the queue now; received, so hidden for a minute.
+fn drain(client: &Client, queue: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let answer = call(
+            client,
+            "ReceiveMessage",
+            json!({"QueueUrl": queue, "MaxNumberOfMessages": 10, "MessageAttributeNames": ["All"], "VisibilityTimeout": 60}),
+        );
+        match answer["Messages"].as_array() {
+            Some(m) if !m.is_empty() => out.extend(m.iter().cloned()),
+            _ => return out,
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    )
+}
+
+fn trade(i: usize, now: i64) -> String {
+    format!(
+        "{{\"type\":\"trade\",\"symbol\":\"S{i:03}\",\"ts_event\":{},\"price\":\"{}.25\",\"size\":\"2\",\"trade_id\":\"t{i}\"}}",
+        now - 1_000_000 * (20 - i as i64),
+        200 + i
+    )
+}
+
+#[test]
+fn sqs_to_sns_stores_every_tick_once_and_sends_the_poison_message_on() {
+    let Some(aws) = moto() else { return };
+    let sqs = Client::new(&aws, Service::Sqs, Duration::from_secs(30)).unwrap();
+    let sns = Client::new(&aws, Service::Sns, Duration::from_secs(30)).unwrap();
+    let queue = create_queue(&sqs, &unique("ticks"));
+    let dlq = create_queue(&sqs, &unique("ticks-dlq"));
+    let watch = create_queue(&sqs, &unique("alerts-watch"));
+    let xml =
+        block_on(sns.query("CreateTopic", "2010-03-31", &[("Name", &unique("alerts"))])).unwrap();
+    let topic = xml
+        .split("<TopicArn>")
+        .nth(1)
+        .and_then(|t| t.split("</TopicArn>").next())
+        .unwrap()
+        .to_string();
+    let watch_arn = call(
+        &sqs,
+        "GetQueueAttributes",
+        json!({"QueueUrl": watch, "AttributeNames": ["QueueArn"]}),
+    )["Attributes"]["QueueArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    block_on(sns.query(
+        "Subscribe",
+        "2010-03-31",
+        &[
+            ("TopicArn", &topic),
+            ("Protocol", "sqs"),
+            ("Endpoint", &watch_arn),
+        ],
+    ))
+    .unwrap();
+
+    let now = tickflow_model::UnixNanos::now().0;
+    let mut bodies: Vec<String> = (0..9).map(|i| trade(i, now)).collect();
+    bodies.insert(
+        3,
+        "{\"type\":\"trade\",\"symbol\":\"BAD\",\"price\":".to_string(),
+    );
+    let entries: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| json!({"Id": i.to_string(), "MessageBody": b}))
+        .collect();
+    call(
+        &sqs,
+        "SendMessageBatch",
+        json!({"QueueUrl": queue, "Entries": entries}),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let endpoint = aws.endpoint.as_deref().unwrap();
+    let extra = format!(
+        "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"sqs\"\nid = \"queue\"\nqueue_url = \"{queue}\"\ndead_letter_queue_url = \"{dlq}\"\nwait_secs = 1\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\nnotify = [\"sns\"]\n\n[[notifiers]]\ntype = \"sns\"\nid = \"sns\"\ntopic_arn = \"{topic}\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n"
+    );
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, config(&data, &extra)).unwrap();
+    let server = Server::start(&cfg, &data);
+    let caught_up = |s: &Value| {
+        s["rows_durable"]["trades"].as_i64() == Some(9)
+            && s["notifiers"]
+                .as_array()
+                .and_then(|n| n.first())
+                .is_some_and(|n| n["lag_flushes"] == 0 && n["position"].as_u64().is_some())
+    };
+    wait_for(
+        &server,
+        "the queue's ticks stored and their alerts sent",
+        caught_up,
+    );
+    // A SIGKILL and a restart: nothing is received again, nothing doubled.
+    server.kill();
+    let server = Server::start(&cfg, &data);
+    wait_for(&server, "the restart caught up", |s| {
+        s["log_lag"].as_u64() == Some(0)
+    });
+    server.stop();
+
+    assert_eq!(sql_count(&data, "SELECT count(*) FROM trades"), 9);
+    assert_eq!(
+        sql_count(&data, "SELECT count(DISTINCT trade_id) FROM trades"),
+        9
+    );
+    let dlq_rows = sql(&data, "SELECT reason, source, error, payload FROM dlq");
+    assert_eq!(dlq_rows.len(), 1, "{dlq_rows:?}");
+    assert_eq!(dlq_rows[0]["reason"], "malformed");
+    assert_eq!(dlq_rows[0]["source"], "queue");
+    assert_eq!(dlq_rows[0]["payload"], bodies[3]);
+    let dead = drain(&sqs, &dlq);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["Body"], bodies[3]);
+    assert!(drain(&sqs, &queue).is_empty(), "every message deleted");
+
+    let published = drain(&sqs, &watch);
+    let mut keys: Vec<String> = published
+        .iter()
+        .map(|m| {
+            let envelope: Value = serde_json::from_str(m["Body"].as_str().unwrap()).unwrap();
+            envelope["MessageAttributes"]["idempotency_key"]["Value"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 9, "{published:?}");
+    assert_eq!(published.len(), 9, "each alert published once");
+    assert_eq!(
+        sql_count(
+            &data,
+            "SELECT count(*) FROM alerts WHERE delivered_to = 'log,sns'"
+        ),
+        9
+    );
+}
