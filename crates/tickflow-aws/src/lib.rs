@@ -1,8 +1,9 @@
-//! AWS where a team already lives: SQS as a source of ticks ([`sqs`]) and SNS as a channel
-//! for alerts ([`sns`]), through a small SigV4-signed client ([`client`]) whose endpoint can
-//! point at `moto_server` or LocalStack for tests.
+//! AWS where a team already lives: SQS as a source of ticks ([`sqs`]), SNS as a channel for
+//! alerts ([`sns`]) and DynamoDB as a sink ([`dynamodb`]), through a small SigV4-signed
+//! client ([`client`]) whose endpoint can point at `moto_server` or LocalStack for tests.
 
 pub mod client;
+pub mod dynamodb;
 pub mod sns;
 pub mod sqs;
 

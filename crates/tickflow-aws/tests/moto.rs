@@ -4,11 +4,18 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use tickflow_aws::dynamodb::{DynamoConfig, DynamoSink, Kind, Oversize, TableConfig};
 use tickflow_aws::sns::{SnsConfig, SnsNotifier};
 use tickflow_aws::sqs::SqsSource;
 use tickflow_aws::{AwsConfig, Client, Error, Service};
+use tickflow_core::codec::{self, Batch};
 use tickflow_core::contract::{Appended, check_notifier, check_source, s3_endpoint};
 use tickflow_core::notify::{DeliveryError, Notifier};
+use tickflow_core::sink::{Flush, Sink};
+use tickflow_core::source::{Append, SourceError};
 use tickflow_model::Event;
 
 fn moto() -> Option<AwsConfig> {
@@ -399,4 +406,145 @@ fn a_missing_topic_is_permanent_and_an_unreachable_endpoint_is_retried() {
         block_on(notifier(&down, "arn:aws:sns:us-east-1:123456789012:x").deliver(alert, "k:sns"))
             .unwrap_err();
     assert!(matches!(e, DeliveryError::Retry(_)), "{e}");
+}
+
+/// The log as a sink sees it: refused rows land here.
+#[derive(Debug, Default)]
+struct Collect(Mutex<Vec<Batch>>);
+
+impl Append for Collect {
+    fn append(&self, _source: &str, batch: &Batch) -> Result<Range<u64>, SourceError> {
+        self.0.lock().unwrap().push(batch.clone());
+        Ok(0..batch.len() as u64)
+    }
+}
+
+impl Collect {
+    /// (error, payload) of every record appended.
+    fn rejected(&self) -> Vec<(String, String)> {
+        let batches = self.0.lock().unwrap();
+        batches
+            .iter()
+            .flat_map(|b| b.records())
+            .map(|r| {
+                let r = codec::rejected(r).expect("a rejected record");
+                assert_eq!(r.reason.as_str(), "sink_refused");
+                (r.error.to_string(), r.payload.to_string())
+            })
+            .collect()
+    }
+}
+
+fn dynamo_config(aws: &AwsConfig, prefix: &str, oversize: Oversize) -> DynamoConfig {
+    DynamoConfig {
+        aws: aws.clone(),
+        tables: Kind::ALL
+            .iter()
+            .map(|(name, kind)| TableConfig {
+                kind: *kind,
+                name: format!("{prefix}-{name}"),
+                fields: None,
+            })
+            .collect(),
+        state_table: format!("{prefix}-state"),
+        create_tables: true,
+        oversize,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+/// Items per kind, by a consistent scan of each table.
+async fn item_counts(client: &Client, config: &DynamoConfig) -> tickflow_core::contract::Counts {
+    let mut counts = tickflow_core::contract::Counts::new();
+    for t in &config.tables {
+        let answer = client
+            .json(
+                "Scan",
+                &json!({"TableName": t.name, "Select": "COUNT", "ConsistentRead": true}),
+            )
+            .await;
+        let n = match answer {
+            Ok(a) => a["Count"].as_u64().unwrap_or(0),
+            // Not created yet: no rows.
+            Err(Error::Service { code, .. }) if code == "ResourceNotFoundException" => 0,
+            Err(e) => panic!("Scan {}: {e}", t.name),
+        };
+        counts.insert(t.kind.name().to_string(), n);
+    }
+    counts
+}
+
+#[test]
+fn the_dynamodb_sink_keeps_the_sink_contract() {
+    let Some(aws) = moto() else { return };
+    let prefix = unique("contract");
+    let config = dynamo_config(&aws, &prefix, Oversize::Reject);
+    let dlq = Arc::new(Collect::default());
+    let ddb = Client::new(&aws, Service::DynamoDb, Duration::from_secs(30)).unwrap();
+    block_on(tickflow_core::contract::check_sink(
+        || DynamoSink::new("ddb", config.clone(), Arc::clone(&dlq) as Arc<dyn Append>),
+        async || item_counts(&ddb, &config).await,
+        &["trades", "quotes", "bars", "daily_metrics"],
+    ));
+    assert!(dlq.rejected().is_empty(), "{:?}", dlq.rejected());
+}
+
+#[test]
+fn an_item_too_large_goes_to_the_dlq_and_its_batch_mates_are_stored_exactly() {
+    let Some(aws) = moto() else { return };
+    let prefix = unique("oversize");
+    let mut config = dynamo_config(&aws, &prefix, Oversize::Reject);
+    config.tables.retain(|t| t.kind == Kind::Trades);
+    let dlq = Arc::new(Collect::default());
+    let mut rows = tickflow_core::contract::sample_rows(1, 30);
+    rows.trades[7].trade_id = Some(tickflow_model::TradeId::from("x".repeat(500_000).as_str()));
+    let flush = Flush {
+        seq: 1,
+        rows: Arc::new(rows.clone()),
+    };
+    let mut sink = DynamoSink::new("ddb", config.clone(), Arc::clone(&dlq) as Arc<dyn Append>);
+    block_on(async {
+        assert_eq!(sink.open().await.unwrap(), None);
+        sink.write(&flush).await.unwrap();
+    });
+    let refused = dlq.rejected();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].0.contains("over DynamoDB's 400000"),
+        "{}",
+        refused[0].0
+    );
+    let ddb = Client::new(&aws, Service::DynamoDb, Duration::from_secs(30)).unwrap();
+    assert_eq!(block_on(item_counts(&ddb, &config))["trades"], 29);
+    // Prices are exact decimals, not floats.
+    let t = &rows.trades[0];
+    let items = call(
+        &ddb,
+        "Query",
+        json!({
+            "TableName": config.tables[0].name,
+            "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": t.symbol.as_str()}},
+            "ConsistentRead": true
+        }),
+    );
+    let prices: Vec<String> = items["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["price"]["N"].as_str().unwrap().to_string())
+        .collect();
+    assert!(prices.contains(&t.price.to_string()), "{prices:?}");
+
+    // Trimmed instead: all 30 stored, the long id cut to fit.
+    let prefix = unique("trim");
+    let mut config = dynamo_config(&aws, &prefix, Oversize::Trim);
+    config.tables.retain(|t| t.kind == Kind::Trades);
+    let mut sink = DynamoSink::new("ddb", config.clone(), Arc::clone(&dlq) as Arc<dyn Append>);
+    block_on(async {
+        sink.open().await.unwrap();
+        sink.write(&flush).await.unwrap();
+    });
+    assert_eq!(block_on(item_counts(&ddb, &config))["trades"], 30);
+    assert_eq!(dlq.rejected().len(), 1, "nothing more refused");
 }

@@ -293,6 +293,25 @@ pub struct RawSink {
 pub enum RawSinkKind {
     Csv(RawCsvSink),
     Postgres(RawPostgresSink),
+    Dynamodb(RawDynamoSink),
+}
+
+/// DynamoDB tables, one per kind of row.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDynamoSink {
+    /// Table names by kind: `{ trades = "tickflow-trades", … }`.
+    pub tables: Option<std::collections::BTreeMap<String, String>>,
+    /// Attributes to keep by kind: `{ trades = ["price", "size"] }`.
+    pub fields: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub state_table: Option<String>,
+    pub create_tables: Option<bool>,
+    pub oversize: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,12 +340,13 @@ pub struct RawPostgresSink {
 
 impl RawSinkKind {
     /// Every `type` a `[[sinks]]` entry may name.
-    pub const TYPES: &[&str] = &["csv", "postgres"];
+    pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
             "csv" => c.typed(entry, key).map(Self::Csv),
             "postgres" => c.typed(entry, key).map(Self::Postgres),
+            "dynamodb" => c.typed(entry, key).map(Self::Dynamodb),
             _ => None,
         }
     }
@@ -982,6 +1002,75 @@ macro_rules! aws {
     };
 }
 
+/// A `dynamodb` sink: a table per kind of row it keeps.
+fn dynamodb_sink(
+    raw: RawDynamoSink,
+    key: &dyn Fn(&str) -> String,
+    c: &mut Checker,
+) -> tickflow_aws::dynamodb::DynamoConfig {
+    use tickflow_aws::dynamodb::{Kind, Oversize, TableConfig};
+    let kind = |c: &mut Checker, name: &str, at: &str| {
+        let found = Kind::ALL.iter().find(|(n, _)| *n == name).map(|(_, k)| *k);
+        if found.is_none() {
+            c.add(
+                key(at),
+                format!("unknown kind {name:?}: expected trades, quotes, bars or daily_metrics"),
+            );
+        }
+        found
+    };
+    let mut fields = raw.fields.unwrap_or_default();
+    let mut tables = Vec::new();
+    for (name, table) in raw.tables.unwrap_or_default() {
+        if let Some(k) = kind(c, &name, "tables") {
+            tables.push(TableConfig {
+                kind: k,
+                name: table,
+                fields: fields.remove(&name),
+            });
+        }
+    }
+    for name in fields.keys() {
+        if kind(c, name, "fields").is_some() {
+            c.add(
+                key("fields"),
+                format!("{name:?} has fields but no table in `tables`"),
+            );
+        }
+    }
+    let oversize = match raw.oversize.as_deref() {
+        None | Some("reject") => Oversize::Reject,
+        Some("trim") => Oversize::Trim,
+        Some(other) => {
+            c.add(
+                key("oversize"),
+                format!("{other:?}: expected \"reject\" (to the DLQ) or \"trim\""),
+            );
+            Oversize::Reject
+        }
+    };
+    let config = tickflow_aws::dynamodb::DynamoConfig {
+        aws: aws!(raw),
+        tables,
+        state_table: raw
+            .state_table
+            .unwrap_or_else(|| "tickflow-sink-positions".to_string()),
+        create_tables: raw.create_tables.unwrap_or(true),
+        oversize,
+        timeout: Duration::from_millis(c.range(
+            &key("timeout_ms"),
+            raw.timeout_ms,
+            10_000,
+            100,
+            120_000,
+        ) as u64),
+    };
+    for (field, message) in config.problems() {
+        c.add(key(&field), message);
+    }
+    config
+}
+
 /// An `sqs` source: the queue's URL is required.
 fn sqs(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawSqs) -> SourceConfig {
     let source = tickflow_aws::sqs::SqsSource {
@@ -1580,6 +1669,7 @@ pub struct SinkPlan {
 pub enum SinkConfig {
     Csv(tickflow_sinks::csv::CsvConfig),
     Postgres(Box<tickflow_postgres::PostgresConfig>),
+    Dynamodb(Box<tickflow_aws::dynamodb::DynamoConfig>),
 }
 
 impl SinkConfig {
@@ -1588,6 +1678,7 @@ impl SinkConfig {
         match self {
             Self::Csv(_) => "csv",
             Self::Postgres(_) => "postgres",
+            Self::Dynamodb(_) => "dynamodb",
         }
     }
 
@@ -1604,6 +1695,11 @@ impl SinkConfig {
                 (**c).clone(),
                 Arc::clone(dlq),
             )),
+            Self::Dynamodb(c) => Box::new(tickflow_aws::dynamodb::DynamoSink::new(
+                id,
+                (**c).clone(),
+                Arc::clone(dlq),
+            )),
         }
     }
 
@@ -1611,6 +1707,16 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             Self::Csv(c) => format!("csv files in {} ({})", c.dir.display(), c.tables.join(", ")),
+            Self::Dynamodb(d) => format!(
+                "DynamoDB{} {}, position in {}",
+                aws_shown(&d.aws),
+                d.tables
+                    .iter()
+                    .map(|t| format!("{} to {}", t.kind.name(), t.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                d.state_table
+            ),
             Self::Postgres(c) => {
                 let hosts: Vec<String> = c
                     .connection
@@ -2500,6 +2606,9 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 .with_dir(csv.dir)
             }
             RawSinkKind::Postgres(pg) => SinkConfig::Postgres(Box::new(postgres_sink(pg, &key, c))),
+            RawSinkKind::Dynamodb(raw) => {
+                SinkConfig::Dynamodb(Box::new(dynamodb_sink(raw, &key, c)))
+            }
         };
         let id = sink.id.unwrap_or_else(|| config.type_name().to_string());
         if !valid_id(&id) {
@@ -3237,6 +3346,49 @@ mod tests {
             "a.toml:6: sources[0].access_key_id: access_key_id and secret_access_key come together",
             "a.toml:10: notifiers[0].topic_arn: \"alerts\" is not a topic ARN",
             "a.toml:11: notifiers[0].endpoint: \"localhost:5000\" is not an http",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
+        }
+    }
+
+    #[test]
+    fn a_dynamodb_sink_names_a_table_per_kind_and_its_problems_by_key() {
+        let plan = parse(
+            "[[sinks]]\ntype = \"dynamodb\"\nid = \"ddb\"\ntables = { trades = \"tf-trades\", daily_metrics = \"tf-daily\" }\nfields = { trades = [\"price\", \"size\"] }\noversize = \"trim\"\nregion = \"eu-west-1\"\n",
+            Path::new("d.toml"),
+        )
+        .unwrap();
+        let SinkConfig::Dynamodb(d) = &plan.sinks[0].config else {
+            panic!("{:?}", plan.sinks[0].config)
+        };
+        assert_eq!(d.tables.len(), 2);
+        assert_eq!(d.state_table, "tickflow-sink-positions");
+        assert_eq!(d.oversize, tickflow_aws::dynamodb::Oversize::Trim);
+        let trades = d
+            .tables
+            .iter()
+            .find(|t| t.kind == tickflow_aws::dynamodb::Kind::Trades)
+            .unwrap();
+        assert_eq!(
+            trades.fields.as_deref(),
+            Some(&["price".to_string(), "size".to_string()][..])
+        );
+        let shown = plan.sinks[0].config.describe();
+        assert!(
+            shown.contains("trades to tf-trades") && shown.contains(" in eu-west-1"),
+            "{shown}"
+        );
+        let e = parse(
+            "[[sinks]]\ntype = \"dynamodb\"\ntables = { ticks = \"x\", bars = \"b\" }\nfields = { bars = [\"colour\"] }\noversize = \"shrink\"\n",
+            Path::new("d.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "d.toml:3: sinks[0].tables: unknown kind \"ticks\"",
+            "sinks[0].tables.bars: \"b\" is not a DynamoDB table name",
+            "sinks[0].fields.bars: \"colour\" is not an attribute of bars",
+            "d.toml:5: sinks[0].oversize: \"shrink\"",
         ] {
             assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
         }

@@ -1,4 +1,5 @@
-//! `tickflow run` on AWS against moto_server: ticks from an SQS queue, alerts to an SNS topic.
+//! `tickflow run` on AWS against moto_server: ticks from an SQS queue, trades into DynamoDB,
+//! alerts to an SNS topic.
 //! A poison message reaches the dead-letter queue while its nine batch-mates are stored, and a
 //! SIGKILL and restart lose and double nothing.
 
@@ -82,7 +83,7 @@ fn trade(i: usize, now: i64) -> String {
 }
 
 #[test]
-fn sqs_to_sns_stores_every_tick_once_and_sends_the_poison_message_on() {
+fn sqs_to_dynamodb_and_sns_stores_every_tick_once_and_sends_the_poison_message_on() {
     let Some(aws) = moto() else { return };
     let sqs = Client::new(&aws, Service::Sqs, Duration::from_secs(30)).unwrap();
     let sns = Client::new(&aws, Service::Sns, Duration::from_secs(30)).unwrap();
@@ -136,14 +137,19 @@ fn sqs_to_sns_stores_every_tick_once_and_sends_the_poison_message_on() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let endpoint = aws.endpoint.as_deref().unwrap();
+    let tables = unique("tf");
     let extra = format!(
-        "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"sqs\"\nid = \"queue\"\nqueue_url = \"{queue}\"\ndead_letter_queue_url = \"{dlq}\"\nwait_secs = 1\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\nnotify = [\"sns\"]\n\n[[notifiers]]\ntype = \"sns\"\nid = \"sns\"\ntopic_arn = \"{topic}\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n"
+        "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"sqs\"\nid = \"queue\"\nqueue_url = \"{queue}\"\ndead_letter_queue_url = \"{dlq}\"\nwait_secs = 1\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\nnotify = [\"sns\"]\n\n[[sinks]]\ntype = \"dynamodb\"\nid = \"ddb\"\ntables = {{ trades = \"{tables}-trades\" }}\nstate_table = \"{tables}-state\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[notifiers]]\ntype = \"sns\"\nid = \"sns\"\ntopic_arn = \"{topic}\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n"
     );
     let cfg = dir.path().join("run.toml");
     std::fs::write(&cfg, config(&data, &extra)).unwrap();
     let server = Server::start(&cfg, &data);
     let caught_up = |s: &Value| {
         s["rows_durable"]["trades"].as_i64() == Some(9)
+            && s["sinks"]
+                .as_array()
+                .and_then(|n| n.first())
+                .is_some_and(|n| n["lag_flushes"] == 0 && n["position"].as_u64().is_some())
             && s["notifiers"]
                 .as_array()
                 .and_then(|n| n.first())
@@ -199,4 +205,19 @@ fn sqs_to_sns_stores_every_tick_once_and_sends_the_poison_message_on() {
         ),
         9
     );
+
+    let ddb = Client::new(&aws, Service::DynamoDb, Duration::from_secs(30)).unwrap();
+    let scan = call(
+        &ddb,
+        "Scan",
+        json!({"TableName": format!("{tables}-trades"), "ConsistentRead": true}),
+    );
+    let items = scan["Items"].as_array().unwrap();
+    assert_eq!(items.len(), 9, "{scan}");
+    let mut prices: Vec<&str> = items
+        .iter()
+        .map(|i| i["price"]["N"].as_str().unwrap())
+        .collect();
+    prices.sort_unstable();
+    assert_eq!(prices[0], "200.25", "exact decimals: {prices:?}");
 }
