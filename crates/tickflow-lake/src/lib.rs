@@ -19,6 +19,7 @@
 mod compact;
 mod convert;
 mod error;
+pub mod json_sink;
 mod read;
 mod store;
 mod table;

@@ -92,6 +92,19 @@ impl ObjectLake {
         Ok((bucket, prefix))
     }
 
+    /// A client for the bucket and the prefix under it, for another writer of the same
+    /// bucket (the S3 JSON sink) that shares the lake's settings and checks.
+    ///
+    /// # Errors
+    /// The URL is not `s3://bucket/prefix`, or the client cannot be built.
+    pub fn connect(&self) -> std::result::Result<(Arc<dyn ObjectStore>, String), String> {
+        let (bucket, prefix) = self.bucket_and_prefix()?;
+        let client = self
+            .client(bucket)
+            .map_err(|e| format!("{}: {e}", self.url))?;
+        Ok((Arc::new(client), prefix.to_string()))
+    }
+
     /// A client for the bucket.
     fn client(&self, bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);

@@ -294,6 +294,18 @@ pub enum RawSinkKind {
     Csv(RawCsvSink),
     Postgres(RawPostgresSink),
     Dynamodb(RawDynamoSink),
+    S3Json(RawS3JsonSink),
+}
+
+/// JSON lines on S3 for Athena: `url` is `s3://bucket/prefix`, the rest as for a lake on S3.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawS3JsonSink {
+    pub url: Option<String>,
+    pub tables: Option<Vec<String>>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
 }
 
 /// DynamoDB tables, one per kind of row.
@@ -340,13 +352,14 @@ pub struct RawPostgresSink {
 
 impl RawSinkKind {
     /// Every `type` a `[[sinks]]` entry may name.
-    pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb"];
+    pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb", "s3_json"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
             "csv" => c.typed(entry, key).map(Self::Csv),
             "postgres" => c.typed(entry, key).map(Self::Postgres),
             "dynamodb" => c.typed(entry, key).map(Self::Dynamodb),
+            "s3_json" => c.typed(entry, key).map(Self::S3Json),
             _ => None,
         }
     }
@@ -1670,6 +1683,7 @@ pub enum SinkConfig {
     Csv(tickflow_sinks::csv::CsvConfig),
     Postgres(Box<tickflow_postgres::PostgresConfig>),
     Dynamodb(Box<tickflow_aws::dynamodb::DynamoConfig>),
+    S3Json(tickflow_lake::json_sink::JsonSinkConfig),
 }
 
 impl SinkConfig {
@@ -1679,6 +1693,7 @@ impl SinkConfig {
             Self::Csv(_) => "csv",
             Self::Postgres(_) => "postgres",
             Self::Dynamodb(_) => "dynamodb",
+            Self::S3Json(_) => "s3_json",
         }
     }
 
@@ -1700,6 +1715,7 @@ impl SinkConfig {
                 (**c).clone(),
                 Arc::clone(dlq),
             )),
+            Self::S3Json(c) => Box::new(tickflow_lake::json_sink::JsonSink::new(id, c.clone())),
         }
     }
 
@@ -1707,6 +1723,15 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             Self::Csv(c) => format!("csv files in {} ({})", c.dir.display(), c.tables.join(", ")),
+            Self::S3Json(j) => format!(
+                "JSON lines for Athena under {}{} ({})",
+                j.store.url,
+                j.store
+                    .endpoint
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" via {e}")),
+                j.tables.join(", ")
+            ),
             Self::Dynamodb(d) => format!(
                 "DynamoDB{} {}, position in {}",
                 aws_shown(&d.aws),
@@ -2608,6 +2633,23 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSinkKind::Postgres(pg) => SinkConfig::Postgres(Box::new(postgres_sink(pg, &key, c))),
             RawSinkKind::Dynamodb(raw) => {
                 SinkConfig::Dynamodb(Box::new(dynamodb_sink(raw, &key, c)))
+            }
+            RawSinkKind::S3Json(raw) => {
+                let store = tickflow_lake::ObjectLake {
+                    url: raw.url.unwrap_or_default(),
+                    endpoint: raw.endpoint,
+                    region: raw.region,
+                    access_key_id: raw.access_key_id,
+                    secret_access_key: raw.secret_access_key,
+                };
+                if let Err(e) = store.bucket_and_prefix() {
+                    c.add(key("url"), e);
+                }
+                let tables = sink_tables(raw.tables, &tickflow_lake::json_sink::TABLES, &key, c)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                SinkConfig::S3Json(tickflow_lake::json_sink::JsonSinkConfig { store, tables })
             }
         };
         let id = sink.id.unwrap_or_else(|| config.type_name().to_string());

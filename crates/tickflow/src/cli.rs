@@ -75,6 +75,12 @@ pub(crate) enum Command {
     /// Check the alert channels a config sets up.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Print Athena's CREATE EXTERNAL TABLE statements for the JSON a config's s3_json sinks write.
+    #[command(
+        name = "athena-ddl",
+        after_help = "Example:\n  tickflow athena-ddl --config config/aws.toml --database tickflow > tables.sql\n\nEach table is partitioned by dt (the UTC day) with partition projection, so new days\nare queryable at once: no crawler, no MSCK REPAIR TABLE."
+    )]
+    AthenaDdl(AthenaDdlArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -268,6 +274,16 @@ pub(crate) struct CheckArgs {
     /// The config file.
     #[arg(long, short, value_name = "FILE")]
     pub(crate) config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AthenaDdlArgs {
+    /// The config file whose s3_json sinks to describe.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// The Glue database the tables go in.
+    #[arg(long, default_value = "tickflow")]
+    pub(crate) database: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One module per command; each returns the process exit code.
 
 mod alerts;
+mod athena;
 mod backfill;
 mod check;
 mod compact;
@@ -50,6 +51,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(crate::cli::ReportCommand::Weekly(args)) => report::weekly(&args),
         Command::Report(crate::cli::ReportCommand::Daily(args)) => report::daily(&args),
         Command::Alerts(crate::cli::AlertsCommand::Test(args)) => alerts::test(&args),
+        Command::AthenaDdl(args) => athena::ddl(&args),
     }
 }
 

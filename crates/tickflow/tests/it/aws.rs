@@ -1,5 +1,5 @@
-//! `tickflow run` on AWS against moto_server: ticks from an SQS queue, trades into DynamoDB,
-//! alerts to an SNS topic.
+//! `tickflow run` on AWS against moto_server: ticks from an SQS queue, trades into DynamoDB
+//! and as JSON for Athena on S3, alerts to an SNS topic.
 //! A poison message reaches the dead-letter queue while its nine batch-mates are stored, and a
 //! SIGKILL and restart lose and double nothing.
 
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tickflow_aws::{AwsConfig, Client, Service};
-use tickflow_core::contract::s3_endpoint;
+use tickflow_core::contract::{s3_bucket, s3_endpoint};
 
-use crate::support::{Server, config, sql, sql_count, wait_for};
+use crate::support::{Server, bin, config, sql, sql_count, wait_for};
 
 fn moto() -> Option<AwsConfig> {
     let endpoint = s3_endpoint();
@@ -138,18 +138,21 @@ fn sqs_to_dynamodb_and_sns_stores_every_tick_once_and_sends_the_poison_message_o
     let data = dir.path().join("data");
     let endpoint = aws.endpoint.as_deref().unwrap();
     let tables = unique("tf");
+    let bucket = s3_bucket("tf-athena").expect("moto_server answers");
     let extra = format!(
-        "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"sqs\"\nid = \"queue\"\nqueue_url = \"{queue}\"\ndead_letter_queue_url = \"{dlq}\"\nwait_secs = 1\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\nnotify = [\"sns\"]\n\n[[sinks]]\ntype = \"dynamodb\"\nid = \"ddb\"\ntables = {{ trades = \"{tables}-trades\" }}\nstate_table = \"{tables}-state\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[notifiers]]\ntype = \"sns\"\nid = \"sns\"\ntopic_arn = \"{topic}\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n"
+        "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"sqs\"\nid = \"queue\"\nqueue_url = \"{queue}\"\ndead_letter_queue_url = \"{dlq}\"\nwait_secs = 1\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\nnotify = [\"sns\"]\n\n[[sinks]]\ntype = \"dynamodb\"\nid = \"ddb\"\ntables = {{ trades = \"{tables}-trades\" }}\nstate_table = \"{tables}-state\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[sinks]]\ntype = \"s3_json\"\nid = \"athena\"\nurl = \"s3://{bucket}/processed\"\ntables = [\"trades\", \"alerts\"]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[notifiers]]\ntype = \"sns\"\nid = \"sns\"\ntopic_arn = \"{topic}\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n"
     );
     let cfg = dir.path().join("run.toml");
     std::fs::write(&cfg, config(&data, &extra)).unwrap();
     let server = Server::start(&cfg, &data);
     let caught_up = |s: &Value| {
         s["rows_durable"]["trades"].as_i64() == Some(9)
-            && s["sinks"]
-                .as_array()
-                .and_then(|n| n.first())
-                .is_some_and(|n| n["lag_flushes"] == 0 && n["position"].as_u64().is_some())
+            && s["sinks"].as_array().is_some_and(|sinks| {
+                sinks.len() == 2
+                    && sinks
+                        .iter()
+                        .all(|n| n["lag_flushes"] == 0 && n["position"].as_u64().is_some())
+            })
             && s["notifiers"]
                 .as_array()
                 .and_then(|n| n.first())
@@ -220,4 +223,65 @@ fn sqs_to_dynamodb_and_sns_stores_every_tick_once_and_sends_the_poison_message_o
         .collect();
     prices.sort_unstable();
     assert_eq!(prices[0], "200.25", "exact decimals: {prices:?}");
+
+    // The Athena JSON: every trade once, under processed/trades/dt=<day>/.
+    let lines = s3_lines(&bucket, "processed/trades/");
+    assert_eq!(lines.len(), 9, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l["price"] == json!(200.25)),
+        "{lines:?}"
+    );
+    assert_eq!(s3_lines(&bucket, "processed/alerts/").len(), 9);
+    let out = bin()
+        .args(["athena-ddl", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let ddl = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{ddl}");
+    assert!(
+        ddl.contains("CREATE EXTERNAL TABLE IF NOT EXISTS tickflow.trades_json")
+            && ddl.contains(&format!("LOCATION 's3://{bucket}/processed/trades/'"))
+            && ddl.contains("tickflow.alerts_json")
+            && !ddl.contains("quotes_json"),
+        "{ddl}"
+    );
+}
+
+/// The JSON lines of every object under `prefix` in moto's `bucket`.
+fn s3_lines(bucket: &str, prefix: &str) -> Vec<Value> {
+    use object_store::ObjectStoreExt;
+    let store = tickflow_lake::ObjectLake {
+        url: format!("s3://{bucket}/processed"),
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+    };
+    let (store, _) = store.connect().unwrap();
+    block_on(async {
+        let listed: Vec<object_store::ObjectMeta> = futures_util::TryStreamExt::try_collect(
+            store.list(Some(&prefix.trim_end_matches('/').into())),
+        )
+        .await
+        .unwrap();
+        assert!(!listed.is_empty(), "nothing under {prefix}");
+        let mut out = Vec::new();
+        for meta in listed {
+            let key = meta.location.to_string();
+            assert!(key.contains("/dt=") && key.ends_with(".json"), "{key}");
+            let bytes = store
+                .get(&meta.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            out.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
+        }
+        out
+    })
 }

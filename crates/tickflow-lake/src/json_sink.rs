@@ -1,0 +1,349 @@
+//! Processed rows as JSON lines on S3, laid out for Athena: the old pipeline's
+//! `processed/` output, beside the Parquet lake.
+//!
+//! Each flush writes, per table and UTC day, one object
+//! `<prefix>/<table>/dt=YYYY-MM-DD/<flush, 12 digits>.json` holding one JSON object per line,
+//! then the sink's position, `<prefix>/_tickflow/<sink id>.json`. The objects' names and
+//! contents follow from the flush alone, so a flush written again after a crash replaces
+//! them with the same bytes: nothing doubles. The partition is named `dt`, since
+//! `daily_metrics` has a `date` column of its own.
+//!
+//! Times are UTC in Hive's text form (`2026-12-04 15:00:00.123456789`), which both Athena JSON
+//! SerDes read as `timestamp`; prices and sizes are JSON numbers written with their exact
+//! digits, read as `decimal(38,9)`. [`athena_ddl`] gives each table's
+//! `CREATE EXTERNAL TABLE` with partition projection, so no crawler or `MSCK REPAIR` is
+//! needed.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tickflow_core::sink::{Flush, Sink, SinkError};
+use tickflow_model::{Date, Rows, UnixNanos};
+
+use crate::ObjectLake;
+
+/// The tables the JSON sink can write.
+pub const TABLES: [&str; 5] = ["trades", "quotes", "bars", "daily_metrics", "alerts"];
+
+/// A JSON sink's settings: where (the same settings as a lake on S3) and which tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonSinkConfig {
+    /// `s3://bucket/processed`, with endpoint, region and keys as for the lake.
+    pub store: ObjectLake,
+    pub tables: Vec<String>,
+}
+
+/// Writes flushes as JSON lines; see the module docs.
+pub struct JsonSink {
+    id: String,
+    config: JsonSinkConfig,
+    store: Option<(Arc<dyn ObjectStore>, String)>,
+}
+
+impl std::fmt::Debug for JsonSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonSink")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JsonSink {
+    pub fn new(id: &str, config: JsonSinkConfig) -> Self {
+        Self {
+            id: id.to_string(),
+            config,
+            store: None,
+        }
+    }
+
+    fn position_key(&self, prefix: &str) -> Key {
+        Key::from(format!("{prefix}/_tickflow/{}.json", self.id))
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for JsonSink {
+    async fn open(&mut self) -> Result<Option<u64>, SinkError> {
+        let (store, prefix) = self.config.store.connect()?;
+        let key = self.position_key(&prefix);
+        let position = match store.get(&key).await {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| format!("{key}: {e}"))?;
+                Some(
+                    v["flush"]
+                        .as_u64()
+                        .ok_or_else(|| format!("{key}: no flush number"))?,
+                )
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(Box::new(e)),
+        };
+        self.store = Some((store, prefix));
+        Ok(position)
+    }
+
+    async fn write(&mut self, flush: &Flush) -> Result<(), SinkError> {
+        let Some((store, prefix)) = &self.store else {
+            return Err("the JSON sink is not open".into());
+        };
+        let mut objects: std::collections::BTreeMap<(String, Date), String> = Default::default();
+        for table in &self.config.tables {
+            lines(table, &flush.rows, &mut |date, line| {
+                let text = objects.entry((table.clone(), date)).or_default();
+                text.push_str(line);
+                text.push('\n');
+            });
+        }
+        let puts = objects.into_iter().map(|((table, date), text)| {
+            let key = Key::from(format!("{prefix}/{table}/dt={date}/{:012}.json", flush.seq));
+            let store = Arc::clone(store);
+            async move { store.put(&key, PutPayload::from(text)).await }
+        });
+        let results: Vec<_> = futures::stream::iter(puts)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        let position = serde_json::json!({"flush": flush.seq}).to_string();
+        store
+            .put(&self.position_key(prefix), PutPayload::from(position))
+            .await?;
+        Ok(())
+    }
+}
+
+use futures::StreamExt as _;
+
+/// A time as Hive's text timestamp, UTC: `2026-12-04 15:00:00.123456789`.
+fn hive_time(t: UnixNanos) -> String {
+    let text = t.to_string();
+    text.trim_end_matches('Z').replacen('T', " ", 1)
+}
+
+/// A JSON string.
+fn q(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// A JSON string, or `null`.
+fn q_opt(text: Option<&str>) -> String {
+    text.map_or_else(|| "null".to_string(), q)
+}
+
+/// A number from a type whose `Display` writes its exact digits.
+fn num(v: impl std::fmt::Display) -> String {
+    v.to_string()
+}
+
+fn num_opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".to_string(), num)
+}
+
+fn float(v: f64) -> String {
+    if v.is_finite() {
+        v.to_string()
+    } else {
+        "null".to_string()
+    }
+}
+
+/// Calls `out` with each row of `table` in `rows` as a JSON line, with the UTC day it belongs
+/// to.
+fn lines(table: &str, rows: &Rows, out: &mut dyn FnMut(Date, &str)) {
+    let mut line = String::new();
+    match table {
+        "trades" => {
+            for t in &rows.trades {
+                line.clear();
+                let _ = write!(
+                    line,
+                    "{{\"symbol\":{},\"ts_event\":{},\"ts_recv\":{},\"price\":{},\"size\":{},\"trade_id\":{},\"exchange\":{},\"source\":{},\"feed\":{},\"seq\":{}}}",
+                    q(t.symbol.as_str()),
+                    q(&hive_time(t.ts_event)),
+                    q(&hive_time(t.ts_recv)),
+                    num(t.price),
+                    num(t.size),
+                    q_opt(t.trade_id.as_ref().map(|i| i.as_str())),
+                    q_opt(t.exchange.as_deref()),
+                    q(&t.source),
+                    q(&t.feed),
+                    num_opt(t.seq)
+                );
+                out(t.ts_event.date(), &line);
+            }
+        }
+        "quotes" => {
+            for x in &rows.quotes {
+                line.clear();
+                let _ = write!(
+                    line,
+                    "{{\"symbol\":{},\"ts_event\":{},\"ts_recv\":{},\"bid\":{},\"bid_size\":{},\"ask\":{},\"ask_size\":{},\"source\":{},\"feed\":{},\"seq\":{}}}",
+                    q(x.symbol.as_str()),
+                    q(&hive_time(x.ts_event)),
+                    q(&hive_time(x.ts_recv)),
+                    num(x.bid),
+                    num(x.bid_size),
+                    num(x.ask),
+                    num(x.ask_size),
+                    q(&x.source),
+                    q(&x.feed),
+                    num_opt(x.seq)
+                );
+                out(x.ts_event.date(), &line);
+            }
+        }
+        "bars" => {
+            for b in &rows.bars {
+                line.clear();
+                let _ = write!(
+                    line,
+                    "{{\"symbol\":{},\"interval\":{},\"start\":{},\"end\":{},\"open\":{},\"high\":{},\"low\":{},\"close\":{},\"volume\":{},\"vwap\":{},\"trade_count\":{},\"final\":{},\"source\":{}}}",
+                    q(b.symbol.as_str()),
+                    q(b.interval.as_str()),
+                    q(&hive_time(b.start)),
+                    q(&hive_time(b.end)),
+                    num(b.open),
+                    num(b.high),
+                    num(b.low),
+                    num(b.close),
+                    num(b.volume),
+                    num_opt(b.vwap),
+                    num_opt(b.trade_count),
+                    b.is_final,
+                    q_opt(b.source.as_deref())
+                );
+                out(b.start.date(), &line);
+            }
+        }
+        "daily_metrics" => {
+            for d in &rows.daily_metrics {
+                line.clear();
+                let _ = write!(
+                    line,
+                    "{{\"symbol\":{},\"date\":{},\"open\":{},\"high\":{},\"low\":{},\"close\":{},\"volume\":{},\"volatility\":{},\"rolling_avg_5d\":{},\"daily_pct_change\":{}}}",
+                    q(d.symbol.as_str()),
+                    q(&d.date.to_string()),
+                    num(d.open),
+                    num(d.high),
+                    num(d.low),
+                    num(d.close),
+                    num(d.volume),
+                    float(d.volatility),
+                    num(d.rolling_avg_5d),
+                    d.daily_pct_change.map_or_else(|| "null".to_string(), float)
+                );
+                out(d.date, &line);
+            }
+        }
+        "alerts" => {
+            for a in &rows.alerts {
+                line.clear();
+                let _ = write!(
+                    line,
+                    "{{\"alert_id\":{},\"rule\":{},\"symbol\":{},\"ts\":{},\"value\":{},\"threshold\":{},\"message\":{},\"severity\":{},\"kind\":{}}}",
+                    q(&a.alert_id),
+                    q(&a.rule),
+                    q(a.symbol.as_str()),
+                    q(&hive_time(a.ts)),
+                    num(a.value),
+                    q(&a.threshold),
+                    q(&a.message),
+                    q(a.severity.as_str()),
+                    q(a.kind.as_str())
+                );
+                out(a.ts.date(), &line);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The Athena (Hive DDL) columns of a JSON table.
+fn columns(table: &str) -> &'static str {
+    match table {
+        "trades" => {
+            "symbol string, ts_event timestamp, ts_recv timestamp, price decimal(38,9), size decimal(38,9), trade_id string, exchange string, source string, feed string, seq bigint"
+        }
+        "quotes" => {
+            "symbol string, ts_event timestamp, ts_recv timestamp, bid decimal(38,9), bid_size decimal(38,9), ask decimal(38,9), ask_size decimal(38,9), source string, feed string, seq bigint"
+        }
+        "bars" => {
+            "symbol string, `interval` string, `start` timestamp, `end` timestamp, open decimal(38,9), high decimal(38,9), low decimal(38,9), close decimal(38,9), volume decimal(38,9), vwap decimal(38,9), trade_count bigint, `final` boolean, source string"
+        }
+        "daily_metrics" => {
+            "symbol string, `date` date, open decimal(38,9), high decimal(38,9), low decimal(38,9), close decimal(38,9), volume decimal(38,9), volatility double, rolling_avg_5d decimal(38,9), daily_pct_change double"
+        }
+        _ => {
+            "alert_id string, rule string, symbol string, ts timestamp, value decimal(38,9), threshold string, message string, severity string, kind string"
+        }
+    }
+}
+
+/// `CREATE EXTERNAL TABLE` for `table` of a JSON sink writing under `url`
+/// (`s3://bucket/processed`), in `database`, named `<table>_json`: the OpenX JSON SerDe,
+/// partitioned by `dt` with projection from 2000 to now.
+pub fn athena_ddl(database: &str, url: &str, table: &str) -> String {
+    let location = format!("{}/{table}/", url.trim_end_matches('/'));
+    format!(
+        "CREATE EXTERNAL TABLE IF NOT EXISTS {database}.{table}_json (\n  {}\n)\nPARTITIONED BY (dt string)\nROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\nWITH SERDEPROPERTIES ('ignore.malformed.json' = 'true')\nSTORED AS INPUTFORMAT 'org.apache.hadoop.mapred.TextInputFormat'\nOUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'\nLOCATION '{location}'\nTBLPROPERTIES (\n  'projection.enabled' = 'true',\n  'projection.dt.type' = 'date',\n  'projection.dt.format' = 'yyyy-MM-dd',\n  'projection.dt.range' = '2000-01-01,NOW',\n  'projection.dt.interval' = '1',\n  'projection.dt.interval.unit' = 'DAYS',\n  'storage.location.template' = '{location}dt=${{dt}}/'\n);\n",
+        columns(table)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_one_json_line_with_exact_numbers_and_hive_times() {
+        let rows = tickflow_core::contract::sample_rows(1, 2);
+        for table in TABLES {
+            let mut got = Vec::new();
+            lines(table, &rows, &mut |date, line| {
+                got.push((date, line.to_string()))
+            });
+            assert_eq!(got.len(), 2, "{table}");
+            for (_, line) in &got {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{table}: {e}: {line}"));
+                assert!(v.is_object(), "{line}");
+                assert!(!line.contains('\n'));
+            }
+        }
+        let mut trades = Vec::new();
+        lines("trades", &rows, &mut |_, l| trades.push(l.to_string()));
+        let t = &rows.trades[0];
+        assert!(
+            trades[0].contains(&format!("\"price\":{},", t.price)),
+            "{}",
+            trades[0]
+        );
+        let time = hive_time(t.ts_event);
+        assert!(!time.contains('T') && !time.ends_with('Z'), "{time}");
+    }
+
+    #[test]
+    fn the_ddl_projects_the_dt_partition_onto_the_sinks_layout() {
+        let ddl = athena_ddl("tickflow", "s3://bucket/processed/", "daily_metrics");
+        assert!(ddl.contains("tickflow.daily_metrics_json"), "{ddl}");
+        assert!(
+            ddl.contains("LOCATION 's3://bucket/processed/daily_metrics/'"),
+            "{ddl}"
+        );
+        assert!(
+            ddl.contains(
+                "'storage.location.template' = 's3://bucket/processed/daily_metrics/dt=${dt}/'"
+            ),
+            "{ddl}"
+        );
+        assert!(ddl.contains("`date` date"), "{ddl}");
+    }
+}
