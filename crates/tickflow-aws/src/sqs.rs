@@ -305,3 +305,58 @@ impl SqsSource {
         Ok(())
     }
 }
+
+/// The URL of the queue named `name`, as `GetQueueUrl` answers.
+///
+/// # Errors
+/// The queue does not exist or SQS cannot be reached.
+pub async fn queue_url(client: &Client, name: &str) -> Result<String, Error> {
+    let answer = client
+        .json("GetQueueUrl", &json!({"QueueName": name}))
+        .await?;
+    answer["QueueUrl"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::Service {
+            status: 200,
+            code: "UnreadableAnswer".into(),
+            message: format!("GetQueueUrl answered {answer}"),
+        })
+}
+
+/// Sends up to [`MAX_BATCH`] bodies in one `SendMessageBatch`, each one message.
+///
+/// # Errors
+/// The call failed, or SQS refused some entries (their codes and messages).
+pub async fn send_batch(client: &Client, queue_url: &str, bodies: &[&str]) -> Result<(), Error> {
+    if bodies.len() > MAX_BATCH {
+        return Err(Error::Config(format!(
+            "{} messages: SQS takes at most {MAX_BATCH} a batch",
+            bodies.len()
+        )));
+    }
+    let entries: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| json!({"Id": i.to_string(), "MessageBody": b}))
+        .collect();
+    let answer = client
+        .json(
+            "SendMessageBatch",
+            &json!({"QueueUrl": queue_url, "Entries": entries}),
+        )
+        .await?;
+    match answer["Failed"].as_array() {
+        Some(failed) if !failed.is_empty() => Err(Error::Service {
+            status: 200,
+            code: failed[0]["Code"].as_str().unwrap_or("Failed").to_string(),
+            message: format!(
+                "{} of {} messages refused: {}",
+                failed.len(),
+                bodies.len(),
+                failed[0]
+            ),
+        }),
+        _ => Ok(()),
+    }
+}

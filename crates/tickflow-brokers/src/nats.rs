@@ -2,11 +2,11 @@
 //! ticks in tickflow's ingest format (one JSON object, NDJSON lines or a JSON array per
 //! message, as `POST /api/v1/ingest` takes them).
 //!
-//! Each fetched batch is appended to the log, and only once it is durable there is the
-//! batch acknowledged (its last message, with `AckPolicy::All`, waiting for the server's
-//! confirmation). A crash in between redelivers the batch, and processing drops the repeats
-//! by natural key (or, once past the lateness budget, sends them to the DLQ as late), so no
-//! tick is stored twice. A message that cannot be read goes to the
+//! Each fetched batch is appended to the log, and only once it is durable are its messages
+//! acknowledged (explicitly, each one, the last waiting for the server's confirmation). A
+//! crash in between leaves them pending on the durable consumer; the next start resets the
+//! consumer to just after its acknowledged floor, so they come again at once and in order,
+//! and processing drops the repeats by natural key, so no tick is stored twice. A message that cannot be read goes to the
 //! DLQ as `malformed`, with the subject and stream sequence in the error and the message as
 //! the payload, and is acknowledged with its batch: a poison message never blocks the stream.
 //! The stream and the consumer are created when missing; a lost connection is retried with
@@ -92,17 +92,40 @@ impl NatsSource {
             })
             .await
             .map_err(broker("opening the stream"))?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &self.durable,
-                consumer::pull::Config {
-                    durable_name: Some(self.durable.clone()),
-                    ack_policy: consumer::AckPolicy::All,
-                    ..Default::default()
-                },
-            )
+        let config = |deliver_policy| consumer::pull::Config {
+            durable_name: Some(self.durable.clone()),
+            // Explicit, not All: an ack of a later message under All would also ack the
+            // batch a killed process fetched and never stored.
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy,
+            ..Default::default()
+        };
+        let mut consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(&self.durable, config(consumer::DeliverPolicy::All))
             .await
             .map_err(broker("opening the consumer"))?;
+        // Messages handed to a process that died are redelivered only after the ack wait,
+        // behind newer ones, and would then be late. The durable is this source's alone: it
+        // starts again right after its acknowledged floor, so they come first, now.
+        let info = consumer
+            .info()
+            .await
+            .map_err(broker("reading the consumer"))?
+            .clone();
+        if info.num_ack_pending > 0 {
+            let start_sequence = info.ack_floor.stream_sequence + 1;
+            tracing::info!(source = ctx.id(), durable = %self.durable, pending = info.num_ack_pending, start_sequence, "taking back messages a stopped process fetched but never acknowledged");
+            stream
+                .delete_consumer(&self.durable)
+                .await
+                .map_err(broker("resetting the consumer"))?;
+            consumer = stream
+                .create_consumer(config(consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence,
+                }))
+                .await
+                .map_err(broker("resetting the consumer"))?;
+        }
         tracing::info!(source = ctx.id(), url = %self.url, stream = %self.stream, durable = %self.durable, "following NATS JetStream");
         loop {
             let fetch = consumer
@@ -115,13 +138,13 @@ impl NatsSource {
                 () = ctx.stopped() => return Ok(()),
             };
             let mut batch = Batch::default();
-            let mut last = None;
+            let mut fetched = Vec::new();
             while let Some(message) = messages.next().await {
                 let message = message.map_err(broker("reading a message"))?;
                 read(ctx.id(), &message, &mut batch);
-                last = Some(message);
+                fetched.push(message);
             }
-            let Some(last) = last else {
+            let Some(last) = fetched.pop() else {
                 if ctx.is_stopping() {
                     return Ok(());
                 }
@@ -129,6 +152,12 @@ impl NatsSource {
             };
             if !batch.is_empty() {
                 ctx.append(&batch).map_err(Failure::Log)?;
+            }
+            // Acks go out in order on one connection: once the last one is confirmed, the
+            // server has the others too. One that is lost brings its message again, and
+            // processing drops the repeat.
+            for message in &fetched {
+                message.ack().await.map_err(broker("acknowledging"))?;
             }
             last.double_ack().await.map_err(broker("acknowledging"))?;
             if ctx.is_stopping() {
@@ -158,5 +187,53 @@ fn read(source: &str, message: &jetstream::Message, batch: &mut Batch) {
             error: &error,
             payload: &String::from_utf8_lossy(payload),
         });
+    }
+}
+
+/// Publishes messages to a JetStream subject and waits for the stream's acknowledgements:
+/// `tickflow produce --to nats://…`, and tests.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+}
+
+impl Publisher {
+    /// Connects to the server at `url` (`nats://host:port`).
+    ///
+    /// # Errors
+    /// The server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, String> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| format!("connecting to {url}: {e}"))?;
+        Ok(Self {
+            js: jetstream::new(client),
+        })
+    }
+
+    /// Publishes each payload as one message on `subject`, all sent before any
+    /// acknowledgement is awaited; returns once the stream has stored every one.
+    ///
+    /// # Errors
+    /// A publish the server refused or never acknowledged (no stream takes the subject).
+    pub async fn publish_all(
+        &self,
+        subject: &str,
+        payloads: impl IntoIterator<Item = bytes::Bytes>,
+    ) -> Result<(), String> {
+        let mut acks = Vec::new();
+        for payload in payloads {
+            let ack = self
+                .js
+                .publish(subject.to_string(), payload)
+                .await
+                .map_err(|e| format!("publishing to {subject}: {e}"))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|e| format!("{subject}: no stream stored it: {e}"))?;
+        }
+        Ok(())
     }
 }

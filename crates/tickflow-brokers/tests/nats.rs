@@ -165,3 +165,64 @@ fn a_server_cut_away_is_retried_and_nothing_is_lost_or_doubled() {
         "the new tick once, the old one not again"
     );
 }
+
+#[test]
+fn a_batch_a_dead_process_fetched_comes_again_first_not_after_the_ack_wait() {
+    let Some(url) = server() else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("TICKFLOW_DEAD_{nanos}");
+    let subject = format!("tickflow.dead.{nanos}");
+    let trade = |id: u32| {
+        format!(
+            "{{\"type\":\"trade\",\"symbol\":\"MSFT\",\"ts_event\":\"2026-12-04T15:00:0{id}Z\",\"price\":\"420\",\"size\":\"1\",\"trade_id\":\"{id}\"}}"
+        )
+    };
+    let ticks: Vec<String> = (0..8).map(trade).collect();
+    let refs: Vec<&str> = ticks.iter().map(String::as_str).collect();
+    publish(&url, &name, &subject, &refs);
+    let source = NatsSource {
+        url: url.clone(),
+        stream: name.clone(),
+        subjects: vec![format!("{subject}.>")],
+        durable: "tickflow-dead".to_string(),
+        batch: 100,
+        retry_max: Duration::from_secs(1),
+    };
+    // A first run takes the first tick and acknowledges it, creating the durable consumer.
+    let first = NatsSource {
+        batch: 1,
+        ..source.clone()
+    };
+    assert_eq!(trade_ids(&check_source(Box::new(first), 1).events), ["0"]);
+    // A process that fetches the next three and dies before acknowledging them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+        let stream = js.get_stream(&name).await.unwrap();
+        let consumer: jetstream::consumer::PullConsumer =
+            stream.get_consumer("tickflow-dead").await.unwrap();
+        let mut batch = consumer.fetch().max_messages(3).messages().await.unwrap();
+        let mut n = 0;
+        while let Some(m) = batch.next().await {
+            m.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    });
+    // The next run gets them at once, ahead of the rest, in order: under the ack wait alone
+    // (30 s) its batch would hold only the later four.
+    let got = check_source(Box::new(source), 1);
+    assert_eq!(
+        trade_ids(&got.events),
+        ["1", "2", "3", "4", "5", "6", "7"],
+        "{:?}",
+        got.events
+    );
+}

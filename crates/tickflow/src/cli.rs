@@ -41,7 +41,7 @@ pub(crate) enum Command {
     Sql(SqlArgs),
     /// Send test events to a running pipeline's HTTP ingest (the old test-event producer), or write them to a file.
     #[command(
-        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file\n  tickflow produce --from ticks.ndjson --batch-size 5000 --connections 4   # replay a file"
+        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file\n  tickflow produce --from ticks.ndjson --batch-size 5000 --connections 4   # replay a file\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 tickflow produce --count 1000 --batch-size 10 --to sqs://ticks   # one message per event\n  tickflow produce --count 100000 --batch-size 1000 --connections 4 --to nats://127.0.0.1:4222/ticks.all"
     )]
     Produce(ProduceArgs),
     /// Replay trades, quotes and bars from NDJSON, CSV, Parquet (a lake's own included) or Databento DBN files into a data directory or a running pipeline.
@@ -334,7 +334,8 @@ pub(crate) struct ProduceArgs {
     /// Events per second (0 = as fast as possible).
     #[arg(long, value_name = "R", default_value_t = 0)]
     pub(crate) rate: u64,
-    /// Base URL of the running pipeline, or a file path to write the same NDJSON to.
+    /// Base URL of the running pipeline; sqs://<queue> or nats://<host>:<port>/<subject> for
+    /// one message per event; or a file path to write the same NDJSON to.
     #[arg(long, value_name = "URL|FILE", default_value = "http://127.0.0.1:8750")]
     pub(crate) to: String,
     /// Requests in flight at once.

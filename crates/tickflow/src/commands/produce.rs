@@ -38,7 +38,8 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     if symbols.is_empty() {
         anyhow::bail!("--symbols lists no symbol");
     }
-    let sending = args.to.starts_with("http://") || args.to.starts_with("https://");
+    let target = Target::parse(&args.to)?;
+    let sending = !matches!(target, Target::File);
     if !sending && looks_like_host_port(&args.to) {
         anyhow::bail!(
             "--to {:?} looks like an address; write http://{} to send, or a file name to write",
@@ -46,10 +47,17 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
             args.to
         )
     }
+    if matches!(target, Target::Sqs(_)) && args.batch_size > tickflow_aws::sqs::MAX_BATCH as u64 {
+        anyhow::bail!(
+            "--batch-size {}: SQS takes at most {} messages a batch (each event is one message)",
+            args.batch_size,
+            tickflow_aws::sqs::MAX_BATCH
+        );
+    }
     let mut events = match &args.from {
         Some(path) if !sending => {
             anyhow::bail!(
-                "--from {} replays to a pipeline: --to must be an http:// URL, not {:?}",
+                "--from {} replays to a pipeline or a queue: --to must be an http://, sqs:// or nats:// address, not {:?}",
                 path.display(),
                 args.to
             )
@@ -58,9 +66,154 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
         None => Events::Generated(Ticks::new(args, symbols)),
     };
     if sending {
-        send(args, &mut events)
+        send(args, &mut events, target)
     } else {
         write_file(args, &mut events)
+    }
+}
+
+/// Where `--to` sends the events.
+enum Target {
+    /// A pipeline's HTTP ingest: one request per batch.
+    Http,
+    /// An SQS queue by name (`sqs://ticks`), found through the standard AWS environment:
+    /// one message per event, `SendMessageBatch` per batch.
+    Sqs(String),
+    /// A NATS JetStream subject (`nats://host:port/subject`): one message per event, each
+    /// batch's acknowledgements awaited together.
+    Nats { url: String, subject: String },
+    /// A file of NDJSON lines.
+    File,
+}
+
+impl Target {
+    fn parse(to: &str) -> anyhow::Result<Self> {
+        if to.starts_with("http://") || to.starts_with("https://") {
+            return Ok(Self::Http);
+        }
+        if let Some(name) = to.strip_prefix("sqs://") {
+            if name.is_empty() || name.contains('/') {
+                anyhow::bail!(
+                    "--to {to:?}: write sqs://<queue name>; the endpoint, region and keys come from the AWS environment (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, …)"
+                );
+            }
+            return Ok(Self::Sqs(name.to_string()));
+        }
+        if let Some(rest) = to.strip_prefix("nats://") {
+            let Some((server, subject)) = rest
+                .split_once('/')
+                .filter(|(s, j)| !s.is_empty() && !j.is_empty())
+            else {
+                anyhow::bail!(
+                    "--to {to:?}: write nats://<host>:<port>/<subject>, a subject a JetStream stream takes"
+                );
+            };
+            return Ok(Self::Nats {
+                url: format!("nats://{server}"),
+                subject: subject.to_string(),
+            });
+        }
+        Ok(Self::File)
+    }
+}
+
+/// A connected target, shared by the requests in flight.
+enum Sender {
+    Http {
+        client: reqwest::Client,
+        url: String,
+        token: Option<String>,
+    },
+    Sqs {
+        client: tickflow_aws::Client,
+        queue_url: String,
+    },
+    Nats {
+        publisher: tickflow_brokers::nats::Publisher,
+        subject: String,
+    },
+}
+
+impl Sender {
+    async fn connect(args: &ProduceArgs, target: Target) -> anyhow::Result<Self> {
+        Ok(match target {
+            Target::Http | Target::File => Self::Http {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()?,
+                url: ingest_url(&args.to, args.source.as_deref()),
+                token: args.token.clone(),
+            },
+            Target::Sqs(name) => {
+                let client = tickflow_aws::Client::new(
+                    &tickflow_aws::AwsConfig::default(),
+                    tickflow_aws::Service::Sqs,
+                    Duration::from_secs(30),
+                )?;
+                let queue_url = tickflow_aws::sqs::queue_url(&client, &name)
+                    .await
+                    .with_context(|| format!("finding queue {name} at {}", client.url()))?;
+                Self::Sqs { client, queue_url }
+            }
+            Target::Nats { url, subject } => Self::Nats {
+                publisher: tickflow_brokers::nats::Publisher::connect(&url)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+                subject,
+            },
+        })
+    }
+
+    /// Where the events go, for the summary.
+    fn shown(&self) -> String {
+        match self {
+            Self::Http { url, .. } => url.clone(),
+            Self::Sqs { queue_url, .. } => queue_url.clone(),
+            Self::Nats { subject, .. } => format!("NATS subject {subject}"),
+        }
+    }
+
+    /// Sends one batch of NDJSON lines, retrying what may succeed later up to `retries`
+    /// times.
+    async fn send(&self, body: Vec<u8>, retries: u32) -> Result<(), String> {
+        match self {
+            Self::Http { client, url, token } => {
+                post(client, url, token.as_deref(), body, retries).await
+            }
+            Self::Sqs { client, queue_url } => {
+                let text = String::from_utf8(body).map_err(|e| e.to_string())?;
+                let lines: Vec<&str> = text.lines().collect();
+                let mut tries = 0;
+                loop {
+                    match tickflow_aws::sqs::send_batch(client, queue_url, &lines).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.is_retryable() && tries < retries => tries += 1,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+            }
+            Self::Nats { publisher, subject } => {
+                let body = bytes::Bytes::from(body);
+                let mut tries = 0;
+                loop {
+                    let messages: Vec<bytes::Bytes> = body
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(|l| body.slice_ref(l))
+                        .collect();
+                    match publisher.publish_all(subject, messages).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if tries < retries => {
+                            tries += 1;
+                            tracing::warn!(error = %e, "publishing failed; trying again");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+            }
+        }
     }
 }
 
@@ -262,9 +415,7 @@ struct Sent {
     outcome: Result<(), String>,
 }
 
-fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
-    let url = ingest_url(&args.to, args.source.as_deref());
-    let token = args.token.clone();
+fn send(args: &ProduceArgs, events: &mut Events, target: Target) -> anyhow::Result<ExitCode> {
     let mut ack_log = match &args.ack_log {
         Some(p) => Some(
             std::fs::OpenOptions::new()
@@ -276,9 +427,7 @@ fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let rt = super::runtime()?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let sender = std::sync::Arc::new(rt.block_on(Sender::connect(args, target))?);
     let mut pacer = Pacer::new(args.rate);
     let started = Instant::now();
     let (mut acked, mut failed, mut requests) = (0u64, 0u64, 0u64);
@@ -296,10 +445,9 @@ fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
                     break;
                 };
                 requests += 1;
-                let (client, url, retries) = (client.clone(), url.clone(), args.retries);
-                let token = token.clone();
+                let (sender, retries) = (std::sync::Arc::clone(&sender), args.retries);
                 in_flight.spawn(async move {
-                    let outcome = post(&client, &url, token.as_deref(), body, retries).await;
+                    let outcome = sender.send(body, retries).await;
                     Sent { first, n, outcome }
                 });
             }
@@ -325,8 +473,9 @@ fn send(args: &ProduceArgs, events: &mut Events) -> anyhow::Result<ExitCode> {
     })?;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "sent {} events in {requests} requests to {url}: {acked} acknowledged, {failed} failed, {:.0} events/s",
+        "sent {} events in {requests} requests to {}: {acked} acknowledged, {failed} failed, {:.0} events/s",
         acked + failed,
+        sender.shown(),
         acked as f64 / secs.max(1e-9)
     );
     if let Some(e) = last_error {

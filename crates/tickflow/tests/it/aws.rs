@@ -285,3 +285,69 @@ fn s3_lines(bucket: &str, prefix: &str) -> Vec<Value> {
         out
     })
 }
+
+#[test]
+fn produce_sends_one_message_per_event_to_sqs_and_the_pipeline_stores_each_once() {
+    let Some(aws) = moto() else { return };
+    let sqs = Client::new(&aws, Service::Sqs, Duration::from_secs(30)).unwrap();
+    let name = unique("produced");
+    let queue = create_queue(&sqs, &name);
+    let endpoint = aws.endpoint.clone().unwrap();
+    let out = bin()
+        .args(["produce", "--count", "95", "--batch-size", "10"])
+        .args(["--to", &format!("sqs://{name}")])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("95 acknowledged") && text.contains("in 10 requests"),
+        "{text}"
+    );
+    let too_big = bin()
+        .args([
+            "produce",
+            "--count",
+            "20",
+            "--batch-size",
+            "20",
+            "--to",
+            "sqs://x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!too_big.status.success());
+    assert!(String::from_utf8_lossy(&too_big.stderr).contains("at most 10"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"sqs\"\nid = \"queue\"\nqueue_url = \"{queue}\"\nwait_secs = 1\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    wait_for(&server, "the produced ticks stored", |s| {
+        s["rows_durable"]["trades"].as_i64() == Some(95)
+    });
+    server.stop();
+    assert_eq!(
+        sql_count(&data, "SELECT count(DISTINCT seq) FROM trades"),
+        95
+    );
+    assert!(drain(&sqs, &queue).is_empty());
+}

@@ -11,6 +11,7 @@ mod crash;
 mod demo;
 mod duckdb;
 mod http;
+mod nats;
 mod notify;
 mod pgwire;
 mod postgres;

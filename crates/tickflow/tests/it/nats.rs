@@ -1,0 +1,98 @@
+//! NATS JetStream in front of `tickflow run`: `tickflow produce --to nats://…` publishes
+//! while the pipeline is SIGKILLed and restarted; every tick ends up in the lake exactly once.
+//! Needs the server on 127.0.0.1:4222 (or `TICKFLOW_TEST_NATS`); under CI it must be there.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, bin, config, http, sql_count, wait_for};
+
+fn server() -> Option<String> {
+    let url =
+        std::env::var("TICKFLOW_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    if std::net::TcpStream::connect(url.trim_start_matches("nats://")).is_ok() {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "NATS JetStream is required under CI at {url}"
+    );
+    eprintln!("skipped: no NATS server at {url}");
+    None
+}
+
+#[test]
+fn ticks_published_while_the_pipeline_is_killed_are_stored_once() {
+    let Some(url) = server() else { return };
+    let unique = format!(
+        "{}_{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    );
+    let (stream, subject) = (format!("TF_{unique}"), format!("tf.{unique}"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"nats\"\nid = \"market\"\nurl = \"{url}\"\nstream = \"{stream}\"\nsubjects = [\"{subject}.>\"]\nbatch = 500\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let total = 20_000u64;
+    let server = Server::start(&cfg, &data);
+    // The source creates the stream; the producer retries until it takes the subject.
+    let mut producer = bin()
+        .args([
+            "produce",
+            "--count",
+            &total.to_string(),
+            "--batch-size",
+            "250",
+        ])
+        .args(["--retries", "50", "--rate", "10000"])
+        .args(["--to", &format!("{url}/{subject}.ticks")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_for(&server, "some ticks stored", |s| {
+        s["rows_durable"]["trades"].as_i64().unwrap_or(0) > 2_000
+    });
+    server.kill();
+    // The producer goes on publishing into the stream while no pipeline reads it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = producer.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the producer did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "produce to NATS failed: {status}");
+    let server = Server::start(&cfg, &data);
+    // Bounded by the count, not by time: the query sees the lake and what is not flushed yet.
+    wait_for(&server, "every published tick stored", |_| {
+        let (_, body) = http(
+            "POST",
+            &format!("{}/api/v1/sql", server.url),
+            Some(br#"{"sql":"SELECT count(*) AS n FROM trades"}"#),
+        );
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["rows"][0]["n"]
+            .as_u64()
+            .is_some_and(|n| n >= total)
+    });
+    server.stop();
+    assert_eq!(
+        sql_count(&data, "SELECT count(*) FROM trades") as u64,
+        total
+    );
+    assert_eq!(
+        sql_count(&data, "SELECT count(DISTINCT seq) FROM trades") as u64,
+        total
+    );
+}
