@@ -723,6 +723,66 @@ def suite_alerts(ctx):
     return rows
 
 
+NATS_URL = os.environ.get("TICKFLOW_TEST_NATS", "nats://127.0.0.1:4222")
+
+
+def suite_brokers(ctx):
+    """Ticks through NATS JetStream into tickflow (a durable pull consumer, each batch acknowledged once durable in the log), against the broker's own publish rate: `tickflow produce --to nats://…` publishing with JetStream acknowledgements, 1,000 messages in flight per connection, one message per tick. The embedded log's HTTP ingest is the ingest suite's row."""
+    rows = []
+    count = 100_000 if QUICK else 1_000_000
+    publish, drain, together = [], [], []
+    for i in range(RUNS):
+        unique = f"{os.getpid()}_{i}_{time.time_ns()}"
+        stream, subject = f"BENCH_{unique}", f"bench.{unique}"
+        source = (
+            f'[[sources]]\ntype = "nats"\nid = "market"\nurl = "{NATS_URL}"\nstream = "{stream}"\n'
+            f'subjects = ["{subject}.>"]\nbatch = 5000\n'
+        )
+        with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+            # The first start creates the stream and the durable consumer; stopped, it leaves
+            # the stream to fill with nobody reading.
+            with Pipeline(work, thresholds=DEMO_RULES, extra=source) as p:
+                p.stop()
+            log(f"brokers: NATS raw publish of {count:,} ticks, run {i + 1}/{RUNS}")
+            started = time.perf_counter()
+            subprocess.run(
+                [BIN, "produce", "--count", str(count), "--batch-size", "1000", "--connections", "4",
+                 "--to", f"{NATS_URL}/{subject}.ticks"],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+            publish.append(count / (time.perf_counter() - started))
+            log(f"brokers: tickflow draining {count:,} ticks from the stream, run {i + 1}/{RUNS}")
+            started = time.perf_counter()
+            with Pipeline(work, thresholds=DEMO_RULES, extra=source) as p:
+                p.wait_processed(count, timeout=600)
+                drain.append(count / (time.perf_counter() - started))
+                p.stop()
+        with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+            unique = f"{os.getpid()}_{i}_t_{time.time_ns()}"
+            stream, subject = f"BENCH_{unique}", f"bench.{unique}"
+            source = (
+                f'[[sources]]\ntype = "nats"\nid = "market"\nurl = "{NATS_URL}"\nstream = "{stream}"\n'
+                f'subjects = ["{subject}.>"]\nbatch = 5000\n'
+            )
+            log(f"brokers: publishing and tickflow reading at once, {count:,} ticks, run {i + 1}/{RUNS}")
+            with Pipeline(work, thresholds=DEMO_RULES, extra=source) as p:
+                started = time.perf_counter()
+                subprocess.run(
+                    [BIN, "produce", "--count", str(count), "--batch-size", "1000", "--connections", "4",
+                     "--retries", "20", "--to", f"{NATS_URL}/{subject}.ticks"],
+                    check=True, stdout=subprocess.DEVNULL,
+                )
+                p.wait_processed(count, timeout=600)
+                together.append(count / (time.perf_counter() - started))
+                p.stop()
+    rows.append(row("brokers", f"NATS JetStream → tickflow → processed, {count:,} ticks waiting in the stream", "ticks/s", median(drain),
+                    "NATS raw publish (acknowledged)", median(publish), runs={"drain": drain, "publish": publish},
+                    note="aim: at least half the broker's raw publish rate; broker, producer and pipeline share the 2 cores"))
+    rows.append(row("brokers", f"producer → NATS JetStream → tickflow → processed, at once, {count:,} ticks", "ticks/s", median(together),
+                    "NATS raw publish (acknowledged)", median(publish), runs={"together": together, "publish": publish}))
+    return rows
+
+
 SUITES = {
     "ingest": suite_ingest,
     "latency": suite_latency,
@@ -732,6 +792,7 @@ SUITES = {
     "log": suite_log,
     "scaling": suite_scaling,
     "sources": suite_sources,
+    "brokers": suite_brokers,
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -123,7 +123,10 @@ fn produce_replays_a_file_to_a_pipeline_skipping_blank_lines() {
         .output()
         .unwrap();
     assert_eq!(err.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&err.stderr).contains("--to must be an http:// URL"));
+    assert!(
+        String::from_utf8_lossy(&err.stderr)
+            .contains("--to must be an http://, sqs:// or nats:// address")
+    );
     let missing = bin()
         .args(["produce", "--from", "/nonexistent/ticks.ndjson"])
         .output()
