@@ -37,7 +37,7 @@ pub struct SqsSource {
     pub aws: AwsConfig,
     /// `https://sqs.<region>.amazonaws.com/<account>/<name>`, as `GetQueueUrl` gives it.
     pub queue_url: String,
-    /// How long a receive waits for messages (long polling), at most 20 s.
+    /// How long a receive waits for messages (long polling), 1 to 20 s.
     pub wait: Duration,
     /// A message received more than this many times is not read again but sent on.
     pub max_receives: u32,
@@ -154,7 +154,7 @@ impl SqsSource {
         let receive = json!({
             "QueueUrl": self.queue_url,
             "MaxNumberOfMessages": MAX_BATCH,
-            "WaitTimeSeconds": self.wait.as_secs().min(20),
+            "WaitTimeSeconds": self.wait.as_secs().clamp(1, 20),
             "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
             "MessageAttributeNames": ["All"],
         });
@@ -176,9 +176,16 @@ impl SqsSource {
             }
             let (batch, dead) = self.read(ctx.id(), &messages);
             for (message, reason) in &dead {
-                self.send_dead(client, message, reason)
-                    .await
-                    .map_err(Failure::Queue)?;
+                match self.send_dead(client, message, reason).await {
+                    Ok(()) => {}
+                    // It may take it later: the batch is tried again.
+                    Err(e) if e.is_retryable() => return Err(Failure::Queue(e)),
+                    // It never will (too large, a permission missing): tickflow's DLQ keeps the
+                    // message, so the batch goes on without the copy.
+                    Err(e) => {
+                        tracing::warn!(source = ctx.id(), queue = %self.queue_url, message = %message.id, error = %e, "the dead-letter queue refused a copy; the message stays in tickflow's DLQ");
+                    }
+                }
             }
             self.keep_hidden(client, &messages, received, visibility)
                 .await
@@ -222,7 +229,7 @@ impl SqsSource {
                     ts_recv: now,
                     source,
                     error: &error,
-                    payload: &m.body,
+                    payload: tickflow_core::codec::payload_prefix(&m.body),
                 });
                 dead.push((m, problem));
             }
@@ -236,20 +243,21 @@ impl SqsSource {
             return Ok(());
         };
         let reason: String = reason.chars().take(1000).collect();
-        client
-            .json(
-                "SendMessage",
-                &json!({
-                    "QueueUrl": dlq,
-                    "MessageBody": if m.body.is_empty() { " " } else { m.body.as_str() },
-                    "MessageAttributes": {
-                        "tickflow_reason": {"DataType": "String", "StringValue": reason},
-                        "tickflow_source_queue": {"DataType": "String", "StringValue": self.queue_url},
-                        "tickflow_message_id": {"DataType": "String", "StringValue": m.id},
-                    },
-                }),
-            )
-            .await?;
+        let mut request = json!({
+            "QueueUrl": dlq,
+            "MessageBody": if m.body.is_empty() { " " } else { m.body.as_str() },
+            "MessageAttributes": {
+                "tickflow_reason": {"DataType": "String", "StringValue": reason},
+                "tickflow_source_queue": {"DataType": "String", "StringValue": self.queue_url},
+                "tickflow_message_id": {"DataType": "String", "StringValue": m.id},
+            },
+        });
+        // A FIFO queue needs a group, and drops a copy sent again by its message id.
+        if dlq.ends_with(".fifo") {
+            request["MessageGroupId"] = json!("tickflow-dead-letters");
+            request["MessageDeduplicationId"] = json!(m.id);
+        }
+        client.json("SendMessage", &request).await?;
         Ok(())
     }
 

@@ -92,39 +92,71 @@ impl NatsSource {
             })
             .await
             .map_err(broker("opening the stream"))?;
-        let config = |deliver_policy| consumer::pull::Config {
-            durable_name: Some(self.durable.clone()),
-            // Explicit, not All: an ack of a later message under All would also ack the
-            // batch a killed process fetched and never stored.
-            ack_policy: consumer::AckPolicy::Explicit,
-            deliver_policy,
-            ..Default::default()
+        let config = |deliver_policy, old: Option<&consumer::Config>| {
+            let mut c = consumer::pull::Config {
+                durable_name: Some(self.durable.clone()),
+                // Explicit, not All: an ack of a later message under All would also ack the
+                // batch a killed process fetched and never stored.
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy,
+                ..Default::default()
+            };
+            // A reset keeps what an operator may have set on the durable.
+            if let Some(old) = old {
+                c.filter_subject.clone_from(&old.filter_subject);
+                c.ack_wait = old.ack_wait;
+                c.max_ack_pending = old.max_ack_pending;
+                c.max_deliver = old.max_deliver;
+            }
+            c
+        };
+        // Where a reset notes the sequence to start from before deleting the durable, so a
+        // crash in between recreates it there rather than at the stream's beginning.
+        let marker = ctx
+            .state_dir()
+            .map(|d| d.join(format!("nats-reset-{}.txt", self.durable)));
+        let noted = marker
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let first = match noted {
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => consumer::DeliverPolicy::All,
         };
         let mut consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(&self.durable, config(consumer::DeliverPolicy::All))
+            .get_or_create_consumer(&self.durable, config(first, None))
             .await
             .map_err(broker("opening the consumer"))?;
         // Messages handed to a process that died are redelivered only after the ack wait,
         // behind newer ones, and would then be late. The durable is this source's alone: it
-        // starts again right after its acknowledged floor, so they come first, now.
+        // starts again right after its acknowledged floor, so they come first, now. A durable
+        // made with another ack policy is reset the same way.
         let info = consumer
             .info()
             .await
             .map_err(broker("reading the consumer"))?
             .clone();
-        if info.num_ack_pending > 0 {
+        if info.num_ack_pending > 0 || info.config.ack_policy != consumer::AckPolicy::Explicit {
             let start_sequence = info.ack_floor.stream_sequence + 1;
             tracing::info!(source = ctx.id(), durable = %self.durable, pending = info.num_ack_pending, start_sequence, "taking back messages a stopped process fetched but never acknowledged");
+            if let Some(path) = &marker {
+                note(path, start_sequence).map_err(broker("noting the reset"))?;
+            }
             stream
                 .delete_consumer(&self.durable)
                 .await
                 .map_err(broker("resetting the consumer"))?;
             consumer = stream
-                .create_consumer(config(consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence,
-                }))
+                .create_consumer(config(
+                    consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                    Some(&info.config),
+                ))
                 .await
                 .map_err(broker("resetting the consumer"))?;
+        }
+        if let Some(path) = &marker {
+            // Done with, or never written.
+            let _ = std::fs::remove_file(path);
         }
         tracing::info!(source = ctx.id(), url = %self.url, stream = %self.stream, durable = %self.durable, "following NATS JetStream");
         loop {
@@ -167,6 +199,17 @@ impl NatsSource {
     }
 }
 
+/// Writes `sequence` to `path` durably.
+fn note(path: &std::path::Path, sequence: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::File::create(path)?;
+    writeln!(f, "{sequence}")?;
+    f.sync_all()
+}
+
 /// Appends a message's events to `batch`, or the message itself as rejected.
 fn read(source: &str, message: &jetstream::Message, batch: &mut Batch) {
     let now = UnixNanos::now();
@@ -185,7 +228,7 @@ fn read(source: &str, message: &jetstream::Message, batch: &mut Batch) {
             ts_recv: now,
             source,
             error: &error,
-            payload: &String::from_utf8_lossy(payload),
+            payload: tickflow_core::codec::payload_prefix(&String::from_utf8_lossy(payload)),
         });
     }
 }

@@ -356,6 +356,22 @@ fn put_long_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..end]);
 }
 
+/// The most of an unreadable input a source keeps as a DLQ payload: enough to see what it
+/// was, and far below the log's record limit whatever a broker lets through.
+pub const MAX_REJECTED_PAYLOAD: usize = 1 << 20;
+
+/// `text` cut to [`MAX_REJECTED_PAYLOAD`] bytes, at a character boundary.
+pub fn payload_prefix(text: &str) -> &str {
+    if text.len() <= MAX_REJECTED_PAYLOAD {
+        return text;
+    }
+    let mut end = MAX_REJECTED_PAYLOAD;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Input a source could not read; see [`Batch::push_rejected`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejected<'a> {

@@ -1090,7 +1090,7 @@ fn sqs(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawSqs) -> SourceConf
         aws: aws!(raw),
         queue_url: raw.queue_url.unwrap_or_default(),
         wait: Duration::from_secs(
-            c.range(&key("wait_secs"), raw.wait_secs, 20, 0, 20)
+            c.range(&key("wait_secs"), raw.wait_secs, 20, 1, 20)
                 .unsigned_abs(),
         ),
         max_receives: c.range(&key("max_receives"), raw.max_receives, 5, 1, 1000) as u32,
@@ -3383,7 +3383,7 @@ mod tests {
         .to_string();
         for needle in [
             "a.toml:3: sources[0].queue_url: \"ticks\"",
-            "a.toml:4: sources[0].wait_secs: 30 is out of range",
+            "a.toml:4: sources[0].wait_secs: 30 is out of range 1..=20",
             "sources[0].regoin",
             "a.toml:6: sources[0].access_key_id: access_key_id and secret_access_key come together",
             "a.toml:10: notifiers[0].topic_arn: \"alerts\" is not a topic ARN",

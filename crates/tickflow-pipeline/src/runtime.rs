@@ -1172,9 +1172,8 @@ fn run_processor(
     }
 }
 
-/// Waits for the flusher to commit flush `seq`, or to fail.
-/// Waits until the notifiers have handled flush `seq` (those that are retrying are not waited
-/// for), at most until `deadline`; whether they did.
+/// Waits until the notifiers have handled flush `seq` (those that are retrying, or catching
+/// up from further back, are not waited for), at most until `deadline`; whether they did.
 fn notifiers_reached(inner: &Inner, seq: u64, deadline: Instant) -> bool {
     let Some(notifiers) = inner.notifiers.get().filter(|n| !n.is_empty()) else {
         return false;
@@ -1189,6 +1188,7 @@ fn notifiers_reached(inner: &Inner, seq: u64, deadline: Instant) -> bool {
     true
 }
 
+/// Waits for the flusher to commit flush `seq`, or to fail.
 fn wait_until_published(inner: &Inner, seq: u64) {
     while inner.live().published_seq < seq
         && inner

@@ -344,12 +344,15 @@ impl Sinks {
         );
     }
 
-    /// Whether every sink that is making progress has written flush `seq`: one that is
-    /// retrying or has stopped is not waited for.
+    /// Whether every sink that is about to has written flush `seq`: one that is retrying, has
+    /// stopped, or is more than one flush behind (catching up) is not waited for.
     pub(crate) fn reached(&self, seq: u64) -> bool {
         self.handles.iter().all(|h| {
             let state = h.state.lock().unwrap_or_else(|e| e.into_inner()).0;
-            matches!(state, "retrying" | "failed" | "stopped") || h.position() >= Some(seq)
+            let position = h.position();
+            matches!(state, "retrying" | "failed" | "stopped")
+                || position >= Some(seq)
+                || position.is_some_and(|p| p.saturating_add(1) < seq)
         })
     }
 
