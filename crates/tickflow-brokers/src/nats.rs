@@ -99,13 +99,16 @@ impl NatsSource {
                 // batch a killed process fetched and never stored.
                 ack_policy: consumer::AckPolicy::Explicit,
                 deliver_policy,
+                // Room for two batches unacknowledged: at the server's default of 1,000, a
+                // fetch of more would wait out its expiry for messages it may not be given.
+                max_ack_pending: (self.batch as i64).saturating_mul(2).max(1000),
                 ..Default::default()
             };
             // A reset keeps what an operator may have set on the durable.
             if let Some(old) = old {
                 c.filter_subject.clone_from(&old.filter_subject);
                 c.ack_wait = old.ack_wait;
-                c.max_ack_pending = old.max_ack_pending;
+                c.max_ack_pending = old.max_ack_pending.max(c.max_ack_pending);
                 c.max_deliver = old.max_deliver;
             }
             c
@@ -130,13 +133,16 @@ impl NatsSource {
         // Messages handed to a process that died are redelivered only after the ack wait,
         // behind newer ones, and would then be late. The durable is this source's alone: it
         // starts again right after its acknowledged floor, so they come first, now. A durable
-        // made with another ack policy is reset the same way.
+        // made with another ack policy, or too little room for a batch, is reset the same way.
         let info = consumer
             .info()
             .await
             .map_err(broker("reading the consumer"))?
             .clone();
-        if info.num_ack_pending > 0 || info.config.ack_policy != consumer::AckPolicy::Explicit {
+        let room = (self.batch as i64).saturating_mul(2);
+        let outdated = info.config.ack_policy != consumer::AckPolicy::Explicit
+            || (info.config.max_ack_pending >= 0 && info.config.max_ack_pending < room);
+        if info.num_ack_pending > 0 || outdated {
             let start_sequence = info.ack_floor.stream_sequence + 1;
             tracing::info!(source = ctx.id(), durable = %self.durable, pending = info.num_ack_pending, start_sequence, "taking back messages a stopped process fetched but never acknowledged");
             if let Some(path) = &marker {
@@ -264,18 +270,22 @@ impl Publisher {
         subject: &str,
         payloads: impl IntoIterator<Item = bytes::Bytes>,
     ) -> Result<(), String> {
+        // A window of acknowledgements at a time: the client holds only so many open.
         let mut acks = Vec::new();
-        for payload in payloads {
-            let ack = self
-                .js
-                .publish(subject.to_string(), payload)
-                .await
-                .map_err(|e| format!("publishing to {subject}: {e}"))?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await
-                .map_err(|e| format!("{subject}: no stream stored it: {e}"))?;
+        let mut payloads = payloads.into_iter().peekable();
+        while payloads.peek().is_some() {
+            for payload in payloads.by_ref().take(1000) {
+                let ack = self
+                    .js
+                    .publish(subject.to_string(), payload)
+                    .await
+                    .map_err(|e| format!("publishing to {subject}: {e}"))?;
+                acks.push(ack);
+            }
+            for ack in acks.drain(..) {
+                ack.await
+                    .map_err(|e| format!("{subject}: no stream stored it: {e}"))?;
+            }
         }
         Ok(())
     }

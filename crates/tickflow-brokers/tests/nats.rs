@@ -226,3 +226,72 @@ fn a_batch_a_dead_process_fetched_comes_again_first_not_after_the_ack_wait() {
         got.events
     );
 }
+
+/// Messages per table under `prefix`, as the stream counts them by subject.
+async fn published(url: &str, stream: &str, prefix: &str) -> tickflow_core::contract::Counts {
+    use futures_util::TryStreamExt;
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut counts = tickflow_core::contract::Counts::new();
+    let Ok(stream) = js.get_stream(stream).await else {
+        return counts;
+    };
+    let mut subjects = stream
+        .info_with_subjects(format!("{prefix}.>"))
+        .await
+        .unwrap();
+    while let Some((subject, n)) = subjects.try_next().await.unwrap() {
+        let table = subject.split('.').nth(1).unwrap().to_string();
+        *counts.entry(table).or_default() += n as u64;
+    }
+    counts
+}
+
+#[test]
+fn the_nats_sink_keeps_the_sink_contract_by_the_streams_duplicate_window() {
+    use tickflow_brokers::nats_sink::{NatsSink, NatsSinkConfig, TABLES};
+    let Some(url) = server() else { return };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let (stream, prefix) = (format!("TICKFLOW_OUT_{nanos}"), format!("out{nanos}"));
+    let dir = std::env::temp_dir().join(format!("tickflow-nats-sink-{nanos}"));
+    let config = NatsSinkConfig {
+        url: url.clone(),
+        subject_prefix: prefix.clone(),
+        tables: TABLES.iter().map(|t| (*t).to_string()).collect(),
+        stream: Some(stream.clone()),
+        dir: dir.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(tickflow_core::contract::check_sink(
+        || NatsSink::new("out", config.clone()),
+        async || published(&url, &stream, &prefix).await,
+        &TABLES,
+    ));
+    // Subjects name the table and the symbol; bodies are the rows as JSON.
+    rt.block_on(async {
+        let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+        let s = js.get_stream(&stream).await.unwrap();
+        let first = s.get_raw_message(1).await.unwrap();
+        let subject = first.subject.to_string();
+        assert!(subject.starts_with(&format!("{prefix}.")), "{subject}");
+        let symbol = subject.rsplit('.').next().unwrap();
+        let body = String::from_utf8(first.payload.to_vec()).unwrap();
+        assert!(body.starts_with('{') && body.ends_with('}'), "{body}");
+        assert!(
+            body.contains(&format!("\"symbol\":\"{symbol}\"")),
+            "{subject}: {body}"
+        );
+        let id = first
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        assert!(id.starts_with(&format!("out:1:trades:{symbol}:")), "{id}");
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod notify;
 pub mod retry;
+pub mod rows_json;
 mod shutdown;
 pub mod sink;
 pub mod source;

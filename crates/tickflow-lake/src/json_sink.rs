@@ -15,18 +15,25 @@
 //! `CREATE EXTERNAL TABLE` with partition projection, so no crawler or `MSCK REPAIR` is
 //! needed.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tickflow_core::rows_json;
 use tickflow_core::sink::{Flush, Sink, SinkError};
-use tickflow_model::{Date, Rows, UnixNanos};
+use tickflow_model::Date;
 
 use crate::ObjectLake;
 
 /// The tables the JSON sink can write.
-pub const TABLES: [&str; 5] = ["trades", "quotes", "bars", "daily_metrics", "alerts"];
+pub const TABLES: [&str; 5] = rows_json::TABLES;
+
+/// Hive's times, which Athena reads; bars once final, since a line cannot be replaced.
+const STYLE: rows_json::Style = rows_json::Style {
+    times: rows_json::Times::Hive,
+    final_bars_only: true,
+};
 
 /// A JSON sink's settings: where (the same settings as a lake on S3) and which tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,9 +102,9 @@ impl Sink for JsonSink {
         };
         let mut objects: std::collections::BTreeMap<(String, Date), String> = Default::default();
         for table in &self.config.tables {
-            lines(table, &flush.rows, &mut |date, line| {
-                let text = objects.entry((table.clone(), date)).or_default();
-                text.push_str(line);
+            rows_json::each(table, &flush.rows, STYLE, &mut |line| {
+                let text = objects.entry((table.clone(), line.date)).or_default();
+                text.push_str(line.text);
                 text.push('\n');
             });
         }
@@ -118,154 +125,6 @@ impl Sink for JsonSink {
             .put(&self.position_key(prefix), PutPayload::from(position))
             .await?;
         Ok(())
-    }
-}
-
-use futures::StreamExt as _;
-
-/// A time as Hive's text timestamp, UTC: `2026-12-04 15:00:00.123456789`.
-fn hive_time(t: UnixNanos) -> String {
-    let text = t.to_string();
-    text.trim_end_matches('Z').replacen('T', " ", 1)
-}
-
-/// A JSON string.
-fn q(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
-}
-
-/// A JSON string, or `null`.
-fn q_opt(text: Option<&str>) -> String {
-    text.map_or_else(|| "null".to_string(), q)
-}
-
-/// A number from a type whose `Display` writes its exact digits.
-fn num(v: impl std::fmt::Display) -> String {
-    v.to_string()
-}
-
-fn num_opt<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "null".to_string(), num)
-}
-
-fn float(v: f64) -> String {
-    if v.is_finite() {
-        v.to_string()
-    } else {
-        "null".to_string()
-    }
-}
-
-/// Calls `out` with each row of `table` in `rows` as a JSON line, with the UTC day it belongs
-/// to.
-fn lines(table: &str, rows: &Rows, out: &mut dyn FnMut(Date, &str)) {
-    let mut line = String::new();
-    match table {
-        "trades" => {
-            for t in &rows.trades {
-                line.clear();
-                let _ = write!(
-                    line,
-                    "{{\"symbol\":{},\"ts_event\":{},\"ts_recv\":{},\"price\":{},\"size\":{},\"trade_id\":{},\"exchange\":{},\"source\":{},\"feed\":{},\"seq\":{}}}",
-                    q(t.symbol.as_str()),
-                    q(&hive_time(t.ts_event)),
-                    q(&hive_time(t.ts_recv)),
-                    num(t.price),
-                    num(t.size),
-                    q_opt(t.trade_id.as_ref().map(|i| i.as_str())),
-                    q_opt(t.exchange.as_deref()),
-                    q(&t.source),
-                    q(&t.feed),
-                    num_opt(t.seq)
-                );
-                out(t.ts_event.date(), &line);
-            }
-        }
-        "quotes" => {
-            for x in &rows.quotes {
-                line.clear();
-                let _ = write!(
-                    line,
-                    "{{\"symbol\":{},\"ts_event\":{},\"ts_recv\":{},\"bid\":{},\"bid_size\":{},\"ask\":{},\"ask_size\":{},\"source\":{},\"feed\":{},\"seq\":{}}}",
-                    q(x.symbol.as_str()),
-                    q(&hive_time(x.ts_event)),
-                    q(&hive_time(x.ts_recv)),
-                    num(x.bid),
-                    num(x.bid_size),
-                    num(x.ask),
-                    num(x.ask_size),
-                    q(&x.source),
-                    q(&x.feed),
-                    num_opt(x.seq)
-                );
-                out(x.ts_event.date(), &line);
-            }
-        }
-        "bars" => {
-            // Final bars only: an open bar is written again each time it changes, and JSON
-            // lines cannot be updated in place, so a query would count it more than once.
-            for b in rows.bars.iter().filter(|b| b.is_final) {
-                line.clear();
-                let _ = write!(
-                    line,
-                    "{{\"symbol\":{},\"interval\":{},\"start\":{},\"end\":{},\"open\":{},\"high\":{},\"low\":{},\"close\":{},\"volume\":{},\"vwap\":{},\"trade_count\":{},\"final\":{},\"source\":{}}}",
-                    q(b.symbol.as_str()),
-                    q(b.interval.as_str()),
-                    q(&hive_time(b.start)),
-                    q(&hive_time(b.end)),
-                    num(b.open),
-                    num(b.high),
-                    num(b.low),
-                    num(b.close),
-                    num(b.volume),
-                    num_opt(b.vwap),
-                    num_opt(b.trade_count),
-                    b.is_final,
-                    q_opt(b.source.as_deref())
-                );
-                out(b.start.date(), &line);
-            }
-        }
-        "daily_metrics" => {
-            for d in &rows.daily_metrics {
-                line.clear();
-                let _ = write!(
-                    line,
-                    "{{\"symbol\":{},\"date\":{},\"open\":{},\"high\":{},\"low\":{},\"close\":{},\"volume\":{},\"volatility\":{},\"rolling_avg_5d\":{},\"daily_pct_change\":{}}}",
-                    q(d.symbol.as_str()),
-                    q(&d.date.to_string()),
-                    num(d.open),
-                    num(d.high),
-                    num(d.low),
-                    num(d.close),
-                    num(d.volume),
-                    float(d.volatility),
-                    num(d.rolling_avg_5d),
-                    d.daily_pct_change.map_or_else(|| "null".to_string(), float)
-                );
-                out(d.date, &line);
-            }
-        }
-        "alerts" => {
-            for a in &rows.alerts {
-                line.clear();
-                let _ = write!(
-                    line,
-                    "{{\"alert_id\":{},\"rule\":{},\"symbol\":{},\"ts\":{},\"value\":{},\"threshold\":{},\"message\":{},\"severity\":{},\"kind\":{}}}",
-                    q(&a.alert_id),
-                    q(&a.rule),
-                    q(a.symbol.as_str()),
-                    q(&hive_time(a.ts)),
-                    num(a.value),
-                    q(&a.threshold),
-                    q(&a.message),
-                    q(a.severity.as_str()),
-                    q(a.kind.as_str())
-                );
-                out(a.ts.date(), &line);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -304,39 +163,6 @@ pub fn athena_ddl(database: &str, url: &str, table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_row_is_one_json_line_with_exact_numbers_and_hive_times() {
-        let rows = tickflow_core::contract::sample_rows(1, 2);
-        for table in TABLES {
-            let mut got = Vec::new();
-            lines(table, &rows, &mut |date, line| {
-                got.push((date, line.to_string()))
-            });
-            let expected = if table == "bars" {
-                rows.bars.iter().filter(|b| b.is_final).count()
-            } else {
-                2
-            };
-            assert_eq!(got.len(), expected, "{table}");
-            for (_, line) in &got {
-                let v: serde_json::Value =
-                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{table}: {e}: {line}"));
-                assert!(v.is_object(), "{line}");
-                assert!(!line.contains('\n'));
-            }
-        }
-        let mut trades = Vec::new();
-        lines("trades", &rows, &mut |_, l| trades.push(l.to_string()));
-        let t = &rows.trades[0];
-        assert!(
-            trades[0].contains(&format!("\"price\":{},", t.price)),
-            "{}",
-            trades[0]
-        );
-        let time = hive_time(t.ts_event);
-        assert!(!time.contains('T') && !time.ends_with('Z'), "{time}");
-    }
 
     #[test]
     fn the_ddl_projects_the_dt_partition_onto_the_sinks_layout() {

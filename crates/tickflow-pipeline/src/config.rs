@@ -295,6 +295,16 @@ pub enum RawSinkKind {
     Postgres(RawPostgresSink),
     Dynamodb(RawDynamoSink),
     S3Json(RawS3JsonSink),
+    Nats(RawNatsSink),
+}
+
+/// A NATS JetStream subject tree to publish rows to.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawNatsSink {
+    pub url: Option<String>,
+    pub subject_prefix: Option<String>,
+    pub tables: Option<Vec<String>>,
+    pub stream: Option<String>,
 }
 
 /// JSON lines on S3 for Athena: `url` is `s3://bucket/prefix`, the rest as for a lake on S3.
@@ -352,7 +362,7 @@ pub struct RawPostgresSink {
 
 impl RawSinkKind {
     /// Every `type` a `[[sinks]]` entry may name.
-    pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb", "s3_json"];
+    pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb", "s3_json", "nats"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
@@ -360,6 +370,7 @@ impl RawSinkKind {
             "postgres" => c.typed(entry, key).map(Self::Postgres),
             "dynamodb" => c.typed(entry, key).map(Self::Dynamodb),
             "s3_json" => c.typed(entry, key).map(Self::S3Json),
+            "nats" => c.typed(entry, key).map(Self::Nats),
             _ => None,
         }
     }
@@ -1084,6 +1095,62 @@ fn dynamodb_sink(
     config
 }
 
+/// A `nats` sink: bars and alerts by default, under `tickflow.`.
+fn nats_sink(
+    raw: RawNatsSink,
+    key: &dyn Fn(&str) -> String,
+    c: &mut Checker,
+) -> tickflow_brokers::nats_sink::NatsSinkConfig {
+    let url = raw
+        .url
+        .unwrap_or_else(|| tickflow_brokers::nats::DEFAULT_URL.to_string());
+    if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+        c.add(
+            key("url"),
+            format!("{url:?} is not a nats:// or tls:// address"),
+        );
+    }
+    let subject_prefix = raw.subject_prefix.unwrap_or_else(|| "tickflow".to_string());
+    let token_ok =
+        |t: &str| !t.is_empty() && !t.contains(|ch: char| ch.is_whitespace() || "*>".contains(ch));
+    if !subject_prefix.split('.').all(token_ok) {
+        c.add(
+            key("subject_prefix"),
+            format!("{subject_prefix:?} is not a subject prefix (tokens without spaces, * or >)"),
+        );
+    }
+    if let Some(stream) = &raw.stream
+        && (!token_ok(stream) || stream.contains('.'))
+    {
+        c.add(key("stream"), format!("{stream:?} is not a stream name"));
+    }
+    let tables = match raw.tables {
+        None => vec!["bars".to_string(), "alerts".to_string()],
+        Some(list) => sink_tables(Some(list), &tickflow_brokers::nats_sink::TABLES, key, c)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
+    tickflow_brokers::nats_sink::NatsSinkConfig {
+        url,
+        subject_prefix,
+        tables,
+        stream: raw.stream,
+        dir: PathBuf::new(),
+    }
+}
+
+/// A NATS address without the credentials it may hold.
+fn redact_nats(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => format!(
+            "{}://…@{host}",
+            scheme_user.split("://").next().unwrap_or("nats")
+        ),
+        None => url.to_string(),
+    }
+}
+
 /// An `sqs` source: the queue's URL is required.
 fn sqs(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawSqs) -> SourceConfig {
     let source = tickflow_aws::sqs::SqsSource {
@@ -1415,13 +1482,7 @@ impl SourceConfig {
                 n.stream,
                 n.subjects.join(", "),
                 // Credentials in the address stay out of the output.
-                match n.url.split_once('@') {
-                    Some((scheme_user, host)) => format!(
-                        "{}://…@{host}",
-                        scheme_user.split("://").next().unwrap_or("nats")
-                    ),
-                    None => n.url.clone(),
-                },
+                redact_nats(&n.url),
                 n.durable,
                 n.batch
             ),
@@ -1684,6 +1745,7 @@ pub enum SinkConfig {
     Postgres(Box<tickflow_postgres::PostgresConfig>),
     Dynamodb(Box<tickflow_aws::dynamodb::DynamoConfig>),
     S3Json(tickflow_lake::json_sink::JsonSinkConfig),
+    Nats(tickflow_brokers::nats_sink::NatsSinkConfig),
 }
 
 impl SinkConfig {
@@ -1694,6 +1756,7 @@ impl SinkConfig {
             Self::Postgres(_) => "postgres",
             Self::Dynamodb(_) => "dynamodb",
             Self::S3Json(_) => "s3_json",
+            Self::Nats(_) => "nats",
         }
     }
 
@@ -1716,6 +1779,7 @@ impl SinkConfig {
                 Arc::clone(dlq),
             )),
             Self::S3Json(c) => Box::new(tickflow_lake::json_sink::JsonSink::new(id, c.clone())),
+            Self::Nats(c) => Box::new(tickflow_brokers::nats_sink::NatsSink::new(id, c.clone())),
         }
     }
 
@@ -1723,6 +1787,15 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             Self::Csv(c) => format!("csv files in {} ({})", c.dir.display(), c.tables.join(", ")),
+            Self::Nats(n) => format!(
+                "NATS JetStream at {}, {}.<table>.<symbol> ({}){}",
+                redact_nats(&n.url),
+                n.subject_prefix,
+                n.tables.join(", "),
+                n.stream
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(", stream {s}"))
+            ),
             Self::S3Json(j) => format!(
                 "JSON lines for Athena under {}{} ({})",
                 j.store.url,
@@ -2651,6 +2724,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     .collect();
                 SinkConfig::S3Json(tickflow_lake::json_sink::JsonSinkConfig { store, tables })
             }
+            RawSinkKind::Nats(raw) => SinkConfig::Nats(nats_sink(raw, &key, c)),
         };
         let id = sink.id.unwrap_or_else(|| config.type_name().to_string());
         if !valid_id(&id) {
@@ -2669,6 +2743,11 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         let mut config = config;
         // A sink's files default to the data directory, under its id; two sinks in one
         // directory would share (and corrupt) one position.
+        if let SinkConfig::Nats(n) = &mut config
+            && n.dir.as_os_str().is_empty()
+        {
+            n.dir = data_dir.join("sinks").join(&id);
+        }
         if let SinkConfig::Csv(csv) = &mut config {
             if csv.dir.as_os_str().is_empty() {
                 csv.dir = data_dir.join("sinks").join(&id);

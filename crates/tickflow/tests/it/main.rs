@@ -9,6 +9,7 @@ mod coinbase;
 mod compact;
 mod crash;
 mod demo;
+mod deploy;
 mod duckdb;
 mod http;
 mod nats;

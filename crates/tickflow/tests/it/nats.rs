@@ -1,5 +1,6 @@
-//! NATS JetStream in front of `tickflow run`: `tickflow produce --to nats://…` publishes
-//! while the pipeline is SIGKILLed and restarted; every tick ends up in the lake exactly once.
+//! NATS JetStream on both sides of `tickflow run`: `tickflow produce --to nats://…`
+//! publishes while the pipeline is SIGKILLed and restarted; every tick ends up in the lake
+//! exactly once, and the NATS sink publishes every trade back once.
 //! Needs the server on 127.0.0.1:4222 (or `TICKFLOW_TEST_NATS`); under CI it must be there.
 
 use std::process::Stdio;
@@ -38,7 +39,7 @@ fn ticks_published_while_the_pipeline_is_killed_are_stored_once() {
         config(
             &data,
             &format!(
-                "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"nats\"\nid = \"market\"\nurl = \"{url}\"\nstream = \"{stream}\"\nsubjects = [\"{subject}.>\"]\nbatch = 500\n"
+                "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"nats\"\nid = \"market\"\nurl = \"{url}\"\nstream = \"{stream}\"\nsubjects = [\"{subject}.>\"]\nbatch = 500\n\n[[sinks]]\ntype = \"nats\"\nid = \"bus\"\nurl = \"{url}\"\nsubject_prefix = \"out{unique}\"\ntables = [\"trades\"]\nstream = \"OUT_{unique}\"\n"
             ),
         ),
     )
@@ -86,11 +87,30 @@ fn ticks_published_while_the_pipeline_is_killed_are_stored_once() {
             .as_u64()
             .is_some_and(|n| n >= total)
     });
+    wait_for(&server, "the NATS sink caught up", |s| {
+        s["sinks"]
+            .as_array()
+            .and_then(|a| a.first())
+            .is_some_and(|k| k["lag_flushes"] == 0 && k["position"].as_u64().is_some())
+            && s["log_lag"] == 0
+    });
     server.stop();
     assert_eq!(
         sql_count(&data, "SELECT count(*) FROM trades") as u64,
         total
     );
+    // Every trade published back once, across the kill: the duplicate window dropped what a
+    // flush written again repeated.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let mut stream = js.get_stream(format!("OUT_{unique}")).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    });
+    assert_eq!(out, total, "trades published back");
     assert_eq!(
         sql_count(&data, "SELECT count(DISTINCT seq) FROM trades") as u64,
         total
