@@ -4,31 +4,20 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tickflow_aws::dynamodb::{DynamoConfig, DynamoSink, Kind, Oversize, TableConfig};
 use tickflow_aws::sns::{SnsConfig, SnsNotifier};
 use tickflow_aws::sqs::SqsSource;
 use tickflow_aws::{AwsConfig, Client, Error, Service};
-use tickflow_core::codec::{self, Batch};
-use tickflow_core::contract::{Appended, check_notifier, check_source, s3_endpoint};
+use tickflow_core::contract::{Appended, CollectLog, check_notifier, check_source, moto_endpoint};
 use tickflow_core::notify::{DeliveryError, Notifier};
 use tickflow_core::sink::{Flush, Sink};
-use tickflow_core::source::{Append, SourceError};
+use tickflow_core::source::Append;
 use tickflow_model::Event;
 
 fn moto() -> Option<AwsConfig> {
-    let endpoint = s3_endpoint();
-    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    if std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "moto_server is required under CI at {endpoint}"
-        );
-        eprintln!("skipped: no moto_server at {endpoint}");
-        return None;
-    }
+    let endpoint = moto_endpoint()?;
     Some(AwsConfig {
         region: Some("us-east-1".into()),
         endpoint: Some(endpoint),
@@ -408,33 +397,6 @@ fn a_missing_topic_is_permanent_and_an_unreachable_endpoint_is_retried() {
     assert!(matches!(e, DeliveryError::Retry(_)), "{e}");
 }
 
-/// The log as a sink sees it: refused rows land here.
-#[derive(Debug, Default)]
-struct Collect(Mutex<Vec<Batch>>);
-
-impl Append for Collect {
-    fn append(&self, _source: &str, batch: &Batch) -> Result<Range<u64>, SourceError> {
-        self.0.lock().unwrap().push(batch.clone());
-        Ok(0..batch.len() as u64)
-    }
-}
-
-impl Collect {
-    /// (error, payload) of every record appended.
-    fn rejected(&self) -> Vec<(String, String)> {
-        let batches = self.0.lock().unwrap();
-        batches
-            .iter()
-            .flat_map(|b| b.records())
-            .map(|r| {
-                let r = codec::rejected(r).expect("a rejected record");
-                assert_eq!(r.reason.as_str(), "sink_refused");
-                (r.error.to_string(), r.payload.to_string())
-            })
-            .collect()
-    }
-}
-
 fn dynamo_config(aws: &AwsConfig, prefix: &str, oversize: Oversize) -> DynamoConfig {
     DynamoConfig {
         aws: aws.clone(),
@@ -479,7 +441,7 @@ fn the_dynamodb_sink_keeps_the_sink_contract() {
     let Some(aws) = moto() else { return };
     let prefix = unique("contract");
     let config = dynamo_config(&aws, &prefix, Oversize::Reject);
-    let dlq = Arc::new(Collect::default());
+    let dlq = Arc::new(CollectLog::default());
     let ddb = Client::new(&aws, Service::DynamoDb, Duration::from_secs(30)).unwrap();
     block_on(tickflow_core::contract::check_sink(
         || DynamoSink::new("ddb", config.clone(), Arc::clone(&dlq) as Arc<dyn Append>),
@@ -495,7 +457,7 @@ fn an_item_too_large_goes_to_the_dlq_and_its_batch_mates_are_stored_exactly() {
     let prefix = unique("oversize");
     let mut config = dynamo_config(&aws, &prefix, Oversize::Reject);
     config.tables.retain(|t| t.kind == Kind::Trades);
-    let dlq = Arc::new(Collect::default());
+    let dlq = Arc::new(CollectLog::default());
     let mut rows = tickflow_core::contract::sample_rows(1, 30);
     rows.trades[7].trade_id = Some(tickflow_model::TradeId::from("x".repeat(500_000).as_str()));
     let flush = Flush {
@@ -510,9 +472,10 @@ fn an_item_too_large_goes_to_the_dlq_and_its_batch_mates_are_stored_exactly() {
     let refused = dlq.rejected();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(
-        refused[0].0.contains("over DynamoDB's 400000"),
+        refused[0].0 == tickflow_model::RejectReason::SinkRefused
+            && refused[0].1.contains("over DynamoDB's 400000"),
         "{}",
-        refused[0].0
+        refused[0].1
     );
     let ddb = Client::new(&aws, Service::DynamoDb, Duration::from_secs(30)).unwrap();
     assert_eq!(block_on(item_counts(&ddb, &config))["trades"], 29);

@@ -322,6 +322,36 @@ pub fn check_source(source: Box<dyn Source>, stop_after: usize) -> Appended {
     appended
 }
 
+/// A log that keeps what is appended to it: where a sink's refused rows land in its tests.
+#[derive(Debug, Default)]
+pub struct CollectLog(std::sync::Mutex<Vec<Batch>>);
+
+impl Append for CollectLog {
+    fn append(&self, _source: &str, batch: &Batch) -> Result<std::ops::Range<u64>, SourceError> {
+        let mut batches = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        batches.push(batch.clone());
+        Ok(0..batch.len() as u64)
+    }
+}
+
+impl CollectLog {
+    /// (reason, error, payload) of every rejected record appended.
+    ///
+    /// # Panics
+    /// When a record appended is not a rejected input.
+    pub fn rejected(&self) -> Vec<(RejectReason, String, String)> {
+        let batches = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        batches
+            .iter()
+            .flat_map(|b| b.records())
+            .map(|r| {
+                let r = rejected(r).expect("a rejected record");
+                (r.reason, r.error.to_string(), r.payload.to_string())
+            })
+            .collect()
+    }
+}
+
 /// The notifier contract, against a channel whose receipts `received` reads back (the
 /// idempotency keys it was sent, in order). Checks: an alert arrives with its key; the same
 /// alert delivered again carries the same key, so the receiver can drop it; another alert
@@ -440,6 +470,25 @@ impl Proxy {
 /// `127.0.0.1:5000`, or `TICKFLOW_TEST_S3`.
 pub fn s3_endpoint() -> String {
     std::env::var("TICKFLOW_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:5000".into())
+}
+
+/// [`s3_endpoint`] when moto_server answers there (it serves every AWS service on one port);
+/// `None` outside CI when it does not.
+///
+/// # Panics
+/// Under CI (`CI=true`) when nothing answers.
+pub fn moto_endpoint() -> Option<String> {
+    let endpoint = s3_endpoint();
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    if std::net::TcpStream::connect(addr).is_ok() {
+        return Some(endpoint);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "moto_server is required under CI at {endpoint}"
+    );
+    eprintln!("skipped: no moto_server at {endpoint}");
+    None
 }
 
 /// Creates a bucket named `prefix-<unique>` on [`s3_endpoint`] and returns its name; `None`

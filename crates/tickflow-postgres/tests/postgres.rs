@@ -2,14 +2,12 @@
 //! or `DATABASE_URL`). Each test works in a schema of its own. Outside CI a test without a
 //! server says so and passes; under CI (`CI=true`) it fails.
 
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tickflow_core::codec::{self, Batch};
-use tickflow_core::contract::{Counts, Proxy, check_sink};
+use tickflow_core::contract::{CollectLog, Counts, Proxy, check_sink};
 use tickflow_core::sink::{Flush, Sink};
-use tickflow_core::source::{Append, SourceError};
+use tickflow_core::source::Append;
 use tickflow_model::{
     Alert, AlertKind, Bar, BarInterval, DailyMetric, Date, Price, Qty, Quote, RejectReason, Rows,
     Severity, Symbol, Trade, TradeId, UnixNanos, Volume,
@@ -47,33 +45,7 @@ async fn schema(client: &tokio_postgres::Client, name: &str) -> String {
     schema
 }
 
-/// The log as the sink sees it: refused rows land here.
-#[derive(Debug, Default)]
-struct Collect(Mutex<Vec<Batch>>);
-
-impl Append for Collect {
-    fn append(&self, _source: &str, batch: &Batch) -> Result<Range<u64>, SourceError> {
-        self.0.lock().unwrap().push(batch.clone());
-        Ok(0..batch.len() as u64)
-    }
-}
-
-impl Collect {
-    /// (reason, error, payload) of every record appended.
-    fn rejected(&self) -> Vec<(RejectReason, String, String)> {
-        let batches = self.0.lock().unwrap();
-        batches
-            .iter()
-            .flat_map(|b| b.records())
-            .map(|r| {
-                let r = codec::rejected(r).expect("a rejected record");
-                (r.reason, r.error.to_string(), r.payload.to_string())
-            })
-            .collect()
-    }
-}
-
-fn sink_at(connection: &str, schema: &str, dlq: &Arc<Collect>) -> PostgresSink {
+fn sink_at(connection: &str, schema: &str, dlq: &Arc<CollectLog>) -> PostgresSink {
     let config = PostgresConfig {
         connection: connection.parse().unwrap(),
         schema: schema.into(),
@@ -180,7 +152,7 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 async fn every_table_is_written_once_with_exact_values_and_its_position() {
     let Some(db) = admin().await else { return };
     let s = schema(&db, "tables").await;
-    let dlq = Arc::new(Collect::default());
+    let dlq = Arc::new(CollectLog::default());
     let mut sink = sink_at(&url(), &s, &dlq);
     assert_eq!(
         sink.open().await.unwrap(),
@@ -303,7 +275,7 @@ async fn every_table_is_written_once_with_exact_values_and_its_position() {
 async fn migrations_run_once_per_schema() {
     let Some(db) = admin().await else { return };
     let s = schema(&db, "migrations").await;
-    let dlq = Arc::new(Collect::default());
+    let dlq = Arc::new(CollectLog::default());
     for _ in 0..2 {
         let mut sink = sink_at(&url(), &s, &dlq);
         sink.open().await.unwrap();
@@ -322,7 +294,7 @@ async fn migrations_run_once_per_schema() {
 async fn a_refused_row_goes_to_the_dlq_alone() {
     let Some(db) = admin().await else { return };
     let s = schema(&db, "refused").await;
-    let dlq = Arc::new(Collect::default());
+    let dlq = Arc::new(CollectLog::default());
     let mut sink = sink_at(&url(), &s, &dlq);
     sink.open().await.unwrap();
     // A rule of the user's own, which one row breaks.
@@ -369,7 +341,7 @@ async fn a_refused_row_goes_to_the_dlq_alone() {
 async fn a_lost_connection_fails_the_flush_and_the_retry_reconnects_and_catches_up() {
     let Some(db) = admin().await else { return };
     let s = schema(&db, "reconnect").await;
-    let dlq = Arc::new(Collect::default());
+    let dlq = Arc::new(CollectLog::default());
     let proxy = Proxy::start("127.0.0.1:5432");
     let proxy_url = format!(
         "host=127.0.0.1 port={} user=postgres dbname=test",
@@ -416,7 +388,7 @@ async fn a_lost_connection_fails_the_flush_and_the_retry_reconnects_and_catches_
 async fn keeps_the_sink_contract() {
     let Some(db) = admin().await else { return };
     let s = schema(&db, "contract").await;
-    let dlq = Arc::new(Collect::default());
+    let dlq = Arc::new(CollectLog::default());
     let probe = async || {
         let mut counts = Counts::new();
         for table in TABLES {

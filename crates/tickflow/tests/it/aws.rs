@@ -7,21 +7,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tickflow_aws::{AwsConfig, Client, Service};
-use tickflow_core::contract::{s3_bucket, s3_endpoint};
+use tickflow_core::contract::{moto_endpoint, s3_bucket, s3_endpoint};
 
 use crate::support::{Server, bin, config, sql, sql_count, wait_for};
 
 fn moto() -> Option<AwsConfig> {
-    let endpoint = s3_endpoint();
-    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    if std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "moto_server is required under CI at {endpoint}"
-        );
-        eprintln!("skipped: no moto_server at {endpoint}");
-        return None;
-    }
+    let endpoint = moto_endpoint()?;
     Some(AwsConfig {
         region: Some("us-east-1".into()),
         endpoint: Some(endpoint),
