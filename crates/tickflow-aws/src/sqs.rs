@@ -212,25 +212,13 @@ impl SqsSource {
         let mut batch = Batch::default();
         let mut dead = Vec::new();
         for m in messages {
-            let problem = if m.receives > self.max_receives {
-                Some(format!(
-                    "received {} times, more than max_receives = {}",
-                    m.receives, self.max_receives
-                ))
-            } else {
-                ingest::parse_body_into(&m.body, source, now, &mut batch)
-                    .err()
-                    .map(|e| e.to_string())
+            let message = Received {
+                queue: self.queue_name(),
+                id: &m.id,
+                body: &m.body,
+                receives: m.receives,
             };
-            if let Some(problem) = problem {
-                let error = format!("{} message {}: {problem}", self.queue_name(), m.id);
-                batch.push_rejected(&Rejected {
-                    reason: RejectReason::Malformed,
-                    ts_recv: now,
-                    source,
-                    error: &error,
-                    payload: tickflow_core::codec::payload_prefix(&m.body),
-                });
+            if let Err(problem) = message.read(self.max_receives, source, now, &mut batch) {
                 dead.push((m, problem));
             }
         }
@@ -239,23 +227,38 @@ impl SqsSource {
 
     /// Copies a message to the dead-letter queue, if there is one, with the reason.
     async fn send_dead(&self, client: &Client, m: &Message, reason: &str) -> Result<(), Error> {
+        self.send_dead_letter(client, &m.id, &m.body, reason).await
+    }
+
+    /// Copies the message `id` with `body` to the dead-letter queue, if there is one, with
+    /// the reason in its `tickflow_reason` attribute.
+    ///
+    /// # Errors
+    /// SQS refused the copy or cannot be reached; [`Error::is_retryable`] tells which.
+    pub async fn send_dead_letter(
+        &self,
+        client: &Client,
+        id: &str,
+        body: &str,
+        reason: &str,
+    ) -> Result<(), Error> {
         let Some(dlq) = &self.dead_letter_queue_url else {
             return Ok(());
         };
         let reason: String = reason.chars().take(1000).collect();
         let mut request = json!({
             "QueueUrl": dlq,
-            "MessageBody": if m.body.is_empty() { " " } else { m.body.as_str() },
+            "MessageBody": if body.is_empty() { " " } else { body },
             "MessageAttributes": {
                 "tickflow_reason": {"DataType": "String", "StringValue": reason},
                 "tickflow_source_queue": {"DataType": "String", "StringValue": self.queue_url},
-                "tickflow_message_id": {"DataType": "String", "StringValue": m.id},
+                "tickflow_message_id": {"DataType": "String", "StringValue": id},
             },
         });
         // A FIFO queue needs a group, and drops a copy sent again by its message id.
         if dlq.ends_with(".fifo") {
             request["MessageGroupId"] = json!("tickflow-dead-letters");
-            request["MessageDeduplicationId"] = json!(m.id);
+            request["MessageDeduplicationId"] = json!(id);
         }
         client.json("SendMessage", &request).await?;
         Ok(())
@@ -311,6 +314,54 @@ impl SqsSource {
             tracing::warn!(source = ctx.id(), queue = %self.queue_url, entry = %failed, "SQS did not delete a message; it comes back and is dropped as a repeat");
         }
         Ok(())
+    }
+}
+
+/// A message as received, from SQS or in a Lambda event.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// The queue's name, for the DLQ's error.
+    pub queue: &'a str,
+    pub id: &'a str,
+    pub body: &'a str,
+    /// `ApproximateReceiveCount`: 1 the first time.
+    pub receives: u32,
+}
+
+impl Received<'_> {
+    /// Adds the message's ticks to `batch`. One that cannot be read, or that has been
+    /// received more than `max_receives` times (a message that keeps coming back is poison,
+    /// whatever it holds), is added as rejected instead.
+    ///
+    /// # Errors
+    /// Why the message went to tickflow's DLQ, for the dead-letter queue's copy.
+    pub fn read(
+        &self,
+        max_receives: u32,
+        source: &str,
+        now: UnixNanos,
+        batch: &mut Batch,
+    ) -> Result<(), String> {
+        let problem = if self.receives > max_receives {
+            format!(
+                "received {} times, more than max_receives = {max_receives}",
+                self.receives
+            )
+        } else {
+            match ingest::parse_body_into(self.body, source, now, batch) {
+                Ok(_) => return Ok(()),
+                Err(e) => e.to_string(),
+            }
+        };
+        let error = format!("{} message {}: {problem}", self.queue, self.id);
+        batch.push_rejected(&Rejected {
+            reason: RejectReason::Malformed,
+            ts_recv: now,
+            source,
+            error: &error,
+            payload: tickflow_core::codec::payload_prefix(self.body),
+        });
+        Err(problem)
     }
 }
 

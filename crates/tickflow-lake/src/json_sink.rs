@@ -2,10 +2,11 @@
 //! `processed/` output, beside the Parquet lake.
 //!
 //! Each flush writes, per table and UTC day, one object
-//! `<prefix>/<table>/dt=YYYY-MM-DD/<flush, 12 digits>.json` holding one JSON object per line,
-//! then the sink's position, `<prefix>/_tickflow/<sink id>.json`. The objects' names and
-//! contents follow from the flush alone, so a flush written again after a crash replaces
-//! them with the same bytes: nothing doubles. Bars are written once final: an open bar
+//! `<prefix>/<table>/dt=YYYY-MM-DD/<flush, 12 digits>-<sink id>.json` holding one JSON object
+//! per line, then the sink's position, `<prefix>/_tickflow/<sink id>.json`. The objects' names
+//! and contents follow from the sink and the flush alone, so a flush written again after a
+//! crash replaces them with the same bytes: nothing doubles; and sinks of several pipelines
+//! (Lambda environments, processes sharing a stream) can share a prefix. Bars are written once final: an open bar
 //! changes until then, and a line cannot be updated in place. The partition is named `dt`,
 //! since `daily_metrics` has a `date` column of its own.
 //!
@@ -109,7 +110,10 @@ impl Sink for JsonSink {
             });
         }
         let puts = objects.into_iter().map(|((table, date), text)| {
-            let key = Key::from(format!("{prefix}/{table}/dt={date}/{:012}.json", flush.seq));
+            let key = Key::from(format!(
+                "{prefix}/{table}/dt={date}/{:012}-{}.json",
+                flush.seq, self.id
+            ));
             let store = Arc::clone(store);
             async move { store.put(&key, PutPayload::from(text)).await }
         });

@@ -103,11 +103,14 @@ fn the_json_sink_keeps_the_sink_contract_in_athenas_layout() {
     assert!(!data.is_empty());
     for k in &data {
         let parts: Vec<&str> = k.split('/').collect();
-        // processed/<table>/dt=YYYY-MM-DD/<flush>.json
+        // processed/<table>/dt=YYYY-MM-DD/<flush>-<sink id>.json
         assert_eq!(parts.len(), 4, "{k}");
         assert!(TABLES.contains(&parts[1]), "{k}");
         assert!(parts[2].starts_with("dt=") && parts[2].len() == 13, "{k}");
-        assert!(parts[3].ends_with(".json") && parts[3].len() == 17, "{k}");
+        assert!(
+            parts[3].ends_with("-athena.json") && parts[3].len() == 24,
+            "{k}"
+        );
     }
     assert!(
         keys.iter().any(|k| k == "processed/_tickflow/athena.json"),

@@ -23,6 +23,8 @@ pub(crate) struct Live {
     pub(crate) flushing: Vec<(u64, Arc<Rows>)>,
     /// The last flush whose files readers may use.
     pub(crate) published_seq: u64,
+    /// The log offset that flush ends before: everything below it is in the lake.
+    pub(crate) committed_offset: u64,
     /// Bars not yet final: refreshed at every flush, and a few times a second while
     /// queries read them.
     pub(crate) open_bars: Vec<Bar>,

@@ -313,6 +313,7 @@ impl Pipeline {
         warm_up(&lake, ckpt.flush_seq, &Rows::default(), &mut processor);
         let live = Live {
             published_seq: ckpt.flush_seq,
+            committed_offset: next,
             open_bars: processor.open_bars(),
             ..Default::default()
         };
@@ -696,6 +697,37 @@ impl Pipeline {
         Ok(format!(
             "compaction round done: {merged} small file(s) merged"
         ))
+    }
+
+    /// Why a pipeline thread failed, once one has: the pipeline is then stopping.
+    pub fn failure(&self) -> Option<String> {
+        self.inner
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The flush that put every event below log offset `end` in the lake, once one has.
+    /// Callers that answer upstream only after the sinks have their events (Lambda mode)
+    /// wait for it, then for [`Pipeline::followers_reached`].
+    pub fn flush_covering(&self, end: u64) -> Option<u64> {
+        let live = self.inner.live();
+        (live.committed_offset >= end).then_some(live.published_seq)
+    }
+
+    /// Whether every sink and notifier has written flush `seq` (`Ok(true)`) or not yet
+    /// (`Ok(false)`).
+    ///
+    /// # Errors
+    /// A pipeline thread failed, or a follower stopped for good: it never will.
+    pub fn followers_reached(&self, seq: u64) -> std::result::Result<bool, String> {
+        if let Some(f) = self.failure() {
+            return Err(f);
+        }
+        let notifiers = self.inner.notifiers.get();
+        Ok(self.inner.sinks.all_reached(seq)?
+            && notifiers.map_or(Ok(true), |n| n.all_reached(seq))?)
     }
 
     pub fn gaps(&self) -> Vec<tickflow_sources::gaps::Gap> {
@@ -1251,6 +1283,7 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         {
             let mut live = inner.live();
             live.published_seq = job.seq;
+            live.committed_offset = job.next_offset;
             live.flushing.retain(|(s, _)| *s != job.seq);
         }
         inner.sinks.publish(job.seq, &job.rows);

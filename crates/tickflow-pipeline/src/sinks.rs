@@ -356,6 +356,29 @@ impl Sinks {
         })
     }
 
+    /// Whether every follower has written flush `seq`, waiting for those that retry.
+    ///
+    /// # Errors
+    /// One has stopped for good (`failed` or `stopped`): its id, state and last error.
+    pub(crate) fn all_reached(&self, seq: u64) -> Result<bool, String> {
+        for h in &self.handles {
+            if h.position() >= Some(seq) {
+                continue;
+            }
+            let (state, _, last_error) = h.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if matches!(state, "failed" | "stopped") {
+                return Err(format!(
+                    "{} {} is {state}: {}",
+                    h.kind,
+                    h.id,
+                    last_error.as_deref().unwrap_or("no error recorded")
+                ));
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// The last flush compaction may merge: none past a sink's position.
     pub(crate) fn compaction_limit(&self, committed: u64) -> u64 {
         committed.min(self.floor())

@@ -41,7 +41,7 @@ pub(crate) enum Command {
     Sql(SqlArgs),
     /// Send test events to a running pipeline's HTTP ingest (the old test-event producer), or write them to a file.
     #[command(
-        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file\n  tickflow produce --from ticks.ndjson --batch-size 5000 --connections 4   # replay a file\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 tickflow produce --count 1000 --batch-size 10 --to sqs://ticks   # one message per event\n  tickflow produce --count 100000 --batch-size 1000 --connections 4 --to nats://127.0.0.1:4222/ticks.all"
+        after_help = "Examples:\n  tickflow produce --count 100000 --batch-size 500 --to http://127.0.0.1:8750\n  tickflow produce --count 1000 --batch-size 10 --target-kb 4 --rate 100 --to http://127.0.0.1:8750\n  tickflow produce --count 2000000 --batch-size 5000 --connections 4\n  tickflow produce --count 100000 --to ticks.ndjson   # the same events, to a file\n  tickflow produce --from ticks.ndjson --batch-size 5000 --connections 4   # replay a file\n  AWS_ENDPOINT_URL=http://127.0.0.1:5000 tickflow produce --count 1000 --batch-size 10 --to sqs://ticks   # one message per event\n  tickflow produce --count 100000 --batch-size 1000 --connections 4 --to nats://127.0.0.1:4222/ticks.all\n  tickflow produce --count 100000 --batch-size 1000 --to kafka://127.0.0.1:9092/market_ticks   # keyed by symbol (a build with --features kafka)"
     )]
     Produce(ProduceArgs),
     /// Replay trades, quotes and bars from NDJSON, CSV, Parquet (a lake's own included) or Databento DBN files into a data directory or a running pipeline.
@@ -81,6 +81,11 @@ pub(crate) enum Command {
         after_help = "Example:\n  tickflow athena-ddl --config config/aws.toml --database tickflow > tables.sql\n\nEach table is partitioned by dt (the UTC day) with partition projection, so new days\nare queryable at once: no crawler, no MSCK REPAIR TABLE."
     )]
     AthenaDdl(AthenaDdlArgs),
+    /// Run the pipeline as an AWS Lambda handler for SQS events (the custom runtime's bootstrap).
+    #[command(
+        after_help = "Example (the zip's bootstrap):\n  #!/bin/sh\n  exec ./tickflow lambda --config \"$LAMBDA_TASK_ROOT/tickflow.toml\"\n\nThe config is the one `tickflow run` takes; its sources do not run, the event source\nmapping polls the queue. The first `sqs` source's id, max_receives and\ndead_letter_queue_url apply to the messages. Each invocation is answered once its ticks are\nin every sink, with the messages to receive again as batchItemFailures (enable\nReportBatchItemFailures on the mapping). Put data_dir under /tmp. deploy/terraform/ has\nthe function, queue, tables and roles."
+    )]
+    Lambda(LambdaArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -277,6 +282,13 @@ pub(crate) struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct LambdaArgs {
+    /// The config file [default: $LAMBDA_TASK_ROOT/tickflow.toml].
+    #[arg(long, short, value_name = "FILE", env = "TICKFLOW_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct AthenaDdlArgs {
     /// The config file whose s3_json sinks to describe.
     #[arg(long, short, value_name = "FILE")]
@@ -334,8 +346,9 @@ pub(crate) struct ProduceArgs {
     /// Events per second (0 = as fast as possible).
     #[arg(long, value_name = "R", default_value_t = 0)]
     pub(crate) rate: u64,
-    /// Base URL of the running pipeline; sqs://<queue> or nats://<host>:<port>/<subject> for
-    /// one message per event; or a file path to write the same NDJSON to.
+    /// Base URL of the running pipeline; sqs://<queue>, nats://<host>:<port>/<subject> or
+    /// kafka://<host>:<port>/<topic> for one message per event; or a file path to write the
+    /// same NDJSON to.
     #[arg(long, value_name = "URL|FILE", default_value = "http://127.0.0.1:8750")]
     pub(crate) to: String,
     /// Requests in flight at once.
@@ -408,6 +421,13 @@ pub(crate) struct ReplayArgs {
     pub(crate) batch_size: usize,
 }
 
+/// The command line; a binary named `bootstrap` and given no arguments is a Lambda custom
+/// runtime, and runs `tickflow lambda`.
 pub(crate) fn parse() -> Cli {
-    Cli::parse()
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let program = args.first().map(std::path::Path::new);
+    if args.len() == 1 && program.and_then(|p| p.file_name()) == Some("bootstrap".as_ref()) {
+        args.push("lambda".into());
+    }
+    Cli::parse_from(args)
 }

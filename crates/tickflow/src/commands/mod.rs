@@ -7,6 +7,7 @@ mod check;
 mod compact;
 mod gaps;
 mod jobs;
+mod lambda;
 mod produce;
 mod replay;
 mod report;
@@ -52,6 +53,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(crate::cli::ReportCommand::Daily(args)) => report::daily(&args),
         Command::Alerts(crate::cli::AlertsCommand::Test(args)) => alerts::test(&args),
         Command::AthenaDdl(args) => athena::ddl(&args),
+        Command::Lambda(args) => lambda::lambda(&args),
     }
 }
 

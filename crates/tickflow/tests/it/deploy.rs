@@ -49,3 +49,223 @@ fn the_systemd_unit_verifies() {
         "{said}"
     );
 }
+
+/// The Python environment with checkov (and the HCL parser it brings): `./scripts/test`
+/// makes it under ~/.cache/tickflow/checkov, or TICKFLOW_CHECKOV_VENV names another.
+fn checkov_venv() -> Option<std::path::PathBuf> {
+    let venv = std::env::var_os("TICKFLOW_CHECKOV_VENV")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/tickflow/checkov"))
+        })?;
+    if venv.join("bin/checkov").exists() {
+        Some(venv)
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "checkov is required under CI: ./scripts/test installs it in {}",
+            venv.display()
+        );
+        eprintln!("skipped: no checkov in {}", venv.display());
+        None
+    }
+}
+
+/// Every `.tf` file of `dir` as the HCL parser reads it, by file name.
+fn parse_terraform(venv: &std::path::Path, dir: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import glob, json, os, sys, hcl2\nprint(json.dumps({os.path.basename(f): hcl2.load(open(f)) for f in sorted(glob.glob(os.path.join(sys.argv[1], '*.tf')))}))",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Terraform does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The AWS calls in a connector's source: the operation named in each `json(`,
+/// `json_waiting(` or `query(` call.
+fn calls_in(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for opener in ["json(", "json_waiting(", "query("] {
+        for (at, _) in source.match_indices(opener) {
+            let rest = source[at + opener.len()..].trim_start();
+            if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split_once('"')) {
+                out.push(name.0.to_string());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The IAM action an operation needs; batch forms need the single one's.
+fn action(service: &str, operation: &str) -> String {
+    let operation = match operation {
+        "DeleteMessageBatch" => "DeleteMessage",
+        "ChangeMessageVisibilityBatch" => "ChangeMessageVisibility",
+        "SendMessageBatch" => "SendMessage",
+        other => other,
+    };
+    format!("{service}:{operation}")
+}
+
+/// Calls the connectors make that the Lambda function never does, and why.
+const NOT_ON_THE_LAMBDA_PATH: &[(&str, &str)] = &[
+    (
+        "CreateTable",
+        "config/lambda.toml sets create_tables = false: Terraform makes the tables",
+    ),
+    ("DescribeTable", "only with create_tables"),
+    ("GetQueueUrl", "tickflow produce only"),
+    ("SendMessageBatch", "tickflow produce only"),
+    (
+        "ChangeMessageVisibilityBatch",
+        "the mapping keeps messages hidden; `tickflow run` extends it",
+    ),
+];
+
+/// What the Lambda path needs beyond the connectors' own calls: the S3 JSON sink's object
+/// store (its `put` and `get`, and listing so a missing position reads as 404, not 403) and
+/// CloudWatch Logs for the runtime's stderr.
+const BESIDES: &[&str] = &[
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:ListBucket",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+];
+
+/// The strings of an attribute: the parser puts a value in a list, and a list in another.
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items.iter().flat_map(strings).collect(),
+        other => panic!("not a string attribute: {other}"),
+    }
+}
+
+/// The actions the function's policy grants, and its statements' resources.
+fn granted(parsed: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+    let mut actions = Vec::new();
+    let mut resources = Vec::new();
+    for data in parsed["iam.tf"]["data"].as_array().unwrap() {
+        let Some(function) = data["aws_iam_policy_document"]["function"].as_object() else {
+            continue;
+        };
+        for statement in function["statement"].as_array().unwrap() {
+            let effect = statement.get("effect").map(strings);
+            assert!(effect.is_none_or(|e| e == ["Allow"]), "{statement}");
+            actions.extend(strings(&statement["actions"]));
+            resources.extend(strings(&statement["resources"]));
+        }
+    }
+    actions.sort();
+    actions.dedup();
+    (actions, resources)
+}
+
+#[test]
+fn the_terraform_parses_passes_checkov_and_grants_only_what_tickflow_calls() {
+    let Some(venv) = checkov_venv() else { return };
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = crates.join("../deploy/terraform");
+    let parsed = parse_terraform(&venv, &dir);
+
+    let (actions, resources) = granted(&parsed);
+    // Every call the connectors make is granted, unless the Lambda path never makes it; and
+    // nothing else is.
+    let mut wanted: Vec<String> = BESIDES.iter().map(|a| (*a).to_string()).collect();
+    for (service, file) in [
+        ("sqs", "tickflow-aws/src/sqs.rs"),
+        ("sns", "tickflow-aws/src/sns.rs"),
+        ("dynamodb", "tickflow-aws/src/dynamodb.rs"),
+    ] {
+        let calls = calls_in(&std::fs::read_to_string(crates.join(file)).unwrap());
+        assert!(!calls.is_empty(), "{file}: no calls found");
+        for call in calls {
+            if !NOT_ON_THE_LAMBDA_PATH.iter().any(|(c, _)| *c == call) {
+                wanted.push(action(service, &call));
+            }
+        }
+    }
+    let json_sink = std::fs::read_to_string(crates.join("tickflow-lake/src/json_sink.rs")).unwrap();
+    assert!(json_sink.contains("store.put(") && json_sink.contains("store.get("));
+    wanted.sort();
+    wanted.dedup();
+    assert_eq!(
+        actions, wanted,
+        "the function's role and tickflow's calls differ"
+    );
+    for r in &resources {
+        assert!(
+            !r.contains('*') || r.ends_with("/processed/*") || r.ends_with(":*"),
+            "{r}"
+        );
+    }
+    // The mapping reports partial batch failures, which `tickflow lambda` answers with.
+    let lambda = parsed["lambda.tf"].to_string();
+    assert!(lambda.contains("ReportBatchItemFailures"), "{lambda}");
+    assert!(lambda.contains("provided.al2023"), "{lambda}");
+
+    let checkov = |dir: &std::path::Path| {
+        Command::new(venv.join("bin/checkov"))
+            .args([
+                "--quiet",
+                "--compact",
+                "--framework",
+                "terraform",
+                "--directory",
+            ])
+            .arg(dir)
+            .env("BC_SKIP_MAPPING", "TRUE")
+            .env("CHECKOV_RUN_SCA_PACKAGE_SCAN_V2", "false")
+            .output()
+            .unwrap()
+    };
+    let out = checkov(&dir);
+    assert!(
+        out.status.success(),
+        "checkov: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The checks are real: a wildcard grant and an open bucket are both caught.
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "tf") {
+            std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let iam = copy.path().join("iam.tf");
+    let text = std::fs::read_to_string(&iam).unwrap();
+    std::fs::write(&iam, text.replace("[\"sns:Publish\"]", "[\"sns:*\"]")).unwrap();
+    let (actions, _) = granted(&parse_terraform(&venv, copy.path()));
+    assert!(actions.contains(&"sns:*".to_string()) && actions != wanted);
+    let storage = copy.path().join("storage.tf");
+    let text = std::fs::read_to_string(&storage).unwrap();
+    std::fs::write(
+        &storage,
+        text.replace(
+            "block_public_acls       = true",
+            "block_public_acls       = false",
+        ),
+    )
+    .unwrap();
+    let out = checkov(copy.path());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("CKV_AWS_53"),
+        "{said}"
+    );
+}
