@@ -1,6 +1,7 @@
 //! NATS JetStream as a source: a durable pull consumer on a stream, whose messages hold
 //! ticks in tickflow's ingest format (one JSON object, NDJSON lines or a JSON array per
-//! message, as `POST /api/v1/ingest` takes them).
+//! message, as `POST /api/v1/ingest` takes them), or in another shape through a field
+//! mapping ([`tickflow_core::mapping`]).
 //!
 //! Each fetched batch is appended to the log, and only once it is durable are its messages
 //! acknowledged (explicitly, each one, the last waiting for the server's confirmation). A
@@ -17,7 +18,6 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 use tickflow_core::codec::{Batch, Rejected};
-use tickflow_core::ingest;
 use tickflow_core::source::{Source, SourceContext, SourceError};
 use tickflow_model::{RejectReason, UnixNanos};
 
@@ -40,6 +40,8 @@ pub struct NatsSource {
     pub batch: usize,
     /// The longest wait between reconnects.
     pub retry_max: Duration,
+    /// How messages are read: tickflow's ingest format unless a mapping says otherwise.
+    pub format: tickflow_core::mapping::Format,
 }
 
 #[async_trait::async_trait]
@@ -179,7 +181,7 @@ impl NatsSource {
             let mut fetched = Vec::new();
             while let Some(message) = messages.next().await {
                 let message = message.map_err(broker("reading a message"))?;
-                read(ctx.id(), &message, &mut batch);
+                read(&self.format, ctx.id(), &message, &mut batch);
                 fetched.push(message);
             }
             let Some(last) = fetched.pop() else {
@@ -217,11 +219,16 @@ fn note(path: &std::path::Path, sequence: u64) -> std::io::Result<()> {
 }
 
 /// Appends a message's events to `batch`, or the message itself as rejected.
-fn read(source: &str, message: &jetstream::Message, batch: &mut Batch) {
+fn read(
+    format: &tickflow_core::mapping::Format,
+    source: &str,
+    message: &jetstream::Message,
+    batch: &mut Batch,
+) {
     let now = UnixNanos::now();
     let payload = &message.message.payload;
     let parsed = match std::str::from_utf8(payload) {
-        Ok(text) => ingest::parse_body_into(text, source, now, batch).map_err(|e| e.to_string()),
+        Ok(text) => format.read_into(text, source, now, batch),
         Err(e) => Err(format!("not UTF-8: {e}")),
     };
     if let Err(e) = parsed {

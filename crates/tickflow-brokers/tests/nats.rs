@@ -97,6 +97,7 @@ fn published_ticks_are_appended_once_and_a_bad_message_goes_to_the_dlq_without_b
         // Two messages a batch: the four take two runs, the second resuming the consumer.
         batch: 2,
         retry_max: Duration::from_secs(1),
+        format: Default::default(),
     };
     let got = take(&source, 5);
     assert_eq!(trade_ids(&got.events), ["1", "2", "3"]);
@@ -145,6 +146,7 @@ fn a_server_cut_away_is_retried_and_nothing_is_lost_or_doubled() {
         durable: "tickflow-cut".to_string(),
         batch: 10,
         retry_max: Duration::from_millis(200),
+        format: Default::default(),
     };
     assert_eq!(trade_ids(&take(&source, 1).events), ["1"]);
 
@@ -190,6 +192,7 @@ fn a_batch_a_dead_process_fetched_comes_again_first_not_after_the_ack_wait() {
         durable: "tickflow-dead".to_string(),
         batch: 100,
         retry_max: Duration::from_secs(1),
+        format: Default::default(),
     };
     // A first run takes the first tick and acknowledges it, creating the durable consumer.
     let first = NatsSource {

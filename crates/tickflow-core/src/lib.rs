@@ -11,6 +11,7 @@ pub mod contract;
 mod error;
 pub mod hash;
 pub mod ingest;
+pub mod mapping;
 pub mod metrics;
 pub mod notify;
 pub mod retry;

@@ -132,6 +132,32 @@ pub enum RawSourceKind {
     RestPoll(RawRestPoll),
     Nats(RawNats),
     Sqs(RawSqs),
+    Kafka(RawKafka),
+}
+
+/// Kafka topics to consume through a consumer group.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawKafka {
+    pub brokers: Option<String>,
+    pub topics: Option<Vec<String>>,
+    pub group: Option<String>,
+    pub format: Option<String>,
+    pub fields: Option<RawTradeFields>,
+    pub batch: Option<i64>,
+    pub options: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Where a trade's fields are in a broker's messages (`format = "fields"`): JSON pointers.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTradeFields {
+    pub symbol: Option<String>,
+    pub price: Option<String>,
+    pub size: Option<String>,
+    pub size_default: Option<String>,
+    pub ts_event: Option<String>,
+    pub time_unit: Option<String>,
+    pub trade_id: Option<String>,
+    pub exchange: Option<String>,
 }
 
 /// An SQS queue to long-poll.
@@ -160,6 +186,8 @@ pub struct RawNats {
     pub durable: Option<String>,
     pub batch: Option<i64>,
     pub retry_max_secs: Option<i64>,
+    pub format: Option<String>,
+    pub fields: Option<RawTradeFields>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +287,7 @@ impl RawSourceKind {
         "rest_poll",
         "nats",
         "sqs",
+        "kafka",
     ];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
@@ -273,6 +302,7 @@ impl RawSourceKind {
             "rest_poll" => c.typed(entry, key).map(Self::RestPoll),
             "nats" => c.typed(entry, key).map(Self::Nats),
             "sqs" => c.typed(entry, key).map(Self::Sqs),
+            "kafka" => c.typed(entry, key).map(Self::Kafka),
             _ => None,
         }
     }
@@ -296,6 +326,17 @@ pub enum RawSinkKind {
     Dynamodb(RawDynamoSink),
     S3Json(RawS3JsonSink),
     Nats(RawNatsSink),
+    Kafka(RawKafkaSink),
+}
+
+/// Kafka topics `<topic_prefix>.<table>` to publish rows to.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawKafkaSink {
+    pub brokers: Option<String>,
+    pub topic_prefix: Option<String>,
+    pub tables: Option<Vec<String>>,
+    pub create_partitions: Option<i64>,
+    pub options: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A NATS JetStream subject tree to publish rows to.
@@ -362,7 +403,7 @@ pub struct RawPostgresSink {
 
 impl RawSinkKind {
     /// Every `type` a `[[sinks]]` entry may name.
-    pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb", "s3_json", "nats"];
+    pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb", "s3_json", "nats", "kafka"];
 
     fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
@@ -371,6 +412,7 @@ impl RawSinkKind {
             "dynamodb" => c.typed(entry, key).map(Self::Dynamodb),
             "s3_json" => c.typed(entry, key).map(Self::S3Json),
             "nats" => c.typed(entry, key).map(Self::Nats),
+            "kafka" => c.typed(entry, key).map(Self::Kafka),
             _ => None,
         }
     }
@@ -1233,7 +1275,204 @@ fn nats(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawNats, id: &str) -
             c.range(&key("retry_max_secs"), raw.retry_max_secs, 30, 1, 3600)
                 .unsigned_abs(),
         ),
+        format: message_format(c, key, raw.format, raw.fields),
     })
+}
+
+/// How a broker source reads its messages: `format` and, for `"fields"`, the mapping.
+fn message_format(
+    c: &mut Checker,
+    key: &dyn Fn(&str) -> String,
+    format: Option<String>,
+    fields: Option<RawTradeFields>,
+) -> tickflow_core::mapping::Format {
+    use tickflow_core::mapping::{Fields, Format, TimeUnit};
+    let format = format.unwrap_or_else(|| "tickflow".to_string());
+    if format != "fields" && fields.is_some() {
+        c.add(key("fields"), "only with format = \"fields\"");
+    }
+    match format.as_str() {
+        "tickflow" => Format::Tickflow,
+        "market_ticks" => Format::Fields(Fields::market_ticks()),
+        "fields" => {
+            let f = fields.unwrap_or_default();
+            let mut pointer = |name: &str, value: Option<String>, required: bool| match value {
+                Some(p) if p.starts_with('/') => Some(p),
+                Some(p) => {
+                    c.add(
+                        key(&format!("fields.{name}")),
+                        format!("{p:?} is not a JSON pointer: write \"/{p}\""),
+                    );
+                    None
+                }
+                None if required => {
+                    c.add(
+                        key(&format!("fields.{name}")),
+                        format!("missing: the JSON pointer to the trade's {name}"),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let symbol = pointer("symbol", f.symbol, true).unwrap_or_default();
+            let price = pointer("price", f.price, true).unwrap_or_default();
+            let ts_event = pointer("ts_event", f.ts_event, true).unwrap_or_default();
+            let size = pointer("size", f.size, f.size_default.is_none());
+            let trade_id = pointer("trade_id", f.trade_id, false);
+            let exchange = pointer("exchange", f.exchange, false);
+            if let Some(d) = &f.size_default
+                && !tickflow_model::Qty::parse(d).is_ok_and(|q| !q.is_zero())
+            {
+                c.add(
+                    key("fields.size_default"),
+                    format!("{d:?} is not a size above zero"),
+                );
+            }
+            let time_unit = match f.time_unit.as_deref() {
+                None => TimeUnit::Nanos,
+                Some(u) => TimeUnit::parse(u).unwrap_or_else(|| {
+                    c.add(
+                        key("fields.time_unit"),
+                        format!("{u:?}: expected one of {}", TimeUnit::NAMES.join(", ")),
+                    );
+                    TimeUnit::Nanos
+                }),
+            };
+            Format::Fields(Fields {
+                symbol,
+                price,
+                size,
+                size_default: f.size_default,
+                ts_event,
+                time_unit,
+                trade_id,
+                exchange,
+            })
+        }
+        other => {
+            c.add(
+                key("format"),
+                format!("{other:?}: expected one of {}", Format::NAMES.join(", ")),
+            );
+            Format::Tickflow
+        }
+    }
+}
+
+/// A format for `tickflow check`.
+fn format_shown(format: &tickflow_core::mapping::Format) -> String {
+    match format {
+        tickflow_core::mapping::Format::Tickflow => "tickflow's ingest format".to_string(),
+        tickflow_core::mapping::Format::Fields(f) => format!(
+            "trades from fields {} {} {} {}",
+            f.symbol,
+            f.price,
+            f.size.as_deref().unwrap_or("(size default)"),
+            f.ts_event
+        ),
+    }
+}
+
+/// Brokers as `host:port[,host:port…]`: a problem names the list when one is not.
+fn kafka_brokers(c: &mut Checker, key: &dyn Fn(&str) -> String, brokers: Option<String>) -> String {
+    let brokers = brokers.unwrap_or_else(|| "127.0.0.1:9092".to_string());
+    let ok = brokers.split(',').all(|b| {
+        b.trim()
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    });
+    if !ok {
+        c.add(
+            key("brokers"),
+            format!("{brokers:?}: write host:port, or several separated by commas"),
+        );
+    }
+    if !tickflow_brokers::KAFKA_BUILT {
+        c.add(key("type"), tickflow_brokers::kafka::NOT_BUILT);
+    }
+    brokers
+}
+
+/// librdkafka settings besides tickflow's own.
+fn kafka_options(
+    c: &mut Checker,
+    key: &dyn Fn(&str) -> String,
+    options: Option<std::collections::BTreeMap<String, String>>,
+) -> std::collections::BTreeMap<String, String> {
+    let options = options.unwrap_or_default();
+    for name in options.keys() {
+        if tickflow_brokers::kafka::OWN_SETTINGS.contains(&name.as_str()) {
+            c.add(
+                key(&format!("options.{name}")),
+                "set by tickflow: use brokers and group instead",
+            );
+        }
+    }
+    options
+}
+
+/// A `kafka` source: topics are required; the group is named after the source unless
+/// `group` says otherwise.
+fn kafka(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawKafka, id: &str) -> SourceConfig {
+    let brokers = kafka_brokers(c, key, raw.brokers);
+    let topics = raw.topics.unwrap_or_default();
+    let topic_ok = |t: &String| {
+        !t.is_empty()
+            && t.len() <= 249
+            && t.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+    };
+    if topics.is_empty() || !topics.iter().all(topic_ok) {
+        c.add(
+            key("topics"),
+            "the topics to read, such as [\"market_ticks\"] (letters, digits, '.', '_', '-')",
+        );
+    }
+    SourceConfig::Kafka(tickflow_brokers::kafka::KafkaSource {
+        brokers,
+        topics,
+        group: raw.group.unwrap_or_else(|| format!("tickflow-{id}")),
+        format: message_format(c, key, raw.format, raw.fields),
+        batch: c.range(&key("batch"), raw.batch, 5000, 1, 100_000) as usize,
+        options: kafka_options(c, key, raw.options),
+    })
+}
+
+/// A `kafka` sink: bars and alerts by default, on `tickflow.<table>`.
+fn kafka_sink(
+    raw: RawKafkaSink,
+    key: &dyn Fn(&str) -> String,
+    c: &mut Checker,
+) -> tickflow_brokers::kafka_sink::KafkaSinkConfig {
+    let brokers = kafka_brokers(c, key, raw.brokers);
+    let topic_prefix = raw.topic_prefix.unwrap_or_else(|| "tickflow".to_string());
+    if topic_prefix.is_empty()
+        || !topic_prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+    {
+        c.add(
+            key("topic_prefix"),
+            format!("{topic_prefix:?} is not a topic name (letters, digits, '.', '_', '-')"),
+        );
+    }
+    let tables = match raw.tables {
+        None => vec!["bars".to_string(), "alerts".to_string()],
+        Some(list) => sink_tables(Some(list), &tickflow_brokers::kafka_sink::TABLES, key, c)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
+    tickflow_brokers::kafka_sink::KafkaSinkConfig {
+        brokers,
+        topic_prefix,
+        tables,
+        create_partitions: raw
+            .create_partitions
+            .map(|p| c.range(&key("create_partitions"), Some(p), 1, 1, 10_000) as i32),
+        options: kafka_options(c, key, raw.options),
+        dir: PathBuf::new(),
+    }
 }
 
 fn ws_feed(
@@ -1325,6 +1564,7 @@ pub enum SourceConfig {
     RestPoll(tickflow_sources::rest_poll::RestPollSource),
     Nats(tickflow_brokers::nats::NatsSource),
     Sqs(tickflow_aws::sqs::SqsSource),
+    Kafka(tickflow_brokers::kafka::KafkaSource),
     /// A vendor's history for `tickflow backfill`; not a `[[sources]]` type.
     Backfill(tickflow_sources::backfill::Backfill),
 }
@@ -1343,6 +1583,7 @@ impl SourceConfig {
             Self::RestPoll(_) => "rest_poll",
             Self::Nats(_) => "nats",
             Self::Sqs(_) => "sqs",
+            Self::Kafka(_) => "kafka",
             Self::Backfill(_) => "backfill",
         }
     }
@@ -1369,6 +1610,7 @@ impl SourceConfig {
             Self::RestPoll(p) => Box::new(p.clone()),
             Self::Nats(n) => Box::new(n.clone()),
             Self::Sqs(q) => Box::new(q.clone()),
+            Self::Kafka(k) => Box::new(k.clone()),
             Self::Backfill(b) => Box::new(b.clone()),
         }
     }
@@ -1478,13 +1720,22 @@ impl SourceConfig {
                 p.requests_per_minute
             ),
             Self::Nats(n) => format!(
-                "NATS JetStream stream {} ({}) at {}, consumer {}, {} messages a batch",
+                "NATS JetStream stream {} ({}) at {}, consumer {}, {}, {} messages a batch",
                 n.stream,
                 n.subjects.join(", "),
                 // Credentials in the address stay out of the output.
                 redact_nats(&n.url),
                 n.durable,
+                format_shown(&n.format),
                 n.batch
+            ),
+            Self::Kafka(k) => format!(
+                "Kafka topics {} at {}, group {}, {}, {} messages a batch",
+                k.topics.join(", "),
+                k.brokers,
+                k.group,
+                format_shown(&k.format),
+                k.batch
             ),
             Self::Sqs(q) => format!(
                 "SQS queue {}{}, long polls of {} s, poison after {} receives{}",
@@ -1746,6 +1997,7 @@ pub enum SinkConfig {
     Dynamodb(Box<tickflow_aws::dynamodb::DynamoConfig>),
     S3Json(tickflow_lake::json_sink::JsonSinkConfig),
     Nats(tickflow_brokers::nats_sink::NatsSinkConfig),
+    Kafka(tickflow_brokers::kafka_sink::KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -1757,6 +2009,7 @@ impl SinkConfig {
             Self::Dynamodb(_) => "dynamodb",
             Self::S3Json(_) => "s3_json",
             Self::Nats(_) => "nats",
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -1780,6 +2033,7 @@ impl SinkConfig {
             )),
             Self::S3Json(c) => Box::new(tickflow_lake::json_sink::JsonSink::new(id, c.clone())),
             Self::Nats(c) => Box::new(tickflow_brokers::nats_sink::NatsSink::new(id, c.clone())),
+            Self::Kafka(c) => Box::new(tickflow_brokers::kafka_sink::KafkaSink::new(id, c.clone())),
         }
     }
 
@@ -1787,6 +2041,12 @@ impl SinkConfig {
     pub fn describe(&self) -> String {
         match self {
             Self::Csv(c) => format!("csv files in {} ({})", c.dir.display(), c.tables.join(", ")),
+            Self::Kafka(k) => format!(
+                "Kafka at {}, topics {}.<table> keyed by symbol ({})",
+                k.brokers,
+                k.topic_prefix,
+                k.tables.join(", ")
+            ),
             Self::Nats(n) => format!(
                 "NATS JetStream at {}, {}.<table>.<symbol> ({}){}",
                 redact_nats(&n.url),
@@ -2526,6 +2786,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::RestPoll(_) => "rest_poll",
             RawSourceKind::Nats(_) => "nats",
             RawSourceKind::Sqs(_) => "sqs",
+            RawSourceKind::Kafka(_) => "kafka",
         };
         let is_http = matches!(source.kind, RawSourceKind::Http(_));
         let id = source.id.unwrap_or_else(|| default_id.to_string());
@@ -2649,6 +2910,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::RestPoll(raw) => rest_poll(c, &key, raw),
             RawSourceKind::Nats(raw) => nats(c, &key, raw, &id),
             RawSourceKind::Sqs(raw) => sqs(c, &key, raw),
+            RawSourceKind::Kafka(raw) => kafka(c, &key, raw, &id),
             RawSourceKind::Binance(raw) => {
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
@@ -2725,6 +2987,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 SinkConfig::S3Json(tickflow_lake::json_sink::JsonSinkConfig { store, tables })
             }
             RawSinkKind::Nats(raw) => SinkConfig::Nats(nats_sink(raw, &key, c)),
+            RawSinkKind::Kafka(raw) => SinkConfig::Kafka(kafka_sink(raw, &key, c)),
         };
         let id = sink.id.unwrap_or_else(|| config.type_name().to_string());
         if !valid_id(&id) {
@@ -2747,6 +3010,11 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             && n.dir.as_os_str().is_empty()
         {
             n.dir = data_dir.join("sinks").join(&id);
+        }
+        if let SinkConfig::Kafka(k) = &mut config
+            && k.dir.as_os_str().is_empty()
+        {
+            k.dir = data_dir.join("sinks").join(&id);
         }
         if let SinkConfig::Csv(csv) = &mut config {
             if csv.dir.as_os_str().is_empty() {
@@ -3400,6 +3668,44 @@ mod tests {
     }
 
     #[test]
+    fn a_kafka_source_reads_its_mapping_and_keeps_its_options_secret() {
+        let text = "[[sources]]\ntype = \"kafka\"\nid = \"vendor\"\nbrokers = \"10.0.0.5:9092,10.0.0.6:9092\"\ntopics = [\"vendor.trades\"]\nformat = \"fields\"\nfields = { symbol = \"/S\", price = \"/p\", size_default = \"1\", ts_event = \"/t\", time_unit = \"ms\" }\n\n[sources.options]\n\"sasl.password\" = \"hunter2-secret\"\n\n[[sinks]]\ntype = \"kafka\"\nid = \"bus\"\n";
+        let plan = parse(text, Path::new("k.toml")).unwrap();
+        let SourceConfig::Kafka(k) = &plan.sources[0].config else {
+            panic!("a kafka source")
+        };
+        assert_eq!(k.group, "tickflow-vendor");
+        assert_eq!(k.batch, 5000);
+        let tickflow_core::mapping::Format::Fields(f) = &k.format else {
+            panic!("a mapping")
+        };
+        assert_eq!(f.time_unit, tickflow_core::mapping::TimeUnit::Millis);
+        assert_eq!(f.size, None);
+        let SinkConfig::Kafka(sink) = &plan.sinks[0].config else {
+            panic!("a kafka sink")
+        };
+        assert_eq!(sink.tables, ["bars", "alerts"]);
+        assert_eq!(sink.topic_prefix, "tickflow");
+        assert!(sink.dir.ends_with("sinks/bus"));
+        assert!(!format!("{plan:?}").contains("hunter2"), "{plan:?}");
+
+        let text = "[[sources]]\ntype = \"kafka\"\nbrokers = \"nohost\"\nformat = \"fields\"\nfields = { symbol = \"S\", time_unit = \"minutes\", size_default = \"0\" }\noptions = { \"group.id\" = \"x\" }\n\n[[sources]]\ntype = \"nats\"\nstream = \"T\"\nsubjects = [\"t.>\"]\nformat = \"csv\"\n";
+        let shown = parse(text, Path::new("k.toml")).unwrap_err().to_string();
+        for needle in [
+            "sources[0].brokers: \"nohost\": write host:port",
+            "sources[0].topics: the topics to read",
+            "sources[0].fields.symbol: \"S\" is not a JSON pointer: write \"/S\"",
+            "sources[0].fields.price: missing",
+            "sources[0].fields.time_unit: \"minutes\": expected one of s, ms, us, ns",
+            "sources[0].fields.size_default: \"0\" is not a size above zero",
+            "sources[0].options.group.id: set by tickflow",
+            "sources[1].format: \"csv\": expected one of tickflow, market_ticks, fields",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+    }
+
+    #[test]
     fn a_nats_source_needs_a_stream_and_subjects_and_names_its_consumer_after_itself() {
         let plan = parse(
             "[[sources]]\ntype = \"nats\"\nid = \"market\"\nurl = \"nats://u:secret@10.0.0.5:4222\"\nstream = \"TICKS\"\nsubjects = [\"ticks.>\"]\n",
@@ -3722,13 +4028,13 @@ mod tests {
         assert_eq!(c.tables, vec!["trades", "bars"]);
         assert!(!c.fsync);
 
-        let text = "[http]\nport = \"eighty\"\n\n[[sinks]]\ntype = \"csv\"\ncolour = \"red\"\ntables = [\"trades\", \"trade\"]\n\n[[sinks]]\ntype = \"kafka\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"csv\"\nfsync = \"yes\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"Not OK\"\n\n[[sinks]]\ndir = \"x\"\n\n[lake]\nflush_rows = 0\n";
+        let text = "[http]\nport = \"eighty\"\n\n[[sinks]]\ntype = \"csv\"\ncolour = \"red\"\ntables = [\"trades\", \"trade\"]\n\n[[sinks]]\ntype = \"mongodb\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"csv\"\nfsync = \"yes\"\n\n[[sinks]]\ntype = \"csv\"\nid = \"Not OK\"\n\n[[sinks]]\ndir = \"x\"\n\n[lake]\nflush_rows = 0\n";
         let shown = parse(text, Path::new("s.toml")).unwrap_err().to_string();
         for needle in [
             "s.toml:2: http.port: invalid type: string \"eighty\", expected i64",
             "s.toml:6: sinks[0].colour: unknown key",
             "s.toml:7: sinks[0].tables: unknown table \"trade\"",
-            "s.toml:10: sinks[1].type: unknown type \"kafka\": expected one of csv, postgres",
+            "s.toml:10: sinks[1].type: unknown type \"mongodb\": expected one of csv, postgres",
             "s.toml:15: sinks[2].fsync: invalid type: string \"yes\", expected a boolean",
             "s.toml:19: sinks[3].id: \"Not OK\" is not a valid id",
             "sinks[4]: missing `type`: one of csv, postgres",

@@ -57,7 +57,7 @@ pub(crate) fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     let mut events = match &args.from {
         Some(path) if !sending => {
             anyhow::bail!(
-                "--from {} replays to a pipeline or a queue: --to must be an http://, sqs:// or nats:// address, not {:?}",
+                "--from {} replays to a pipeline or a queue: --to must be an http://, sqs://, nats:// or kafka:// address, not {:?}",
                 path.display(),
                 args.to
             )
@@ -82,6 +82,10 @@ enum Target {
     /// A NATS JetStream subject (`nats://host:port/subject`): one message per event, each
     /// batch's acknowledgements awaited together.
     Nats { url: String, subject: String },
+    /// A Kafka topic (`kafka://host:port/topic`): one message per event, keyed by symbol so
+    /// each symbol's events keep their order on one partition.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    Kafka { brokers: String, topic: String },
     /// A file of NDJSON lines.
     File,
 }
@@ -98,6 +102,21 @@ impl Target {
                 );
             }
             return Ok(Self::Sqs(name.to_string()));
+        }
+        if let Some(rest) = to.strip_prefix("kafka://") {
+            let Some((brokers, topic)) = rest
+                .split_once('/')
+                .filter(|(b, t)| !b.is_empty() && !t.is_empty() && !t.contains('/'))
+            else {
+                anyhow::bail!("--to {to:?}: write kafka://<host>:<port>[,<host>:<port>…]/<topic>");
+            };
+            if !tickflow_brokers::KAFKA_BUILT {
+                anyhow::bail!("--to {to:?}: {}", tickflow_brokers::kafka::NOT_BUILT);
+            }
+            return Ok(Self::Kafka {
+                brokers: brokers.to_string(),
+                topic: topic.to_string(),
+            });
         }
         if let Some(rest) = to.strip_prefix("nats://") {
             let Some((server, subject)) = rest
@@ -132,6 +151,11 @@ enum Sender {
         publisher: tickflow_brokers::nats::Publisher,
         subject: String,
     },
+    #[cfg(feature = "kafka")]
+    Kafka {
+        producer: tickflow_brokers::kafka::Producer,
+        topic: String,
+    },
 }
 
 impl Sender {
@@ -161,6 +185,14 @@ impl Sender {
                     .map_err(anyhow::Error::msg)?,
                 subject,
             },
+            #[cfg(feature = "kafka")]
+            Target::Kafka { brokers, topic } => Self::Kafka {
+                producer: tickflow_brokers::kafka::Producer::new(&brokers, &Default::default())
+                    .map_err(anyhow::Error::msg)?,
+                topic,
+            },
+            #[cfg(not(feature = "kafka"))]
+            Target::Kafka { .. } => anyhow::bail!(tickflow_brokers::kafka::NOT_BUILT),
         })
     }
 
@@ -170,6 +202,8 @@ impl Sender {
             Self::Http { url, .. } => url.clone(),
             Self::Sqs { queue_url, .. } => queue_url.clone(),
             Self::Nats { subject, .. } => format!("NATS subject {subject}"),
+            #[cfg(feature = "kafka")]
+            Self::Kafka { topic, .. } => format!("Kafka topic {topic}"),
         }
     }
 
@@ -213,8 +247,44 @@ impl Sender {
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
                 }
             }
+            #[cfg(feature = "kafka")]
+            Self::Kafka { producer, topic } => {
+                let text = String::from_utf8(body).map_err(|e| e.to_string())?;
+                let mut tries = 0;
+                loop {
+                    let mut records = Vec::new();
+                    for line in text.lines().filter(|l| !l.is_empty()) {
+                        records.push(tickflow_brokers::kafka::Record {
+                            topic,
+                            key: symbol_of(line),
+                            payload: line.as_bytes(),
+                            headers: Vec::new(),
+                        });
+                    }
+                    // librdkafka retries on its own until `message.timeout.ms`; a batch that
+                    // still fails is sent again whole.
+                    match producer.send_all(records).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if tries < retries => {
+                            tries += 1;
+                            tracing::warn!(error = %e, "sending failed; trying again");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                }
+            }
         }
     }
+}
+
+/// The `symbol` of an ingest line, for the message key; empty when the line has none.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+fn symbol_of(line: &str) -> &str {
+    line.split_once("\"symbol\":")
+        .and_then(|(_, rest)| rest.trim_start().strip_prefix('"'))
+        .and_then(|rest| rest.split_once('"'))
+        .map_or("", |(symbol, _)| symbol)
 }
 
 /// `127.0.0.1:8750` or `localhost:8750`: an address missing its scheme, not a file name.

@@ -6,6 +6,10 @@ fn every_example_config_passes_check() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("config dir") {
         let path = entry.expect("entry").path();
+        // A build without the `kafka` feature refuses Kafka connectors, by design.
+        if path.ends_with("kafka.toml") && !cfg!(feature = "kafka") {
+            continue;
+        }
         if path.extension().is_some_and(|e| e == "toml") {
             // The examples take their secrets from the environment, as a deployment would.
             let out = bin()

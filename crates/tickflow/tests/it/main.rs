@@ -12,6 +12,9 @@ mod demo;
 mod deploy;
 mod duckdb;
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
+mod lambda;
 mod nats;
 mod notify;
 mod pgwire;
