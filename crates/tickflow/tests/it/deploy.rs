@@ -269,3 +269,76 @@ fn the_terraform_parses_passes_checkov_and_grants_only_what_tickflow_calls() {
         "{said}"
     );
 }
+
+/// The compose file as YAML reads it (PyYAML, from checkov's environment). No Docker Compose
+/// runs here: the test checks what can be checked without pulling images.
+#[test]
+fn the_compose_file_runs_tickflow_with_kafka_and_timescaledb_on_a_config_that_checks() {
+    let Some(venv) = checkov_venv() else { return };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose");
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(dir.join("compose.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let compose: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = compose["services"].as_object().unwrap();
+    for (name, service) in services {
+        if let Some(image) = service["image"].as_str() {
+            let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+            assert!(!tag.is_empty() && tag != "latest", "{name}: pin {image}");
+        }
+    }
+    let tickflow = &services["tickflow"];
+    for dependency in ["kafka", "timescaledb"] {
+        assert_eq!(
+            tickflow["depends_on"][dependency]["condition"], "service_healthy",
+            "{dependency}"
+        );
+        assert!(
+            services[dependency]["healthcheck"]["test"].is_array(),
+            "{dependency}"
+        );
+    }
+    let dockerfile = std::fs::read_to_string(
+        dir.join("../..")
+            .join(tickflow["build"]["dockerfile"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(dockerfile.contains("--features kafka"), "{dockerfile}");
+    let mount = tickflow["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find(|v| v.ends_with(":/etc/tickflow/tickflow.toml:ro"))
+        .expect("the config is mounted");
+    let config = dir.join(mount.split(':').next().unwrap());
+    // The config checks with the environment compose gives it.
+    let mut check = crate::support::bin();
+    check.args(["check", "--config", config.to_str().unwrap()]);
+    for (k, v) in tickflow["environment"].as_object().unwrap() {
+        check.env(k, v.as_str().unwrap());
+    }
+    let out = check.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if cfg!(feature = "kafka") {
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("Kafka topics market_ticks at kafka:9092"),
+            "{text}"
+        );
+    }
+}
