@@ -370,6 +370,10 @@ pub(crate) struct ProduceArgs {
     /// Retries per request on connection errors or 5xx before giving up on it.
     #[arg(long, default_value_t = 0)]
     pub(crate) retries: u32,
+    /// A librdkafka setting for a kafka:// target, such as security.protocol=SASL_SSL or
+    /// batch.num.messages=1; repeat for several.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    pub(crate) kafka_options: Vec<String>,
     /// Send to the HTTP source with this id (`/api/v1/ingest/<id>`) instead of the open one.
     #[arg(long, value_name = "ID")]
     pub(crate) source: Option<String>,

@@ -186,11 +186,23 @@ impl Sender {
                 subject,
             },
             #[cfg(feature = "kafka")]
-            Target::Kafka { brokers, topic } => Self::Kafka {
-                producer: tickflow_brokers::kafka::Producer::new(&brokers, &Default::default())
-                    .map_err(anyhow::Error::msg)?,
-                topic,
-            },
+            Target::Kafka { brokers, topic } => {
+                let mut options = std::collections::BTreeMap::new();
+                for option in &args.kafka_options {
+                    let Some((key, value)) = option.split_once('=') else {
+                        anyhow::bail!("--kafka-option {option:?}: write KEY=VALUE");
+                    };
+                    if tickflow_brokers::kafka::OWN_SETTINGS.contains(&key) {
+                        anyhow::bail!("--kafka-option {key}: tickflow sets it itself");
+                    }
+                    options.insert(key.to_string(), value.to_string());
+                }
+                Self::Kafka {
+                    producer: tickflow_brokers::kafka::Producer::new(&brokers, &options)
+                        .map_err(anyhow::Error::msg)?,
+                    topic,
+                }
+            }
             #[cfg(not(feature = "kafka"))]
             Target::Kafka { .. } => anyhow::bail!(tickflow_brokers::kafka::NOT_BUILT),
         })
