@@ -342,3 +342,168 @@ fn produce_sends_one_message_per_event_to_sqs_and_the_pipeline_stores_each_once(
     );
     assert!(drain(&sqs, &queue).is_empty());
 }
+
+/// Every follower (sinks and notifiers) has written the last committed flush.
+fn followers_caught_up(s: &Value) -> bool {
+    s["log_lag"].as_u64() == Some(0)
+        && s["flushes"].as_u64().unwrap_or(0) > 0
+        && ["sinks", "notifiers"].iter().all(|kind| {
+            s[kind].as_array().is_some_and(|all| {
+                all.iter()
+                    .all(|f| f["lag_flushes"] == 0 && f["position"].as_u64().is_some())
+            })
+        })
+}
+
+/// Items in a DynamoDB table, counted page by page.
+fn dynamo_count(ddb: &Client, table: &str) -> u64 {
+    let mut total = 0;
+    let mut start: Option<Value> = None;
+    loop {
+        let mut request = json!({"TableName": table, "Select": "COUNT", "ConsistentRead": true});
+        if let Some(key) = start.take() {
+            request["ExclusiveStartKey"] = key;
+        }
+        let page = call(ddb, "Scan", request);
+        total += page["Count"].as_u64().unwrap();
+        match page.get("LastEvaluatedKey") {
+            Some(key) if !key.is_null() => start = Some(key.clone()),
+            _ => return total,
+        }
+    }
+}
+
+#[test]
+fn aws_cut_away_stalls_nothing_and_dynamodb_s3_json_and_sns_catch_up_once() {
+    let Some(aws) = moto() else { return };
+    let endpoint = aws.endpoint.clone().unwrap();
+    let target = endpoint.trim_start_matches("http://").to_string();
+    let proxy = tickflow_core::contract::Proxy::start(&target);
+    let through = format!("http://127.0.0.1:{}", proxy.port);
+    let sqs = Client::new(&aws, Service::Sqs, Duration::from_secs(30)).unwrap();
+    let sns = Client::new(&aws, Service::Sns, Duration::from_secs(30)).unwrap();
+    let watch = create_queue(&sqs, &unique("cut-watch"));
+    let xml =
+        block_on(sns.query("CreateTopic", "2010-03-31", &[("Name", &unique("cut"))])).unwrap();
+    let topic = xml
+        .split("<TopicArn>")
+        .nth(1)
+        .and_then(|t| t.split("</TopicArn>").next())
+        .unwrap()
+        .to_string();
+    let watch_arn = call(
+        &sqs,
+        "GetQueueAttributes",
+        json!({"QueueUrl": watch, "AttributeNames": ["QueueArn"]}),
+    )["Attributes"]["QueueArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    block_on(sns.query(
+        "Subscribe",
+        "2010-03-31",
+        &[
+            ("TopicArn", &topic),
+            ("Protocol", "sqs"),
+            ("Endpoint", &watch_arn),
+        ],
+    ))
+    .unwrap();
+    let tables = unique("tfcut");
+    let bucket = s3_bucket("tf-cut").expect("moto_server answers");
+    let keys =
+        "region = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\nsink_buffer_rows = 1000\n\n[[alerts.threshold]]\nname = \"nvda-above-1\"\nsymbol = \"NVDA\"\ncondition = \"price > 1\"\nnotify = [\"sns\"]\n\n[[alerts.threshold]]\nname = \"zzz-above-1\"\nsymbol = \"ZZZ\"\ncondition = \"price > 1\"\nnotify = [\"sns\"]\n\n[[sinks]]\ntype = \"dynamodb\"\nid = \"ddb\"\ntables = {{ trades = \"{tables}-trades\" }}\nstate_table = \"{tables}-state\"\nendpoint = \"{through}\"\n{keys}\n[[sinks]]\ntype = \"s3_json\"\nid = \"athena\"\nurl = \"s3://{bucket}/processed\"\ntables = [\"trades\"]\nendpoint = \"{through}\"\n{keys}\n[[notifiers]]\ntype = \"sns\"\nid = \"sns\"\ntopic_arn = \"{topic}\"\nendpoint = \"{through}\"\nmax_attempts = 1000\nretry_max_ms = 200\n{keys}"
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let produce = |count: &str, start: &str| {
+        let out = bin()
+            .args(["produce", "--count", count, "--batch-size", "500"])
+            .args(["--start-seq", start, "--to", &server.url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("{count} acknowledged")), "{text}");
+    };
+    produce("3000", "0");
+    wait_for(
+        &server,
+        "the followers write the first rows",
+        followers_caught_up,
+    );
+
+    proxy.cut();
+    produce("3000", "3000");
+    // An alert raised while AWS is away, for the SNS notifier to retry.
+    let zzz = format!(
+        r#"{{"type":"trade","symbol":"ZZZ","ts_event":{},"price":"5","size":"1","trade_id":"z1"}}"#,
+        tickflow_model::UnixNanos::now().0
+    );
+    let (status, body) = crate::support::http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(zzz.as_bytes()),
+    );
+    assert!(status < 300, "{status} {body}");
+    // Ingest, processing, alerts and the lake carry on while AWS is away.
+    wait_for(&server, "the lake takes every trade", |s| {
+        s["log_lag"].as_u64() == Some(0) && s["rows_durable"]["trades"].as_u64() == Some(6001)
+    });
+    wait_for(&server, "every follower reports its failures", |s| {
+        ["sinks", "notifiers"].iter().all(|kind| {
+            s[kind].as_array().is_some_and(|all| {
+                all.iter().all(|f| {
+                    f["state"] == "retrying"
+                        && f["errors"].as_u64().unwrap_or(0) >= 1
+                        && f["lag_flushes"].as_u64().unwrap_or(0) > 0
+                })
+            })
+        })
+    });
+    proxy.restore();
+    wait_for(&server, "the followers catch up", followers_caught_up);
+    server.stop();
+
+    let ddb = Client::new(&aws, Service::DynamoDb, Duration::from_secs(30)).unwrap();
+    assert_eq!(dynamo_count(&ddb, &format!("{tables}-trades")), 6001);
+    let lines = s3_lines(&bucket, "processed/trades/");
+    let mut seqs: Vec<u64> = lines.iter().filter_map(|l| l["seq"].as_u64()).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(lines.len(), 6001, "each trade once in the JSON");
+    assert_eq!(
+        seqs.len(),
+        6000,
+        "the produced trades, and ZZZ's without a seq"
+    );
+    let alerts = sql_count(&data, "SELECT count(*) FROM alerts") as usize;
+    assert_eq!(
+        sql_count(&data, "SELECT count(*) FROM alerts WHERE symbol = 'ZZZ'"),
+        1
+    );
+    let published = drain(&sqs, &watch);
+    let mut ids: Vec<String> = published
+        .iter()
+        .map(|m| {
+            let envelope: Value = serde_json::from_str(m["Body"].as_str().unwrap()).unwrap();
+            envelope["MessageAttributes"]["idempotency_key"]["Value"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), alerts, "every alert published, once by key");
+}

@@ -125,7 +125,7 @@ fn produce_replays_a_file_to_a_pipeline_skipping_blank_lines() {
     assert_eq!(err.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&err.stderr)
-            .contains("--to must be an http://, sqs:// or nats:// address")
+            .contains("--to must be an http://, sqs://, nats:// or kafka:// address")
     );
     let missing = bin()
         .args(["produce", "--from", "/nonexistent/ticks.ndjson"])
