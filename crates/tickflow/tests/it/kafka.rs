@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, bin, config, http, sql_count, wait_for};
+use crate::support::{Server, bin, config, http, sql, sql_count, wait_for};
 
 /// tansu 0.6.0, the broker the tests run, gives a batch of several records one offset: its
 /// consumers would see only the first. Each record is sent as a batch of its own.
@@ -137,4 +137,116 @@ fn ticks_sent_to_kafka_while_the_pipeline_is_killed_are_stored_once() {
         .map(|id| id.split_once(":trades:").unwrap().1)
         .collect();
     assert_eq!(rows.len() as u64, total, "every trade published back");
+}
+
+/// The old pipeline, "Alpaca → Kafka topic market_ticks → consumer → TimescaleDB", with
+/// tickflow as the consumer: the old producer's messages read as they are, every trade in
+/// PostgreSQL with its exact price, minute bars beside them, and a message the old consumer
+/// would have dropped kept in the DLQ with why.
+#[test]
+fn the_old_market_ticks_topic_flows_into_postgresql_exactly() {
+    use crate::postgres::{fresh_schema, pg, pg_count, pg_sink, url};
+    let Some(brokers) = broker() else { return };
+    let Some(schema) = fresh_schema("market_ticks") else {
+        return;
+    };
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    );
+    let topic = format!("market_ticks-{unique}");
+    let options = BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]);
+    let producer = tickflow_brokers::kafka::Producer::new(&brokers, &options).unwrap();
+    // As the old producer wrote them: ISO times with an offset, float prices, the derived
+    // direction and the misspelt percentage.
+    let start = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30);
+    let symbols = ["AAPL", "MSFT", "GOOG", "BLK"];
+    let messages: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            let symbol = symbols[i % 4];
+            let at = start + jiff::SignedDuration::from_millis(250 * i as i64);
+            let at = at.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string();
+            let price = format!("{}.{:02}", 100 + i % 4 * 50, i % 100);
+            (
+                symbol.to_string(),
+                format!(
+                    "{{\"timestamp\": \"{at}\", \"symbol\": \"{symbol}\", \"price\": {price}, \"direction\": \"UP\", \"precentage\": 0.0123}}"
+                ),
+            )
+        })
+        .chain(std::iter::once((
+            "AAPL".to_string(),
+            "{\"timestamp\": \"yesterday\", \"symbol\": \"AAPL\", \"price\": 1}".to_string(),
+        )))
+        .collect();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            producer.ensure_topic(&topic, 3).await?;
+            producer
+                .send_all(
+                    messages
+                        .iter()
+                        .map(|(key, payload)| tickflow_brokers::kafka::Record {
+                            topic: &topic,
+                            key,
+                            payload: payload.as_bytes(),
+                            headers: Vec::new(),
+                        }),
+                )
+                .await
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"kafka\"\nid = \"market\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup = \"tickflow-{unique}\"\nformat = \"market_ticks\"\n{}",
+                pg_sink(&schema, &url(), "[\"trades\", \"bars\"]")
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    wait_for(
+        &server,
+        "every message read and stored in PostgreSQL",
+        |s| {
+            s["rows_durable"]["trades"].as_u64() == Some(200)
+                && s["rejected"].as_u64() == Some(1)
+                && crate::support::caught_up(s)
+        },
+    );
+    server.stop();
+    assert_eq!(
+        pg_count(&format!("SELECT count(*) FROM {schema}.trades")),
+        200
+    );
+    let row = pg(&format!(
+        "SELECT price::text, size::text FROM {schema}.trades WHERE symbol = 'MSFT' ORDER BY ts_event LIMIT 1"
+    ))
+    .unwrap();
+    let (price, size): (String, String) = (row[0].get(0), row[0].get(1));
+    assert_eq!(price.parse::<f64>().unwrap(), 150.01, "{price}");
+    assert!(price.starts_with("150.01"), "exact digits: {price}");
+    assert_eq!(size.parse::<f64>().unwrap(), 1.0, "{size}");
+    assert!(
+        pg_count(&format!(
+            "SELECT count(*) FROM {schema}.bars WHERE symbol = 'BLK'"
+        )) >= 1
+    );
+    let dlq = sql(&data, "SELECT reason, error FROM dlq");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0]["reason"], "malformed");
+    assert!(
+        dlq[0]["error"].as_str().unwrap().contains(&topic),
+        "{dlq:?}"
+    );
 }

@@ -12,13 +12,13 @@ use crate::support::{
     Server, bin, caught_up, config, lake_trade_seqs, run_ok, sink, sql, sql_count, wait_for,
 };
 
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Runs `query` on the test database; `None` (outside CI) without a server.
-fn pg(query: &str) -> Option<Vec<tokio_postgres::Row>> {
+pub(crate) fn pg(query: &str) -> Option<Vec<tokio_postgres::Row>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,18 +42,18 @@ fn pg(query: &str) -> Option<Vec<tokio_postgres::Row>> {
     })
 }
 
-fn pg_count(query: &str) -> i64 {
+pub(crate) fn pg_count(query: &str) -> i64 {
     pg(query).unwrap()[0].get(0)
 }
 
 /// A fresh schema; `None` without a server (outside CI).
-fn fresh_schema(name: &str) -> Option<String> {
+pub(crate) fn fresh_schema(name: &str) -> Option<String> {
     let schema = format!("tf_it_{name}");
     pg(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))?;
     Some(schema)
 }
 
-fn pg_sink(schema: &str, url: &str, tables: &str) -> String {
+pub(crate) fn pg_sink(schema: &str, url: &str, tables: &str) -> String {
     format!(
         "\n[[sinks]]\ntype = \"postgres\"\nid = \"pg\"\nurl = \"{url}\"\nschema = \"{schema}\"\ntables = {tables}\ntimeout_secs = 10\n"
     )
