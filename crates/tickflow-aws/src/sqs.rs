@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tickflow_core::codec::{Batch, Rejected};
-use tickflow_core::ingest;
 use tickflow_core::source::{Source, SourceContext, SourceError};
 use tickflow_model::{RejectReason, UnixNanos};
 
@@ -45,6 +44,8 @@ pub struct SqsSource {
     pub dead_letter_queue_url: Option<String>,
     /// The longest wait between attempts while the queue cannot be reached.
     pub retry_max: Duration,
+    /// How message bodies are read: tickflow's ingest format unless a mapping says otherwise.
+    pub format: tickflow_core::mapping::Format,
 }
 
 #[async_trait::async_trait]
@@ -218,7 +219,9 @@ impl SqsSource {
                 body: &m.body,
                 receives: m.receives,
             };
-            if let Err(problem) = message.read(self.max_receives, source, now, &mut batch) {
+            if let Err(problem) =
+                message.read(&self.format, self.max_receives, source, now, &mut batch)
+            {
                 dead.push((m, problem));
             }
         }
@@ -337,6 +340,7 @@ impl Received<'_> {
     /// Why the message went to tickflow's DLQ, for the dead-letter queue's copy.
     pub fn read(
         &self,
+        format: &tickflow_core::mapping::Format,
         max_receives: u32,
         source: &str,
         now: UnixNanos,
@@ -348,9 +352,9 @@ impl Received<'_> {
                 self.receives
             )
         } else {
-            match ingest::parse_body_into(self.body, source, now, batch) {
-                Ok(_) => return Ok(()),
-                Err(e) => e.to_string(),
+            match format.read_into(self.body, source, now, batch) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
             }
         };
         let error = format!("{} message {}: {problem}", self.queue, self.id);

@@ -104,6 +104,7 @@ fn source(aws: &AwsConfig, queue: &str, dlq: Option<&str>, max_receives: u32) ->
         max_receives,
         dead_letter_queue_url: dlq.map(str::to_string),
         retry_max: Duration::from_millis(200),
+        format: Default::default(),
     }
 }
 
@@ -176,6 +177,53 @@ fn a_poison_message_reaches_the_dead_letter_queue_while_its_nine_batch_mates_are
     assert_eq!(
         dead[0]["MessageAttributes"]["tickflow_source_queue"]["StringValue"],
         queue
+    );
+}
+
+#[test]
+fn messages_in_another_shape_are_read_through_a_field_mapping() {
+    use tickflow_core::mapping::{Fields, Format, TimeUnit};
+    let Some(aws) = moto() else { return };
+    let client = sqs(&aws);
+    let queue = create_queue(&client, &unique("shaped"));
+    // The test-event producer's own shape: epoch milliseconds, a nested quote, no trade id.
+    let bodies: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "{{\"ticker\":\"NVDA\",\"at\":176545080000{i},\"last\":{{\"px\":\"500.{i}5\",\"qty\":{i}.5}},\"padding\":\"xxxx\"}}"
+            )
+        })
+        .collect();
+    send(&client, &queue, &bodies);
+    let mut shaped = source(&aws, &queue, None, 5);
+    shaped.format = Format::Fields(Fields {
+        symbol: "/ticker".into(),
+        price: "/last/px".into(),
+        size: Some("/last/qty".into()),
+        size_default: None,
+        ts_event: "/at".into(),
+        time_unit: TimeUnit::Millis,
+        trade_id: None,
+        exchange: None,
+    });
+    let got = take(&shaped, 3);
+    assert!(got.rejected.is_empty(), "{:?}", got.rejected);
+    let mut trades: Vec<String> = got
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Trade(t) => format!("{} {} {} {}", t.symbol, t.ts_event.0, t.price, t.size),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    trades.sort();
+    assert_eq!(
+        trades,
+        [
+            "NVDA 1765450800000000000 500.05 0.5",
+            "NVDA 1765450800001000000 500.15 1.5",
+            "NVDA 1765450800002000000 500.25 2.5"
+        ]
     );
 }
 

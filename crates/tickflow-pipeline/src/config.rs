@@ -164,6 +164,8 @@ pub struct RawTradeFields {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSqs {
     pub queue_url: Option<String>,
+    pub format: Option<String>,
+    pub fields: Option<RawTradeFields>,
     pub wait_secs: Option<i64>,
     pub max_receives: Option<i64>,
     pub dead_letter_queue_url: Option<String>,
@@ -1208,6 +1210,7 @@ fn sqs(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawSqs) -> SourceConf
             c.range(&key("retry_max_secs"), raw.retry_max_secs, 30, 1, 3600)
                 .unsigned_abs(),
         ),
+        format: message_format(c, key, raw.format, raw.fields),
     };
     for (field, message) in source.problems() {
         c.add(key(field), message);

@@ -37,6 +37,9 @@ use crate::cli::LambdaArgs;
 /// The longest a flush waits in Lambda mode: each invocation waits for one.
 const FLUSH_AT_MOST: Duration = Duration::from_millis(100);
 
+/// Messages without an `sqs` source in the config are in tickflow's ingest format.
+const TICKFLOW: tickflow_core::mapping::Format = tickflow_core::mapping::Format::Tickflow;
+
 /// How long before the deadline an invocation stops waiting for the sinks and answers.
 const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
@@ -193,11 +196,11 @@ impl Handler {
                 body: &r.body,
                 receives: r.receives,
             };
-            let max_receives = self
+            let (format, max_receives) = self
                 .queue
                 .as_ref()
-                .map_or(u32::MAX, |(_, q)| q.max_receives);
-            if let Err(problem) = message.read(max_receives, source, now, &mut batch) {
+                .map_or((&TICKFLOW, u32::MAX), |(_, q)| (&q.format, q.max_receives));
+            if let Err(problem) = message.read(format, max_receives, source, now, &mut batch) {
                 dead_lettered[i] = self.send_dead(&r.message_id, &r.body, &problem).await;
                 failed[i] = !dead_lettered[i];
             }
