@@ -77,6 +77,8 @@ struct RuntimeApi {
     state: Arc<(Mutex<State>, Condvar)>,
     wake: Arc<tokio::sync::Notify>,
     addr: String,
+    /// How long each invocation is given, from when it is taken.
+    timeout_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RuntimeApi {
@@ -87,6 +89,7 @@ impl RuntimeApi {
             state: Arc::default(),
             wake: Arc::default(),
             addr: listener.local_addr().unwrap().to_string(),
+            timeout_ms: Arc::new(std::sync::atomic::AtomicU64::new(60_000)),
         };
         let served = api.clone();
         std::thread::spawn(move || {
@@ -130,7 +133,7 @@ impl RuntimeApi {
                         .duration_since(std::time::UNIX_EPOCH)
                         .unwrap()
                         .as_millis()
-                        + 60_000;
+                        + u128::from(self.timeout_ms.load(std::sync::atomic::Ordering::SeqCst));
                     return (
                         [
                             ("lambda-runtime-aws-request-id", id),
@@ -552,4 +555,96 @@ fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
         .unwrap();
         listed.iter().map(|m| m.location.to_string()).collect()
     })
+}
+
+#[test]
+fn an_invocation_the_sinks_cannot_take_in_time_lists_its_messages_and_their_return_stores_them_once()
+ {
+    use std::sync::atomic::Ordering;
+    let Some(aws) = moto() else { return };
+    let endpoint = aws.endpoint.clone().unwrap();
+    let proxy = tickflow_core::contract::Proxy::start(endpoint.trim_start_matches("http://"));
+    let through = format!("http://127.0.0.1:{}", proxy.port);
+    let sqs = Client::new(&aws, Service::Sqs, Duration::from_secs(30)).unwrap();
+    let name = unique("lambda-late");
+    let queue = call(&sqs, "CreateQueue", json!({"QueueName": name}))["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dlq = call(
+        &sqs,
+        "CreateQueue",
+        json!({"QueueName": unique("lambda-late-dlq")}),
+    )["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+    let tables = unique("tfll");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("late.toml");
+    // DynamoDB behind the proxy; the dead-letter queue straight at moto.
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n\n[pgwire]\nenabled = false\n\n[[sources]]\ntype = \"sqs\"\nid = \"queue\"\nqueue_url = \"{queue}\"\ndead_letter_queue_url = \"{dlq}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n\n[[sinks]]\ntype = \"dynamodb\"\nid = \"ddb\"\ntables = {{ trades = \"{tables}-trades\" }}\nstate_table = \"{tables}-state\"\nendpoint = \"{through}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
+            dir.path().join("env").display()
+        ),
+    )
+    .unwrap();
+    let api = RuntimeApi::start();
+    let function = Function::start(&api, &cfg, "dddddddd4444");
+    let now = tickflow_model::UnixNanos::now().0;
+    let record = |id: &str, body: &str| json!({"messageId": id, "body": body, "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs", "eventSourceARN": arn});
+    let event = json!({"Records": [
+        record("a", &trade(50, now)),
+        record("bad", "{\"type\":"),
+        record("b", &trade(51, now)),
+    ]});
+    // A first invocation settles the sink's table before DynamoDB goes away.
+    match api.invoke(&json!({"Records": [record("warm", &trade(49, now))]})) {
+        Answer::Response(body) => assert_eq!(body, json!({"batchItemFailures": []})),
+        other => panic!("{other:?}"),
+    }
+
+    proxy.cut();
+    api.timeout_ms.store(3_000, Ordering::SeqCst);
+    // DynamoDB unreachable past the deadline: the readable messages come again; the bad one
+    // is in the dead-letter queue already and is not.
+    match api.invoke(&event) {
+        Answer::Response(body) => assert_eq!(
+            body,
+            json!({"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]})
+        ),
+        other => panic!("{other:?}"),
+    }
+    proxy.restore();
+    api.timeout_ms.store(60_000, Ordering::SeqCst);
+    // SQS would deliver them again: now they are stored, once.
+    let again = json!({"Records": [record("a", &trade(50, now)), record("b", &trade(51, now))]});
+    match api.invoke(&again) {
+        Answer::Response(body) => assert_eq!(body, json!({"batchItemFailures": []})),
+        other => panic!("{other:?}"),
+    }
+    drop(function);
+    let ddb = Client::new(&aws, Service::DynamoDb, Duration::from_secs(30)).unwrap();
+    let scan = call(
+        &ddb,
+        "Scan",
+        json!({"TableName": format!("{tables}-trades"), "ConsistentRead": true}),
+    );
+    let mut ids: Vec<&str> = scan["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["trade_id"]["S"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["lt49", "lt50", "lt51"]);
+    let dead = call(
+        &sqs,
+        "ReceiveMessage",
+        json!({"QueueUrl": dlq, "MaxNumberOfMessages": 10}),
+    );
+    assert_eq!(dead["Messages"].as_array().map_or(0, Vec::len), 1, "{dead}");
 }
