@@ -128,6 +128,12 @@ impl Sink for KafkaSink {
     }
 
     async fn write(&mut self, flush: &Flush) -> Result<(), SinkError> {
+        // A producer whose sends failed is replaced: after its messages timed out, an
+        // idempotent producer may be fenced for good (tansu 0.6 does), and a new one starts
+        // clean. The flush is sent whole again either way.
+        if self.producer.is_none() {
+            self.producer = Some(Producer::new(&self.config.brokers, &self.config.options)?);
+        }
         let Some(producer) = &self.producer else {
             return Err("the Kafka sink is not open".into());
         };
@@ -169,7 +175,10 @@ impl Sink for KafkaSink {
                 headers: vec![("tickflow-table", table), ("tickflow-id", id)],
             });
         }
-        producer.send_all(records).await?;
+        if let Err(e) = producer.send_all(records).await {
+            self.producer = None;
+            return Err(e.into());
+        }
         let path = self.position_path();
         let tmp = path.with_extension("tmp");
         let written = (|| {

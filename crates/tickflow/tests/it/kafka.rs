@@ -250,3 +250,198 @@ fn the_old_market_ticks_topic_flows_into_postgresql_exactly() {
         "{dlq:?}"
     );
 }
+
+/// A tansu of the test's own, reached through a proxy that the test cuts: it advertises the
+/// proxy's port, so every client connection goes through it.
+struct CutBroker {
+    child: std::process::Child,
+    proxy: tickflow_core::contract::Proxy,
+}
+
+impl CutBroker {
+    /// `None` outside CI when the tansu binary is not built.
+    fn start() -> Option<Self> {
+        let tansu = std::env::var_os("TICKFLOW_TANSU")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(".cache/tickflow/tansu/bin/tansu"))
+            })
+            .filter(|p| p.exists());
+        let Some(tansu) = tansu else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "tansu is required under CI: ./scripts/test builds it"
+            );
+            eprintln!("skipped: no tansu binary");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let proxy = tickflow_core::contract::Proxy::start(&format!("127.0.0.1:{port}"));
+        let child = std::process::Command::new(tansu)
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{}", proxy.port),
+            ])
+            .args(["--cluster-id", "tickflow-cut"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { child, proxy })
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy.port)
+    }
+}
+
+impl Drop for CutBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The counter `name{…source="…"}` in a pipeline's `/metrics`, summed over its labels.
+fn counter(server: &Server, name: &str, source: &str) -> u64 {
+    let (_, body) = http("GET", &format!("{}/metrics", server.url), None);
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(&format!("source=\"{source}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn kafka_cut_away_is_retried_counted_and_shown_and_nothing_is_lost_or_doubled() {
+    let Some(broker) = CutBroker::start() else {
+        return;
+    };
+    let brokers = broker.address();
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    );
+    let topic = format!("cut-{unique}");
+    let producer = tickflow_brokers::kafka::Producer::new(
+        &brokers,
+        &BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(producer.ensure_topic(&topic, 2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"kafka\"\nid = \"market\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup = \"g-{unique}\"\n\n[[sinks]]\ntype = \"kafka\"\nid = \"bus\"\nbrokers = \"{brokers}\"\ntopic_prefix = \"cut-out-{unique}\"\ntables = [\"trades\"]\ncreate_partitions = 1\noptions = {{ \"batch.num.messages\" = \"1\", \"message.timeout.ms\" = \"5000\" }}\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let send = |first: usize, n: usize| {
+        let lines: Vec<String> = (first..first + n)
+            .map(|i| {
+                format!(
+                    "{{\"type\":\"trade\",\"symbol\":\"C{}\",\"ts_event\":{},\"price\":\"10.{i}\",\"size\":\"1\",\"seq\":{i}}}",
+                    i % 5,
+                    tickflow_model::UnixNanos::now().0
+                )
+            })
+            .collect();
+        rt.block_on(
+            producer.send_all(lines.iter().map(|l| tickflow_brokers::kafka::Record {
+                topic: &topic,
+                key: "k",
+                payload: l.as_bytes(),
+                headers: Vec::new(),
+            })),
+        )
+        .unwrap();
+    };
+    send(0, 300);
+    wait_for(&server, "the first ticks stored and published", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(300) && crate::support::caught_up(s)
+    });
+
+    broker.proxy.cut();
+    // Ticks keep coming over HTTP while Kafka is away: the lake takes them, the sink retries.
+    let out = bin()
+        .args([
+            "produce",
+            "--count",
+            "200",
+            "--batch-size",
+            "100",
+            "--start-seq",
+            "1000",
+        ])
+        .args(["--to", &server.url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200 acknowledged"));
+    wait_for(&server, "the sink shows its failures", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(500)
+            && crate::support::sink(s)["state"] == "retrying"
+            && crate::support::sink(s)["errors"].as_u64().unwrap_or(0) >= 1
+    });
+    let reconnects = counter(&server, "tickflow_reconnects_total", "market");
+    assert!(reconnects >= 1, "the source's broker errors are counted");
+
+    broker.proxy.restore();
+    send(300, 300);
+    wait_for(
+        &server,
+        "every tick stored and published after the cut",
+        |s| {
+            s["rows_durable"]["trades"].as_u64() == Some(800)
+                && crate::support::caught_up(s)
+                && crate::support::sink(s)["state"] == "ok"
+        },
+    );
+    server.stop();
+    assert_eq!(sql_count(&data, "SELECT count(*) FROM trades"), 800);
+    assert_eq!(
+        sql_count(&data, "SELECT count(DISTINCT seq) FROM trades"),
+        800
+    );
+    let out = tickflow_brokers::kafka::read_all(
+        &brokers,
+        &format!("cut-out-{unique}.trades"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let rows: HashSet<String> = out
+        .iter()
+        .map(|m| {
+            let id = &m
+                .headers
+                .iter()
+                .find(|(k, _)| k == "tickflow-id")
+                .unwrap()
+                .1;
+            id.split_once(":trades:").unwrap().1.to_string()
+        })
+        .collect();
+    assert_eq!(rows.len(), 800, "every trade published once by key");
+}
