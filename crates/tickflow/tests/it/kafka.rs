@@ -269,8 +269,10 @@ impl CutBroker {
             })
             .filter(|p| p.exists());
         let Some(tansu) = tansu else {
+            // With a broker of the caller's own (TICKFLOW_TEST_KAFKA) there is none to start.
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
+                std::env::var("CI").as_deref() != Ok("true")
+                    || std::env::var_os("TICKFLOW_TEST_KAFKA").is_some(),
                 "tansu is required under CI: ./scripts/test builds it"
             );
             eprintln!("skipped: no tansu binary");
