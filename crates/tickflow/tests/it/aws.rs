@@ -11,7 +11,7 @@ use tickflow_core::contract::{moto_endpoint, s3_bucket, s3_endpoint};
 
 use crate::support::{Server, bin, config, sql, sql_count, wait_for};
 
-fn moto() -> Option<AwsConfig> {
+pub(crate) fn moto() -> Option<AwsConfig> {
     let endpoint = moto_endpoint()?;
     Some(AwsConfig {
         region: Some("us-east-1".into()),
@@ -22,7 +22,7 @@ fn moto() -> Option<AwsConfig> {
     })
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,7 +30,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn call(client: &Client, op: &str, body: Value) -> Value {
+pub(crate) fn call(client: &Client, op: &str, body: Value) -> Value {
     block_on(client.json(op, &body)).unwrap_or_else(|e| panic!("{op}: {e}"))
 }
 
@@ -39,6 +39,38 @@ fn create_queue(client: &Client, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// A new SNS topic named from `name`, and a queue subscribed to it that shows what was
+/// published: (topic ARN, queue URL).
+fn watched_topic(sqs: &Client, sns: &Client, name: &str) -> (String, String) {
+    let watch = create_queue(sqs, &unique(&format!("{name}-watch")));
+    let xml = block_on(sns.query("CreateTopic", "2010-03-31", &[("Name", &unique(name))])).unwrap();
+    let topic = xml
+        .split("<TopicArn>")
+        .nth(1)
+        .and_then(|t| t.split("</TopicArn>").next())
+        .unwrap()
+        .to_string();
+    let watch_arn = call(
+        sqs,
+        "GetQueueAttributes",
+        json!({"QueueUrl": watch, "AttributeNames": ["QueueArn"]}),
+    )["Attributes"]["QueueArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    block_on(sns.query(
+        "Subscribe",
+        "2010-03-31",
+        &[
+            ("TopicArn", &topic),
+            ("Protocol", "sqs"),
+            ("Endpoint", &watch_arn),
+        ],
+    ))
+    .unwrap();
+    (topic, watch)
 }
 
 /// Every message on the queue now; received, so hidden for a minute.
@@ -57,7 +89,7 @@ fn drain(client: &Client, queue: &str) -> Vec<Value> {
     }
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}-{}",
         std::process::id(),
@@ -80,33 +112,7 @@ fn sqs_to_dynamodb_and_sns_stores_every_tick_once_and_sends_the_poison_message_o
     let sns = Client::new(&aws, Service::Sns, Duration::from_secs(30)).unwrap();
     let queue = create_queue(&sqs, &unique("ticks"));
     let dlq = create_queue(&sqs, &unique("ticks-dlq"));
-    let watch = create_queue(&sqs, &unique("alerts-watch"));
-    let xml =
-        block_on(sns.query("CreateTopic", "2010-03-31", &[("Name", &unique("alerts"))])).unwrap();
-    let topic = xml
-        .split("<TopicArn>")
-        .nth(1)
-        .and_then(|t| t.split("</TopicArn>").next())
-        .unwrap()
-        .to_string();
-    let watch_arn = call(
-        &sqs,
-        "GetQueueAttributes",
-        json!({"QueueUrl": watch, "AttributeNames": ["QueueArn"]}),
-    )["Attributes"]["QueueArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    block_on(sns.query(
-        "Subscribe",
-        "2010-03-31",
-        &[
-            ("TopicArn", &topic),
-            ("Protocol", "sqs"),
-            ("Endpoint", &watch_arn),
-        ],
-    ))
-    .unwrap();
+    let (topic, watch) = watched_topic(&sqs, &sns, "alerts");
 
     let now = tickflow_model::UnixNanos::now().0;
     let mut bodies: Vec<String> = (0..9).map(|i| trade(i, now)).collect();
@@ -382,33 +388,7 @@ fn aws_cut_away_stalls_nothing_and_dynamodb_s3_json_and_sns_catch_up_once() {
     let through = format!("http://127.0.0.1:{}", proxy.port);
     let sqs = Client::new(&aws, Service::Sqs, Duration::from_secs(30)).unwrap();
     let sns = Client::new(&aws, Service::Sns, Duration::from_secs(30)).unwrap();
-    let watch = create_queue(&sqs, &unique("cut-watch"));
-    let xml =
-        block_on(sns.query("CreateTopic", "2010-03-31", &[("Name", &unique("cut"))])).unwrap();
-    let topic = xml
-        .split("<TopicArn>")
-        .nth(1)
-        .and_then(|t| t.split("</TopicArn>").next())
-        .unwrap()
-        .to_string();
-    let watch_arn = call(
-        &sqs,
-        "GetQueueAttributes",
-        json!({"QueueUrl": watch, "AttributeNames": ["QueueArn"]}),
-    )["Attributes"]["QueueArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    block_on(sns.query(
-        "Subscribe",
-        "2010-03-31",
-        &[
-            ("TopicArn", &topic),
-            ("Protocol", "sqs"),
-            ("Endpoint", &watch_arn),
-        ],
-    ))
-    .unwrap();
+    let (topic, watch) = watched_topic(&sqs, &sns, "cut");
     let tables = unique("tfcut");
     let bucket = s3_bucket("tf-cut").expect("moto_server answers");
     let keys =

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, bin, config, http, sql, sql_count, wait_for};
+use crate::support::{Server, bin, config, http, live_trades, sql, sql_count, wait_exit, wait_for};
 
 /// tansu 0.6.0, the broker the tests run, gives a batch of several records one offset: its
 /// consumers would see only the first. Each record is sent as a batch of its own.
@@ -75,25 +75,11 @@ fn ticks_sent_to_kafka_while_the_pipeline_is_killed_are_stored_once() {
     });
     server.kill();
     // The producer goes on sending while no pipeline reads the topic.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = producing.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the producer did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut producing, "the producer");
     assert!(status.success(), "produce to Kafka failed: {status}");
     let server = Server::start(&cfg, &data);
     wait_for(&server, "every sent tick stored", |_| {
-        let (_, body) = http(
-            "POST",
-            &format!("{}/api/v1/sql", server.url),
-            Some(br#"{"sql":"SELECT count(*) AS n FROM trades"}"#),
-        );
-        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["rows"][0]["n"]
-            .as_u64()
-            .is_some_and(|n| n >= total)
+        live_trades(&server) >= total
     });
     wait_for(&server, "the Kafka sink caught up", |s| {
         s["sinks"]

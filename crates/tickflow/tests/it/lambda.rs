@@ -11,41 +11,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tickflow_aws::{AwsConfig, Client, Service};
-use tickflow_core::contract::{moto_endpoint, s3_bucket, s3_endpoint};
+use tickflow_aws::{Client, Service};
+use tickflow_core::contract::{s3_bucket, s3_endpoint};
 
+use crate::aws::{block_on, call, moto, unique};
 use crate::support::bin;
-
-fn moto() -> Option<AwsConfig> {
-    let endpoint = moto_endpoint()?;
-    Some(AwsConfig {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
-        session_token: None,
-    })
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn call(client: &Client, op: &str, body: Value) -> Value {
-    block_on(client.json(op, &body)).unwrap_or_else(|e| panic!("{op}: {e}"))
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        tickflow_model::UnixNanos::now().0
-    )
-}
 
 fn trade(i: usize, now: i64) -> String {
     format!(

@@ -4,9 +4,8 @@
 //! Needs the server on 127.0.0.1:4222 (or `TICKFLOW_TEST_NATS`); under CI it must be there.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use crate::support::{Server, bin, config, http, sql_count, wait_for};
+use crate::support::{Server, bin, config, live_trades, sql_count, wait_exit, wait_for};
 
 fn server() -> Option<String> {
     let url =
@@ -66,26 +65,12 @@ fn ticks_published_while_the_pipeline_is_killed_are_stored_once() {
     });
     server.kill();
     // The producer goes on publishing into the stream while no pipeline reads it.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = producer.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the producer did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut producer, "the producer");
     assert!(status.success(), "produce to NATS failed: {status}");
     let server = Server::start(&cfg, &data);
     // Bounded by the count, not by time: the query sees the lake and what is not flushed yet.
     wait_for(&server, "every published tick stored", |_| {
-        let (_, body) = http(
-            "POST",
-            &format!("{}/api/v1/sql", server.url),
-            Some(br#"{"sql":"SELECT count(*) AS n FROM trades"}"#),
-        );
-        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["rows"][0]["n"]
-            .as_u64()
-            .is_some_and(|n| n >= total)
+        live_trades(&server) >= total
     });
     wait_for(&server, "the NATS sink caught up", |s| {
         s["sinks"]

@@ -262,3 +262,27 @@ pub(crate) async fn pg_client(host: &str, port: u16, user: &str) -> tokio_postgr
     tokio::spawn(conn);
     client
 }
+
+/// Waits for a process the test started (a producer) to exit, and returns how it did.
+pub(crate) fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Trades a running pipeline holds, in the lake and not yet flushed, as its SQL answers.
+pub(crate) fn live_trades(server: &Server) -> u64 {
+    let (_, body) = http(
+        "POST",
+        &format!("{}/api/v1/sql", server.url),
+        Some(br#"{"sql":"SELECT count(*) AS n FROM trades"}"#),
+    );
+    serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["rows"][0]["n"]
+        .as_u64()
+        .unwrap_or(0)
+}
