@@ -1366,6 +1366,11 @@ fn message_format(
 fn format_shown(format: &tickflow_core::mapping::Format) -> String {
     match format {
         tickflow_core::mapping::Format::Tickflow => "tickflow's ingest format".to_string(),
+        tickflow_core::mapping::Format::Fields(f)
+            if *f == tickflow_core::mapping::Fields::market_ticks() =>
+        {
+            "the old market_ticks messages (size 1 each)".to_string()
+        }
         tickflow_core::mapping::Format::Fields(f) => format!(
             "trades from fields {} {} {} {}",
             f.symbol,

@@ -337,7 +337,7 @@ fn the_compose_file_runs_tickflow_with_kafka_and_timescaledb_on_a_config_that_ch
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            text.contains("Kafka topics market_ticks at kafka:9092"),
+            text.contains("Kafka topics market_ticks at kafka:9092, group tickflow-market, the old market_ticks messages (size 1 each)"),
             "{text}"
         );
     }
