@@ -1139,6 +1139,21 @@ fn dynamodb_sink(
     config
 }
 
+/// The tables a broker sink publishes: bars and alerts unless `tables` names others.
+fn broker_sink_tables(
+    tables: Option<Vec<String>>,
+    key: &dyn Fn(&str) -> String,
+    c: &mut Checker,
+) -> Vec<String> {
+    match tables {
+        None => vec!["bars".to_string(), "alerts".to_string()],
+        Some(list) => sink_tables(Some(list), &tickflow_core::rows_json::TABLES, key, c)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    }
+}
+
 /// A `nats` sink: bars and alerts by default, under `tickflow.`.
 fn nats_sink(
     raw: RawNatsSink,
@@ -1168,13 +1183,7 @@ fn nats_sink(
     {
         c.add(key("stream"), format!("{stream:?} is not a stream name"));
     }
-    let tables = match raw.tables {
-        None => vec!["bars".to_string(), "alerts".to_string()],
-        Some(list) => sink_tables(Some(list), &tickflow_brokers::nats_sink::TABLES, key, c)
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-    };
+    let tables = broker_sink_tables(raw.tables, key, c);
     tickflow_brokers::nats_sink::NatsSinkConfig {
         url,
         subject_prefix,
@@ -1464,13 +1473,7 @@ fn kafka_sink(
             format!("{topic_prefix:?} is not a topic name (letters, digits, '.', '_', '-')"),
         );
     }
-    let tables = match raw.tables {
-        None => vec!["bars".to_string(), "alerts".to_string()],
-        Some(list) => sink_tables(Some(list), &tickflow_brokers::kafka_sink::TABLES, key, c)
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-    };
+    let tables = broker_sink_tables(raw.tables, key, c);
     tickflow_brokers::kafka_sink::KafkaSinkConfig {
         brokers,
         topic_prefix,

@@ -244,9 +244,8 @@ fn sqs_to_dynamodb_and_sns_stores_every_tick_once_and_sends_the_poison_message_o
     );
 }
 
-/// The JSON lines of every object under `prefix` in moto's `bucket`.
-fn s3_lines(bucket: &str, prefix: &str) -> Vec<Value> {
-    use object_store::ObjectStoreExt;
+/// moto's `bucket` as an object store.
+pub(crate) fn moto_store(bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
     let store = tickflow_lake::ObjectLake {
         url: format!("s3://{bucket}/processed"),
         endpoint: Some(s3_endpoint()),
@@ -254,7 +253,13 @@ fn s3_lines(bucket: &str, prefix: &str) -> Vec<Value> {
         access_key_id: Some("testing".into()),
         secret_access_key: Some("testing".into()),
     };
-    let (store, _) = store.connect().unwrap();
+    store.connect().unwrap().0
+}
+
+/// The JSON lines of every object under `prefix` in moto's `bucket`.
+fn s3_lines(bucket: &str, prefix: &str) -> Vec<Value> {
+    use object_store::ObjectStoreExt;
+    let store = moto_store(bucket);
     block_on(async {
         let listed: Vec<object_store::ObjectMeta> = futures_util::TryStreamExt::try_collect(
             store.list(Some(&prefix.trim_end_matches('/').into())),

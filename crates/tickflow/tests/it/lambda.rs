@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tickflow_aws::{Client, Service};
-use tickflow_core::contract::{s3_bucket, s3_endpoint};
+use tickflow_core::contract::s3_bucket;
 
 use crate::aws::{block_on, call, moto, unique};
 use crate::support::bin;
@@ -509,14 +509,7 @@ fn lambda_stores_every_message_once_across_a_killed_environment_and_fails_only_t
 
 /// The keys of every object under `prefix` in moto's `bucket`.
 fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
-    let store = tickflow_lake::ObjectLake {
-        url: format!("s3://{bucket}/processed"),
-        endpoint: Some(s3_endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
-    };
-    let (store, _) = store.connect().unwrap();
+    let store = crate::aws::moto_store(bucket);
     block_on(async {
         let listed: Vec<object_store::ObjectMeta> = futures_util::TryStreamExt::try_collect(
             store.list(Some(&prefix.trim_end_matches('/').into())),
