@@ -77,8 +77,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0, compact_secs=60, extra=""):
-    """A pipeline config for one benchmark run; `sim` holds simulator keys, None for HTTP only."""
+def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0, compact_secs=60, extra="", log_keys=None):
+    """A pipeline config for one benchmark run; `sim` holds simulator keys, None for HTTP only;
+    `log_keys` replace the embedded log's `[log]` keys (a NATS log)."""
     lines = [
         f'data_dir = "{data_dir}"',
         "[http]",
@@ -88,7 +89,7 @@ def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lak
         "[pgwire]",
         "port = 0",
         "[log]",
-        "fsync = true",
+        *([f"{k} = {json.dumps(v)}" for k, v in log_keys.items()] if log_keys else ["fsync = true"]),
         "[processing]",
         "lateness_ms = 2000",
         "max_future_secs = 300",
@@ -775,6 +776,37 @@ def suite_brokers(ctx):
                 p.wait_processed(count, timeout=600)
                 together.append(count / (time.perf_counter() - started))
                 p.stop()
+    # The log itself on JetStream: HTTP ingest answers once the server stored each request's
+    # chunk; the embedded log's figure for the same ticks is measured alongside.
+    http_count = 200_000 if QUICK else 2_000_000
+    on_nats, embedded = [], []
+    with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as ticks_dir:
+        ticks = os.path.join(ticks_dir, "ticks.ndjson")
+        subprocess.run([BIN, "produce", "--count", str(http_count), "--to", ticks], check=True, stdout=subprocess.DEVNULL)
+        for i in range(RUNS):
+            for name, keys, out in (("NATS", "nats", on_nats), ("embedded", None, embedded)):
+                unique = f"{os.getpid()}_{i}_l_{time.time_ns()}"
+                log_keys = (
+                    dict(kind="nats", url=NATS_URL, stream=f"BENCHLOG_{unique}", subject=f"benchlog.{unique}", consumer=f"benchlog-{unique}")
+                    if keys else None
+                )
+                log(f"brokers: HTTP ingest with the log {name}, {http_count:,} ticks, run {i + 1}/{RUNS}")
+                with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+                    with Pipeline(work, thresholds=DEMO_RULES, log_keys=log_keys) as p:
+                        started = time.perf_counter()
+                        subprocess.run(
+                            [BIN, "produce", "--from", ticks, "--batch-size", "5000", "--connections", "4", "--to", p.url],
+                            check=True, stdout=subprocess.DEVNULL,
+                        )
+                        p.wait_processed(http_count, timeout=600)
+                        out.append(http_count / (time.perf_counter() - started))
+                        p.stop()
+    rows.append(row("brokers", f"HTTP ingest → log on NATS JetStream → processed, {http_count:,} ticks", "ticks/s", median(on_nats),
+                    "the same, embedded log", median(embedded), runs={"nats_log": on_nats, "embedded_log": embedded},
+                    note="5,000 ticks a request, 4 connections; each request one chunk, stored by the server before the 2xx"))
+    rows.append(row("brokers", "HTTP ingest → log on NATS JetStream → processed, against NATS raw publish", "ticks/s", median(on_nats),
+                    "NATS raw publish (acknowledged)", median(publish), runs={"nats_log": on_nats, "publish": publish},
+                    note="aim: at least half the raw publish rate (one message per tick there, one per request here)"))
     rows.append(row("brokers", f"NATS JetStream → tickflow → processed, {count:,} ticks waiting in the stream", "ticks/s", median(drain),
                     "NATS raw publish (acknowledged)", median(publish), runs={"drain": drain, "publish": publish},
                     note="aim: at least half the broker's raw publish rate; broker, producer and pipeline share the 2 cores"))

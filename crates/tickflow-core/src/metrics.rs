@@ -401,7 +401,7 @@ impl Metrics {
             labeled(
                 LOG_LAG,
                 "consumer",
-                "Records appended but not yet processed.",
+                "Left to process: records on the embedded log, messages (ingest batches) on a NATS log.",
                 vec![(
                     "processor".to_string(),
                     self.log_lag.load(Ordering::Relaxed),

@@ -78,10 +78,18 @@ pub struct RawPgwire {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawLog {
+    /// `embedded` (the default) or `nats`.
+    pub kind: Option<String>,
     pub segment_mb: Option<i64>,
     pub retention_hours: Option<i64>,
     pub retention_gb: Option<f64>,
     pub fsync: Option<bool>,
+    /// `kind = "nats"`: the server, stream, subject and consumer.
+    pub url: Option<String>,
+    pub stream: Option<String>,
+    pub subject: Option<String>,
+    pub consumer: Option<String>,
+    pub replicas: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -691,10 +699,50 @@ pub struct HttpPlan {
 /// Log settings.
 #[derive(Clone, Debug)]
 pub struct LogPlan {
+    pub kind: LogKind,
     pub segment_bytes: u64,
     pub retention_age: Option<Duration>,
     pub retention_bytes: Option<u64>,
     pub fsync: bool,
+}
+
+/// Where the log's records are kept (`[log] kind`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogKind {
+    /// Segment files under `<data_dir>/log`.
+    Embedded,
+    /// A NATS JetStream stream ([`tickflow_brokers::nats_log`]).
+    Nats(NatsLogPlan),
+}
+
+/// `[log] kind = "nats"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsLogPlan {
+    pub url: String,
+    pub stream: String,
+    pub subject: String,
+    pub consumer: String,
+    pub replicas: usize,
+}
+
+impl LogKind {
+    /// Every `[log] kind`.
+    pub const KINDS: &[&str] = &["embedded", "nats"];
+
+    /// Where the log is, for `tickflow check`; credentials in a URL are not shown.
+    pub fn describe(&self, data_dir: &std::path::Path) -> String {
+        match self {
+            Self::Embedded => data_dir.join("log").display().to_string(),
+            Self::Nats(n) => format!(
+                "NATS JetStream {} stream {} subject {} (consumer {}, {} replica(s))",
+                redact_nats(&n.url),
+                n.stream,
+                n.subject,
+                n.consumer,
+                n.replicas
+            ),
+        }
+    }
 }
 
 /// When the lake flushes.
@@ -1190,6 +1238,111 @@ fn nats_sink(
         tables,
         stream: raw.stream,
         dir: PathBuf::new(),
+    }
+}
+
+/// `[log] kind` and, for a broker, where the log lives. Settings of the other kind are
+/// refused rather than ignored.
+fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
+    let kind = raw.kind.as_deref().unwrap_or("embedded");
+    let nats_keys = [
+        ("url", raw.url.is_some()),
+        ("stream", raw.stream.is_some()),
+        ("subject", raw.subject.is_some()),
+        ("consumer", raw.consumer.is_some()),
+        ("replicas", raw.replicas.is_some()),
+    ];
+    match kind {
+        "embedded" => {
+            for (k, given) in nats_keys {
+                if given {
+                    c.add(
+                        format!("log.{k}"),
+                        "applies to a broker log only: set kind = \"nats\", or remove it",
+                    );
+                }
+            }
+            LogKind::Embedded
+        }
+        "nats" => {
+            for (k, given) in [
+                ("segment_mb", raw.segment_mb.is_some()),
+                ("fsync", raw.fsync.is_some()),
+            ] {
+                if given {
+                    c.add(
+                        format!("log.{k}"),
+                        "applies to the embedded log only: the NATS server stores the stream",
+                    );
+                }
+            }
+            let url = raw
+                .url
+                .clone()
+                .unwrap_or_else(|| tickflow_brokers::nats::DEFAULT_URL.to_string());
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                c.add(
+                    "log.url",
+                    format!("{url:?} is not a nats:// or tls:// address"),
+                );
+            }
+            let name_ok = |v: &str| {
+                !v.is_empty()
+                    && v.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            };
+            let stream = raw.stream.clone().unwrap_or_else(|| "TICKFLOW_LOG".into());
+            if !name_ok(&stream) {
+                c.add(
+                    "log.stream",
+                    format!("{stream:?} is not a stream name (letters, digits, - and _)"),
+                );
+            }
+            let consumer = raw
+                .consumer
+                .clone()
+                .unwrap_or_else(|| "tickflow-processor".into());
+            if !name_ok(&consumer) {
+                c.add(
+                    "log.consumer",
+                    format!("{consumer:?} is not a consumer name (letters, digits, - and _)"),
+                );
+            }
+            let subject = raw.subject.clone().unwrap_or_else(|| "tickflow.log".into());
+            let token_ok = |t: &str| {
+                !t.is_empty() && !t.contains(|ch: char| ch.is_whitespace() || "*>".contains(ch))
+            };
+            if !subject.split('.').all(token_ok) {
+                c.add(
+                    "log.subject",
+                    format!(
+                        "{subject:?} is not a subject (dot-separated tokens without spaces, * or >)"
+                    ),
+                );
+            }
+            LogKind::Nats(NatsLogPlan {
+                url,
+                stream,
+                subject,
+                consumer,
+                replicas: c.range("log.replicas", raw.replicas, 1, 1, 5) as usize,
+            })
+        }
+        other => {
+            c.add(
+                "log.kind",
+                format!(
+                    "{other:?} is not a log kind; one of {}{}",
+                    LogKind::KINDS.join(", "),
+                    if other == "kafka" {
+                        " (Kafka is a source and a sink, not yet the log)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            LogKind::Embedded
+        }
     }
 }
 
@@ -2434,6 +2587,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         other => other,
     };
     let log = LogPlan {
+        kind: log_kind(c, &raw.log),
         segment_bytes: c.range("log.segment_mb", raw.log.segment_mb, 128, 1, 4096) as u64
             * 1024
             * 1024,
@@ -4317,6 +4471,64 @@ mod tests {
         .to_string();
         assert!(
             err.contains("a.toml:3: lake.compact_target_mb: 0 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_log_on_nats_takes_its_own_keys_and_refuses_the_embedded_ones() {
+        let plan = parse(
+            "data_dir = \"x\"\n[log]\nkind = \"nats\"\nstream = \"LOG\"\nretention_hours = 24\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let LogKind::Nats(nats) = &plan.log.kind else {
+            panic!("{:?}", plan.log.kind)
+        };
+        assert_eq!(
+            (
+                nats.url.as_str(),
+                nats.stream.as_str(),
+                nats.subject.as_str()
+            ),
+            ("nats://127.0.0.1:4222", "LOG", "tickflow.log")
+        );
+        assert_eq!(
+            (nats.consumer.as_str(), nats.replicas),
+            ("tickflow-processor", 1)
+        );
+        assert_eq!(plan.log.retention_age, Some(Duration::from_secs(24 * 3600)));
+        let err = parse(
+            "data_dir = \"x\"\n[log]\nkind = \"nats\"\nfsync = false\nsubject = \"a.*\"\nstream = \"a.b\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "a.toml:4: log.fsync: applies to the embedded log only",
+            "a.toml:5: log.subject: \"a.*\" is not a subject",
+            "a.toml:6: log.stream: \"a.b\" is not a stream name",
+        ] {
+            assert!(err.contains(want), "{want} in {err}");
+        }
+        let err = parse(
+            "data_dir = \"x\"\n[log]\nstream = \"LOG\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: log.stream: applies to a broker log only"),
+            "{err}"
+        );
+        let err = parse(
+            "data_dir = \"x\"\n[log]\nkind = \"kafka\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: log.kind: \"kafka\" is not a log kind; one of embedded, nats"),
             "{err}"
         );
     }

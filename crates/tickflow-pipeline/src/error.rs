@@ -45,6 +45,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("durable log: {0}")]
     Log(#[from] tickflow_log::Error),
+    #[error("{0}")]
+    BrokerLog(String),
     #[error("lake: {0}")]
     Lake(#[from] tickflow_lake::Error),
     #[error("checkpoint {path}: {message}")]

@@ -14,6 +14,7 @@ pub mod feed_watch;
 pub mod jobs;
 mod lake_location;
 mod live;
+mod log_store;
 mod notifiers;
 mod runtime;
 pub mod schedule;

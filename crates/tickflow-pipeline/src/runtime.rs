@@ -11,19 +11,17 @@ use tickflow_core::Shutdown;
 use tickflow_core::codec::{Batch, Decoder};
 use tickflow_core::metrics::Metrics;
 use tickflow_lake::{Lake, RecordBatch, Rows, Table};
-use tickflow_log::{Log, LogConfig};
 use tickflow_model::{Bar, BarInterval, DailyMetric, Event, UnixNanos};
 use tickflow_process::{ExprRule, Output, Processor, SpikeRule, ThresholdRule};
 use tokio::sync::watch;
 
 use crate::jobs::Jobs;
 use crate::live::{self, Live, QueryInputs};
+use crate::log_store::LogStore;
 use crate::sinks::{SinkStatus, Sinks};
 use crate::sources::{SourceStatus, Sources};
 use crate::{Error, Plan, Result, checkpoint};
 
-/// The consumer name under which the processor's offset is stored in the log.
-const CONSUMER: &str = "processor";
 /// Records read from the log per batch.
 const READ_BATCH: usize = 8192;
 /// How long shutdown keeps processing what is already in the log.
@@ -36,6 +34,7 @@ pub struct Status {
     pub log_start_offset: u64,
     pub log_next_offset: u64,
     pub processed_offset: u64,
+    /// Left to process: records on the embedded log, messages on a NATS log.
     pub log_lag: u64,
     pub ingested: BTreeMap<String, u64>,
     pub processed: u64,
@@ -75,7 +74,7 @@ struct FlushJob {
 
 struct Inner {
     plan: Plan,
-    log: Log,
+    log: LogStore,
     lake: Arc<Lake>,
     metrics: Arc<Metrics>,
     sinks: Sinks,
@@ -274,14 +273,17 @@ impl Pipeline {
             context: format!("creating {}", data_dir.display()),
             source,
         })?;
-        let log = Log::open(LogConfig {
-            dir: data_dir.join("log"),
-            segment_bytes: plan.log.segment_bytes,
-            retention_bytes: plan.log.retention_bytes,
-            retention_age: plan.log.retention_age,
-            fsync: plan.log.fsync,
-        })?;
         let recorded = checkpoint::read(&data_dir)?;
+        let at = recorded.as_ref().map_or(0, |c| c.next_offset);
+        let log = LogStore::open(&data_dir, &plan.log, at)?;
+        if at > 0 && log.is_empty() {
+            return Err(Error::Checkpoint {
+                path: checkpoint::path(&data_dir),
+                message: format!(
+                    "processing is at log offset {at} but the log is empty: it was deleted or replaced (was [log] kind changed?). Put the log back, or start with a new data directory"
+                ),
+            });
+        }
         let has_history = recorded.as_ref().is_some_and(|c| c.flush_seq > 0);
         let lake = crate::lake_location::open_for_pipeline(
             &data_dir,
@@ -441,7 +443,7 @@ impl Pipeline {
         let sources = Sources::start(
             &inner.plan.sources,
             &inner.plan.data_dir,
-            inner.log.next_offset() == 0,
+            inner.log.is_empty(),
             &log,
             &inner.metrics,
             &inner.stop_sources,
@@ -743,7 +745,7 @@ impl Pipeline {
             log_start_offset: self.inner.log.start_offset(),
             log_next_offset: log_next,
             processed_offset,
-            log_lag: log_next.saturating_sub(processed_offset),
+            log_lag: self.inner.log.lag(processed_offset),
             ingested: m.ingested.snapshot().into_iter().collect(),
             processed: m.processed.load(Ordering::Relaxed),
             rows: m.rows_produced.snapshot().into_iter().collect(),
@@ -1056,7 +1058,7 @@ fn run_processor(
             let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
             if Instant::now() >= deadline && next > flushed_offset {
                 tracing::warn!(
-                    left = inner.log.next_offset().saturating_sub(next),
+                    left = inner.log.lag(next),
                     "stopping before the log is drained; the rest is processed on the next start"
                 );
                 flush(&processor, next, &mut recv_times)?;
@@ -1111,7 +1113,7 @@ fn run_processor(
                 pending_rows = 0;
                 last_flush = Instant::now();
             }
-            if draining && next >= inner.log.next_offset() {
+            if draining && inner.log.lag(next) == 0 {
                 // Notifiers record their deliveries of the last flush in the log: one more
                 // round takes those records in, so a clean stop leaves none of them for the
                 // next start.
@@ -1119,7 +1121,7 @@ fn run_processor(
                     followed_up = true;
                     let deadline = drain_deadline.unwrap_or_else(Instant::now);
                     if notifiers_reached(inner, flush_seq.get(), deadline)
-                        && next < inner.log.next_offset()
+                        && inner.log.lag(next) > 0
                     {
                         continue;
                     }
@@ -1175,10 +1177,7 @@ fn run_processor(
         m.alert_latency
             .observe_since(UnixNanos::now().0, alert_recv_times.drain(..));
         inner.processed_offset.store(next, Ordering::Relaxed);
-        m.log_lag.store(
-            inner.log.next_offset().saturating_sub(next),
-            Ordering::Relaxed,
-        );
+        m.log_lag.store(inner.log.lag(next), Ordering::Relaxed);
         pending_rows += out.rows.len();
         out.duplicates = 0;
         {
@@ -1279,7 +1278,7 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             }
         };
         checkpoint::write(data_dir, &job.checkpoint)?;
-        inner.log.commit_offset(CONSUMER, job.next_offset)?;
+        inner.log.commit(job.next_offset)?;
         {
             let mut live = inner.live();
             live.published_seq = job.seq;
@@ -1309,8 +1308,7 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             .fetch_add(report.files as u64, Ordering::Relaxed);
         m.lake_flushes.fetch_add(1, Ordering::Relaxed);
         if last_retention.elapsed() >= Duration::from_secs(60) {
-            let r = inner.log.enforce_retention()?;
-            tracing::debug!(?r, "log retention");
+            inner.log.enforce_retention()?;
             last_retention = Instant::now();
         }
         committed = job.seq;

@@ -36,6 +36,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     rule.when.text()
                 );
             }
+            println!("  log {}", plan.log.kind.describe(&plan.data_dir));
             match &plan.lake.object {
                 Some(o) => println!(
                     "  lake {}{}{}",

@@ -1,5 +1,6 @@
 //! SIGKILL during HTTP ingest: every tick whose request got a 2xx is queryable exactly once
-//! after a restart, with the lake on disk or on S3.
+//! after a restart, with the lake on disk or on S3, and with the log embedded or on NATS
+//! JetStream.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -19,13 +20,16 @@ fn acked_seqs(path: &std::path::Path) -> Vec<u64> {
 
 /// Kills `tickflow run` three times while a producer streams ticks into it, restarts it to
 /// catch up, and checks every acknowledged tick is stored once (asked of the pipeline, then
-/// stopped cleanly). `lake` goes into the `[lake]` section.
-fn killed_three_times(dir: &std::path::Path, lake: &str) -> std::path::PathBuf {
+/// stopped cleanly). `lake` goes into the `[lake]` section; `more` after it.
+fn killed_three_times(dir: &std::path::Path, lake: &str, more: &str) -> std::path::PathBuf {
     let data = dir.join("data");
     let cfg = dir.join("run.toml");
     std::fs::write(
         &cfg,
-        config(&data, &format!("\n[lake]\nflush_interval_ms = 200\n{lake}")),
+        config(
+            &data,
+            &format!("\n[lake]\nflush_interval_ms = 200\n{lake}\n{more}"),
+        ),
     )
     .unwrap();
     let ack_log = dir.join("acks.txt");
@@ -114,7 +118,7 @@ fn every_ack_stored_once(acked: &[u64], stored: &[u64]) {
 #[test]
 fn sigkill_during_ingest_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let data = killed_three_times(dir.path(), "");
+    let data = killed_three_times(dir.path(), "", "");
     // Read again by a process of its own, from the files alone.
     let rows = sql(&data, "SELECT seq FROM trades");
     let stored: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
@@ -134,5 +138,36 @@ fn sigkill_with_the_lake_on_s3_loses_and_doubles_nothing() {
             "url = \"s3://{bucket}/lake\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
             tickflow_core::contract::s3_endpoint()
         ),
+        "",
     );
+}
+
+#[test]
+fn sigkill_with_the_log_on_nats_loses_and_doubles_nothing() {
+    let Some(url) = crate::nats::server() else {
+        return;
+    };
+    let unique = format!(
+        "{}_{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = killed_three_times(
+        dir.path(),
+        "",
+        &format!(
+            "[log]\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"TFLOG_{unique}\"\nsubject = \"tflog.{unique}\"\nconsumer = \"tflog-{unique}\"\n"
+        ),
+    );
+    // Nothing of the log is on the machine: its directory holds only the lock.
+    let log_files: Vec<_> = std::fs::read_dir(data.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "LOCK" && n != ".lock")
+        .collect();
+    assert!(log_files.is_empty(), "local log files: {log_files:?}");
+    let rows = sql(&data, "SELECT seq FROM trades");
+    let stored: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    every_ack_stored_once(&acked_seqs(&dir.path().join("acks.txt")), &stored);
 }

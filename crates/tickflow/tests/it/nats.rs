@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use crate::support::{Server, bin, config, live_trades, sql_count, wait_exit, wait_for};
 
-fn server() -> Option<String> {
+pub(crate) fn server() -> Option<String> {
     let url =
         std::env::var("TICKFLOW_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     if std::net::TcpStream::connect(url.trim_start_matches("nats://")).is_ok() {
