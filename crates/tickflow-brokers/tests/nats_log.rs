@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use tickflow_brokers::chunked::offset;
 use tickflow_brokers::nats::DEFAULT_URL;
-use tickflow_brokers::nats_log::{NatsLog, NatsLogConfig, offset};
+use tickflow_brokers::nats_log::{NatsLog, NatsLogConfig};
 
 fn server() -> Option<String> {
     let url = std::env::var("TICKFLOW_TEST_NATS").unwrap_or_else(|_| DEFAULT_URL.to_string());

@@ -90,6 +90,11 @@ pub struct RawLog {
     pub subject: Option<String>,
     pub consumer: Option<String>,
     pub replicas: Option<i64>,
+    /// `kind = "kafka"`: the brokers, topic, group and librdkafka options.
+    pub brokers: Option<String>,
+    pub topic: Option<String>,
+    pub group: Option<String>,
+    pub options: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -713,6 +718,32 @@ pub enum LogKind {
     Embedded,
     /// A NATS JetStream stream ([`tickflow_brokers::nats_log`]).
     Nats(NatsLogPlan),
+    /// A Kafka topic ([`tickflow_brokers::kafka_log`]).
+    Kafka(KafkaLogPlan),
+}
+
+/// `[log] kind = "kafka"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaLogPlan {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaLogPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Options may hold SASL passwords: only their names are shown.
+        f.debug_struct("KafkaLogPlan")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field(
+                "options",
+                &tickflow_brokers::kafka::option_names(&self.options),
+            )
+            .finish()
+    }
 }
 
 /// `[log] kind = "nats"`.
@@ -727,7 +758,7 @@ pub struct NatsLogPlan {
 
 impl LogKind {
     /// Every `[log] kind`.
-    pub const KINDS: &[&str] = &["embedded", "nats"];
+    pub const KINDS: &[&str] = &["embedded", "nats", "kafka"];
 
     /// Where the log is, for `tickflow check`; credentials in a URL are not shown.
     pub fn describe(&self, data_dir: &std::path::Path) -> String {
@@ -741,6 +772,7 @@ impl LogKind {
                 n.consumer,
                 n.replicas
             ),
+            Self::Kafka(k) => format!("Kafka {} topic {} (group {})", k.brokers, k.topic, k.group),
         }
     }
 }
@@ -1245,37 +1277,37 @@ fn nats_sink(
 /// refused rather than ignored.
 fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
     let kind = raw.kind.as_deref().unwrap_or("embedded");
-    let nats_keys = [
-        ("url", raw.url.is_some()),
-        ("stream", raw.stream.is_some()),
-        ("subject", raw.subject.is_some()),
-        ("consumer", raw.consumer.is_some()),
-        ("replicas", raw.replicas.is_some()),
+    let own: &[(&str, bool, &str)] = &[
+        ("segment_mb", raw.segment_mb.is_some(), "embedded"),
+        ("fsync", raw.fsync.is_some(), "embedded"),
+        ("url", raw.url.is_some(), "nats"),
+        ("stream", raw.stream.is_some(), "nats"),
+        ("subject", raw.subject.is_some(), "nats"),
+        ("consumer", raw.consumer.is_some(), "nats"),
+        ("replicas", raw.replicas.is_some(), "nats"),
+        ("brokers", raw.brokers.is_some(), "kafka"),
+        ("topic", raw.topic.is_some(), "kafka"),
+        ("group", raw.group.is_some(), "kafka"),
+        ("options", raw.options.is_some(), "kafka"),
     ];
-    match kind {
-        "embedded" => {
-            for (k, given) in nats_keys {
-                if given {
-                    c.add(
-                        format!("log.{k}"),
-                        "applies to a broker log only: set kind = \"nats\", or remove it",
-                    );
-                }
+    if LogKind::KINDS.contains(&kind) {
+        for (key, given, of) in own {
+            if *given && *of != kind {
+                c.add(
+                    format!("log.{key}"),
+                    format!("applies to kind = \"{of}\" only, not to this \"{kind}\" log"),
+                );
             }
-            LogKind::Embedded
         }
+    }
+    let name_ok = |v: &str| {
+        !v.is_empty()
+            && v.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    };
+    match kind {
+        "embedded" => LogKind::Embedded,
         "nats" => {
-            for (k, given) in [
-                ("segment_mb", raw.segment_mb.is_some()),
-                ("fsync", raw.fsync.is_some()),
-            ] {
-                if given {
-                    c.add(
-                        format!("log.{k}"),
-                        "applies to the embedded log only: the NATS server stores the stream",
-                    );
-                }
-            }
             let url = raw
                 .url
                 .clone()
@@ -1286,11 +1318,6 @@ fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
                     format!("{url:?} is not a nats:// or tls:// address"),
                 );
             }
-            let name_ok = |v: &str| {
-                !v.is_empty()
-                    && v.chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-            };
             let stream = raw.stream.clone().unwrap_or_else(|| "TICKFLOW_LOG".into());
             if !name_ok(&stream) {
                 c.add(
@@ -1328,17 +1355,59 @@ fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
                 replicas: c.range("log.replicas", raw.replicas, 1, 1, 5) as usize,
             })
         }
+        "kafka" => {
+            // `type` is where a source or sink says it needs the feature; here it is `kind`.
+            let key = |k: &str| {
+                if k == "type" {
+                    "log.kind".to_string()
+                } else {
+                    format!("log.{k}")
+                }
+            };
+            for (k, given) in [
+                ("retention_hours", raw.retention_hours.is_some()),
+                ("retention_gb", raw.retention_gb.is_some()),
+            ] {
+                if given {
+                    c.add(
+                        format!("log.{k}"),
+                        "a Kafka topic keeps what its retention.ms and retention.bytes say: set them with the broker's tools",
+                    );
+                }
+            }
+            let brokers = kafka_brokers(c, &key, raw.brokers.clone());
+            let topic = raw.topic.clone().unwrap_or_else(|| "tickflow.log".into());
+            if topic.is_empty()
+                || topic.len() > 249
+                || !topic
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+            {
+                c.add(
+                    "log.topic",
+                    format!("{topic:?} is not a topic name (letters, digits, '.', '_', '-')"),
+                );
+            }
+            let group = raw
+                .group
+                .clone()
+                .unwrap_or_else(|| "tickflow-processor".into());
+            if group.is_empty() {
+                c.add("log.group", "name the consumer group processing commits to");
+            }
+            LogKind::Kafka(KafkaLogPlan {
+                brokers,
+                topic,
+                group,
+                options: kafka_options(c, &key, raw.options.clone()),
+            })
+        }
         other => {
             c.add(
                 "log.kind",
                 format!(
-                    "{other:?} is not a log kind; one of {}{}",
-                    LogKind::KINDS.join(", "),
-                    if other == "kafka" {
-                        " (Kafka is a source and a sink, not yet the log)"
-                    } else {
-                        ""
-                    }
+                    "{other:?} is not a log kind; one of {}",
+                    LogKind::KINDS.join(", ")
                 ),
             );
             LogKind::Embedded
@@ -4505,7 +4574,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         for want in [
-            "a.toml:4: log.fsync: applies to the embedded log only",
+            "a.toml:4: log.fsync: applies to kind = \"embedded\" only, not to this \"nats\" log",
             "a.toml:5: log.subject: \"a.*\" is not a subject",
             "a.toml:6: log.stream: \"a.b\" is not a stream name",
         ] {
@@ -4518,19 +4587,48 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("a.toml:3: log.stream: applies to a broker log only"),
+            err.contains("a.toml:3: log.stream: applies to kind = \"nats\" only, not to this \"embedded\" log"),
             "{err}"
         );
         let err = parse(
-            "data_dir = \"x\"\n[log]\nkind = \"kafka\"\n",
+            "data_dir = \"x\"\n[log]\nkind = \"redis\"\n",
             Path::new("a.toml"),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("a.toml:3: log.kind: \"kafka\" is not a log kind; one of embedded, nats"),
+            err.contains(
+                "a.toml:3: log.kind: \"redis\" is not a log kind; one of embedded, nats, kafka"
+            ),
             "{err}"
         );
+        let text = "data_dir = \"x\"\n[log]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"ticks.log\"\n\n[log.options]\n\"batch.num.messages\" = \"1\"\n\"sasl.password\" = \"hunter2\"\n";
+        match parse(text, Path::new("a.toml")) {
+            Ok(plan) => {
+                let LogKind::Kafka(k) = &plan.log.kind else {
+                    panic!("{:?}", plan.log.kind)
+                };
+                assert_eq!(
+                    (k.topic.as_str(), k.group.as_str(), k.options.len()),
+                    ("ticks.log", "tickflow-processor", 2)
+                );
+                assert!(!format!("{k:?}").contains("hunter2"));
+            }
+            // Without the feature, the kind says how to build it.
+            Err(e) => assert!(
+                !tickflow_brokers::KAFKA_BUILT
+                    && e.to_string()
+                        .contains("a.toml:3: log.kind: this tickflow was built without Kafka"),
+                "{e}"
+            ),
+        }
+        let err = parse(
+            "data_dir = \"x\"\n[log]\nkind = \"kafka\"\n[log.options]\n\"acks\" = \"1\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("log.options.acks: set by tickflow"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The log the pipeline appends to and processes from: the embedded one under the data
-//! directory, or a NATS JetStream stream (`[log] kind`). Both count offsets in records, so
-//! the processor, its checkpoint and the status read the same either way.
+//! directory, a NATS JetStream stream or a Kafka topic (`[log] kind`). The processor reads
+//! each the same way; on a broker, offsets are the messages' positions with the record's
+//! place inside (`tickflow_brokers::chunked`), and the lag counts messages.
 
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use tickflow_brokers::kafka_log::{KafkaLog, KafkaLogConfig};
 use tickflow_brokers::nats_log::{NatsLog, NatsLogConfig};
 use tickflow_log::{Log, LogConfig, Records};
 
@@ -22,6 +24,10 @@ pub(crate) enum LogStore {
         /// The data directory is still this process's alone.
         _lock: tickflow_log::DirLock,
     },
+    Kafka {
+        log: Box<KafkaLog>,
+        _lock: tickflow_log::DirLock,
+    },
 }
 
 impl std::fmt::Debug for LogStore {
@@ -29,12 +35,17 @@ impl std::fmt::Debug for LogStore {
         match self {
             Self::Embedded(_) => f.write_str("LogStore::Embedded"),
             Self::Nats { log, .. } => f.debug_tuple("LogStore::Nats").field(log).finish(),
+            Self::Kafka { log, .. } => f.debug_tuple("LogStore::Kafka").field(log).finish(),
         }
     }
 }
 
 fn nats_error(e: tickflow_brokers::nats_log::NatsLogError) -> Error {
-    Error::BrokerLog(e.0)
+    Error::BrokerLog(e.to_string())
+}
+
+fn kafka_error(e: tickflow_brokers::kafka_log::KafkaLogError) -> Error {
+    Error::BrokerLog(e.to_string())
 }
 
 impl LogStore {
@@ -67,6 +78,21 @@ impl LogStore {
                     _lock: lock,
                 })
             }
+            LogKind::Kafka(kafka) => {
+                let lock = tickflow_log::lock_dir(&data_dir.join("log"))?;
+                let log = KafkaLog::open(KafkaLogConfig {
+                    brokers: kafka.brokers.clone(),
+                    topic: kafka.topic.clone(),
+                    group: kafka.group.clone(),
+                    options: kafka.options.clone(),
+                    checkpoint,
+                })
+                .map_err(|e| Error::BrokerLog(e.to_string()))?;
+                Ok(Self::Kafka {
+                    log: Box::new(log),
+                    _lock: lock,
+                })
+            }
         }
     }
 
@@ -74,6 +100,7 @@ impl LogStore {
         match self {
             Self::Embedded(log) => Ok(log.append_batch(records)?),
             Self::Nats { log, .. } => log.append_batch(records).map_err(nats_error),
+            Self::Kafka { log, .. } => log.append_batch(records).map_err(kafka_error),
         }
     }
 
@@ -81,6 +108,7 @@ impl LogStore {
         match self {
             Self::Embedded(log) => Ok(log.read(from, max, out)?),
             Self::Nats { log, .. } => log.read(from, max, out).map_err(nats_error),
+            Self::Kafka { log, .. } => log.read(from, max, out).map_err(kafka_error),
         }
     }
 
@@ -90,6 +118,7 @@ impl LogStore {
                 log.wait_for(from, timeout);
             }
             Self::Nats { log, .. } => log.wait_for(from, timeout),
+            Self::Kafka { log, .. } => log.wait_for(from, timeout),
         }
     }
 
@@ -97,6 +126,7 @@ impl LogStore {
         match self {
             Self::Embedded(log) => log.next_offset(),
             Self::Nats { log, .. } => log.next_offset(),
+            Self::Kafka { log, .. } => log.next_offset(),
         }
     }
 
@@ -106,6 +136,7 @@ impl LogStore {
         match self {
             Self::Embedded(log) => log.next_offset().saturating_sub(next),
             Self::Nats { log, .. } => log.messages_behind(next),
+            Self::Kafka { log, .. } => log.messages_behind(next),
         }
     }
 
@@ -114,6 +145,7 @@ impl LogStore {
         match self {
             Self::Embedded(log) => log.next_offset() == 0,
             Self::Nats { log, .. } => log.messages_behind(0) == 0,
+            Self::Kafka { log, .. } => log.messages_behind(0) == 0,
         }
     }
 
@@ -121,6 +153,7 @@ impl LogStore {
         match self {
             Self::Embedded(log) => log.start_offset(),
             Self::Nats { log, .. } => log.start_offset(),
+            Self::Kafka { log, .. } => log.start_offset(),
         }
     }
 
@@ -129,6 +162,10 @@ impl LogStore {
         match self {
             Self::Embedded(log) => Ok(log.commit_offset(CONSUMER, next)?),
             Self::Nats { log, .. } => {
+                log.commit_offset(next);
+                Ok(())
+            }
+            Self::Kafka { log, .. } => {
                 log.commit_offset(next);
                 Ok(())
             }

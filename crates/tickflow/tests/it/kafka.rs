@@ -13,7 +13,7 @@ use crate::support::{Server, bin, config, http, live_trades, sql, sql_count, wai
 /// consumers would see only the first. Each record is sent as a batch of its own.
 const ONE_RECORD_A_BATCH: &str = "batch.num.messages=1";
 
-fn broker() -> Option<String> {
+pub(crate) fn broker() -> Option<String> {
     let addr = std::env::var("TICKFLOW_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
     if std::net::TcpStream::connect(&addr).is_ok() {
         return Some(addr);

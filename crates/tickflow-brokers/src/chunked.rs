@@ -1,0 +1,351 @@
+//! What tickflow's log on a broker (NATS JetStream, Kafka) keeps in each message: a chunk
+//! of records, each a 4-byte little-endian length and its bytes. A message per tick would cap
+//! ingest at the broker's message rate; a chunk costs one round trip for thousands.
+//!
+//! A record's offset is its message's position in the broker (a JetStream stream sequence, or
+//! a Kafka offset plus one, both counted from 1) shifted left by [`INDEX_BITS`], plus its
+//! place in the message. The broker numbers the messages, so any number of processes can
+//! append without agreeing on anything, and an offset names one record forever; offsets are
+//! not dense, so a backlog is counted in messages.
+//!
+//! [`Reader`] hands the records of chunks a broker task delivers to the processor, from any
+//! offset (inside a chunk too), and tells which chunks were read whole so they can be
+//! committed on the broker.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Bits of a record's offset that number it inside its message; the bits above hold the
+/// message's position.
+pub const INDEX_BITS: u32 = 20;
+/// The most records one message holds.
+pub(crate) const MAX_RECORDS: u64 = (1 << INDEX_BITS) - 1;
+/// Chunks read ahead of the processor.
+pub(crate) const READ_AHEAD: usize = 64;
+
+/// The offset of record `index` of message `position`.
+pub fn offset(position: u64, index: u64) -> u64 {
+    (position << INDEX_BITS) | index
+}
+
+/// The position of the message holding `offset`.
+pub fn position_of(offset: u64) -> u64 {
+    offset >> INDEX_BITS
+}
+
+/// Messages from the one holding `next` to `last`: the backlog of a reader at `next`.
+pub fn messages_behind(next: u64, last: u64) -> u64 {
+    let at = position_of(next);
+    if next & MAX_RECORDS == 0 {
+        // At the start of a message: it is still to read.
+        (last + 1).saturating_sub(at.max(1))
+    } else {
+        last.saturating_sub(at)
+    }
+}
+
+/// Packs records into chunks under `max_payload` bytes. Returns each chunk with its record
+/// count.
+///
+/// # Errors
+/// A record that does not fit a chunk on its own.
+pub(crate) fn pack(records: &[&[u8]], max_payload: usize) -> Result<Vec<(Bytes, u64)>, String> {
+    let mut out = Vec::new();
+    let mut buf = BytesMut::new();
+    let mut count = 0u64;
+    for record in records {
+        let size = 4 + record.len();
+        if size > max_payload {
+            return Err(format!(
+                "a record of {} bytes does not fit the broker's message limit of {max_payload} bytes",
+                record.len()
+            ));
+        }
+        if buf.len() + size > max_payload || count == MAX_RECORDS {
+            out.push((buf.split().freeze(), count));
+            count = 0;
+        }
+        buf.put_u32_le(u32::try_from(record.len()).unwrap_or(u32::MAX));
+        buf.put_slice(record);
+        count += 1;
+    }
+    if count > 0 {
+        out.push((buf.freeze(), count));
+    }
+    Ok(out)
+}
+
+/// Widens `range` (the offsets an append returns) by a chunk stored at `position`.
+pub(crate) fn cover(range: Option<Range<u64>>, position: u64, count: u64) -> Range<u64> {
+    let (first, end) = (offset(position, 0), offset(position, count));
+    match range {
+        Some(r) => r.start.min(first)..r.end.max(end),
+        None => first..end,
+    }
+}
+
+/// Takes the next record off a chunk's bytes, or `None` if they end inside one.
+fn next_record(rest: &mut Bytes) -> Option<Bytes> {
+    if rest.remaining() < 4 {
+        return None;
+    }
+    let len = rest.get_u32_le() as usize;
+    (rest.remaining() >= len).then(|| rest.split_to(len))
+}
+
+/// One message delivered by a broker task: where its records start, its bytes, and what
+/// commits it on the broker.
+pub(crate) struct Chunk<T> {
+    pub first: u64,
+    pub payload: Bytes,
+    pub token: T,
+}
+
+/// Hands out the records of the chunks a broker task sends, in order; see the module docs.
+pub(crate) struct Reader<T> {
+    /// Names the log in what is logged.
+    name: String,
+    rx: Option<tokio::sync::mpsc::Receiver<Chunk<T>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// The offset the next record handed out has, while reading continues from there.
+    cursor: Option<u64>,
+    /// A chunk partly handed out: the chunk, its remaining bytes, their first offset.
+    held: Option<(Chunk<T>, Bytes, u64)>,
+}
+
+impl<T> Reader<T> {
+    pub(crate) fn new(name: String) -> Self {
+        Self {
+            name,
+            rx: None,
+            task: None,
+            cursor: None,
+            held: None,
+        }
+    }
+
+    /// Whether the next read at `from` continues where the last ended.
+    pub(crate) fn is_at(&self, from: u64) -> bool {
+        self.cursor == Some(from)
+    }
+
+    /// Reads from `from` on what `task` sends on `rx`, instead of what was read before.
+    pub(crate) fn start(
+        &mut self,
+        from: u64,
+        rx: tokio::sync::mpsc::Receiver<Chunk<T>>,
+        task: tokio::task::JoinHandle<()>,
+    ) {
+        self.stop();
+        self.rx = Some(rx);
+        self.task = Some(task);
+        self.cursor = Some(from);
+    }
+
+    /// Stops the broker task; the next read starts afresh.
+    pub(crate) fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.rx = None;
+        self.held = None;
+        self.cursor = None;
+    }
+
+    /// Puts up to `max` records from `from` on into `out` (emptied first), from what has
+    /// arrived, without waiting. Each chunk read whole is passed to `done` with the offset
+    /// after it.
+    pub(crate) fn fill(
+        &mut self,
+        from: u64,
+        max: usize,
+        out: &mut impl tickflow_log::RecordSink,
+        mut done: impl FnMut(u64, T),
+    ) {
+        out.clear_records();
+        while out.record_count() < max {
+            let (chunk, mut rest, mut at) = match self.held.take() {
+                Some(held) => held,
+                None => match self.rx.as_mut().map(tokio::sync::mpsc::Receiver::try_recv) {
+                    Some(Ok(chunk)) => {
+                        let rest = chunk.payload.clone();
+                        let first = chunk.first;
+                        (chunk, rest, first)
+                    }
+                    _ => break,
+                },
+            };
+            // The message holding `from`, or the next one when `from` is inside a message
+            // (which may have ended there).
+            let expected = (position_of(from) + u64::from(from & MAX_RECORDS != 0)).max(1);
+            if position_of(at) > expected && out.record_count() == 0 && self.is_at(from) {
+                let lost = position_of(at) - expected;
+                tracing::error!(log = %self.name, from, to = at, lost_messages = lost, "messages were deleted by the broker's retention before they were processed");
+            }
+            while out.record_count() < max && rest.has_remaining() {
+                let Some(record) = next_record(&mut rest) else {
+                    tracing::error!(log = %self.name, offset = at, "a chunk's records end early; the rest of it is skipped");
+                    rest.clear();
+                    break;
+                };
+                if at >= from {
+                    out.push_record(at, &record);
+                }
+                at += 1;
+            }
+            self.cursor = Some(at.max(from));
+            if rest.has_remaining() {
+                self.held = Some((chunk, rest, at));
+            } else {
+                done(at, chunk.token);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` on `rt` for a chunk to read at `from`. Not from an async task.
+    pub(crate) fn wait(&mut self, from: u64, timeout: Duration, rt: &tokio::runtime::Runtime) {
+        if !self.is_at(from) || self.held.is_some() {
+            return;
+        }
+        let Some(mut rx) = self.rx.take() else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let got = rt.block_on(async { tokio::time::timeout(timeout, rx.recv()).await });
+        self.rx = Some(rx);
+        if let Ok(Some(chunk)) = got {
+            let rest = chunk.payload.clone();
+            let first = chunk.first;
+            self.held = Some((chunk, rest, first));
+        }
+    }
+}
+
+impl<T> Drop for Reader<T> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Chunks read whole and not yet committed on the broker: (offset after the chunk, token).
+pub(crate) struct Uncommitted<T>(std::sync::Mutex<std::collections::VecDeque<(u64, T)>>);
+
+impl<T> Default for Uncommitted<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::default())
+    }
+}
+
+impl<T> Uncommitted<T> {
+    pub(crate) fn push(&self, end: u64, token: T) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((end, token));
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Takes every chunk ending at or before `next`; returns the last one's token.
+    pub(crate) fn take_through(&self, next: u64) -> Option<T> {
+        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = None;
+        while queue.front().is_some_and(|(end, _)| *end <= next) {
+            last = queue.pop_front().map(|(_, token)| token);
+        }
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_split_under_the_payload_limit_and_read_back() {
+        let records: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10]).collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        // 14 bytes a record: three fit in 50.
+        let chunks = pack(&refs, 50).expect("fits");
+        assert_eq!(
+            chunks.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        let mut back = Vec::new();
+        for (bytes, _) in chunks {
+            let mut rest = bytes;
+            while rest.has_remaining() {
+                back.push(next_record(&mut rest).expect("whole").to_vec());
+            }
+        }
+        assert_eq!(back, records);
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_refused_and_a_cut_chunk_is_noticed() {
+        let big = vec![0u8; 100];
+        let e = pack(&[&big], 50).expect_err("too big");
+        assert!(e.contains("100 bytes"), "{e}");
+        let mut cut = Bytes::from_static(&[5, 0, 0, 0, 1, 2]);
+        assert_eq!(next_record(&mut cut), None);
+    }
+
+    #[test]
+    fn the_backlog_counts_messages_from_the_reader_on() {
+        assert_eq!(messages_behind(0, 0), 0);
+        assert_eq!(messages_behind(0, 3), 3);
+        // Read to the end of message 2 (its last record was index 4).
+        assert_eq!(messages_behind(offset(2, 5), 3), 1);
+        assert_eq!(messages_behind(offset(3, 0), 3), 1);
+        assert_eq!(messages_behind(offset(3, 7), 3), 0);
+    }
+
+    #[test]
+    fn a_reader_hands_out_records_from_inside_a_chunk_and_reports_whole_ones() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut reader = Reader::new("test".into());
+        let task = rt.spawn(async {});
+        reader.start(offset(1, 2), rx, task);
+        for (position, n) in [(1u64, 4u64), (2, 3)] {
+            let records: Vec<Vec<u8>> = (0..n).map(|i| vec![position as u8, i as u8]).collect();
+            let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            let (payload, _) = pack(&refs, 1000).unwrap().remove(0);
+            tx.try_send(Chunk {
+                first: offset(position, 0),
+                payload,
+                token: position,
+            })
+            .unwrap();
+        }
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut whole = Vec::new();
+        reader.fill(offset(1, 2), 3, &mut out, |end, t| whole.push((end, t)));
+        assert_eq!(
+            out.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [offset(1, 2), offset(1, 3), offset(2, 0)]
+        );
+        assert_eq!(whole, [(offset(1, 4), 1)]);
+        assert!(reader.is_at(offset(2, 1)));
+        reader.fill(offset(2, 1), 10, &mut out, |end, t| whole.push((end, t)));
+        assert_eq!(
+            out,
+            [(offset(2, 1), vec![2, 1]), (offset(2, 2), vec![2, 2])]
+        );
+        assert_eq!(whole.last(), Some(&(offset(2, 3), 2)));
+        let pending = Uncommitted::default();
+        for (end, t) in whole {
+            pending.push(end, t);
+        }
+        assert_eq!(pending.take_through(offset(2, 1)), Some(1));
+        assert_eq!(pending.take_through(offset(2, 3)), Some(2));
+        assert_eq!(pending.take_through(u64::MAX), None);
+    }
+}
