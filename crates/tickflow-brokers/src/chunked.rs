@@ -1,12 +1,16 @@
 //! What tickflow's log on a broker (NATS JetStream, Kafka) keeps in each message: a chunk
-//! of records, each a 4-byte little-endian length and its bytes. A message per tick would cap
-//! ingest at the broker's message rate; a chunk costs one round trip for thousands.
+//! of records, a 4-byte little-endian count and then each record as a 4-byte length and its
+//! bytes. A message per tick would cap ingest at the broker's message rate; a chunk costs one
+//! round trip for thousands.
 //!
 //! A record's offset is its message's position in the broker (a JetStream stream sequence, or
 //! a Kafka offset plus one, both counted from 1) shifted left by [`INDEX_BITS`], plus its
-//! place in the message. The broker numbers the messages, so any number of processes can
-//! append without agreeing on anything, and an offset names one record forever; offsets are
-//! not dense, so a backlog is counted in messages.
+//! place in the message counted so that the last record's is the highest index: the offset
+//! after a message's last record is then the next message's first possible offset, so a
+//! reader's position says whether it has finished a message. The broker numbers the
+//! messages, so any number of processes can append without agreeing on anything, and an
+//! offset names one record forever; offsets are not dense, so a backlog is counted in
+//! messages.
 //!
 //! [`Reader`] hands the records of chunks a broker task delivers to the processor, from any
 //! offset (inside a chunk too), and tells which chunks were read whole so they can be
@@ -25,9 +29,15 @@ pub(crate) const MAX_RECORDS: u64 = (1 << INDEX_BITS) - 1;
 /// Chunks read ahead of the processor.
 pub(crate) const READ_AHEAD: usize = 64;
 
-/// The offset of record `index` of message `position`.
+/// The offset of index `index` of message `position`; `offset(p, 0)` is before every record
+/// of message `p`.
 pub fn offset(position: u64, index: u64) -> u64 {
     (position << INDEX_BITS) | index
+}
+
+/// The offset of record `i` of a message at `position` holding `count` records.
+pub fn record_offset(position: u64, count: u64, i: u64) -> u64 {
+    offset(position, (1 << INDEX_BITS) - count + i)
 }
 
 /// The position of the message holding `offset`.
@@ -35,51 +45,55 @@ pub fn position_of(offset: u64) -> u64 {
     offset >> INDEX_BITS
 }
 
-/// Messages from the one holding `next` to `last`: the backlog of a reader at `next`.
+/// Messages from the one holding `next` to `last`: the backlog of a reader at `next` (a
+/// message it is inside counts whole).
 pub fn messages_behind(next: u64, last: u64) -> u64 {
-    let at = position_of(next);
-    if next & MAX_RECORDS == 0 {
-        // At the start of a message: it is still to read.
-        (last + 1).saturating_sub(at.max(1))
-    } else {
-        last.saturating_sub(at)
-    }
+    (last + 1).saturating_sub(position_of(next).max(1))
 }
 
-/// Packs records into chunks under `max_payload` bytes. Returns each chunk with its record
-/// count.
+/// Packs records into chunks under `max_payload` bytes, each with its count in front.
+/// Returns each chunk with its record count.
 ///
 /// # Errors
 /// A record that does not fit a chunk on its own.
 pub(crate) fn pack(records: &[&[u8]], max_payload: usize) -> Result<Vec<(Bytes, u64)>, String> {
+    fn close(buf: &mut BytesMut, count: u64, out: &mut Vec<(Bytes, u64)>) {
+        let mut chunk = buf.split();
+        chunk[..4].copy_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+        out.push((chunk.freeze(), count));
+    }
     let mut out = Vec::new();
     let mut buf = BytesMut::new();
     let mut count = 0u64;
     for record in records {
         let size = 4 + record.len();
-        if size > max_payload {
+        if size + 4 > max_payload {
             return Err(format!(
                 "a record of {} bytes does not fit the broker's message limit of {max_payload} bytes",
                 record.len()
             ));
         }
-        if buf.len() + size > max_payload || count == MAX_RECORDS {
-            out.push((buf.split().freeze(), count));
+        if count > 0 && (buf.len() + size > max_payload || count == MAX_RECORDS) {
+            close(&mut buf, count, &mut out);
             count = 0;
+        }
+        if count == 0 {
+            // The count, filled in when the chunk closes.
+            buf.put_u32_le(0);
         }
         buf.put_u32_le(u32::try_from(record.len()).unwrap_or(u32::MAX));
         buf.put_slice(record);
         count += 1;
     }
     if count > 0 {
-        out.push((buf.freeze(), count));
+        close(&mut buf, count, &mut out);
     }
     Ok(out)
 }
 
 /// Widens `range` (the offsets an append returns) by a chunk stored at `position`.
 pub(crate) fn cover(range: Option<Range<u64>>, position: u64, count: u64) -> Range<u64> {
-    let (first, end) = (offset(position, 0), offset(position, count));
+    let (first, end) = (record_offset(position, count, 0), offset(position + 1, 0));
     match range {
         Some(r) => r.start.min(first)..r.end.max(end),
         None => first..end,
@@ -95,12 +109,25 @@ fn next_record(rest: &mut Bytes) -> Option<Bytes> {
     (rest.remaining() >= len).then(|| rest.split_to(len))
 }
 
-/// One message delivered by a broker task: where its records start, its bytes, and what
-/// commits it on the broker.
+/// One message delivered by a broker task: its position, its bytes, and what commits it
+/// on the broker.
 pub(crate) struct Chunk<T> {
-    pub first: u64,
+    pub position: u64,
     pub payload: Bytes,
     pub token: T,
+}
+
+impl<T> Chunk<T> {
+    /// Its records' bytes and the first one's offset; `None` for a payload too short to
+    /// hold its count.
+    fn open(&self) -> Option<(Bytes, u64)> {
+        let mut rest = self.payload.clone();
+        if rest.remaining() < 4 {
+            return None;
+        }
+        let count = u64::from(rest.get_u32_le()).min(MAX_RECORDS);
+        Some((rest, record_offset(self.position, count, 0)))
+    }
 }
 
 /// Hands out the records of the chunks a broker task sends, in order; see the module docs.
@@ -169,17 +196,18 @@ impl<T> Reader<T> {
             let (chunk, mut rest, mut at) = match self.held.take() {
                 Some(held) => held,
                 None => match self.rx.as_mut().map(tokio::sync::mpsc::Receiver::try_recv) {
-                    Some(Ok(chunk)) => {
-                        let rest = chunk.payload.clone();
-                        let first = chunk.first;
-                        (chunk, rest, first)
-                    }
+                    Some(Ok(chunk)) => match chunk.open() {
+                        Some((rest, first)) => (chunk, rest, first),
+                        None => {
+                            tracing::error!(log = %self.name, position = chunk.position, "a chunk too short to hold its count is skipped");
+                            continue;
+                        }
+                    },
                     _ => break,
                 },
             };
-            // The message holding `from`, or the next one when `from` is inside a message
-            // (which may have ended there).
-            let expected = (position_of(from) + u64::from(from & MAX_RECORDS != 0)).max(1);
+            // The message holding `from`: the one it is inside, or the next to start.
+            let expected = position_of(from).max(1);
             if position_of(at) > expected && out.record_count() == 0 && self.is_at(from) {
                 let lost = position_of(at) - expected;
                 tracing::error!(log = %self.name, from, to = at, lost_messages = lost, "messages were deleted by the broker's retention before they were processed");
@@ -195,11 +223,14 @@ impl<T> Reader<T> {
                 }
                 at += 1;
             }
-            self.cursor = Some(at.max(from));
             if rest.has_remaining() {
+                self.cursor = Some(at.max(from));
                 self.held = Some((chunk, rest, at));
             } else {
-                done(at, chunk.token);
+                // Past the message: the next one's first possible offset.
+                let end = offset(chunk.position + 1, 0);
+                self.cursor = Some(end.max(from));
+                done(end, chunk.token);
             }
         }
     }
@@ -216,9 +247,12 @@ impl<T> Reader<T> {
         let got = rt.block_on(async { tokio::time::timeout(timeout, rx.recv()).await });
         self.rx = Some(rx);
         if let Ok(Some(chunk)) = got {
-            let rest = chunk.payload.clone();
-            let first = chunk.first;
-            self.held = Some((chunk, rest, first));
+            match chunk.open() {
+                Some((rest, first)) => self.held = Some((chunk, rest, first)),
+                None => {
+                    tracing::error!(log = %self.name, position = chunk.position, "a chunk too short to hold its count is skipped");
+                }
+            }
         }
     }
 }
@@ -265,23 +299,28 @@ impl<T> Uncommitted<T> {
 mod tests {
     use super::*;
 
+    fn unpack(chunk: Bytes) -> Vec<Vec<u8>> {
+        let mut rest = chunk;
+        let count = rest.get_u32_le();
+        let mut back = Vec::new();
+        while rest.has_remaining() {
+            back.push(next_record(&mut rest).expect("whole").to_vec());
+        }
+        assert_eq!(back.len(), count as usize);
+        back
+    }
+
     #[test]
     fn chunks_split_under_the_payload_limit_and_read_back() {
         let records: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10]).collect();
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        // 14 bytes a record: three fit in 50.
+        // 14 bytes a record after a 4-byte count: three fit in 50.
         let chunks = pack(&refs, 50).expect("fits");
         assert_eq!(
             chunks.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
             [3, 3, 3, 1]
         );
-        let mut back = Vec::new();
-        for (bytes, _) in chunks {
-            let mut rest = bytes;
-            while rest.has_remaining() {
-                back.push(next_record(&mut rest).expect("whole").to_vec());
-            }
-        }
+        let back: Vec<Vec<u8>> = chunks.into_iter().flat_map(|(b, _)| unpack(b)).collect();
         assert_eq!(back, records);
     }
 
@@ -295,13 +334,14 @@ mod tests {
     }
 
     #[test]
-    fn the_backlog_counts_messages_from_the_reader_on() {
+    fn a_message_read_to_its_end_leaves_the_reader_at_the_next() {
+        // Three records in message 2: the last has the highest index.
+        assert_eq!(record_offset(2, 3, 2) + 1, offset(3, 0));
         assert_eq!(messages_behind(0, 0), 0);
         assert_eq!(messages_behind(0, 3), 3);
-        // Read to the end of message 2 (its last record was index 4).
-        assert_eq!(messages_behind(offset(2, 5), 3), 1);
+        assert_eq!(messages_behind(record_offset(2, 3, 1), 3), 2);
         assert_eq!(messages_behind(offset(3, 0), 3), 1);
-        assert_eq!(messages_behind(offset(3, 7), 3), 0);
+        assert_eq!(messages_behind(offset(4, 0), 3), 0);
     }
 
     #[test]
@@ -313,13 +353,14 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut reader = Reader::new("test".into());
         let task = rt.spawn(async {});
-        reader.start(offset(1, 2), rx, task);
+        let from = record_offset(1, 4, 2);
+        reader.start(from, rx, task);
         for (position, n) in [(1u64, 4u64), (2, 3)] {
             let records: Vec<Vec<u8>> = (0..n).map(|i| vec![position as u8, i as u8]).collect();
             let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
             let (payload, _) = pack(&refs, 1000).unwrap().remove(0);
             tx.try_send(Chunk {
-                first: offset(position, 0),
+                position,
                 payload,
                 token: position,
             })
@@ -327,25 +368,34 @@ mod tests {
         }
         let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut whole = Vec::new();
-        reader.fill(offset(1, 2), 3, &mut out, |end, t| whole.push((end, t)));
+        reader.fill(from, 3, &mut out, |end, t| whole.push((end, t)));
         assert_eq!(
             out.iter().map(|r| r.0).collect::<Vec<_>>(),
-            [offset(1, 2), offset(1, 3), offset(2, 0)]
+            [
+                record_offset(1, 4, 2),
+                record_offset(1, 4, 3),
+                record_offset(2, 3, 0)
+            ]
         );
-        assert_eq!(whole, [(offset(1, 4), 1)]);
-        assert!(reader.is_at(offset(2, 1)));
-        reader.fill(offset(2, 1), 10, &mut out, |end, t| whole.push((end, t)));
+        assert_eq!(whole, [(offset(2, 0), 1)]);
+        let next = record_offset(2, 3, 1);
+        assert!(reader.is_at(next));
+        reader.fill(next, 10, &mut out, |end, t| whole.push((end, t)));
         assert_eq!(
             out,
-            [(offset(2, 1), vec![2, 1]), (offset(2, 2), vec![2, 2])]
+            [
+                (record_offset(2, 3, 1), vec![2, 1]),
+                (record_offset(2, 3, 2), vec![2, 2])
+            ]
         );
-        assert_eq!(whole.last(), Some(&(offset(2, 3), 2)));
+        assert_eq!(whole.last(), Some(&(offset(3, 0), 2)));
+        assert!(reader.is_at(offset(3, 0)));
         let pending = Uncommitted::default();
         for (end, t) in whole {
             pending.push(end, t);
         }
-        assert_eq!(pending.take_through(offset(2, 1)), Some(1));
-        assert_eq!(pending.take_through(offset(2, 3)), Some(2));
+        assert_eq!(pending.take_through(next), Some(1));
+        assert_eq!(pending.take_through(offset(3, 0)), Some(2));
         assert_eq!(pending.take_through(u64::MAX), None);
     }
 }

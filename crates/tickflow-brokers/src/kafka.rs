@@ -251,6 +251,8 @@ impl KafkaSource {
 pub struct Producer {
     producer: rdkafka::producer::FutureProducer,
     brokers: String,
+    /// For the admin client: a secured cluster needs the same settings.
+    options: BTreeMap<String, String>,
 }
 
 #[cfg(feature = "kafka")]
@@ -294,6 +296,7 @@ impl Producer {
         Ok(Self {
             producer,
             brokers: brokers.to_string(),
+            options: options.clone(),
         })
     }
 
@@ -346,15 +349,31 @@ impl Producer {
     /// # Errors
     /// The brokers refused for another reason than the topic existing.
     pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), String> {
+        self.ensure_topic_replicated(topic, partitions, 1).await
+    }
+
+    /// [`Producer::ensure_topic`] with `replicas` copies of each partition.
+    ///
+    /// # Errors
+    /// As [`Producer::ensure_topic`].
+    pub async fn ensure_topic_replicated(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replicas: i32,
+    ) -> Result<(), String> {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         use rdkafka::client::DefaultClientContext;
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&self.brokers, &BTreeMap::new())
-                .create()
-                .map_err(|e| format!("creating a Kafka admin client: {e}"))?;
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.brokers, &self.options)
+            .create()
+            .map_err(|e| format!("creating a Kafka admin client: {e}"))?;
         let results = admin
             .create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &[NewTopic::new(
+                    topic,
+                    partitions,
+                    TopicReplication::Fixed(replicas),
+                )],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
             )
             .await

@@ -64,6 +64,8 @@ pub struct KafkaLogConfig {
     pub topic: String,
     /// The consumer group processing commits its position to.
     pub group: String,
+    /// Copies of the partition, when the topic is created.
+    pub replicas: i32,
     /// librdkafka settings besides tickflow's own (`kafka::OWN_SETTINGS`).
     pub options: BTreeMap<String, String>,
     /// Where processing stands (its checkpoint): a topic that ends before it was deleted
@@ -332,7 +334,7 @@ async fn connect(config: KafkaLogConfig) -> Result<Shared> {
     let admin =
         crate::kafka::Producer::new(&config.brokers, &config.options).map_err(KafkaLogError)?;
     admin
-        .ensure_topic(&config.topic, 1)
+        .ensure_topic_replicated(&config.topic, 1, config.replicas)
         .await
         .map_err(KafkaLogError)?;
     let mut client = crate::kafka::client_config(&config.brokers, &config.options);
@@ -340,16 +342,30 @@ async fn connect(config: KafkaLogConfig) -> Result<Shared> {
         .set("group.id", &config.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // An offset out of range (deleted by retention) goes to the oldest message kept,
+        // never past everything to the end.
+        .set("auto.offset.reset", "earliest")
         .create()
         .map_err(err("creating the consumer"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(&config.topic), OPEN_TIMEOUT)
-        .map_err(err("reading the topic's metadata"))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == config.topic)
-        .map_or(0, |t| t.partitions().len());
+    // A topic just created may have no leader yet: asked again for a while.
+    let mut partitions = 0;
+    for _ in 0..40 {
+        let metadata = consumer
+            .fetch_metadata(Some(&config.topic), OPEN_TIMEOUT)
+            .map_err(err("reading the topic's metadata"))?;
+        let topic = metadata.topics().iter().find(|t| t.name() == config.topic);
+        if let Some(e) = topic.and_then(rdkafka::metadata::MetadataTopic::error) {
+            let code = rdkafka::types::RDKafkaErrorCode::from(e);
+            if code != rdkafka::types::RDKafkaErrorCode::LeaderNotAvailable {
+                return Err(KafkaLogError(format!("topic {}: {code}", config.topic)));
+            }
+        }
+        partitions = topic.map_or(0, |t| t.partitions().len());
+        if partitions > 0 && topic.is_some_and(|t| t.partitions().iter().all(|p| p.leader() >= 0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     if partitions != 1 {
         return Err(KafkaLogError(format!(
             "topic {} has {partitions} partitions; the log takes a topic of one (name another in [log] topic)",
@@ -418,11 +434,20 @@ impl Shared {
         Ok(range.unwrap_or(0..0))
     }
 
-    /// Replaces the producer after a failed send, and says what failed.
+    /// Replaces the producer after a failed send (a full queue is not a failure of it), and
+    /// says what failed.
     fn failed(&self, what: &str, e: &rdkafka::error::KafkaError) -> KafkaLogError {
-        match producer(&self.config) {
-            Ok(fresh) => *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
-            Err(e) => tracing::warn!(error = %e, "could not replace the Kafka log's producer"),
+        let full = e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull);
+        match if full {
+            None
+        } else {
+            Some(producer(&self.config))
+        } {
+            None => {}
+            Some(Ok(fresh)) => *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not replace the Kafka log's producer")
+            }
         }
         KafkaLogError(format!("{what} on {}: {e}", self.config.topic))
     }
@@ -461,7 +486,7 @@ async fn follow(shared: Arc<Shared>, start: i64, tx: tokio::sync::mpsc::Sender<C
             continue;
         }
         let chunk = Chunk {
-            first: offset(position, 0),
+            position,
             payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
             token: kafka_offset,
         };

@@ -263,15 +263,34 @@ async fn connect(config: NatsLogConfig) -> Result<Shared> {
             config.stream, info.config.subjects, config.subject
         )));
     }
-    // Retention follows the config at every start.
-    if info.config.max_age != max_age || info.config.max_bytes != max_bytes {
+    // Interest or work-queue retention drops messages no consumer is there to take, and the
+    // durable is made again at each start.
+    if info.config.retention != stream::RetentionPolicy::Limits {
+        return Err(NatsLogError(format!(
+            "stream {} has {:?} retention; the log needs Limits (messages kept until max_age or max_bytes), or it may drop acknowledged ticks: name another stream in [log] stream",
+            config.stream, info.config.retention
+        )));
+    }
+    if info.config.storage != stream::StorageType::File {
+        tracing::warn!(stream = %config.stream, "the log's stream is kept in memory: a NATS server restart loses it");
+    }
+    if info.config.num_replicas != config.replicas {
+        tracing::warn!(stream = %config.stream, has = info.config.num_replicas, configured = config.replicas, "the stream's replicas differ from [log] replicas, which applies only when tickflow creates it");
+    }
+    // Retention set in [log] follows the config at every start; unset, the stream keeps
+    // what it has.
+    let wanted_age = config.max_age.map_or(info.config.max_age, |_| max_age);
+    let wanted_bytes = config
+        .max_bytes
+        .map_or(info.config.max_bytes, |_| max_bytes);
+    if info.config.max_age != wanted_age || info.config.max_bytes != wanted_bytes {
         let mut updated = info.config.clone();
-        updated.max_age = max_age;
-        updated.max_bytes = max_bytes;
+        updated.max_age = wanted_age;
+        updated.max_bytes = wanted_bytes;
         js.update_stream(updated)
             .await
             .map_err(err("applying [log] retention to the stream"))?;
-        tracing::info!(stream = %config.stream, ?max_age, max_bytes, "stream retention updated");
+        tracing::info!(stream = %config.stream, max_age = ?wanted_age, max_bytes = wanted_bytes, "stream retention updated");
     }
     let state = stream
         .info()
@@ -404,7 +423,7 @@ async fn follow_once(
             .last_sequence
             .fetch_max(stream_sequence, Ordering::AcqRel);
         let chunk = Chunk {
-            first: offset(stream_sequence, 0),
+            position: stream_sequence,
             payload: message.message.payload.clone(),
             token: message.message.reply.clone(),
         };

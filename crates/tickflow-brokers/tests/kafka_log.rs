@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tickflow_brokers::chunked::offset;
+use tickflow_brokers::chunked::{offset, record_offset};
 use tickflow_brokers::kafka_log::{KafkaLog, KafkaLogConfig};
 
 fn broker() -> Option<String> {
@@ -39,6 +39,7 @@ fn config(brokers: &str, topic: &str, checkpoint: u64) -> KafkaLogConfig {
         topic: topic.to_string(),
         group: format!("{topic}-processor"),
         options: BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]),
+        replicas: 1,
         checkpoint,
     }
 }
@@ -81,33 +82,49 @@ fn offsets_name_records_and_a_reader_starts_anywhere() {
     let log = KafkaLog::open(config(&brokers, &topic, 0)).expect("open");
     assert_eq!(log.next_offset(), offset(1, 0));
     // Kafka offset 0 is message 1.
-    assert_eq!(append(&log, &records(0..25)), offset(1, 0)..offset(1, 25));
-    assert_eq!(append(&log, &records(25..40)), offset(2, 0)..offset(2, 15));
+    assert_eq!(
+        append(&log, &records(0..25)),
+        record_offset(1, 25, 0)..offset(2, 0)
+    );
+    assert_eq!(
+        append(&log, &records(25..40)),
+        record_offset(2, 15, 0)..offset(3, 0)
+    );
     assert_eq!(log.messages_behind(0), 2);
 
     let want: Vec<(u64, Vec<u8>)> = (0..40u64)
         .map(|i| {
             let at = if i < 25 {
-                offset(1, i)
+                record_offset(1, 25, i)
             } else {
-                offset(2, i - 25)
+                record_offset(2, 15, i - 25)
             };
             (at, format!("record-{i}").into_bytes())
         })
         .collect();
     assert_eq!(read_all(&log, 0, 40), want);
-    log.commit_offset(offset(2, 15));
+    log.commit_offset(offset(3, 0));
     drop(log);
 
     // A new process finds the end, reads from inside the first message, and appends after.
-    let log = KafkaLog::open(config(&brokers, &topic, offset(1, 11))).expect("reopen");
+    let log = KafkaLog::open(config(&brokers, &topic, record_offset(1, 25, 11))).expect("reopen");
     assert_eq!(log.next_offset(), offset(3, 0));
-    assert_eq!(read_all(&log, offset(1, 11), 29), want[11..].to_vec());
-    assert_eq!(append(&log, &records(40..43)), offset(3, 0)..offset(3, 3));
-    let tail = read_all(&log, offset(2, 15), 3);
+    assert_eq!(
+        read_all(&log, record_offset(1, 25, 11), 29),
+        want[11..].to_vec()
+    );
+    assert_eq!(
+        append(&log, &records(40..43)),
+        record_offset(3, 3, 0)..offset(4, 0)
+    );
+    let tail = read_all(&log, offset(3, 0), 3);
     assert_eq!(
         tail.iter().map(|r| r.0).collect::<Vec<_>>(),
-        [offset(3, 0), offset(3, 1), offset(3, 2)]
+        [
+            record_offset(3, 3, 0),
+            record_offset(3, 3, 1),
+            record_offset(3, 3, 2)
+        ]
     );
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tickflow_brokers::chunked::offset;
+use tickflow_brokers::chunked::{offset, record_offset};
 use tickflow_brokers::nats::DEFAULT_URL;
 use tickflow_brokers::nats_log::{NatsLog, NatsLogConfig};
 
@@ -83,25 +83,25 @@ fn offsets_name_records_and_a_reader_starts_anywhere() {
     let refs: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
     assert_eq!(
         log.append_batch(&refs).expect("append"),
-        offset(1, 0)..offset(1, 25)
+        record_offset(1, 25, 0)..offset(2, 0)
     );
     let second = records(25..40);
     let refs: Vec<&[u8]> = second.iter().map(Vec::as_slice).collect();
     assert_eq!(
         log.append_batch(&refs).expect("append"),
-        offset(2, 0)..offset(2, 15)
+        record_offset(2, 15, 0)..offset(3, 0)
     );
     assert_eq!(log.next_offset(), offset(3, 0));
     assert_eq!(log.messages_behind(0), 2);
-    assert_eq!(log.messages_behind(offset(1, 25)), 1);
+    assert_eq!(log.messages_behind(offset(2, 0)), 1);
 
     let all = read_all(&log, 0, 40);
     let want: Vec<(u64, Vec<u8>)> = (0..40u64)
         .map(|i| {
             let at = if i < 25 {
-                offset(1, i)
+                record_offset(1, 25, i)
             } else {
-                offset(2, i - 25)
+                record_offset(2, 15, i - 25)
             };
             (at, format!("record-{i}").into_bytes())
         })
@@ -109,23 +109,27 @@ fn offsets_name_records_and_a_reader_starts_anywhere() {
     assert_eq!(all, want);
 
     // Inside the first message: it is read again from its start and cut there.
-    let from_inside = read_all(&log, offset(1, 11), 29);
+    let from_inside = read_all(&log, record_offset(1, 25, 11), 29);
     assert_eq!(from_inside, want[11..].to_vec());
     drop(log);
 
     // A new process finds the end; its records come after.
-    let log = NatsLog::open(config(&url, &name, offset(2, 15))).expect("reopen");
+    let log = NatsLog::open(config(&url, &name, offset(3, 0))).expect("reopen");
     assert_eq!(log.next_offset(), offset(3, 0));
     let third = records(40..43);
     let refs: Vec<&[u8]> = third.iter().map(Vec::as_slice).collect();
     assert_eq!(
         log.append_batch(&refs).expect("append"),
-        offset(3, 0)..offset(3, 3)
+        record_offset(3, 3, 0)..offset(4, 0)
     );
-    let tail = read_all(&log, offset(2, 15), 3);
+    let tail = read_all(&log, offset(3, 0), 3);
     assert_eq!(
         tail.iter().map(|r| r.0).collect::<Vec<_>>(),
-        [offset(3, 0), offset(3, 1), offset(3, 2)]
+        [
+            record_offset(3, 3, 0),
+            record_offset(3, 3, 1),
+            record_offset(3, 3, 2)
+        ]
     );
 }
 

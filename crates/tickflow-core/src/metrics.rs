@@ -401,7 +401,7 @@ impl Metrics {
             labeled(
                 LOG_LAG,
                 "consumer",
-                "Left to process: records on the embedded log, messages (ingest batches) on a NATS log.",
+                "Left to process: records on the embedded log, messages (ingest batches) on a broker log.",
                 vec![(
                     "processor".to_string(),
                     self.log_lag.load(Ordering::Relaxed),

@@ -78,7 +78,7 @@ pub struct RawPgwire {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RawLog {
-    /// `embedded` (the default) or `nats`.
+    /// `embedded` (the default), `nats` or `kafka`.
     pub kind: Option<String>,
     pub segment_mb: Option<i64>,
     pub retention_hours: Option<i64>,
@@ -728,6 +728,8 @@ pub struct KafkaLogPlan {
     pub brokers: String,
     pub topic: String,
     pub group: String,
+    /// Copies of the partition, when the topic is created.
+    pub replicas: i32,
     pub options: std::collections::BTreeMap<String, String>,
 }
 
@@ -738,6 +740,7 @@ impl std::fmt::Debug for KafkaLogPlan {
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("group", &self.group)
+            .field("replicas", &self.replicas)
             .field(
                 "options",
                 &tickflow_brokers::kafka::option_names(&self.options),
@@ -1284,7 +1287,6 @@ fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
         ("stream", raw.stream.is_some(), "nats"),
         ("subject", raw.subject.is_some(), "nats"),
         ("consumer", raw.consumer.is_some(), "nats"),
-        ("replicas", raw.replicas.is_some(), "nats"),
         ("brokers", raw.brokers.is_some(), "kafka"),
         ("topic", raw.topic.is_some(), "kafka"),
         ("group", raw.group.is_some(), "kafka"),
@@ -1306,7 +1308,15 @@ fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
                 .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
     };
     match kind {
-        "embedded" => LogKind::Embedded,
+        "embedded" => {
+            if raw.replicas.is_some() {
+                c.add(
+                    "log.replicas",
+                    "applies to a broker log only (kind = \"nats\" or \"kafka\")",
+                );
+            }
+            LogKind::Embedded
+        }
         "nats" => {
             let url = raw
                 .url
@@ -1399,6 +1409,7 @@ fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
                 brokers,
                 topic,
                 group,
+                replicas: c.range("log.replicas", raw.replicas, 1, 1, 16) as i32,
                 options: kafka_options(c, &key, raw.options.clone()),
             })
         }

@@ -40,6 +40,57 @@ impl std::fmt::Debug for LogStore {
     }
 }
 
+/// Which log a data directory's checkpoint counts in: the kind and the stream or topic.
+fn identity(plan: &LogPlan) -> String {
+    match &plan.kind {
+        LogKind::Embedded => "embedded".into(),
+        LogKind::Nats(n) => format!("nats stream {} subject {}", n.stream, n.subject),
+        LogKind::Kafka(k) => format!("kafka topic {}", k.topic),
+    }
+}
+
+/// Refuses a log other than the one the checkpoint's offsets belong to: read there, they
+/// would skip records or wait for ones that never come. Records the log on first use.
+/// Data directories from before the record used the embedded log.
+pub(crate) fn check_identity(data_dir: &Path, plan: &LogPlan, has_checkpoint: bool) -> Result<()> {
+    let path = crate::checkpoint::dir(data_dir).join("log.txt");
+    let want = identity(plan);
+    let recorded = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            has_checkpoint.then(|| "embedded".to_string())
+        }
+        Err(source) => {
+            return Err(Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            });
+        }
+    };
+    match recorded {
+        Some(had) if had != want => Err(Error::Checkpoint {
+            path: path.clone(),
+            message: format!(
+                "this data directory's processing follows the {had} log, and [log] now names the {want} one: its offsets mean nothing there. Set [log] back, or start the new log with a new data directory"
+            ),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(crate::checkpoint::dir(data_dir))?;
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, format!("{want}\n"))?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(|source| Error::Io {
+                context: format!("writing {}", path.display()),
+                source,
+            })
+        }
+    }
+}
+
 fn nats_error(e: tickflow_brokers::nats_log::NatsLogError) -> Error {
     Error::BrokerLog(e.to_string())
 }
@@ -85,6 +136,7 @@ impl LogStore {
                     topic: kafka.topic.clone(),
                     group: kafka.group.clone(),
                     options: kafka.options.clone(),
+                    replicas: kafka.replicas,
                     checkpoint,
                 })
                 .map_err(|e| Error::BrokerLog(e.to_string()))?;
@@ -179,5 +231,46 @@ impl LogStore {
             tracing::debug!(?r, "log retention");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NatsLogPlan;
+
+    fn plan(kind: LogKind) -> LogPlan {
+        LogPlan {
+            kind,
+            segment_bytes: 1 << 20,
+            retention_age: None,
+            retention_bytes: None,
+            fsync: true,
+        }
+    }
+
+    #[test]
+    fn a_data_directory_keeps_the_log_its_offsets_count_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = plan(LogKind::Nats(NatsLogPlan {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "LOG".into(),
+            subject: "tickflow.log".into(),
+            consumer: "p".into(),
+            replicas: 1,
+        }));
+        // A data directory from before the record, with a checkpoint: the embedded log.
+        let e = check_identity(dir.path(), &nats, true).unwrap_err();
+        assert!(
+            e.to_string().contains("follows the embedded log, and [log] now names the nats stream LOG subject tickflow.log one"),
+            "{e}"
+        );
+        check_identity(dir.path(), &plan(LogKind::Embedded), true).unwrap();
+        // A new one takes the log it is first given, and keeps to it.
+        let fresh = tempfile::tempdir().unwrap();
+        check_identity(fresh.path(), &nats, false).unwrap();
+        check_identity(fresh.path(), &nats, true).unwrap();
+        let e = check_identity(fresh.path(), &plan(LogKind::Embedded), true).unwrap_err();
+        assert!(e.to_string().contains("follows the nats stream LOG"), "{e}");
     }
 }

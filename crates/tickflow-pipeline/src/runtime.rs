@@ -34,7 +34,7 @@ pub struct Status {
     pub log_start_offset: u64,
     pub log_next_offset: u64,
     pub processed_offset: u64,
-    /// Left to process: records on the embedded log, messages on a NATS log.
+    /// Left to process: records on the embedded log, messages on a broker log.
     pub log_lag: u64,
     pub ingested: BTreeMap<String, u64>,
     pub processed: u64,
@@ -275,6 +275,7 @@ impl Pipeline {
         })?;
         let recorded = checkpoint::read(&data_dir)?;
         let at = recorded.as_ref().map_or(0, |c| c.next_offset);
+        crate::log_store::check_identity(&data_dir, &plan.log, at > 0)?;
         let log = LogStore::open(&data_dir, &plan.log, at)?;
         if at > 0 && log.is_empty() {
             return Err(Error::Checkpoint {
@@ -309,6 +310,13 @@ impl Pipeline {
         };
         let removed = lake.recover(ckpt.flush_seq)?;
         let next = ckpt.next_offset.max(log.start_offset());
+        if next > ckpt.next_offset && ckpt.next_offset > 0 {
+            tracing::error!(
+                from = ckpt.next_offset,
+                to = next,
+                "the log's retention deleted records before they were processed; they are lost"
+            );
+        }
         tracing::info!(data_dir = %data_dir.display(), next_offset = next, log_end = log.next_offset(), flush_seq = ckpt.flush_seq, removed_files = removed, "recovered");
         let mut processor = Processor::with_state(plan.processing.clone(), ckpt.state);
         // The lake now holds exactly what the checkpointed state produced.
@@ -1056,12 +1064,15 @@ fn run_processor(
             // Drain what is in the log, but not forever: what is left stays durable in the log
             // and is processed after the next start.
             let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
-            if Instant::now() >= deadline && next > flushed_offset {
+            if Instant::now() >= deadline {
+                // A broker log may also hold what never arrives here (its server is down).
                 tracing::warn!(
                     left = inner.log.lag(next),
                     "stopping before the log is drained; the rest is processed on the next start"
                 );
-                flush(&processor, next, &mut recv_times)?;
+                if next > flushed_offset {
+                    flush(&processor, next, &mut recv_times)?;
+                }
                 return Ok(());
             }
         }

@@ -7,7 +7,9 @@ fn every_example_config_passes_check() {
     for entry in std::fs::read_dir(&dir).expect("config dir") {
         let path = entry.expect("entry").path();
         // A build without the `kafka` feature refuses Kafka connectors, by design.
-        if path.ends_with("kafka.toml") && !cfg!(feature = "kafka") {
+        if (path.ends_with("kafka.toml") || path.ends_with("kafka-log.toml"))
+            && !cfg!(feature = "kafka")
+        {
             continue;
         }
         if path.extension().is_some_and(|e| e == "toml") {
@@ -32,6 +34,12 @@ fn every_example_config_passes_check() {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
+            if path.ends_with("nats-log.toml") {
+                assert!(
+                    text.contains("  log NATS JetStream nats://127.0.0.1:4222 stream TICKFLOW_LOG subject tickflow.log (consumer tickflow-processor, 1 replica(s))"),
+                    "{text}"
+                );
+            }
             if path.ends_with("email.toml") {
                 assert!(
                     text.contains("notifier desk: e-mail via smtp://smtp.example.com:587 (starttls) to desk@example.com, Ops <ops@example.com>"),
