@@ -141,6 +141,7 @@ class Pipeline:
         self.config = os.path.join(work, "bench.toml")
         self.summary_path = os.path.join(work, "summary.json")
         write_config(self.config, self.data_dir, self.port, **config)
+        self.started = time.perf_counter()
         args = [BIN, "run", "--config", self.config, "--summary", self.summary_path]
         if duration:
             args += ["--duration", str(duration)]
@@ -815,6 +816,89 @@ def suite_brokers(ctx):
     return rows
 
 
+MOTO_URL = os.environ.get("TICKFLOW_TEST_MOTO", "http://127.0.0.1:5000")
+
+
+def suite_aws(ctx):
+    """SQS → DynamoDB through moto_server, draining a queue of one-tick messages: tickflow's `sqs` source and `dynamodb` sink against the old pipelines' style, a handler per batch of 10 messages as SQS → Lambda (batch size 10) → DynamoDB ran it, written as its authors' experts would (boto3: receive 10, parse with Decimal, one `batch_writer` per batch, delete the batch). Both talk to the same local moto_server, whose speed bounds both: the ratio is the figure."""
+    import boto3
+    from decimal import Decimal
+
+    # moto_server takes tens of milliseconds a call: a few thousand messages already take
+    # minutes each way.
+    count = 1_000 if QUICK else 5_000
+    creds = dict(endpoint_url=MOTO_URL, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    env = {**os.environ, "AWS_ENDPOINT_URL": MOTO_URL, "AWS_REGION": "us-east-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    sqs = boto3.client("sqs", **creds)
+    ddb = boto3.resource("dynamodb", **creds)
+    peer, ours = [], []
+    for i in range(RUNS):
+        unique = f"{os.getpid()}-{i}-{time.time_ns()}"
+        queue = f"bench-peer-{unique}"
+        url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+        table = ddb.create_table(
+            TableName=queue,
+            KeySchema=[{"AttributeName": "symbol", "KeyType": "HASH"}, {"AttributeName": "trade_id", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "symbol", "AttributeType": "S"}, {"AttributeName": "trade_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        log(f"aws: {count:,} ticks into SQS, drained by a handler per 10 messages, run {i + 1}/{RUNS}")
+        subprocess.run([BIN, "produce", "--count", str(count), "--batch-size", "10", "--to", f"sqs://{queue}"], env=env, check=True, stdout=subprocess.DEVNULL)
+        started = time.perf_counter()
+        stored, idle = 0, 0
+        while stored < count and idle < 10:
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not messages:
+                idle += 1
+                continue
+            idle = 0
+            with table.batch_writer() as batch:
+                for m in messages:
+                    t = json.loads(m["Body"], parse_float=Decimal)
+                    batch.put_item(Item={
+                        "symbol": t["symbol"], "trade_id": str(t["trade_id"]), "ts_event": str(t["ts_event"]),
+                        "price": Decimal(str(t["price"])), "size": Decimal(str(t.get("size", 1))),
+                    })
+            sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(k), "ReceiptHandle": m["ReceiptHandle"]} for k, m in enumerate(messages)])
+            stored += len(messages)
+        if stored < count:
+            raise RuntimeError(f"the handler stored {stored} of {count}")
+        peer.append(count / (time.perf_counter() - started))
+
+        queue = f"bench-tf-{unique}"
+        url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+        subprocess.run([BIN, "produce", "--count", str(count), "--batch-size", "10", "--to", f"sqs://{queue}"], env=env, check=True, stdout=subprocess.DEVNULL)
+        extra = (
+            f'[[sources]]\ntype = "sqs"\nid = "market"\nqueue_url = "{url}"\nregion = "us-east-1"\nendpoint = "{MOTO_URL}"\n'
+            f'access_key_id = "testing"\nsecret_access_key = "testing"\nwait_secs = 1\n'
+            f'[[sinks]]\ntype = "dynamodb"\nid = "ddb"\ntables = {{ trades = "{queue}" }}\nstate_table = "{queue}-state"\n'
+            f'create_tables = true\nregion = "us-east-1"\nendpoint = "{MOTO_URL}"\naccess_key_id = "testing"\nsecret_access_key = "testing"\n'
+        )
+        log(f"aws: the same through tickflow (sqs source → dynamodb sink), run {i + 1}/{RUNS}")
+        with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+            with Pipeline(work, extra=extra, spikes=[]) as p:
+                deadline = time.time() + 900
+                while True:
+                    s = p.status()
+                    written = next((k["rows_written"] for k in s["sinks"] if k["id"] == "ddb"), 0)
+                    if written >= count:
+                        break
+                    if time.time() > deadline:
+                        raise RuntimeError(f"tickflow stored {written} of {count} in DynamoDB")
+                    time.sleep(0.1)
+                ours.append(count / (time.perf_counter() - started_at(p)))
+                p.stop()
+    return [row("aws", f"SQS → DynamoDB, {count:,} one-tick messages waiting, through moto_server", "msgs/s", median(ours),
+                "a handler per 10 messages (boto3, batch_writer)", median(peer), runs={"tickflow": ours, "handler": peer},
+                note="both bounded by moto_server on the same cores; tickflow timed from its start, the handler from its first receive")]
+
+
+def started_at(pipeline):
+    """When `tickflow run` was started (its readiness included, as a Lambda's cold start would be)."""
+    return pipeline.started
+
+
 SUITES = {
     "ingest": suite_ingest,
     "latency": suite_latency,
@@ -825,6 +909,7 @@ SUITES = {
     "scaling": suite_scaling,
     "sources": suite_sources,
     "brokers": suite_brokers,
+    "aws": suite_aws,
 }
 
 # ---------------------------------------------------------------------------------------------
