@@ -880,12 +880,14 @@ def suite_aws(ctx):
             with Pipeline(work, extra=extra, spikes=[]) as p:
                 deadline = time.time() + 900
                 while True:
+                    # Every tick processed, and the sink has written the flush that holds the last.
                     s = p.status()
-                    written = next((k["rows_written"] for k in s["sinks"] if k["id"] == "ddb"), 0)
-                    if written >= count:
+                    sink = next(k for k in s["sinks"] if k["id"] == "ddb")
+                    if (s["processed"] >= count and s["log_lag"] == 0 and sink["lag_rows"] == 0
+                            and sink["position"] == s["published_flush"]):
                         break
                     if time.time() > deadline:
-                        raise RuntimeError(f"tickflow stored {written} of {count} in DynamoDB")
+                        raise RuntimeError(f"tickflow processed {s['processed']} of {count}; the sink is at {sink}")
                     time.sleep(0.1)
                 ours.append(count / (time.perf_counter() - started_at(p)))
                 p.stop()
