@@ -263,6 +263,57 @@ impl<T> Drop for Reader<T> {
     }
 }
 
+/// A [`Reader`] and the chunks it has read whole and not yet committed: what each broker
+/// log's `read`, `wait_for` and `commit_offset` share.
+pub(crate) struct Reading<T> {
+    reader: std::sync::Mutex<Reader<T>>,
+    uncommitted: Uncommitted<T>,
+}
+
+impl<T> Reading<T> {
+    pub(crate) fn new(name: String) -> Self {
+        Self {
+            reader: std::sync::Mutex::new(Reader::new(name)),
+            uncommitted: Uncommitted::default(),
+        }
+    }
+
+    /// [`Reader::fill`], after `restart` has started a broker task at `from` when the last
+    /// read did not end there (the reader is stopped and nothing is pending then).
+    pub(crate) fn read<E>(
+        &self,
+        from: u64,
+        max: usize,
+        out: &mut impl tickflow_log::RecordSink,
+        restart: impl FnOnce(&mut Reader<T>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if !reader.is_at(from) {
+            reader.stop();
+            self.uncommitted.clear();
+            restart(&mut reader)?;
+        }
+        reader.fill(from, max, out, |end, token| {
+            self.uncommitted.push(end, token)
+        });
+        Ok(())
+    }
+
+    /// [`Reader::wait`].
+    pub(crate) fn wait(&self, from: u64, timeout: Duration, rt: &tokio::runtime::Runtime) {
+        self.reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wait(from, timeout, rt);
+    }
+
+    /// The token of the last chunk read whole that ends at or before `next`, taking it and
+    /// those before it: what to commit once `next` is checkpointed.
+    pub(crate) fn take_through(&self, next: u64) -> Option<T> {
+        self.uncommitted.take_through(next)
+    }
+}
+
 /// Chunks read whole and not yet committed on the broker: (offset after the chunk, token).
 pub(crate) struct Uncommitted<T>(std::sync::Mutex<std::collections::VecDeque<(u64, T)>>);
 

@@ -41,7 +41,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 #[cfg(feature = "kafka")]
-use crate::chunked::{self, Chunk, READ_AHEAD, Reader, Uncommitted, offset, position_of};
+use crate::chunked::{self, Chunk, READ_AHEAD, Reader, Reading, offset, position_of};
 
 /// Header naming the chunk format, so a later format can be told apart.
 #[cfg(feature = "kafka")]
@@ -110,8 +110,7 @@ pub struct KafkaLog {
     rt: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     /// Chunks carry their Kafka offset, which commits them.
-    reader: Mutex<Reader<i64>>,
-    uncommitted: Uncommitted<i64>,
+    reading: Reading<i64>,
 }
 
 /// Without the `kafka` feature: [`KafkaLog::open`] says how to build it.
@@ -218,8 +217,7 @@ impl KafkaLog {
         Ok(Self {
             rt,
             shared: Arc::new(shared),
-            reader: Mutex::new(Reader::new(name)),
-            uncommitted: Uncommitted::default(),
+            reading: Reading::new(name),
         })
     }
 
@@ -267,29 +265,20 @@ impl KafkaLog {
         max: usize,
         out: &mut impl tickflow_log::RecordSink,
     ) -> Result<()> {
-        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        if !reader.is_at(from) {
-            self.restart(&mut reader, from)?;
-        }
-        reader.fill(from, max, out, |end, kafka_offset| {
-            self.uncommitted.push(end, kafka_offset);
-        });
-        Ok(())
+        self.reading
+            .read(from, max, out, |reader| self.restart(reader, from))
     }
 
     /// Waits up to `timeout` for something to read at `from` (call [`KafkaLog::read`] after).
     pub fn wait_for(&self, from: u64, timeout: Duration) {
-        self.reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .wait(from, timeout, &self.rt);
+        self.reading.wait(from, timeout, &self.rt);
     }
 
     /// Commits to the group the offset after every chunk below `next`: the processor's
     /// checkpoint has them. Only for the group's view of the lag, so a failure is logged,
     /// not returned.
     pub fn commit_offset(&self, next: u64) {
-        let Some(kafka_offset) = self.uncommitted.take_through(next) else {
+        let Some(kafka_offset) = self.reading.take_through(next) else {
             return;
         };
         let mut list = TopicPartitionList::new();
@@ -305,8 +294,6 @@ impl KafkaLog {
 
     /// Assigns the partition at the message holding `from`.
     fn restart(&self, reader: &mut Reader<i64>, from: u64) -> Result<()> {
-        reader.stop();
-        self.uncommitted.clear();
         let first = self.shared.first_position.load(Ordering::Acquire);
         let position = position_of(from).max(first).max(1);
         let mut list = TopicPartitionList::new();

@@ -20,15 +20,15 @@
 //! Only one thread reads ([`NatsLog::read`], [`NatsLog::wait_for`]).
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::chunked::{self, Chunk, READ_AHEAD, Reader, Uncommitted, offset, position_of};
+use crate::chunked::{self, Chunk, READ_AHEAD, Reader, Reading, offset, position_of};
 
 /// Header naming the chunk format, so a later format can be told apart.
 const FORMAT_HEADER: &str = "Tickflow-Log";
@@ -85,8 +85,7 @@ pub struct NatsLog {
     rt: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     /// Chunks carry the reply subject that acknowledges them.
-    reader: Mutex<Reader<Reply>>,
-    unacked: Uncommitted<Reply>,
+    reading: Reading<Reply>,
 }
 
 impl std::fmt::Debug for NatsLog {
@@ -129,8 +128,7 @@ impl NatsLog {
         Ok(Self {
             rt,
             shared: Arc::new(shared),
-            reader: Mutex::new(Reader::new(name)),
-            unacked: Uncommitted::default(),
+            reading: Reading::new(name),
         })
     }
 
@@ -186,27 +184,22 @@ impl NatsLog {
         max: usize,
         out: &mut impl tickflow_log::RecordSink,
     ) -> Result<()> {
-        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        if !reader.is_at(from) {
-            self.restart(&mut reader, from);
-        }
-        reader.fill(from, max, out, |end, reply| self.unacked.push(end, reply));
-        Ok(())
+        self.reading.read(from, max, out, |reader| {
+            self.restart(reader, from);
+            Ok(())
+        })
     }
 
     /// Waits up to `timeout` for something to read at `from` (call [`NatsLog::read`] after).
     pub fn wait_for(&self, from: u64, timeout: Duration) {
-        self.reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .wait(from, timeout, &self.rt);
+        self.reading.wait(from, timeout, &self.rt);
     }
 
     /// Acknowledges every chunk below `next` on the durable consumer: the processor's
     /// checkpoint has them. Only for the consumer's view of the backlog, so a failure is
     /// logged, not returned.
     pub fn commit_offset(&self, next: u64) {
-        if let Some(reply) = self.unacked.take_through(next).flatten() {
+        if let Some(reply) = self.reading.take_through(next).flatten() {
             let client = self.shared.client.clone();
             self.rt.spawn(async move {
                 if let Err(e) = client.publish(reply, Bytes::from_static(b"+ACK")).await {
@@ -218,8 +211,6 @@ impl NatsLog {
 
     /// Starts the consumer at the chunk holding `from`.
     fn restart(&self, reader: &mut Reader<Reply>, from: u64) {
-        reader.stop();
-        self.unacked.clear();
         let first = self.shared.first_sequence.load(Ordering::Acquire);
         let sequence = position_of(from).max(first).max(1);
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);

@@ -146,34 +146,40 @@ fn sigkill_with_the_lake_on_s3_loses_and_doubles_nothing() {
     );
 }
 
-#[test]
-fn sigkill_with_the_log_on_nats_loses_and_doubles_nothing() {
-    let Some(url) = crate::nats::server() else {
-        return;
-    };
-    let unique = format!(
-        "{}_{}",
-        std::process::id(),
-        tickflow_model::UnixNanos::now().0
-    );
+/// [`killed_three_times`] with `[log]` on a broker: nothing of the log is left on the
+/// machine, and the lake read by a process of its own holds every acknowledged tick once.
+fn killed_three_times_on_a_broker_log(log: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let data = killed_three_times(
-        dir.path(),
-        "",
-        &format!(
-            "[log]\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"TFLOG_{unique}\"\nsubject = \"tflog.{unique}\"\nconsumer = \"tflog-{unique}\"\n"
-        ),
-    );
-    // Nothing of the log is on the machine: its directory holds only the lock.
+    let data = killed_three_times(dir.path(), "", log);
+    // The log's directory holds only its lock.
     let log_files: Vec<_> = std::fs::read_dir(data.join("log"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "LOCK" && n != ".lock")
+        .filter(|n| n != "LOCK")
         .collect();
     assert!(log_files.is_empty(), "local log files: {log_files:?}");
     let rows = sql(&data, "SELECT seq FROM trades");
     let stored: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     every_ack_stored_once(&acked_seqs(&dir.path().join("acks.txt")), &stored);
+}
+
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    )
+}
+
+#[test]
+fn sigkill_with_the_log_on_nats_loses_and_doubles_nothing() {
+    let Some(url) = crate::nats::server() else {
+        return;
+    };
+    let unique = unique();
+    killed_three_times_on_a_broker_log(&format!(
+        "[log]\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"TFLOG_{unique}\"\nsubject = \"tflog.{unique}\"\nconsumer = \"tflog-{unique}\"\n"
+    ));
 }
 
 #[cfg(feature = "kafka")]
@@ -182,21 +188,9 @@ fn sigkill_with_the_log_on_kafka_loses_and_doubles_nothing() {
     let Some(brokers) = crate::kafka::broker() else {
         return;
     };
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        tickflow_model::UnixNanos::now().0
-    );
-    let dir = tempfile::tempdir().unwrap();
+    let unique = unique();
     // tansu 0.6.0 gives a batch of several records one offset: each chunk goes alone.
-    let data = killed_three_times(
-        dir.path(),
-        "",
-        &format!(
-            "[log]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"tflog-{unique}\"\ngroup = \"tflog-{unique}\"\noptions = {{ \"batch.num.messages\" = \"1\" }}\n"
-        ),
-    );
-    let rows = sql(&data, "SELECT seq FROM trades");
-    let stored: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
-    every_ack_stored_once(&acked_seqs(&dir.path().join("acks.txt")), &stored);
+    killed_three_times_on_a_broker_log(&format!(
+        "[log]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"tflog-{unique}\"\ngroup = \"tflog-{unique}\"\noptions = {{ \"batch.num.messages\" = \"1\" }}\n"
+    ));
 }
