@@ -2,7 +2,7 @@
 //! records the embedded log would keep on local disk are kept in a topic instead, so they
 //! outlive the machine that received them.
 //!
-//! - **Records in chunks** on the topic's one partition, offsets from the partition's
+//! - **Records in chunks** on one partition of the topic, offsets from the partition's
 //!   ([`crate::chunked`]; a Kafka offset `k` is message position `k + 1`). Any number of
 //!   processes can append at once; the backlog is reported in messages.
 //! - **Acknowledged when stored**: an idempotent producer with `acks=all`; an append returns
@@ -15,8 +15,9 @@
 //! - **Retention is the broker's** (`retention.ms`, `retention.bytes` of the topic), which
 //!   deletes old messages whether or not they were processed; messages deleted before they
 //!   were read are reported, with how many.
-//! - **One partition**: per-symbol order across partitions needs state handed over between
-//!   processes, which is not built yet; a topic with more is refused.
+//! - **One partition per log**: a partitioned log (`[log] partitions`) is one [`KafkaLog`]
+//!   per partition, each with a processor of its own; a topic whose partition count is not
+//!   the configured one is refused, as symbols would move between partitions.
 //!
 //! The methods block the calling thread; the client runs on a small runtime of its own.
 //! Only one thread reads ([`KafkaLog::read`], [`KafkaLog::wait_for`]).
@@ -60,8 +61,12 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, PartialEq, Eq)]
 pub struct KafkaLogConfig {
     pub brokers: String,
-    /// Created with one partition when missing.
+    /// Created with `partitions` partitions when missing.
     pub topic: String,
+    /// The topic's partitions: a topic with another count is refused.
+    pub partitions: i32,
+    /// The partition this log reads and appends to.
+    pub partition: i32,
     /// The consumer group processing commits its position to.
     pub group: String,
     /// Copies of the partition, when the topic is created.
@@ -79,6 +84,7 @@ impl std::fmt::Debug for KafkaLogConfig {
         f.debug_struct("KafkaLogConfig")
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
+            .field("partition", &self.partition)
             .field("group", &self.group)
             .field("options", &crate::kafka::option_names(&self.options))
             .finish_non_exhaustive()
@@ -126,6 +132,8 @@ struct Shared {
     /// The position (Kafka offset + 1) of the last message known to be in the topic.
     last_position: AtomicU64,
     first_position: AtomicU64,
+    /// Whether [`watch_end`] runs (for the reader only).
+    watching: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(feature = "kafka")]
@@ -199,8 +207,8 @@ fn producer(config: &KafkaLogConfig) -> Result<FutureProducer> {
 
 #[cfg(feature = "kafka")]
 impl KafkaLog {
-    /// Connects, creates the topic with one partition when missing (and refuses one with
-    /// more), and finds its end.
+    /// Connects, creates the topic with the configured partitions when missing (and refuses
+    /// one with another count), and finds the partition's end.
     ///
     /// # Errors
     /// The brokers cannot be reached, the topic cannot be the log, or it ends before the
@@ -213,7 +221,10 @@ impl KafkaLog {
             .build()
             .map_err(err("starting the client's runtime"))?;
         let shared = rt.block_on(connect(config))?;
-        let name = format!("Kafka topic {}", shared.config.topic);
+        let name = format!(
+            "Kafka topic {} partition {}",
+            shared.config.topic, shared.config.partition
+        );
         Ok(Self {
             rt,
             shared: Arc::new(shared),
@@ -284,7 +295,7 @@ impl KafkaLog {
         let mut list = TopicPartitionList::new();
         let added = list.add_partition_offset(
             &self.shared.config.topic,
-            0,
+            self.shared.config.partition,
             Offset::Offset(kafka_offset + 1),
         );
         if let Err(e) = added.and_then(|()| self.shared.consumer.commit(&list, CommitMode::Async)) {
@@ -299,7 +310,7 @@ impl KafkaLog {
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(
             &self.shared.config.topic,
-            0,
+            self.shared.config.partition,
             Offset::Offset(i64::try_from(position - 1).unwrap_or(i64::MAX)),
         )
         .map_err(err("assigning the partition"))?;
@@ -310,6 +321,9 @@ impl KafkaLog {
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         let start = i64::try_from(position - 1).unwrap_or(i64::MAX);
         let task = self.rt.spawn(follow(Arc::clone(&self.shared), start, tx));
+        if !self.shared.watching.swap(true, Ordering::AcqRel) {
+            self.rt.spawn(watch_end(Arc::clone(&self.shared)));
+        }
         reader.start(from, rx, task);
         tracing::info!(from, kafka_offset = position - 1, topic = %self.shared.config.topic, "reading the Kafka log");
         Ok(())
@@ -321,7 +335,7 @@ async fn connect(config: KafkaLogConfig) -> Result<Shared> {
     let admin =
         crate::kafka::Producer::new(&config.brokers, &config.options).map_err(KafkaLogError)?;
     admin
-        .ensure_topic_replicated(&config.topic, 1, config.replicas)
+        .ensure_topic_replicated(&config.topic, config.partitions, config.replicas)
         .await
         .map_err(KafkaLogError)?;
     let mut client = crate::kafka::client_config(&config.brokers, &config.options);
@@ -353,14 +367,14 @@ async fn connect(config: KafkaLogConfig) -> Result<Shared> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    if partitions != 1 {
+    if partitions != usize::try_from(config.partitions).unwrap_or(0) {
         return Err(KafkaLogError(format!(
-            "topic {} has {partitions} partitions; the log takes a topic of one (name another in [log] topic)",
-            config.topic
+            "topic {} has {partitions} partitions and [log] partitions says {}: records of one symbol would land in another partition than before (name another topic in [log] topic, or set partitions to match)",
+            config.topic, config.partitions
         )));
     }
     let (low, high) = consumer
-        .fetch_watermarks(&config.topic, 0, OPEN_TIMEOUT)
+        .fetch_watermarks(&config.topic, config.partition, OPEN_TIMEOUT)
         .map_err(err("reading the topic's end"))?;
     let last = u64::try_from(high).unwrap_or(0);
     let end = offset(last + 1, 0);
@@ -379,6 +393,7 @@ async fn connect(config: KafkaLogConfig) -> Result<Shared> {
         consumer,
         last_position: AtomicU64::new(last),
         first_position: AtomicU64::new(u64::try_from(low).unwrap_or(0) + 1),
+        watching: std::sync::atomic::AtomicBool::new(false),
     })
 }
 
@@ -395,7 +410,7 @@ impl Shared {
         let mut deliveries = Vec::with_capacity(chunks.len());
         for (payload, count) in &chunks {
             let record = FutureRecord::<(), [u8]>::to(&self.config.topic)
-                .partition(0)
+                .partition(self.config.partition)
                 .payload(payload.as_ref())
                 .headers(OwnedHeaders::new().insert(Header {
                     key: FORMAT_HEADER,
@@ -437,6 +452,31 @@ impl Shared {
             }
         }
         KafkaLogError(format!("{what} on {}: {e}", self.config.topic))
+    }
+}
+
+/// How often the reader asks for the partition's end.
+#[cfg(feature = "kafka")]
+const WATCH_END_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps the partition's end current while this log is read, so the lag counts what other
+/// processes appended and the consumer has not fetched yet.
+#[cfg(feature = "kafka")]
+async fn watch_end(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(WATCH_END_EVERY).await;
+        let s = Arc::clone(&shared);
+        let end = tokio::task::spawn_blocking(move || {
+            s.consumer
+                .fetch_watermarks(&s.config.topic, s.config.partition, OPEN_TIMEOUT)
+        })
+        .await;
+        if let Ok(Ok((_, high))) = end {
+            // The last message's position is its offset + 1: the high watermark.
+            shared
+                .last_position
+                .fetch_max(u64::try_from(high).unwrap_or(0), Ordering::AcqRel);
+        }
     }
 }
 

@@ -410,9 +410,11 @@ async fn follow_once(
             *sequence = stream_sequence + 1;
             continue;
         }
+        // Messages still pending for the consumer count toward the end, so the lag includes
+        // what other processes appended and was not delivered yet.
         shared
             .last_sequence
-            .fetch_max(stream_sequence, Ordering::AcqRel);
+            .fetch_max(stream_sequence + info.pending, Ordering::AcqRel);
         let chunk = Chunk {
             position: stream_sequence,
             payload: message.message.payload.clone(),

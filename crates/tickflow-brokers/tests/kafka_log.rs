@@ -37,6 +37,8 @@ fn config(brokers: &str, topic: &str, checkpoint: u64) -> KafkaLogConfig {
     KafkaLogConfig {
         brokers: brokers.to_string(),
         topic: topic.to_string(),
+        partitions: 1,
+        partition: 0,
         group: format!("{topic}-processor"),
         options: BTreeMap::from([("batch.num.messages".to_string(), "1".to_string())]),
         replicas: 1,
@@ -168,9 +170,41 @@ fn a_topic_that_cannot_be_the_log_is_refused() {
         .block_on(producer.ensure_topic(&topic, 3))
         .unwrap();
     let e = KafkaLog::open(config(&brokers, &topic, 0)).expect_err("three partitions");
-    assert!(e.to_string().contains("has 3 partitions"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("has 3 partitions and [log] partitions says 1"),
+        "{e}"
+    );
     // A checkpoint past the end of a topic: deleted or replaced.
     let fresh = unique("tflog-fresh");
     let e = KafkaLog::open(config(&brokers, &fresh, offset(50, 2))).expect_err("replaced");
     assert!(e.to_string().contains("deleted or replaced"), "{e}");
+}
+
+/// A partitioned log: each partition's log appends to and reads its own partition only,
+/// with offsets of its own.
+#[test]
+fn each_partition_of_a_partitioned_log_holds_its_own_records() {
+    let Some(brokers) = broker() else { return };
+    let topic = unique("tflog-parts");
+    let part = |p: i32| {
+        KafkaLog::open(KafkaLogConfig {
+            partitions: 3,
+            partition: p,
+            ..config(&brokers, &topic, 0)
+        })
+        .expect("open a partition")
+    };
+    let (zero, two) = (part(0), part(2));
+    let first = append(&zero, &records(0..3));
+    let other = append(&two, &records(10..15));
+    // Partition 2's first message is its own first, not after partition 0's.
+    assert_eq!(other.start, record_offset(1, 5, 0));
+    assert_eq!(first.start, record_offset(1, 3, 0));
+    let got: Vec<Vec<u8>> = read_all(&two, 0, 5).into_iter().map(|r| r.1).collect();
+    assert_eq!(got, records(10..15));
+    let got: Vec<Vec<u8>> = read_all(&zero, 0, 3).into_iter().map(|r| r.1).collect();
+    assert_eq!(got, records(0..3));
+    // Nothing went to partition 1.
+    assert_eq!(part(1).next_offset(), offset(1, 0));
 }

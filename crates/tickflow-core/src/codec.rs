@@ -518,6 +518,35 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The symbol of an encoded trade, quote or bar, read without decoding the rest; `None`
+/// for any other record (rejected input, alerts, deliveries) or a damaged one. A
+/// partitioned log routes records by it.
+pub fn symbol_of(bytes: &[u8]) -> Option<&[u8]> {
+    const TIMES: usize = 2 + 16;
+    const PRICE: usize = 9;
+    let (&tag, rest) = bytes.split_first()?;
+    let flags = *rest.first()?;
+    let seq = if flags & HAS_SEQ != 0 { 8 } else { 0 };
+    let skip = match tag {
+        TAG_TRADE => TIMES + 2 * PRICE + seq,
+        TAG_QUOTE => TIMES + 4 * PRICE + seq,
+        TAG_BAR => {
+            TIMES
+                + 1
+                + 4 * PRICE
+                + 17
+                + if flags & HAS_VWAP != 0 { PRICE } else { 0 }
+                + if flags & HAS_TRADE_COUNT != 0 { 8 } else { 0 }
+        }
+        _ => return None,
+    };
+    Cursor {
+        buf: bytes.get(skip..)?,
+    }
+    .raw_str()
+    .ok()
+}
+
 fn utf8(bytes: &[u8]) -> Result<&str> {
     std::str::from_utf8(bytes).map_err(|_| Error::Codec("string is not UTF-8"))
 }
@@ -855,6 +884,7 @@ mod tests {
         (bare.bar.vwap, bare.bar.trade_count) = (None, None);
         for e in [trade(), quote, bar(), Event::Bar(bare)] {
             let bytes = to_bytes(&e);
+            assert_eq!(symbol_of(&bytes), Some(e.symbol().as_str().as_bytes()));
             assert_eq!(d.decode(&bytes).unwrap(), e);
             assert_eq!(d.decode(&bytes).unwrap(), e, "cached path");
         }

@@ -262,7 +262,7 @@ impl Lake {
         written: &mut Vec<(PathBuf, PathBuf)>,
     ) -> Result<()> {
         for table in Table::ALL {
-            let stored = self.stored(&self.root().join(table.name()))?;
+            let stored = self.stored(&self.table_dir(table))?;
             for (folder, parts) in parts_by_folder(stored) {
                 let parts = parts
                     .into_iter()
@@ -326,7 +326,7 @@ impl Lake {
     /// # Errors
     /// The tree cannot be read or a file cannot be removed.
     pub(crate) fn delete_superseded(&self) -> Result<usize> {
-        let doomed = superseded_files(self.stored(self.root())?);
+        let doomed = superseded_files(self.stored_tables()?);
         if doomed.is_empty() {
             return Ok(0);
         }
@@ -347,7 +347,7 @@ impl Lake {
     pub fn expire(&self, tables: &[Table], before: Date, max_seq: u64) -> Result<usize> {
         let mut doomed = Vec::new();
         for table in tables {
-            let stored = self.stored(&self.root().join(table.name()))?;
+            let stored = self.stored(&self.table_dir(*table))?;
             for (folder, parts) in parts_by_folder(stored) {
                 if folder_date(&folder).is_some_and(|d| d < before) {
                     doomed.extend(

@@ -32,6 +32,6 @@ pub use read::{read_file, rows_from_batch};
 pub use store::ObjectLake;
 pub use table::Table;
 pub use tickflow_model::Rows;
-pub use writer::{Lake, WriteReport, flush_seq_of, symbol_bucket};
+pub use writer::{Lake, WriteReport, flush_seq_of, partition_folder, symbol_bucket};
 
 pub use arrow::record_batch::RecordBatch;

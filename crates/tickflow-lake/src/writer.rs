@@ -32,6 +32,9 @@ pub struct Lake {
     remote: Option<Remote>,
     props: WriterProperties,
     symbol_buckets: u32,
+    /// The log partition this lake instance writes (`[log] partitions`): its files go under
+    /// `<table>/partition=NN/`, and recovery and compaction touch only those.
+    partition: Option<u32>,
     /// Listing reads under it and compaction deletes under it, so a listing never misses
     /// both a merged file and the inputs it replaced.
     listing: RwLock<()>,
@@ -41,6 +44,11 @@ pub struct Lake {
     /// count moves: walking thousands of folders per query cost about 10 ms.
     changes: AtomicU64,
     listings: Mutex<HashMap<Table, (u64, Arc<compact::Folders>)>>,
+}
+
+/// The folder of a log partition's files in each table.
+pub fn partition_folder(partition: u32) -> String {
+    format!("partition={partition:02}")
 }
 
 /// The folder under `date=…` a group of rows goes to.
@@ -227,6 +235,7 @@ impl Lake {
             remote,
             props,
             symbol_buckets: 0,
+            partition: None,
             listing: RwLock::new(()),
             generation: AtomicU64::new(0),
             changes: AtomicU64::new(0),
@@ -242,6 +251,35 @@ impl Lake {
     pub fn with_symbol_buckets(mut self, buckets: u32) -> Self {
         self.symbol_buckets = buckets;
         self
+    }
+
+    /// Confines this instance to one log partition's files: each process that owns a
+    /// partition writes, recovers and compacts its own folder of every table, so processes
+    /// sharing a lake never touch each other's files. Readers of the whole lake open it
+    /// without a partition.
+    #[must_use]
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// The folder of `table` this instance writes: `<root>/<table>`, or under a partition
+    /// `<root>/<table>/partition=NN`.
+    pub fn table_dir(&self, table: Table) -> PathBuf {
+        let dir = self.root.join(table.name());
+        match self.partition {
+            Some(p) => dir.join(partition_folder(p)),
+            None => dir,
+        }
+    }
+
+    /// Every stored file under this instance's table folders.
+    pub(crate) fn stored_tables(&self) -> Result<Vec<(PathBuf, u64)>> {
+        let mut all = Vec::new();
+        for table in Table::ALL {
+            all.extend(self.stored(&self.table_dir(table))?);
+        }
+        Ok(all)
     }
 
     /// The lake directory, or the URL of its prefix on object storage. Files are named
@@ -339,7 +377,7 @@ impl Lake {
     }
 
     fn partition_dir(&self, table: Table, (date, part): PartitionKey<'_>) -> PathBuf {
-        let mut dir = self.root.join(table.name()).join(format!("date={date}"));
+        let mut dir = self.table_dir(table).join(format!("date={date}"));
         match part {
             Part::Symbol(symbol) => dir.push(format!("symbol={symbol}")),
             Part::Bucket(bucket) => dir.push(format!("bucket={bucket:02}")),
@@ -460,7 +498,7 @@ impl Lake {
         if let Some(folders) = kept(&self.listings.lock().unwrap_or_else(|e| e.into_inner())) {
             return Ok(folders);
         }
-        let stored = self.stored(&self.root.join(table.name()))?;
+        let stored = self.stored(&self.table_dir(table))?;
         let folders = Arc::new(compact::parts_by_folder(stored));
         let mut cache = self.listings.lock().unwrap_or_else(|e| e.into_inner());
         if cache.get(&table).is_none_or(|(at, _)| *at < changes) {
@@ -499,7 +537,7 @@ impl Lake {
     /// The tree cannot be read or a file cannot be removed.
     pub fn recover(&self, committed_seq: u64) -> Result<usize> {
         let doomed: Vec<PathBuf> = self
-            .stored(&self.root)?
+            .stored_tables()?
             .into_iter()
             .map(|(path, _)| path)
             .filter(|path| {
@@ -755,6 +793,44 @@ mod tests {
         // Deleting counts as a change too.
         assert_eq!(lake.recover(1).unwrap(), 2);
         assert_eq!(lake.files(Table::Trades, u64::MAX).unwrap(), first);
+    }
+
+    /// Two processes, each owning a log partition, share one lake: each writes, recovers
+    /// and lists only its own folder, and a reader of the whole lake sees both.
+    #[test]
+    fn partitions_share_a_lake_without_touching_each_others_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p0 = Lake::open(dir.path()).unwrap().with_partition(0);
+        let p1 = Lake::open(dir.path()).unwrap().with_partition(1);
+        let rows = |sym: &str, n: u64| Rows {
+            trades: vec![trade(sym, 0, n)],
+            ..Default::default()
+        };
+        // The same flush numbers in both: names never collide.
+        for seq in 1..=2 {
+            p0.write(&rows("NVDA", seq), seq).unwrap();
+            p1.write(&rows("AAPL", seq), seq).unwrap();
+        }
+        // Partition 0 committed only flush 1; its recovery leaves partition 1's flush 2.
+        assert_eq!(p0.recover(1).unwrap(), 1);
+        let names = |lake: &Lake| -> Vec<String> {
+            lake.files(Table::Trades, u64::MAX)
+                .unwrap()
+                .iter()
+                .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(&p0),
+            ["trades/partition=00/date=2024-10-04/symbol=NVDA/part-000000000001-00000.parquet"]
+        );
+        assert_eq!(names(&p1).len(), 2);
+        let whole = Lake::open(dir.path()).unwrap();
+        assert_eq!(names(&whole).len(), 3);
+        // Each partition's sinks read its own flushes back.
+        let (last, read) = p1.read_flushes(1, 2).unwrap();
+        let seqs: Vec<_> = read.trades.iter().map(|t| t.seq).collect();
+        assert_eq!((last, seqs), (2, vec![Some(2)]));
     }
 
     #[test]

@@ -147,6 +147,30 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
 }
 
+/// The last published flush of a checkpoint, read from its header alone (another
+/// process's partition, whose state is not needed); `None` when there is none yet.
+///
+/// # Errors
+/// A file that is not a checkpoint.
+pub fn published_flush(data_dir: &Path) -> Result<Option<u64>> {
+    let path = path(data_dir);
+    let mut header = [0u8; 24];
+    match File::open(&path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(&path, e.to_string())),
+    }
+    if ![MAGIC, MAGIC_V3, MAGIC_V2, MAGIC_V1]
+        .iter()
+        .any(|m| header[..8] == m[..])
+    {
+        return Err(err(&path, "not a tickflow checkpoint (bad header)"));
+    }
+    Ok(Some(u64::from_le_bytes(
+        header[16..24].try_into().unwrap_or([0; 8]),
+    )))
+}
+
 /// Reads the checkpoint; `None` when there is none yet.
 ///
 /// # Errors

@@ -90,6 +90,9 @@ pub struct RawLog {
     pub subject: Option<String>,
     pub consumer: Option<String>,
     pub replicas: Option<i64>,
+    /// A broker log split by symbol into this many partitions, shared out among the
+    /// processes that run the config.
+    pub partitions: Option<i64>,
     /// `kind = "kafka"`: the brokers, topic, group and librdkafka options.
     pub brokers: Option<String>,
     pub topic: Option<String>,
@@ -705,10 +708,26 @@ pub struct HttpPlan {
 #[derive(Clone, Debug)]
 pub struct LogPlan {
     pub kind: LogKind,
+    /// Partitions of a broker log (1 on the embedded log): each is processed, checkpointed
+    /// and written to the lake apart, by whichever process owns it (`crate::members`).
+    pub partitions: u32,
+    /// Set on the plan of one partition's processor (`LogPlan::for_partition`).
+    pub partition: Option<u32>,
     pub segment_bytes: u64,
     pub retention_age: Option<Duration>,
     pub retention_bytes: Option<u64>,
     pub fsync: bool,
+}
+
+impl LogPlan {
+    /// The plan of partition `p`'s processor.
+    #[must_use]
+    pub fn for_partition(&self, p: u32) -> Self {
+        Self {
+            partition: Some(p),
+            ..self.clone()
+        }
+    }
 }
 
 /// Where the log's records are kept (`[log] kind`).
@@ -795,6 +814,9 @@ pub struct LakePlan {
     pub sink_buffer_rows: usize,
     /// Where the lake lives when not under the data directory.
     pub object: Option<tickflow_lake::ObjectLake>,
+    /// A local lake elsewhere than `<data_dir>/lake`: a partition's processor writes the
+    /// lake of the data directory above its own.
+    pub dir: Option<PathBuf>,
     /// Trades and quotes of days older than this many are deleted; `None` keeps them.
     pub retention_days: Option<u32>,
 }
@@ -1309,11 +1331,16 @@ fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
     };
     match kind {
         "embedded" => {
-            if raw.replicas.is_some() {
-                c.add(
-                    "log.replicas",
-                    "applies to a broker log only (kind = \"nats\" or \"kafka\")",
-                );
+            for (key, given) in [
+                ("replicas", raw.replicas.is_some()),
+                ("partitions", raw.partitions.is_some()),
+            ] {
+                if given {
+                    c.add(
+                        format!("log.{key}"),
+                        "applies to a broker log only (kind = \"nats\" or \"kafka\")",
+                    );
+                }
             }
             LogKind::Embedded
         }
@@ -2668,6 +2695,8 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     };
     let log = LogPlan {
         kind: log_kind(c, &raw.log),
+        partitions: c.range("log.partitions", raw.log.partitions, 1, 1, MAX_PARTITIONS) as u32,
+        partition: None,
         segment_bytes: c.range("log.segment_mb", raw.log.segment_mb, 128, 1, 4096) as u64
             * 1024
             * 1024,
@@ -3004,6 +3033,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
             object
         }),
+        dir: None,
         retention_days: raw
             .lake
             .retention_days
@@ -3528,6 +3558,21 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
         }
     }
+    if log.partitions > 1 {
+        // Each would run in every process at once, or in none.
+        for (what, given) in [
+            ("[[jobs]]", !jobs.is_empty()),
+            ("[[alerts.stale_feed]]", !stale_feeds.is_empty()),
+            ("[[alerts.gap]]", !gap_rules.is_empty()),
+        ] {
+            if given {
+                c.add(
+                    "log.partitions",
+                    format!("{what} cannot run yet with a partitioned log: run them from a one-partition pipeline, or set partitions = 1"),
+                );
+            }
+        }
+    }
     Plan {
         data_dir,
         http,
@@ -3544,6 +3589,10 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         gap_rules,
     }
 }
+
+/// The most partitions a broker log may have: each is a processor, a checkpoint and a
+/// folder of every lake table.
+pub const MAX_PARTITIONS: i64 = 64;
 
 /// Ids name connectors in metrics labels, status and file names: short and plain.
 fn valid_id(id: &str) -> bool {
@@ -4551,6 +4600,47 @@ mod tests {
         .to_string();
         assert!(
             err.contains("a.toml:3: lake.compact_target_mb: 0 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_partitioned_log_is_a_broker_s_and_refuses_what_would_run_in_every_process() {
+        let plan = parse(
+            "data_dir = \"x\"\n[log]\nkind = \"nats\"\npartitions = 4\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!((plan.log.partitions, plan.log.partition), (4, None));
+        assert_eq!(plan.log.for_partition(3).partition, Some(3));
+        let err = parse(
+            "data_dir = \"x\"\n[log]\npartitions = 2\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a.toml:3: log.partitions: applies to a broker log only"),
+            "{err}"
+        );
+        let err = parse(
+            "data_dir = \"x\"\n[log]\nkind = \"nats\"\npartitions = 65\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("log.partitions: 65 is out of range 1..=64"),
+            "{err}"
+        );
+        let err = parse(
+            "data_dir = \"x\"\n[log]\nkind = \"nats\"\npartitions = 2\n[[jobs]]\nname = \"c\"\nkind = \"compaction\"\ncron = \"0 3 * * *\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("[[jobs]] cannot run yet with a partitioned log"),
             "{err}"
         );
     }

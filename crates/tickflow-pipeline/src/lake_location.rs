@@ -56,6 +56,7 @@ fn recorded(data_dir: &Path) -> Result<Option<Recorded>> {
 /// or the lake cannot be opened.
 pub(crate) fn open_for_pipeline(
     data_dir: &Path,
+    local: Option<&Path>,
     object: Option<&ObjectLake>,
     has_history: bool,
 ) -> Result<Lake> {
@@ -65,7 +66,9 @@ pub(crate) fn open_for_pipeline(
         message,
     };
     match (object, recorded) {
-        (None, None) => Ok(Lake::open(data_dir.join("lake"))?),
+        (None, None) => Ok(Lake::open(
+            local.map_or_else(|| data_dir.join("lake"), Path::to_path_buf),
+        )?),
         (None, Some(r)) => Err(mismatch(format!(
             "this data directory's lake is at {}: set lake.url to it, or use another data directory",
             r.url
@@ -147,7 +150,7 @@ mod tests {
     fn a_data_directory_keeps_the_lake_its_checkpoint_counts() {
         let dir = tempfile::tempdir().unwrap();
         // A local lake with history is not moved to S3 by a config.
-        let err = open_for_pipeline(dir.path(), Some(&s3("s3://b/p")), true)
+        let err = open_for_pipeline(dir.path(), None, Some(&s3("s3://b/p")), true)
             .unwrap_err()
             .to_string();
         assert!(
@@ -157,11 +160,11 @@ mod tests {
         assert!(!record_path(dir.path()).exists(), "nothing recorded");
         // A recorded S3 lake is not left for the local one, nor for another bucket.
         record(dir.path(), &s3("s3://b/p")).unwrap();
-        let err = open_for_pipeline(dir.path(), None, true)
+        let err = open_for_pipeline(dir.path(), None, None, true)
             .unwrap_err()
             .to_string();
         assert!(err.contains("lake is at s3://b/p: set lake.url"), "{err}");
-        let err = open_for_pipeline(dir.path(), Some(&s3("s3://b/other")), true)
+        let err = open_for_pipeline(dir.path(), None, Some(&s3("s3://b/other")), true)
             .unwrap_err()
             .to_string();
         assert!(
@@ -180,7 +183,7 @@ mod tests {
         assert_eq!(recorded(dir.path()).unwrap().unwrap().url, "s3://b/p");
         // A local lake stays local.
         let plain = tempfile::tempdir().unwrap();
-        let lake = open_for_pipeline(plain.path(), None, false).unwrap();
+        let lake = open_for_pipeline(plain.path(), None, None, false).unwrap();
         assert_eq!(lake.root(), plain.path().join("lake"));
         assert!(lake.object_store().is_none());
     }

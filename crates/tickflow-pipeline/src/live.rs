@@ -111,6 +111,39 @@ pub(crate) fn files(lake: &Lake, seq: u64) -> Result<Vec<(Table, Vec<PathBuf>)>>
         .collect()
 }
 
+/// The partition of a lake file, from its `partition=NN` folder.
+fn partition_in(path: &Path) -> Option<u32> {
+    path.ancestors().find_map(|dir| {
+        dir.file_name()?
+            .to_str()?
+            .strip_prefix("partition=")?
+            .parse()
+            .ok()
+    })
+}
+
+/// Files of `table` in the whole (partitioned) `lake` that each partition in `published`
+/// has published: up to its flush. Partitions not in it contribute none.
+pub(crate) fn partitions_files(
+    lake: &Lake,
+    table: Table,
+    published: &std::collections::BTreeMap<u32, u64>,
+) -> Result<Vec<PathBuf>> {
+    if published.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(lake
+        .files(table, u64::MAX)?
+        .into_iter()
+        .filter(|path| {
+            partition_in(path)
+                .and_then(|p| published.get(&p))
+                .zip(tickflow_lake::seq_range_of(path))
+                .is_some_and(|(seq, (_, last))| last <= *seq)
+        })
+        .collect())
+}
+
 /// Query inputs for a data directory with no pipeline running: the files of `lake` (the
 /// data directory's, [`crate::open_lake`]) the checkpoint published, plus the bars it holds
 /// open.
@@ -118,6 +151,9 @@ pub(crate) fn files(lake: &Lake, seq: u64) -> Result<Vec<(Table, Vec<PathBuf>)>>
 /// # Errors
 /// A damaged checkpoint or an unreadable lake.
 pub fn offline_inputs(data_dir: &Path, lake: &Lake) -> Result<QueryInputs> {
+    if data_dir.join("partitions").is_dir() {
+        return offline_partitions(data_dir, lake);
+    }
     let Some(ckpt) = checkpoint::read(data_dir)? else {
         return Ok(QueryInputs::default());
     };
@@ -129,6 +165,42 @@ pub fn offline_inputs(data_dir: &Path, lake: &Lake) -> Result<QueryInputs> {
     };
     Ok(QueryInputs {
         files: files(lake, ckpt.flush_seq)?,
+        live: live.batches()?,
+        lake_generation: 0,
+    })
+}
+
+/// [`offline_inputs`] of a partitioned log's data directory: each partition's published
+/// files and open bars.
+fn offline_partitions(data_dir: &Path, lake: &Lake) -> Result<QueryInputs> {
+    let mut published = std::collections::BTreeMap::new();
+    let mut live = Live::default();
+    for entry in std::fs::read_dir(data_dir.join("partitions"))
+        .map_err(|source| crate::Error::Io {
+            context: format!("listing {}", data_dir.join("partitions").display()),
+            source,
+        })?
+        .flatten()
+    {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ckpt) = checkpoint::read(&entry.path())? {
+            published.insert(p, ckpt.flush_seq);
+            let processor = Processor::with_state(ProcessorConfig::default(), ckpt.state);
+            live.open_bars.extend(processor.open_bars());
+        }
+    }
+    let files = Table::ALL
+        .into_iter()
+        .map(|t| Ok((t, partitions_files(lake, t, &published)?)))
+        .collect::<Result<_>>()?;
+    Ok(QueryInputs {
+        files,
         live: live.batches()?,
         lake_generation: 0,
     })

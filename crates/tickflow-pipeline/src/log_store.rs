@@ -44,9 +44,68 @@ impl std::fmt::Debug for LogStore {
 fn identity(plan: &LogPlan) -> String {
     match &plan.kind {
         LogKind::Embedded => "embedded".into(),
-        LogKind::Nats(n) => format!("nats stream {} subject {}", n.stream, n.subject),
-        LogKind::Kafka(k) => format!("kafka topic {}", k.topic),
+        LogKind::Nats(_) => {
+            let (stream, subject) = nats_names(plan);
+            format!("nats stream {stream} subject {subject}")
+        }
+        LogKind::Kafka(k) => match plan.partition {
+            Some(p) => format!(
+                "kafka topic {} partition {p} of {}",
+                k.topic, plan.partitions
+            ),
+            None => format!("kafka topic {}", k.topic),
+        },
     }
+}
+
+/// The stream and subject of the NATS log `plan` reads: partition `p` of a partitioned log
+/// is a stream of its own, `<stream>-<p>` on `<subject>.<p>`.
+fn nats_names(plan: &LogPlan) -> (String, String) {
+    match (&plan.kind, plan.partition) {
+        (LogKind::Nats(n), Some(p)) => (format!("{}-{p}", n.stream), format!("{}.{p}", n.subject)),
+        (LogKind::Nats(n), None) => (n.stream.clone(), n.subject.clone()),
+        _ => (String::new(), String::new()),
+    }
+}
+
+/// Opens the NATS log of `plan` (its partition's, if it names one) where processing stands
+/// at `checkpoint`.
+pub(crate) fn open_nats(
+    plan: &LogPlan,
+    nats: &crate::config::NatsLogPlan,
+    checkpoint: u64,
+) -> Result<NatsLog> {
+    let (stream, subject) = nats_names(plan);
+    NatsLog::open(NatsLogConfig {
+        url: nats.url.clone(),
+        stream,
+        subject,
+        consumer: nats.consumer.clone(),
+        replicas: nats.replicas,
+        max_age: plan.retention_age,
+        max_bytes: plan.retention_bytes,
+        checkpoint,
+    })
+    .map_err(nats_error)
+}
+
+/// Opens the Kafka log of `plan`: its partition of the topic.
+pub(crate) fn open_kafka(
+    plan: &LogPlan,
+    kafka: &crate::config::KafkaLogPlan,
+    checkpoint: u64,
+) -> Result<KafkaLog> {
+    KafkaLog::open(KafkaLogConfig {
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        partitions: i32::try_from(plan.partitions).unwrap_or(1),
+        partition: plan.partition.map_or(0, |p| i32::try_from(p).unwrap_or(0)),
+        group: kafka.group.clone(),
+        options: kafka.options.clone(),
+        replicas: kafka.replicas,
+        checkpoint,
+    })
+    .map_err(kafka_error)
 }
 
 /// Refuses a log other than the one the checkpoint's offsets belong to: read there, they
@@ -113,35 +172,15 @@ impl LogStore {
             })?)),
             LogKind::Nats(nats) => {
                 let lock = tickflow_log::lock_dir(&data_dir.join("log"))?;
-                let log = NatsLog::open(NatsLogConfig {
-                    url: nats.url.clone(),
-                    stream: nats.stream.clone(),
-                    subject: nats.subject.clone(),
-                    consumer: nats.consumer.clone(),
-                    replicas: nats.replicas,
-                    max_age: plan.retention_age,
-                    max_bytes: plan.retention_bytes,
-                    checkpoint,
-                })
-                .map_err(nats_error)?;
                 Ok(Self::Nats {
-                    log: Box::new(log),
+                    log: Box::new(open_nats(plan, nats, checkpoint)?),
                     _lock: lock,
                 })
             }
             LogKind::Kafka(kafka) => {
                 let lock = tickflow_log::lock_dir(&data_dir.join("log"))?;
-                let log = KafkaLog::open(KafkaLogConfig {
-                    brokers: kafka.brokers.clone(),
-                    topic: kafka.topic.clone(),
-                    group: kafka.group.clone(),
-                    options: kafka.options.clone(),
-                    replicas: kafka.replicas,
-                    checkpoint,
-                })
-                .map_err(|e| Error::BrokerLog(e.to_string()))?;
                 Ok(Self::Kafka {
-                    log: Box::new(log),
+                    log: Box::new(open_kafka(plan, kafka, checkpoint)?),
                     _lock: lock,
                 })
             }
@@ -242,6 +281,8 @@ mod tests {
     fn plan(kind: LogKind) -> LogPlan {
         LogPlan {
             kind,
+            partitions: 1,
+            partition: None,
             segment_bytes: 1 << 20,
             retention_age: None,
             retention_bytes: None,

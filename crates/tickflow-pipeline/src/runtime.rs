@@ -61,6 +61,82 @@ pub struct Status {
     pub reloads: u64,
     /// Set when a pipeline thread failed; the pipeline is then stopping.
     pub failure: Option<String>,
+    /// On a partitioned log: the partitions and which this process owns. The figures above
+    /// then add up the owned partitions (offsets and lag: the sum of each one's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<PartitionsStatus>,
+}
+
+/// Which partitions of a partitioned log this process runs (`crate::members`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionsStatus {
+    pub partitions: u32,
+    pub owned: Vec<u32>,
+    /// Processes sharing the log, this one included.
+    pub members: usize,
+    /// Why a partition's pipeline last failed or could not start (it is tried again).
+    pub last_failure: Option<String>,
+}
+
+impl Status {
+    /// A status with nothing counted, for a process that owns no partition yet.
+    pub(crate) fn empty() -> Self {
+        Self {
+            uptime_secs: 0.0,
+            log_start_offset: 0,
+            log_next_offset: 0,
+            processed_offset: 0,
+            log_lag: 0,
+            ingested: BTreeMap::new(),
+            processed: 0,
+            rows: BTreeMap::new(),
+            rows_durable: BTreeMap::new(),
+            rejected: 0,
+            duplicates: 0,
+            alerts: 0,
+            flushes: 0,
+            compactions: 0,
+            published_flush: 0,
+            latency_p50_seconds: None,
+            latency_p99_seconds: None,
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            notifiers: Vec::new(),
+            jobs: Vec::new(),
+            reloads: 0,
+            failure: None,
+            partitions: None,
+        }
+    }
+
+    /// Adds partition `p`'s pipeline: its offsets, lag and flushes add up; the counters
+    /// are the process's (one set of metrics) and are taken as they are; its sinks and
+    /// notifiers are listed.
+    pub(crate) fn add_partition(&mut self, p: u32, s: Status) {
+        self.log_start_offset += s.log_start_offset;
+        self.log_next_offset += s.log_next_offset;
+        self.processed_offset += s.processed_offset;
+        self.log_lag += s.log_lag;
+        self.published_flush += s.published_flush;
+        self.processed = s.processed;
+        self.rows = s.rows;
+        self.rows_durable = s.rows_durable;
+        self.rejected = s.rejected;
+        self.duplicates = s.duplicates;
+        self.alerts = s.alerts;
+        self.flushes = s.flushes;
+        self.compactions = s.compactions;
+        self.latency_p50_seconds = s.latency_p50_seconds;
+        self.latency_p99_seconds = s.latency_p99_seconds;
+        self.sinks.extend(s.sinks);
+        self.notifiers.extend(s.notifiers.into_iter().map(|mut n| {
+            n.id = format!("{}-p{p}", n.id);
+            n
+        }));
+        if let Some(f) = s.failure {
+            self.failure.get_or_insert(format!("partition {p}: {f}"));
+        }
+    }
 }
 
 /// One flush handed from the processor to the flusher.
@@ -91,6 +167,9 @@ struct Inner {
     stop_sources: watch::Sender<bool>,
     /// Raised once sources are done: the processor drains the log, flushes and exits.
     stop_processing: Shutdown,
+    /// Set when a partition is handed to another process: the processor flushes what it
+    /// has and stops without draining; the new owner reads on from the checkpoint.
+    hand_over: AtomicBool,
     /// Compaction rounds `compaction` jobs asked for, and the last request a round served.
     compact_requested: std::sync::atomic::AtomicU64,
     compact_served: std::sync::atomic::AtomicU64,
@@ -245,29 +324,31 @@ impl tickflow_core::source::Append for LateAppend {
     }
 }
 
-/// A running pipeline: see the crate docs. Dropping it without [`Pipeline::shutdown`] stops
-/// nothing cleanly; always call `shutdown`.
-pub struct Pipeline {
+/// A running pipeline over one log (or one partition of a partitioned log): see the crate
+/// docs. Dropping it without [`Single::shutdown`] stops nothing cleanly; always call
+/// `shutdown`.
+pub(crate) struct Single {
     inner: Arc<Inner>,
     sources: Sources,
     threads: Vec<(&'static str, JoinHandle<()>)>,
 }
 
-impl std::fmt::Debug for Pipeline {
+impl std::fmt::Debug for Single {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline")
+        f.debug_struct("Single")
             .field("data_dir", &self.inner.plan.data_dir)
             .finish_non_exhaustive()
     }
 }
 
-impl Pipeline {
+impl Single {
     /// Opens the log and lake under the plan's data directory, recovers from the last
-    /// checkpoint, and starts the processor, the flusher and any simulator.
+    /// checkpoint, and starts the processor, the flusher and any simulator. Counters go to
+    /// `metrics` (shared by the partitions a process owns).
     ///
     /// # Errors
     /// The data directory, log, lake or checkpoint cannot be opened or is damaged.
-    pub fn start(plan: Plan) -> Result<Self> {
+    pub(crate) fn start(plan: Plan, metrics: Arc<Metrics>) -> Result<Self> {
         let data_dir = plan.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
             context: format!("creating {}", data_dir.display()),
@@ -288,10 +369,15 @@ impl Pipeline {
         let has_history = recorded.as_ref().is_some_and(|c| c.flush_seq > 0);
         let lake = crate::lake_location::open_for_pipeline(
             &data_dir,
+            plan.lake.dir.as_deref(),
             plan.lake.object.as_ref(),
             has_history,
         )?
         .with_symbol_buckets(plan.lake.symbol_buckets);
+        let lake = match plan.log.partition {
+            Some(p) => lake.with_partition(p),
+            None => lake,
+        };
         let ckpt = match recorded {
             Some(c) => c,
             // Without a checkpoint the only legitimate leftovers are from flush 1 (a crash before
@@ -328,7 +414,6 @@ impl Pipeline {
             ..Default::default()
         };
         let lake = Arc::new(lake);
-        let metrics = Arc::new(Metrics::default());
         let jobs =
             Jobs::open(&data_dir, plan.jobs.clone(), Arc::clone(&metrics)).map_err(|message| {
                 Error::Io {
@@ -389,6 +474,7 @@ impl Pipeline {
             live: Mutex::new(live),
             stop_sources: watch::Sender::new(false),
             stop_processing: Shutdown::new(),
+            hand_over: AtomicBool::new(false),
             compact_requested: std::sync::atomic::AtomicU64::new(0),
             compact_served: std::sync::atomic::AtomicU64::new(0),
             new_rules: Mutex::new(None),
@@ -468,17 +554,17 @@ impl Pipeline {
     }
 
     /// The lake this pipeline writes.
-    pub fn lake(&self) -> &Lake {
+    pub(crate) fn lake(&self) -> &Lake {
         &self.inner.lake
     }
 
     /// The plan it runs.
-    pub fn plan(&self) -> &Plan {
+    pub(crate) fn plan(&self) -> &Plan {
         &self.inner.plan
     }
 
     /// Shared counters, for `/metrics`.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
 
@@ -487,7 +573,7 @@ impl Pipeline {
     /// # Errors
     /// [`Error::ShuttingDown`] once shutdown began; a log error if the append failed (then
     /// nothing of the batch is acknowledged).
-    pub fn ingest(&self, source: &str, events: &[Event]) -> Result<Range<u64>> {
+    pub(crate) fn ingest(&self, source: &str, events: &[Event]) -> Result<Range<u64>> {
         append_events(&self.inner, source, events, &mut Batch::default())
     }
 
@@ -496,7 +582,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// As [`Pipeline::ingest`].
-    pub fn ingest_batch(&self, source: &str, batch: &Batch) -> Result<Range<u64>> {
+    pub(crate) fn ingest_batch(&self, source: &str, batch: &Batch) -> Result<Range<u64>> {
         let offsets = append(&self.inner, source, batch)?;
         self.inner
             .metrics
@@ -506,7 +592,7 @@ impl Pipeline {
     }
 
     /// Whether shutdown has begun (or a thread failed).
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         *self.inner.stop_sources.borrow()
     }
 
@@ -514,7 +600,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// The lake cannot be listed or a row cannot be converted.
-    pub fn query_inputs(&self) -> Result<QueryInputs> {
+    pub(crate) fn query_inputs(&self) -> Result<QueryInputs> {
         loop {
             // Compaction may delete files between reading the published flush and listing;
             // an unchanged generation around both means it did not.
@@ -540,7 +626,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// The lake cannot be listed or a row cannot be converted.
-    pub fn table_inputs(&self, table: Table) -> Result<(Vec<PathBuf>, Vec<RecordBatch>)> {
+    pub(crate) fn table_inputs(&self, table: Table) -> Result<(Vec<PathBuf>, Vec<RecordBatch>)> {
         loop {
             let generation = self.lake_generation();
             let (seq, batches) = {
@@ -559,14 +645,14 @@ impl Pipeline {
 
     /// Changes before compaction deletes lake files: a query whose inputs were taken at
     /// another generation may have missed a file, and is run again on new inputs.
-    pub fn lake_generation(&self) -> u64 {
+    pub(crate) fn lake_generation(&self) -> u64 {
         self.inner.lake.generation()
     }
 
     /// Current counters and offsets.
     /// Every gap the sources recorded, each in its latest state (`tickflow_sources::gaps`).
     /// Remembers the config file this pipeline was started from, so it can be reloaded.
-    pub fn set_config_path(&self, path: PathBuf) {
+    pub(crate) fn set_config_path(&self, path: PathBuf) {
         let _ = self.inner.config_path.set(path);
     }
 
@@ -578,7 +664,7 @@ impl Pipeline {
     /// # Errors
     /// No config file is known, or the new config is wrong: the same problems, with file,
     /// line and key, as `tickflow check`; nothing is changed then.
-    pub fn reload(&self) -> std::result::Result<Vec<&'static str>, crate::ConfigError> {
+    pub(crate) fn reload(&self) -> std::result::Result<Vec<&'static str>, crate::ConfigError> {
         let Some(path) = self.inner.config_path.get() else {
             return Err(crate::ConfigError {
                 file: PathBuf::from("<none>"),
@@ -664,7 +750,7 @@ impl Pipeline {
 
     /// The scheduled jobs: their status, and the scheduler the binary runs with a
     /// [`crate::jobs::JobRunner`].
-    pub fn jobs(&self) -> &Jobs {
+    pub(crate) fn jobs(&self) -> &Jobs {
         &self.inner.jobs
     }
 
@@ -673,7 +759,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// The pipeline stopped before the round ran.
-    pub async fn compact_now(&self) -> std::result::Result<String, String> {
+    pub(crate) async fn compact_now(&self) -> std::result::Result<String, String> {
         let m = &self.inner.metrics;
         let files = m.lake_compacted_files.load(Ordering::Acquire);
         let errors = m.sink_errors.get("compaction").load(Ordering::Acquire);
@@ -710,7 +796,7 @@ impl Pipeline {
     }
 
     /// Why a pipeline thread failed, once one has: the pipeline is then stopping.
-    pub fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<String> {
         self.inner
             .failure
             .lock()
@@ -721,7 +807,7 @@ impl Pipeline {
     /// The flush that put every event below log offset `end` in the lake, once one has.
     /// Callers that answer upstream only after the sinks have their events (Lambda mode)
     /// wait for it, then for [`Pipeline::followers_reached`].
-    pub fn flush_covering(&self, end: u64) -> Option<u64> {
+    pub(crate) fn flush_covering(&self, end: u64) -> Option<u64> {
         let live = self.inner.live();
         (live.committed_offset >= end).then_some(live.published_seq)
     }
@@ -731,7 +817,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// A pipeline thread failed, or a follower stopped for good: it never will.
-    pub fn followers_reached(&self, seq: u64) -> std::result::Result<bool, String> {
+    pub(crate) fn followers_reached(&self, seq: u64) -> std::result::Result<bool, String> {
         if let Some(f) = self.failure() {
             return Err(f);
         }
@@ -740,11 +826,7 @@ impl Pipeline {
             && notifiers.map_or(Ok(true), |n| n.all_reached(seq))?)
     }
 
-    pub fn gaps(&self) -> Vec<tickflow_sources::gaps::Gap> {
-        tickflow_sources::gaps::read_all(&self.inner.plan.data_dir)
-    }
-
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         let m = &self.inner.metrics;
         let log_next = self.inner.log.next_offset();
         let processed_offset = self.inner.processed_offset.load(Ordering::Relaxed);
@@ -782,7 +864,18 @@ impl Pipeline {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            partitions: None,
         }
+    }
+
+    /// Stops for another process to take the log (a partition) over: what was processed is
+    /// flushed and checkpointed, the rest is left in the log for the new owner.
+    ///
+    /// # Errors
+    /// As [`Single::shutdown`].
+    pub(crate) fn hand_over(self) -> Result<()> {
+        self.inner.hand_over.store(true, Ordering::Release);
+        self.shutdown()
     }
 
     /// Stops cleanly: sources stop, the processor drains everything already in the log, the
@@ -790,7 +883,7 @@ impl Pipeline {
     ///
     /// # Errors
     /// The first failure any thread reported.
-    pub fn shutdown(mut self) -> Result<()> {
+    pub(crate) fn shutdown(mut self) -> Result<()> {
         self.inner.stop_sources.send_replace(true);
         self.sources.join();
         let threads = std::mem::take(&mut self.threads);
@@ -1063,13 +1156,27 @@ fn run_processor(
         if inner.stop_processing.is_triggered() {
             // Drain what is in the log, but not forever: what is left stays durable in the log
             // and is processed after the next start.
-            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+            let deadline = *drain_deadline.get_or_insert_with(|| {
+                let limit = if inner.hand_over.load(Ordering::Acquire) {
+                    Duration::ZERO
+                } else {
+                    DRAIN_LIMIT
+                };
+                Instant::now() + limit
+            });
             if Instant::now() >= deadline {
-                // A broker log may also hold what never arrives here (its server is down).
-                tracing::warn!(
-                    left = inner.log.lag(next),
-                    "stopping before the log is drained; the rest is processed on the next start"
-                );
+                if inner.hand_over.load(Ordering::Acquire) {
+                    tracing::info!(
+                        left = inner.log.lag(next),
+                        "handing the partition over; its new owner processes the rest"
+                    );
+                } else {
+                    // A broker log may also hold what never arrives here (its server is down).
+                    tracing::warn!(
+                        left = inner.log.lag(next),
+                        "stopping before the log is drained; the rest is processed on the next start"
+                    );
+                }
                 if next > flushed_offset {
                     flush(&processor, next, &mut recv_times)?;
                 }

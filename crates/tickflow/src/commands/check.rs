@@ -36,7 +36,13 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     rule.when.text()
                 );
             }
-            println!("  log {}", plan.log.kind.describe(&plan.data_dir));
+            match plan.log.partitions {
+                1 => println!("  log {}", plan.log.kind.describe(&plan.data_dir)),
+                n => println!(
+                    "  log {}, in {n} partitions by symbol, shared by the processes that run this config",
+                    plan.log.kind.describe(&plan.data_dir)
+                ),
+            }
             match &plan.lake.object {
                 Some(o) => println!(
                     "  lake {}{}{}",

@@ -40,6 +40,12 @@ fn every_example_config_passes_check() {
                     "{text}"
                 );
             }
+            if path.ends_with("partitioned-log.toml") {
+                assert!(
+                    text.contains("stream TICKFLOW_PARTS subject tickflow.parts (consumer tickflow-processor, 1 replica(s)), in 8 partitions by symbol"),
+                    "{text}"
+                );
+            }
             if path.ends_with("email.toml") {
                 assert!(
                     text.contains("notifier desk: e-mail via smtp://smtp.example.com:587 (starttls) to desk@example.com, Ops <ops@example.com>"),

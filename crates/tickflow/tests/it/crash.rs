@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Server, bin, config, http, sql, sql_count};
 
-fn acked_seqs(path: &std::path::Path) -> Vec<u64> {
+pub(crate) fn acked_seqs(path: &std::path::Path) -> Vec<u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -102,7 +102,7 @@ fn killed_three_times(dir: &std::path::Path, lake: &str, more: &str) -> std::pat
     data
 }
 
-fn every_ack_stored_once(acked: &[u64], stored: &[u64]) {
+pub(crate) fn every_ack_stored_once(acked: &[u64], stored: &[u64]) {
     assert!(acked.len() >= 6000, "only {} acknowledged", acked.len());
     let unique: HashSet<u64> = stored.iter().copied().collect();
     assert_eq!(unique.len(), stored.len(), "a trade is stored twice");
@@ -163,7 +163,7 @@ fn killed_three_times_on_a_broker_log(log: &str) {
     every_ack_stored_once(&acked_seqs(&dir.path().join("acks.txt")), &stored);
 }
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     format!(
         "{}-{}",
         std::process::id(),

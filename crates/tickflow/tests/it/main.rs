@@ -15,6 +15,7 @@ mod http;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod lambda;
+mod members;
 mod nats;
 mod notify;
 mod pgwire;
