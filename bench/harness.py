@@ -780,17 +780,19 @@ def suite_brokers(ctx):
     # The log itself on JetStream: HTTP ingest answers once the server stored each request's
     # chunk; the embedded log's figure for the same ticks is measured alongside.
     http_count = 200_000 if QUICK else 2_000_000
-    on_nats, embedded = [], []
+    on_nats, on_parts, embedded = [], [], []
     with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as ticks_dir:
         ticks = os.path.join(ticks_dir, "ticks.ndjson")
         subprocess.run([BIN, "produce", "--count", str(http_count), "--to", ticks], check=True, stdout=subprocess.DEVNULL)
         for i in range(RUNS):
-            for name, keys, out in (("NATS", "nats", on_nats), ("embedded", None, embedded)):
+            for name, partitions, out in (("NATS", 1, on_nats), ("NATS in 4 partitions", 4, on_parts), ("embedded", 0, embedded)):
                 unique = f"{os.getpid()}_{i}_l_{time.time_ns()}"
                 log_keys = (
                     dict(kind="nats", url=NATS_URL, stream=f"BENCHLOG_{unique}", subject=f"benchlog.{unique}", consumer=f"benchlog-{unique}")
-                    if keys else None
+                    if partitions else None
                 )
+                if partitions > 1:
+                    log_keys["partitions"] = partitions
                 log(f"brokers: HTTP ingest with the log {name}, {http_count:,} ticks, run {i + 1}/{RUNS}")
                 with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
                     with Pipeline(work, thresholds=DEMO_RULES, log_keys=log_keys) as p:
@@ -805,6 +807,9 @@ def suite_brokers(ctx):
     rows.append(row("brokers", f"HTTP ingest → log on NATS JetStream → processed, {http_count:,} ticks", "ticks/s", median(on_nats),
                     "the same, embedded log", median(embedded), runs={"nats_log": on_nats, "embedded_log": embedded},
                     note="5,000 ticks a request, 4 connections; each request one chunk, stored by the server before the 2xx"))
+    rows.append(row("brokers", f"HTTP ingest → log on NATS JetStream in 4 partitions → processed, {http_count:,} ticks", "ticks/s", median(on_parts),
+                    "the same, one partition", median(on_nats), runs={"partitions_4": on_parts, "nats_log": on_nats},
+                    note="one process owning the 4 partitions: each request split by symbol (the 4 symbols hash to 3 of them), a processor per partition on 2 cores"))
     rows.append(row("brokers", "HTTP ingest → log on NATS JetStream → processed, against NATS raw publish", "ticks/s", median(on_nats),
                     "NATS raw publish (acknowledged)", median(publish), runs={"nats_log": on_nats, "publish": publish},
                     note="aim: at least half the raw publish rate (one message per tick there, one per request here)"))

@@ -468,7 +468,7 @@ async fn watch_end(shared: Arc<Shared>) {
         let s = Arc::clone(&shared);
         let end = tokio::task::spawn_blocking(move || {
             s.consumer
-                .fetch_watermarks(&s.config.topic, s.config.partition, OPEN_TIMEOUT)
+                .fetch_watermarks(&s.config.topic, s.config.partition, WATCH_END_EVERY * 4)
         })
         .await;
         if let Ok(Ok((_, high))) = end {

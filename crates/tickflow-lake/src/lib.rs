@@ -11,11 +11,13 @@
 //! flushes `first..=last` in its folder.
 //!
 //! The same layout works on S3-compatible object storage ([`Lake::open_object`]), where a
-//! file is named by its URL and written whole by one PUT.
+//! file is named by its URL and written whole by one PUT. [`parquet_athena_ddl`] describes
+//! the layout to Athena.
 //!
 //! This crate does not query; `tickflow-query` does, over [`Lake::files`] and [`Rows`] still
 //! in memory. The main types are [`Lake`], [`Rows`] and [`Table`].
 
+mod athena;
 mod compact;
 mod convert;
 mod error;
@@ -25,6 +27,7 @@ mod store;
 mod table;
 mod writer;
 
+pub use athena::parquet_athena_ddl;
 pub use compact::{CompactPolicy, CompactReport, seq_range_of};
 pub use convert::{cast_to, to_batch};
 pub use error::{Error, Result};

@@ -239,20 +239,37 @@ impl Remote {
 
     /// Learns every object under `root`.
     fn list(&self, root: &Path) -> Result<()> {
-        let prefix = self.key(root)?;
+        let listed = self.listing(root)?;
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, size) in listed {
+            known.insert(PathBuf::from(format!("{}/{key}", self.bucket_url)), size);
+        }
+        Ok(())
+    }
+
+    /// The keys and sizes of every object under `under`, asked of the store.
+    fn listing(&self, under: &Path) -> Result<Vec<(String, u64)>> {
+        let prefix = self.key(under)?;
         let store = Arc::clone(&self.store);
-        let listed: Vec<(String, u64)> = self.block(root, {
-            let root = root.to_path_buf();
+        self.block(under, {
+            let under = under.to_path_buf();
             async move {
                 store
                     .list(Some(&prefix))
                     .map_ok(|meta| (meta.location.to_string(), meta.size))
                     .try_collect()
                     .await
-                    .map_err(store_error(&root))
+                    .map_err(store_error(&under))
             }
-        })?;
+        })
+    }
+
+    /// Lists `under` again, forgetting what is no longer there: files another process
+    /// writes and deletes.
+    pub(crate) fn relist(&self, under: &Path) -> Result<()> {
+        let listed = self.listing(under)?;
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known.retain(|path, _| !path.starts_with(under));
         for (key, size) in listed {
             known.insert(PathBuf::from(format!("{}/{key}", self.bucket_url)), size);
         }

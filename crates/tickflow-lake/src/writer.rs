@@ -51,6 +51,15 @@ pub fn partition_folder(partition: u32) -> String {
     format!("partition={partition:02}")
 }
 
+/// Whether `path` is in a `partition=NN` folder right under its table's folder.
+fn in_partition_folder(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root)
+        .ok()
+        .and_then(|rel| rel.components().nth(1))
+        .and_then(|c| c.as_os_str().to_str())
+        .is_some_and(|name| name.starts_with("partition="))
+}
+
 /// The folder under `date=…` a group of rows goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Part<'a> {
@@ -298,8 +307,42 @@ impl Lake {
         self.remote.as_ref()
     }
 
-    /// Every stored file under `under` with its size, temporary files included.
+    /// Every stored file under `under` with its size, temporary files included: this
+    /// instance's own, so a lake without a partition leaves the `partition=NN` folders
+    /// of a partitioned log's processes alone (recovery, compaction and retention included).
     pub(crate) fn stored(&self, under: &Path) -> Result<Vec<(PathBuf, u64)>> {
+        let mut files = self.stored_all(under)?;
+        if self.partition.is_none() {
+            files.retain(|(path, _)| !in_partition_folder(&self.root, path));
+        }
+        Ok(files)
+    }
+
+    /// Published part files of partition `partition`'s folder of `table` up to its flush
+    /// `max_seq`, listed afresh: another process writes and compacts them, so no kept
+    /// listing (on object storage, no earlier listing) can be trusted.
+    ///
+    /// # Errors
+    /// The folder cannot be listed.
+    pub fn partition_files(
+        &self,
+        table: Table,
+        partition: u32,
+        max_seq: u64,
+    ) -> Result<Vec<PathBuf>> {
+        let dir = self
+            .root
+            .join(table.name())
+            .join(partition_folder(partition));
+        if let Some(remote) = &self.remote {
+            remote.relist(&dir)?;
+        }
+        let folders = compact::parts_by_folder(self.stored_all(&dir)?);
+        Ok(compact::live_files(&folders, max_seq))
+    }
+
+    /// [`Lake::stored`] of every file, other partitions' included.
+    fn stored_all(&self, under: &Path) -> Result<Vec<(PathBuf, u64)>> {
         if let Some(remote) = &self.remote {
             return Ok(remote.files_under(under));
         }
@@ -825,8 +868,15 @@ mod tests {
             ["trades/partition=00/date=2024-10-04/symbol=NVDA/part-000000000001-00000.parquet"]
         );
         assert_eq!(names(&p1).len(), 2);
+        // A lake without a partition leaves the partitions' folders alone: its recovery
+        // deletes none of their files, and it lists them only by partition, afresh.
         let whole = Lake::open(dir.path()).unwrap();
-        assert_eq!(names(&whole).len(), 3);
+        assert_eq!(whole.recover(0).unwrap(), 0);
+        assert!(names(&whole).is_empty());
+        assert_eq!(whole.partition_files(Table::Trades, 1, 2).unwrap().len(), 2);
+        assert_eq!(whole.partition_files(Table::Trades, 1, 1).unwrap().len(), 1);
+        p1.write(&rows("AAPL", 3), 3).unwrap();
+        assert_eq!(whole.partition_files(Table::Trades, 1, 3).unwrap().len(), 3);
         // Each partition's sinks read its own flushes back.
         let (last, read) = p1.read_flushes(1, 2).unwrap();
         let seqs: Vec<_> = read.trades.iter().map(|t| t.seq).collect();

@@ -3568,7 +3568,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             if given {
                 c.add(
                     "log.partitions",
-                    format!("{what} cannot run yet with a partitioned log: run them from a one-partition pipeline, or set partitions = 1"),
+                    format!("{what} cannot run yet with a partitioned log (each process would run it); set partitions = 1 with a new data directory and log to use it"),
                 );
             }
         }

@@ -111,37 +111,18 @@ pub(crate) fn files(lake: &Lake, seq: u64) -> Result<Vec<(Table, Vec<PathBuf>)>>
         .collect()
 }
 
-/// The partition of a lake file, from its `partition=NN` folder.
-fn partition_in(path: &Path) -> Option<u32> {
-    path.ancestors().find_map(|dir| {
-        dir.file_name()?
-            .to_str()?
-            .strip_prefix("partition=")?
-            .parse()
-            .ok()
-    })
-}
-
 /// Files of `table` in the whole (partitioned) `lake` that each partition in `published`
-/// has published: up to its flush. Partitions not in it contribute none.
+/// has published: up to its flush, listed afresh (other processes write them).
 pub(crate) fn partitions_files(
     lake: &Lake,
     table: Table,
     published: &std::collections::BTreeMap<u32, u64>,
 ) -> Result<Vec<PathBuf>> {
-    if published.is_empty() {
-        return Ok(Vec::new());
+    let mut files = Vec::new();
+    for (p, seq) in published {
+        files.extend(lake.partition_files(table, *p, *seq)?);
     }
-    Ok(lake
-        .files(table, u64::MAX)?
-        .into_iter()
-        .filter(|path| {
-            partition_in(path)
-                .and_then(|p| published.get(&p))
-                .zip(tickflow_lake::seq_range_of(path))
-                .is_some_and(|(seq, (_, last))| last <= *seq)
-        })
-        .collect())
+    Ok(files)
 }
 
 /// Query inputs for a data directory with no pipeline running: the files of `lake` (the

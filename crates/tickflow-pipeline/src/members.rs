@@ -266,11 +266,14 @@ impl Members {
         let io = |context: String| move |source| Error::Io { context, source };
         std::fs::create_dir_all(data_dir.join("members"))
             .map_err(io(format!("creating {}", data_dir.display())))?;
-        let me =
-            data_dir
-                .join("members")
-                .join(format!("{}-{}", std::process::id(), UnixNanos::now().0));
-        let member = tickflow_log::lock_dir(&me)?;
+        check_partition_count(&data_dir, plan.log.partitions)?;
+        let name = format!("{}-{}", std::process::id(), UnixNanos::now().0);
+        // Locked under a name the others skip, then shown: a member counting at that moment
+        // never takes the lock from a newcomer.
+        let hidden = data_dir.join("members").join(format!(".{name}"));
+        let member = tickflow_log::lock_dir(&hidden)?;
+        let me = data_dir.join("members").join(&name);
+        std::fs::rename(&hidden, &me).map_err(io(format!("registering in {}", me.display())))?;
         let lake = crate::lake_location::open_for_pipeline(
             &data_dir,
             plan.lake.dir.as_deref(),
@@ -298,14 +301,6 @@ impl Members {
             members: Mutex::new(1),
             last_failure: Mutex::new(None),
         });
-        let looper = {
-            let shared = Arc::clone(&shared);
-            let me = me.clone();
-            std::thread::Builder::new()
-                .name("tickflow-members".into())
-                .spawn(move || run_members(&shared, &me))
-                .map_err(io("spawning the members' thread".into()))?
-        };
         let log: Arc<dyn Append> = Arc::clone(&router) as _;
         let log_is_empty = router.writers.iter().all(Writer::is_empty);
         let sources = Sources::start(
@@ -317,6 +312,14 @@ impl Members {
             &stop_sources,
         )
         .map_err(io("starting the sources".into()))?;
+        let looper = {
+            let shared = Arc::clone(&shared);
+            let me = me.clone();
+            std::thread::Builder::new()
+                .name("tickflow-members".into())
+                .spawn(move || run_members(&shared, &me))
+                .map_err(io("spawning the members' thread".into()))?
+        };
         Ok(Self {
             shared,
             router,
@@ -476,14 +479,55 @@ impl Members {
             let _ = looper.join();
         }
         let owned = std::mem::take(&mut *self.shared.owned());
-        let mut first = None;
-        for (p, o) in owned {
-            if let Err(e) = o.pipeline.shutdown() {
-                tracing::error!(partition = p, error = %e, "partition stopped with an error");
-                first.get_or_insert(e);
-            }
+        // All at once: each drains for up to its limit.
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let stopping: Vec<_> = owned
+                .into_iter()
+                .map(|(p, o)| {
+                    scope.spawn(move || {
+                        o.pipeline.shutdown().inspect_err(|e| {
+                            tracing::error!(partition = p, error = %e, "partition stopped with an error");
+                        })
+                    })
+                })
+                .collect();
+            stopping
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Thread("partition", "panicked".into())))
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+}
+
+/// Refuses a partition count other than the one the data directory's log was split by:
+/// symbols would move to other partitions, away from their processing state.
+fn check_partition_count(data_dir: &Path, partitions: u32) -> Result<()> {
+    let path = data_dir.join("partitions").join("count.txt");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim() == partitions.to_string() => Ok(()),
+        Ok(text) => Err(Error::Checkpoint {
+            path,
+            message: format!(
+                "this data directory's log is split into {} partitions and [log] partitions says {partitions}: each symbol's state is in its partition. Set it back, or start a new data directory and log",
+                text.trim()
+            ),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::checkpoint::write_durably(&path, format!("{partitions}\n").as_bytes()).map_err(
+                |source| Error::Io {
+                    context: format!("writing {}", path.display()),
+                    source,
+                },
+            )
         }
-        first.map_or(Ok(()), Err)
+        Err(source) => Err(Error::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        }),
     }
 }
 
@@ -495,11 +539,13 @@ fn count_members(data_dir: &Path, me: &Path) -> usize {
     let mut alive = 1;
     for entry in entries.flatten() {
         let path = entry.path();
-        if path == me {
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if path == me || hidden || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         match tickflow_log::lock_dir(&path) {
-            Err(_) => alive += 1,
+            Err(tickflow_log::Error::Locked { .. }) => alive += 1,
+            Err(_) => {}
             Ok(lock) => {
                 drop(lock);
                 let old = entry
@@ -525,7 +571,17 @@ fn run_members(shared: &Shared, me: &Path) {
     // Members starting together try different partitions first.
     let first = std::process::id() % n;
     let mut failed_at: BTreeMap<u32, Instant> = BTreeMap::new();
+    // Partitions stopped whose sinks or notifiers are still writing: their claim is kept
+    // until those threads end, so no new owner writes beside them.
+    let mut lingering: Vec<(u32, Owned)> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
+        lingering.retain(|(p, o)| {
+            let stuck = !o.pipeline.followers_stopped();
+            if !stuck {
+                tracing::info!(partition = p, "the partition's sinks stopped; released");
+            }
+            stuck
+        });
         let members = count_members(&plan.data_dir, me);
         *shared.members.lock().unwrap_or_else(|e| e.into_inner()) = members;
         let share = n.div_ceil(u32::try_from(members).unwrap_or(u32::MAX).max(1)) as usize;
@@ -539,15 +595,16 @@ fn run_members(shared: &Shared, me: &Path) {
         for p in failed {
             // Taken out first: the map stays free for status while the partition stops.
             let removed = shared.owned().remove(&p);
-            if let Some(o) = removed {
+            if let Some(mut o) = removed {
                 let why = o.pipeline.failure().unwrap_or_default();
                 tracing::error!(partition = p, error = %why, "partition failed; released, and tried again");
                 *shared
                     .last_failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = Some(format!("partition {p}: {why}"));
-                let _ = o.pipeline.shutdown();
+                let _ = o.pipeline.stop();
                 failed_at.insert(p, Instant::now());
+                lingering.push((p, o));
             }
         }
         let held = shared.owned().len();
@@ -555,11 +612,12 @@ fn run_members(shared: &Shared, me: &Path) {
             // One at a time: the others see it free on their next round.
             let last = shared.owned().keys().next_back().copied();
             let removed = last.and_then(|p| shared.owned().remove(&p).map(|o| (p, o)));
-            if let Some((p, o)) = removed {
+            if let Some((p, mut o)) = removed {
                 tracing::info!(partition = p, members, share, "handing a partition back");
                 if let Err(e) = o.pipeline.hand_over() {
                     tracing::error!(partition = p, error = %e, "partition stopped with an error");
                 }
+                lingering.push((p, o));
             }
         } else if held < share {
             for i in 0..n {
@@ -568,6 +626,7 @@ fn run_members(shared: &Shared, me: &Path) {
                     break;
                 }
                 if shared.owned().contains_key(&p)
+                    || lingering.iter().any(|(q, _)| *q == p)
                     || failed_at.get(&p).is_some_and(|t| t.elapsed() < RETRY_AFTER)
                 {
                     continue;

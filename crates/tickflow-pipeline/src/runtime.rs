@@ -873,9 +873,15 @@ impl Single {
     ///
     /// # Errors
     /// As [`Single::shutdown`].
-    pub(crate) fn hand_over(self) -> Result<()> {
+    pub(crate) fn hand_over(&mut self) -> Result<()> {
         self.inner.hand_over.store(true, Ordering::Release);
-        self.shutdown()
+        self.stop()
+    }
+
+    /// Whether every sink and notifier thread has ended: until then the data directory is
+    /// not free for another process, even after [`Single::stop`] returned.
+    pub(crate) fn followers_stopped(&self) -> bool {
+        self.inner.sinks.stopped() && self.inner.notifiers.get().is_none_or(Sinks::stopped)
     }
 
     /// Stops cleanly: sources stop, the processor drains everything already in the log, the
@@ -884,6 +890,14 @@ impl Single {
     /// # Errors
     /// The first failure any thread reported.
     pub(crate) fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    /// [`Single::shutdown`] keeping the pipeline, to see its followers end.
+    ///
+    /// # Errors
+    /// As [`Single::shutdown`].
+    pub(crate) fn stop(&mut self) -> Result<()> {
         self.inner.stop_sources.send_replace(true);
         self.sources.join();
         let threads = std::mem::take(&mut self.threads);

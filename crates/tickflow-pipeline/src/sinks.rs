@@ -239,6 +239,9 @@ pub(crate) struct Sinks {
     feed: Arc<Feed>,
     handles: Vec<Arc<Handle>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Threads that did not stop within the drain limit: a process handing its partition
+    /// over keeps the partition until they have.
+    stuck: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -263,6 +266,7 @@ impl Sinks {
             feed,
             handles: Vec::new(),
             threads: Mutex::new(Vec::new()),
+            stuck: Mutex::new(Vec::new()),
             stop,
         };
         if built.is_empty() {
@@ -416,6 +420,20 @@ impl Sinks {
         self.wait(std::time::Instant::now() + DRAIN_LIMIT);
     }
 
+    /// Whether every thread has ended, those left behind by [`Sinks::wait`] included.
+    pub(crate) fn stopped(&self) -> bool {
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            && self
+                .stuck
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .all(std::thread::JoinHandle::is_finished)
+    }
+
     /// Asks every sink to stop once it has written the last published flush.
     pub(crate) fn signal_stop(&self) {
         self.stop.send_replace(true);
@@ -427,16 +445,17 @@ impl Sinks {
         while threads.iter().any(|t| !t.is_finished()) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let mut stuck = 0;
+        let mut left = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
         for thread in threads {
             if thread.is_finished() {
                 let _ = thread.join();
             } else {
                 // A write blocked in its store (a hung mount): left behind, it ends with the
                 // process, and the sink resumes from its durable position on the next start.
-                stuck += 1;
+                left.push(thread);
             }
         }
+        let stuck = left.len();
         if stuck > 0 {
             tracing::warn!(
                 sinks = stuck,

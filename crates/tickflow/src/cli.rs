@@ -75,10 +75,10 @@ pub(crate) enum Command {
     /// Check the alert channels a config sets up.
     #[command(subcommand)]
     Alerts(AlertsCommand),
-    /// Print Athena's CREATE EXTERNAL TABLE statements for the JSON a config's s3_json sinks write.
+    /// Print Athena's CREATE EXTERNAL TABLE statements for a config's s3_json sinks' JSON and its Parquet lake on S3.
     #[command(
         name = "athena-ddl",
-        after_help = "Example:\n  tickflow athena-ddl --config config/aws.toml --database tickflow > tables.sql\n\nEach table is partitioned by dt (the UTC day) with partition projection, so new days\nare queryable at once: no crawler, no MSCK REPAIR TABLE."
+        after_help = "Example:\n  tickflow athena-ddl --config config/aws.toml --database tickflow > tables.sql\n\nThe JSON tables (<table>_json) are partitioned by dt (the UTC day) with partition\nprojection, so new days are queryable at once: no crawler, no MSCK REPAIR TABLE.\nWith [lake] url = \"s3://...\", the lake's tables follow under their own names, over its\nfolders (date=, then symbol= or bucket=; partition= first on a partitioned log). Days,\nbuckets and partitions are projected; a table with symbol= folders is followed by\nMSCK REPAIR TABLE, to run again once new days or symbols appear."
     )]
     AthenaDdl(AthenaDdlArgs),
     /// Run the pipeline as an AWS Lambda handler for SQS events (the custom runtime's bootstrap).
@@ -290,7 +290,7 @@ pub(crate) struct LambdaArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct AthenaDdlArgs {
-    /// The config file whose s3_json sinks to describe.
+    /// The config file whose s3_json sinks and lake on S3 to describe.
     #[arg(long, short, value_name = "FILE")]
     pub(crate) config: PathBuf,
     /// The Glue database the tables go in.

@@ -61,6 +61,18 @@ pub(crate) fn lambda(args: &LambdaArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_USAGE));
         }
     };
+    if plan.log.partitions > 1 {
+        // An invocation is answered once its ticks are in every sink, which a partitioned
+        // log's processes cannot tell one environment.
+        let message = format!(
+            "{}: [log] partitions = {} is for `tickflow run` processes; Lambda mode takes a one-partition log",
+            path.display(),
+            plan.log.partitions
+        );
+        eprintln!("{message}");
+        let _ = rt.block_on(api.init_failed("Runtime.ConfigError", &message));
+        return Ok(ExitCode::from(super::EXIT_USAGE));
+    }
     let pipeline = match Pipeline::start(plan) {
         Ok(p) => Arc::new(p),
         Err(e) => {

@@ -155,7 +155,15 @@ fn serve(
         _ => {}
     }
     drop(rt);
-    let _ = std::fs::remove_file(server_file(&data_dir));
+    // Processes sharing a partitioned log share the data directory: the file is removed
+    // only while it still names this one.
+    let ours = std::fs::read_to_string(server_file(&data_dir))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|v| v["pid"].as_u64() == Some(u64::from(std::process::id())));
+    if ours {
+        let _ = std::fs::remove_file(server_file(&data_dir));
+    }
     let metrics = Arc::clone(pipeline.metrics());
     let pipeline = Arc::try_unwrap(pipeline)
         .map_err(|_| anyhow::anyhow!("pipeline still in use after the server stopped"))?;

@@ -244,6 +244,46 @@ fn sqs_to_dynamodb_and_sns_stores_every_tick_once_and_sends_the_poison_message_o
     );
 }
 
+/// `athena-ddl` describes a lake on S3 from the config alone (nothing is listed or read, so
+/// no S3 is needed), and says what is missing when there is nothing to describe.
+#[test]
+fn athena_ddl_prints_the_parquet_lakes_tables_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("lake.toml");
+    let lake = concat!(
+        "\n[lake]\nurl = \"s3://b/lake\"\nendpoint = \"http://127.0.0.1:9\"\n",
+        "region = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
+    );
+    std::fs::write(&cfg, config(&data, lake)).unwrap();
+    let out = bin()
+        .args(["athena-ddl", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let ddl = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{ddl}");
+    assert!(
+        ddl.contains("CREATE EXTERNAL TABLE IF NOT EXISTS tickflow.trades (")
+            && ddl.contains("STORED AS PARQUET\nLOCATION 's3://b/lake/trades/';")
+            && ddl.contains("MSCK REPAIR TABLE tickflow.trades;")
+            && ddl.contains("LOCATION 's3://b/lake/dlq/'\nTBLPROPERTIES")
+            && !ddl.contains("_json"),
+        "{ddl}"
+    );
+
+    std::fs::write(&cfg, config(&data, "")).unwrap();
+    let out = bin()
+        .args(["athena-ddl", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("s3_json") && err.contains("[lake] url"),
+        "{err}"
+    );
+}
+
 /// moto's `bucket` as an object store.
 pub(crate) fn moto_store(bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
     let store = tickflow_lake::ObjectLake {

@@ -26,6 +26,18 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// The rows of `sql` run through `server`'s API.
+fn query(server: &Server, sql: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "sql": sql }).to_string();
+    let (code, text) = http(
+        "POST",
+        &format!("{}/api/v1/sql", server.url),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(code, 200, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["rows"].clone()
+}
+
 fn producer(url: &str, start_seq: u64, ack_log: &std::path::Path) -> std::process::Child {
     bin()
         .args([
@@ -76,6 +88,14 @@ fn two_processes_share_the_log(log: &str) {
     wait_until("both processes acknowledge ticks", || {
         acked_seqs(&acks_a).len() >= 3000 && acked_seqs(&acks_b).len() >= 3000
     });
+    // A query through either process sees every symbol, those of the other's partitions
+    // included (from the files their checkpoints published).
+    wait_until("each process sees the other's partitions", || {
+        [&a, &b].iter().all(|server| {
+            let rows = query(server, "SELECT DISTINCT symbol FROM trades");
+            rows.as_array().map(Vec::len) == Some(4)
+        })
+    });
     b.kill();
     let _ = pb.wait();
     wait_until("the survivor takes every partition over", || {
@@ -95,15 +115,7 @@ fn two_processes_share_the_log(log: &str) {
 
     let mut acked = acked_seqs(&acks_a);
     acked.extend(acked_seqs(&acks_b));
-    let body = serde_json::json!({ "sql": "SELECT seq FROM trades" }).to_string();
-    let (code, text) = http(
-        "POST",
-        &format!("{}/api/v1/sql", a.url),
-        Some(body.as_bytes()),
-    );
-    assert_eq!(code, 200, "{text}");
-    let rows: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let stored: Vec<u64> = rows["rows"]
+    let stored: Vec<u64> = query(&a, "SELECT seq FROM trades")
         .as_array()
         .unwrap()
         .iter()
