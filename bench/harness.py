@@ -79,7 +79,13 @@ def free_port():
 
 def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0, compact_secs=60, extra="", log_keys=None):
     """A pipeline config for one benchmark run; `sim` holds simulator keys, None for HTTP only;
-    `log_keys` replace the embedded log's `[log]` keys (a NATS log)."""
+    `log_keys` replace the embedded log's `[log]` keys (a broker log; a dict value is an
+    inline table)."""
+    def toml_value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
     lines = [
         f'data_dir = "{data_dir}"',
         "[http]",
@@ -89,7 +95,7 @@ def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lak
         "[pgwire]",
         "port = 0",
         "[log]",
-        *([f"{k} = {json.dumps(v)}" for k, v in log_keys.items()] if log_keys else ["fsync = true"]),
+        *([f"{k} = {toml_value(v)}" for k, v in log_keys.items()] if log_keys else ["fsync = true"]),
         "[processing]",
         "lateness_ms = 2000",
         "max_future_secs = 300",
@@ -726,6 +732,19 @@ def suite_alerts(ctx):
 
 
 NATS_URL = os.environ.get("TICKFLOW_TEST_NATS", "nats://127.0.0.1:4222")
+KAFKA_BROKERS = os.environ.get("TICKFLOW_TEST_KAFKA", "127.0.0.1:9092")
+
+
+def kafka_reachable():
+    """Whether a Kafka-compatible broker answers and the binary was built with Kafka."""
+    host, _, port = KAFKA_BROKERS.partition(":")
+    try:
+        socket.create_connection((host, int(port or 9092)), timeout=2).close()
+    except OSError:
+        return False
+    probe = subprocess.run([BIN, "produce", "--count", "1", "--to", f"kafka://{KAFKA_BROKERS}/bench-probe"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return probe.returncode == 0
 
 
 def suite_brokers(ctx):
@@ -780,17 +799,33 @@ def suite_brokers(ctx):
     # The log itself on JetStream: HTTP ingest answers once the server stored each request's
     # chunk; the embedded log's figure for the same ticks is measured alongside.
     http_count = 200_000 if QUICK else 2_000_000
-    on_nats, on_parts, embedded = [], [], []
+    on_nats, on_parts, on_kafka, embedded, kafka_publish = [], [], [], [], []
+    kafka = kafka_reachable()
+    if not kafka:
+        log(f"brokers: no Kafka broker at {KAFKA_BROKERS} or a binary without the kafka feature: Kafka rows skipped")
     with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as ticks_dir:
         ticks = os.path.join(ticks_dir, "ticks.ndjson")
         subprocess.run([BIN, "produce", "--count", str(http_count), "--to", ticks], check=True, stdout=subprocess.DEVNULL)
         for i in range(RUNS):
-            for name, partitions, out in (("NATS", 1, on_nats), ("NATS in 4 partitions", 4, on_parts), ("embedded", 0, embedded)):
+            if kafka:
+                topic = f"benchpub-{os.getpid()}-{i}-{time.time_ns()}"
+                log(f"brokers: Kafka raw publish of {count:,} ticks, run {i + 1}/{RUNS}")
+                started = time.perf_counter()
+                subprocess.run([BIN, "produce", "--count", str(count), "--batch-size", "1000", "--to", f"kafka://{KAFKA_BROKERS}/{topic}"],
+                               check=True, stdout=subprocess.DEVNULL)
+                kafka_publish.append(count / (time.perf_counter() - started))
+            logs = [("NATS", "nats", 1, on_nats), ("NATS in 4 partitions", "nats", 4, on_parts), ("embedded", None, 0, embedded)]
+            if kafka:
+                logs.insert(1, ("Kafka", "kafka", 1, on_kafka))
+            for name, kind, partitions, out in logs:
                 unique = f"{os.getpid()}_{i}_l_{time.time_ns()}"
-                log_keys = (
-                    dict(kind="nats", url=NATS_URL, stream=f"BENCHLOG_{unique}", subject=f"benchlog.{unique}", consumer=f"benchlog-{unique}")
-                    if partitions else None
-                )
+                log_keys = None
+                if kind == "nats":
+                    log_keys = dict(kind="nats", url=NATS_URL, stream=f"BENCHLOG_{unique}", subject=f"benchlog.{unique}", consumer=f"benchlog-{unique}")
+                elif kind == "kafka":
+                    # tansu 0.6 gives a batch of several records one offset: each chunk goes alone.
+                    log_keys = dict(kind="kafka", brokers=KAFKA_BROKERS, topic=f"benchlog-{unique}", group=f"benchlog-{unique}",
+                                    options={"batch.num.messages": "1"})
                 if partitions > 1:
                     log_keys["partitions"] = partitions
                 log(f"brokers: HTTP ingest with the log {name}, {http_count:,} ticks, run {i + 1}/{RUNS}")
@@ -807,6 +842,13 @@ def suite_brokers(ctx):
     rows.append(row("brokers", f"HTTP ingest → log on NATS JetStream → processed, {http_count:,} ticks", "ticks/s", median(on_nats),
                     "the same, embedded log", median(embedded), runs={"nats_log": on_nats, "embedded_log": embedded},
                     note="5,000 ticks a request, 4 connections; each request one chunk, stored by the server before the 2xx"))
+    if on_kafka:
+        rows.append(row("brokers", f"HTTP ingest → log on Kafka (tansu) → processed, {http_count:,} ticks", "ticks/s", median(on_kafka),
+                        "the same, embedded log", median(embedded), runs={"kafka_log": on_kafka, "embedded_log": embedded},
+                        note="tansu 0.6 with in-memory storage, the broker the tests run; an idempotent producer with acks=all, one chunk a request"))
+        rows.append(row("brokers", "HTTP ingest → log on Kafka (tansu) → processed, against Kafka raw publish", "ticks/s", median(on_kafka),
+                        "Kafka raw publish (tansu, acks=all)", median(kafka_publish), runs={"kafka_log": on_kafka, "publish": kafka_publish},
+                        note="`tickflow produce --to kafka://`: one message per tick; aim: at least half the raw publish rate"))
     rows.append(row("brokers", f"HTTP ingest → log on NATS JetStream in 4 partitions → processed, {http_count:,} ticks", "ticks/s", median(on_parts),
                     "the same, one partition", median(on_nats), runs={"partitions_4": on_parts, "nats_log": on_nats},
                     note="one process owning the 4 partitions: each request split by symbol (the 4 symbols hash to 3 of them), a processor per partition on 2 cores"))
