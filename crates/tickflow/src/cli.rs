@@ -347,7 +347,8 @@ pub(crate) struct ProduceArgs {
     #[arg(long, value_name = "R", default_value_t = 0)]
     pub(crate) rate: u64,
     /// Base URL of the running pipeline; sqs://<queue>, nats://<host>:<port>/<subject> or
-    /// kafka://<host>:<port>/<topic> for one message per event; or a file path to write the
+    /// kafka://<host>:<port>/<topic> for one message per event (the topic is created when
+    /// missing); or a file path to write the
     /// same NDJSON to.
     #[arg(long, value_name = "URL|FILE", default_value = "http://127.0.0.1:8750")]
     pub(crate) to: String,

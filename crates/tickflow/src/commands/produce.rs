@@ -197,11 +197,15 @@ impl Sender {
                     }
                     options.insert(key.to_string(), value.to_string());
                 }
-                Self::Kafka {
-                    producer: tickflow_brokers::kafka::Producer::new(&brokers, &options)
-                        .map_err(anyhow::Error::msg)?,
-                    topic,
-                }
+                let producer = tickflow_brokers::kafka::Producer::new(&brokers, &options)
+                    .map_err(anyhow::Error::msg)?;
+                // As a broker with automatic topic creation would: tansu and many managed
+                // clusters have it off.
+                producer
+                    .ensure_topic(&topic, 1)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("creating Kafka topic {topic}: {e}"))?;
+                Self::Kafka { producer, topic }
             }
             #[cfg(not(feature = "kafka"))]
             Target::Kafka { .. } => anyhow::bail!(tickflow_brokers::kafka::NOT_BUILT),

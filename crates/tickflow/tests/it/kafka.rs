@@ -433,3 +433,26 @@ fn kafka_cut_away_is_retried_counted_and_shown_and_nothing_is_lost_or_doubled() 
         .collect();
     assert_eq!(rows.len(), 800, "every trade published once by key");
 }
+
+/// A broker without automatic topic creation (tansu, many managed clusters): `produce`
+/// creates the topic it is told to send to.
+#[test]
+fn produce_creates_a_missing_topic() {
+    let Some(brokers) = broker() else { return };
+    let topic = format!(
+        "tf-produce-new-{}-{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    );
+    let out = bin()
+        .args(["produce", "--count", "5", "--batch-size", "5"])
+        .args(["--to", &format!("kafka://{brokers}/{topic}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("5 acknowledged, 0 failed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
