@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, bin, config, http, sql, sql_count};
+use crate::support::{Server, api_rows, bin, config, sql, sql_count};
 
 pub(crate) fn acked_seqs(path: &std::path::Path) -> Vec<u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -79,16 +79,7 @@ fn killed_three_times(dir: &std::path::Path, lake: &str, more: &str) -> std::pat
         assert!(Instant::now() < deadline, "did not catch up: {s}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let query = |sql: &str| {
-        let body = serde_json::json!({ "sql": sql }).to_string();
-        let (code, text) = http(
-            "POST",
-            &format!("{}/api/v1/sql", server.url),
-            Some(body.as_bytes()),
-        );
-        assert_eq!(code, 200, "{text}");
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()["rows"].clone()
-    };
+    let query = |sql: &str| api_rows(&server.url, sql);
     let rows = query("SELECT seq FROM trades");
     let stored: Vec<u64> = rows
         .as_array()
@@ -176,10 +167,26 @@ fn sigkill_with_the_log_on_nats_loses_and_doubles_nothing() {
     let Some(url) = crate::nats::server() else {
         return;
     };
+    killed_three_times_on_a_broker_log(&nats_log_section(&url, "tflog"));
+}
+
+/// A `[log]` section on NATS with a stream, subject and consumer of its own.
+pub(crate) fn nats_log_section(url: &str, prefix: &str) -> String {
     let unique = unique();
-    killed_three_times_on_a_broker_log(&format!(
-        "[log]\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"TFLOG_{unique}\"\nsubject = \"tflog.{unique}\"\nconsumer = \"tflog-{unique}\"\n"
-    ));
+    let stream = prefix.to_uppercase();
+    format!(
+        "[log]\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"{stream}_{unique}\"\nsubject = \"{prefix}.{unique}\"\nconsumer = \"{prefix}-{unique}\"\n"
+    )
+}
+
+#[cfg(feature = "kafka")]
+/// A `[log]` section on Kafka with a topic and group of its own. tansu 0.6.0 gives a batch
+/// of several records one offset: each chunk goes alone.
+pub(crate) fn kafka_log_section(brokers: &str, prefix: &str) -> String {
+    let unique = unique();
+    format!(
+        "[log]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{prefix}-{unique}\"\ngroup = \"{prefix}-{unique}\"\noptions = {{ \"batch.num.messages\" = \"1\" }}\n"
+    )
 }
 
 #[cfg(feature = "kafka")]
@@ -188,9 +195,5 @@ fn sigkill_with_the_log_on_kafka_loses_and_doubles_nothing() {
     let Some(brokers) = crate::kafka::broker() else {
         return;
     };
-    let unique = unique();
-    // tansu 0.6.0 gives a batch of several records one offset: each chunk goes alone.
-    killed_three_times_on_a_broker_log(&format!(
-        "[log]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"tflog-{unique}\"\ngroup = \"tflog-{unique}\"\noptions = {{ \"batch.num.messages\" = \"1\" }}\n"
-    ));
+    killed_three_times_on_a_broker_log(&kafka_log_section(&brokers, "tflog"));
 }

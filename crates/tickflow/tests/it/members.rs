@@ -5,8 +5,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::crash::{acked_seqs, every_ack_stored_once, unique};
-use crate::support::{Server, bin, config, http, sql};
+use crate::crash::{acked_seqs, every_ack_stored_once, nats_log_section};
+use crate::support::{Server, api_rows, bin, config, sql};
 
 const PARTITIONS: u64 = 4;
 
@@ -28,14 +28,7 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 /// The rows of `sql` run through `server`'s API.
 fn query(server: &Server, sql: &str) -> serde_json::Value {
-    let body = serde_json::json!({ "sql": sql }).to_string();
-    let (code, text) = http(
-        "POST",
-        &format!("{}/api/v1/sql", server.url),
-        Some(body.as_bytes()),
-    );
-    assert_eq!(code, 200, "{text}");
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["rows"].clone()
+    api_rows(&server.url, sql)
 }
 
 fn producer(url: &str, start_seq: u64, ack_log: &std::path::Path) -> std::process::Child {
@@ -146,10 +139,7 @@ fn two_processes_share_a_partitioned_nats_log_and_one_takes_over_when_the_other_
     let Some(url) = crate::nats::server() else {
         return;
     };
-    let unique = unique();
-    two_processes_share_the_log(&format!(
-        "[log]\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"TFPART_{unique}\"\nsubject = \"tfpart.{unique}\"\nconsumer = \"tfpart-{unique}\"\n"
-    ));
+    two_processes_share_the_log(&nats_log_section(&url, "tfpart"));
 }
 
 #[cfg(feature = "kafka")]
@@ -158,9 +148,5 @@ fn two_processes_share_a_partitioned_kafka_log_and_one_takes_over_when_the_other
     let Some(brokers) = crate::kafka::broker() else {
         return;
     };
-    let unique = unique();
-    // tansu 0.6.0 gives a batch of several records one offset: each chunk goes alone.
-    two_processes_share_the_log(&format!(
-        "[log]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"tfpart-{unique}\"\ngroup = \"tfpart-{unique}\"\noptions = {{ \"batch.num.messages\" = \"1\" }}\n"
-    ));
+    two_processes_share_the_log(&crate::crash::kafka_log_section(&brokers, "tfpart"));
 }

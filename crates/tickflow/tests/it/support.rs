@@ -286,3 +286,11 @@ pub(crate) fn live_trades(server: &Server) -> u64 {
         .as_u64()
         .unwrap_or(0)
 }
+
+/// The rows of `sql` run through the API of the pipeline at `url`.
+pub(crate) fn api_rows(url: &str, sql: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "sql": sql }).to_string();
+    let (code, text) = http("POST", &format!("{url}/api/v1/sql"), Some(body.as_bytes()));
+    assert_eq!(code, 200, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["rows"].clone()
+}
