@@ -21,7 +21,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import http.client
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +170,7 @@ class Pipeline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tickflow run exited early: {self.tail()}")
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(self.url + "/readyz", timeout=1).read()
+                urllib.request.urlopen(self.url + "/healthz", timeout=1).read()
                 return
             time.sleep(0.1)
         raise RuntimeError("tickflow run did not become ready")
@@ -943,6 +946,57 @@ def suite_aws(ctx):
                 note="both bounded by moto_server on the same cores; tickflow timed from its start, the handler from its first receive")]
 
 
+class StreamClient(threading.Thread):
+    """One live-stream connection as the dashboard opens it, read until the server ends it."""
+
+    def __init__(self, url, path):
+        super().__init__(daemon=True)
+        self.url, self.path = urllib.parse.urlparse(url), path
+        self.bytes = 0
+        self.events = 0
+
+    def run(self):
+        conn = http.client.HTTPConnection(self.url.hostname, self.url.port, timeout=SECONDS + 120)
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn.request("GET", self.path, headers={"Accept": "text/event-stream"})
+            response = conn.getresponse()
+            while line := response.readline():
+                self.bytes += len(line)
+                if line.startswith(b"event:"):
+                    self.events += 1
+
+
+def suite_dashboard(ctx):
+    """The live stream's cost: a simulator flood with ten dashboards connected, each as a browser opens it (prices, alerts and status on one stream, one symbol's one-second candles on another), against the same flood with none."""
+    browsers = 10
+    alone, watched, streamed = [], [], []
+    for i in range(RUNS):
+        log(f"dashboard: simulator flood without and with {browsers} dashboards, run {i + 1}/{RUNS}, {SECONDS} s each")
+        alone.append(simulated(0, SECONDS, sim=sim_keys(0), thresholds=DEMO_RULES)["ticks_per_second"])
+        with tempfile.TemporaryDirectory(prefix="tickflow-bench-") as work:
+            with Pipeline(work, duration=SECONDS, sim=sim_keys(0), thresholds=DEMO_RULES) as p:
+                clients = []
+                for _ in range(browsers):
+                    clients.append(StreamClient(p.url, "/api/v1/stream?topics=prices,alerts,status"))
+                    clients.append(StreamClient(p.url, "/api/v1/stream?topics=bars&interval=1s&symbols=NVDA"))
+                for c in clients:
+                    c.start()
+                summary = p.wait(SECONDS + 120)
+                for c in clients:
+                    c.join(timeout=10)
+        watched.append(summary["ticks_per_second"])
+        streamed.append(sum(c.bytes for c in clients) / SECONDS)
+        if not any(c.events for c in clients):
+            raise RuntimeError("no dashboard received an event")
+    return [
+        row("dashboard", f"simulator flood with {browsers} dashboards streaming", "ticks/s", median(watched),
+            peer="no dashboard", peer_value=median(alone), runs={"watched": watched, "alone": alone},
+            note="the aim: at least 0.95×"),
+        row("dashboard", f"bytes streamed to {browsers} dashboards", "bytes/s", median(streamed), higher_is_better=False,
+            runs={"bytes_per_second": streamed}),
+    ]
+
+
 def started_at(pipeline):
     """When `tickflow run` was started (its readiness included, as a Lambda's cold start would be)."""
     return pipeline.started
@@ -959,6 +1013,7 @@ SUITES = {
     "sources": suite_sources,
     "brokers": suite_brokers,
     "aws": suite_aws,
+    "dashboard": suite_dashboard,
 }
 
 # ---------------------------------------------------------------------------------------------

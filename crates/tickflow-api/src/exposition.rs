@@ -57,6 +57,18 @@ impl Exporter {
         out
     }
 
+    /// Sets a gauge of this server's own (not the pipeline's), shown by the next render.
+    pub(crate) fn gauge(&self, name: &'static str, help: &'static str, value: f64) {
+        self.recorder.describe_gauge(
+            KeyName::from_const_str(name),
+            None,
+            SharedString::const_str(help),
+        );
+        self.recorder
+            .register_gauge(&Key::from_static_name(name), &METADATA)
+            .set(value);
+    }
+
     fn record(&self, family: &Family) {
         let name = KeyName::from_const_str(family.name);
         let help = SharedString::const_str(family.help);

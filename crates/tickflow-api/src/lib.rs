@@ -1,5 +1,6 @@
-//! The HTTP API: ingest, SQL, status, health, Prometheus metrics and the dashboard, all
-//! routed in [`routes`]. Status codes for every error live in [`error`].
+//! The HTTP API: ingest, SQL, status, health, Prometheus metrics, the live stream, the DLQ
+//! and the dashboard, all routed in [`routes`]. Status codes for every error live in
+//! [`error`].
 //!
 //! It owns no pipeline logic: handlers call [`tickflow_pipeline::Pipeline`] and
 //! [`tickflow_query`], and translate their answers to HTTP.
@@ -9,6 +10,7 @@ mod exposition;
 mod handlers;
 mod pgwire;
 pub mod routes;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +27,10 @@ pub struct AppState {
     /// One engine for every query, so file metadata is read once per file, not per query.
     pub query: tickflow_query::QueryEngine,
     exporter: exposition::Exporter,
+    /// The live stream's looker and clients (`GET /api/v1/stream`).
+    hub: Arc<stream::Hub>,
+    /// When each source last sent something, for `/readyz`.
+    freshness: Arc<tickflow_pipeline::health::Freshness>,
 }
 
 impl AppState {
@@ -34,6 +40,8 @@ impl AppState {
             pipeline,
             query,
             exporter: exposition::Exporter::new(),
+            hub: Arc::new(stream::Hub::new()),
+            freshness: Arc::default(),
         }
     }
 }
@@ -71,10 +79,22 @@ pub async fn serve(
     let query = engine(&pipeline)?;
     let state = AppState::new(pipeline, query);
     state.exporter.install_global();
+    let hub = Arc::clone(&state.hub);
+    let looker = tokio::spawn(stream::run(state.clone()));
+    let sampler = tokio::spawn(handlers::health::sample_freshness(state.clone()));
     let app = router(state, max_body);
-    axum::serve(listener, app)
+    // Live streams never end on their own: closing the hub ends them, so the graceful
+    // shutdown is not held up by a dashboard left open.
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    looker.abort();
+    sampler.abort();
+    served
 }
 
 #[cfg(test)]

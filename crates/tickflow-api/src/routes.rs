@@ -5,7 +5,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::AppState;
-use crate::handlers::{alerts, bars, dashboard, health, ingest, sql, status};
+use crate::handlers::{alerts, bars, dashboard, dlq, health, ingest, sql, status};
+use crate::stream;
 
 pub const INGEST: &str = "/api/v1/ingest";
 pub const INGEST_SOURCE: &str = "/api/v1/ingest/{source}";
@@ -17,6 +18,9 @@ pub const GAPS: &str = "/api/v1/gaps";
 pub const JOBS: &str = "/api/v1/jobs";
 pub const ALERTS: &str = "/api/v1/alerts";
 pub const RELOAD: &str = "/api/v1/reload";
+pub const STREAM: &str = "/api/v1/stream";
+pub const DLQ: &str = "/api/v1/dlq";
+pub const DLQ_REPLAY: &str = "/api/v1/dlq/replay";
 pub const METRICS: &str = "/metrics";
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
@@ -41,6 +45,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(JOBS, get(status::jobs))
         .route(ALERTS, get(alerts::alerts))
         .route(RELOAD, post(status::reload))
+        .route(STREAM, get(stream::stream))
+        .route(DLQ, get(dlq::list))
+        .route(DLQ_REPLAY, post(dlq::replay))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

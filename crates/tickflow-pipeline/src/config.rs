@@ -39,6 +39,29 @@ pub struct RawConfig {
     pub notifiers: Vec<RawNotifier>,
     pub alerts: RawAlerts,
     pub jobs: Vec<crate::jobs::RawJob>,
+    pub health: RawHealth,
+}
+
+/// `[health]`: what `GET /readyz` requires.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealth {
+    pub source_silence_secs: Option<i64>,
+    pub calendar: Option<String>,
+    pub sink_lag_flushes: Option<i64>,
+    pub sources: Option<Vec<String>>,
+}
+
+/// Validated `[health]` settings ([`crate::health`]).
+#[derive(Clone, Debug)]
+pub struct HealthPlan {
+    /// A required source silent this long (in its market's hours) is not ready.
+    pub source_silence: Duration,
+    pub hours: crate::feed_watch::Hours,
+    /// A sink or notifier further behind the lake than this many flushes is not ready.
+    pub sink_lag_flushes: u64,
+    /// The sources that must be fresh; `None`: every source that fetches data itself (all
+    /// but HTTP ingest, which waits to be sent, and replays, which end).
+    pub sources: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -2216,6 +2239,8 @@ pub struct Plan {
     pub stale_feeds: Vec<crate::feed_watch::StaleRule>,
     /// Gap rules (`[[alerts.gap]]`), watching the sources' gap ledgers.
     pub gap_rules: Vec<crate::feed_watch::GapRule>,
+    /// What `GET /readyz` requires (`[health]`).
+    pub health: HealthPlan,
 }
 
 /// HTTP ingest as a source: the API appends what requests carry under the source's id, so
@@ -3573,6 +3598,40 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
         }
     }
+    let health = HealthPlan {
+        source_silence: Duration::from_secs(c.range(
+            "health.source_silence_secs",
+            raw.health.source_silence_secs,
+            60,
+            1,
+            86_400,
+        ) as u64),
+        hours: match raw.health.calendar.as_deref().map(str::parse) {
+            None => crate::feed_watch::Hours::Always,
+            Some(Ok(hours)) => hours,
+            Some(Err(e)) => {
+                c.add("health.calendar", e);
+                crate::feed_watch::Hours::Always
+            }
+        },
+        sink_lag_flushes: c.range(
+            "health.sink_lag_flushes",
+            raw.health.sink_lag_flushes,
+            60,
+            1,
+            1_000_000,
+        ) as u64,
+        sources: raw.health.sources.inspect(|ids| {
+            for id in ids {
+                if !sources.iter().any(|s| &s.id == id) {
+                    c.add(
+                        "health.sources",
+                        format!("no source has the id {id:?}; [[sources]] ids are what it lists"),
+                    );
+                }
+            }
+        }),
+    };
     Plan {
         data_dir,
         http,
@@ -3587,6 +3646,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         jobs,
         stale_feeds,
         gap_rules,
+        health,
     }
 }
 
@@ -3830,6 +3890,7 @@ fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
             "lake" => raw.lake = c.typed(value, "lake").unwrap_or_default(),
             "alerts" => raw.alerts = c.typed(value, "alerts").unwrap_or_default(),
             "jobs" => raw.jobs = c.typed(value, "jobs").unwrap_or_default(),
+            "health" => raw.health = c.typed(value, "health").unwrap_or_default(),
             "sources" => {
                 for (i, (id, kind, entry)) in entries(value, "sources", RawSourceKind::TYPES, c) {
                     let key = format!("sources[{i}]");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tickflow_lake::{Lake, RecordBatch, Rows, Table};
-use tickflow_model::Bar;
+use tickflow_model::{Alert, Bar};
 use tickflow_process::{Processor, ProcessorConfig};
 
 use crate::{Result, checkpoint};
@@ -36,6 +36,51 @@ pub(crate) struct Live {
     /// Up to [`MAX_SPARE`]: while the flusher lags, several flushes are in flight, and a
     /// single spare was usually still out when the next flush began.
     pub(crate) spare: Vec<(Rows, Vec<i64>)>,
+    /// Final bars and alerts since the live stream last took them ([`Live::view`]).
+    pub(crate) recent: Recent,
+    /// When the live stream last looked: the processor keeps [`Live::recent`] only while
+    /// someone watches, so an unwatched pipeline pays nothing for it.
+    pub(crate) watched_at: Option<std::time::Instant>,
+}
+
+/// How long after the live stream's last look the processor still keeps final bars and
+/// alerts for it.
+const WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Final bars kept for the live stream between two looks; past this many the oldest are
+/// dropped and counted (the stream then tells its clients to load history again).
+const RECENT_BARS: usize = 100_000;
+/// Alerts kept for the live stream between two looks.
+const RECENT_ALERTS: usize = 10_000;
+
+/// What the processor kept for the live stream since it last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    bars: std::collections::VecDeque<Bar>,
+    alerts: std::collections::VecDeque<Alert>,
+    dropped: u64,
+}
+
+/// A look at the running pipeline for `GET /api/v1/stream`: the bars still open, and the
+/// final bars and alerts produced since the previous look.
+#[derive(Debug, Default, Clone)]
+pub struct LiveView {
+    pub open_bars: Vec<Bar>,
+    pub final_bars: Vec<Bar>,
+    pub alerts: Vec<Alert>,
+    /// Final bars and alerts produced since the previous look but not kept (more than the
+    /// stream can hold between two looks): a client's chart then misses some.
+    pub dropped: u64,
+}
+
+impl LiveView {
+    /// Adds another partition's view.
+    pub(crate) fn extend(&mut self, other: LiveView) {
+        self.open_bars.extend(other.open_bars);
+        self.final_bars.extend(other.final_bars);
+        self.alerts.extend(other.alerts);
+        self.dropped += other.dropped;
+    }
 }
 
 /// Everything one query reads: Parquet files per table and in-memory batches per table.
@@ -48,6 +93,45 @@ pub struct QueryInputs {
 }
 
 impl Live {
+    /// Whether the live stream looked recently enough that the processor keeps final bars
+    /// and alerts for it.
+    pub(crate) fn watched(&self) -> bool {
+        self.watched_at.is_some_and(|t| t.elapsed() < WATCH_TIMEOUT)
+    }
+
+    /// Keeps the final bars and alerts of `rows` (a processed batch) for the live stream.
+    pub(crate) fn keep_recent(&mut self, rows: &Rows) {
+        let recent = &mut self.recent;
+        for bar in rows.bars.iter().filter(|b| b.is_final) {
+            if recent.bars.len() == RECENT_BARS {
+                recent.bars.pop_front();
+                recent.dropped += 1;
+            }
+            recent.bars.push_back(bar.clone());
+        }
+        for alert in &rows.alerts {
+            if recent.alerts.len() == RECENT_ALERTS {
+                recent.alerts.pop_front();
+                recent.dropped += 1;
+            }
+            recent.alerts.push_back(alert.clone());
+        }
+    }
+
+    /// The live stream's look: takes what was kept since the previous one, with the open
+    /// bars, and asks the processor to keep refreshing them.
+    pub(crate) fn view(&mut self) -> LiveView {
+        self.watched_at = Some(std::time::Instant::now());
+        self.open_bars_read = true;
+        let recent = std::mem::take(&mut self.recent);
+        LiveView {
+            open_bars: self.open_bars.clone(),
+            final_bars: recent.bars.into(),
+            alerts: recent.alerts.into(),
+            dropped: recent.dropped,
+        }
+    }
+
     /// Batches of every in-memory row, taken under the caller's lock so that, together with
     /// the files up to `published_seq`, each row is seen exactly once.
     pub(crate) fn batches(&self) -> Result<Vec<(Table, RecordBatch)>> {
@@ -210,6 +294,38 @@ mod tests {
             is_final,
             source: None,
         }
+    }
+
+    #[test]
+    fn the_live_stream_gets_final_bars_once_and_only_while_it_watches() {
+        let rows = Rows {
+            bars: vec![bar(true), bar(false)],
+            ..Default::default()
+        };
+        let mut live = Live::default();
+        assert!(!live.watched(), "nobody has looked yet");
+        let first = live.view();
+        assert!(first.final_bars.is_empty());
+        assert!(live.watched());
+        live.keep_recent(&rows);
+        let second = live.view();
+        assert_eq!(second.final_bars, vec![bar(true)], "only the final bar");
+        assert!(live.view().final_bars.is_empty(), "each bar is handed over once");
+        live.watched_at = Some(std::time::Instant::now() - WATCH_TIMEOUT);
+        assert!(!live.watched(), "a stream that stopped looking is not fed");
+    }
+
+    #[test]
+    fn the_live_stream_counts_what_it_could_not_keep() {
+        let mut live = Live::default();
+        let rows = Rows {
+            bars: vec![bar(true); RECENT_BARS + 3],
+            ..Default::default()
+        };
+        live.keep_recent(&rows);
+        let view = live.view();
+        assert_eq!(view.final_bars.len(), RECENT_BARS);
+        assert_eq!(view.dropped, 3);
     }
 
     #[test]

@@ -433,6 +433,15 @@ impl Members {
         None
     }
 
+    /// [`crate::Pipeline::live_view`] of the owned partitions together.
+    pub(crate) fn live_view(&self) -> crate::live::LiveView {
+        let mut view = crate::live::LiveView::default();
+        for o in self.shared.owned().values() {
+            view.extend(o.pipeline.live_view());
+        }
+        view
+    }
+
     pub(crate) fn status(&self) -> crate::runtime::Status {
         let owned = self.shared.owned();
         let mut status = crate::runtime::Status::empty();

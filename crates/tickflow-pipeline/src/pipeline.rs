@@ -233,6 +233,17 @@ impl Pipeline {
         }
     }
 
+    /// What `GET /api/v1/stream` shows: the open bars, and the final bars and alerts since
+    /// the previous call. The processor keeps those only while this is called (every few
+    /// seconds at least), and hands each over once, so one caller (the API's stream hub)
+    /// takes them for every client.
+    pub fn live_view(&self) -> crate::live::LiveView {
+        match &self.0 {
+            Kind::Single(s) => s.live_view(),
+            Kind::Members(m) => m.live_view(),
+        }
+    }
+
     /// Partitions of a partitioned log this process owns now; empty otherwise.
     pub fn owned_partitions(&self) -> Vec<u32> {
         match &self.0 {

@@ -621,6 +621,11 @@ impl Single {
         }
     }
 
+    /// [`Pipeline::live_view`].
+    pub(crate) fn live_view(&self) -> live::LiveView {
+        self.inner.live().view()
+    }
+
     /// [`Pipeline::query_inputs`] of one table: its published files and its rows in
     /// memory, each row in exactly one (what a long-lived session's scan of it reads).
     ///
@@ -962,7 +967,65 @@ fn append_events(
     append(inner, source, batch)
 }
 
-fn count_output(metrics: &Metrics, out: &Output) {
+/// Alerts in the process's log: one line each while they are about live data; alerts on
+/// history (an event time more than a minute old: a backfill, a replay, the demo's 90 days)
+/// are counted by rule and summed up in one line every ten seconds, so pushing history
+/// leaves the terminal readable. Every alert is in the `alerts` table either way.
+#[derive(Debug)]
+struct AlertLog {
+    held: BTreeMap<String, u64>,
+    since: Instant,
+}
+
+impl AlertLog {
+    /// Event times older than this are history.
+    const HISTORY: i64 = 60 * 1_000_000_000;
+    const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self {
+            held: BTreeMap::new(),
+            since: Instant::now(),
+        }
+    }
+
+    fn log(&mut self, a: &tickflow_model::Alert, now: UnixNanos) {
+        if now.0 - a.ts.0 > Self::HISTORY {
+            *self.held.entry(a.rule.clone()).or_default() += 1;
+        } else {
+            tracing::info!(rule = %a.rule, symbol = %a.symbol, value = %a.value, severity = %a.severity, alert_id = %a.alert_id, "{}", a.message);
+        }
+    }
+
+    /// Writes the summary line once it is due.
+    fn summarize_if_due(&mut self) {
+        if self.since.elapsed() >= Self::SUMMARY_EVERY {
+            self.summarize();
+        }
+    }
+
+    fn summarize(&mut self) {
+        self.since = Instant::now();
+        if self.held.is_empty() {
+            return;
+        }
+        let total: u64 = self.held.values().sum();
+        let by_rule = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(rule, n)| format!("{rule} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(alerts = total, by_rule = %by_rule, "alerts on history (event time over a minute old), summed up; the alerts table has each");
+    }
+}
+
+impl Drop for AlertLog {
+    fn drop(&mut self) {
+        self.summarize();
+    }
+}
+
+fn count_output(metrics: &Metrics, out: &Output, alert_log: &mut AlertLog, now: UnixNanos) {
     for (table, n) in [
         ("trades", out.rows.trades.len()),
         ("quotes", out.rows.quotes.len()),
@@ -981,8 +1044,9 @@ fn count_output(metrics: &Metrics, out: &Output) {
     }
     for a in &out.rows.alerts {
         metrics.alerts.add(&a.rule, 1);
-        tracing::info!(rule = %a.rule, symbol = %a.symbol, value = %a.value, severity = %a.severity, alert_id = %a.alert_id, "{}", a.message);
+        alert_log.log(a, now);
     }
+    alert_log.summarize_if_due();
     metrics
         .duplicates
         .fetch_add(out.duplicates, Ordering::Relaxed);
@@ -1129,6 +1193,7 @@ fn run_processor(
     let mut out = Output::default();
     let mut recv_times: Vec<i64> = Vec::new();
     let mut alert_recv_times: Vec<i64> = Vec::new();
+    let mut alert_log = AlertLog::new();
     let mut checkpoint_len = 0usize;
     let mut pending_rows = 0usize;
     let mut flushed_offset = next;
@@ -1260,6 +1325,7 @@ fn run_processor(
                 }
                 return Ok(());
             }
+            alert_log.summarize_if_due();
             inner.log.wait_for(next, Duration::from_millis(20));
             continue;
         }
@@ -1305,7 +1371,7 @@ fn run_processor(
         }
         let m = &inner.metrics;
         m.processed.fetch_add(n, Ordering::Relaxed);
-        count_output(m, &out);
+        count_output(m, &out, &mut alert_log, now);
         m.alert_latency
             .observe_since(UnixNanos::now().0, alert_recv_times.drain(..));
         inner.processed_offset.store(next, Ordering::Relaxed);
@@ -1314,6 +1380,9 @@ fn run_processor(
         out.duplicates = 0;
         {
             let mut live = inner.live();
+            if live.watched() {
+                live.keep_recent(&out.rows);
+            }
             // Moves the rows and keeps `out`'s buffers for the next batch.
             live.pending.append(&mut out.rows);
             m.queryable_latency.observe_since(

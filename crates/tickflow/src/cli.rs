@@ -15,8 +15,19 @@ pub(crate) struct Cli {
     /// Log more (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+    /// How log lines are written to standard error: `human` to read, `json` (one object per
+    /// line) for a log collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +97,39 @@ pub(crate) enum Command {
         after_help = "Example (the zip's bootstrap):\n  #!/bin/sh\n  exec ./tickflow lambda --config \"$LAMBDA_TASK_ROOT/tickflow.toml\"\n\nThe config is the one `tickflow run` takes; its sources do not run, the event source\nmapping polls the queue. The first `sqs` source's id, max_receives and\ndead_letter_queue_url apply to the messages. Each invocation is answered once its ticks are\nin every sink, with the messages to receive again as batchItemFailures (enable\nReportBatchItemFailures on the mapping). Put data_dir under /tmp. deploy/terraform/ has\nthe function, queue, tables and roles."
     )]
     Lambda(LambdaArgs),
+    /// Watch a running pipeline live in the terminal: every component's state, rate, lag and errors (q quits).
+    #[command(
+        after_help = "Examples:\n  tickflow top                       # the pipeline whose data directory is ./tickflow-data\n  tickflow top --url http://10.0.0.5:8750 --interval 2"
+    )]
+    Top(TopArgs),
+    /// Print a shell completion script to standard output.
+    #[command(
+        after_help = "Examples:\n  tickflow completions bash > ~/.local/share/bash-completion/completions/tickflow\n  tickflow completions zsh > \"${fpath[1]}/_tickflow\"\n  tickflow completions fish > ~/.config/fish/completions/tickflow.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to standard output.
+    #[command(after_help = "Example:\n  tickflow man > ~/.local/share/man/man1/tickflow.1 && man tickflow")]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// The data directory of the running pipeline, which records its address.
+    #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Watch this address instead (`http://host:port`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// Seconds between redraws.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub(crate) interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, clap::Subcommand)]

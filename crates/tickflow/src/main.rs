@@ -8,7 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     tickflow_notify::install_crypto();
     let cli = cli::parse();
-    commands::init_logging(cli.verbose);
+    commands::init_logging(cli.verbose, cli.log_format);
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -5,6 +5,7 @@ mod athena;
 mod backfill;
 mod check;
 mod compact;
+mod completions;
 mod gaps;
 mod jobs;
 mod lambda;
@@ -14,6 +15,7 @@ mod report;
 mod run;
 mod sql;
 mod status;
+mod top;
 
 use std::process::ExitCode;
 
@@ -22,7 +24,19 @@ use crate::cli::{Cli, Command};
 /// Exit code for invalid usage or configuration.
 pub(crate) const EXIT_USAGE: u8 = 2;
 
-pub(crate) fn init_logging(verbose: u8) {
+/// Set when logs are JSON: status lines then go out as log events, not as text.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `--log-format json` was given.
+pub(crate) fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) fn init_logging(verbose: u8, format: crate::cli::LogFormat) {
+    JSON_LOGS.store(
+        format == crate::cli::LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let default = match verbose {
         0 => "info,datafusion=warn",
         1 => "debug,datafusion=info",
@@ -30,11 +44,19 @@ pub(crate) fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        crate::cli::LogFormat::Human => builder.try_init(),
+        // One JSON object per line, fields flattened beside the message.
+        crate::cli::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -54,6 +76,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts(crate::cli::AlertsCommand::Test(args)) => alerts::test(&args),
         Command::AthenaDdl(args) => athena::ddl(&args),
         Command::Lambda(args) => lambda::lambda(&args),
+        Command::Top(args) => top::top(&args),
+        Command::Completions(args) => completions::completions(args.shell),
+        Command::Man => completions::man(),
     }
 }
 

@@ -146,7 +146,9 @@ fn serve(
             "a scheduled job did not finish within 120 s of the stop; it may run again at the next start"
         );
     }
-    eprintln!();
+    if !super::json_logs() {
+        eprintln!();
+    }
     tracing::info!(reason, "stopping");
     let _ = stop_tx.send(true);
     match rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await }) {
@@ -279,7 +281,20 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
             s.latency_p99_seconds
                 .map_or("-".to_string(), |p| format!("{:.0} ms", p * 1000.0)),
         );
-        if tty {
+        if super::json_logs() {
+            if lines.is_multiple_of(5) {
+                tracing::info!(
+                    ticks_per_second = rate.round(),
+                    log_lag = s.log_lag,
+                    trades = get("trades"),
+                    bars = get("bars"),
+                    alerts = s.alerts,
+                    rejected = s.rejected,
+                    p99_to_lake_seconds = s.latency_p99_seconds,
+                    "status"
+                );
+            }
+        } else if tty {
             eprint!("\r{line}");
         } else if lines.is_multiple_of(5) {
             eprintln!("{line}");

@@ -11,31 +11,14 @@ use serde_json::Value;
 use crate::cli::StatusArgs;
 
 pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let url = match args.url {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => super::sql::running_server(&args.data_dir).with_context(|| {
-            format!(
-                "no pipeline is running on {}: its server.json is missing or names a process \
-                 that has stopped (start one with `tickflow run`, or pass --url)",
-                args.data_dir.display()
-            )
-        })?,
-    };
+    let url = address(args.url.as_deref(), &args.data_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let body = rt
-        .block_on(async {
-            let resp = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()?
-                .get(format!("{url}/api/v1/status"))
-                .send()
-                .await?
-                .error_for_status()?;
-            resp.text().await
-        })
-        .with_context(|| format!("asking {url}/api/v1/status"))?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let body = rt.block_on(fetch(&client, &url))?;
     let status: Value = serde_json::from_str(&body)
         .with_context(|| format!("{url}/api/v1/status answered something other than JSON"))?;
     if args.json {
@@ -49,6 +32,36 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The running pipeline's address: `url`, else the one `data_dir`'s `server.json` records.
+pub(crate) fn address(url: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    match url {
+        Some(url) => Ok(url.trim_end_matches('/').to_string()),
+        None => super::sql::running_server(data_dir).with_context(|| {
+            format!(
+                "no pipeline is running on {}: its server.json is missing or names a process \
+                 that has stopped (start one with `tickflow run`, or pass --url)",
+                data_dir.display()
+            )
+        }),
+    }
+}
+
+/// `GET /api/v1/status` of the pipeline at `url`, as it came.
+pub(crate) async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let answer = async {
+        client
+            .get(format!("{url}/api/v1/status"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await
+    };
+    answer
+        .await
+        .with_context(|| format!("asking {url}/api/v1/status"))
 }
 
 /// The status as text: a summary, then one table per kind of component.
@@ -172,7 +185,7 @@ fn render(url: &str, s: &Value) -> String {
 }
 
 /// A time the API gives in nanoseconds since the epoch, to the second: `2026-12-12T16:00:00Z`.
-fn time(v: &Value) -> String {
+pub(crate) fn time(v: &Value) -> String {
     match v.as_i64() {
         Some(ns) => {
             let full = tickflow_model::UnixNanos(ns).to_string();
@@ -182,7 +195,7 @@ fn time(v: &Value) -> String {
     }
 }
 
-fn rows(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+pub(crate) fn rows(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
     list.as_array()
         .map(|a| a.iter().map(row).collect())
         .unwrap_or_default()
@@ -190,7 +203,7 @@ fn rows(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
 
 /// A table under a blank line, columns as wide as their widest cell; the last column is
 /// left as long as it is (an error message). Nothing when there are no rows.
-fn table(out: &mut String, first: &str, rest: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(out: &mut String, first: &str, rest: &[&str], rows: &[Vec<String>]) {
     if rows.is_empty() {
         return;
     }
@@ -223,7 +236,7 @@ fn table(out: &mut String, first: &str, rest: &[&str], rows: &[Vec<String>]) {
 }
 
 /// `1,234,567`.
-fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -236,7 +249,7 @@ fn count(n: u64) -> String {
 }
 
 /// `2d 03h`, `1h 02m`, `5m 07s`, `12s`.
-fn uptime(secs: f64) -> String {
+pub(crate) fn uptime(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..60 => format!("{s}s"),

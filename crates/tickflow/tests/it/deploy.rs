@@ -342,3 +342,93 @@ fn the_compose_file_runs_tickflow_with_kafka_and_timescaledb_on_a_config_that_ch
         );
     }
 }
+
+/// The `tickflow_` metric names `text` refers to, histogram series under their family name.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("tickflow_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        names.insert(family.to_string());
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_and_prometheus_rules_read_only_metrics_tickflow_exposes() {
+    let Some(venv) = checkov_venv() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dashboard_text =
+        std::fs::read_to_string(root.join("deploy/grafana/tickflow-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        assert!(
+            panel["targets"].as_array().is_some_and(|t| !t.is_empty()),
+            "{}",
+            panel["title"]
+        );
+    }
+    let rules_path = root.join("deploy/prometheus/tickflow-rules.yml");
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&rules_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules = rules["groups"][0]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 8);
+    for rule in rules {
+        assert!(rule["alert"].is_string() && rule["expr"].is_string(), "{rule}");
+        assert!(rule["annotations"]["summary"].is_string(), "{rule}");
+    }
+
+    // What a running pipeline exposes, and what connectors add as they run (documented).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        crate::support::config(
+            &data,
+            "\n[[sources]]\ntype = \"simulator\"\nrate = 100\nhistory_days = 0\n",
+        ),
+    )
+    .unwrap();
+    let server = crate::support::Server::start(&cfg, &data);
+    let (_, exposed) = crate::support::http("GET", &format!("{}/metrics", server.url), None);
+    server.stop();
+    let exposed = metric_names(&exposed);
+    let operations = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
+    let documented = metric_names(&operations);
+    let rules_text = std::fs::read_to_string(&rules_path).unwrap();
+    for name in metric_names(&dashboard_text)
+        .into_iter()
+        .chain(metric_names(&rules_text))
+    {
+        assert!(
+            exposed.contains(&name) || documented.contains(&name),
+            "{name} is neither in /metrics nor among the documented connector metrics"
+        );
+    }
+    for always in [
+        "tickflow_processed_total",
+        "tickflow_process_latency_seconds",
+        "tickflow_stream_clients",
+    ] {
+        assert!(exposed.contains(always), "{always} missing from /metrics");
+    }
+}

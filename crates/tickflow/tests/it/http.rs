@@ -20,7 +20,7 @@ fn http_api_answers_and_refuses_clearly() {
     let url = &server.url;
 
     let (code, body) = http("GET", &format!("{url}/healthz"), None);
-    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert_eq!((code, body.as_str()), (200, "{\"alive\":true}"));
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

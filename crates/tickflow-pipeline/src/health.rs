@@ -1,0 +1,331 @@
+//! Readiness: whether this pipeline is doing its job, check by check, for `GET /readyz`.
+//!
+//! It fails closed: ready only when the pipeline runs, data has arrived at some point,
+//! every required source has delivered within `[health] source_silence_secs` (counted only
+//! in market hours on the `nyse` calendar), and every sink and notifier is within
+//! `[health] sink_lag_flushes` of the lake. Each check says what it saw, so an unready answer
+//! names the source or sink at fault.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tickflow_model::UnixNanos;
+use tickflow_sources::calendar;
+
+use crate::config::HealthPlan;
+use crate::feed_watch::Hours;
+use crate::runtime::Status;
+
+/// One check of [`Readiness`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Check {
+    /// `pipeline`, `data`, `source`, `sink` or `notifier`.
+    pub check: &'static str,
+    /// The component's id, for `source`, `sink` and `notifier`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub ok: bool,
+    /// What it saw.
+    pub detail: String,
+}
+
+/// `GET /readyz`'s answer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<Check>,
+}
+
+/// When each source's count of events last moved, sampled from the ingest counters: a
+/// source is silent since the first sample that saw its current count.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    seen: Mutex<HashMap<String, (u64, UnixNanos)>>,
+}
+
+impl Freshness {
+    /// Takes a sample of every source's event count (`Status::ingested`).
+    pub fn observe<'a>(
+        &self,
+        counts: impl IntoIterator<Item = (&'a String, &'a u64)>,
+        now: UnixNanos,
+    ) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, &n) in counts {
+            let entry = seen.entry(id.clone()).or_insert((n, now));
+            if entry.0 != n {
+                *entry = (n, now);
+            }
+        }
+    }
+
+    /// When `id`'s count last moved (or was first seen), and the count then.
+    fn last_moved(&self, id: &str) -> Option<(u64, UnixNanos)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+    }
+}
+
+/// The sources `plan` requires: those it lists, else every source that fetches data
+/// itself (HTTP ingest waits to be sent; a replay ends).
+fn required(plan: &HealthPlan, status: &Status) -> Vec<String> {
+    match &plan.sources {
+        Some(ids) => ids.clone(),
+        None => status
+            .sources
+            .iter()
+            .filter(|s| !matches!(s.kind, "http" | "replay"))
+            .map(|s| s.id.clone())
+            .collect(),
+    }
+}
+
+/// Seconds `since` counts as silence at `now`: always, or on the NYSE calendar only within
+/// today's regular session, from the bell.
+fn silence(hours: Hours, since: UnixNanos, now: UnixNanos) -> Option<i64> {
+    let from = match hours {
+        Hours::Always => since,
+        Hours::Nyse => match calendar::session(calendar::exchange_date(now)) {
+            Some((open, close)) if open <= now && now < close => since.max(open),
+            _ => return None,
+        },
+    };
+    Some((now.0 - from.0).max(0) / 1_000_000_000)
+}
+
+/// Every check on `status`, with `fresh` sampled up to `now`.
+pub fn readiness(
+    plan: &HealthPlan,
+    status: &Status,
+    fresh: &Freshness,
+    stopping: bool,
+    now: UnixNanos,
+) -> Readiness {
+    let mut checks = Vec::new();
+    let pipeline = match (&status.failure, stopping) {
+        (Some(f), _) => (false, format!("failed: {f}")),
+        (None, true) => (false, "stopping".to_string()),
+        (None, false) => (true, format!("running for {:.0} s", status.uptime_secs)),
+    };
+    checks.push(Check {
+        check: "pipeline",
+        id: None,
+        ok: pipeline.0,
+        detail: pipeline.1,
+    });
+    let arrived = status.log_next_offset > 0 || status.ingested.values().any(|n| *n > 0);
+    checks.push(Check {
+        check: "data",
+        id: None,
+        ok: arrived,
+        detail: if arrived {
+            format!("{} records in the log", status.log_next_offset)
+        } else {
+            "no data has arrived yet".into()
+        },
+    });
+    let limit = plan.source_silence.as_secs() as i64;
+    for id in required(plan, status) {
+        let state = status.sources.iter().find(|s| s.id == id);
+        let (ok, detail) = match state {
+            Some(s) if s.state == "failed" => (
+                false,
+                format!("failed: {}", s.error.as_deref().unwrap_or("no reason given")),
+            ),
+            Some(s) if s.state == "finished" => (true, "finished its input".into()),
+            _ => match fresh.last_moved(&id) {
+                None => (false, "has sent nothing yet".to_string()),
+                Some((n, since)) => match silence(plan.hours, since, now) {
+                    None => (true, format!("{n} events; the market is closed")),
+                    Some(secs) if secs >= limit && n == 0 => (
+                        false,
+                        format!("has sent nothing in {secs} s (limit {limit} s)"),
+                    ),
+                    Some(secs) if secs >= limit => (
+                        false,
+                        format!("silent for {secs} s (limit {limit} s) after {n} events"),
+                    ),
+                    Some(secs) => (true, format!("{n} events, the last {secs} s ago")),
+                },
+            },
+        };
+        checks.push(Check {
+            check: "source",
+            id: Some(id),
+            ok,
+            detail,
+        });
+    }
+    for (kind, followers) in [("sink", &status.sinks), ("notifier", &status.notifiers)] {
+        for f in followers {
+            let (ok, detail) = if f.state == "failed" {
+                (
+                    false,
+                    format!("failed: {}", f.last_error.as_deref().unwrap_or("no reason given")),
+                )
+            } else if f.lag_flushes > plan.sink_lag_flushes {
+                (
+                    false,
+                    format!(
+                        "{} flushes behind the lake (limit {}){}",
+                        f.lag_flushes,
+                        plan.sink_lag_flushes,
+                        f.last_error
+                            .as_deref()
+                            .map(|e| format!("; last error: {e}"))
+                            .unwrap_or_default()
+                    ),
+                )
+            } else {
+                (true, format!("{} flushes behind the lake", f.lag_flushes))
+            };
+            checks.push(Check {
+                check: kind,
+                id: Some(f.id.clone()),
+                ok,
+                detail,
+            });
+        }
+    }
+    Readiness {
+        ready: checks.iter().all(|c| c.ok),
+        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::SinkStatus;
+    use crate::sources::SourceStatus;
+
+    const S: i64 = 1_000_000_000;
+
+    fn plan(hours: Hours) -> HealthPlan {
+        HealthPlan {
+            source_silence: Duration::from_secs(60),
+            hours,
+            sink_lag_flushes: 10,
+            sources: None,
+        }
+    }
+
+    fn status(events: u64, sink_lag: u64) -> Status {
+        let mut s = Status::empty();
+        s.log_next_offset = events;
+        s.ingested.insert("feed".into(), events);
+        s.sources = vec![
+            SourceStatus {
+                id: "feed".into(),
+                kind: "alpaca",
+                state: "running",
+                events,
+                error: None,
+            },
+            SourceStatus {
+                id: "web".into(),
+                kind: "http",
+                state: "running",
+                events: 0,
+                error: None,
+            },
+        ];
+        s.sinks = vec![SinkStatus {
+            id: "pg".into(),
+            kind: "postgres",
+            state: "behind",
+            position: Some(1),
+            lag_flushes: sink_lag,
+            lag_rows: 0,
+            reading_from: "memory",
+            rows_written: 0,
+            errors: 0,
+            last_error: None,
+        }];
+        s
+    }
+
+    fn failed(r: &Readiness) -> Vec<String> {
+        r.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{} {}: {}", c.check, c.id.as_deref().unwrap_or(""), c.detail))
+            .collect()
+    }
+
+    #[test]
+    fn never_ready_before_any_data_arrived() {
+        let fresh = Freshness::default();
+        let s = status(0, 0);
+        fresh.observe(&s.ingested, UnixNanos(0));
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
+        assert!(!r.ready);
+        assert_eq!(failed(&r), vec!["data : no data has arrived yet"]);
+    }
+
+    #[test]
+    fn a_silent_source_is_named_until_it_sends_again() {
+        let fresh = Freshness::default();
+        let p = plan(Hours::Always);
+        fresh.observe(&status(5, 0).ingested, UnixNanos(0));
+        let r = readiness(&p, &status(5, 0), &fresh, false, UnixNanos(59 * S));
+        assert!(r.ready, "{:?}", failed(&r));
+        let r = readiness(&p, &status(5, 0), &fresh, false, UnixNanos(61 * S));
+        assert_eq!(
+            failed(&r),
+            vec!["source feed: silent for 61 s (limit 60 s) after 5 events"],
+            "the HTTP source is not required"
+        );
+        fresh.observe(&status(6, 0).ingested, UnixNanos(62 * S));
+        let r = readiness(&p, &status(6, 0), &fresh, false, UnixNanos(62 * S));
+        assert!(r.ready, "{:?}", failed(&r));
+    }
+
+    #[test]
+    fn on_the_nyse_calendar_a_quiet_night_is_ready() {
+        let fresh = Freshness::default();
+        // 2026-12-05 is a Saturday.
+        let saturday = UnixNanos::parse("2026-12-05T16:00:00Z").unwrap();
+        fresh.observe(&status(5, 0).ingested, UnixNanos(saturday.0 - 86_400 * S));
+        let r = readiness(&plan(Hours::Nyse), &status(5, 0), &fresh, false, saturday);
+        assert!(r.ready, "{:?}", failed(&r));
+        let r = readiness(&plan(Hours::Always), &status(5, 0), &fresh, false, saturday);
+        assert!(!r.ready);
+        // Friday 2026-12-04, 15:00 New York: in session, silent since the bell at 09:30
+        // (the last event came the day before).
+        let friday = UnixNanos::parse("2026-12-04T20:00:00Z").unwrap();
+        let fresh = Freshness::default();
+        fresh.observe(&status(5, 0).ingested, UnixNanos(friday.0 - 86_400 * S));
+        let r = readiness(&plan(Hours::Nyse), &status(5, 0), &fresh, false, friday);
+        assert_eq!(
+            failed(&r),
+            vec![format!(
+                "source feed: silent for {} s (limit 60 s) after 5 events",
+                (5 * 3600 + 30 * 60)
+            )]
+        );
+    }
+
+    #[test]
+    fn a_sink_past_its_budget_is_named() {
+        let fresh = Freshness::default();
+        fresh.observe(&status(5, 0).ingested, UnixNanos(0));
+        let r = readiness(&plan(Hours::Always), &status(5, 11), &fresh, false, UnixNanos(S));
+        assert_eq!(failed(&r), vec!["sink pg: 11 flushes behind the lake (limit 10)"]);
+        let r = readiness(&plan(Hours::Always), &status(5, 10), &fresh, false, UnixNanos(S));
+        assert!(r.ready);
+    }
+
+    #[test]
+    fn a_stopping_or_failed_pipeline_is_not_ready() {
+        let fresh = Freshness::default();
+        fresh.observe(&status(5, 0).ingested, UnixNanos(0));
+        let r = readiness(&plan(Hours::Always), &status(5, 0), &fresh, true, UnixNanos(0));
+        assert_eq!(failed(&r), vec!["pipeline : stopping"]);
+    }
+}
