@@ -129,9 +129,11 @@ async function loadHistory() {
   const { symbol, interval } = chart;
   const h = await api(`/api/v1/history?symbol=${encodeURIComponent(symbol)}&resolution=${RESOLUTIONS[interval]}&countback=${MAX_CANDLES}`);
   if (symbol !== chart.symbol || interval !== chart.interval || h.s !== "ok") return;
-  // What the stream delivered while this loaded is newer: it stays.
+  // Every bar but the newest is final; a final bar the stream delivered while this loaded
+  // stays, anything else takes the stored one.
   h.t.forEach((t, i) => {
-    if (!chart.candles.has(t)) chart.candles.set(t, { t, o: h.o[i], h: h.h[i], l: h.l[i], c: h.c[i], v: h.v[i], final: false });
+    const held = chart.candles.get(t);
+    if (!held || !held.final) chart.candles.set(t, { t, o: h.o[i], h: h.h[i], l: h.l[i], c: h.c[i], v: h.v[i], final: i < h.t.length - 1 });
   });
   trimCandles();
   scheduleDraw();
@@ -149,7 +151,11 @@ function followChart() {
     trimCandles();
     scheduleDraw();
   });
-  events.addEventListener("reload", () => loadHistory().catch(showError));
+  events.addEventListener("reload", () => {
+    // Bars were missed: start again from what is stored.
+    chart.candles = new Map();
+    loadHistory().catch(showError);
+  });
   loadHistory().catch(showError);
 }
 

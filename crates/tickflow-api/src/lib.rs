@@ -41,7 +41,9 @@ impl AppState {
             query,
             exporter: exposition::Exporter::new(),
             hub: Arc::new(stream::Hub::new()),
-            freshness: Arc::default(),
+            freshness: Arc::new(tickflow_pipeline::health::Freshness::new(
+                tickflow_model::UnixNanos::now(),
+            )),
         }
     }
 }
@@ -94,6 +96,9 @@ pub async fn serve(
         .await;
     looker.abort();
     sampler.abort();
+    // Aborted tasks hold the pipeline until they have ended.
+    let _ = looker.await;
+    let _ = sampler.await;
     served
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -142,11 +142,40 @@ struct Update {
 /// What the hub last saw: the open bars, prices and status a new client starts from.
 #[derive(Debug, Default)]
 struct Picture {
-    open: HashMap<(String, &'static str), BarMsg>,
+    /// Open bars by symbol, interval and start (several of an interval can be open while
+    /// late ticks may still come).
+    open: HashMap<(String, &'static str, i64), BarMsg>,
+    /// The newest final bar's start by symbol and interval: an open copy at or before it is
+    /// a snapshot that lagged the bar turning final, and is not shown.
+    finals: HashMap<(String, &'static str), i64>,
     prices: BTreeMap<String, PriceMsg>,
-    /// Each symbol's last final daily close: what the change is measured from.
-    prev_close: HashMap<String, Price>,
+    /// Each symbol's newest two final daily bars as (start, close), newest first: the change
+    /// is measured from the one before the price's session.
+    closes: HashMap<String, Vec<(i64, Price)>>,
     status: Option<Arc<str>>,
+    /// When the looker last looked.
+    looked: Option<Instant>,
+}
+
+impl Picture {
+    /// Keeps a final daily close if it is among the symbol's newest two.
+    fn close(&mut self, symbol: &str, start: i64, close: Price) {
+        let closes = self.closes.entry(symbol.to_string()).or_default();
+        closes.retain(|(t, _)| *t != start);
+        closes.push((start, close));
+        closes.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+        closes.truncate(2);
+    }
+
+    /// The close a price in the session starting at `session` is compared with: the newest
+    /// final daily close before it.
+    fn base(&self, symbol: &str, session: i64) -> Option<Price> {
+        self.closes
+            .get(symbol)?
+            .iter()
+            .find(|(t, _)| *t < session)
+            .map(|(_, c)| *c)
+    }
 }
 
 /// The stream's one looker and its clients; see the module docs.
@@ -170,7 +199,7 @@ impl Hub {
 
     /// Ends every client's stream, so the server can stop.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Arc::new(Update {
             close: true,
             ..Default::default()
@@ -186,52 +215,71 @@ impl Hub {
     /// picture new clients start from.
     fn absorb(&self, view: LiveView, status: Option<Arc<str>>) -> Update {
         let mut picture = self.picture.write().unwrap_or_else(|e| e.into_inner());
+        picture.looked = Some(Instant::now());
         let mut update = Update {
             dropped: view.dropped > 0,
             ..Default::default()
         };
         for bar in &view.final_bars {
             let msg = BarMsg::from(bar);
+            let newest = picture
+                .finals
+                .entry((msg.symbol.clone(), msg.interval))
+                .or_insert(msg.t);
+            *newest = (*newest).max(msg.t);
+            picture
+                .open
+                .remove(&(msg.symbol.clone(), msg.interval, msg.t));
             if bar.interval == BarInterval::D1 {
-                picture
-                    .prev_close
-                    .insert(msg.symbol.clone(), bar.close);
-            }
-            let key = (msg.symbol.clone(), msg.interval);
-            if picture.open.get(&key).is_some_and(|open| open.t <= msg.t) {
-                picture.open.remove(&key);
+                picture.close(&msg.symbol, msg.t, bar.close);
             }
             update.bars.push(msg);
         }
+        let open: Vec<(&Bar, BarMsg)> = view
+            .open_bars
+            .iter()
+            .map(|b| (b, BarMsg::from(b)))
+            .filter(|(_, msg)| {
+                picture
+                    .finals
+                    .get(&(msg.symbol.clone(), msg.interval))
+                    .is_none_or(|final_t| msg.t > *final_t)
+            })
+            .collect();
         let mut still_open = HashSet::new();
-        for bar in &view.open_bars {
-            let msg = BarMsg::from(bar);
-            let key = (msg.symbol.clone(), msg.interval);
-            // Several bars of one interval can be open while late ticks may still come: the
-            // picture keeps the newest, and every change goes out.
-            let newer = picture.open.get(&key).is_none_or(|o| o.t <= msg.t);
-            let changed = picture.open.get(&key) != Some(&msg);
-            if changed {
+        for (_, msg) in &open {
+            let key = (msg.symbol.clone(), msg.interval, msg.t);
+            if picture.open.get(&key) != Some(msg) {
+                picture.open.insert(key.clone(), msg.clone());
                 update.bars.push(msg.clone());
-            }
-            if newer && changed {
-                picture.open.insert(key.clone(), msg);
             }
             still_open.insert(key);
         }
         if !view.open_bars.is_empty() {
             picture.open.retain(|key, _| still_open.contains(key));
         }
-        for (symbol, (bar, day_open)) in latest_bars(&view) {
-            let symbol = symbol.to_string();
-            let prev_close = picture.prev_close.get(&symbol).copied();
+        let open_bars: Vec<&Bar> = open.iter().map(|(b, _)| *b).collect();
+        for (symbol, (bar, session)) in latest_bars(&view.final_bars, &open_bars) {
+            // The session the price belongs to: the open daily bar's, else the last final one's.
+            let session_start = session.map_or_else(
+                || {
+                    picture
+                        .closes
+                        .get(symbol)
+                        .and_then(|c| c.first())
+                        .map_or(i64::MAX, |(t, _)| *t)
+                },
+                |s| s.0,
+            );
+            let prev_close = picture.base(symbol, session_start);
+            let day_open = session.map(|s| s.1);
             let base = prev_close.or(day_open).filter(|p| p.as_f64() != 0.0);
             let price = PriceMsg {
+                symbol: symbol.to_string(),
                 last: bar.close.to_string(),
                 day_open: day_open.map(|p| p.to_string()),
                 prev_close: prev_close.map(|p| p.to_string()),
                 change_pct: base.map(|b| (bar.close.as_f64() / b.as_f64() - 1.0) * 100.0),
-                symbol,
             };
             if picture.prices.get(&price.symbol) != Some(&price) {
                 picture.prices.insert(price.symbol.clone(), price.clone());
@@ -244,6 +292,19 @@ impl Hub {
             update.status = Some(s);
         }
         update
+    }
+
+    /// Forgets the picture when no look has been taken for a while (nobody watched): a new
+    /// client then starts from the next look, not from what was seen hours ago.
+    fn forget_if_stale(&self) {
+        let mut picture = self.picture.write().unwrap_or_else(|e| e.into_inner());
+        if picture.looked.is_none_or(|t| t.elapsed() > 4 * LOOK_EVERY) {
+            let closes = std::mem::take(&mut picture.closes);
+            *picture = Picture {
+                closes,
+                ..Picture::default()
+            };
+        }
     }
 
     /// The events a new (or lagging) client starts from.
@@ -259,21 +320,32 @@ impl Hub {
     }
 }
 
-/// Each symbol's bar its price comes from, with the session's open: an open daily bar
-/// holds the session's last trade and open; without one, the latest bar seen.
-fn latest_bars(view: &LiveView) -> HashMap<&str, (&Bar, Option<Price>)> {
+/// A symbol's session in progress: its daily bar's start (Unix seconds) and open.
+type Session = Option<(i64, Price)>;
+
+/// Each symbol's bar its price comes from, with its session's (start, open) when a daily
+/// bar is open: the newest open daily bar holds the session's last trade and open; without
+/// one, the latest bar seen.
+fn latest_bars<'a>(finals: &'a [Bar], open: &[&'a Bar]) -> HashMap<&'a str, (&'a Bar, Session)> {
     use std::collections::hash_map::Entry;
-    let mut latest: HashMap<&str, (&Bar, Option<Price>)> = HashMap::new();
-    for bar in view.final_bars.iter().chain(&view.open_bars) {
-        let session = (bar.interval == BarInterval::D1 && !bar.is_final).then_some(bar.open);
+    let mut latest: HashMap<&str, (&Bar, Session)> = HashMap::new();
+    for bar in finals.iter().chain(open.iter().copied()) {
+        let session = (bar.interval == BarInterval::D1 && !bar.is_final)
+            .then(|| (bar.start.0.div_euclid(1_000_000_000), bar.open));
         match latest.entry(bar.symbol.as_str()) {
             Entry::Vacant(e) => {
                 e.insert((bar, session));
             }
             Entry::Occupied(mut e) => {
                 let (held, held_session) = *e.get();
-                if session.is_some() || (held_session.is_none() && bar.end > held.end) {
-                    e.insert((bar, session.or(held_session)));
+                let newer = bar.end > held.end;
+                let replace = match (session, held_session) {
+                    (Some(_), None) => true,
+                    (Some(_), Some(_)) | (None, None) => newer,
+                    (None, Some(_)) => false,
+                };
+                if replace {
+                    e.insert((bar, session));
                 }
             }
         }
@@ -437,6 +509,15 @@ pub(crate) async fn stream(
     let hub = Arc::clone(&state.hub);
     // Subscribed before the snapshot is taken, so nothing between the two is missed.
     let rx = hub.tx.subscribe();
+    // Checked after subscribing: a stream that subscribed before the close gets its message.
+    if hub.closed.load(Ordering::SeqCst) {
+        return Err(ApiError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: "the server is stopping".into(),
+            line: None,
+        });
+    }
+    hub.forget_if_stale();
     let client = Client::new(Arc::clone(&hub));
     let first = hub.snapshot(&filter);
     let rest = futures_util::stream::unfold(
@@ -476,7 +557,7 @@ pub(crate) async fn run(state: AppState) {
     let mut primed = false;
     let mut tick = tokio::time::interval(LOOK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !hub.closed.load(Ordering::Acquire) {
+    while !hub.closed.load(Ordering::SeqCst) {
         tick.tick().await;
         if hub.clients() == 0 {
             continue;
@@ -485,26 +566,29 @@ pub(crate) async fn run(state: AppState) {
             primed = true;
             load_prev_closes(&state).await;
         }
-        let with_status = looks % STATUS_EVERY == 0;
+        let with_status = looks.is_multiple_of(STATUS_EVERY);
         looks += 1;
         let pipeline = Arc::clone(&state.pipeline);
+        let looker = Arc::clone(&hub);
+        // Off the async workers: with many symbols a look copies and formats many bars.
         let look = tokio::task::spawn_blocking(move || {
             let view = pipeline.live_view();
             let status = with_status.then(|| Arc::from(to_json(&pipeline.status())));
-            (view, status)
+            looker.absorb(view, status)
         })
         .await;
-        let Ok((view, status)) = look else { continue };
-        let update = hub.absorb(view, status);
-        let _ = hub.tx.send(Arc::new(update));
+        if let Ok(update) = look {
+            let _ = hub.tx.send(Arc::new(update));
+        }
     }
 }
 
-/// Each symbol's last final daily close, from the lake, so prices show their change from
-/// the first look on.
+/// Each symbol's newest two final daily closes, from the lake, so prices show their
+/// change from the first look on.
 async fn load_prev_closes(state: &AppState) {
-    let sql = "SELECT symbol, CAST(last_value(close ORDER BY start) AS VARCHAR) AS close \
-               FROM bars WHERE \"interval\" = '1d' AND \"final\" GROUP BY symbol";
+    let sql = "SELECT symbol, t, close FROM (SELECT symbol, CAST(to_unixtime(start) AS BIGINT) AS t, \
+               CAST(close AS VARCHAR) AS close, row_number() OVER (PARTITION BY symbol ORDER BY start DESC) AS n \
+               FROM bars WHERE \"interval\" = '1d' AND \"final\") WHERE n <= 2";
     let rows = match crate::handlers::sql::query(state, sql).await {
         Ok(result) => tickflow_query::render(&result, tickflow_query::Format::Json)
             .ok()
@@ -517,11 +601,15 @@ async fn load_prev_closes(state: &AppState) {
     };
     let mut picture = state.hub.picture.write().unwrap_or_else(|e| e.into_inner());
     for row in rows {
-        let (Some(symbol), Some(close)) = (row["symbol"].as_str(), row["close"].as_str()) else {
+        let (Some(symbol), Some(t), Some(close)) = (
+            row["symbol"].as_str(),
+            row["t"].as_i64(),
+            row["close"].as_str(),
+        ) else {
             continue;
         };
         if let Ok(close) = Price::parse(close) {
-            picture.prev_close.entry(symbol.to_string()).or_insert(close);
+            picture.close(symbol, t, close);
         }
     }
 }
@@ -577,7 +665,10 @@ mod tests {
         assert_eq!(first.prices[0].last, "101");
         assert_eq!(first.prices[0].day_open.as_deref(), Some("100"));
         let again = hub.absorb(view, None);
-        assert!(again.bars.is_empty() && again.prices.is_empty(), "nothing changed");
+        assert!(
+            again.bars.is_empty() && again.prices.is_empty(),
+            "nothing changed"
+        );
 
         let next = LiveView {
             open_bars: vec![
@@ -592,8 +683,61 @@ mod tests {
         assert_eq!(starts, vec![(60, true), (120, false), (0, false)]);
         assert_eq!(update.prices[0].last, "102");
         let snapshot = hub.picture.read().unwrap();
-        assert_eq!(snapshot.open.len(), 2, "one open bar per symbol and interval");
-        assert_eq!(snapshot.open[&("NVDA".to_string(), "1m")].t, 120);
+        assert_eq!(snapshot.open.len(), 2, "the final bar left the open ones");
+        assert!(snapshot.open.contains_key(&("NVDA".to_string(), "1m", 120)));
+    }
+
+    #[test]
+    fn an_open_copy_that_lags_its_final_bar_is_not_shown() {
+        let hub = Hub::new();
+        hub.absorb(
+            LiveView {
+                final_bars: vec![bar("NVDA", BarInterval::M1, 60, "101.5", true)],
+                ..Default::default()
+            },
+            None,
+        );
+        // The processor's open-bar snapshot still holds the bar that just turned final.
+        let update = hub.absorb(
+            LiveView {
+                open_bars: vec![bar("NVDA", BarInterval::M1, 60, "101", false)],
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(update.bars.is_empty(), "{:?}", update.bars);
+        assert!(hub.picture.read().unwrap().open.is_empty());
+    }
+
+    #[test]
+    fn after_the_close_the_change_is_from_the_session_before() {
+        let hub = Hub::new();
+        let update = hub.absorb(
+            LiveView {
+                final_bars: vec![
+                    bar("AAPL", BarInterval::D1, 0, "200", true),
+                    bar("AAPL", BarInterval::D1, 86_400, "190", true),
+                ],
+                ..Default::default()
+            },
+            None,
+        );
+        let price = &update.prices[0];
+        assert_eq!(price.last, "190");
+        assert_eq!(price.prev_close.as_deref(), Some("200"));
+        assert!((price.change_pct.unwrap() + 5.0).abs() < 1e-9);
+        // An older day pushed late (a backfill) does not move the base.
+        hub.absorb(
+            LiveView {
+                final_bars: vec![bar("AAPL", BarInterval::D1, -86_400, "150", true)],
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(
+            hub.picture.read().unwrap().base("AAPL", 86_400),
+            Some(Price::parse("200").unwrap())
+        );
     }
 
     #[test]
@@ -633,7 +777,11 @@ mod tests {
         }
         .filter()
         .unwrap();
-        assert_eq!(filter.events(&update).len(), 1, "bars only, not prices or status");
+        assert_eq!(
+            filter.events(&update).len(),
+            1,
+            "bars only, not prices or status"
+        );
         assert_eq!(all().events(&update).len(), 3, "bars, prices and status");
         let only_aapl = StreamParams {
             topics: None,

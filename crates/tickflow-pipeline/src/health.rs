@@ -38,12 +38,22 @@ pub struct Readiness {
 
 /// When each source's count of events last moved, sampled from the ingest counters: a
 /// source is silent since the first sample that saw its current count.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Freshness {
     seen: Mutex<HashMap<String, (u64, UnixNanos)>>,
+    /// When sampling began: a source not seen yet has been silent since then.
+    started: UnixNanos,
 }
 
 impl Freshness {
+    /// Sampling from `now` on.
+    pub fn new(now: UnixNanos) -> Self {
+        Self {
+            seen: Mutex::default(),
+            started: now,
+        }
+    }
+
     /// Takes a sample of every source's event count (`Status::ingested`).
     pub fn observe<'a>(
         &self,
@@ -59,13 +69,15 @@ impl Freshness {
         }
     }
 
-    /// When `id`'s count last moved (or was first seen), and the count then.
-    fn last_moved(&self, id: &str) -> Option<(u64, UnixNanos)> {
+    /// When `id`'s count last moved (or was first seen), and the count then; a source with
+    /// no count yet has sent nothing since sampling began.
+    fn last_moved(&self, id: &str) -> (u64, UnixNanos) {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .copied()
+            .unwrap_or((0, self.started))
     }
 }
 
@@ -133,12 +145,15 @@ pub fn readiness(
         let (ok, detail) = match state {
             Some(s) if s.state == "failed" => (
                 false,
-                format!("failed: {}", s.error.as_deref().unwrap_or("no reason given")),
+                format!(
+                    "failed: {}",
+                    s.error.as_deref().unwrap_or("no reason given")
+                ),
             ),
             Some(s) if s.state == "finished" => (true, "finished its input".into()),
-            _ => match fresh.last_moved(&id) {
-                None => (false, "has sent nothing yet".to_string()),
-                Some((n, since)) => match silence(plan.hours, since, now) {
+            _ => {
+                let (n, since) = fresh.last_moved(&id);
+                match silence(plan.hours, since, now) {
                     None => (true, format!("{n} events; the market is closed")),
                     Some(secs) if secs >= limit && n == 0 => (
                         false,
@@ -148,9 +163,10 @@ pub fn readiness(
                         false,
                         format!("silent for {secs} s (limit {limit} s) after {n} events"),
                     ),
+                    Some(_) if n == 0 => (true, "nothing yet, within the limit".to_string()),
                     Some(secs) => (true, format!("{n} events, the last {secs} s ago")),
-                },
-            },
+                }
+            }
         };
         checks.push(Check {
             check: "source",
@@ -164,7 +180,10 @@ pub fn readiness(
             let (ok, detail) = if f.state == "failed" {
                 (
                     false,
-                    format!("failed: {}", f.last_error.as_deref().unwrap_or("no reason given")),
+                    format!(
+                        "failed: {}",
+                        f.last_error.as_deref().unwrap_or("no reason given")
+                    ),
                 )
             } else if f.lag_flushes > plan.sink_lag_flushes {
                 (
@@ -254,13 +273,20 @@ mod tests {
         r.checks
             .iter()
             .filter(|c| !c.ok)
-            .map(|c| format!("{} {}: {}", c.check, c.id.as_deref().unwrap_or(""), c.detail))
+            .map(|c| {
+                format!(
+                    "{} {}: {}",
+                    c.check,
+                    c.id.as_deref().unwrap_or(""),
+                    c.detail
+                )
+            })
             .collect()
     }
 
     #[test]
     fn never_ready_before_any_data_arrived() {
-        let fresh = Freshness::default();
+        let fresh = Freshness::new(UnixNanos(0));
         let s = status(0, 0);
         fresh.observe(&s.ingested, UnixNanos(0));
         let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
@@ -270,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_silent_source_is_named_until_it_sends_again() {
-        let fresh = Freshness::default();
+        let fresh = Freshness::new(UnixNanos(0));
         let p = plan(Hours::Always);
         fresh.observe(&status(5, 0).ingested, UnixNanos(0));
         let r = readiness(&p, &status(5, 0), &fresh, false, UnixNanos(59 * S));
@@ -288,7 +314,7 @@ mod tests {
 
     #[test]
     fn on_the_nyse_calendar_a_quiet_night_is_ready() {
-        let fresh = Freshness::default();
+        let fresh = Freshness::new(UnixNanos(0));
         // 2026-12-05 is a Saturday.
         let saturday = UnixNanos::parse("2026-12-05T16:00:00Z").unwrap();
         fresh.observe(&status(5, 0).ingested, UnixNanos(saturday.0 - 86_400 * S));
@@ -299,7 +325,7 @@ mod tests {
         // Friday 2026-12-04, 15:00 New York: in session, silent since the bell at 09:30
         // (the last event came the day before).
         let friday = UnixNanos::parse("2026-12-04T20:00:00Z").unwrap();
-        let fresh = Freshness::default();
+        let fresh = Freshness::new(UnixNanos(0));
         fresh.observe(&status(5, 0).ingested, UnixNanos(friday.0 - 86_400 * S));
         let r = readiness(&plan(Hours::Nyse), &status(5, 0), &fresh, false, friday);
         assert_eq!(
@@ -312,20 +338,71 @@ mod tests {
     }
 
     #[test]
+    fn a_source_not_heard_from_since_the_start_counts_from_the_start() {
+        let started = UnixNanos::parse("2026-12-05T10:00:00Z").unwrap();
+        let fresh = Freshness::new(started);
+        let mut s = status(0, 0);
+        s.log_next_offset = 9; // data from before the restart
+        s.ingested.clear();
+        // A Saturday: on the NYSE calendar a feed that said nothing since the start is fine.
+        let later = UnixNanos(started.0 + 3600 * S);
+        let r = readiness(&plan(Hours::Nyse), &s, &fresh, false, later);
+        assert!(r.ready, "{:?}", failed(&r));
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, later);
+        assert_eq!(
+            failed(&r),
+            vec!["source feed: has sent nothing in 3600 s (limit 60 s)"]
+        );
+        let r = readiness(
+            &plan(Hours::Always),
+            &s,
+            &fresh,
+            false,
+            UnixNanos(started.0 + S),
+        );
+        assert!(
+            r.ready,
+            "within the limit after the start: {:?}",
+            failed(&r)
+        );
+    }
+
+    #[test]
     fn a_sink_past_its_budget_is_named() {
-        let fresh = Freshness::default();
+        let fresh = Freshness::new(UnixNanos(0));
         fresh.observe(&status(5, 0).ingested, UnixNanos(0));
-        let r = readiness(&plan(Hours::Always), &status(5, 11), &fresh, false, UnixNanos(S));
-        assert_eq!(failed(&r), vec!["sink pg: 11 flushes behind the lake (limit 10)"]);
-        let r = readiness(&plan(Hours::Always), &status(5, 10), &fresh, false, UnixNanos(S));
+        let r = readiness(
+            &plan(Hours::Always),
+            &status(5, 11),
+            &fresh,
+            false,
+            UnixNanos(S),
+        );
+        assert_eq!(
+            failed(&r),
+            vec!["sink pg: 11 flushes behind the lake (limit 10)"]
+        );
+        let r = readiness(
+            &plan(Hours::Always),
+            &status(5, 10),
+            &fresh,
+            false,
+            UnixNanos(S),
+        );
         assert!(r.ready);
     }
 
     #[test]
     fn a_stopping_or_failed_pipeline_is_not_ready() {
-        let fresh = Freshness::default();
+        let fresh = Freshness::new(UnixNanos(0));
         fresh.observe(&status(5, 0).ingested, UnixNanos(0));
-        let r = readiness(&plan(Hours::Always), &status(5, 0), &fresh, true, UnixNanos(0));
+        let r = readiness(
+            &plan(Hours::Always),
+            &status(5, 0),
+            &fresh,
+            true,
+            UnixNanos(0),
+        );
         assert_eq!(failed(&r), vec!["pipeline : stopping"]);
     }
 }

@@ -121,9 +121,18 @@ impl Live {
     /// The live stream's look: takes what was kept since the previous one, with the open
     /// bars, and asks the processor to keep refreshing them.
     pub(crate) fn view(&mut self) -> LiveView {
+        // A stream that stopped looking for a while missed what was produced meanwhile: what
+        // is kept from before the lapse is old news, and its clients load history again.
+        let lapsed = self.watched_at.is_some() && !self.watched();
         self.watched_at = Some(std::time::Instant::now());
         self.open_bars_read = true;
-        let recent = std::mem::take(&mut self.recent);
+        let mut recent = std::mem::take(&mut self.recent);
+        if lapsed {
+            recent = Recent {
+                dropped: 1,
+                ..Recent::default()
+            };
+        }
         LiveView {
             open_bars: self.open_bars.clone(),
             final_bars: recent.bars.into(),
@@ -310,9 +319,19 @@ mod tests {
         live.keep_recent(&rows);
         let second = live.view();
         assert_eq!(second.final_bars, vec![bar(true)], "only the final bar");
-        assert!(live.view().final_bars.is_empty(), "each bar is handed over once");
+        assert!(
+            live.view().final_bars.is_empty(),
+            "each bar is handed over once"
+        );
         live.watched_at = Some(std::time::Instant::now() - WATCH_TIMEOUT);
         assert!(!live.watched(), "a stream that stopped looking is not fed");
+        live.keep_recent(&rows);
+        let after_lapse = live.view();
+        assert!(
+            after_lapse.final_bars.is_empty(),
+            "old news is not handed over"
+        );
+        assert_eq!(after_lapse.dropped, 1, "its clients are told to reload");
     }
 
     #[test]

@@ -108,7 +108,9 @@ pub(crate) enum Command {
     )]
     Completions(CompletionsArgs),
     /// Print the manual page (roff) to standard output.
-    #[command(after_help = "Example:\n  tickflow man > ~/.local/share/man/man1/tickflow.1 && man tickflow")]
+    #[command(
+        after_help = "Example:\n  tickflow man > ~/.local/share/man/man1/tickflow.1 && man tickflow"
+    )]
     Man,
 }
 

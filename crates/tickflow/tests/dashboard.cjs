@@ -88,7 +88,8 @@ async function desktop(browser, errors) {
     return r && r.textContent.includes("replayed");
   }, null, WAIT);
   let fixed = [];
-  while (fixed.length === 0) {
+  for (let tries = 0; fixed.length === 0; tries += 1) {
+    check(tries < 600, "the replayed trade never became queryable");
     fixed = await rows("SELECT CAST(price AS VARCHAR) AS price FROM trades WHERE symbol = 'FIXME'");
     if (fixed.length === 0) await new Promise((r) => setTimeout(r, 100));
   }

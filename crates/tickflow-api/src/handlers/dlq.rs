@@ -3,12 +3,13 @@
 //! that it did so the listing can say which entries were replayed.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tickflow_core::codec::Batch;
@@ -17,6 +18,7 @@ use tickflow_query::Format;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::handlers::ingest::authorize as authorize_source;
 use crate::handlers::sql::query;
 
 /// Entries listed at most per request.
@@ -48,12 +50,16 @@ fn entry_id(ts_nanos: i64, source: &str, offset: Option<u64>) -> String {
     }
 }
 
-/// The source an entry id names (a source id may itself hold `:`).
-fn entry_source(id: &str) -> Option<&str> {
+/// An entry id's rejection time, source and offset (a source id may itself hold `:`).
+fn parse_entry_id(id: &str) -> Option<(i64, &str, Option<u64>)> {
     let (ts, rest) = id.split_once(':')?;
     let (source, offset) = rest.rsplit_once(':')?;
-    let well_formed = ts.parse::<i64>().is_ok() && (offset == "-" || offset.parse::<u64>().is_ok());
-    (well_formed && plain(source)).then_some(source)
+    let ts = ts.parse::<i64>().ok()?;
+    let offset = match offset {
+        "-" => None,
+        o => Some(o.parse::<u64>().ok()?),
+    };
+    plain(source).then_some((ts, source, offset))
 }
 
 /// A source id as stored: letters, digits and `_-.:`; anything else cannot be one.
@@ -77,9 +83,7 @@ pub(crate) async fn list(
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_ENTRIES).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit={n} is not 1 to {MAX_ENTRIES}"))
-            })?,
+            .ok_or_else(|| ApiError::bad_request(format!("limit={n} is not 1 to {MAX_ENTRIES}")))?,
     };
     let mut conditions = Vec::new();
     if let Some(reason) = params.get("reason").filter(|r| !r.is_empty()) {
@@ -144,33 +148,81 @@ pub(crate) struct ReplayRequest {
     payload: String,
 }
 
+/// Whether the request may write into `source` as ingest would: an HTTP source's own
+/// token when it has one; for any other source (a feed, the simulator), the open `http`
+/// endpoint's rule, since that endpoint accepts events naming any source.
+fn authorize(state: &AppState, source: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let plan = state.pipeline.plan();
+    if let Some(http) = plan.http_source(source) {
+        return authorize_source(http, headers, source);
+    }
+    match plan.http_source("http") {
+        Some(open) => authorize_source(open, headers, "http"),
+        None => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "events of source {source:?} can only be replayed where the open ingest endpoint `http` is configured; send the corrected event to an HTTP source's /api/v1/ingest/<id> instead"
+            ),
+            line: None,
+        }),
+    }
+}
+
 /// `POST /api/v1/dlq/replay` with `{"id": "<entry id>", "payload": "<corrected events>"}`:
-/// ingests the payload under the entry's source (a line naming its own source keeps it)
-/// and answers as ingest does, once it is durable. A payload that still does not parse is
-/// refused with 400 and the parser's message; one that parses but is still wrong (a
-/// negative price) goes to the DLQ again with its reason, as any ingest would.
+/// ingests the payload under the entry's source and answers as ingest does, once it is
+/// durable. It takes what ingest into that source takes (the source's bearer token, if it
+/// has one; 401 without) and events of that source only. 404 when no such entry is in the
+/// DLQ; 400 for an entry that holds an alert or a sink's row rather than input, and for a
+/// payload that still does not parse (with the parser's message). A payload that parses but
+/// is still wrong (a negative price) is rejected to the DLQ again with its reason, as any
+/// ingest would be.
 pub(crate) async fn replay(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(request) = body.map_err(|e| {
-        ApiError::bad_request(format!(
+    let Json(request) = body.map_err(|e| ApiError {
+        status: e.status(),
+        message: format!(
             "expected {{\"id\": \"<entry id>\", \"payload\": \"<corrected event>\"}}: {}",
             e.body_text()
-        ))
+        ),
+        line: None,
     })?;
-    let source = entry_source(&request.id)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "id {:?} is not a DLQ entry's id (GET /api/v1/dlq lists them)",
-                request.id
-            ))
-        })?
-        .to_string();
+    let Some((ts, source, offset)) = parse_entry_id(&request.id) else {
+        return Err(ApiError::bad_request(format!(
+            "id {:?} is not a DLQ entry's id (GET /api/v1/dlq lists them)",
+            request.id
+        )));
+    };
+    let offset_filter = offset.map_or("\"offset\" IS NULL".to_string(), |o| {
+        format!("\"offset\" = {o}")
+    });
+    let sql = format!(
+        "SELECT reason FROM dlq WHERE source = '{source}' AND CAST(ts AS BIGINT) = {ts} AND {offset_filter} LIMIT 1"
+    );
+    let found = query(&state, &sql).await?;
+    let text = tickflow_query::render(&found, Format::Json)?;
+    let rows: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
+    let Some(reason) = rows.first().and_then(|r| r["reason"].as_str()) else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no DLQ entry has the id {:?}", request.id),
+            line: None,
+        });
+    };
+    if reason == RejectReason::DeliveryFailed.as_str()
+        || reason == RejectReason::SinkRefused.as_str()
+    {
+        return Err(ApiError::bad_request(format!(
+            "a {reason} entry holds an alert or a row a sink refused, not input: it cannot be replayed through ingest"
+        )));
+    }
+    authorize(&state, source, &headers)?;
     let mut batch = Batch::default();
     tickflow_core::ingest::parse_body_for(
         &request.payload,
-        tickflow_core::ingest::SourceRule::Default(&source),
+        tickflow_core::ingest::SourceRule::Only(source),
         UnixNanos::now(),
         &mut batch,
     )?;
@@ -181,10 +233,11 @@ pub(crate) async fn replay(
     }
     let pipeline = Arc::clone(&state.pipeline);
     let n = batch.len();
-    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest_batch(&source, &batch))
+    let into = source.to_string();
+    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest_batch(&into, &batch))
         .await
         .map_err(|e| ApiError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            status: StatusCode::INTERNAL_SERVER_ERROR,
             message: e.to_string(),
             line: None,
         })??;
@@ -195,6 +248,8 @@ pub(crate) async fn replay(
         "last_offset": offsets.end.saturating_sub(1),
     });
     let path = ledger(&state.pipeline.plan().data_dir);
+    // One write per line, so replays at the same moment never interleave.
+    let line = format!("{record}\n");
     let recorded = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -204,7 +259,7 @@ pub(crate) async fn replay(
                 .append(true)
                 .open(&path)
         })
-        .and_then(|mut f| writeln!(f, "{record}"));
+        .and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(e) = recorded {
         // The events are in the log already; only the note that they were replayed is lost.
         tracing::warn!(path = %path.display(), error = %e, "could not record a DLQ replay");
@@ -224,10 +279,17 @@ mod tests {
     fn an_entry_id_names_its_source_and_offset() {
         assert_eq!(entry_id(5, "http", Some(7)), "5:http:7");
         assert_eq!(entry_id(5, "sim", None), "5:sim:-");
-        assert_eq!(entry_source(&entry_id(5, "a:b", Some(7))), Some("a:b"));
-        assert_eq!(entry_source(&entry_id(5, "sim", None)), Some("sim"));
-        assert_eq!(entry_source("5:x' OR 1:7"), None);
-        assert_eq!(entry_source("nonsense"), None);
+        assert_eq!(
+            parse_entry_id(&entry_id(5, "a:b", Some(7))),
+            Some((5, "a:b", Some(7)))
+        );
+        assert_eq!(
+            parse_entry_id(&entry_id(5, "sim", None)),
+            Some((5, "sim", None))
+        );
+        assert_eq!(parse_entry_id("5:x' OR 1:7"), None);
+        assert_eq!(parse_entry_id("5:sim:7 OR 1=1"), None);
+        assert_eq!(parse_entry_id("nonsense"), None);
     }
 
     #[test]

@@ -33,6 +33,36 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Refuses a request without the token of the HTTP source `source` it writes to, when that
+/// source has one (401).
+pub(crate) fn authorize(
+    plan: &tickflow_pipeline::config::HttpSourcePlan,
+    headers: &axum::http::HeaderMap,
+    source: &str,
+) -> Result<(), ApiError> {
+    let Some(token) = &plan.token else {
+        return Ok(());
+    };
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
+    if same_secret(given.as_bytes(), token.0.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: format!(
+                "source {source:?} needs the header `Authorization: Bearer <token>` with its token"
+            ),
+            line: None,
+        })
+    }
+}
+
 /// NDJSON or a JSON array of events, appended under the HTTP source `source`. Answers 200
 /// only once every event of the body is durable in the log; a body with any unparseable line
 /// is refused whole (400 naming the line) so a producer can fix and resend it without
@@ -52,25 +82,7 @@ async fn ingest_to(
             line: None,
         });
     };
-    if let Some(token) = &plan.token {
-        // The scheme is case-insensitive (RFC 9110); the token is not.
-        let given = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, token)| token.trim());
-        if !same_secret(given.as_bytes(), token.0.as_bytes()) {
-            return Err(ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                message: format!(
-                    "source {source:?} needs the header `Authorization: Bearer <token>` with its token"
-                ),
-                line: None,
-            });
-        }
-    }
+    authorize(plan, request.headers(), source)?;
     // Read only now, within the router's body limit (413 past it).
     let body = Bytes::from_request(request, &()).await?;
     let text = std::str::from_utf8(&body)

@@ -52,9 +52,12 @@ pub(crate) fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
         ..CompactPolicy::default()
     };
     let started = std::time::Instant::now();
+    let bar = super::progress(0, "");
+    bar.set_message(format!("merging small files in {}", lake.root().display()));
     let report = lake
         .compact(committed, UnixNanos::now().date(), policy)
         .with_context(|| format!("compacting {}", lake.root().display()))?;
+    bar.finish_and_clear();
     println!(
         "merged {} files into {} ({} rows) in {:.1} s{}",
         report.inputs,

@@ -82,6 +82,27 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A progress bar on standard error for a long command, counting `unit`: a bar when the
+/// total `len` is known, a spinner when it is 0, and only a spinner with the elapsed time
+/// (and the message) when `unit` is empty. indicatif draws only on a terminal, so a
+/// command in a script or a pipe stays quiet.
+pub(crate) fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let template = if unit.is_empty() {
+        "{spinner} {msg} [{elapsed}]".to_string()
+    } else if len > 0 {
+        format!("{{bar:30}} {{human_pos}}/{{human_len}} {unit}, {{per_sec}}, eta {{eta}} {{msg}}")
+    } else {
+        format!("{{spinner}} {{human_pos}} {unit}, {{per_sec}} [{{elapsed}}] {{msg}}")
+    };
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// A multi-threaded runtime sized for this machine's two cores.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -516,6 +516,7 @@ fn send(args: &ProduceArgs, events: &mut Events, target: Target) -> anyhow::Resu
     let sender = std::sync::Arc::new(rt.block_on(Sender::connect(args, target))?);
     let mut pacer = Pacer::new(args.rate);
     let started = Instant::now();
+    let bar = super::progress(events.remaining(), "events");
     let (mut acked, mut failed, mut requests) = (0u64, 0u64, 0u64);
     let mut last_error = None;
     rt.block_on(async {
@@ -541,6 +542,7 @@ fn send(args: &ProduceArgs, events: &mut Events, target: Target) -> anyhow::Resu
                 continue;
             };
             let sent = joined.context("a request task failed")?;
+            bar.inc(sent.n);
             match sent.outcome {
                 Ok(()) => {
                     acked += sent.n;
@@ -557,6 +559,7 @@ fn send(args: &ProduceArgs, events: &mut Events, target: Target) -> anyhow::Resu
         }
         anyhow::Ok(())
     })?;
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
         "sent {} events in {requests} requests to {}: {acked} acknowledged, {failed} failed, {:.0} events/s",

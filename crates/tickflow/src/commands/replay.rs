@@ -53,8 +53,10 @@ fn into_data_dir(args: &ReplayArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let pipeline = Pipeline::start(plan).context("starting the pipeline")?;
     let metrics = std::sync::Arc::clone(pipeline.metrics());
+    let bar = super::progress(0, "events processed");
     let source = loop {
         let status = pipeline.status();
+        bar.set_position(status.processed);
         if status.failure.is_some() {
             break status;
         }
@@ -68,7 +70,9 @@ fn into_data_dir(args: &ReplayArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    bar.set_message("writing the lake");
     pipeline.shutdown().context("stopping the pipeline")?;
+    bar.finish_and_clear();
     let replayed = source.sources.iter().find(|s| s.id == args.source);
     if let Some(s) = replayed.filter(|s| s.state == "failed") {
         anyhow::bail!(
@@ -109,6 +113,7 @@ fn to_url(args: &ReplayArgs, url: &str) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (mut sent, mut unreadable) = (0u64, 0u64);
     let mut pace = args.speed.map(replay::Pace::new);
+    let bar = super::progress(0, "events sent");
     let mut body = Vec::new();
     let mut in_body = 0usize;
     let send = |body: &mut Vec<u8>, in_body: &mut usize| -> anyhow::Result<()> {
@@ -141,18 +146,20 @@ fn to_url(args: &ReplayArgs, url: &str) -> anyhow::Result<ExitCode> {
                     body.push(b'\n');
                     in_body += 1;
                     sent += 1;
+                    bar.inc(1);
                     if in_body >= args.batch_size {
                         send(&mut body, &mut in_body)?;
                     }
                 }
                 Item::Unreadable { place, error, .. } => {
-                    eprintln!("{place}: {error}");
+                    bar.suspend(|| eprintln!("{place}: {error}"));
                     unreadable += 1;
                 }
             }
         }
     }
     send(&mut body, &mut in_body)?;
+    bar.finish_and_clear();
     println!(
         "replayed {} to {url} in {:.1} s: {sent} events acknowledged, {unreadable} unreadable",
         args.path.display(),

@@ -25,14 +25,19 @@ pub(crate) fn top(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = reqwest::Client::builder().timeout(every.max(Duration::from_secs(2))).build()?;
-    // Keys are read on a thread of their own, so a slow answer never delays `q`.
+    let client = reqwest::Client::builder()
+        .timeout(every.max(Duration::from_secs(2)))
+        .build()?;
+    // Keys are read on a thread of their own, so a slow answer never delays `q`. Each read
+    // puts the terminal in raw mode until it returns, so the thread stops after the key
+    // that quits: the terminal is back as it was before `top` ends.
     let (keys, pressed) = mpsc::channel();
     {
         let term = term.clone();
         std::thread::spawn(move || {
-            while let Ok(key) = term.read_key() {
-                if keys.send(key).is_err() {
+            while let Ok(key) = term.read_key_raw() {
+                let quits = quits(&key);
+                if keys.send(key).is_err() || quits {
                     break;
                 }
             }
@@ -48,10 +53,15 @@ pub(crate) fn top(args: &TopArgs) -> anyhow::Result<ExitCode> {
         let now = Instant::now();
         let screen = match &answer {
             Ok(status) => {
-                let since = previous.as_ref().map(|(at, before)| (now.duration_since(*at), before));
+                let since = previous
+                    .as_ref()
+                    .map(|(at, before)| (now.duration_since(*at), before));
                 draw(&url, status, since)
             }
-            Err(e) => format!("tickflow top: {url}\n\ncannot reach the pipeline: {e:#}\nretrying every {} ms; q quits\n", every.as_millis()),
+            Err(e) => format!(
+                "tickflow top: {url}\n\ncannot reach the pipeline: {e:#}\nretrying every {} ms; q quits\n",
+                every.as_millis()
+            ),
         };
         let (height, width) = term.size();
         term.move_cursor_to(0, 0)?;
@@ -65,7 +75,7 @@ pub(crate) fn top(args: &TopArgs) -> anyhow::Result<ExitCode> {
             previous = Some((now, status));
         }
         match pressed.recv_timeout(every) {
-            Ok(Key::Char('q' | 'Q') | Key::Escape | Key::CtrlC) => break Ok(ExitCode::SUCCESS),
+            Ok(key) if quits(&key) => break Ok(ExitCode::SUCCESS),
             Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break Ok(ExitCode::SUCCESS),
         }
@@ -73,6 +83,11 @@ pub(crate) fn top(args: &TopArgs) -> anyhow::Result<ExitCode> {
     term.show_cursor().ok();
     term.write_line("").ok();
     outcome
+}
+
+/// `q`, Escape and Ctrl-C quit.
+fn quits(key: &Key) -> bool {
+    matches!(key, Key::Char('q' | 'Q') | Key::Escape | Key::CtrlC)
 }
 
 /// One screen: a header, then a row per component. `since` is the previous answer and how
@@ -143,12 +158,21 @@ fn draw(url: &str, s: &Value, since: Option<(Duration, &Value)>) -> String {
     components.push(vec![
         "processing".into(),
         "-".into(),
-        if s["failure"].is_null() { "ok" } else { "failed" }.into(),
+        if s["failure"].is_null() {
+            "ok"
+        } else {
+            "failed"
+        }
+        .into(),
         rate(&|v: &Value| n(&v["processed"])),
         count(n(&s["processed"])),
         "-".into(),
         count(n(&s["rejected"])),
-        format!("{} duplicates, {} alerts", count(n(&s["duplicates"])), count(n(&s["alerts"]))),
+        format!(
+            "{} duplicates, {} alerts",
+            count(n(&s["duplicates"])),
+            count(n(&s["alerts"]))
+        ),
     ]);
     components.push(vec![
         "lake".into(),
@@ -198,7 +222,9 @@ fn draw(url: &str, s: &Value, since: Option<(Duration, &Value)>) -> String {
     table(
         &mut out,
         "COMPONENT",
-        &["TYPE", "STATE", "RATE/S", "TOTAL", "LAG", "ERRORS", "DETAIL"],
+        &[
+            "TYPE", "STATE", "RATE/S", "TOTAL", "LAG", "ERRORS", "DETAIL",
+        ],
         &components,
     );
     out

@@ -7,7 +7,10 @@ fn completions_and_the_manual_page_cover_every_command() {
     let bash = run_ok(&["completions", "bash"]);
     let zsh = run_ok(&["completions", "zsh"]);
     let man = run_ok(&["man"]);
-    assert!(man.starts_with(".ie") || man.contains(".TH tickflow"), "{man}");
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH tickflow"),
+        "{man}"
+    );
     for command in ["demo", "run", "sql", "status", "backfill", "completions"] {
         assert!(bash.contains(command), "bash completion lacks {command}");
         assert!(zsh.contains(command), "zsh completion lacks {command}");
@@ -23,10 +26,22 @@ fn log_format_json_writes_one_object_per_line() {
     let cfg = dir.path().join("run.toml");
     std::fs::write(&cfg, config(&data, "")).unwrap();
     let out = bin()
-        .args(["run", "--config", cfg.to_str().unwrap(), "--duration", "1", "--log-format", "json"])
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--duration",
+            "1",
+            "--log-format",
+            "json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<serde_json::Value> = stderr
         .lines()

@@ -387,12 +387,19 @@ fn the_grafana_dashboard_and_prometheus_rules_read_only_metrics_tickflow_exposes
         .arg(&rules_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rules = rules["groups"][0]["rules"].as_array().unwrap();
     assert!(rules.len() >= 8);
     for rule in rules {
-        assert!(rule["alert"].is_string() && rule["expr"].is_string(), "{rule}");
+        assert!(
+            rule["alert"].is_string() && rule["expr"].is_string(),
+            "{rule}"
+        );
         assert!(rule["annotations"]["summary"].is_string(), "{rule}");
     }
 
