@@ -35,6 +35,7 @@ fn log_format_json_writes_one_object_per_line() {
             "--log-format",
             "json",
         ])
+        .env("RUST_LOG", "info")
         .output()
         .unwrap();
     assert!(

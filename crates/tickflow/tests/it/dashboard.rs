@@ -18,7 +18,7 @@ fn start(dir: &Path) -> Server {
         config(
             &data,
             &format!(
-                "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"simulator\"\nid = \"sim\"\nrate = 500\nhistory_days = 2\nhistory_step_secs = 300\nanomaly_rate = 0.0\nsymbols = [\"NVDA\", \"BTC-USD\"]\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\npath = \"{}\"\n\n[[alerts.threshold]]\nname = \"alrt-above-100\"\nsymbol = \"ALRT\"\ncondition = \"price > 100\"\n",
+                "\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"simulator\"\nid = \"sim\"\nrate = 500\nhistory_days = 2\nhistory_step_secs = 300\nanomaly_rate = 0.0\nsymbols = [\"NVDA\", \"BTC-USD\"]\n\n[[sinks]]\ntype = \"csv\"\nid = \"backup\"\ndir = \"{}\"\n\n[[alerts.threshold]]\nname = \"alrt-above-100\"\nsymbol = \"ALRT\"\ncondition = \"price > 100\"\n",
                 dir.join("csv").display()
             ),
         ),
@@ -155,7 +155,7 @@ fn the_stream_sends_final_bars_prices_alerts_and_status_as_they_happen() {
         None,
     );
     assert_eq!(code, 400, "{body}");
-    assert!(body.contains("\"candles\" is not a topic"), "{body}");
+    assert!(body.contains(r#"\"candles\" is not a topic"#), "{body}");
 
     // One-second NVDA bars: several turn final while the simulator runs.
     let events = read_events(

@@ -353,6 +353,9 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
         rest = &rest[at + name.len()..];
+        if name.len() == "tickflow_".len() {
+            continue; // prose about the prefix, not a name
+        }
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s))

@@ -119,8 +119,8 @@ fn http_api_answers_and_refuses_clearly() {
     assert_eq!(code, 200);
     assert!(body.contains("<title>tickflow</title>"));
     assert!(
-        body.contains("id=\"connectors\""),
-        "the page lists the connectors"
+        body.contains("id=\"flow\"") && body.contains("id=\"dlq-list\""),
+        "the page has the pipeline view and the DLQ"
     );
     let (code, script) = http("GET", &format!("{url}/app.js"), None);
     assert_eq!(code, 200);
