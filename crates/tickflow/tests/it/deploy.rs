@@ -72,6 +72,25 @@ fn checkov_venv() -> Option<std::path::PathBuf> {
     }
 }
 
+/// A YAML file as JSON, read by PyYAML from checkov's venv.
+fn yaml(venv: &std::path::Path, path: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Every `.tf` file of `dir` as the HCL parser reads it, by file name.
 fn parse_terraform(venv: &std::path::Path, dir: &std::path::Path) -> serde_json::Value {
     let out = Command::new(venv.join("bin/python"))
@@ -276,20 +295,7 @@ fn the_terraform_parses_passes_checkov_and_grants_only_what_tickflow_calls() {
 fn the_compose_file_runs_tickflow_with_kafka_and_timescaledb_on_a_config_that_checks() {
     let Some(venv) = checkov_venv() else { return };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose");
-    let out = Command::new(venv.join("bin/python"))
-        .args([
-            "-c",
-            "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-        ])
-        .arg(dir.join("compose.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let compose: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let compose = yaml(&venv, &dir.join("compose.yaml"));
     let services = compose["services"].as_object().unwrap();
     for (name, service) in services {
         if let Some(image) = service["image"].as_str() {
@@ -382,20 +388,7 @@ fn the_grafana_dashboard_and_prometheus_rules_read_only_metrics_tickflow_exposes
         );
     }
     let rules_path = root.join("deploy/prometheus/tickflow-rules.yml");
-    let out = Command::new(venv.join("bin/python"))
-        .args([
-            "-c",
-            "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-        ])
-        .arg(&rules_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules = yaml(&venv, &rules_path);
     let rules = rules["groups"][0]["rules"].as_array().unwrap();
     assert!(rules.len() >= 8);
     for rule in rules {
