@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -231,16 +230,8 @@ pub(crate) async fn replay(
             "the payload holds no event: send the corrected event as JSON",
         ));
     }
-    let pipeline = Arc::clone(&state.pipeline);
     let n = batch.len();
-    let into = source.to_string();
-    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest_batch(&into, &batch))
-        .await
-        .map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: e.to_string(),
-            line: None,
-        })??;
+    let offsets = crate::handlers::ingest::append(&state, source, batch).await?;
     let record = json!({
         "id": request.id,
         "at": UnixNanos::now().to_string(),

@@ -105,17 +105,29 @@ async fn ingest_to(
             "no events in the body: send NDJSON or a JSON array of events",
         ));
     }
-    let pipeline = Arc::clone(&state.pipeline);
     let n = batch.len();
-    let source = source.to_string();
-    let offsets = tokio::task::spawn_blocking(move || pipeline.ingest_batch(&source, &batch))
-        .await
-        .map_err(|e| ApiError {
-            status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            message: e.to_string(),
-            line: None,
-        })??;
+    let offsets = append(&state, source, batch).await?;
     Ok(Json(
         json!({ "accepted": n, "first_offset": offsets.start, "last_offset": offsets.end.saturating_sub(1) }),
     ))
+}
+
+/// Appends `batch` under `source` off the async workers (the log waits for its fsync or
+/// the broker's ack); its log offsets once durable.
+pub(crate) async fn append(
+    state: &AppState,
+    source: &str,
+    batch: Batch,
+) -> Result<std::ops::Range<u64>, ApiError> {
+    let pipeline = Arc::clone(&state.pipeline);
+    let source = source.to_string();
+    Ok(
+        tokio::task::spawn_blocking(move || pipeline.ingest_batch(&source, &batch))
+            .await
+            .map_err(|e| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: e.to_string(),
+                line: None,
+            })??,
+    )
 }
