@@ -423,3 +423,59 @@ fn top_draws_each_component_updates_and_quits_on_q() {
     tmux(&socket, &["kill-server"]);
     server.stop();
 }
+
+#[test]
+fn dlq_replay_refuses_what_it_cannot_replay_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, config(&data, "\n[lake]\nflush_interval_ms = 50\n")).unwrap();
+    let server = Server::start(&cfg, &data);
+    let replay = |body: &str| {
+        http(
+            "POST",
+            &format!("{}/api/v1/dlq/replay", server.url),
+            Some(body.as_bytes()),
+        )
+    };
+    let (code, body) = replay(r#"{"id":"x' OR 1=1","payload":"{}"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("is not a DLQ entry's id"), "{body}");
+    let (code, body) = replay(r#"{"id":"5:http:7","payload":"{}"}"#);
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = replay("not json");
+    assert!((400..500).contains(&code));
+
+    // A real entry: a negative price; a payload that still does not parse is refused whole.
+    let tick = format!(
+        "{{\"type\":\"trade\",\"symbol\":\"BAD\",\"ts_event\":{},\"price\":\"-1\",\"size\":\"1\",\"trade_id\":\"1\"}}",
+        tickflow_model::UnixNanos::now().0
+    );
+    let (code, _) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(tick.as_bytes()),
+    );
+    assert_eq!(code, 200);
+    let mut id = String::new();
+    until("the rejected tick in the DLQ", || {
+        let (_, body) = http("GET", &format!("{}/api/v1/dlq", server.url), None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(entry) = v["entries"].get(0) {
+            assert_eq!(entry["reason"], "non_positive_price");
+            id = entry["id"].as_str().unwrap().to_string();
+        }
+        !id.is_empty()
+    });
+    let (code, body) =
+        replay(&serde_json::json!({ "id": id, "payload": "{\"type\":\"trade\"" }).to_string());
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http(
+        "GET",
+        &format!("{}/api/v1/dlq?reason=nonsense", server.url),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("is not a reason"), "{body}");
+    server.stop();
+}
