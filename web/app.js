@@ -416,7 +416,35 @@ $("#sql-examples").addEventListener("change", (e) => {
 });
 window.addEventListener("resize", scheduleDraw);
 
-follow();
-loadAlerts().catch(showError);
-loadDlq().catch(showError);
-scheduleDraw();
+// With [http] token set, the API answers 401 until the token is given once: it comes back
+// as an HttpOnly cookie, which the stream and every request then carry.
+function askForToken() {
+  $("#state").className = "bad";
+  $("#state").textContent = "locked";
+  $("#login").hidden = false;
+  $("#login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const response = await fetch("/api/v1/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: $("#login-token").value }),
+    });
+    if (response.ok) {
+      location.reload();
+    } else {
+      const body = await response.json().catch(() => ({}));
+      $("#login-error").textContent = body.error || `${response.status} ${response.statusText}`;
+    }
+  });
+}
+
+async function start() {
+  const probe = await fetch("/api/v1/status");
+  if (probe.status === 401) return askForToken();
+  follow();
+  loadAlerts().catch(showError);
+  loadDlq().catch(showError);
+  scheduleDraw();
+}
+
+start().catch(showError);

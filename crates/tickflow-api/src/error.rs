@@ -12,15 +12,39 @@ pub struct ApiError {
     pub message: String,
     /// For ingest: the 1-based line of the body that could not be parsed.
     pub line: Option<usize>,
+    /// Seconds to wait, sent as `Retry-After` (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// 401: the credentials are missing or wrong.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            line: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429: this address failed too often; it may try again after `wait`.
+    pub fn too_many_failures(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs().max(1);
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("too many failed attempts from this address: try again in {secs} s"),
+            line: None,
+            retry_after: Some(secs),
+        }
+    }
+
     /// 400 with a message.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             line: None,
+            retry_after: None,
         }
     }
 }
@@ -31,7 +55,19 @@ impl IntoResponse for ApiError {
         if let Some(line) = self.line {
             body["line"] = json!(line);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"tickflow\""),
+            );
+        }
+        response
     }
 }
 
@@ -47,6 +83,7 @@ impl ApiError {
             status,
             message,
             line: None,
+            retry_after: None,
         }
     }
 }
@@ -70,6 +107,7 @@ impl From<tickflow_core::Error> for ApiError {
                 status: StatusCode::BAD_REQUEST,
                 message: format!("line {line}: {message}"),
                 line: Some(line),
+                retry_after: None,
             },
             other => Self::bad_request(other.to_string()),
         }
@@ -78,14 +116,19 @@ impl From<tickflow_core::Error> for ApiError {
 
 impl From<tickflow_pipeline::Error> for ApiError {
     fn from(e: tickflow_pipeline::Error) -> Self {
-        let status = match e {
-            tickflow_pipeline::Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        let (status, retry_after) = match e {
+            tickflow_pipeline::Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, None),
+            // Nothing was written: the client keeps its batch and sends it again later.
+            tickflow_pipeline::Error::Log(tickflow_log::Error::DiskFull { .. }) => {
+                (StatusCode::INSUFFICIENT_STORAGE, Some(10))
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         Self {
             status,
             message: e.to_string(),
             line: None,
+            retry_after,
         }
     }
 }
@@ -102,6 +145,7 @@ impl From<tickflow_query::Error> for ApiError {
             status,
             message: e.to_string(),
             line: None,
+            retry_after: None,
         }
     }
 }

@@ -5,11 +5,13 @@
 //! It owns no pipeline logic: handlers call [`tickflow_pipeline::Pipeline`] and
 //! [`tickflow_query`], and translate their answers to HTTP.
 
+mod auth;
 pub mod error;
 mod exposition;
 mod handlers;
 mod pgwire;
 pub mod routes;
+mod server;
 mod stream;
 
 use std::future::Future;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use tickflow_pipeline::Pipeline;
 
+pub use auth::SharedLimiter;
 pub use pgwire::serve_pgwire;
 pub use routes::router;
 
@@ -31,12 +34,23 @@ pub struct AppState {
     hub: Arc<stream::Hub>,
     /// When each source last sent something, for `/readyz`.
     freshness: Arc<tickflow_pipeline::health::Freshness>,
+    /// Failed credentials by address, shared with the Postgres-wire endpoint.
+    limiter: SharedLimiter,
+    /// KiB of ingest bodies that may be in flight at once (`[http] max_inflight_mb`).
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     /// The state for `pipeline`'s handlers.
-    pub fn new(pipeline: Arc<Pipeline>, query: tickflow_query::QueryEngine) -> Self {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        query: tickflow_query::QueryEngine,
+        limiter: SharedLimiter,
+    ) -> Self {
+        let budget = pipeline.plan().http.max_inflight_bytes / 1024;
         Self {
+            limiter,
+            inflight: Arc::new(tokio::sync::Semaphore::new(budget)),
             pipeline,
             query,
             exporter: exposition::Exporter::new(),
@@ -69,17 +83,24 @@ pub(crate) fn engine(pipeline: &Pipeline) -> std::io::Result<tickflow_query::Que
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// `limiter` counts failed credentials by address (share it with [`serve_pgwire`]).
 ///
 /// # Errors
 /// The listener fails, or the query engine cannot be set up.
 pub async fn serve(
     pipeline: Arc<Pipeline>,
     listener: tokio::net::TcpListener,
+    limiter: SharedLimiter,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let max_body = pipeline.plan().http.max_body_bytes;
+    let limits = server::Limits {
+        max_connections: pipeline.plan().http.max_connections,
+        header_timeout: pipeline.plan().http.header_timeout,
+        refused: pipeline.metrics().connections_refused.get("http"),
+    };
     let query = engine(&pipeline)?;
-    let state = AppState::new(pipeline, query);
+    let state = AppState::new(pipeline, query, limiter);
     state.exporter.install_global();
     let hub = Arc::clone(&state.hub);
     let looker = tokio::spawn(stream::run(state.clone()));
@@ -91,9 +112,7 @@ pub async fn serve(
         shutdown.await;
         hub.close();
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = server::serve(listener, app, limits, shutdown).await;
     looker.abort();
     sampler.abort();
     // Aborted tasks hold the pipeline until they have ended.

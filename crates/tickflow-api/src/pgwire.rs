@@ -23,20 +23,40 @@ impl tickflow_query::Tables for PipelineTables {
     }
 }
 
-/// Serves SQL over the Postgres wire protocol on `listener` until `stop` turns true.
+/// Serves SQL over the Postgres wire protocol on `listener` until `stop` turns true;
+/// clients give `[pgwire] password` when one is set, and their failures count in `limiter`
+/// as the HTTP API's do.
 ///
 /// # Errors
 /// The query engine or the session cannot be set up.
 pub async fn serve_pgwire(
     pipeline: Arc<Pipeline>,
     listener: tokio::net::TcpListener,
+    limiter: crate::SharedLimiter,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let engine = crate::engine(&pipeline)?;
+    let metrics = pipeline.metrics();
+    let login =
+        pipeline
+            .plan()
+            .pgwire_password
+            .as_ref()
+            .map(|password| tickflow_query::pgwire::Login {
+                password: password.0.clone(),
+                limiter,
+                failures: metrics.auth_failures.get("pgwire"),
+                limited: metrics.auth_failures.get("limited"),
+            });
     let session = engine
         .live_session(Arc::new(PipelineTables(Arc::downgrade(&pipeline))))
         .await
         .map_err(std::io::Error::other)?;
-    tickflow_query::pgwire::serve(listener, Arc::new(session), stop).await;
+    let access = tickflow_query::pgwire::Access {
+        login,
+        max_connections: pipeline.plan().pgwire_max_connections,
+        refused: metrics.connections_refused.get("pgwire"),
+    };
+    tickflow_query::pgwire::serve(listener, Arc::new(session), access, stop).await;
     Ok(())
 }

@@ -515,6 +515,7 @@ pub(crate) async fn stream(
             status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
             message: "the server is stopping".into(),
             line: None,
+            retry_after: None,
         });
     }
     hub.forget_if_stale();

@@ -1,4 +1,4 @@
-//! Contracts shared by every tickflow component: the binary codec that events take in the
+//! Contracts shared by every tickflow component: who may connect ([`auth`]), the binary codec that events take in the
 //! durable log ([`codec`]), the ingest JSON format that HTTP, files and brokers speak
 //! ([`ingest`]), metric names and counters ([`metrics`]), a stable fast [`hash`],
 //! cooperative [`Shutdown`], the connector contracts ([`source`], [`sink`], [`notify`]) and the contract tests every
@@ -6,6 +6,7 @@
 //!
 //! It holds no I/O and no runtime: sources, sinks and the pipeline build on these pieces.
 
+pub mod auth;
 pub mod codec;
 pub mod contract;
 mod error;

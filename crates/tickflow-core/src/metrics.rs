@@ -23,6 +23,10 @@ pub const PROCESS_LATENCY_SECONDS: &str = "tickflow_process_latency_seconds";
 pub const LOG_LATENCY_SECONDS: &str = "tickflow_log_latency_seconds";
 pub const QUERYABLE_LATENCY_SECONDS: &str = "tickflow_queryable_latency_seconds";
 pub const ALERT_LATENCY_SECONDS: &str = "tickflow_alert_latency_seconds";
+pub const FEED_LATENCY_SECONDS: &str = "tickflow_feed_latency_seconds";
+pub const ALERT_DELIVERED_LATENCY_SECONDS: &str = "tickflow_alert_delivered_latency_seconds";
+pub const SINK_BUFFER_ROWS: &str = "tickflow_sink_buffer_rows";
+pub const SINK_BUFFER_LIMIT_ROWS: &str = "tickflow_sink_buffer_limit_rows";
 pub const SINK_ERRORS_TOTAL: &str = "tickflow_sink_errors_total";
 pub const SINK_ROWS_TOTAL: &str = "tickflow_sink_rows_total";
 pub const SINK_LAG_ROWS: &str = "tickflow_sink_lag_rows";
@@ -35,6 +39,9 @@ pub const LAKE_FLUSHES_TOTAL: &str = "tickflow_lake_flushes_total";
 pub const LAKE_COMPACTED_FILES_TOTAL: &str = "tickflow_lake_compacted_files_total";
 pub const LAKE_COMPACTIONS_TOTAL: &str = "tickflow_lake_compactions_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "tickflow_http_requests_total";
+pub const AUTH_FAILURES_TOTAL: &str = "tickflow_auth_failures_total";
+pub const INGEST_REFUSED_TOTAL: &str = "tickflow_ingest_refused_total";
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "tickflow_connections_refused_total";
 pub const JOB_RUNS_TOTAL: &str = "tickflow_job_runs_total";
 
 /// Counters keyed by one label value, e.g. `source` or `rule`.
@@ -202,6 +209,11 @@ pub struct Metrics {
     pub queryable_latency: Histogram,
     /// `ts_recv` of the triggering tick → alert handed to every notifier.
     pub alert_latency: Histogram,
+    /// `ts_event` → `ts_recv` of every processed event: how late the feed delivers.
+    pub feed_latency: Histogram,
+    /// `ts_event` of the triggering tick → a notifier confirmed delivery of the alert it
+    /// fired: the figure a person waiting for the message lives with.
+    pub alert_delivered_latency: Histogram,
     /// Failed sink opens, writes and lake reads, by sink id (the lake's own under `lake`).
     pub sink_errors: Labeled,
     /// Rows each sink has written, by sink id.
@@ -209,6 +221,10 @@ pub struct Metrics {
     /// Gauges: rows and flushes the lake has committed that a sink has not written.
     pub sink_lag_rows: Labeled,
     pub sink_lag_flushes: Labeled,
+    /// Gauges: rows of recent flushes held in memory for the sinks (`group` is `sinks` or
+    /// `notifiers`), and the most they may hold before a slow one reads from the lake.
+    pub sink_buffer_rows: Labeled,
+    pub sink_buffer_limit_rows: Labeled,
     pub alerts: Labeled,
     pub alert_deliveries: Labeled,
     pub rows_written: Labeled,
@@ -221,6 +237,15 @@ pub struct Metrics {
     /// Compaction rounds run, whether or not they found files to merge.
     pub lake_compactions: AtomicU64,
     pub http_requests: Labeled,
+    /// Refused credentials, by `surface` (`api`, `ingest`, `pgwire`), and attempts refused
+    /// unread because their address failed too often (`surface` `limited`).
+    pub auth_failures: Labeled,
+    /// Ingest requests refused before anything was written, by `reason`: `busy` (request
+    /// bodies in flight at `[http] max_inflight_mb`), `disk_full` (the log's reserve).
+    pub ingest_refused: Labeled,
+    /// Connections closed as they came because `max_connections` were open, by `surface`
+    /// (`http`, `pgwire`).
+    pub connections_refused: Labeled,
     /// Scheduled job runs, by `job/outcome`.
     pub job_runs: Labeled,
 }
@@ -353,6 +378,18 @@ impl Metrics {
                 self.sink_lag_flushes.snapshot(),
             ),
             labeled(
+                SINK_BUFFER_ROWS,
+                "group",
+                "Rows of recent flushes held in memory for sinks or notifiers.",
+                self.sink_buffer_rows.snapshot(),
+            ),
+            labeled(
+                SINK_BUFFER_LIMIT_ROWS,
+                "group",
+                "Most rows held in memory for sinks or notifiers; past it a slow one reads the lake.",
+                self.sink_buffer_limit_rows.snapshot(),
+            ),
+            labeled(
                 ALERTS_TOTAL,
                 "rule",
                 "Alerts fired.",
@@ -364,6 +401,24 @@ impl Metrics {
                 "table",
                 "Rows durably written to the lake.",
                 self.rows_written.snapshot(),
+            ),
+            labeled(
+                AUTH_FAILURES_TOTAL,
+                "surface",
+                "Refused credentials by surface (api, ingest, pgwire); limited: refused unread after too many failures.",
+                self.auth_failures.snapshot(),
+            ),
+            labeled(
+                INGEST_REFUSED_TOTAL,
+                "reason",
+                "Ingest requests refused unwritten: busy (memory budget), disk_full (log reserve).",
+                self.ingest_refused.snapshot(),
+            ),
+            labeled(
+                CONNECTIONS_REFUSED_TOTAL,
+                "surface",
+                "Connections closed on arrival because max_connections were open (http, pgwire).",
+                self.connections_refused.snapshot(),
             ),
             labeled(
                 HTTP_REQUESTS_TOTAL,
@@ -435,6 +490,16 @@ impl Metrics {
                 ALERT_LATENCY_SECONDS,
                 "Time from the triggering tick's ts_recv to the alert handed to notifiers.",
                 &self.alert_latency,
+            ),
+            (
+                FEED_LATENCY_SECONDS,
+                "Time from an event's ts_event (the venue's clock) to its ts_recv (tickflow's).",
+                &self.feed_latency,
+            ),
+            (
+                ALERT_DELIVERED_LATENCY_SECONDS,
+                "Time from the triggering tick's ts_event to a notifier confirming the alert's delivery.",
+                &self.alert_delivered_latency,
             ),
         ] {
             render_histogram(&mut out, name, help, h);

@@ -116,6 +116,26 @@ pub(crate) fn create_and_lock(dir: &Path, fsync: bool) -> Result<DirLock> {
     Ok(lock)
 }
 
+/// Bytes an unprivileged writer may still put on the file system holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| {
+        Error::io(
+            "statvfs",
+            dir,
+            io::Error::new(io::ErrorKind::InvalidInput, e),
+        )
+    })?;
+    // SAFETY: an all-zero `statvfs` is a valid value (plain integers), filled in by the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a NUL-terminated path and `stat` outlives the call.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(Error::io("statvfs", dir, io::Error::last_os_error()));
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
 /// Segment files in `dir` as (base offset, path), sorted by base offset.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let entries = fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;

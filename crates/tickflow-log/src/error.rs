@@ -58,6 +58,18 @@ pub enum Error {
     /// appends until it is reopened, which re-runs recovery.
     #[error("log is failed after an earlier write error ({reason}); reopen it to recover")]
     Failed { reason: String },
+
+    /// The append would leave less than [`crate::LogConfig::min_free_bytes`] free on the
+    /// log's file system. Nothing was written; appends resume once space is freed.
+    #[error(
+        "the disk holding {} is nearly full: {} MiB free, {} MiB kept in reserve; appends resume once space is freed",
+        dir.display(), free >> 20, reserve >> 20
+    )]
+    DiskFull {
+        dir: PathBuf,
+        free: u64,
+        reserve: u64,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -136,6 +136,21 @@ impl Log {
             });
         }
         let inner = &*self.inner;
+        let reserve = inner.config.min_free_bytes;
+        if reserve > 0 && !records.is_empty() {
+            let incoming: u64 = records
+                .iter()
+                .map(|r| (r.as_ref().len() + crate::record::HEADER_LEN) as u64)
+                .sum();
+            let free = crate::dir::free_bytes(&inner.config.dir)?;
+            if free < reserve.saturating_add(incoming) {
+                return Err(Error::DiskFull {
+                    dir: inner.config.dir.clone(),
+                    free,
+                    reserve,
+                });
+            }
+        }
         let mut st = inner.lock();
         if records.is_empty() {
             return Ok(st.durable_end..st.durable_end);

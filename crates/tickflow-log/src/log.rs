@@ -31,6 +31,11 @@ pub struct LogConfig {
     /// fsync before acknowledging appends and commits. `false` only for tests and benchmarks
     /// that say so: acknowledged data can then be lost on power failure.
     pub fsync: bool,
+    /// Refuse appends ([`crate::Error::DiskFull`]) while the log's file system would be left
+    /// with less than this free; 0 never refuses. A write that meets a full disk fails the
+    /// log until it is reopened (see [`crate::Error::Failed`]), so the log stops short of it
+    /// and takes appends again by itself once space is freed.
+    pub min_free_bytes: u64,
 }
 
 impl LogConfig {
@@ -42,6 +47,7 @@ impl LogConfig {
             retention_bytes: None,
             retention_age: None,
             fsync: true,
+            min_free_bytes: 0,
         }
     }
 }

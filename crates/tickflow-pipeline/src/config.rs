@@ -69,6 +69,19 @@ pub struct RawHttp {
     pub bind: Option<String>,
     pub port: Option<i64>,
     pub max_body_mb: Option<i64>,
+    /// Ingest request bodies in flight at once; past it, 503 with `Retry-After`.
+    pub max_inflight_mb: Option<i64>,
+    /// Connections served at once; past it new ones are closed on arrival.
+    pub max_connections: Option<i64>,
+    /// Time a client has to send a request's headers; also how long an idle connection stays.
+    pub header_timeout_secs: Option<i64>,
+    /// Bearer token for queries and administration (everything but ingest and health);
+    /// `token_file` reads it from a file only its owner may read.
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    /// Bearer token of every HTTP ingest endpoint that has none of its own.
+    pub ingest_token: Option<String>,
+    pub ingest_token_file: Option<String>,
 }
 
 /// `[query]`: limits and switches of the SQL engine behind HTTP and the Postgres wire.
@@ -97,6 +110,11 @@ pub struct RawPgwire {
     pub enabled: Option<bool>,
     pub bind: Option<String>,
     pub port: Option<i64>,
+    /// The password every Postgres-wire client must give (any user name).
+    pub password: Option<String>,
+    /// Connections served at once; past it new ones are closed on arrival.
+    pub max_connections: Option<i64>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +125,8 @@ pub struct RawLog {
     pub retention_hours: Option<i64>,
     pub retention_gb: Option<f64>,
     pub fsync: Option<bool>,
+    /// Free space the embedded log keeps on its disk: appends are refused below it.
+    pub min_free_mb: Option<i64>,
     /// `kind = "nats"`: the server, stream, subject and consumer.
     pub url: Option<String>,
     pub stream: Option<String>,
@@ -725,6 +745,16 @@ pub struct HttpPlan {
     pub bind: IpAddr,
     pub port: u16,
     pub max_body_bytes: usize,
+    /// Bytes of ingest request bodies in flight at once, at least `max_body_bytes`.
+    pub max_inflight_bytes: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and an idle connection stays open.
+    pub header_timeout: Duration,
+    /// Required (`Authorization: Bearer`, or the dashboard's cookie) on every route but
+    /// ingest, health and the dashboard's static files, when set. Always set when `bind`
+    /// is not loopback.
+    pub token: Option<Secret>,
 }
 
 /// Log settings.
@@ -740,6 +770,8 @@ pub struct LogPlan {
     pub retention_age: Option<Duration>,
     pub retention_bytes: Option<u64>,
     pub fsync: bool,
+    /// Appends are refused while the log's disk would keep less than this free.
+    pub min_free_bytes: u64,
 }
 
 impl LogPlan {
@@ -1328,6 +1360,7 @@ fn log_kind(c: &mut Checker, raw: &RawLog) -> LogKind {
     let own: &[(&str, bool, &str)] = &[
         ("segment_mb", raw.segment_mb.is_some(), "embedded"),
         ("fsync", raw.fsync.is_some(), "embedded"),
+        ("min_free_mb", raw.min_free_mb.is_some(), "embedded"),
         ("url", raw.url.is_some(), "nats"),
         ("stream", raw.stream.is_some(), "nats"),
         ("subject", raw.subject.is_some(), "nats"),
@@ -2226,6 +2259,10 @@ pub struct Plan {
     pub http: HttpPlan,
     /// The Postgres-wire endpoint; none when `[pgwire] enabled = false`.
     pub pgwire: Option<std::net::SocketAddr>,
+    /// The password its clients must give; always set when it listens beyond loopback.
+    pub pgwire_password: Option<Secret>,
+    /// Postgres-wire connections served at once.
+    pub pgwire_max_connections: usize,
     pub query: QueryPlan,
     pub log: LogPlan,
     pub processing: ProcessorConfig,
@@ -2667,6 +2704,13 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         }
     };
     let pgwire_port = c.range("pgwire.port", raw.pgwire.port, 8751, 0, 65_535) as u16;
+    let pgwire_max_connections = c.range(
+        "pgwire.max_connections",
+        raw.pgwire.max_connections,
+        256,
+        1,
+        1 << 20,
+    ) as usize;
     let pgwire = raw
         .pgwire
         .enabled
@@ -2710,7 +2754,55 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         max_body_bytes: c.range("http.max_body_mb", raw.http.max_body_mb, 16, 1, 1024) as usize
             * 1024
             * 1024,
+        max_inflight_bytes: c.range(
+            "http.max_inflight_mb",
+            raw.http.max_inflight_mb,
+            256,
+            1,
+            1 << 20,
+        ) as usize
+            * 1024
+            * 1024,
+        max_connections: c.range(
+            "http.max_connections",
+            raw.http.max_connections,
+            1024,
+            1,
+            1 << 20,
+        ) as usize,
+        header_timeout: Duration::from_secs(c.range(
+            "http.header_timeout_secs",
+            raw.http.header_timeout_secs,
+            30,
+            1,
+            3600,
+        ) as u64),
+        token: secret(c, "http.token", raw.http.token, raw.http.token_file, 16),
     };
+    if http.max_inflight_bytes < http.max_body_bytes {
+        c.add(
+            "http.max_inflight_mb",
+            format!(
+                "{} is below http.max_body_mb ({}): a body of the largest size could never be taken",
+                http.max_inflight_bytes >> 20,
+                http.max_body_bytes >> 20
+            ),
+        );
+    }
+    let ingest_token = secret(
+        c,
+        "http.ingest_token",
+        raw.http.ingest_token,
+        raw.http.ingest_token_file,
+        16,
+    );
+    let pgwire_password = secret(
+        c,
+        "pgwire.password",
+        raw.pgwire.password,
+        raw.pgwire.password_file,
+        12,
+    );
     let retention_gb = match raw.log.retention_gb {
         Some(v) if v.is_nan() || v <= 0.0 => {
             c.add("log.retention_gb", format!("{v} must be positive"));
@@ -2738,6 +2830,9 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         }),
         retention_bytes: retention_gb.map(|gb| (gb * 1024.0 * 1024.0 * 1024.0) as u64),
         fsync: raw.log.fsync.unwrap_or(true),
+        min_free_bytes: c.range("log.min_free_mb", raw.log.min_free_mb, 256, 0, 1 << 30) as u64
+            * 1024
+            * 1024,
     };
     let mut thresholds = Vec::new();
     let mut names = std::collections::HashSet::new();
@@ -3632,10 +3727,21 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
         }),
     };
+    guard_exposed(c, &http, ingest_token.as_ref(), &mut sources);
+    if let Some(addr) = pgwire.filter(|a| !a.ip().is_loopback() && pgwire_password.is_none()) {
+        c.add(
+            if raw.pgwire.bind.is_some() { "pgwire.bind" } else { "http.bind" },
+            format!(
+                "the Postgres-wire endpoint on {addr} is reachable from other machines: set pgwire.password (or pgwire.password_file), or [pgwire] enabled = false (docs/security.md)"
+            ),
+        );
+    }
     Plan {
         data_dir,
         http,
         pgwire,
+        pgwire_password,
+        pgwire_max_connections,
         query,
         log,
         processing,
@@ -3647,6 +3753,127 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         stale_feeds,
         gap_rules,
         health,
+    }
+}
+
+/// A secret from `key` (usually `"${VAR}"`, so it stays out of the file) or from the file
+/// `<key>_file` names, which only its owner may read.
+fn secret(
+    c: &mut Checker,
+    key: &str,
+    value: Option<String>,
+    file: Option<String>,
+    min_len: usize,
+) -> Option<Secret> {
+    let file_key = format!("{key}_file");
+    let value = match (value, file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            c.add(file_key, format!("set {key} or {key}_file, not both"));
+            return None;
+        }
+        (Some(v), None) => v,
+        (None, Some(path)) => match read_secret_file(Path::new(&path)) {
+            Ok(v) => v,
+            Err(e) => {
+                c.add(file_key, e);
+                return None;
+            }
+        },
+    };
+    if value.chars().count() < min_len {
+        c.add(
+            key,
+            format!("shorter than {min_len} characters: use a long random secret"),
+        );
+    }
+    Some(Secret(value))
+}
+
+/// A secret kept in a file: its first line, refused when other users may read the file.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} may be read by other users (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value = text.lines().next().unwrap_or("").trim_end().to_string();
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(value)
+}
+
+/// Gives every HTTP ingest source without a token of its own `ingest_token`, keeps the
+/// ingest and query tokens apart, and refuses an API reachable from other machines without
+/// them (docs/security.md).
+fn guard_exposed(
+    c: &mut Checker,
+    http: &HttpPlan,
+    ingest_token: Option<&Secret>,
+    sources: &mut [SourcePlan],
+) {
+    // RFC 6750's token characters: the token travels in a header and the dashboard's cookie.
+    let b64token = |t: &Secret| {
+        t.0.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
+    };
+    for (key, token) in [
+        ("http.token", http.token.as_ref()),
+        ("http.ingest_token", ingest_token),
+    ] {
+        if token.is_some_and(|t| !b64token(t)) {
+            c.add(
+                key,
+                "use only letters, digits and -._~+/= (it is sent as a bearer token)",
+            );
+        }
+    }
+    let exposed = !http.bind.is_loopback();
+    if exposed && http.token.is_none() {
+        c.add(
+            "http.bind",
+            format!(
+                "{} is reachable from other machines: set http.token (or http.token_file) for queries and administration (docs/security.md)",
+                http.bind
+            ),
+        );
+    }
+    for source in sources.iter_mut() {
+        let SourceConfig::Http(h) = &mut source.config else {
+            continue;
+        };
+        if h.token.is_none() {
+            h.token = ingest_token.cloned();
+        }
+        if h.token.is_some() && h.token == http.token {
+            c.add(
+                "http.token",
+                format!(
+                    "ingest source {:?} has the same token as http.token: use separate tokens, so a producer cannot query or administer",
+                    source.id
+                ),
+            );
+        } else if exposed && h.token.is_none() {
+            c.add(
+                "http.bind",
+                format!(
+                    "{} is reachable from other machines: HTTP ingest source {:?} needs a token (its own, or http.ingest_token)",
+                    http.bind, source.id
+                ),
+            );
+        }
     }
 }
 
@@ -4443,6 +4670,63 @@ mod tests {
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
         }
+    }
+
+    #[test]
+    fn an_api_reachable_from_other_machines_needs_every_secret() {
+        let text = "[http]\nbind = \"0.0.0.0\"\n\n[[sources]]\ntype = \"http\"\nid = \"vendor\"\n";
+        let shown = parse(text, Path::new("x.toml")).unwrap_err().to_string();
+        for needle in [
+            "x.toml:2: http.bind: 0.0.0.0 is reachable from other machines: set http.token",
+            "HTTP ingest source \"vendor\" needs a token (its own, or http.ingest_token)",
+            "x.toml:2: http.bind: the Postgres-wire endpoint on 0.0.0.0:8751 is reachable from other machines: set pgwire.password",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+        // With them, ingest endpoints without a token of their own take the ingest token.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg");
+        std::fs::write(&file, "a-password-of-some-length\n").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let text = format!(
+            "[http]\nbind = \"0.0.0.0\"\ntoken = \"query-token-0123456789\"\ningest_token = \"ingest-token-0123456789\"\n\n[pgwire]\npassword_file = \"{}\"\n\n[[sources]]\ntype = \"http\"\nid = \"vendor\"\n\n[[sources]]\ntype = \"http\"\nid = \"own\"\ntoken = \"own-token-0123456789\"\n",
+            file.display()
+        );
+        let plan = parse(&text, Path::new("x.toml")).unwrap();
+        let token = |id: &str| plan.http_source(id).unwrap().token.clone().unwrap().0;
+        assert_eq!(token("vendor"), "ingest-token-0123456789");
+        assert_eq!(token("own"), "own-token-0123456789");
+        assert_eq!(
+            plan.http.token.as_ref().unwrap().0,
+            "query-token-0123456789"
+        );
+        assert_eq!(
+            plan.pgwire_password.as_ref().unwrap().0,
+            "a-password-of-some-length"
+        );
+        assert!(
+            !format!("{plan:?}").contains("0123456789"),
+            "secrets are not shown"
+        );
+        // A secret file others may read, one token for both roles, a short token.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let text = format!(
+            "[http]\ntoken = \"same-token-0123456789\"\ningest_token = \"same-token-0123456789\"\n\n[pgwire]\npassword_file = \"{}\"\n\n[[sources]]\ntype = \"http\"\nid = \"short\"\ntoken = \"short\"\n\n[[sources]]\ntype = \"http\"\nid = \"vendor\"\n",
+            file.display()
+        );
+        let shown = parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        for needle in [
+            "http.token: ingest source \"vendor\" has the same token",
+            "pgwire.password_file: ",
+            "may be read by other users (mode 644): chmod 600 it",
+            "sources[0].token: shorter than 16 characters",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+        // On loopback nothing is required.
+        assert!(parse("[http]\nbind = \"127.0.0.1\"\n", Path::new("x.toml")).is_ok());
     }
 
     #[test]

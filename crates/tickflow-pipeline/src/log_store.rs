@@ -169,6 +169,7 @@ impl LogStore {
                 retention_bytes: plan.retention_bytes,
                 retention_age: plan.retention_age,
                 fsync: plan.fsync,
+                min_free_bytes: plan.min_free_bytes,
             })?)),
             LogKind::Nats(nats) => {
                 let lock = tickflow_log::lock_dir(&data_dir.join("log"))?;
@@ -287,6 +288,7 @@ mod tests {
             retention_age: None,
             retention_bytes: None,
             fsync: true,
+            min_free_bytes: 0,
         }
     }
 

@@ -38,7 +38,7 @@ use tickflow_core::metrics::Metrics;
 use tickflow_core::notify::{DeliveryError, Notifier, idempotency_key};
 use tickflow_core::sink::{Flush, Sink, SinkError};
 use tickflow_core::source::Append;
-use tickflow_model::{Alert, AlertDelivery, DeliveryStatus, RejectReason, UnixNanos};
+use tickflow_model::{Alert, AlertDelivery, AlertKind, DeliveryStatus, RejectReason, UnixNanos};
 use tokio::sync::{Mutex, mpsc};
 
 /// `delivered.json`: alerts of the flush in progress already settled.
@@ -235,6 +235,11 @@ impl Channel {
         match self.notifier.deliver(alert, &key).await {
             Ok(()) => {
                 self.count("ok");
+                if alert.kind == AlertKind::Fired {
+                    let m = &self.metrics;
+                    m.alert_delivered_latency
+                        .observe_since(UnixNanos::now().0, std::iter::once(alert.ts.0));
+                }
                 state.down = false;
                 let (n, last) = state.attempts.remove(&alert.alert_id).unwrap_or_default();
                 Ok((n + 1, None, (n > 0).then_some(last)))

@@ -279,6 +279,7 @@ fn start_notifiers(inner: &Arc<Inner>, published: u64) -> Result<()> {
         });
     }
     let notifiers = Sinks::start(
+        "notifiers",
         &checkpoint::dir(&inner.plan.data_dir).join("notifiers.json"),
         built,
         inner.plan.lake.sink_buffer_rows,
@@ -441,6 +442,7 @@ impl Single {
             })
             .collect();
         let sinks = Sinks::start(
+            "sinks",
             &checkpoint::dir(&data_dir).join("sinks.json"),
             built,
             plan.lake.sink_buffer_rows,
@@ -1193,6 +1195,8 @@ fn run_processor(
     let mut out = Output::default();
     let mut recv_times: Vec<i64> = Vec::new();
     let mut alert_recv_times: Vec<i64> = Vec::new();
+    // How late each event of the batch arrived (`ts_recv - ts_event`), for the feed histogram.
+    let mut feed_delays: Vec<u64> = Vec::new();
     let mut alert_log = AlertLog::new();
     let mut checkpoint_len = 0usize;
     let mut pending_rows = 0usize;
@@ -1354,6 +1358,7 @@ fn run_processor(
                 Ok(event) => {
                     let ts_recv = event.ts_recv().0;
                     recv_times.push(ts_recv);
+                    feed_delays.push(ts_recv.saturating_sub(event.ts_event().0).max(0) as u64);
                     let alerts_before = out.rows.alerts.len();
                     processor.process(Some(offset), event, now, &mut out);
                     if out.rows.alerts.len() > alerts_before {
@@ -1374,6 +1379,7 @@ fn run_processor(
         count_output(m, &out, &mut alert_log, now);
         m.alert_latency
             .observe_since(UnixNanos::now().0, alert_recv_times.drain(..));
+        m.feed_latency.observe_all(feed_delays.drain(..));
         inner.processed_offset.store(next, Ordering::Relaxed);
         m.log_lag.store(inner.log.lag(next), Ordering::Relaxed);
         pending_rows += out.rows.len();

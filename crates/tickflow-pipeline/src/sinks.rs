@@ -66,6 +66,8 @@ pub(crate) struct Feed {
     state: Mutex<FeedState>,
     published: watch::Sender<u64>,
     max_rows: usize,
+    /// `tickflow_sink_buffer_rows` for this feed's group.
+    held: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +98,7 @@ impl Feed {
             s.retained_rows += flush.rows.len();
             s.retained.push_back(flush);
             s.release(floor, self.max_rows);
+            self.held.store(s.retained_rows as u64, Ordering::Relaxed);
         }
         self.published.send_replace(seq);
     }
@@ -247,8 +250,10 @@ pub(crate) struct Sinks {
 
 impl Sinks {
     /// Starts a thread per sink; `published` is the last flush the lake committed, and
-    /// `starts` the file that keeps where each began.
+    /// `starts` the file that keeps where each began. `group` (`sinks`, `notifiers`) labels
+    /// the memory gauges.
     pub(crate) fn start(
+        group: &str,
         starts: &std::path::Path,
         built: Vec<Built>,
         buffer_rows: usize,
@@ -261,6 +266,16 @@ impl Sinks {
             state: Mutex::new(FeedState::default()),
             published: watch::Sender::new(published),
             max_rows: buffer_rows,
+            // A group without sinks shows no gauges.
+            held: if built.is_empty() {
+                Arc::default()
+            } else {
+                metrics
+                    .sink_buffer_limit_rows
+                    .get(group)
+                    .store(buffer_rows as u64, Ordering::Relaxed);
+                metrics.sink_buffer_rows.get(group)
+            },
         });
         let mut sinks = Self {
             feed,

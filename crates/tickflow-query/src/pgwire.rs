@@ -24,19 +24,52 @@ use datafusion_postgres::pgwire::api::auth::{
     save_startup_parameters_to_metadata,
 };
 use datafusion_postgres::pgwire::api::results::Response;
-use datafusion_postgres::pgwire::api::{ClientInfo, PgWireServerHandlers};
+use datafusion_postgres::pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::startup::Authentication;
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use futures::SinkExt as _;
+use tickflow_core::auth::{Limiter, same_secret};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// The password every client must give before its first statement, and where its failures
+/// are counted (docs/security.md).
+#[derive(Debug)]
+pub struct Login {
+    pub password: String,
+    /// Shared with the HTTP API: an address that failed too often is refused unasked.
+    pub limiter: Arc<Limiter>,
+    /// Wrong passwords, and connections refused by the limiter.
+    pub failures: Arc<std::sync::atomic::AtomicU64>,
+    pub limited: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Who may connect and how many at once.
+#[derive(Debug)]
+pub struct Access {
+    /// Without it, any client may connect (the endpoint is on loopback).
+    pub login: Option<Login>,
+    /// Connections served at once; past it a new one is closed on arrival.
+    pub max_connections: usize,
+    /// Connections closed on arrival.
+    pub refused: Arc<std::sync::atomic::AtomicU64>,
+}
 
 /// Serves `session` on `listener` until `stop` turns true; each connection runs on a task
 /// of its own.
 pub async fn serve(
     listener: TcpListener,
     session: Arc<SessionContext>,
+    access: Access,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Access {
+        login,
+        max_connections,
+        refused,
+    } = access;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnly),
         Arc::new(CursorStatementHook),
@@ -49,14 +82,20 @@ pub async fn serve(
     parameters.default_transaction_read_only = true;
     let handlers = Arc::new(Handlers {
         service: Arc::new(DfSessionService::new_with_hooks(session, hooks)),
-        startup: Arc::new(Startup { parameters }),
+        startup: Arc::new(Startup { parameters, login }),
     });
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(socket);
+                        continue;
+                    };
                     let handlers = Arc::clone(&handlers);
                     tokio::spawn(async move {
+                        let _slot = slot;
                         if let Err(e) =
                             datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await
                         {
@@ -97,9 +136,20 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// No password: the endpoint listens on loopback unless told otherwise, as the HTTP API.
+/// The startup handshake: a cleartext password when `login` is set (the scheme every
+/// client speaks), none otherwise.
 struct Startup {
     parameters: DefaultServerParameterProvider,
+    login: Option<Login>,
+}
+
+/// An error sent to the client before the session starts (`FATAL`, closing it).
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        message,
+    )))
 }
 
 #[async_trait]
@@ -114,10 +164,52 @@ impl StartupHandler for Startup {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            finish_authentication(client, &self.parameters).await?;
+        let ip = client.socket_addr().ip();
+        match (message, &self.login) {
+            (PgWireFrontendMessage::Startup(ref startup), login) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                let Some(login) = login else {
+                    return finish_authentication(client, &self.parameters).await;
+                };
+                if let Some(wait) = login.limiter.blocked(ip) {
+                    login
+                        .limited
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // 53300: too_many_connections, the nearest PostgreSQL has.
+                    return Err(fatal(
+                        "53300",
+                        format!(
+                            "too many failed attempts from this address: try again in {} s",
+                            wait.as_secs().max(1)
+                        ),
+                    ));
+                }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::CleartextPassword,
+                    ))
+                    .await?;
+            }
+            (PgWireFrontendMessage::PasswordMessageFamily(given), Some(login)) => {
+                let given = given.into_password()?;
+                if same_secret(given.password.as_bytes(), login.password.as_bytes()) {
+                    finish_authentication(client, &self.parameters).await?;
+                } else {
+                    login.limiter.failed(ip);
+                    login
+                        .failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(%ip, "Postgres-wire client gave a wrong password");
+                    // 28P01: invalid_password.
+                    return Err(fatal(
+                        "28P01",
+                        "password authentication failed: give [pgwire] password".into(),
+                    ));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

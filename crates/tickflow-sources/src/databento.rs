@@ -50,6 +50,51 @@ pub struct Read {
 /// The file cannot be opened or decoded (a record cut short included): the message says
 /// where.
 pub fn read_file(file: &Path, source: &Arc<str>, now: UnixNanos) -> Result<Read, String> {
+    records_whole(file)?;
+    // The `dbn` crate asserts what it assumes of a record; a damaged file that passes the
+    // checks above (a compressed one is not walked) is refused, not allowed to stop replay.
+    std::panic::catch_unwind(|| decode_file(file, source, now)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a malformed record");
+        Err(format!("the DBN decoder refused the file: {why}"))
+    })
+}
+
+/// Walks the records of an uncompressed file by their headers: each must be whole, a
+/// multiple of 8 bytes (or the next is misaligned in the decoder's buffer) and at least as
+/// long as its type (the decoder asserts both).
+fn records_whole(file: &Path) -> Result<(), String> {
+    if !file.to_string_lossy().ends_with(".dbn") {
+        return Ok(());
+    }
+    let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+    let Some(len) = bytes.get(4..8) else {
+        return Ok(()); // the decoder says what is wrong with the metadata
+    };
+    let mut at = 8 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let mut index = 0u64;
+    while let Some(&[words, rtype]) = bytes.get(at..at + 2) {
+        index += 1;
+        let size = usize::from(words) * 4;
+        if size < 16 || size % 8 != 0 {
+            return Err(format!(
+                "record {index}: a length of {size} bytes is not a record's: the file is damaged"
+            ));
+        }
+        if min_record_size(rtype).is_some_and(|min| size < min) {
+            return Err(format!(
+                "record {index}: {size} bytes, shorter than any record of its type (rtype {rtype:#04x}): the file is damaged"
+            ));
+        }
+        at += size;
+    }
+    Ok(())
+}
+
+fn decode_file(file: &Path, source: &Arc<str>, now: UnixNanos) -> Result<Read, String> {
     let mut decoder = DynDecoder::from_file(file, VersionUpgradePolicy::UpgradeToV3)
         .map_err(|e| e.to_string())?;
     let metadata = decoder.metadata().clone();
@@ -65,6 +110,7 @@ pub fn read_file(file: &Path, source: &Arc<str>, now: UnixNanos) -> Result<Read,
         index += 1;
         bytes += record.record_size() as u64;
         let header = record.header();
+
         let id = header.instrument_id;
         // Mapped by the record's index time (its receive time), or its event time.
         let name = symbols
@@ -177,8 +223,51 @@ fn cut_short(file: &Path, records: u64) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
+/// The fewest bytes a record of `rtype` takes: its oldest DBN version's size. The `dbn`
+/// crate asserts it whenever a record is looked at (its symbol, its index time, its fields),
+/// so a shorter record, in a damaged file, is refused here first.
+fn min_record_size(rtype: u8) -> Option<usize> {
+    use std::mem::size_of;
+
+    use dbn::enums::RType;
+    #[allow(deprecated)]
+    let size = match RType::try_from(rtype).ok()? {
+        RType::Mbp0 => size_of::<dbn::TradeMsg>(),
+        RType::Mbp1 | RType::Tbbo => size_of::<dbn::Mbp1Msg>(),
+        RType::Mbp10 => size_of::<dbn::Mbp10Msg>(),
+        RType::OhlcvDeprecated
+        | RType::Ohlcv1S
+        | RType::Ohlcv1M
+        | RType::Ohlcv1H
+        | RType::Ohlcv1D
+        | RType::OhlcvEod => size_of::<dbn::OhlcvMsg>(),
+        RType::Imbalance => size_of::<dbn::ImbalanceMsg>(),
+        RType::Status => size_of::<dbn::StatusMsg>(),
+        RType::InstrumentDef => size_of::<dbn::v1::InstrumentDefMsg>(),
+        RType::SymbolMapping => size_of::<dbn::v1::SymbolMappingMsg>(),
+        RType::Error => size_of::<dbn::v1::ErrorMsg>(),
+        RType::System => size_of::<dbn::v1::SystemMsg>(),
+        RType::Statistics => size_of::<dbn::v1::StatMsg>(),
+        RType::Mbo => size_of::<dbn::MboMsg>(),
+        RType::Cmbp1 | RType::Tcbbo => size_of::<dbn::Cmbp1Msg>(),
+        RType::Bbo1S | RType::Bbo1M => size_of::<dbn::BboMsg>(),
+        RType::Cbbo1S | RType::Cbbo1M => size_of::<dbn::CbboMsg>(),
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    };
+    Some(size)
+}
+
+/// The first event time of [`write_sample`]'s file: 2024-05-06T13:30:00Z.
+pub const SAMPLE_T0: u64 = 1_715_002_200_000_000_000;
+
+/// Writes a small DBN file for tests and fuzz seeds: AAPL (instrument 17) trades, a quote,
+/// a one-sided quote, a minute bar, and a record of an instrument the symbology does not
+/// map, starting at [`SAMPLE_T0`].
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_sample(path: &Path, zstd: bool) -> std::io::Result<()> {
     use std::ffi::c_char;
 
     use dbn::encode::{EncodeRecord, dbn::Encoder};
@@ -186,89 +275,91 @@ mod tests {
         MappingInterval, Mbp1Msg, Metadata, OhlcvMsg, RecordHeader, SType, Schema, SymbolMapping,
         TradeMsg,
     };
+    const T0: u64 = SAMPLE_T0;
 
+    let date =
+        time::Date::from_calendar_date(2024, time::Month::May, 6).map_err(std::io::Error::other)?;
+    let metadata = Metadata::builder()
+        .dataset("XNAS.ITCH")
+        .schema(None)
+        .start(T0)
+        .stype_in(Some(SType::RawSymbol))
+        .stype_out(SType::InstrumentId)
+        .mappings(vec![SymbolMapping {
+            raw_symbol: "AAPL".into(),
+            intervals: vec![MappingInterval {
+                start_date: date,
+                end_date: date.next_day().unwrap_or(date),
+                symbol: "17".into(),
+            }],
+        }])
+        .build();
+    let trade = TradeMsg {
+        hd: RecordHeader::new::<TradeMsg>(rtype::MBP_0, 2, 17, T0),
+        price: 184_410_000_000,
+        size: 100,
+        side: b'A' as c_char,
+        sequence: 7,
+        ts_recv: T0 + 500,
+        ..Default::default()
+    };
+    let mut unmapped = trade.clone();
+    unmapped.hd.instrument_id = 99;
+    unmapped.sequence = 8;
+    let mut quote = Mbp1Msg {
+        hd: RecordHeader::new::<Mbp1Msg>(rtype::MBP_1, 2, 17, T0 + 1_000),
+        sequence: 9,
+        ts_recv: T0 + 1_500,
+        ..Default::default()
+    };
+    quote.levels[0].bid_px = 184_400_000_000;
+    quote.levels[0].ask_px = 184_420_000_000;
+    quote.levels[0].bid_sz = 200;
+    quote.levels[0].ask_sz = 300;
+    let mut one_sided = quote.clone();
+    one_sided.levels[0].ask_px = UNDEF_PRICE;
+    let mut bar = OhlcvMsg::default_for_schema(Schema::Ohlcv1M);
+    bar.hd = RecordHeader::new::<OhlcvMsg>(rtype::OHLCV_1M, 2, 17, T0);
+    (bar.open, bar.high, bar.low, bar.close, bar.volume) = (
+        184_350_000_000,
+        184_500_000_000,
+        184_250_000_000,
+        184_410_000_000,
+        31_210,
+    );
+    fn put(
+        e: &mut impl EncodeRecord,
+        records: (&TradeMsg, &Mbp1Msg, &Mbp1Msg, &OhlcvMsg, &TradeMsg),
+    ) -> dbn::Result<()> {
+        e.encode_record(records.0)?;
+        e.encode_record(records.1)?;
+        e.encode_record(records.2)?;
+        e.encode_record(records.3)?;
+        e.encode_record(records.4)?;
+        e.flush()
+    }
+    let file = std::fs::File::create(path)?;
+    let records = (&trade, &quote, &one_sided, &bar, &unmapped);
+    let written = if zstd {
+        Encoder::with_zstd(file, &metadata).and_then(|mut e| put(&mut e, records))
+    } else {
+        Encoder::new(file, &metadata).and_then(|mut e| put(&mut e, records))
+    };
+    written.map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
     use super::*;
 
-    const T0: u64 = 1_715_002_200_000_000_000; // 2024-05-06T13:30:00Z
-
-    /// An equity-like file: AAPL (instrument 17) trades, a quote, a one-sided quote, a
-    /// minute bar, and a record of an instrument the symbology does not map.
-    fn write(path: &Path, zstd: bool) {
-        let date = time::Date::from_calendar_date(2024, time::Month::May, 6).unwrap();
-        let metadata = Metadata::builder()
-            .dataset("XNAS.ITCH")
-            .schema(None)
-            .start(T0)
-            .stype_in(Some(SType::RawSymbol))
-            .stype_out(SType::InstrumentId)
-            .mappings(vec![SymbolMapping {
-                raw_symbol: "AAPL".into(),
-                intervals: vec![MappingInterval {
-                    start_date: date,
-                    end_date: date.next_day().unwrap(),
-                    symbol: "17".into(),
-                }],
-            }])
-            .build();
-        let trade = TradeMsg {
-            hd: RecordHeader::new::<TradeMsg>(rtype::MBP_0, 2, 17, T0),
-            price: 184_410_000_000,
-            size: 100,
-            side: b'A' as c_char,
-            sequence: 7,
-            ts_recv: T0 + 500,
-            ..Default::default()
-        };
-        let mut unmapped = trade.clone();
-        unmapped.hd.instrument_id = 99;
-        unmapped.sequence = 8;
-        let mut quote = Mbp1Msg {
-            hd: RecordHeader::new::<Mbp1Msg>(rtype::MBP_1, 2, 17, T0 + 1_000),
-            sequence: 9,
-            ts_recv: T0 + 1_500,
-            ..Default::default()
-        };
-        quote.levels[0].bid_px = 184_400_000_000;
-        quote.levels[0].ask_px = 184_420_000_000;
-        quote.levels[0].bid_sz = 200;
-        quote.levels[0].ask_sz = 300;
-        let mut one_sided = quote.clone();
-        one_sided.levels[0].ask_px = UNDEF_PRICE;
-        let mut bar = OhlcvMsg::default_for_schema(Schema::Ohlcv1M);
-        bar.hd = RecordHeader::new::<OhlcvMsg>(rtype::OHLCV_1M, 2, 17, T0);
-        (bar.open, bar.high, bar.low, bar.close, bar.volume) = (
-            184_350_000_000,
-            184_500_000_000,
-            184_250_000_000,
-            184_410_000_000,
-            31_210,
-        );
-        fn put(
-            e: &mut impl EncodeRecord,
-            records: (&TradeMsg, &Mbp1Msg, &Mbp1Msg, &OhlcvMsg, &TradeMsg),
-        ) {
-            e.encode_record(records.0).unwrap();
-            e.encode_record(records.1).unwrap();
-            e.encode_record(records.2).unwrap();
-            e.encode_record(records.3).unwrap();
-            e.encode_record(records.4).unwrap();
-            e.flush().unwrap();
-        }
-        let file = std::fs::File::create(path).unwrap();
-        let records = (&trade, &quote, &one_sided, &bar, &unmapped);
-        if zstd {
-            put(&mut Encoder::with_zstd(file, &metadata).unwrap(), records);
-        } else {
-            put(&mut Encoder::new(file, &metadata).unwrap(), records);
-        }
-    }
+    const T0: u64 = SAMPLE_T0;
 
     #[test]
     fn trades_quotes_and_bars_read_exactly_from_plain_and_zstd_files() {
         let dir = tempfile::tempdir().unwrap();
         for (name, zstd) in [("a.dbn", false), ("b.dbn.zst", true)] {
             let path = dir.path().join(name);
-            write(&path, zstd);
+            write_sample(&path, zstd).unwrap();
             assert!(is_dbn(&path));
             let read = read_file(&path, &Arc::from("replay"), UnixNanos(1)).unwrap();
             assert_eq!(read.skipped, 1, "the one-sided quote");
@@ -306,7 +397,7 @@ mod tests {
     fn a_truncated_file_is_an_error_that_says_where() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cut.dbn");
-        write(&path, false);
+        write_sample(&path, false).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
         let err = read_file(&path, &Arc::from("replay"), UnixNanos(1)).unwrap_err();

@@ -150,19 +150,29 @@ pub(crate) struct ReplayRequest {
 /// Whether the request may write into `source` as ingest would: an HTTP source's own
 /// token when it has one; for any other source (a feed, the simulator), the open `http`
 /// endpoint's rule, since that endpoint accepts events naming any source.
-fn authorize(state: &AppState, source: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+fn authorize(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    source: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let plan = state.pipeline.plan();
+    // With an API token, the router has checked it: an administrator replays for any source.
+    if plan.http.token.is_some() {
+        return Ok(());
+    }
     if let Some(http) = plan.http_source(source) {
-        return authorize_source(http, headers, source);
+        return authorize_source(state, ip, http, headers, source);
     }
     match plan.http_source("http") {
-        Some(open) => authorize_source(open, headers, "http"),
+        Some(open) => authorize_source(state, ip, open, headers, "http"),
         None => Err(ApiError {
             status: StatusCode::FORBIDDEN,
             message: format!(
                 "events of source {source:?} can only be replayed where the open ingest endpoint `http` is configured; send the corrected event to an HTTP source's /api/v1/ingest/<id> instead"
             ),
             line: None,
+            retry_after: None,
         }),
     }
 }
@@ -177,6 +187,7 @@ fn authorize(state: &AppState, source: &str, headers: &HeaderMap) -> Result<(), 
 /// ingest would be.
 pub(crate) async fn replay(
     State(state): State<AppState>,
+    crate::auth::ConnectInfoOr(ip): crate::auth::ConnectInfoOr,
     headers: HeaderMap,
     body: Result<Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -187,6 +198,7 @@ pub(crate) async fn replay(
             e.body_text()
         ),
         line: None,
+        retry_after: None,
     })?;
     let Some((ts, source, offset)) = parse_entry_id(&request.id) else {
         return Err(ApiError::bad_request(format!(
@@ -208,6 +220,7 @@ pub(crate) async fn replay(
             status: StatusCode::NOT_FOUND,
             message: format!("no DLQ entry has the id {:?}", request.id),
             line: None,
+            retry_after: None,
         });
     };
     if reason == RejectReason::DeliveryFailed.as_str()
@@ -217,7 +230,7 @@ pub(crate) async fn replay(
             "a {reason} entry holds an alert or a row a sink refused, not input: it cannot be replayed through ingest"
         )));
     }
-    authorize(&state, source, &headers)?;
+    authorize(&state, ip, source, &headers)?;
     let mut batch = Batch::default();
     tickflow_core::ingest::parse_body_for(
         &request.payload,

@@ -28,14 +28,11 @@ pub(crate) async fn ingest_source(
     ingest_to(state, &source, request).await
 }
 
-/// Equal bytes, compared in time that does not depend on where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Refuses a request without the token of the HTTP source `source` it writes to, when that
-/// source has one (401).
+/// source has one (401; 429 once its address has failed too often).
 pub(crate) fn authorize(
+    state: &AppState,
+    ip: std::net::IpAddr,
     plan: &tickflow_pipeline::config::HttpSourcePlan,
     headers: &axum::http::HeaderMap,
     source: &str,
@@ -43,24 +40,9 @@ pub(crate) fn authorize(
     let Some(token) = &plan.token else {
         return Ok(());
     };
-    // The scheme is case-insensitive (RFC 9110); the token is not.
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, token)| token.trim());
-    if same_secret(given.as_bytes(), token.0.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: format!(
-                "source {source:?} needs the header `Authorization: Bearer <token>` with its token"
-            ),
-            line: None,
-        })
-    }
+    crate::auth::check(state, ip, headers, &token.0, "ingest", || {
+        format!("source {source:?} needs the header `Authorization: Bearer <token>` with its token")
+    })
 }
 
 /// NDJSON or a JSON array of events, appended under the HTTP source `source`. Answers 200
@@ -80,11 +62,26 @@ async fn ingest_to(
                 "no HTTP ingest source is called {source:?}: add [[sources]] type = \"http\" with that id"
             ),
             line: None,
+            retry_after: None,
         });
     };
-    authorize(plan, request.headers(), source)?;
-    // Read only now, within the router's body limit (413 past it).
-    let body = Bytes::from_request(request, &()).await?;
+    let ip = crate::auth::peer(request.extensions());
+    authorize(&state, ip, plan, request.headers(), source)?;
+    // Room for the body in the budget of bodies in flight, held until the answer.
+    let _room = admit(&state, request.headers())?;
+    // Read only now, within the router's body limit (413 past it), and in time: a producer
+    // that stops sending halfway must not hold its share of the budget.
+    let body = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(request, &()))
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive within {} s; send it again",
+                BODY_TIMEOUT.as_secs()
+            ),
+            line: None,
+            retry_after: None,
+        })??;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
     // Parsed straight into the log's encoding: no event structs or owned strings per tick.
@@ -112,6 +109,40 @@ async fn ingest_to(
     ))
 }
 
+/// Time an ingest body has to arrive in full once its headers have.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A share of `[http] max_inflight_mb` for a body of the request's `Content-Length` (the
+/// body limit when it has none), or 503 with `Retry-After` when bodies already in flight
+/// hold the budget: memory stays bounded however many producers send at once.
+fn admit(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let http = &state.pipeline.plan().http;
+    let bytes = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(http.max_body_bytes)
+        .min(http.max_body_bytes);
+    let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    Arc::clone(&state.inflight)
+        .try_acquire_many_owned(kib)
+        .map_err(|_| {
+            state.pipeline.metrics().ingest_refused.add("busy", 1);
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!(
+                    "ingest is at its memory budget ({} MiB of request bodies in flight, [http] max_inflight_mb): send again shortly",
+                    http.max_inflight_bytes >> 20
+                ),
+                line: None,
+                retry_after: Some(1),
+            }
+        })
+}
+
 /// Appends `batch` under `source` off the async workers (the log waits for its fsync or
 /// the broker's ack); its log offsets once durable.
 pub(crate) async fn append(
@@ -121,13 +152,19 @@ pub(crate) async fn append(
 ) -> Result<std::ops::Range<u64>, ApiError> {
     let pipeline = Arc::clone(&state.pipeline);
     let source = source.to_string();
-    Ok(
-        tokio::task::spawn_blocking(move || pipeline.ingest_batch(&source, &batch))
-            .await
-            .map_err(|e| ApiError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: e.to_string(),
-                line: None,
-            })??,
-    )
+    let appended = tokio::task::spawn_blocking(move || pipeline.ingest_batch(&source, &batch))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+            line: None,
+            retry_after: None,
+        })?;
+    appended.map_err(|e| {
+        let e = ApiError::from(e);
+        if e.status == StatusCode::INSUFFICIENT_STORAGE {
+            state.pipeline.metrics().ingest_refused.add("disk_full", 1);
+        }
+        e
+    })
 }

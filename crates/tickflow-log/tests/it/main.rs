@@ -3,6 +3,7 @@
 mod consumers;
 mod corruption;
 mod crash;
+mod disk_full;
 mod group_commit;
 mod props;
 mod recovery;

@@ -36,6 +36,33 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     rule.when.text()
                 );
             }
+            // Who may connect, never the secrets themselves.
+            let ingest: Vec<String> = plan
+                .sources
+                .iter()
+                .filter_map(|s| match &s.config {
+                    config::SourceConfig::Http(h) => Some(format!(
+                        "{} {}",
+                        s.id,
+                        if h.token.is_some() { "token" } else { "open" }
+                    )),
+                    _ => None,
+                })
+                .collect();
+            println!(
+                "  access: queries and admin {}; ingest {}; postgres wire {}",
+                if plan.http.token.is_some() {
+                    "token required"
+                } else {
+                    "open (loopback)"
+                },
+                ingest.join(", "),
+                if plan.pgwire_password.is_some() {
+                    "password required"
+                } else {
+                    "open"
+                }
+            );
             match plan.log.partitions {
                 1 => println!("  log {}", plan.log.kind.describe(&plan.data_dir)),
                 n => println!(

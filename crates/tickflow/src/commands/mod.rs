@@ -110,3 +110,22 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()?)
 }
+
+/// The environment variable the commands that talk to a running pipeline (`sql`, `status`,
+/// `top`, `report`) read its `[http] token` from.
+pub(crate) const TOKEN_ENV: &str = "TICKFLOW_TOKEN";
+
+/// An HTTP client for a running pipeline's API: it sends `$TICKFLOW_TOKEN` as the bearer
+/// token when set, and gives up after `timeout`.
+pub(crate) fn api_client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var(TOKEN_ENV) {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} holds characters a header cannot"))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()?)
+}

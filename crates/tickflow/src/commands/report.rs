@@ -360,9 +360,7 @@ fn quality(
 fn sink_lag(rt: &tokio::runtime::Runtime, data_dir: &Path) -> Option<Vec<SinkLag>> {
     let url = super::sql::running_server(data_dir)?;
     let status: serde_json::Value = rt.block_on(async {
-        let resp = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
+        let resp = super::api_client(std::time::Duration::from_secs(30))
             .ok()?
             .get(format!("{url}/api/v1/status"))
             .send()

@@ -104,21 +104,24 @@ fn serve(
     let _ = std::io::stdout().flush();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One count of failed credentials per address, over HTTP and the Postgres wire.
+    let limiter: tickflow_api::SharedLimiter = Arc::default();
     let server = {
         let pipeline = Arc::clone(&pipeline);
+        let limiter = Arc::clone(&limiter);
         let mut rx = stop_rx.clone();
         rt.spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            tickflow_api::serve(pipeline, listener, shutdown).await
+            tickflow_api::serve(pipeline, listener, limiter, shutdown).await
         })
     };
     if let Some(pg_listener) = pg_listener {
         let pipeline = Arc::clone(&pipeline);
         let rx = stop_rx.clone();
         rt.spawn(async move {
-            if let Err(e) = tickflow_api::serve_pgwire(pipeline, pg_listener, rx).await {
+            if let Err(e) = tickflow_api::serve_pgwire(pipeline, pg_listener, limiter, rx).await {
                 tracing::error!(error = %e, "the Postgres-wire endpoint stopped");
             }
         });

@@ -12,7 +12,7 @@ pub(crate) fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
     let rt = super::runtime()?;
     if let Some(url) = running_server(&args.data_dir) {
-        let client = reqwest::Client::new();
+        let client = super::api_client(std::time::Duration::from_secs(24 * 3600))?;
         let body = serde_json::json!({ "sql": args.query, "format": if format == Format::Json { "json" } else { &args.format } });
         let started = std::time::Instant::now();
         let sent = rt.block_on(async {
@@ -139,10 +139,9 @@ pub(crate) fn query_rows(
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     if let Some(url) = running_server(data_dir) {
         let body = serde_json::json!({ "sql": query, "format": "json" });
+        let client = super::api_client(std::time::Duration::from_secs(300))?;
         let answer = rt.block_on(async {
-            let resp = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(300))
-                .build()?
+            let resp = client
                 .post(format!("{url}/api/v1/sql"))
                 .header("content-type", "application/json")
                 .body(body.to_string())

@@ -15,9 +15,7 @@ pub(crate) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()?;
+    let client = super::api_client(std::time::Duration::from_secs(10))?;
     let body = rt.block_on(fetch(&client, &url))?;
     let status: Value = serde_json::from_str(&body)
         .with_context(|| format!("{url}/api/v1/status answered something other than JSON"))?;

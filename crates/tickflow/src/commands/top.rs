@@ -25,9 +25,7 @@ pub(crate) fn top(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = reqwest::Client::builder()
-        .timeout(every.max(Duration::from_secs(2)))
-        .build()?;
+    let client = super::api_client(every.max(Duration::from_secs(2)))?;
     // Keys are read on a thread of their own, so a slow answer never delays `q`. Each read
     // puts the terminal in raw mode until it returns, so the thread stops after the key
     // that quits: the terminal is back as it was before `top` ends.

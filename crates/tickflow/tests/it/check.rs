@@ -16,6 +16,9 @@ fn every_example_config_passes_check() {
             // The examples take their secrets from the environment, as a deployment would.
             let out = bin()
                 .env("VENDOR_A_TOKEN", "a-test-token-0123456789")
+                .env("TICKFLOW_API_TOKEN", "api-test-token-0123456789")
+                .env("TICKFLOW_INGEST_TOKEN", "ingest-test-token-0123456789")
+                .env("TICKFLOW_PG_PASSWORD", "pg-test-password-0123456789")
                 .env("APCA_API_KEY_ID", "PKTESTKEY0123")
                 .env("APCA_API_SECRET_KEY", "alpaca-secret-0123456789")
                 .env("POLYGON_API_KEY", "polygon-key-0123456789")
@@ -34,6 +37,13 @@ fn every_example_config_passes_check() {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
+            if path.ends_with("exposed.toml") {
+                assert!(
+                    text.contains("  access: queries and admin token required; ingest vendor-a token, http token; postgres wire password required"),
+                    "{text}"
+                );
+                assert!(!text.contains("test-token"), "no secret shown: {text}");
+            }
             if path.ends_with("nats-log.toml") {
                 assert!(
                     text.contains("  log NATS JetStream nats://127.0.0.1:4222 stream TICKFLOW_LOG subject tickflow.log (consumer tickflow-processor, 1 replica(s))"),

@@ -1,0 +1,150 @@
+//! Who may connect: secrets compared in constant time, and a cap on failed attempts per
+//! client address, shared by the HTTP API and the Postgres-wire endpoint (docs/security.md).
+//!
+//! A client that fails [`Limiter::MAX_FAILURES`] times within [`Limiter::WINDOW`] is refused
+//! without its secret being looked at until the window ends, so guessing a token from one
+//! address costs minutes per handful of tries. Success does not reset the count: an attacker
+//! holding one valid secret must not earn unlimited guesses at another.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+
+/// Whether `given` equals `expected`, in time that does not depend on where they differ
+/// (only on their lengths, which a token's owner chose and an attacker learns nothing from).
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.ct_eq(expected).into()
+}
+
+/// The bearer token of an `Authorization` header value; the scheme is case-insensitive
+/// (RFC 9110), the token is not.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Failed attempts per client address within a fixed window.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    clients: Mutex<HashMap<IpAddr, Window>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    failures: u32,
+}
+
+impl Limiter {
+    /// Failures allowed per address within [`Self::WINDOW`].
+    pub const MAX_FAILURES: u32 = 10;
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    /// Addresses remembered at once; past it, those whose window has ended are forgotten
+    /// first, so a flood from many addresses cannot grow memory without bound.
+    pub const MAX_CLIENTS: usize = 65_536;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long `ip` must wait before it may try again, if it has failed too often.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        self.blocked_at(ip, Instant::now())
+    }
+
+    fn blocked_at(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let clients = self.lock();
+        let w = clients.get(&ip)?;
+        let left = Self::WINDOW.checked_sub(now.duration_since(w.start))?;
+        (w.failures >= Self::MAX_FAILURES && !left.is_zero()).then_some(left)
+    }
+
+    /// Records a failed attempt from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        self.failed_at(ip, Instant::now());
+    }
+
+    fn failed_at(&self, ip: IpAddr, now: Instant) {
+        let mut clients = self.lock();
+        if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(&ip) {
+            clients.retain(|_, w| now.duration_since(w.start) < Self::WINDOW);
+            if clients.len() >= Self::MAX_CLIENTS {
+                // Still full of live windows: forget one so this address is counted.
+                if let Some(victim) = clients.keys().next().copied() {
+                    clients.remove(&victim);
+                }
+            }
+        }
+        let w = clients.entry(ip).or_insert(Window {
+            start: now,
+            failures: 0,
+        });
+        if now.duration_since(w.start) >= Self::WINDOW {
+            *w = Window {
+                start: now,
+                failures: 0,
+            };
+        }
+        w.failures = w.failures.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content() {
+        assert!(same_secret(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!same_secret(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same_secret(b"", b"0123456789abcdef"));
+    }
+
+    #[test]
+    fn bearer_reads_the_token_whatever_the_scheme_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("abc"), None);
+    }
+
+    #[test]
+    fn an_address_is_refused_after_too_many_failures_until_its_window_ends() {
+        let limiter = Limiter::new();
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let t0 = Instant::now();
+        for _ in 0..Limiter::MAX_FAILURES - 1 {
+            limiter.failed_at(a, t0);
+        }
+        assert_eq!(limiter.blocked_at(a, t0), None, "one try left");
+        limiter.failed_at(a, t0);
+        let wait = limiter.blocked_at(a, t0 + Duration::from_secs(20)).unwrap();
+        assert_eq!(wait, Duration::from_secs(40));
+        assert_eq!(limiter.blocked_at(b, t0), None, "others are not held");
+        assert_eq!(limiter.blocked_at(a, t0 + Limiter::WINDOW), None);
+        // A new window starts from zero.
+        limiter.failed_at(a, t0 + Limiter::WINDOW);
+        assert_eq!(limiter.blocked_at(a, t0 + Limiter::WINDOW), None);
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_many_addresses() {
+        let limiter = Limiter::new();
+        let t0 = Instant::now();
+        for i in 0..(Limiter::MAX_CLIENTS as u32 + 100) {
+            limiter.failed_at(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(limiter.lock().len() <= Limiter::MAX_CLIENTS);
+    }
+}

@@ -1,0 +1,266 @@
+//! Ingest under pressure: bodies in flight past their memory budget and a full disk are
+//! refused with a status and `Retry-After` before anything is written, ingest resumes by
+//! itself, and every acknowledged event is stored once.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{Server, config, http, sql_count};
+
+/// A status line and the headers of a raw HTTP/1.0 exchange, lower-cased.
+fn send(url: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+    let host = url.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, body.to_string())
+}
+
+fn trades(first: u64, n: u64) -> Vec<u8> {
+    (first..first + n)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":{},\"price\":\"180.25\",\"size\":\"1\",\"trade_id\":\"{i}\"}}\n",
+                1_733_900_000_000_000_000u64 + i
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn retry_after(head: &str) -> u64 {
+    head.lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After in {head}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn bodies_past_the_memory_budget_get_503_with_retry_after_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(&data, "max_body_mb = 1\nmax_inflight_mb = 1\n"),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let host = server.url.strip_prefix("http://").unwrap().to_string();
+    // A producer that announces a whole megabyte and sends none of it holds the budget.
+    let mut slow = TcpStream::connect(&host).unwrap();
+    write!(
+        slow,
+        "POST /api/v1/ingest HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n"
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    // Until the server has taken its headers, small bodies still fit: count what they stored.
+    let mut stored = 0;
+    let mut refused = None;
+    for attempt in 0..500 {
+        let (code, head, body) = send(&server.url, "/api/v1/ingest", &trades(attempt * 10, 10));
+        match code {
+            200 => stored += 10,
+            503 => {
+                refused = Some((head, body));
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (head, body) = refused.expect("the budget was never full");
+    assert_eq!(retry_after(&head), 1);
+    assert!(body.contains("max_inflight_mb"), "{body}");
+    // The slow producer goes away; its share comes back and ingest goes on.
+    drop(slow);
+    let mut accepted = false;
+    for attempt in 0..500 {
+        let (code, _, body) = send(
+            &server.url,
+            "/api/v1/ingest",
+            &trades(100_000 + attempt * 10, 10),
+        );
+        if code == 200 {
+            stored += 10;
+            accepted = true;
+            break;
+        }
+        assert_eq!(code, 503, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(accepted, "ingest did not resume");
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("tickflow_ingest_refused_total{reason=\"busy\"} ")
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    server.stop();
+    assert_eq!(sql_count(&data, "SELECT count(*) FROM trades"), stored);
+}
+
+/// A small file system of its own (tmpfs), unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, mb: u64) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Free bytes on the file system holding `dir`, as `df` reports them.
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_full_disk_refuses_ingest_with_507_and_ingest_resumes_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), 64) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a small tmpfs for the disk-full test (needs root)"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data = disk.0.join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(&data, "\n[log]\nsegment_mb = 2\nmin_free_mb = 8\n"),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    // Leave about 12 MiB free: 4 MiB above the log's reserve.
+    let filler = disk.0.join("filler");
+    let room = free_bytes(&disk.0).saturating_sub(12 << 20);
+    std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
+
+    let mut stored = 0u64;
+    let mut next = 0u64;
+    let refusal = loop {
+        assert!(next < 2_000_000, "the disk never filled");
+        let (code, head, body) = send(&server.url, "/api/v1/ingest", &trades(next, 1000));
+        next += 1000;
+        match code {
+            200 => stored += 1000,
+            507 => break (head, body),
+            other => panic!("{other}: {body}"),
+        }
+    };
+    let (head, body) = refusal;
+    assert_eq!(retry_after(&head), 10);
+    assert!(
+        body.contains("is nearly full") && body.contains("appends resume once space is freed"),
+        "{body}"
+    );
+    // Refused again while full; nothing of it is stored.
+    let (code, _, _) = send(&server.url, "/api/v1/ingest", &trades(next, 1000));
+    assert_eq!(code, 507);
+    next += 1000;
+    // Space comes back: ingest resumes without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let (code, _, body) = send(&server.url, "/api/v1/ingest", &trades(next, 1000));
+    assert_eq!(code, 200, "{body}");
+    stored += 1000;
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    assert!(
+        metrics.contains("tickflow_ingest_refused_total{reason=\"disk_full\"} 2"),
+        "{metrics}"
+    );
+    server.stop();
+    // Every acknowledged event once; none of the refused.
+    assert_eq!(
+        sql_count(&data, "SELECT count(*) FROM trades") as u64,
+        stored
+    );
+    assert_eq!(
+        sql_count(&data, "SELECT count(DISTINCT trade_id) FROM trades") as u64,
+        stored
+    );
+    drop(disk);
+}
+
+#[test]
+fn connections_past_the_cap_are_closed_and_silent_ones_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(&data, "max_connections = 20\nheader_timeout_secs = 1\n"),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let host = server.url.strip_prefix("http://").unwrap().to_string();
+    // Thirty clients connect and say nothing: twenty are served, ten closed on arrival,
+    // and the twenty are closed once their second to send headers is over.
+    let idle: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(&host).unwrap())
+        .collect();
+    for mut socket in idle {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match socket.read(&mut byte) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("an idle connection stayed open: {e}"),
+        }
+    }
+    // The pipeline goes on: ingest and metrics answer.
+    let (code, _, body) = send(&server.url, "/api/v1/ingest", &trades(0, 10));
+    assert_eq!(code, 200, "{body}");
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tickflow_connections_refused_total{surface=\"http\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .parse()
+        .unwrap();
+    assert!((10..=30).contains(&refused), "{refused}");
+    server.stop();
+}
