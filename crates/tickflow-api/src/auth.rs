@@ -15,7 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,10 @@ use crate::routes;
 
 /// The dashboard's session cookie: the API token itself, HttpOnly and SameSite=Strict.
 pub(crate) const COOKIE: &str = "tickflow_token";
+
+/// The largest sign-in body, and how long it may take to arrive.
+pub(crate) const LOGIN_BODY_BYTES: usize = 4096;
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The client's address; loopback when the server was not told (a router driven directly).
 pub(crate) fn peer(extensions: &axum::http::Extensions) -> IpAddr {
@@ -63,17 +67,17 @@ pub(crate) fn check(
     ip: IpAddr,
     headers: &HeaderMap,
     expected: &str,
-    surface: &str,
+    surface: &'static str,
     missing: impl FnOnce() -> String,
 ) -> Result<(), ApiError> {
-    if let Some(wait) = state.limiter.blocked(ip) {
+    if let Some(wait) = state.limiter.blocked(ip, surface) {
         state.pipeline.metrics().auth_failures.add("limited", 1);
         return Err(ApiError::too_many_failures(wait));
     }
     match presented(headers) {
         Some(given) if same_secret(given.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => {
-            state.limiter.failed(ip);
+            state.limiter.failed(ip, surface);
             state.pipeline.metrics().auth_failures.add(surface, 1);
             tracing::warn!(%ip, surface, "refused a wrong credential");
             Err(ApiError::unauthorized(format!(
@@ -95,6 +99,7 @@ fn open(path: &str) -> bool {
             | routes::SCRIPT
             | routes::STYLE
             | routes::LOGIN
+            | routes::LOGOUT
             | routes::INGEST
     ) || path.starts_with(routes::INGEST_PREFIX)
 }
@@ -127,11 +132,23 @@ pub(crate) struct Login {
 pub(crate) async fn login(
     State(state): State<AppState>,
     ConnectInfoOr(ip): ConnectInfoOr,
-    Json(login): Json<Login>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let Some(token) = state.pipeline.plan().http.token.as_ref() else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
+    // Open to anyone, so small and quick: a client that trickles its body must not hold a
+    // connection (the router caps the size at LOGIN_BODY_BYTES).
+    let body = tokio::time::timeout(LOGIN_TIMEOUT, axum::body::Bytes::from_request(request, &()))
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: "the sign-in body did not arrive in time".into(),
+            line: None,
+            retry_after: None,
+        })??;
+    let login: Login = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"token\": \"…\"}}: {e}")))?;
     let mut headers = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {}", login.token))
         .map_err(|_| ApiError::bad_request("the token holds characters a header cannot"))?;

@@ -40,7 +40,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(DASHBOARD, get(dashboard::index))
         .route(SCRIPT, get(dashboard::script))
         .route(STYLE, get(dashboard::style))
-        .route(LOGIN, post(auth::login))
+        .route(
+            LOGIN,
+            post(auth::login).layer(DefaultBodyLimit::max(auth::LOGIN_BODY_BYTES)),
+        )
         .route(LOGOUT, post(auth::logout))
         .route(HEALTHZ, get(health::healthz))
         .route(READYZ, get(health::readyz))

@@ -23,6 +23,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+/// How long shutdown lets open connections finish their requests.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
 /// How many connections, and how long each may take over its headers or stay idle.
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
@@ -97,7 +100,19 @@ pub(crate) async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // A client that stops reading its answer must not hold the shutdown.
+        tracing::warn!(
+            open = connections.len(),
+            "HTTP connections still open after {} s; closing them",
+            DRAIN_LIMIT.as_secs()
+        );
+        connections.abort_all();
+    }
     Ok(())
 }
 

@@ -1,9 +1,9 @@
 //! Who may connect: secrets compared in constant time, and a cap on failed attempts per
 //! client address, shared by the HTTP API and the Postgres-wire endpoint (docs/security.md).
 //!
-//! A client that fails [`Limiter::MAX_FAILURES`] times within [`Limiter::WINDOW`] is refused
-//! without its secret being looked at until the window ends, so guessing a token from one
-//! address costs minutes per handful of tries. Success does not reset the count: an attacker
+//! A client that fails [`Limiter::MAX_FAILURES`] times within [`Limiter::WINDOW`] at one
+//! surface is refused there without its secret being looked at until the window ends, so
+//! guessing a token from one address costs minutes per handful of tries. Success does not reset the count: an attacker
 //! holding one valid secret must not earn unlimited guesses at another.
 
 use std::collections::HashMap;
@@ -28,10 +28,11 @@ pub fn bearer(header: &str) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Failed attempts per client address within a fixed window.
+/// Failed attempts per client address and surface (`api`, `ingest`, `pgwire`) within a
+/// fixed window: guesses at one surface's secret do not lock another surface's users out.
 #[derive(Debug, Default)]
 pub struct Limiter {
-    clients: Mutex<HashMap<IpAddr, Window>>,
+    clients: Mutex<HashMap<(IpAddr, &'static str), Window>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,39 +53,47 @@ impl Limiter {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, &'static str), Window>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How long `ip` must wait before it may try again, if it has failed too often.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
-        self.blocked_at(ip, Instant::now())
+    /// How long `ip` must wait before it may try `surface` again, if it has failed too often.
+    pub fn blocked(&self, ip: IpAddr, surface: &'static str) -> Option<Duration> {
+        self.blocked_at((ip, surface), Instant::now())
     }
 
-    fn blocked_at(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    fn blocked_at(&self, key: (IpAddr, &'static str), now: Instant) -> Option<Duration> {
         let clients = self.lock();
-        let w = clients.get(&ip)?;
+        let w = clients.get(&key)?;
         let left = Self::WINDOW.checked_sub(now.duration_since(w.start))?;
         (w.failures >= Self::MAX_FAILURES && !left.is_zero()).then_some(left)
     }
 
-    /// Records a failed attempt from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        self.failed_at(ip, Instant::now());
+    /// Records a failed attempt from `ip` at `surface`.
+    pub fn failed(&self, ip: IpAddr, surface: &'static str) {
+        self.failed_at((ip, surface), Instant::now());
     }
 
-    fn failed_at(&self, ip: IpAddr, now: Instant) {
+    fn failed_at(&self, key: (IpAddr, &'static str), now: Instant) {
         let mut clients = self.lock();
-        if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(&ip) {
+        if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(&key) {
             clients.retain(|_, w| now.duration_since(w.start) < Self::WINDOW);
             if clients.len() >= Self::MAX_CLIENTS {
-                // Still full of live windows: forget one so this address is counted.
-                if let Some(victim) = clients.keys().next().copied() {
-                    clients.remove(&victim);
+                // Still full of live windows: forget one that is not holding an address off,
+                // so this address is counted; when every one is, this failure is not.
+                let victim = clients
+                    .iter()
+                    .find(|(_, w)| w.failures < Self::MAX_FAILURES)
+                    .map(|(k, _)| *k);
+                match victim {
+                    Some(victim) => {
+                        clients.remove(&victim);
+                    }
+                    None => return,
                 }
             }
         }
-        let w = clients.entry(ip).or_insert(Window {
+        let w = clients.entry(key).or_insert(Window {
             start: now,
             failures: 0,
         });
@@ -124,6 +133,7 @@ mod tests {
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
         let t0 = Instant::now();
+        let (a, b) = ((a, "api"), (b, "api"));
         for _ in 0..Limiter::MAX_FAILURES - 1 {
             limiter.failed_at(a, t0);
         }
@@ -132,6 +142,11 @@ mod tests {
         let wait = limiter.blocked_at(a, t0 + Duration::from_secs(20)).unwrap();
         assert_eq!(wait, Duration::from_secs(40));
         assert_eq!(limiter.blocked_at(b, t0), None, "others are not held");
+        assert_eq!(
+            limiter.blocked_at((a.0, "ingest"), t0),
+            None,
+            "nor the same address at another surface"
+        );
         assert_eq!(limiter.blocked_at(a, t0 + Limiter::WINDOW), None);
         // A new window starts from zero.
         limiter.failed_at(a, t0 + Limiter::WINDOW);
@@ -142,9 +157,17 @@ mod tests {
     fn memory_stays_bounded_under_many_addresses() {
         let limiter = Limiter::new();
         let t0 = Instant::now();
+        let held: IpAddr = [10, 9, 9, 9].into();
+        for _ in 0..Limiter::MAX_FAILURES {
+            limiter.failed_at((held, "api"), t0);
+        }
         for i in 0..(Limiter::MAX_CLIENTS as u32 + 100) {
-            limiter.failed_at(IpAddr::from(i.to_be_bytes()), t0);
+            limiter.failed_at((IpAddr::from(i.to_be_bytes()), "api"), t0);
         }
         assert!(limiter.lock().len() <= Limiter::MAX_CLIENTS);
+        assert!(
+            limiter.blocked_at((held, "api"), t0).is_some(),
+            "an address held off is not forgotten to make room"
+        );
     }
 }

@@ -20,6 +20,20 @@ use crate::metrics::Metrics;
 /// id, shows it in the status and stops that source; the other sources go on.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The log refused a batch for now and wrote none of it: its disk is down to the reserve
+/// (`[log] min_free_mb`). A source with a vendor history treats it like a lost connection,
+/// waits and repairs the gap; the refusal clears by itself once space is freed.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Where a source's batches go: the durable log, as the pipeline runs it.
 pub trait Append: Send + Sync + std::fmt::Debug {
     /// Appends `batch` under the source `source`, returning its offsets once it is durable.

@@ -64,5 +64,18 @@ pub enum Error {
     Thread(&'static str, String),
 }
 
+impl Error {
+    /// For a source: a refusal that clears by itself (the log's disk reserve) becomes
+    /// [`tickflow_core::source::Refused`], so the source retries; anything else stops it.
+    pub fn into_source_error(self) -> tickflow_core::source::SourceError {
+        match self {
+            Error::Log(tickflow_log::Error::DiskFull { .. }) => {
+                Box::new(tickflow_core::source::Refused(self.to_string()))
+            }
+            other => other.into(),
+        }
+    }
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -206,7 +206,8 @@ impl Append for Router {
         source: &str,
         batch: &Batch,
     ) -> std::result::Result<Range<u64>, tickflow_core::source::SourceError> {
-        self.append_batch(source, batch).map_err(Into::into)
+        self.append_batch(source, batch)
+            .map_err(crate::Error::into_source_error)
     }
 }
 

@@ -302,7 +302,7 @@ impl tickflow_core::source::Append for Inner {
         source: &str,
         batch: &Batch,
     ) -> std::result::Result<Range<u64>, tickflow_core::source::SourceError> {
-        append(self, source, batch).map_err(Into::into)
+        append(self, source, batch).map_err(Error::into_source_error)
     }
 }
 

@@ -20,8 +20,9 @@ pub struct SourceStatus {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// `running`; `finished` (a finite input, such as a replayed file, has ended); `failed`
-    /// (see `error`); `stopped`.
+    /// `running`; `waiting` (the log refused its events, its disk at the reserve; it starts
+    /// again by itself); `finished` (a finite input, such as a replayed file, has ended);
+    /// `failed` (see `error`); `stopped`.
     pub state: &'static str,
     /// Events and unreadable inputs it has appended.
     pub events: u64,
@@ -41,6 +42,17 @@ pub(crate) struct Sources {
     handles: Vec<Arc<Handle>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
+}
+
+/// How long a source the log refused (its disk at the reserve) waits before it starts again.
+const REFUSED_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sleeps `time`, or less once the pipeline stops.
+fn wait_or_stop(ctx: &SourceContext, time: std::time::Duration) {
+    let until = std::time::Instant::now() + time;
+    while std::time::Instant::now() < until && !ctx.is_stopping() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 impl Sources {
@@ -70,20 +82,38 @@ impl Sources {
             )
             .with_state_dir(tickflow_sources::gaps::state_dir(data_dir, &plan.id));
             let h = Arc::clone(&handle);
+            let config = plan.config.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("tickflow-source-{}", plan.id))
                 .spawn(move || {
                     let stopping = ctx.clone();
-                    let result = tokio::runtime::Builder::new_current_thread()
+                    let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
-                        .build()
-                        .map_err(Into::into)
-                        .and_then(|rt| {
-                            rt.block_on(async move {
-                                // A panic is a failure of this source alone.
-                                futures_catch(source.run(ctx)).await
-                            })
-                        });
+                        .build();
+                    let mut first = Some(source);
+                    let result = loop {
+                        let Ok(rt) = &runtime else {
+                            break Err("cannot start the source's runtime".into());
+                        };
+                        // After a refusal the source is built again: the log is not empty.
+                        let source = first.take().unwrap_or_else(|| config.build(false));
+                        // A panic is a failure of this source alone.
+                        let result = rt.block_on(futures_catch(source.run(ctx.clone())));
+                        match result {
+                            Err(e)
+                                if e.is::<tickflow_core::source::Refused>()
+                                    && !stopping.is_stopping() =>
+                            {
+                                tracing::warn!(source = %h.id, error = %e, "the log refused the source's events; it starts again once there is room");
+                                *h.state.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    ("waiting", Some(e.to_string()));
+                                wait_or_stop(&stopping, REFUSED_RETRY);
+                                *h.state.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    ("running", None);
+                            }
+                            other => break other,
+                        }
+                    };
                     let mut state = h.state.lock().unwrap_or_else(|e| e.into_inner());
                     *state = match result {
                         Ok(()) if stopping.is_stopping() => ("stopped", None),

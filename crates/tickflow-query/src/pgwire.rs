@@ -70,12 +70,16 @@ pub async fn serve(
         refused,
     } = access;
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(ReadOnly),
+    let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
+    if login.is_some() {
+        hooks.push(Arc::new(SignedIn));
+    }
+    hooks.extend([
+        Arc::new(ReadOnly) as Arc<dyn QueryHook>,
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
-    ];
+    ]);
     let mut parameters = DefaultServerParameterProvider::default();
     // psql chooses the catalog queries it sends by this; 15 is what tickflow answers.
     parameters.server_version = SERVER_VERSION.into();
@@ -143,6 +147,73 @@ struct Startup {
     login: Option<Login>,
 }
 
+/// The limiter's name for this endpoint: its failures do not hold back the HTTP API's.
+const SURFACE: &str = "pgwire";
+
+/// Set in a connection's metadata once its password matched.
+const SIGNED_IN: &str = "tickflow.signed_in";
+
+/// The refusal of an address that failed too often, counted.
+fn held_off(login: &Login, ip: std::net::IpAddr) -> Option<PgWireError> {
+    let wait = login.limiter.blocked(ip, SURFACE)?;
+    login
+        .limited
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // 53300: too_many_connections, the nearest PostgreSQL has.
+    Some(fatal(
+        "53300",
+        format!(
+            "too many failed attempts from this address: try again in {} s",
+            wait.as_secs().max(1)
+        ),
+    ))
+}
+
+/// Refuses every statement of a connection that did not give the password. pgwire answers a
+/// failed startup with an error but goes on reading the socket, so a query sent right after
+/// a wrong password would otherwise run.
+#[derive(Debug)]
+struct SignedIn;
+
+fn signed_in(client: &(dyn ClientInfo + Send + Sync)) -> Option<PgWireError> {
+    (client.metadata().get(SIGNED_IN).map(String::as_str) != Some("yes")).then(|| {
+        // 28000: invalid_authorization_specification.
+        fatal("28000", "not signed in: give [pgwire] password".into())
+    })
+}
+
+#[async_trait]
+impl QueryHook for SignedIn {
+    async fn handle_simple_query(
+        &self,
+        _statement: &Statement,
+        _session: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        signed_in(&*client).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        _statement: &Statement,
+        _session: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        signed_in(client).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        signed_in(&*client).map(Err)
+    }
+}
+
 /// An error sent to the client before the session starts (`FATAL`, closing it).
 fn fatal(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -172,18 +243,8 @@ impl StartupHandler for Startup {
                 let Some(login) = login else {
                     return finish_authentication(client, &self.parameters).await;
                 };
-                if let Some(wait) = login.limiter.blocked(ip) {
-                    login
-                        .limited
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    // 53300: too_many_connections, the nearest PostgreSQL has.
-                    return Err(fatal(
-                        "53300",
-                        format!(
-                            "too many failed attempts from this address: try again in {} s",
-                            wait.as_secs().max(1)
-                        ),
-                    ));
+                if let Some(refused) = held_off(login, ip) {
+                    return Err(refused);
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
                 client
@@ -193,11 +254,18 @@ impl StartupHandler for Startup {
                     .await?;
             }
             (PgWireFrontendMessage::PasswordMessageFamily(given), Some(login)) => {
+                // Asked again: a client may hold many connections open over the round trip.
+                if let Some(refused) = held_off(login, ip) {
+                    return Err(refused);
+                }
                 let given = given.into_password()?;
                 if same_secret(given.password.as_bytes(), login.password.as_bytes()) {
+                    client
+                        .metadata_mut()
+                        .insert(SIGNED_IN.to_string(), "yes".to_string());
                     finish_authentication(client, &self.parameters).await?;
                 } else {
-                    login.limiter.failed(ip);
+                    login.limiter.failed(ip, SURFACE);
                     login
                         .failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

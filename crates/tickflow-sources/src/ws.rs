@@ -253,7 +253,14 @@ async fn session(
             }
         }
         if !batch.is_empty() {
-            ctx.append(&batch).map_err(Failure::Stop)?;
+            ctx.append(&batch).map_err(|e| {
+                // The log's disk at its reserve: reconnect later and repair the gap.
+                if e.is::<tickflow_core::source::Refused>() {
+                    lost("log_refused", e)
+                } else {
+                    Failure::Stop(e)
+                }
+            })?;
             *last_event = now;
             if let Some(marks) = venue.marks() {
                 marks.save(ctx.state_dir(), false);

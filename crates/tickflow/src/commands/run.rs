@@ -63,6 +63,15 @@ fn serve(
     summary: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let data_dir = plan.data_dir.clone();
+    let wanted = plan.http.max_connections + plan.pgwire_max_connections + FILES_OF_OUR_OWN;
+    let limit = raise_open_files();
+    if limit.is_some_and(|l| l < wanted as u64) {
+        tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below [http] max_connections + [pgwire] max_connections and the files tickflow keeps open; raise it (ulimit -n) or lower them"
+        );
+    }
     let bind = SocketAddr::new(plan.http.bind, plan.http.port);
     let rt = super::runtime()?;
     let listener = rt
@@ -306,6 +315,33 @@ async fn wait_for_stop(pipeline: &Pipeline, duration: Option<u64>) -> &'static s
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return "duration reached";
         }
+    }
+}
+
+/// Descriptors tickflow itself keeps open beside connections: log segments, lake files,
+/// sinks' files and sockets, with room to spare.
+const FILES_OF_OUR_OWN: usize = 512;
+
+/// Raises the soft limit on open files to the hard one, as servers do: each connection is a
+/// descriptor, and a soft limit of 1024 (common outside systemd) would run out before
+/// `max_connections`. The limit now in force, if it can be read.
+fn raise_open_files() -> Option<u64> {
+    // SAFETY: `rlimit` is plain integers, and both calls get a pointer to a live local.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        Some(limit.rlim_cur)
     }
 }
 

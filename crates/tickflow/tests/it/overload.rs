@@ -264,3 +264,73 @@ fn connections_past_the_cap_are_closed_and_silent_ones_time_out() {
     assert!((10..=30).contains(&refused), "{refused}");
     server.stop();
 }
+
+/// The state of the source `id` in the status, and the events it has appended.
+fn source_state(server: &Server, id: &str) -> (String, u64) {
+    let status = server.status();
+    let source = status["sources"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["id"] == id))
+        .cloned()
+        .unwrap_or_default();
+    (
+        source["state"].as_str().unwrap_or_default().to_string(),
+        source["events"].as_u64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn a_source_the_full_disk_refuses_waits_and_starts_again_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), 64) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a small tmpfs for the disk-full test (needs root)"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data = disk.0.join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            "\n[log]\nsegment_mb = 2\nmin_free_mb = 8\n\n[[sources]]\ntype = \"simulator\"\nid = \"sim\"\nrate = 2000\nhistory_days = 0\n",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let filler = disk.0.join("filler");
+    let room = free_bytes(&disk.0).saturating_sub(9 << 20);
+    std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
+    // The simulator fills the last MiB above the reserve; then the log refuses it.
+    let mut polls = 0;
+    while source_state(&server, "sim").0 != "waiting" {
+        polls += 1;
+        assert!(
+            polls < 6000,
+            "the source was never refused: {:?}",
+            server.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, before) = source_state(&server, "sim");
+    std::fs::remove_file(&filler).unwrap();
+    // Space is back: it runs again and appends more, without a restart.
+    let mut polls = 0;
+    loop {
+        let (state, events) = source_state(&server, "sim");
+        if state == "running" && events > before {
+            break;
+        }
+        polls += 1;
+        assert!(
+            polls < 6000,
+            "the source did not start again: {state} {events}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.stop();
+    drop(disk);
+}

@@ -270,9 +270,9 @@ fn tokens_keep_queries_ingest_and_the_postgres_wire_apart_and_guessing_is_held_o
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
-    // …and an address that keeps failing is refused, even with the right token, on both
-    // surfaces, until its window ends.
-    let failed_so_far = 4;
+    // …and an address that keeps failing at one surface is refused there, even with the
+    // right token, until its window ends; its other surfaces are not held.
+    let failed_so_far = 2;
     for _ in failed_so_far..tickflow_core::auth::Limiter::MAX_FAILURES {
         assert_eq!(
             http_with(
@@ -295,6 +295,18 @@ fn tokens_keep_queries_ingest_and_the_postgres_wire_apart_and_guessing_is_held_o
         .parse()
         .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
+    let (code, body) = http_with(
+        "POST",
+        &ingest,
+        &[("authorization", &bearer(INGEST))],
+        Some(tick),
+    );
+    assert_eq!(code, 200, "ingest is another surface: {body}");
+    assert_eq!(connect(PASSWORD), Ok(()), "so is the Postgres wire");
+    for _ in 1..tickflow_core::auth::Limiter::MAX_FAILURES {
+        let wrong = connect("wrong-password-000000").unwrap_err();
+        assert!(wrong.starts_with("28P01"), "{wrong}");
+    }
     let held = connect(PASSWORD).unwrap_err();
     assert!(held.starts_with("53300 too many failed attempts"), "{held}");
     // Health stays open for the load balancer.
