@@ -288,10 +288,11 @@ impl Lake {
         Ok(())
     }
 
-    /// The rows of the flushes after `after`, up to the first point where no file spans
-    /// past it, with the last flush they hold: usually just flush `after + 1`, or a merged
-    /// run `after + 1 ..= last` when compaction joined them. Files of flushes after
-    /// `max_seq` (not yet committed) are not read.
+    /// The rows of the flushes after `after`, with the last flush they hold: the runs
+    /// `after + 1 ..= last` that no file spans past (one flush, or several that compaction
+    /// joined), as many in a row as fit in [`READ_ROWS`] rows or [`READ_RUNS`] runs. A sink
+    /// far behind thus catches up many small (or empty) flushes per listing instead of one.
+    /// Files of flushes after `max_seq` (not yet committed) are not read.
     ///
     /// # Errors
     /// [`Error::Compacted`] when a merged file holds flushes on both sides of `after`, so the
@@ -316,32 +317,50 @@ impl Lake {
                 }
             }
         }
-        // The run starting at `after + 1` ends where no file that starts inside it ends later.
-        let mut end = after + 1;
-        loop {
-            let widest = files
-                .iter()
-                .filter(|(_, first, _, _)| *first <= end)
-                .map(|(_, _, last, _)| *last)
-                .max()
-                .unwrap_or(end);
-            if widest <= end {
+        files.sort_by_key(|(_, first, _, _)| *first);
+        let mut rows = Rows::default();
+        let mut end = after;
+        let mut next_file = 0;
+        for _ in 0..READ_RUNS {
+            if end >= max_seq || rows.len() >= READ_ROWS {
                 break;
             }
-            end = widest;
-        }
-        let mut rows = Rows::default();
-        for (table, first, _, path) in &files {
-            if *first <= end {
+            // A run ends where no file that starts inside it ends later.
+            let start = end + 1;
+            let mut run_end = start;
+            loop {
+                let widest = files[next_file..]
+                    .iter()
+                    .take_while(|(_, first, _, _)| *first <= run_end)
+                    .map(|(_, _, last, _)| *last)
+                    .max()
+                    .unwrap_or(run_end);
+                if widest <= run_end {
+                    break;
+                }
+                run_end = widest;
+            }
+            while let Some((table, first, _, path)) = files.get(next_file) {
+                if *first > run_end {
+                    break;
+                }
                 for batch in self.batches(path)? {
                     let batch = batch.map_err(|e| bad(path, e.to_string()))?;
                     rows_from_batch(path, *table, &batch, &mut rows)?;
                 }
+                next_file += 1;
             }
+            end = run_end;
         }
         Ok((end, rows))
     }
 }
+
+/// Rows [`Lake::read_flushes`] gathers before it stops at a run's end: enough that a sink
+/// behind on many small flushes catches up quickly, few enough to keep memory small.
+pub(crate) const READ_ROWS: usize = 200_000;
+/// Runs (flushes) [`Lake::read_flushes`] reads at most in one call.
+pub(crate) const READ_RUNS: usize = 1_000;
 
 #[cfg(test)]
 mod tests {
@@ -388,12 +407,16 @@ mod tests {
         let second = tickflow_core::contract::sample_rows(1, 9);
         lake.write(&first, 1).unwrap();
         lake.write(&second, 2).unwrap();
-        let (end, rows) = lake.read_flushes(0, 2).unwrap();
+        let (end, rows) = lake.read_flushes(0, 1).unwrap();
         assert_eq!(end, 1);
         same(&sorted(rows), &sorted(first.clone()));
         let (end, rows) = lake.read_flushes(1, 2).unwrap();
         assert_eq!(end, 2);
         same(&sorted(rows), &sorted(second.clone()));
+        // A reader behind gets every committed flush in one read while they are small.
+        let (end, rows) = lake.read_flushes(0, 2).unwrap();
+        assert_eq!(end, 2);
+        assert_eq!(rows.len(), first.len() + second.len());
         assert_eq!(rows_len(&lake, 2, 2), (2, 0), "nothing past the last flush");
         assert_eq!(
             rows_len(&lake, 1, 1),

@@ -9,6 +9,7 @@ mod cli;
 mod coinbase;
 mod compact;
 mod crash;
+mod crash_loop;
 mod dashboard;
 mod demo;
 mod deploy;

@@ -15,7 +15,7 @@ use crate::support::{Server, config, http, sql, sql_count, wait_for};
 
 /// What the receiver does with the n-th request (from 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Answer {
+pub(crate) enum Answer {
     Fail,
     Hang,
     Accept,
@@ -24,7 +24,7 @@ enum Answer {
 }
 
 /// A webhook receiver on loopback; `plan` decides each request's answer.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     /// (idempotency key, answer) of every request, in order.
     seen: Arc<Mutex<Vec<(String, Answer)>>>,
@@ -33,7 +33,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(
+    pub(crate) fn start(
         listener: TcpListener,
         plan: impl Fn(usize) -> Answer + Send + Sync + 'static,
     ) -> Self {
@@ -58,12 +58,12 @@ impl Receiver {
         self.held.store(false, Ordering::SeqCst);
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
     /// Accepted requests per idempotency key.
-    fn accepted(&self) -> HashMap<String, usize> {
+    pub(crate) fn accepted(&self) -> HashMap<String, usize> {
         let mut out = HashMap::new();
         for (key, a) in self.seen.lock().unwrap().iter() {
             if *a == Answer::Accept {
@@ -73,7 +73,7 @@ impl Receiver {
         out
     }
 
-    fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 }

@@ -60,7 +60,7 @@ pub(crate) fn pg_sink(schema: &str, url: &str, tables: &str) -> String {
 }
 
 /// Every trade's seq in the sink's table, checking that none is there twice.
-fn pg_trade_seqs(schema: &str) -> HashSet<u64> {
+pub(crate) fn pg_trade_seqs(schema: &str) -> HashSet<u64> {
     let rows = pg(&format!("SELECT seq FROM {schema}.trades")).unwrap();
     let seqs: HashSet<u64> = rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect();
     assert_eq!(seqs.len(), rows.len(), "a trade is in PostgreSQL twice");

@@ -1,0 +1,267 @@
+//! Twenty SIGKILLs at random moments of a busy pipeline: ingest, processing, lake flushes
+//! every 100 ms, compaction every second, a PostgreSQL and a CSV sink, and alerts delivered
+//! to a webhook that refuses every third request. After each kill the pipeline restarts on
+//! its own data directory without repair; at the end every acknowledged trade is stored
+//! once in the lake and in each sink, the 1-minute bars equal bars recomputed from the
+//! stored trades, and every alert reached the webhook (docs/reliability.md).
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::notify::{Answer, Receiver};
+use crate::postgres::{fresh_schema, pg_sink, pg_trade_seqs, url as pg_url};
+use crate::support::{Server, api_rows, config, http, sql};
+
+/// Kills in the loop.
+const CYCLES: usize = 20;
+/// Symbols the producer spreads its trades over.
+const SYMBOLS: u64 = 8;
+/// Trades per request.
+const BATCH: u64 = 100;
+
+/// A small deterministic generator, so a failing run repeats with the same kills.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Trades `first..first + BATCH`: each symbol's price crosses 100 once in 100 trades, so the
+/// threshold fires again and again; `seq` is the trade's identity.
+fn batch(first: u64, now: u64) -> String {
+    (first..first + BATCH)
+        .map(|seq| {
+            let price = if (seq / SYMBOLS) % 100 == 0 { "101.5" } else { "99.25" };
+            format!(
+                "{{\"type\":\"trade\",\"symbol\":\"S{}\",\"ts_event\":{},\"price\":\"{price}\",\"size\":\"{}\",\"seq\":{seq}}}\n",
+                seq % SYMBOLS,
+                now + seq * 1_000,
+                1 + seq % 7
+            )
+        })
+        .collect()
+}
+
+/// Posts batches until `stop` or a refused connection; records the seqs of each batch the
+/// server acknowledged.
+fn produce(url: String, next: Arc<Mutex<u64>>, acked: Arc<Mutex<Vec<u64>>>, stop: Arc<AtomicBool>) {
+    let base = tickflow_model::UnixNanos::now().0 as u64;
+    while !stop.load(Ordering::SeqCst) {
+        let first = {
+            let mut next = next.lock().unwrap();
+            let first = *next;
+            *next += BATCH;
+            first
+        };
+        let (code, _) = http(
+            "POST",
+            &format!("{url}/api/v1/ingest"),
+            Some(batch(first, base).as_bytes()),
+        );
+        match code {
+            200 => acked.lock().unwrap().extend(first..first + BATCH),
+            0 => return, // the server is gone
+            _ => {}      // not acknowledged: not counted (a 5xx while it stops)
+        }
+        // A steady feed rather than a flood: the kills, not the volume, are under test.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn twenty_sigkills_at_random_moments_lose_and_double_nothing() {
+    let Some(schema) = fresh_schema("crash_loop") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("csv");
+    // Every third delivery fails: retries are under way at most kills.
+    let receiver = Receiver::start(TcpListener::bind("127.0.0.1:0").unwrap(), |n| {
+        if n % 3 == 2 {
+            Answer::Fail
+        } else {
+            Answer::Accept
+        }
+    });
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\ncompact_interval_secs = 1\ncompact_target_mb = 1\n\n[[sinks]]\ntype = \"csv\"\nid = \"copy\"\ndir = \"{}\"\ntables = [\"trades\"]\n{}\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\n\n[[notifiers]]\ntype = \"webhook\"\nid = \"ops\"\nurl = \"{}\"\ntimeout_ms = 1000\nmax_attempts = 1000\nretry_max_ms = 100\nmax_age_secs = 86400\n",
+                csv.display(),
+                pg_sink(&schema, &pg_url(), "[\"trades\", \"bars\"]"),
+                receiver.url()
+            ),
+        ),
+    )
+    .unwrap();
+    let mut rng = Rng(0x5eed_c0de);
+    let next = Arc::new(Mutex::new(0u64));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    for cycle in 0..CYCLES {
+        let server = Server::start(&cfg, &data);
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let (url, next, acked, stop) = (
+                server.url.clone(),
+                Arc::clone(&next),
+                Arc::clone(&acked),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || produce(url, next, acked, stop))
+        };
+        // Kills land after a random number of lake flushes (every fifth cycle after a
+        // compaction round too), then after a random number of acknowledged batches more,
+        // while the producer, the flusher, the sinks and the notifier are all at work.
+        let flushes = 1 + rng.below(8);
+        let compacted = u64::from(cycle % 5 == 4);
+        let mut polls = 0;
+        loop {
+            let s = server.status();
+            if s["flushes"].as_u64().unwrap_or(0) >= flushes
+                && s["compactions"].as_u64().unwrap_or(0) >= compacted
+            {
+                break;
+            }
+            polls += 1;
+            assert!(polls < 3_000, "no flush: {s}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let target = acked.lock().unwrap().len() as u64 + BATCH * rng.below(10);
+        let mut polls = 0;
+        while (acked.lock().unwrap().len() as u64) < target {
+            polls += 1;
+            assert!(polls < 30_000, "the producer made no progress");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        server.kill();
+        stop.store(true, Ordering::SeqCst);
+        producer.join().unwrap();
+    }
+    // A last start: catch up on everything, then stop cleanly.
+    let server = Server::start(&cfg, &data);
+    let mut polls = 0;
+    loop {
+        let s = server.status();
+        // Everything processed, every row produced written to the lake, and every sink and
+        // notifier at the lake's last flush.
+        let all_written = s["log_lag"].as_u64() == Some(0)
+            && s["rows"] == s["rows_durable"]
+            && s["published_flush"].as_u64().unwrap_or(0) > 0
+            && s["sinks"]
+                .as_array()
+                .is_some_and(|sinks| sinks.iter().all(|k| k["lag_flushes"].as_u64() == Some(0)))
+            && s["notifiers"]
+                .as_array()
+                .is_some_and(|n| n.iter().all(|k| k["lag_flushes"].as_u64() == Some(0)));
+        if all_written {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 6_000, "did not catch up: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The bars of every minute but each symbol's newest (it may still be open), as stored and
+    // as recomputed from the stored trades: no row may differ or be missing on either side.
+    let mismatched = api_rows(
+        &server.url,
+        "WITH t AS (SELECT symbol, date_trunc('minute', ts_event) AS start, max(price) AS high, \
+         min(price) AS low, sum(size) AS volume, count(*) AS n FROM trades GROUP BY 1, 2), \
+         newest AS (SELECT symbol, max(start) AS start FROM t GROUP BY symbol), \
+         b AS (SELECT symbol, start, high, low, volume, trade_count FROM bars WHERE \"interval\" = '1m') \
+         SELECT count(*) AS n FROM t FULL OUTER JOIN b ON t.symbol = b.symbol AND t.start = b.start \
+         WHERE (t.symbol IS NULL OR b.symbol IS NULL OR t.high <> b.high OR t.low <> b.low \
+         OR t.volume <> b.volume OR t.n <> b.trade_count) \
+         AND coalesce(t.start, b.start) < (SELECT min(start) FROM newest)",
+    );
+    assert_eq!(mismatched[0]["n"], 0, "bars differ from the stored trades");
+    assert_eq!(
+        api_rows(&server.url, "SELECT count(*) AS n FROM dlq")[0]["n"],
+        0
+    );
+    server.stop();
+
+    let acked: HashSet<u64> = acked.lock().unwrap().iter().copied().collect();
+    let sent = *next.lock().unwrap();
+    assert!(
+        acked.len() as u64 >= BATCH * CYCLES as u64 / 2,
+        "{}",
+        acked.len()
+    );
+    // The lake, read by a process of its own from the files alone.
+    let stored: Vec<u64> = sql(&data, "SELECT seq FROM trades")
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let lake: HashSet<u64> = stored.iter().copied().collect();
+    assert_eq!(lake.len(), stored.len(), "a trade is in the lake twice");
+    let lost: Vec<&u64> = acked.difference(&lake).take(5).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert!(lake.iter().all(|s| *s < sent), "a trade nobody sent");
+    // Each sink holds what the lake holds, once.
+    assert_eq!(
+        pg_trade_seqs(&schema),
+        lake,
+        "PostgreSQL differs from the lake"
+    );
+    let mut csv_seqs = Vec::new();
+    for file in std::fs::read_dir(csv.join("trades")).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_none_or(|e| e != "csv") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let at = header.iter().position(|c| *c == "seq").unwrap();
+        csv_seqs.extend(lines.map(|l| l.split(',').nth(at).unwrap().parse::<u64>().unwrap()));
+    }
+    let csv_set: HashSet<u64> = csv_seqs.iter().copied().collect();
+    assert_eq!(
+        csv_set.len(),
+        csv_seqs.len(),
+        "a trade is in the CSV copy twice"
+    );
+    assert_eq!(csv_set, lake, "the CSV copy differs from the lake");
+    // Every alert reached the webhook; a repeat carries the same idempotency key.
+    let alerts = sql(&data, "SELECT alert_id FROM alerts WHERE kind = 'fired'");
+    assert!(!alerts.is_empty());
+    let accepted: HashMap<String, usize> = receiver.accepted();
+    let missing: Vec<String> = alerts
+        .iter()
+        .map(|a| format!("{}:ops", a["alert_id"].as_str().unwrap()))
+        .filter(|key| !accepted.contains_key(key))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} alerts never delivered, e.g. {:?}; deliveries: {:?}",
+        missing.len(),
+        alerts.len(),
+        &missing[..missing.len().min(3)],
+        sql(
+            &data,
+            &format!(
+                "SELECT status, attempts, error FROM alert_deliveries WHERE alert_id = '{}'",
+                missing.first().map_or("", |k| k.trim_end_matches(":ops"))
+            )
+        )
+    );
+    let repeats: usize = accepted.values().map(|n| n - 1).sum();
+    println!(
+        "crash loop: {CYCLES} kills, {} acknowledged, {} stored, lost 0, doubled 0, {} alerts, {} webhook requests, {repeats} repeated deliveries",
+        acked.len(),
+        lake.len(),
+        alerts.len(),
+        receiver.requests()
+    );
+}
