@@ -38,7 +38,7 @@ impl Rng {
 fn batch(first: u64, now: u64) -> String {
     (first..first + BATCH)
         .map(|seq| {
-            let price = if (seq / SYMBOLS) % 100 == 0 { "101.5" } else { "99.25" };
+            let price = if (seq / SYMBOLS).is_multiple_of(100) { "101.5" } else { "99.25" };
             format!(
                 "{{\"type\":\"trade\",\"symbol\":\"S{}\",\"ts_event\":{},\"price\":\"{price}\",\"size\":\"{}\",\"seq\":{seq}}}\n",
                 seq % SYMBOLS,

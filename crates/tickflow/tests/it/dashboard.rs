@@ -88,6 +88,44 @@ fn the_dashboard_shows_candles_alerts_the_pipeline_sql_and_the_dlq_in_a_browser(
     server.stop();
 }
 
+#[test]
+fn the_dashboard_asks_for_the_token_and_streams_once_signed_in() {
+    let node_path = node_path();
+    if !browser_available(&node_path) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let token = "dashboard-token-0123456789";
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "token = \"{token}\"\n\n[lake]\nflush_interval_ms = 200\n\n[[sources]]\ntype = \"simulator\"\nid = \"sim\"\nrate = 500\nhistory_days = 0\nanomaly_rate = 0.0\nsymbols = [\"NVDA\"]\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard_login.cjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(&server.url)
+        .arg(token)
+        .env("NODE_PATH", &node_path)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "the sign-in browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop();
+}
+
 /// Waits until `done` holds; panics naming `what` past a minute and a half, so a broken
 /// run fails instead of hanging (a healthy one takes a few seconds).
 fn until(what: &str, mut done: impl FnMut() -> bool) {
