@@ -3,7 +3,8 @@
 //! to a webhook that refuses every third request. After each kill the pipeline restarts on
 //! its own data directory without repair; at the end every acknowledged trade is stored
 //! once in the lake and in each sink, the 1-minute bars equal bars recomputed from the
-//! stored trades, and every alert reached the webhook (docs/reliability.md).
+//! stored trades, and every alert reached the webhook (docs/reliability.md). The same on
+//! the NATS and Kafka logs.
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
@@ -77,7 +78,36 @@ fn produce(url: String, next: Arc<Mutex<u64>>, acked: Arc<Mutex<Vec<u64>>>, stop
 
 #[test]
 fn twenty_sigkills_at_random_moments_lose_and_double_nothing() {
-    let Some(schema) = fresh_schema("crash_loop") else {
+    twenty_kills("", "crash_loop");
+}
+
+#[test]
+fn twenty_sigkills_with_the_log_on_nats_lose_and_double_nothing() {
+    let Some(url) = crate::nats::server() else {
+        return;
+    };
+    twenty_kills(
+        &crate::crash::nats_log_section(&url, "tfloop"),
+        "crash_loop_nats",
+    );
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn twenty_sigkills_with_the_log_on_kafka_lose_and_double_nothing() {
+    let Some(brokers) = crate::kafka::broker() else {
+        return;
+    };
+    twenty_kills(
+        &crate::crash::kafka_log_section(&brokers, "tfloop"),
+        "crash_loop_kafka",
+    );
+}
+
+/// The loop, with `log` as the `[log]` section (empty: the embedded log); `name` names its
+/// PostgreSQL schema.
+fn twenty_kills(log: &str, name: &str) {
+    let Some(schema) = fresh_schema(name) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +127,7 @@ fn twenty_sigkills_at_random_moments_lose_and_double_nothing() {
         config(
             &data,
             &format!(
-                "\n[lake]\nflush_interval_ms = 100\ncompact_interval_secs = 1\ncompact_target_mb = 1\n\n[[sinks]]\ntype = \"csv\"\nid = \"copy\"\ndir = \"{}\"\ntables = [\"trades\"]\n{}\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\n\n[[notifiers]]\ntype = \"webhook\"\nid = \"ops\"\nurl = \"{}\"\ntimeout_ms = 1000\nmax_attempts = 1000\nretry_max_ms = 100\nmax_age_secs = 86400\n",
+                "\n{log}\n[lake]\nflush_interval_ms = 100\ncompact_interval_secs = 1\ncompact_target_mb = 1\n\n[[sinks]]\ntype = \"csv\"\nid = \"copy\"\ndir = \"{}\"\ntables = [\"trades\"]\n{}\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\n\n[[notifiers]]\ntype = \"webhook\"\nid = \"ops\"\nurl = \"{}\"\ntimeout_ms = 1000\nmax_attempts = 1000\nretry_max_ms = 100\nmax_age_secs = 86400\n",
                 csv.display(),
                 pg_sink(&schema, &pg_url(), "[\"trades\", \"bars\"]"),
                 receiver.url()
@@ -258,7 +288,7 @@ fn twenty_sigkills_at_random_moments_lose_and_double_nothing() {
     );
     let repeats: usize = accepted.values().map(|n| n - 1).sum();
     println!(
-        "crash loop: {CYCLES} kills, {} acknowledged, {} stored, lost 0, doubled 0, {} alerts, {} webhook requests, {repeats} repeated deliveries",
+        "crash loop ({name}): {CYCLES} kills, {} acknowledged, {} stored, lost 0, doubled 0, {} alerts, {} webhook requests, {repeats} repeated deliveries",
         acked.len(),
         lake.len(),
         alerts.len(),

@@ -132,6 +132,21 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// A 64 MiB disk for a test; `None` (outside CI only) where mounting needs root.
+    fn for_test(dir: &Path) -> Option<Self> {
+        let disk = Self::mount(dir, 64);
+        if disk.is_none() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot mount a small tmpfs for the disk-full tests (needs root)"
+            );
+            eprintln!("skipped: mounting a tmpfs needs root");
+        }
+        disk
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -157,12 +172,7 @@ fn free_bytes(dir: &Path) -> u64 {
 #[test]
 fn a_full_disk_refuses_ingest_with_507_and_ingest_resumes_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), 64) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "cannot mount a small tmpfs for the disk-full test (needs root)"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let Some(disk) = SmallDisk::for_test(&dir.path().join("disk")) else {
         return;
     };
     let data = disk.0.join("data");
@@ -282,12 +292,7 @@ fn source_state(server: &Server, id: &str) -> (String, u64) {
 #[test]
 fn a_source_the_full_disk_refuses_waits_and_starts_again_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), 64) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "cannot mount a small tmpfs for the disk-full test (needs root)"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let Some(disk) = SmallDisk::for_test(&dir.path().join("disk")) else {
         return;
     };
     let data = disk.0.join("data");
