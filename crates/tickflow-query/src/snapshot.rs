@@ -221,6 +221,7 @@ impl QueryEngine {
             Ok(QueryResult { schema, batches })
         })
         .await
+        .map_err(|e| name_damaged_file(&snapshot.files, e))
     }
 
     /// A session with tickflow's rules, on this engine's caches.
@@ -368,6 +369,30 @@ async fn register_alerts_view(ctx: &SessionContext) -> Result<()> {
 }
 
 /// Every lake file of `snapshot`, named as the scans will name it.
+/// On a Parquet error, names the first local file of the query whose footer cannot be read:
+/// DataFusion's message says what is wrong but not with which file, and the operator needs
+/// the file to move it aside or restore it.
+fn name_damaged_file(files: &[(Table, Vec<PathBuf>)], e: Error) -> Error {
+    let Error::Execution(text) = &e else {
+        return e;
+    };
+    if !text.contains("Parquet error") {
+        return e;
+    }
+    for path in files.iter().flat_map(|(_, paths)| paths) {
+        let Ok(file) = std::fs::File::open(path) else {
+            continue;
+        };
+        if let Err(damage) = datafusion::parquet::file::reader::SerializedFileReader::new(file) {
+            return Error::Execution(format!(
+                "{} is damaged ({damage}); move it aside or restore it from a copy",
+                path.display()
+            ));
+        }
+    }
+    e
+}
+
 fn lake_locations(snapshot: &Snapshot) -> Result<HashSet<object_store::path::Path>> {
     snapshot
         .files

@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod coinbase;
 mod compact;
+mod corruption;
 mod crash;
 mod crash_loop;
 mod dashboard;
