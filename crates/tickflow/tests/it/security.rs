@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crate::pgwire::pg_addr;
-use crate::support::{Server, bin, config, http, http_with};
+use crate::support::{Server, bin, config, exchange, http, http_with, retry_after};
 
 const QUERY: &str = "query-token-0123456789abcdef";
 const INGEST: &str = "ingest-token-0123456789abcdef";
@@ -64,31 +64,9 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// The headers of a raw HTTP/1.0 exchange, lower-cased names.
+/// (status, lower-cased head) of a raw HTTP/1.0 exchange.
 fn head(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        stream,
-        "{method} /{path} HTTP/1.0\r\nhost: {host}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let head = response
-        .split("\r\n\r\n")
-        .next()
-        .unwrap()
-        .to_ascii_lowercase();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (code, head, _) = exchange(method, url, headers, body);
     (code, head)
 }
 
@@ -287,13 +265,7 @@ fn tokens_keep_queries_ingest_and_the_postgres_wire_apart_and_guessing_is_held_o
     }
     let (code, head_text) = head("GET", &status, &[("authorization", &bearer(QUERY))], b"");
     assert_eq!(code, 429, "{head_text}");
-    let wait: u64 = head_text
-        .lines()
-        .find_map(|l| l.strip_prefix("retry-after: "))
-        .expect("Retry-After")
-        .trim()
-        .parse()
-        .unwrap();
+    let wait = retry_after(&head_text);
     assert!((1..=60).contains(&wait), "{wait}");
     let (code, body) = http_with(
         "POST",

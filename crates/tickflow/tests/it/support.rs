@@ -188,18 +188,29 @@ pub(crate) fn http_with(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> (u16, String) {
+    let (code, _, body) = exchange(method, url, headers, body.unwrap_or_default());
+    (code, body)
+}
+
+/// A blocking HTTP/1.0 exchange over a plain socket: (status, the response's head with its
+/// header names and values lower-cased, body). Status 0 if the server could not be reached.
+pub(crate) fn exchange(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-        return (0, String::new());
+        return (0, String::new(), String::new());
     };
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    let body = body.unwrap_or_default();
     let extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
@@ -219,14 +230,24 @@ pub(crate) fn http_with(
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return (0, text);
+        return (0, String::new(), text);
     };
     let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (code, body.to_string())
+    (code, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// The `Retry-After` seconds of a head [`exchange`] returned.
+pub(crate) fn retry_after(head: &str) -> u64 {
+    head.lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After in {head}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// `seq` of every trade in the lake (through a running pipeline if there is one).
