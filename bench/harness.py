@@ -80,7 +80,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, symbol_buckets=0, compact_secs=60, extra="", log_keys=None):
+def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lake_flush_ms=1000, flush_rows=None, symbol_buckets=0, compact_secs=60, extra="", log_keys=None):
     """A pipeline config for one benchmark run; `sim` holds simulator keys, None for HTTP only;
     `log_keys` replace the embedded log's `[log]` keys (a broker log; a dict value is an
     inline table)."""
@@ -104,7 +104,7 @@ def write_config(path, data_dir, port, sim=None, thresholds=(), spikes=None, lak
         "max_future_secs = 300",
         "[lake]",
         f"flush_interval_ms = {lake_flush_ms}",
-        "flush_rows = 1000000",
+        *([f"flush_rows = {flush_rows}"] if flush_rows else []),
         f"symbol_buckets = {symbol_buckets}",
         f"compact_interval_secs = {compact_secs}",
     ]

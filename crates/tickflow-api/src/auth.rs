@@ -27,7 +27,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::routes;
 
-/// The dashboard's session cookie: the API token itself, HttpOnly and SameSite=Strict.
+/// The dashboard's session cookie: the API token itself, HttpOnly and SameSite=Strict, and
+/// Secure under `[tls]`.
 pub(crate) const COOKIE: &str = "tickflow_token";
 
 /// The largest sign-in body, and how long it may take to arrive.
@@ -156,7 +157,16 @@ pub(crate) async fn login(
     check(&state, ip, &headers, &token.0, "api", || {
         "send {\"token\": \"<[http] token>\"}".to_string()
     })?;
-    let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", token.0);
+    // Over TLS the browser must never send it in the clear.
+    let secure = if state.pipeline.plan().tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        token.0
+    );
     let cookie = HeaderValue::from_str(&cookie).map_err(|_| {
         ApiError::bad_request(
             "[http] token holds characters a cookie cannot; use letters, digits and -_.",

@@ -13,6 +13,7 @@ mod pgwire;
 pub mod routes;
 mod server;
 mod stream;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,7 +84,8 @@ pub(crate) fn engine(pipeline: &Pipeline) -> std::io::Result<tickflow_query::Que
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
-/// `limiter` counts failed credentials by address (share it with [`serve_pgwire`]).
+/// `limiter` counts failed credentials by address (share it with [`serve_pgwire`]); `tls`
+/// from [`tls::load`] when `[tls]` is set.
 ///
 /// # Errors
 /// The listener fails, or the query engine cannot be set up.
@@ -91,13 +93,20 @@ pub async fn serve(
     pipeline: Arc<Pipeline>,
     listener: tokio::net::TcpListener,
     limiter: SharedLimiter,
+    tls: Option<tls::Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let max_body = pipeline.plan().http.max_body_bytes;
     let limits = server::Limits {
         max_connections: pipeline.plan().http.max_connections,
+        max_per_address: pipeline.plan().http.max_connections_per_address,
         header_timeout: pipeline.plan().http.header_timeout,
         refused: pipeline.metrics().connections_refused.get("http"),
+        refused_per_address: pipeline
+            .metrics()
+            .connections_refused
+            .get("http_per_address"),
+        tls: tls.map(|t| t.http),
     };
     let query = engine(&pipeline)?;
     let state = AppState::new(pipeline, query, limiter);

@@ -25,7 +25,7 @@ impl tickflow_query::Tables for PipelineTables {
 
 /// Serves SQL over the Postgres wire protocol on `listener` until `stop` turns true;
 /// clients give `[pgwire] password` when one is set, and their failures count in `limiter`
-/// as the HTTP API's do.
+/// as the HTTP API's do. With `tls`, clients must use TLS.
 ///
 /// # Errors
 /// The query engine or the session cannot be set up.
@@ -33,6 +33,7 @@ pub async fn serve_pgwire(
     pipeline: Arc<Pipeline>,
     listener: tokio::net::TcpListener,
     limiter: crate::SharedLimiter,
+    tls: Option<crate::tls::Tls>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let engine = crate::engine(&pipeline)?;
@@ -56,6 +57,7 @@ pub async fn serve_pgwire(
         login,
         max_connections: pipeline.plan().pgwire_max_connections,
         refused: metrics.connections_refused.get("pgwire"),
+        tls: tls.map(|t| t.pgwire),
     };
     tickflow_query::pgwire::serve(listener, Arc::new(session), access, stop).await;
     Ok(())

@@ -6,8 +6,11 @@
 //!   pile up;
 //! - at most `[http] max_connections` are served at once; past it a new connection is
 //!   closed as it comes (and counted), so a flood of sockets cannot take the memory and file
-//!   descriptors ingest needs;
-//! - every request carries its client's address (`ConnectInfo`) for the auth limiter.
+//!   descriptors ingest needs; one client address may hold at most
+//!   `max_connections_per_address` of them, so one host cannot take every slot;
+//! - every request carries its client's address (`ConnectInfo`) for the auth limiter;
+//! - with `[tls]`, the TLS handshake is made within the header timeout, and only HTTPS is
+//!   served.
 //!
 //! Shutdown stops accepting, lets each connection finish the request it is in, and waits.
 
@@ -29,9 +32,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How many connections, and how long each may take over its headers or stay idle.
 pub(crate) struct Limits {
     pub(crate) max_connections: usize,
+    pub(crate) max_per_address: usize,
     pub(crate) header_timeout: Duration,
-    /// Connections closed on arrival.
+    /// Connections closed on arrival: past the cap, and past an address's share.
     pub(crate) refused: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) refused_per_address: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves `app` on `listener` until `shutdown` completes.
@@ -43,10 +49,17 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let Limits {
         max_connections,
+        max_per_address,
         header_timeout,
         refused,
+        refused_per_address,
+        tls,
     } = limits;
     let slots = Arc::new(Semaphore::new(max_connections));
+    let addresses = Arc::new(PerAddress {
+        open: std::sync::Mutex::default(),
+        cap: max_per_address,
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -66,6 +79,11 @@ pub(crate) async fn serve(
         };
         // Finished connections are reaped as new ones come, so the set stays small.
         while connections.try_join_next().is_some() {}
+        let Some(address_slot) = PerAddress::take(&addresses, peer.ip()) else {
+            refused_per_address.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(socket);
+            continue;
+        };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             drop(socket);
@@ -74,27 +92,17 @@ pub(crate) async fn serve(
         let _ = socket.set_nodelay(true);
         let service =
             TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let _slot = slot;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let conn = builder
-                .serve_connection(TokioIo::new(socket), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let stopping = async move {
-                // The guard `wait_for` returns is not `Send`: drop it before awaiting on.
-                let _ = stop.wait_for(|s| *s).await.map(|_| ());
+            let _slots = (slot, address_slot);
+            let Some(tls) = tls else {
+                return serve_one(socket, service, header_timeout, stop, peer).await;
             };
-            tokio::select! {
-                result = conn.as_mut() => log_end(peer, result),
-                () = stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    log_end(peer, conn.await);
-                }
+            match tokio::time::timeout(header_timeout, tls.accept(socket)).await {
+                Ok(Ok(stream)) => serve_one(stream, service, header_timeout, stop, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -114,6 +122,77 @@ pub(crate) async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Open connections by client address.
+struct PerAddress {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    cap: usize,
+}
+
+impl PerAddress {
+    /// A slot for one more connection from `ip`, or none when it holds its share.
+    fn take(this: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut open = this.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= this.cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            owner: Arc::clone(this),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its address's share, given back when the connection ends.
+struct AddressSlot {
+    owner: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it ends or the server stops.
+async fn serve_one<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let stopping = async move {
+        // The guard `wait_for` returns is not `Send`: drop it before awaiting on.
+        let _ = stop.wait_for(|s| *s).await.map(|_| ());
+    };
+    tokio::select! {
+        result = conn.as_mut() => log_end(peer, result),
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            log_end(peer, conn.await);
+        }
+    }
 }
 
 fn log_end(peer: SocketAddr, result: Result<(), hyper::Error>) {

@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 use crate::sink::{Flush, Sink};
 use crate::source::{Append, Source, SourceContext, SourceError};
 
+mod proxy;
+pub use proxy::{Fault, Proxy};
+
 /// Rows per table that the sink holds, by table name, as its store reports them.
 pub type Counts = BTreeMap<String, u64>;
 
@@ -387,83 +390,6 @@ where
         vec![key_a.clone(), key_a, key_b],
         "a repeat carries the same key; another alert its own"
     );
-}
-
-/// A TCP proxy in front of a dependency (a database, a broker) that a test can cut away and
-/// bring back, to check that a connector retries, lets everything else flow, and catches up.
-/// Threads of its own, so it works under any test runtime.
-#[derive(Debug)]
-pub struct Proxy {
-    /// The loopback port to connect to instead of the dependency's.
-    pub port: u16,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Proxy {
-    /// Forwards a new loopback port to `target` (`host:port`).
-    ///
-    /// # Panics
-    /// When no loopback port can be bound.
-    pub fn start(target: &str) -> Self {
-        use std::net::{Shutdown, TcpListener, TcpStream};
-        use std::sync::atomic::Ordering;
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let port = listener.local_addr().expect("its address").port();
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let open: Arc<std::sync::Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, open2, target) = (Arc::clone(&up), Arc::clone(&open), target.to_string());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                };
-                let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
-                    client.try_clone(),
-                    server.try_clone(),
-                    client.try_clone(),
-                    server.try_clone(),
-                ) else {
-                    continue;
-                };
-                open2
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend([c3, s3]);
-                for (mut from, mut to) in [(c2, s2), (server, client)] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Self { port, up, open }
-    }
-
-    /// Refuses new connections and closes those open, as a database that goes away.
-    pub fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for s in self
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// Forwards new connections again.
-    pub fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 /// The S3 endpoint tests use: `moto_server`, started by `scripts/test` on

@@ -29,6 +29,8 @@ pub const SINK_BUFFER_ROWS: &str = "tickflow_sink_buffer_rows";
 pub const SINK_BUFFER_LIMIT_ROWS: &str = "tickflow_sink_buffer_limit_rows";
 pub const SINK_ERRORS_TOTAL: &str = "tickflow_sink_errors_total";
 pub const SINK_ROWS_TOTAL: &str = "tickflow_sink_rows_total";
+pub const SINK_DROPPED_FLUSHES_TOTAL: &str = "tickflow_sink_dropped_flushes_total";
+pub const SINK_DROPPED_ROWS_TOTAL: &str = "tickflow_sink_dropped_rows_total";
 pub const SINK_LAG_ROWS: &str = "tickflow_sink_lag_rows";
 pub const SINK_LAG_FLUSHES: &str = "tickflow_sink_lag_flushes";
 pub const ALERTS_TOTAL: &str = "tickflow_alerts_total";
@@ -218,6 +220,9 @@ pub struct Metrics {
     pub sink_errors: Labeled,
     /// Rows each sink has written, by sink id.
     pub sink_rows: Labeled,
+    /// Flushes, and their rows, a sink skipped by its overflow policy, by sink id.
+    pub sink_dropped_flushes: Labeled,
+    pub sink_dropped_rows: Labeled,
     /// Gauges: rows and flushes the lake has committed that a sink has not written.
     pub sink_lag_rows: Labeled,
     pub sink_lag_flushes: Labeled,
@@ -364,6 +369,18 @@ impl Metrics {
                 "sink",
                 "Rows a sink has written durably.",
                 self.sink_rows.snapshot(),
+            ),
+            labeled(
+                SINK_DROPPED_FLUSHES_TOTAL,
+                "sink",
+                "Flushes a sink skipped by its overflow policy (drop_oldest, drop_newest).",
+                self.sink_dropped_flushes.snapshot(),
+            ),
+            labeled(
+                SINK_DROPPED_ROWS_TOTAL,
+                "sink",
+                "Rows in the flushes a sink skipped, counted over flushes this process published.",
+                self.sink_dropped_rows.snapshot(),
             ),
             labeled(
                 SINK_LAG_ROWS,

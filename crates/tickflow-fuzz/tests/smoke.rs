@@ -112,6 +112,12 @@ fn every_parser_survives_mutated_input() {
             n,
             started.elapsed().as_secs_f64()
         );
+        if target == Target::Pgwire {
+            println!(
+                "fuzz pgwire: {} decoder panics contained (pgwire's; see pgwire_messages)",
+                tickflow_fuzz::PGWIRE_CONTAINED.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
     }
     assert!(findings.is_empty(), "findings:\n{}", findings.join("\n"));
 }

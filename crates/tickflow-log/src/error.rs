@@ -45,9 +45,9 @@ pub enum Error {
         requested: u64,
     },
 
-    /// A consumer offset file could not be parsed.
-    #[error("unreadable consumer offset file {}", path.display())]
-    BadOffsetFile { path: PathBuf },
+    /// A consumer offset file could not be parsed or failed its checksum.
+    #[error("damaged consumer offset file {}: {reason}", path.display())]
+    BadOffsetFile { path: PathBuf, reason: &'static str },
 
     /// Another `Log` (in this or another process) has the directory open.
     #[error("log directory {} is locked by another open Log", dir.display())]

@@ -31,6 +31,9 @@ pub(crate) struct Writer {
     last_indexed: u64,
     /// Framed records waiting for the next leader, in offset order.
     pending: Vec<Chunk>,
+    /// Bytes queued or being written that the disk's free space does not show yet: the
+    /// reserve check counts them, so that appends racing each other cannot together pass it.
+    unwritten: u64,
     /// A leader is writing and syncing right now.
     syncing: bool,
     /// Set when a write or fsync failed; see [`Error::Failed`].
@@ -65,6 +68,7 @@ impl Writer {
                 .and_then(|s| s.index.last())
                 .map_or(0, |&(_, pos)| pos),
             pending: Vec::new(),
+            unwritten: 0,
             syncing: false,
             failed: None,
             spare: Vec::new(),
@@ -84,6 +88,7 @@ impl Writer {
             self.last_indexed = 0;
         }
         let start = self.next_offset;
+        self.unwritten += batch_bytes;
         let reuse = self
             .pending
             .last()
@@ -136,24 +141,29 @@ impl Log {
             });
         }
         let inner = &*self.inner;
+        let mut st = inner.lock();
+        if records.is_empty() {
+            return Ok(st.durable_end..st.durable_end);
+        }
         let reserve = inner.config.min_free_bytes;
-        if reserve > 0 && !records.is_empty() {
+        if reserve > 0 {
+            // Under the lock, with what other appends have queued: checked one by one, two
+            // appends could each fit and together not.
             let incoming: u64 = records
                 .iter()
                 .map(|r| (r.as_ref().len() + crate::record::HEADER_LEN) as u64)
                 .sum();
             let free = crate::dir::free_bytes(&inner.config.dir)?;
-            if free < reserve.saturating_add(incoming) {
+            let needed = reserve
+                .saturating_add(st.writer.unwritten)
+                .saturating_add(incoming);
+            if free < needed {
                 return Err(Error::DiskFull {
                     dir: inner.config.dir.clone(),
                     free,
                     reserve,
                 });
             }
-        }
-        let mut st = inner.lock();
-        if records.is_empty() {
-            return Ok(st.durable_end..st.durable_end);
         }
         if let Some(reason) = &st.writer.failed {
             return Err(Error::Failed {
@@ -198,6 +208,7 @@ fn lead<'a>(
     mut st: MutexGuard<'a, State>,
 ) -> (MutexGuard<'a, State>, Result<()>) {
     let chunks = mem::take(&mut st.writer.pending);
+    let taken: u64 = chunks.iter().map(|c| c.bytes.len() as u64).sum();
     st.writer.syncing = true;
     let active = st.segments.back().map(|s| Target {
         base: s.base,
@@ -211,6 +222,7 @@ fn lead<'a>(
     let mut st = inner.lock();
     guard.armed = false;
     st.writer.syncing = false;
+    st.writer.unwritten = st.writer.unwritten.saturating_sub(taken);
     let result = match outcome {
         Ok(done) => {
             publish(&mut st, chunks, done);
@@ -219,6 +231,7 @@ fn lead<'a>(
         Err(e) => {
             st.writer.failed = Some(e.to_string());
             st.writer.pending.clear();
+            st.writer.unwritten = 0;
             Err(e)
         }
     };
@@ -326,6 +339,7 @@ impl Drop for SyncingGuard<'_> {
             st.writer.syncing = false;
             st.writer.failed = Some("a commit panicked".to_owned());
             st.writer.pending.clear();
+            st.writer.unwritten = 0;
             self.inner.changed.notify_all();
         }
     }

@@ -112,7 +112,7 @@ impl OffsetStore {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all(format!("{next_offset}\n").as_bytes())
+        file.write_all(encode(next_offset).as_bytes())
             .map_err(|e| Error::io("write", &tmp, e))?;
         if self.fsync {
             file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
@@ -127,12 +127,38 @@ impl OffsetStore {
     }
 }
 
+/// `<offset> <crc32 of the digits, hex>\n`: the checksum catches a flipped bit that would
+/// still read as a number (an offset too high lets retention delete unread segments).
+fn encode(offset: u64) -> String {
+    let digits = offset.to_string();
+    format!("{digits} {:08x}\n", crc32fast::hash(digits.as_bytes()))
+}
+
+/// Reads what [`encode`] wrote; a bare number (files written before the checksum) is taken
+/// as it is.
+fn decode(text: &str) -> std::result::Result<u64, &'static str> {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let (digits, crc) = match text.split_once(' ') {
+        Some((digits, crc)) => (digits, Some(crc)),
+        None => (text, None),
+    };
+    let offset = digits.parse().map_err(|_| "not an offset")?;
+    match crc {
+        None => Ok(offset),
+        Some(crc) if u32::from_str_radix(crc, 16) == Ok(crc32fast::hash(digits.as_bytes())) => {
+            Ok(offset)
+        }
+        Some(_) => Err("checksum mismatch"),
+    }
+}
+
 fn read_offset_file(path: &Path) -> Result<u64> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    text.trim_end_matches('\n')
-        .parse()
-        .map_err(|_| Error::BadOffsetFile {
+    let bytes = fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| "not text");
+    text.and_then(decode)
+        .map_err(|reason| Error::BadOffsetFile {
             path: path.to_path_buf(),
+            reason,
         })
 }
 
@@ -174,6 +200,13 @@ mod tests {
         assert_eq!(reopened.lock().get("a"), Some(&5));
         assert_eq!(reopened.lock().get("b"), None);
         assert!(!dir.path().join("c/b.offset.tmp").exists());
+        assert_eq!(decode(&encode(1234)), Ok(1234));
+        assert_eq!(decode("1234\n"), Ok(1234), "written before the checksum");
+        assert_eq!(
+            decode(&encode(1234).replace('4', "5")),
+            Err("checksum mismatch")
+        );
+        assert_eq!(decode(""), Err("not an offset"));
         fs::write(dir.path().join("c/bad.offset"), "12x").expect("write bad");
         assert!(matches!(
             OffsetStore::open(dir.path().join("c"), false),

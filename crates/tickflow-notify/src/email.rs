@@ -299,7 +299,16 @@ impl EmailNotifier {
     /// As above.
     pub async fn send(&self, message: Message) -> Result<(), DeliveryError> {
         let where_ = format!("smtp://{}:{}", self.config.host, self.config.port);
-        match self.transport.send(message).await {
+        // lettre's own timeout covers the connection only: a server that goes silent in the
+        // middle of the exchange would hold the notifier for good.
+        let sent = tokio::time::timeout(self.config.timeout, self.transport.send(message)).await;
+        let Ok(sent) = sent else {
+            return Err(DeliveryError::Retry(format!(
+                "{where_}: no answer within {} ms",
+                self.config.timeout.as_millis()
+            )));
+        };
+        match sent {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(DeliveryError::Permanent(format!("{where_}: {e}"))),
             Err(e) => Err(DeliveryError::Retry(format!("{where_}: {e}"))),

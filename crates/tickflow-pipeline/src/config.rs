@@ -40,6 +40,24 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     pub jobs: Vec<crate::jobs::RawJob>,
     pub health: RawHealth,
+    pub tls: RawTls,
+}
+
+/// `[tls]`: the HTTP API and the Postgres wire served over TLS.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    /// PEM: the server's certificate, then the rest of its chain.
+    pub cert_file: Option<String>,
+    /// PEM: its private key; only its owner may read the file.
+    pub key_file: Option<String>,
+}
+
+/// Validated `[tls]`: both files are there and the key's is private. Their contents are
+/// read at start (`tickflow_api::tls`), and by `check`.
+#[derive(Clone, Debug)]
+pub struct TlsPlan {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// `[health]`: what `GET /readyz` requires.
@@ -73,6 +91,8 @@ pub struct RawHttp {
     pub max_inflight_mb: Option<i64>,
     /// Connections served at once; past it new ones are closed on arrival.
     pub max_connections: Option<i64>,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_address: Option<i64>,
     /// Time a client has to send a request's headers; also how long an idle connection stays.
     pub header_timeout_secs: Option<i64>,
     /// Bearer token for queries and administration (everything but ingest and health);
@@ -376,6 +396,37 @@ pub struct RawSink {
     pub index: usize,
     pub id: Option<String>,
     pub kind: RawSinkKind,
+    pub backlog: RawBacklog,
+}
+
+/// What a sink does when it falls behind, keys every sink takes.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBacklog {
+    /// `block` (the default), `drop_oldest` or `drop_newest`.
+    pub overflow: Option<String>,
+    /// How far behind the lake, in flushes, a dropping sink may fall.
+    pub max_lag_flushes: Option<i64>,
+}
+
+/// What a sink does with a backlog past its limit. The lake keeps every flush, so a
+/// sink's backlog never holds up ingest or the other sinks whatever the policy: the policy
+/// only says whether this sink gets every row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Never drop: the sink writes every flush, catching up from the lake's files. The
+    /// right choice for a store of record (PostgreSQL, a CSV archive).
+    Block,
+    /// Keep the newest: past `max_lag_flushes` behind, skip the oldest flushes so that it is
+    /// `max_lag_flushes` behind again. For live views that want fresh data first.
+    DropOldest { max_lag_flushes: u64 },
+    /// Keep the backlog it has: past `max_lag_flushes`, write the flushes it was behind by
+    /// then, and skip those that came in meanwhile.
+    DropNewest { max_lag_flushes: u64 },
+}
+
+impl Overflow {
+    /// Every `overflow` value, as the config spells it.
+    pub const NAMES: [&str; 3] = ["block", "drop_oldest", "drop_newest"];
 }
 
 /// The sinks tickflow knows, by `type`. Adding a sink adds a variant here, a line in
@@ -466,7 +517,29 @@ impl RawSinkKind {
     /// Every `type` a `[[sinks]]` entry may name.
     pub const TYPES: &[&str] = &["csv", "postgres", "dynamodb", "s3_json", "nats", "kafka"];
 
-    fn parse(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
+    /// The keys every sink takes (`overflow`, `max_lag_flushes`) are taken out first; the
+    /// rest are the type's own.
+    fn parse(
+        kind: &str,
+        entry: toml::Value,
+        key: &str,
+        c: &mut Checker,
+    ) -> Option<(Self, RawBacklog)> {
+        let toml::Value::Table(mut table) = entry else {
+            return None;
+        };
+        let mut common = toml::Table::new();
+        for name in ["overflow", "max_lag_flushes"] {
+            if let Some(v) = table.remove(name) {
+                common.insert(name.to_string(), v);
+            }
+        }
+        let backlog = c.typed(toml::Value::Table(common), key)?;
+        let kind = Self::parse_own(kind, toml::Value::Table(table), key, c)?;
+        Some((kind, backlog))
+    }
+
+    fn parse_own(kind: &str, entry: toml::Value, key: &str, c: &mut Checker) -> Option<Self> {
         match kind {
             "csv" => c.typed(entry, key).map(Self::Csv),
             "postgres" => c.typed(entry, key).map(Self::Postgres),
@@ -749,6 +822,9 @@ pub struct HttpPlan {
     pub max_inflight_bytes: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one client address may hold at once, so that one host cannot take
+    /// every slot.
+    pub max_connections_per_address: usize,
     /// Time a client has to send a request's headers, and an idle connection stays open.
     pub header_timeout: Duration,
     /// Required (`Authorization: Bearer`, or the dashboard's cookie) on every route but
@@ -2278,6 +2354,8 @@ pub struct Plan {
     pub gap_rules: Vec<crate::feed_watch::GapRule>,
     /// What `GET /readyz` requires (`[health]`).
     pub health: HealthPlan,
+    /// TLS for HTTP and the Postgres wire (`[tls]`); plain TCP without it.
+    pub tls: Option<TlsPlan>,
 }
 
 /// HTTP ingest as a source: the API appends what requests carry under the source's id, so
@@ -2320,6 +2398,7 @@ pub struct SinkPlan {
     /// Names it in metrics, status and logs; unique among sinks.
     pub id: String,
     pub config: SinkConfig,
+    pub overflow: Overflow,
 }
 
 /// Validated settings of each sink type; [`SinkConfig::build`] makes the sink.
@@ -2767,6 +2846,13 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             "http.max_connections",
             raw.http.max_connections,
             1024,
+            1,
+            1 << 20,
+        ) as usize,
+        max_connections_per_address: c.range(
+            "http.max_connections_per_address",
+            raw.http.max_connections_per_address,
+            256,
             1,
             1 << 20,
         ) as usize,
@@ -3426,7 +3512,12 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             }
             dirs.push((csv.dir.clone(), i));
         }
-        sinks.push(SinkPlan { id, config });
+        let overflow = overflow(c, &key, sink.backlog);
+        sinks.push(SinkPlan {
+            id,
+            config,
+            overflow,
+        });
     }
     let mut notifiers: Vec<NotifierPlan> = Vec::new();
     for notifier in raw.notifiers {
@@ -3736,6 +3827,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             ),
         );
     }
+    let tls = tls(c, raw.tls);
     Plan {
         data_dir,
         http,
@@ -3753,7 +3845,68 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         stale_feeds,
         gap_rules,
         health,
+        tls,
     }
+}
+
+/// A sink's `overflow` and `max_lag_flushes`.
+fn overflow(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawBacklog) -> Overflow {
+    let max_lag_flushes = c.range(
+        &key("max_lag_flushes"),
+        raw.max_lag_flushes,
+        600,
+        1,
+        100_000_000,
+    ) as u64;
+    let policy = match raw.overflow.as_deref() {
+        None | Some("block") => Overflow::Block,
+        Some("drop_oldest") => Overflow::DropOldest { max_lag_flushes },
+        Some("drop_newest") => Overflow::DropNewest { max_lag_flushes },
+        Some(other) => {
+            c.add(
+                key("overflow"),
+                format!(
+                    "unknown policy {other:?}: expected {}",
+                    Overflow::NAMES.join(", ")
+                ),
+            );
+            Overflow::Block
+        }
+    };
+    if policy == Overflow::Block && raw.max_lag_flushes.is_some() {
+        c.add(
+            key("max_lag_flushes"),
+            "only a sink that drops has a limit: set overflow = \"drop_oldest\" or \"drop_newest\"",
+        );
+    }
+    policy
+}
+
+/// `[tls]`: neither file (plain TCP) or both, the key's readable by its owner only.
+fn tls(c: &mut Checker, raw: RawTls) -> Option<TlsPlan> {
+    let (cert_file, key_file) = match (raw.cert_file, raw.key_file) {
+        (None, None) => return None,
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (cert, _) => {
+            let (key, other) = if cert.is_some() {
+                ("tls.key_file", "tls.cert_file")
+            } else {
+                ("tls.cert_file", "tls.key_file")
+            };
+            c.add(key, format!("missing: {other} is set, and TLS needs both"));
+            return None;
+        }
+    };
+    if let Err(e) = std::fs::metadata(&cert_file) {
+        c.add("tls.cert_file", format!("{}: {e}", cert_file.display()));
+    }
+    if let Err(e) = private_file(&key_file) {
+        c.add("tls.key_file", e);
+    }
+    Some(TlsPlan {
+        cert_file,
+        key_file,
+    })
 }
 
 /// A secret from `key` (usually `"${VAR}"`, so it stays out of the file) or from the file
@@ -3790,15 +3943,13 @@ fn secret(
     Some(Secret(value))
 }
 
-/// A secret kept in a file: its first line, refused when other users may read the file.
-fn read_secret_file(path: &Path) -> Result<String, String> {
+/// Refuses a file of secrets that other users may read.
+fn private_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .permissions()
-            .mode();
+        let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(format!(
                 "{} may be read by other users (mode {:o}): chmod 600 it",
@@ -3807,6 +3958,14 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
             ));
         }
     }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// A secret kept in a file: its first line, refused when other users may read the file.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    private_file(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let value = text.lines().next().unwrap_or("").trim_end().to_string();
     if value.is_empty() {
@@ -4118,6 +4277,7 @@ fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
             "alerts" => raw.alerts = c.typed(value, "alerts").unwrap_or_default(),
             "jobs" => raw.jobs = c.typed(value, "jobs").unwrap_or_default(),
             "health" => raw.health = c.typed(value, "health").unwrap_or_default(),
+            "tls" => raw.tls = c.typed(value, "tls").unwrap_or_default(),
             "sources" => {
                 for (i, (id, kind, entry)) in entries(value, "sources", RawSourceKind::TYPES, c) {
                     let key = format!("sources[{i}]");
@@ -4143,8 +4303,13 @@ fn read_sections(root: toml::Table, c: &mut Checker) -> RawConfig {
             "sinks" => {
                 for (i, (id, kind, entry)) in entries(value, "sinks", RawSinkKind::TYPES, c) {
                     let key = format!("sinks[{i}]");
-                    if let Some(kind) = RawSinkKind::parse(&kind, entry, &key, c) {
-                        raw.sinks.push(RawSink { index: i, id, kind });
+                    if let Some((kind, backlog)) = RawSinkKind::parse(&kind, entry, &key, c) {
+                        raw.sinks.push(RawSink {
+                            index: i,
+                            id,
+                            kind,
+                            backlog,
+                        });
                     }
                 }
             }

@@ -198,6 +198,16 @@ pub fn readiness(
                             .unwrap_or_default()
                     ),
                 )
+            } else if f.state == "retrying" {
+                // Within the lag budget, but an operator should see why it is behind.
+                (
+                    true,
+                    format!(
+                        "{} flushes behind the lake, retrying: {}",
+                        f.lag_flushes,
+                        f.last_error.as_deref().unwrap_or("no reason given")
+                    ),
+                )
             } else {
                 (true, format!("{} flushes behind the lake", f.lag_flushes))
             };
@@ -390,6 +400,17 @@ mod tests {
             UnixNanos(S),
         );
         assert!(r.ready);
+        // Within the budget but failing: ready, and the reason is shown.
+        let mut s = status(5, 3);
+        s.sinks[0].state = "retrying";
+        s.sinks[0].last_error = Some("PostgreSQL, connecting: connection refused".into());
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(S));
+        assert!(r.ready);
+        let sink = r.checks.iter().find(|c| c.check == "sink").unwrap();
+        assert_eq!(
+            sink.detail,
+            "3 flushes behind the lake, retrying: PostgreSQL, connecting: connection refused"
+        );
     }
 
     #[test]

@@ -163,14 +163,34 @@ impl LogStore {
     /// log must reach.
     pub(crate) fn open(data_dir: &Path, plan: &LogPlan, checkpoint: u64) -> Result<Self> {
         match &plan.kind {
-            LogKind::Embedded => Ok(Self::Embedded(Log::open(LogConfig {
-                dir: data_dir.join("log"),
-                segment_bytes: plan.segment_bytes,
-                retention_bytes: plan.retention_bytes,
-                retention_age: plan.retention_age,
-                fsync: plan.fsync,
-                min_free_bytes: plan.min_free_bytes,
-            })?)),
+            LogKind::Embedded => {
+                let config = LogConfig {
+                    dir: data_dir.join("log"),
+                    segment_bytes: plan.segment_bytes,
+                    retention_bytes: plan.retention_bytes,
+                    retention_age: plan.retention_age,
+                    fsync: plan.fsync,
+                    min_free_bytes: plan.min_free_bytes,
+                };
+                match Log::open(config.clone()) {
+                    Err(tickflow_log::Error::BadOffsetFile { path, reason })
+                        if path.file_name() == Some(format!("{CONSUMER}.offset").as_ref()) =>
+                    {
+                        // The checkpoint, not this file, says where processing stands: the
+                        // file only keeps retention from deleting unread records. Write it
+                        // again from the checkpoint.
+                        tracing::warn!(file = %path.display(), reason, checkpoint, "damaged consumer offset file; rewriting it from the checkpoint");
+                        std::fs::remove_file(&path).map_err(|source| Error::Io {
+                            context: format!("removing {}", path.display()),
+                            source,
+                        })?;
+                        let log = Log::open(config)?;
+                        log.commit_offset(CONSUMER, checkpoint)?;
+                        Ok(Self::Embedded(log))
+                    }
+                    opened => Ok(Self::Embedded(opened?)),
+                }
+            }
             LogKind::Nats(nats) => {
                 let lock = tickflow_log::lock_dir(&data_dir.join("log"))?;
                 Ok(Self::Nats {

@@ -276,6 +276,8 @@ fn start_notifiers(inner: &Arc<Inner>, published: u64) -> Result<()> {
             kind: plan.config.type_name(),
             sink: Box::new(sink),
             retry_max: plan.retry_max,
+            // An alert is never skipped: a notifier far behind still sends every one.
+            overflow: crate::config::Overflow::Block,
         });
     }
     let notifiers = Sinks::start(
@@ -439,6 +441,7 @@ impl Single {
                 kind: p.config.type_name(),
                 sink: p.config.build(&p.id, &dlq),
                 retry_max: crate::sinks::SINK_RETRY_MAX,
+                overflow: p.overflow,
             })
             .collect();
         let sinks = Sinks::start(

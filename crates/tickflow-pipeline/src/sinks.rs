@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tickflow_core::metrics::Metrics;
+
+use crate::config::Overflow;
 use tickflow_core::retry::backoff;
 use tickflow_core::sink::{Flush, Sink};
 use tickflow_lake::{Lake, Rows};
@@ -32,6 +34,8 @@ pub(crate) struct Built {
     pub(crate) sink: Box<dyn Sink>,
     /// The cap of the doubling delay between attempts.
     pub(crate) retry_max: Duration,
+    /// Whether it may skip flushes when far behind; notifiers never do.
+    pub(crate) overflow: Overflow,
 }
 
 /// How long shutdown waits for sinks to write what the last flush published; the rest is
@@ -45,7 +49,8 @@ pub struct SinkStatus {
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// `starting`, `ok` (caught up), `behind` (writing flushes past its position),
-    /// `retrying` (its last attempt failed), `failed` (stopped; see `last_error`), `stopped`.
+    /// `retrying` (its last attempt failed, until one succeeds), `failed` (stopped; see
+    /// `last_error`), `stopped`.
     pub state: &'static str,
     /// The last flush it has written in full; none until its store has been opened.
     pub position: Option<u64>,
@@ -114,9 +119,17 @@ impl Feed {
     }
 
     fn lag_rows(&self, position: u64) -> u64 {
+        self.rows_between(position, u64::MAX)
+    }
+
+    /// Rows in flushes `from + 1 ..= to` that this process published.
+    fn rows_between(&self, from: u64, to: u64) -> u64 {
+        if from >= to {
+            return 0;
+        }
         self.lock()
             .sizes
-            .range(position + 1..)
+            .range(from + 1..=to)
             .map(|(_, n)| *n)
             .sum()
     }
@@ -212,11 +225,23 @@ impl Handle {
         self.gave_up.store(true, Ordering::Relaxed);
     }
 
+    /// Sets the state; `behind` leaves `retrying` until an attempt succeeds, so that the
+    /// status and `/readyz` show a failing follower for as long as it fails.
     fn set(&self, state: &'static str, reading_from: Option<&'static str>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 = state;
+        if !(s.0 == "retrying" && state == "behind") {
+            s.0 = state;
+        }
         if let Some(r) = reading_from {
             s.1 = r;
+        }
+    }
+
+    /// An attempt succeeded: no longer `retrying`.
+    fn recovered(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 == "retrying" {
+            s.0 = "behind";
         }
     }
 
@@ -303,6 +328,9 @@ impl Sinks {
             let task = Task {
                 sink: plan.sink,
                 retry_max: plan.retry_max,
+                overflow: plan.overflow,
+                keep_until: None,
+                last_drop_log: None,
                 handle: Arc::clone(&handle),
                 feed: Arc::clone(&sinks.feed),
                 lake: Arc::clone(lake),
@@ -487,6 +515,10 @@ pub(crate) const SINK_RETRY_MAX: Duration = Duration::from_secs(30);
 struct Task {
     sink: Box<dyn Sink>,
     retry_max: Duration,
+    overflow: Overflow,
+    /// `drop_newest`: the flush it writes up to before skipping what came in meanwhile.
+    keep_until: Option<u64>,
+    last_drop_log: Option<std::time::Instant>,
     handle: Arc<Handle>,
     feed: Arc<Feed>,
     lake: Arc<Lake>,
@@ -534,6 +566,50 @@ impl Task {
     }
 
     /// Writes a flush, retrying; `None` once stopping.
+    /// Under a dropping policy, the flush to skip to (its rows and those before it are not
+    /// written); `None` to write the next flush.
+    fn skip_to(&mut self, position: u64, published: u64) -> Option<u64> {
+        let lag = published.saturating_sub(position);
+        match self.overflow {
+            Overflow::Block => None,
+            Overflow::DropOldest { max_lag_flushes } => {
+                (lag > max_lag_flushes).then(|| published - max_lag_flushes)
+            }
+            Overflow::DropNewest { max_lag_flushes } => match self.keep_until {
+                None => {
+                    if lag > max_lag_flushes {
+                        self.keep_until = Some(position + max_lag_flushes);
+                    }
+                    None
+                }
+                Some(until) if position >= until => {
+                    self.keep_until = None;
+                    (published > position).then_some(published)
+                }
+                Some(_) => None,
+            },
+        }
+    }
+
+    /// Skips flushes `position + 1 ..= to`: one empty flush at `to` moves the sink's
+    /// position past them. Counted, and logged at most once a minute per sink.
+    async fn skip(&mut self, position: u64, to: u64) -> Option<()> {
+        self.write(&Flush::empty(to)).await?;
+        let id = &self.handle.id;
+        let rows = self.feed.rows_between(position, to);
+        self.metrics.sink_dropped_flushes.add(id, to - position);
+        self.metrics.sink_dropped_rows.add(id, rows);
+        let now = std::time::Instant::now();
+        if self
+            .last_drop_log
+            .is_none_or(|t| now - t >= Duration::from_secs(60))
+        {
+            self.last_drop_log = Some(now);
+            tracing::warn!(sink = %id, flushes = to - position, rows, policy = ?self.overflow, "sink far behind: flushes skipped by its overflow policy (tickflow_sink_dropped_rows_total)");
+        }
+        Some(())
+    }
+
     async fn write(&mut self, flush: &Flush) -> Option<()> {
         let mut delays = backoff(self.retry_max);
         loop {
@@ -599,6 +675,15 @@ impl Task {
                 }
                 continue;
             }
+            if let Some(to) = self.skip_to(position, published) {
+                if self.skip(position, to).await.is_none() {
+                    break;
+                }
+                self.handle.recovered();
+                position = to;
+                self.handle.position.store(position + 1, Ordering::Release);
+                continue;
+            }
             let flush = match self.feed.get(position + 1) {
                 Some(flush) => {
                     self.handle.set("behind", Some("memory"));
@@ -640,6 +725,7 @@ impl Task {
             if self.write(&flush).await.is_none() {
                 break;
             }
+            self.handle.recovered();
             position = flush.seq;
             self.handle.position.store(position + 1, Ordering::Release);
             let n = flush.rows.len() as u64;

@@ -46,7 +46,6 @@ pub struct Login {
 }
 
 /// Who may connect and how many at once.
-#[derive(Debug)]
 pub struct Access {
     /// Without it, any client may connect (the endpoint is on loopback).
     pub login: Option<Login>,
@@ -54,6 +53,19 @@ pub struct Access {
     pub max_connections: usize,
     /// Connections closed on arrival.
     pub refused: Arc<std::sync::atomic::AtomicU64>,
+    /// When set, TLS is offered and required: a client that starts in plain text without
+    /// asking for it (`sslmode=disable`) is refused before its password.
+    pub tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("login", &self.login)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Serves `session` on `listener` until `stop` turns true; each connection runs on a task
@@ -68,6 +80,7 @@ pub async fn serve(
         login,
         max_connections,
         refused,
+        tls,
     } = access;
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
@@ -86,7 +99,11 @@ pub async fn serve(
     parameters.default_transaction_read_only = true;
     let handlers = Arc::new(Handlers {
         service: Arc::new(DfSessionService::new_with_hooks(session, hooks)),
-        startup: Arc::new(Startup { parameters, login }),
+        startup: Arc::new(Startup {
+            parameters,
+            login,
+            tls_required: tls.is_some(),
+        }),
     });
     loop {
         tokio::select! {
@@ -98,10 +115,11 @@ pub async fn serve(
                         continue;
                     };
                     let handlers = Arc::clone(&handlers);
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
                         if let Err(e) =
-                            datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await
+                            datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await
                         {
                             tracing::debug!(%peer, error = %e, "Postgres-wire connection ended");
                         }
@@ -145,6 +163,7 @@ impl PgWireServerHandlers for Handlers {
 struct Startup {
     parameters: DefaultServerParameterProvider,
     login: Option<Login>,
+    tls_required: bool,
 }
 
 /// The limiter's name for this endpoint: its failures do not hold back the HTTP API's.
@@ -238,6 +257,14 @@ impl StartupHandler for Startup {
         let ip = client.socket_addr().ip();
         match (message, &self.login) {
             (PgWireFrontendMessage::Startup(ref startup), login) => {
+                if self.tls_required && !client.is_secure() {
+                    // 28000: invalid_authorization_specification, as PostgreSQL answers a
+                    // client that no `hostssl` line lets in.
+                    return Err(fatal(
+                        "28000",
+                        "TLS is required: connect with sslmode=require or verify-full".into(),
+                    ));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 let Some(login) = login else {

@@ -9,6 +9,10 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     match config::load(&args.config) {
         Ok(plan) => {
             let mut plan = plan;
+            if let Some(Err(e)) = plan.tls.as_ref().map(tickflow_api::tls::load) {
+                eprintln!("{}: {e}", args.config.display());
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
             let sim = plan.simulator_mut().map_or("none".to_string(), |s| {
                 format!("{} symbols at {} events/s", s.config.symbols.len(), s.rate)
             });
@@ -63,6 +67,12 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     "open"
                 }
             );
+            if let Some(tls) = &plan.tls {
+                println!(
+                    "  tls: HTTPS and the Postgres wire (TLS required) with {}",
+                    tls.cert_file.display()
+                );
+            }
             match plan.log.partitions {
                 1 => println!("  log {}", plan.log.kind.describe(&plan.data_dir)),
                 n => println!(

@@ -63,6 +63,14 @@ fn serve(
     summary: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let data_dir = plan.data_dir.clone();
+    let tls = match plan.tls.as_ref().map(tickflow_api::tls::load).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            let file = config_path.map_or_else(|| "the config".into(), |p| p.display().to_string());
+            eprintln!("{file}: {e}");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+    };
     let wanted = plan.http.max_connections + plan.pgwire_max_connections + FILES_OF_OUR_OWN;
     let limit = raise_open_files();
     if limit.is_some_and(|l| l < wanted as u64) {
@@ -91,7 +99,8 @@ fn serve(
     if let Some(path) = config_path {
         pipeline.set_config_path(path.to_path_buf());
     }
-    let url = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}");
     let server_json = serde_json::json!({
         "url": url,
         "pid": std::process::id(),
@@ -118,19 +127,22 @@ fn serve(
     let server = {
         let pipeline = Arc::clone(&pipeline);
         let limiter = Arc::clone(&limiter);
+        let tls = tls.clone();
         let mut rx = stop_rx.clone();
         rt.spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            tickflow_api::serve(pipeline, listener, limiter, shutdown).await
+            tickflow_api::serve(pipeline, listener, limiter, tls, shutdown).await
         })
     };
     if let Some(pg_listener) = pg_listener {
         let pipeline = Arc::clone(&pipeline);
         let rx = stop_rx.clone();
         rt.spawn(async move {
-            if let Err(e) = tickflow_api::serve_pgwire(pipeline, pg_listener, limiter, rx).await {
+            if let Err(e) =
+                tickflow_api::serve_pgwire(pipeline, pg_listener, limiter, tls, rx).await
+            {
                 tracing::error!(error = %e, "the Postgres-wire endpoint stopped");
             }
         });

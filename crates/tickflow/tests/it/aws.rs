@@ -407,7 +407,7 @@ fn followers_caught_up(s: &Value) -> bool {
 }
 
 /// Items in a DynamoDB table, counted page by page.
-fn dynamo_count(ddb: &Client, table: &str) -> u64 {
+pub(crate) fn dynamo_count(ddb: &Client, table: &str) -> u64 {
     let mut total = 0;
     let mut start: Option<Value> = None;
     loop {

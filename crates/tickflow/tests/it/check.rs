@@ -4,6 +4,8 @@ use crate::support::{bin, run};
 fn every_example_config_passes_check() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let mut checked = 0;
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = crate::tls::certificate(certs.path(), "exposed");
     for entry in std::fs::read_dir(&dir).expect("config dir") {
         let path = entry.expect("entry").path();
         // A build without the `kafka` feature refuses Kafka connectors, by design.
@@ -19,6 +21,8 @@ fn every_example_config_passes_check() {
                 .env("TICKFLOW_API_TOKEN", "api-test-token-0123456789")
                 .env("TICKFLOW_INGEST_TOKEN", "ingest-test-token-0123456789")
                 .env("TICKFLOW_PG_PASSWORD", "pg-test-password-0123456789")
+                .env("TICKFLOW_TLS_CERT", &cert)
+                .env("TICKFLOW_TLS_KEY", &key)
                 .env("APCA_API_KEY_ID", "PKTESTKEY0123")
                 .env("APCA_API_SECRET_KEY", "alpaca-secret-0123456789")
                 .env("POLYGON_API_KEY", "polygon-key-0123456789")
@@ -43,6 +47,10 @@ fn every_example_config_passes_check() {
                     "{text}"
                 );
                 assert!(!text.contains("test-token"), "no secret shown: {text}");
+                assert!(
+                    text.contains("  tls: HTTPS and the Postgres wire"),
+                    "{text}"
+                );
             }
             if path.ends_with("nats-log.toml") {
                 assert!(

@@ -15,6 +15,7 @@ mod dashboard;
 mod demo;
 mod deploy;
 mod duckdb;
+mod faults;
 mod http;
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -37,3 +38,4 @@ mod security;
 mod sinks;
 mod status;
 mod support;
+mod tls;

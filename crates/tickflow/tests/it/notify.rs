@@ -58,6 +58,10 @@ impl Receiver {
         self.held.store(false, Ordering::SeqCst);
     }
 
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
@@ -111,7 +115,8 @@ fn answer(
             return;
         };
         if n == 0 {
-            break;
+            // Cut short: not a request, so not answered or counted.
+            return;
         }
         buf.extend_from_slice(&chunk[..n]);
     }

@@ -262,6 +262,78 @@ fn connections_past_the_cap_are_closed_and_silent_ones_time_out() {
     server.stop();
 }
 
+/// A connection to `host` from the loopback address `from` (any of 127.0.0.0/8).
+fn connect_from(from: &str, host: &str) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    let remote: std::net::SocketAddr = host.parse().unwrap();
+    socket.connect(&remote.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the server has closed `socket` (rather than keeping it open, waiting for
+/// headers). Asked once the refusals are counted, so a closed one reads at once.
+fn closed_by_server(socket: &mut TcpStream) -> bool {
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match socket.read(&mut byte) {
+        Ok(0) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            false
+        }
+        other => panic!("unexpected: {other:?}"),
+    }
+}
+
+/// `/metrics` of the server at `host`, asked from the loopback address `from`.
+fn metrics_from(from: &str, host: &str) -> String {
+    let mut socket = connect_from(from, host);
+    write!(socket, "GET /metrics HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer.split_whitespace().nth(1), Some("200"), "{answer}");
+    answer
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            "max_connections = 20\nmax_connections_per_address = 5\nheader_timeout_secs = 60\n",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let host = server.url.strip_prefix("http://").unwrap().to_string();
+    // Eight silent connections from one address: five are held, three closed on arrival,
+    // and another address is served meanwhile.
+    let mut hog: Vec<TcpStream> = (0..8).map(|_| connect_from("127.0.0.2", &host)).collect();
+    let counted = "tickflow_connections_refused_total{surface=\"http_per_address\"} 3\n";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !metrics_from("127.0.0.3", &host).contains(counted) {
+        assert!(std::time::Instant::now() < deadline, "never counted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let closed = hog.iter_mut().map(closed_by_server).filter(|c| *c).count();
+    assert_eq!(closed, 3);
+    drop(hog);
+    server.stop();
+}
+
 /// The state of the source `id` in the status, and the events it has appended.
 fn source_state(server: &Server, id: &str) -> (String, u64) {
     let status = server.status();

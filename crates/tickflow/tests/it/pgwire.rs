@@ -416,3 +416,37 @@ fn psycopg_and_node_postgres_bind_parameters_and_get_the_rows_tickflow_sql_gets(
     }
     server.stop();
 }
+
+#[test]
+fn a_message_that_panics_the_decoder_ends_its_connection_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, data) = running(dir.path());
+    let (host, port) = pg_addr(&data);
+    // Found by the pgwire fuzz target: pgwire's decoder reads a C string of a Parse message
+    // past the message's length and panics (regressions/pgwire/).
+    let bytes =
+        include_bytes!("../../../tickflow-fuzz/regressions/pgwire/parse-cstring-past-message.bin");
+    for _ in 0..3 {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect((host.as_str(), port)).unwrap();
+        socket.write_all(bytes).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        // The server answers what it could decode, then closes the connection.
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the pipeline exited"
+    );
+    let out = psql(&host, port, "SELECT count(*) FROM trades");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("5000"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop();
+}

@@ -156,3 +156,111 @@ fn a_failing_sink_stalls_nothing_and_catches_up_from_the_lake() {
     assert_eq!(copied.len(), 30000, "every trade once in the CSV");
     assert_eq!(unique, lake_trade_seqs(&data).into_iter().collect());
 }
+
+/// The counter `name{sink="<sink>"}` in `/metrics`.
+fn sink_counter(server: &Server, name: &str, sink: &str) -> u64 {
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    let prefix = format!("{name}{{sink=\"{sink}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sinks_that_may_drop_stay_within_their_limit_and_count_what_they_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let archive = dir.path().join("archive");
+    let recent = dir.path().join("recent");
+    let window = dir.path().join("window");
+    // The two dropping sinks cannot open until their directories are cleared.
+    std::fs::write(&recent, "in the way").unwrap();
+    std::fs::write(&window, "in the way").unwrap();
+    let cfg = dir.path().join("run.toml");
+    let others = format!(
+        "\n[[sinks]]\ntype = \"csv\"\nid = \"recent\"\ndir = \"{}\"\noverflow = \"drop_oldest\"\nmax_lag_flushes = 3\n\n[[sinks]]\ntype = \"csv\"\nid = \"window\"\ndir = \"{}\"\noverflow = \"drop_newest\"\nmax_lag_flushes = 3\n",
+        recent.display(),
+        window.display()
+    );
+    std::fs::write(
+        &cfg,
+        config_with_csv_sink(
+            &data,
+            &archive,
+            "\n[lake]\nflush_interval_ms = 100\n",
+            &others,
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    // Ten flushes of trades, each waited for, while the dropping sinks cannot write.
+    for round in 0..10u64 {
+        let before = server.status()["flushes"].as_u64().unwrap_or(0);
+        let out = run_ok(&[
+            "produce",
+            "--count",
+            "500",
+            "--start-seq",
+            &(round * 500).to_string(),
+            "--to",
+            &server.url,
+        ]);
+        assert!(out.contains("500 acknowledged"), "{out}");
+        wait_for(&server, "a flush of this round", |s| {
+            s["flushes"].as_u64().unwrap_or(0) > before && s["log_lag"].as_u64() == Some(0)
+        });
+    }
+    std::fs::remove_file(&recent).unwrap();
+    std::fs::remove_file(&window).unwrap();
+    let all_caught_up = |s: &serde_json::Value| {
+        s["sinks"].as_array().is_some_and(|sinks| {
+            sinks.len() == 3
+                && sinks
+                    .iter()
+                    .all(|k| k["state"] == "ok" && k["lag_flushes"].as_u64() == Some(0))
+        })
+    };
+    wait_for(&server, "every sink caught up", all_caught_up);
+    let written = |id| sink_counter(&server, "tickflow_sink_rows_total", id);
+    let dropped = |id| sink_counter(&server, "tickflow_sink_dropped_rows_total", id);
+    let skipped = |id| sink_counter(&server, "tickflow_sink_dropped_flushes_total", id);
+    let total = written("backup");
+    assert_eq!(skipped("backup"), 0, "block never drops");
+    for id in ["recent", "window"] {
+        assert!(skipped(id) >= 6, "{id}: {} flushes skipped", skipped(id));
+        assert!(dropped(id) > 0 && written(id) > 0, "{id}");
+        assert_eq!(
+            written(id) + dropped(id),
+            total,
+            "{id}: every row written or counted as dropped"
+        );
+    }
+    server.stop();
+
+    let lake: HashSet<u64> = lake_trade_seqs(&data).into_iter().collect();
+    assert_eq!(lake.len(), 5000);
+    let archived = csv_trade_seqs(&archive);
+    assert_eq!(archived.len(), 5000, "the blocking sink has every trade");
+    for dir in [&recent, &window] {
+        let kept = csv_trade_seqs(dir);
+        let unique: HashSet<u64> = kept.iter().copied().collect();
+        assert_eq!(unique.len(), kept.len(), "{}: a trade twice", dir.display());
+        assert!(
+            unique.is_subset(&lake) && unique.len() < 5000,
+            "{}",
+            dir.display()
+        );
+    }
+    // drop_oldest kept the newest trades; drop_newest the oldest of its backlog.
+    let max = |dir: &Path| csv_trade_seqs(dir).into_iter().max().unwrap();
+    let min = |dir: &Path| csv_trade_seqs(dir).into_iter().min().unwrap();
+    assert_eq!(max(&recent), 4999);
+    assert!(
+        min(&window) < min(&recent),
+        "{} {}",
+        min(&window),
+        min(&recent)
+    );
+}

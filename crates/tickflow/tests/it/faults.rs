@@ -1,0 +1,349 @@
+//! Dependencies failing: each one tickflow writes to sits behind the fault proxy, which
+//! refuses, resets, blackholes, slows and cuts connections in half in turn while ticks keep
+//! arriving. Each time: ingest and the lake carry on, the follower that uses the dependency
+//! is retried, counted in `/metrics` and shown in the status and `/readyz`, and once the
+//! fault is healed it catches up with nothing lost or doubled (docs/reliability.md).
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+
+use tickflow_core::contract::{Fault, Proxy, SmtpServer, mail_header};
+
+use crate::notify::{Answer, Receiver};
+use crate::postgres::{fresh_schema, pg_count, pg_sink, pg_trade_seqs};
+use crate::support::{Server, config, http, lake_trade_seqs, run_ok, sql, wait_for};
+
+/// The follower (sink or notifier) `id` in a status.
+fn follower<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    ["sinks", "notifiers"]
+        .iter()
+        .filter_map(|group| s[group].as_array())
+        .flatten()
+        .find(|f| f["id"] == id)
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn errors(s: &serde_json::Value, id: &str) -> u64 {
+    follower(s, id)["errors"].as_u64().unwrap_or(0)
+}
+
+/// Everything the lake committed is written by `id`.
+fn caught_up(s: &serde_json::Value, id: &str) -> bool {
+    s["log_lag"].as_u64() == Some(0)
+        && follower(s, id)["lag_flushes"].as_u64() == Some(0)
+        && follower(s, id)["position"].as_u64().is_some()
+        && follower(s, id)["state"] == "ok"
+}
+
+/// `/readyz`'s check of follower `id`.
+fn readiness(server: &Server, id: &str) -> serde_json::Value {
+    let (_, body) = http("GET", &format!("{}/readyz", server.url), None);
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    r["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id).cloned())
+        .unwrap_or_default()
+}
+
+/// `tickflow_sink_errors_total{sink="<id>"}`, which counts notifiers' failures too.
+fn errors_metric(server: &Server, id: &str) -> u64 {
+    let (code, body) = http("GET", &format!("{}/metrics", server.url), None);
+    assert_eq!(code, 200, "{body}");
+    let line = format!("tickflow_sink_errors_total{{sink=\"{id}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak resident memory of the pipeline process, in MiB.
+fn peak_rss_mib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+/// Injects every fault in turn between the pipeline and the dependency follower `id` uses.
+/// Before each, `produce(round)` sends more input and returns how many trades the lake must
+/// then hold. Checks that the lake takes them all during the fault, that the follower fails
+/// and says so everywhere (except on a slow link, which it must get through), and that it
+/// catches up once healed. Returns the follower's errors per fault, for the report.
+fn through_every_fault(
+    server: &Server,
+    proxy: &Proxy,
+    id: &str,
+    mut produce: impl FnMut(usize) -> u64,
+) -> Vec<(Fault, u64)> {
+    let mut seen = Vec::new();
+    for (round, fault) in Fault::ALL.into_iter().enumerate() {
+        let before = errors(&server.status(), id);
+        proxy.inject(fault);
+        let trades = produce(round);
+        wait_for(server, "the lake takes every trade during the fault", |s| {
+            s["log_lag"].as_u64() == Some(0) && s["rows_durable"]["trades"].as_u64() == Some(trades)
+        });
+        if fault.lets_through() {
+            wait_for(server, "the follower gets through a slow link", |s| {
+                caught_up(s, id)
+            });
+        } else {
+            wait_for(server, "the follower fails and retries", |s| {
+                errors(s, id) > before && follower(s, id)["state"] == "retrying"
+            });
+            let check = readiness(server, id);
+            assert!(
+                check["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("retrying")),
+                "{fault:?}: /readyz does not show it: {check}"
+            );
+            assert!(errors_metric(server, id) > before, "{fault:?}: not counted");
+        }
+        proxy.heal();
+        wait_for(server, "the follower catches up once healed", |s| {
+            caught_up(s, id)
+        });
+        seen.push((fault, errors(&server.status(), id) - before));
+    }
+    let peak = peak_rss_mib(server);
+    eprintln!(
+        "faults before {id}: {seen:?}; {} connections and reads hit; peak RSS {peak} MiB",
+        proxy.injected()
+    );
+    // Bounded by `[lake] sink_buffer_rows`: a follower that fails keeps no backlog of its own.
+    assert!(peak < 512, "peak RSS {peak} MiB");
+    seen
+}
+
+/// Sends `count` trades from `start` through `tickflow produce`.
+fn produce(server: &Server, count: u64, start: u64) {
+    let out = run_ok(&[
+        "produce",
+        "--count",
+        &count.to_string(),
+        "--batch-size",
+        "250",
+        "--start-seq",
+        &start.to_string(),
+        "--to",
+        &server.url,
+    ]);
+    assert!(out.contains(&format!("{count} acknowledged")), "{out}");
+}
+
+/// `per_round` trades before the faults and during each: returns the trades in all.
+fn trades_through_every_fault(server: &Server, proxy: &Proxy, id: &str, per_round: u64) -> u64 {
+    produce(server, per_round, 0);
+    wait_for(server, "the sink writes the first rows", |s| {
+        caught_up(s, id)
+    });
+    let errors = through_every_fault(server, proxy, id, |round| {
+        let start = per_round * (round as u64 + 1);
+        produce(server, per_round, start);
+        start + per_round
+    });
+    assert!(
+        errors.iter().filter(|(_, n)| *n > 0).count() >= 4,
+        "{errors:?}"
+    );
+    per_round * (Fault::ALL.len() as u64 + 1)
+}
+
+#[test]
+fn postgres_behind_every_fault_gets_every_row_once() {
+    let Some(schema) = fresh_schema("faults") else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let through = format!("postgres://postgres@127.0.0.1:{}/test", proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let sink = pg_sink(&schema, &through, "[\"trades\", \"alerts\"]")
+        .replace("timeout_secs = 10", "timeout_secs = 5");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\nsink_buffer_rows = 1000\n\n[[alerts.threshold]]\nname = \"nvda-above-1\"\nsymbol = \"NVDA\"\ncondition = \"price > 1\"\n{sink}"
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let trades = trades_through_every_fault(&server, &proxy, "pg", 2000);
+    server.stop();
+    assert_eq!(trades, 12_000);
+    assert_eq!(
+        pg_trade_seqs(&schema),
+        lake_trade_seqs(&data).into_iter().collect::<HashSet<u64>>(),
+        "PostgreSQL holds exactly the lake's trades"
+    );
+    assert_eq!(
+        pg_count(&format!("SELECT count(*) FROM {schema}.alerts")) as usize,
+        sql(&data, "SELECT alert_id FROM alerts").len()
+    );
+}
+
+#[test]
+fn dynamodb_behind_every_fault_gets_every_trade_once() {
+    let Some(aws) = crate::aws::moto() else {
+        return;
+    };
+    let endpoint = aws.endpoint.clone().unwrap();
+    let proxy = Proxy::start(endpoint.trim_start_matches("http://"));
+    let tables = crate::aws::unique("tffault");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\nsink_buffer_rows = 1000\n\n[[sinks]]\ntype = \"dynamodb\"\nid = \"ddb\"\ntables = {{ trades = \"{tables}-trades\" }}\nstate_table = \"{tables}-state\"\nendpoint = \"http://127.0.0.1:{}\"\ntimeout_ms = 1000\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
+                proxy.port
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let trades = trades_through_every_fault(&server, &proxy, "ddb", 300);
+    server.stop();
+    let ddb = tickflow_aws::Client::new(
+        &aws,
+        tickflow_aws::Service::DynamoDb,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(
+        crate::aws::dynamo_count(&ddb, &format!("{tables}-trades")),
+        trades,
+        "every trade once in DynamoDB"
+    );
+}
+
+/// `n` trades of round `round`, each of its own symbol and above 100: each fires one alert.
+fn alerting_trades(round: usize, n: u64) -> String {
+    let now = tickflow_model::UnixNanos::now().0 as u64;
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"trade\",\"symbol\":\"R{round}S{i:02}\",\"ts_event\":{},\"price\":\"{}\",\"size\":\"1\"}}\n",
+                now - (n - i) * 1_000_000,
+                300 + i
+            )
+        })
+        .collect()
+}
+
+/// A pipeline whose threshold alert fires on every trade above 100, with `notifier`.
+fn alerting_config(data: &std::path::Path, notifier: &str) -> String {
+    config(
+        data,
+        &format!(
+            "\n[lake]\nflush_interval_ms = 100\n\n[[alerts.threshold]]\nname = \"above-100\"\ncondition = \"price > 100\"\ncooldown_secs = 0\n{notifier}"
+        ),
+    )
+}
+
+/// Sends 10 alerting trades per round through every fault; returns the alert ids stored.
+fn alerts_through_every_fault(server: &Server, proxy: &Proxy, id: &str) -> Vec<String> {
+    let ingest = |round: usize| {
+        let (code, body) = http(
+            "POST",
+            &format!("{}/api/v1/ingest", server.url),
+            Some(alerting_trades(round, 10).as_bytes()),
+        );
+        assert_eq!(code, 200, "{body}");
+    };
+    ingest(0);
+    wait_for(server, "the first alerts delivered", |s| caught_up(s, id));
+    through_every_fault(server, proxy, id, |round| {
+        ingest(round + 1);
+        10 * (round as u64 + 2)
+    });
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/sql", server.url),
+        Some(br#"{"sql":"SELECT alert_id FROM alerts"}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<String> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 60, "one alert per trade above 100");
+    ids
+}
+
+/// Every alert arrived; a repeat (a delivery the notifier gave up on that had in fact gone
+/// through, held by a blackhole) carries the alert's own key. Returns the repeats.
+fn each_arrived(arrived: &HashMap<String, usize>, expected: &[String]) -> usize {
+    let expected: HashSet<&String> = expected.iter().collect();
+    let got: HashSet<&String> = arrived.keys().collect();
+    assert_eq!(got, expected, "the alerts that arrived");
+    arrived.values().map(|n| n - 1).sum()
+}
+
+#[test]
+fn a_webhook_behind_every_fault_gets_every_alert() {
+    let receiver = Receiver::start(TcpListener::bind("127.0.0.1:0").unwrap(), |_| {
+        Answer::Accept
+    });
+    let proxy = Proxy::start(&format!("127.0.0.1:{}", receiver.port()));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let notifier = format!(
+        "\n[[notifiers]]\ntype = \"webhook\"\nid = \"ops\"\nurl = \"http://127.0.0.1:{}/hook\"\ntimeout_ms = 1000\nmax_attempts = 1000\nretry_max_ms = 200\n",
+        proxy.port
+    );
+    std::fs::write(&cfg, alerting_config(&data, &notifier)).unwrap();
+    let server = Server::start(&cfg, &data);
+    let ids = alerts_through_every_fault(&server, &proxy, "ops");
+    server.stop();
+    let keys: Vec<String> = ids.iter().map(|id| format!("{id}:ops")).collect();
+    let repeats = each_arrived(&receiver.accepted(), &keys);
+    eprintln!("webhook: 60 alerts, {repeats} repeated deliveries");
+}
+
+#[test]
+fn a_mail_server_behind_every_fault_gets_every_alert() {
+    let mail = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(mail.path()) else {
+        return;
+    };
+    let proxy = Proxy::start(&format!("127.0.0.1:{}", smtp.port));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let notifier = format!(
+        "\n[[notifiers]]\ntype = \"email\"\nid = \"desk\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"alerts@example.com\"\nto = [\"desk@example.com\"]\ntimeout_ms = 1000\nmax_attempts = 1000\nretry_max_ms = 200\n",
+        proxy.port
+    );
+    std::fs::write(&cfg, alerting_config(&data, &notifier)).unwrap();
+    let server = Server::start(&cfg, &data);
+    let ids = alerts_through_every_fault(&server, &proxy, "desk");
+    server.stop();
+    let mut arrived: HashMap<String, usize> = HashMap::new();
+    for m in smtp.messages() {
+        let id = mail_header(&m, "Message-ID").expect("a Message-ID");
+        *arrived.entry(id.to_string()).or_default() += 1;
+    }
+    // The Message-ID is made from the alert's key, the same on every attempt.
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| tickflow_notify::email::message_id(&format!("{id}:desk")))
+        .collect();
+    let repeats = each_arrived(&arrived, &keys);
+    eprintln!("mail: 60 alerts, {repeats} repeated deliveries");
+}
