@@ -56,7 +56,9 @@ pub async fn serve_pgwire(
     let access = tickflow_query::pgwire::Access {
         login,
         max_connections: pipeline.plan().pgwire_max_connections,
+        max_per_address: pipeline.plan().pgwire_max_connections_per_address,
         refused: metrics.connections_refused.get("pgwire"),
+        refused_per_address: metrics.connections_refused.get("pgwire_per_address"),
         tls: tls.map(|t| t.pgwire),
     };
     tickflow_query::pgwire::serve(listener, Arc::new(session), access, stop).await;

@@ -56,10 +56,7 @@ pub(crate) async fn serve(
         tls,
     } = limits;
     let slots = Arc::new(Semaphore::new(max_connections));
-    let addresses = Arc::new(PerAddress {
-        open: std::sync::Mutex::default(),
-        cap: max_per_address,
-    });
+    let addresses = tickflow_core::auth::Shares::new(max_per_address);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -79,7 +76,7 @@ pub(crate) async fn serve(
         };
         // Finished connections are reaped as new ones come, so the set stays small.
         while connections.try_join_next().is_some() {}
-        let Some(address_slot) = PerAddress::take(&addresses, peer.ip()) else {
+        let Some(share) = tickflow_core::auth::Shares::take(&addresses, peer.ip()) else {
             refused_per_address.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             drop(socket);
             continue;
@@ -95,7 +92,7 @@ pub(crate) async fn serve(
         let stop = stop_rx.clone();
         let tls = tls.clone();
         connections.spawn(async move {
-            let _slots = (slot, address_slot);
+            let _slots = (slot, share);
             let Some(tls) = tls else {
                 return serve_one(socket, service, header_timeout, stop, peer).await;
             };
@@ -122,46 +119,6 @@ pub(crate) async fn serve(
         connections.abort_all();
     }
     Ok(())
-}
-
-/// Open connections by client address.
-struct PerAddress {
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-    cap: usize,
-}
-
-impl PerAddress {
-    /// A slot for one more connection from `ip`, or none when it holds its share.
-    fn take(this: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
-        let mut open = this.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= this.cap {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            owner: Arc::clone(this),
-            ip,
-        })
-    }
-}
-
-/// One connection's place in its address's share, given back when the connection ends.
-struct AddressSlot {
-    owner: Arc<PerAddress>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// Serves HTTP/1.1 on one connection, plain or TLS, until it ends or the server stops.

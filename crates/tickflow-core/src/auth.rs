@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -26,6 +26,57 @@ pub fn bearer(header: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+/// Open connections per client address, capped, so that one host cannot take every
+/// connection slot of an endpoint.
+#[derive(Debug)]
+pub struct Shares {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    cap: usize,
+}
+
+/// One connection's place in its address's share, given back when dropped.
+#[derive(Debug)]
+pub struct Share {
+    owner: Arc<Shares>,
+    ip: IpAddr,
+}
+
+impl Shares {
+    /// At most `cap` connections per address.
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: Mutex::default(),
+            cap,
+        })
+    }
+
+    /// A place for one more connection from `ip`, or none when it holds its share.
+    pub fn take(this: &Arc<Self>, ip: IpAddr) -> Option<Share> {
+        let mut open = this.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= this.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Share {
+            owner: Arc::clone(this),
+            ip,
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Failed attempts per client address and surface (`api`, `ingest`, `pgwire`) within a
@@ -110,6 +161,24 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_its_share_and_gets_it_back() {
+        let shares = Shares::new(2);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = Shares::take(&shares, a).unwrap();
+        let _second = Shares::take(&shares, a).unwrap();
+        assert!(
+            Shares::take(&shares, a).is_none(),
+            "a third from one address"
+        );
+        assert!(
+            Shares::take(&shares, b).is_some(),
+            "another address has its own"
+        );
+        drop(first);
+        assert!(Shares::take(&shares, a).is_some(), "given back on drop");
+    }
 
     #[test]
     fn secrets_compare_by_content() {

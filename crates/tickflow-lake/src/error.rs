@@ -15,6 +15,9 @@ pub enum Error {
     },
     #[error("reading {path}: {message}")]
     Read { path: PathBuf, message: String },
+    /// A part whose bytes no longer match the checksum its footer records.
+    #[error("{path} is damaged ({reason}); move it aside or restore it from a copy")]
+    Damaged { path: PathBuf, reason: String },
     #[error(
         "{path} merges flushes on both sides of flush {position}, so the rows after it cannot be read apart"
     )]

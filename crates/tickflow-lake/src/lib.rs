@@ -18,6 +18,7 @@
 //! in memory. The main types are [`Lake`], [`Rows`] and [`Table`].
 
 mod athena;
+mod checksum;
 mod compact;
 mod convert;
 mod error;

@@ -398,6 +398,60 @@ mod tests {
         assert_eq!(a.alert_deliveries, b.alert_deliveries);
     }
 
+    /// Every file under `dir`.
+    fn parts(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(parts(&path));
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_byte_flipped_in_a_part_is_named_and_never_read_or_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        lake.write(&tickflow_core::contract::sample_rows(1, 20), 1)
+            .unwrap();
+        lake.write(&tickflow_core::contract::sample_rows(1, 9), 2)
+            .unwrap();
+        assert!(lake.read_flushes(0, 2).is_ok());
+        let mut files = parts(dir.path());
+        files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+        // The largest part; one byte inside its pages (past the 4-byte magic, well before the
+        // footer) inverted.
+        let damaged = files.last().unwrap().clone();
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        bytes[8] ^= 0xff;
+        std::fs::write(&damaged, bytes).unwrap();
+        let e = lake.read_flushes(0, 2).unwrap_err().to_string();
+        assert!(
+            e.contains(&damaged.display().to_string()) && e.contains("checksum mismatch"),
+            "{e}"
+        );
+        let e = lake
+            .compact(
+                2,
+                UnixNanos::now().date(),
+                crate::CompactPolicy {
+                    min_files: 2,
+                    ..Default::default()
+                },
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is damaged"),
+            "compaction merged a damaged part: {e}"
+        );
+    }
+
     #[test]
     fn a_flush_reads_back_as_written_and_merged_runs_as_one() {
         let dir = tempfile::tempdir().unwrap();

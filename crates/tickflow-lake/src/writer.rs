@@ -106,10 +106,19 @@ fn encode<W: std::io::Write + Send>(
         path: path.to_path_buf(),
         source,
     };
+    let out = crate::checksum::Summing::new(out);
     let mut writer =
         ArrowWriter::try_new(out, table.schema(), Some(props.clone())).map_err(parquet)?;
     writer.write(batch).map_err(parquet)?;
-    writer.into_inner().map_err(parquet)
+    // Every row group out and through the sum; the footer then records it.
+    writer.flush().map_err(parquet)?;
+    writer.sync().map_err(io(path))?;
+    let sum = writer.inner().value();
+    writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+        crate::checksum::KEY.to_string(),
+        sum,
+    ));
+    Ok(writer.into_inner().map_err(parquet)?.inner)
 }
 
 /// Writes `batch` of `table` as one Parquet file at `path` (not yet durable) and returns its
@@ -404,13 +413,29 @@ impl Lake {
             source,
         };
         let size = 64 * 1024;
+        // The sum is checked before a row is decoded (crate::checksum).
         match &self.remote {
-            Some(remote) => Builder::try_new(remote.get(path)?)
-                .and_then(|b| b.with_batch_size(size).build())
-                .map_err(parquet),
-            None => Builder::try_new(File::open(path).map_err(io(path))?)
-                .and_then(|b| b.with_batch_size(size).build())
-                .map_err(parquet),
+            Some(remote) => {
+                let data = remote.get(path)?;
+                let builder = Builder::try_new(data.clone()).map_err(parquet)?;
+                crate::checksum::verify(path, builder.metadata(), |len, hasher| {
+                    let bytes = usize::try_from(len)
+                        .ok()
+                        .and_then(|len| data.get(..len))
+                        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+                    hasher.update(bytes);
+                    Ok(())
+                })?;
+                builder.with_batch_size(size).build().map_err(parquet)
+            }
+            None => {
+                let builder =
+                    Builder::try_new(File::open(path).map_err(io(path))?).map_err(parquet)?;
+                crate::checksum::verify(path, builder.metadata(), |len, hasher| {
+                    crate::checksum::read_file(path, len, hasher)
+                })?;
+                builder.with_batch_size(size).build().map_err(parquet)
+            }
         }
     }
 

@@ -134,6 +134,8 @@ pub struct RawPgwire {
     pub password: Option<String>,
     /// Connections served at once; past it new ones are closed on arrival.
     pub max_connections: Option<i64>,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_address: Option<i64>,
     pub password_file: Option<String>,
 }
 
@@ -2339,6 +2341,8 @@ pub struct Plan {
     pub pgwire_password: Option<Secret>,
     /// Postgres-wire connections served at once.
     pub pgwire_max_connections: usize,
+    /// Of which one client address may hold at most this many.
+    pub pgwire_max_connections_per_address: usize,
     pub query: QueryPlan,
     pub log: LogPlan,
     pub processing: ProcessorConfig,
@@ -2787,6 +2791,13 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         "pgwire.max_connections",
         raw.pgwire.max_connections,
         256,
+        1,
+        1 << 20,
+    ) as usize;
+    let pgwire_max_connections_per_address = c.range(
+        "pgwire.max_connections_per_address",
+        raw.pgwire.max_connections_per_address,
+        64,
         1,
         1 << 20,
     ) as usize;
@@ -3834,6 +3845,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         pgwire,
         pgwire_password,
         pgwire_max_connections,
+        pgwire_max_connections_per_address,
         query,
         log,
         processing,

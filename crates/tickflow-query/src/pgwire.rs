@@ -51,8 +51,11 @@ pub struct Access {
     pub login: Option<Login>,
     /// Connections served at once; past it a new one is closed on arrival.
     pub max_connections: usize,
-    /// Connections closed on arrival.
+    /// Connections one client address may hold at once.
+    pub max_per_address: usize,
+    /// Connections closed on arrival: past the cap, and past an address's share.
     pub refused: Arc<std::sync::atomic::AtomicU64>,
+    pub refused_per_address: Arc<std::sync::atomic::AtomicU64>,
     /// When set, TLS is offered and required: a client that starts in plain text without
     /// asking for it (`sslmode=disable`) is refused before its password.
     pub tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Access {
         f.debug_struct("Access")
             .field("login", &self.login)
             .field("max_connections", &self.max_connections)
+            .field("max_per_address", &self.max_per_address)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -79,10 +83,13 @@ pub async fn serve(
     let Access {
         login,
         max_connections,
+        max_per_address,
         refused,
+        refused_per_address,
         tls,
     } = access;
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let shares = tickflow_core::auth::Shares::new(max_per_address);
     let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
     if login.is_some() {
         hooks.push(Arc::new(SignedIn));
@@ -109,6 +116,11 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    let Some(share) = tickflow_core::auth::Shares::take(&shares, peer.ip()) else {
+                        refused_per_address.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(socket);
+                        continue;
+                    };
                     let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                         refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         drop(socket);
@@ -117,7 +129,7 @@ pub async fn serve(
                     let handlers = Arc::clone(&handlers);
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        let _slot = slot;
+                        let _slots = (slot, share);
                         if let Err(e) =
                             datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await
                         {

@@ -305,7 +305,7 @@ fn metrics_from(from: &str, host: &str) -> String {
 }
 
 #[test]
-fn one_address_cannot_take_every_connection() {
+fn one_address_cannot_take_every_connection_over_http_or_the_postgres_wire() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cfg = dir.path().join("run.toml");
@@ -314,6 +314,10 @@ fn one_address_cannot_take_every_connection() {
         config(
             &data,
             "max_connections = 20\nmax_connections_per_address = 5\nheader_timeout_secs = 60\n",
+        )
+        .replace(
+            "[pgwire]\nport = 0\n",
+            "[pgwire]\nport = 0\nmax_connections_per_address = 2\n",
         ),
     )
     .unwrap();
@@ -330,7 +334,22 @@ fn one_address_cannot_take_every_connection() {
     }
     let closed = hog.iter_mut().map(closed_by_server).filter(|c| *c).count();
     assert_eq!(closed, 3);
-    drop(hog);
+    // The same on the Postgres wire: three silent connections against a share of two.
+    let (pg_host, pg_port) = crate::pgwire::pg_addr(&data);
+    let pg = format!("{pg_host}:{pg_port}");
+    let mut silent: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.2", &pg)).collect();
+    let counted = "tickflow_connections_refused_total{surface=\"pgwire_per_address\"} 1\n";
+    while !metrics_from("127.0.0.3", &host).contains(counted) {
+        assert!(std::time::Instant::now() < deadline, "never counted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let closed = silent
+        .iter_mut()
+        .map(closed_by_server)
+        .filter(|c| *c)
+        .count();
+    assert_eq!(closed, 1);
+    drop((hog, silent));
     server.stop();
 }
 
