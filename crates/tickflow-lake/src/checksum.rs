@@ -1,5 +1,7 @@
-//! A whole-file checksum of every Parquet part the lake writes: crc32 of the file's bytes
-//! up to its footer, recorded in the footer's key-value metadata as `<length>:<crc hex>`.
+//! A checksum of every Parquet part the lake writes: crc32 of the file's first bytes, the
+//! magic and every column chunk (all data and dictionary pages), recorded in the footer's
+//! key-value metadata as `<length>:<crc hex>`. Bloom filters, page indexes and the footer
+//! are written after the sum is taken and are not covered.
 //!
 //! parquet-rs checks page checksums when a file has them but does not write them, so a
 //! flipped byte inside a compressed page would otherwise decode into a wrong value. Every

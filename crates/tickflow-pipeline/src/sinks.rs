@@ -656,6 +656,7 @@ impl Task {
             tracing::error!(sink = %id, error = %e, "sink stopped");
             return;
         }
+        self.handle.recovered();
         tracing::info!(sink = %id, position, "sink opened");
         self.handle.position.store(position + 1, Ordering::Release);
         let mut published_rx = self.feed.published.subscribe();
@@ -665,6 +666,8 @@ impl Task {
             self.gauges(position, published);
             if position >= published {
                 self.handle.set("ok", None);
+                // Caught up: a backlog kept by `drop_newest` is written, nothing is owed.
+                self.keep_until = None;
                 if *self.stop.borrow() {
                     break;
                 }
