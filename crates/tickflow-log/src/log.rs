@@ -237,6 +237,20 @@ impl Log {
         let offsets = OffsetStore::open(config.dir.join("consumers"), config.fsync)?;
         let writer = Writer::new(segments.back());
         let durable_end = writer.next_offset;
+        // A commit never passes the durable end, so an offset past it is a damaged file (a
+        // bit flip that still reads as a number), and would let retention delete records
+        // its consumer has not read.
+        let beyond = offsets
+            .lock()
+            .iter()
+            .find(|(_, offset)| **offset > durable_end)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = beyond {
+            return Err(Error::BadOffsetFile {
+                path: config.dir.join("consumers").join(format!("{name}.offset")),
+                reason: "beyond the log's end",
+            });
+        }
         Ok(Log {
             inner: Arc::new(Inner {
                 config,

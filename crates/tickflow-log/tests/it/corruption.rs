@@ -165,3 +165,22 @@ fn garbage_segment_files_do_not_panic_open() {
         }
     }
 }
+
+#[test]
+fn a_committed_offset_past_the_logs_end_is_refused_with_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path());
+    let log = Log::open(config(dir.path())).expect("open");
+    log.commit_offset("reader", 7).expect("commit");
+    drop(log);
+    // One digit more, as a flipped separator would read: past the 22 records there are.
+    let file = dir.path().join("consumers").join("reader.offset");
+    fs::write(&file, "70\n").expect("write");
+    match Log::open(config(dir.path())) {
+        Err(Error::BadOffsetFile { path, reason }) => {
+            assert_eq!(path, file);
+            assert_eq!(reason, "beyond the log's end");
+        }
+        other => panic!("opened: {:?}", other.map(|_| ())),
+    }
+}
