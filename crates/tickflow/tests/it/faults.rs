@@ -11,7 +11,7 @@ use tickflow_core::contract::{Fault, Proxy, SmtpServer, mail_header};
 
 use crate::notify::{Answer, Receiver};
 use crate::postgres::{fresh_schema, pg_count, pg_sink, pg_trade_seqs};
-use crate::support::{Server, config, http, lake_trade_seqs, run_ok, sql, wait_for};
+use crate::support::{Server, config, http, lake_trade_seqs, run_ok, sink_counter, sql, wait_for};
 
 /// The follower (sink or notifier) `id` in a status.
 fn follower<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -43,17 +43,6 @@ fn readiness(server: &Server, id: &str) -> serde_json::Value {
         .as_array()
         .and_then(|c| c.iter().find(|c| c["id"] == id).cloned())
         .unwrap_or_default()
-}
-
-/// `tickflow_sink_errors_total{sink="<id>"}`, which counts notifiers' failures too.
-fn errors_metric(server: &Server, id: &str) -> u64 {
-    let (code, body) = http("GET", &format!("{}/metrics", server.url), None);
-    assert_eq!(code, 200, "{body}");
-    let line = format!("tickflow_sink_errors_total{{sink=\"{id}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&line))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Peak resident memory of the pipeline process, in MiB.
@@ -101,7 +90,10 @@ fn through_every_fault(
                     .is_some_and(|d| d.contains("retrying")),
                 "{fault:?}: /readyz does not show it: {check}"
             );
-            assert!(errors_metric(server, id) > before, "{fault:?}: not counted");
+            assert!(
+                sink_counter(server, "tickflow_sink_errors_total", id) > before,
+                "{fault:?}: not counted"
+            );
         }
         proxy.heal();
         wait_for(server, "the follower catches up once healed", |s| {

@@ -157,17 +157,6 @@ fn a_failing_sink_stalls_nothing_and_catches_up_from_the_lake() {
     assert_eq!(unique, lake_trade_seqs(&data).into_iter().collect());
 }
 
-/// The counter `name{sink="<sink>"}` in `/metrics`.
-fn sink_counter(server: &Server, name: &str, sink: &str) -> u64 {
-    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
-    let prefix = format!("{name}{{sink=\"{sink}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn sinks_that_may_drop_stay_within_their_limit_and_count_what_they_skip() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,9 +212,11 @@ fn sinks_that_may_drop_stay_within_their_limit_and_count_what_they_skip() {
         })
     };
     wait_for(&server, "every sink caught up", all_caught_up);
-    let written = |id| sink_counter(&server, "tickflow_sink_rows_total", id);
-    let dropped = |id| sink_counter(&server, "tickflow_sink_dropped_rows_total", id);
-    let skipped = |id| sink_counter(&server, "tickflow_sink_dropped_flushes_total", id);
+    let written = |id| crate::support::sink_counter(&server, "tickflow_sink_rows_total", id);
+    let dropped =
+        |id| crate::support::sink_counter(&server, "tickflow_sink_dropped_rows_total", id);
+    let skipped =
+        |id| crate::support::sink_counter(&server, "tickflow_sink_dropped_flushes_total", id);
     let total = written("backup");
     assert_eq!(skipped("backup"), 0, "block never drops");
     for id in ["recent", "window"] {

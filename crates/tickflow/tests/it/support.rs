@@ -315,3 +315,14 @@ pub(crate) fn api_rows(url: &str, sql: &str) -> serde_json::Value {
     assert_eq!(code, 200, "{text}");
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["rows"].clone()
 }
+
+/// The counter `name{sink="<sink>"}` in `/metrics`.
+pub(crate) fn sink_counter(server: &Server, name: &str, sink: &str) -> u64 {
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    let prefix = format!("{name}{{sink=\"{sink}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
