@@ -45,6 +45,7 @@ pub async fn serve_pgwire(
             .as_ref()
             .map(|password| tickflow_query::pgwire::Login {
                 password: password.0.clone(),
+                scram: pipeline.plan().pgwire_auth == tickflow_pipeline::PgwireAuth::ScramSha256,
                 limiter,
                 failures: metrics.auth_failures.get("pgwire"),
                 limited: metrics.auth_failures.get("limited"),

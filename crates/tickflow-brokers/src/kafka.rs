@@ -392,6 +392,7 @@ impl Producer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Read {
     pub partition: i32,
+    pub offset: i64,
     pub key: String,
     pub payload: String,
     pub headers: Vec<(String, String)>,
@@ -453,6 +454,7 @@ pub fn read_all(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<Rea
         let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
         out.push(Read {
             partition: m.partition(),
+            offset: m.offset(),
             key: text(m.key()),
             payload: text(m.payload()),
             headers: m

@@ -28,7 +28,23 @@ pub fn bearer(header: &str) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Open connections per client address, capped, so that one host cannot take every
+/// The client an address belongs to, for counting: an IPv4 address (also when it arrives
+/// mapped into IPv6) is one client, an IPv6 address counts as its /64, since one host or
+/// site is usually handed a whole /64 and could otherwise spread over it.
+pub fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+/// Open connections per client ([`client_of`]), capped, so that one host cannot take every
 /// connection slot of an endpoint.
 #[derive(Debug)]
 pub struct Shares {
@@ -54,6 +70,7 @@ impl Shares {
 
     /// A place for one more connection from `ip`, or none when it holds its share.
     pub fn take(this: &Arc<Self>, ip: IpAddr) -> Option<Share> {
+        let ip = client_of(ip);
         let mut open = this.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= this.cap {
@@ -110,7 +127,7 @@ impl Limiter {
 
     /// How long `ip` must wait before it may try `surface` again, if it has failed too often.
     pub fn blocked(&self, ip: IpAddr, surface: &'static str) -> Option<Duration> {
-        self.blocked_at((ip, surface), Instant::now())
+        self.blocked_at((client_of(ip), surface), Instant::now())
     }
 
     fn blocked_at(&self, key: (IpAddr, &'static str), now: Instant) -> Option<Duration> {
@@ -122,7 +139,7 @@ impl Limiter {
 
     /// Records a failed attempt from `ip` at `surface`.
     pub fn failed(&self, ip: IpAddr, surface: &'static str) {
-        self.failed_at((ip, surface), Instant::now());
+        self.failed_at((client_of(ip), surface), Instant::now());
     }
 
     fn failed_at(&self, key: (IpAddr, &'static str), now: Instant) {
@@ -178,6 +195,23 @@ mod tests {
         );
         drop(first);
         assert!(Shares::take(&shares, a).is_some(), "given back on drop");
+
+        // An IPv6 client is its /64; the same IPv4 client mapped into IPv6 is itself.
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let _one = Shares::take(&shares, v6("2001:db8:1:2::1")).unwrap();
+        let _two = Shares::take(&shares, v6("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(
+            Shares::take(&shares, v6("2001:db8:1:2:abcd::1")).is_none(),
+            "a third from the same /64"
+        );
+        assert!(Shares::take(&shares, v6("2001:db8:1:3::1")).is_some());
+        // 10.0.0.1 holds one; mapped into IPv6 it is the same client, which then holds two.
+        let _mapped = Shares::take(&shares, v6("::ffff:10.0.0.1")).unwrap();
+        assert!(
+            Shares::take(&shares, a).is_none(),
+            "10.0.0.1 mapped into IPv6 counted as 10.0.0.1"
+        );
+        assert_eq!(client_of(v6("2001:db8:1:2::1")), v6("2001:db8:1:2::"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Contracts shared by every tickflow component: who may connect ([`auth`]), the binary codec that events take in the
 //! durable log ([`codec`]), the ingest JSON format that HTTP, files and brokers speak
 //! ([`ingest`]), metric names and counters ([`metrics`]), a stable fast [`hash`],
-//! cooperative [`Shutdown`], the connector contracts ([`source`], [`sink`], [`notify`]) and the contract tests every
+//! cooperative [`Shutdown`], stored files found [`damage`]d, the connector contracts ([`source`], [`sink`], [`notify`]) and the contract tests every
 //! connector runs ([`contract`]).
 //!
 //! It holds no I/O and no runtime: sources, sinks and the pipeline build on these pieces.
@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod codec;
 pub mod contract;
+pub mod damage;
 mod error;
 pub mod hash;
 pub mod ingest;

@@ -40,6 +40,7 @@ pub const LAKE_FILES_TOTAL: &str = "tickflow_lake_files_written_total";
 pub const LAKE_FLUSHES_TOTAL: &str = "tickflow_lake_flushes_total";
 pub const LAKE_COMPACTED_FILES_TOTAL: &str = "tickflow_lake_compacted_files_total";
 pub const LAKE_COMPACTIONS_TOTAL: &str = "tickflow_lake_compactions_total";
+pub const LAKE_DAMAGED_PARTS: &str = "tickflow_lake_damaged_parts";
 pub const HTTP_REQUESTS_TOTAL: &str = "tickflow_http_requests_total";
 pub const AUTH_FAILURES_TOTAL: &str = "tickflow_auth_failures_total";
 pub const INGEST_REFUSED_TOTAL: &str = "tickflow_ingest_refused_total";
@@ -470,6 +471,12 @@ impl Metrics {
                 "Compaction rounds run, including those that found nothing to merge.",
                 &self.lake_compactions,
             ),
+            Family {
+                name: LAKE_DAMAGED_PARTS,
+                kind: Kind::Gauge,
+                help: "Parquet parts found damaged (checksum mismatch) by any read in this process.",
+                samples: vec![(Vec::new(), crate::damage::count() as u64)],
+            },
             labeled(
                 LOG_LAG,
                 "consumer",

@@ -54,37 +54,91 @@ impl<W: Write> Write for Summing<W> {
     }
 }
 
+/// What checking a part found, when it was not damaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its bytes match the sum in its footer.
+    Matched,
+    /// Written before parts carried a sum: nothing to check it against.
+    NoSum,
+}
+
 /// Checks the part at `path`, whose footer is `metadata`, against its recorded sum;
-/// `read(len, hasher)` feeds the hasher the file's first `len` bytes.
+/// `read(len, hasher)` feeds the hasher the file's first `len` bytes. A mismatch is
+/// recorded in [`tickflow_core::damage`].
 pub(crate) fn verify(
     path: &Path,
     metadata: &ParquetMetaData,
     read: impl FnOnce(u64, &mut crc32fast::Hasher) -> std::io::Result<()>,
-) -> Result<()> {
+) -> Result<Verdict> {
     let recorded = metadata
         .file_metadata()
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == KEY))
         .and_then(|k| k.value.as_deref());
     let Some(recorded) = recorded else {
-        return Ok(());
+        return Ok(Verdict::NoSum);
     };
-    let damaged = |reason: String| Error::Damaged {
-        path: path.to_path_buf(),
-        reason,
+    let damaged = |reason: String| {
+        tickflow_core::damage::record(path, &reason);
+        Error::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        }
     };
     let (len, crc) = recorded
         .split_once(':')
         .and_then(|(len, crc)| Some((len.parse().ok()?, u32::from_str_radix(crc, 16).ok()?)))
         .ok_or_else(|| damaged(format!("unreadable checksum {recorded:?}")))?;
     let mut hasher = crc32fast::Hasher::new();
-    read(len, &mut hasher).map_err(|e| damaged(e.to_string()))?;
+    match read(len, &mut hasher) {
+        Ok(()) => {}
+        // Gone meanwhile (compaction deleted it): not damage.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+        Err(e) => return Err(damaged(e.to_string())),
+    }
     if hasher.finalize() != crc {
         return Err(damaged(
             "checksum mismatch: its bytes changed after they were written".into(),
         ));
     }
-    Ok(())
+    Ok(Verdict::Matched)
+}
+
+/// Checks a whole part held in memory (`bytes`, read from `path`) against the sum in its
+/// footer: what a query does the first time it maps a part.
+///
+/// # Errors
+/// [`Error::Damaged`] if the footer cannot be read or the bytes do not match their sum.
+pub fn verify_bytes(path: &Path, bytes: &bytes::Bytes) -> Result<Verdict> {
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(bytes)
+        .map_err(|e| {
+            let reason = format!("unreadable footer: {e}");
+            tickflow_core::damage::record(path, &reason);
+            Error::Damaged {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })?;
+    verify(path, &metadata, |len, hasher| {
+        let part = usize::try_from(len)
+            .ok()
+            .and_then(|len| bytes.get(..len))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("cut short: {} of {len} bytes", bytes.len()),
+                )
+            })?;
+        hasher.update(part);
+        Ok(())
+    })
 }
 
 /// Feeds `hasher` the first `len` bytes of the file at `path`.

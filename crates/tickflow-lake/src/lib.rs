@@ -29,11 +29,12 @@ mod table;
 mod writer;
 
 pub use athena::parquet_athena_ddl;
+pub use checksum::{Verdict, verify_bytes};
 pub use compact::{CompactPolicy, CompactReport, seq_range_of};
 pub use convert::{cast_to, to_batch};
 pub use error::{Error, Result};
 pub use read::{read_file, rows_from_batch};
-pub use store::ObjectLake;
+pub use store::{OBJECT_REQUEST_TIMEOUT, ObjectLake};
 pub use table::Table;
 pub use tickflow_model::Rows;
 pub use writer::{Lake, WriteReport, flush_seq_of, partition_folder, symbol_bucket};

@@ -227,18 +227,25 @@ pub fn rows_from_batch(
     Ok(())
 }
 
-/// Every row of one of `table`'s Parquet files, appended to `rows`.
+/// Every row of one of `table`'s Parquet files, appended to `rows`. A part of a tickflow
+/// lake is checked against its sum first; a file from elsewhere has none and is read as
+/// it is.
 ///
 /// # Errors
-/// The file cannot be read or does not hold `table`'s columns.
+/// The file cannot be read, is damaged, or does not hold `table`'s columns.
 pub fn read_file(path: &Path, table: Table, rows: &mut Rows) -> Result<()> {
     let parquet = |source| Error::Parquet {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(crate::writer::io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
+    crate::checksum::verify(path, builder.metadata(), |len, hasher| {
+        crate::checksum::read_file(path, len, hasher)
+    })?;
+    let reader = builder
+        .with_batch_size(64 * 1024)
+        .build()
         .map_err(parquet)?;
     for batch in reader {
         let batch = batch.map_err(|e| bad(path, e.to_string()))?;
@@ -426,9 +433,38 @@ mod tests {
         // The largest part; one byte inside its pages (past the 4-byte magic, well before the
         // footer) inverted.
         let damaged = files.last().unwrap().clone();
+        assert_eq!(lake.verify_part(&damaged).unwrap(), crate::Verdict::Matched);
         let mut bytes = std::fs::read(&damaged).unwrap();
         bytes[8] ^= 0xff;
-        std::fs::write(&damaged, bytes).unwrap();
+        std::fs::write(&damaged, &bytes).unwrap();
+        // Every way in names it: the scrub, a query's first map of it, replay.
+        let named = |e: Error| {
+            let e = e.to_string();
+            assert!(
+                e.contains(&damaged.display().to_string()) && e.contains("checksum mismatch"),
+                "{e}"
+            );
+        };
+        named(lake.verify_part(&damaged).unwrap_err());
+        named(crate::verify_bytes(&damaged, &bytes::Bytes::from(bytes.clone())).unwrap_err());
+        let table = Table::ALL
+            .into_iter()
+            .find(|t| damaged.starts_with(lake.table_dir(*t)))
+            .unwrap();
+        named(read_file(&damaged, table, &mut Rows::default()).unwrap_err());
+        assert!(
+            tickflow_core::damage::found()
+                .iter()
+                .any(|(path, reason)| *path == damaged && reason.contains("checksum")),
+            "not recorded for /metrics"
+        );
+        // Cut short: the sum covers more bytes than the file has.
+        let mut cut = bytes.clone();
+        cut.drain(100..200);
+        let e = crate::verify_bytes(&damaged, &bytes::Bytes::from(cut))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is damaged"), "{e}");
         let e = lake.read_flushes(0, 2).unwrap_err().to_string();
         assert!(
             e.contains(&damaged.display().to_string()) && e.contains("checksum mismatch"),

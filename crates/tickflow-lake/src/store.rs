@@ -25,11 +25,15 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    ClientConfigKey, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, RetryConfig,
 };
 
 use crate::{Error, Result};
+
+/// Longest a connection may take to open, within the request's timeout.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Requests in flight at once when a flush or a compaction writes or deletes many files.
 const CONCURRENT_REQUESTS: usize = 16;
@@ -47,7 +51,13 @@ pub struct ObjectLake {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// Longest one request may take, connecting included, before it counts as failed
+    /// (default [`OBJECT_REQUEST_TIMEOUT`]).
+    pub timeout: Option<std::time::Duration>,
 }
+
+/// How long a request may take when no `timeout_ms` is set: object_store's own default.
+pub const OBJECT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for ObjectLake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +66,7 @@ impl std::fmt::Debug for ObjectLake {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
+            .field("timeout", &self.timeout)
             .field(
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "***"),
@@ -120,6 +131,24 @@ impl ObjectLake {
         if let Some(secret) = &self.secret_access_key {
             builder = builder.with_secret_access_key(secret);
         }
+        // A store that stops answering (a blackholed link) fails a request after `timeout`,
+        // and object_store gives up after two more tries: the caller's retry loop, which
+        // the status shows as `retrying`, takes over instead of hanging for minutes.
+        let timeout = self.timeout.unwrap_or(OBJECT_REQUEST_TIMEOUT);
+        builder = builder
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                format!("{}ms", timeout.as_millis()),
+            )
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                format!("{}ms", timeout.min(CONNECT_TIMEOUT).as_millis()),
+            )
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: timeout * 3,
+                ..RetryConfig::default()
+            });
         // An endpoint of its own (here or from the environment) is an S3-compatible server:
         // plain HTTP only when it says so, and path-style addresses, since such servers
         // seldom resolve bucket subdomains.

@@ -417,15 +417,8 @@ impl Lake {
         match &self.remote {
             Some(remote) => {
                 let data = remote.get(path)?;
-                let builder = Builder::try_new(data.clone()).map_err(parquet)?;
-                crate::checksum::verify(path, builder.metadata(), |len, hasher| {
-                    let bytes = usize::try_from(len)
-                        .ok()
-                        .and_then(|len| data.get(..len))
-                        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
-                    hasher.update(bytes);
-                    Ok(())
-                })?;
+                crate::checksum::verify_bytes(path, &data)?;
+                let builder = Builder::try_new(data).map_err(parquet)?;
                 builder.with_batch_size(size).build().map_err(parquet)
             }
             None => {
@@ -435,6 +428,34 @@ impl Lake {
                     crate::checksum::read_file(path, len, hasher)
                 })?;
                 builder.with_batch_size(size).build().map_err(parquet)
+            }
+        }
+    }
+
+    /// Checks one stored part against the sum in its footer, reading all of it: what
+    /// `tickflow verify` does to every part.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] if it does not match or its footer cannot be read;
+    /// [`Error::Io`] if it cannot be read at all (or was deleted meanwhile).
+    pub fn verify_part(&self, path: &Path) -> Result<crate::Verdict> {
+        match &self.remote {
+            Some(remote) => crate::checksum::verify_bytes(path, &remote.get(path)?),
+            None => {
+                let file = File::open(path).map_err(io(path))?;
+                let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                    .parse_and_finish(&file)
+                    .map_err(|e| {
+                        let reason = format!("unreadable footer: {e}");
+                        tickflow_core::damage::record(path, &reason);
+                        Error::Damaged {
+                            path: path.to_path_buf(),
+                            reason,
+                        }
+                    })?;
+                crate::checksum::verify(path, &metadata, |len, hasher| {
+                    crate::checksum::read_file(path, len, hasher)
+                })
             }
         }
     }

@@ -15,6 +15,7 @@ fn config(bucket: &str) -> JsonSinkConfig {
             region: Some("us-east-1".into()),
             access_key_id: Some("testing".into()),
             secret_access_key: Some("testing".into()),
+            timeout: None,
         },
         tables: TABLES.iter().map(|t| (*t).to_string()).collect(),
     }

@@ -17,6 +17,7 @@ fn object_lake(bucket: &str) -> ObjectLake {
         region: Some("us-east-1".into()),
         access_key_id: Some("testing".into()),
         secret_access_key: Some("testing".into()),
+        timeout: None,
     }
 }
 

@@ -137,6 +137,9 @@ pub struct RawPgwire {
     /// Connections one client address may hold at once.
     pub max_connections_per_address: Option<i64>,
     pub password_file: Option<String>,
+    /// How clients prove they know the password: `scram-sha-256` (the default) or
+    /// `password` (sent as it is, for clients older than SCRAM).
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +190,8 @@ pub struct RawLake {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// Longest one request to the lake's object store may take.
+    pub timeout_ms: Option<i64>,
     pub retention_days: Option<i64>,
 }
 
@@ -471,6 +476,7 @@ pub struct RawS3JsonSink {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    pub timeout_ms: Option<i64>,
 }
 
 /// DynamoDB tables, one per kind of row.
@@ -2330,6 +2336,17 @@ fn email(
     config
 }
 
+/// How Postgres-wire clients prove they know `[pgwire] password`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgwireAuth {
+    /// SCRAM-SHA-256, PostgreSQL's default: the password never crosses the wire, and the
+    /// server proves it knows it too.
+    ScramSha256,
+    /// The password as it is (PostgreSQL's `password` method), for clients without SCRAM;
+    /// only safe over TLS or loopback.
+    Password,
+}
+
 /// A validated configuration, ready to start.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -2343,6 +2360,8 @@ pub struct Plan {
     pub pgwire_max_connections: usize,
     /// Of which one client address may hold at most this many.
     pub pgwire_max_connections_per_address: usize,
+    /// How its clients prove they know the password.
+    pub pgwire_auth: PgwireAuth,
     pub query: QueryPlan,
     pub log: LogPlan,
     pub processing: ProcessorConfig,
@@ -2644,6 +2663,13 @@ struct Checker {
     problems: Vec<(String, String)>,
 }
 
+/// An object store's request timeout from its `timeout_ms` key: 30 s by default, as
+/// object_store's own; a PUT of a large compacted part must fit in it.
+fn request_timeout(c: &mut Checker, key: &str, raw: Option<i64>) -> Duration {
+    let default = tickflow_lake::OBJECT_REQUEST_TIMEOUT.as_millis() as i64;
+    Duration::from_millis(c.range(key, raw, default, 100, 600_000) as u64)
+}
+
 /// `prefix.key`, or `key` alone at the top.
 fn join(prefix: &str, key: &str) -> String {
     match (prefix.is_empty(), key.is_empty()) {
@@ -2801,6 +2827,17 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         1,
         1 << 20,
     ) as usize;
+    let pgwire_auth = match raw.pgwire.auth.as_deref() {
+        None | Some("scram-sha-256") => PgwireAuth::ScramSha256,
+        Some("password") => PgwireAuth::Password,
+        Some(other) => {
+            c.add(
+                "pgwire.auth",
+                format!("unknown {other:?}: expected scram-sha-256 or password"),
+            );
+            PgwireAuth::ScramSha256
+        }
+    };
     let pgwire = raw
         .pgwire
         .enabled
@@ -3230,6 +3267,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 region: raw.lake.region,
                 access_key_id: raw.lake.access_key_id,
                 secret_access_key: raw.lake.secret_access_key,
+                timeout: Some(request_timeout(c, "lake.timeout_ms", raw.lake.timeout_ms)),
             };
             if let Err(e) = object.bucket_and_prefix() {
                 c.add("lake.url", e);
@@ -3468,6 +3506,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     region: raw.region,
                     access_key_id: raw.access_key_id,
                     secret_access_key: raw.secret_access_key,
+                    timeout: Some(request_timeout(c, &key("timeout_ms"), raw.timeout_ms)),
                 };
                 if let Err(e) = store.bucket_and_prefix() {
                     c.add(key("url"), e);
@@ -3846,6 +3885,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         pgwire_password,
         pgwire_max_connections,
         pgwire_max_connections_per_address,
+        pgwire_auth,
         query,
         log,
         processing,
@@ -4709,14 +4749,21 @@ mod tests {
             Some(8751),
             "on by default, never 5432"
         );
-        let plan = parse("[pgwire]\nenabled = false\n", Path::new("q.toml")).unwrap();
+        assert_eq!(plan.pgwire_auth, PgwireAuth::ScramSha256);
+        let plan = parse(
+            "[pgwire]\nenabled = false\nauth = \"password\"\n",
+            Path::new("q.toml"),
+        )
+        .unwrap();
         assert_eq!(plan.pgwire, None);
-        let text = "[query]\nmemory_mb = 1\ndisable = [\"fast\"]\n\n[pgwire]\nbind = \"here\"\n";
+        assert_eq!(plan.pgwire_auth, PgwireAuth::Password);
+        let text = "[query]\nmemory_mb = 1\ndisable = [\"fast\"]\n\n[pgwire]\nbind = \"here\"\nauth = \"md5\"\n";
         let shown = parse(text, Path::new("q.toml")).unwrap_err().to_string();
         for needle in [
             "q.toml:2: query.memory_mb: 1 is out of range",
             "q.toml:3: query.disable: unknown rule \"fast\"",
             "q.toml:6: pgwire.bind: \"here\" is not an IP address",
+            "q.toml:7: pgwire.auth: unknown \"md5\": expected scram-sha-256 or password",
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
         }

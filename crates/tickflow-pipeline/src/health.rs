@@ -128,6 +128,17 @@ pub fn readiness(
         ok: pipeline.0,
         detail: pipeline.1,
     });
+    // Acknowledged data waits in the log while the lake is away, and queries still see it,
+    // but nothing becomes durable in the lake and the backlog grows: not ready.
+    checks.push(Check {
+        check: "lake",
+        id: None,
+        ok: status.lake_retrying.is_none(),
+        detail: match &status.lake_retrying {
+            Some(e) => format!("writes failing, retrying {e}"),
+            None => format!("flush {} published", status.published_flush),
+        },
+    });
     let arrived = status.log_next_offset > 0 || status.ingested.values().any(|n| *n > 0);
     checks.push(Check {
         check: "data",
@@ -425,5 +436,21 @@ mod tests {
             UnixNanos(0),
         );
         assert_eq!(failed(&r), vec!["pipeline : stopping"]);
+    }
+
+    #[test]
+    fn a_lake_whose_writes_fail_is_named_until_one_succeeds() {
+        let fresh = Freshness::new(UnixNanos(0));
+        fresh.observe(&status(5, 0).ingested, UnixNanos(0));
+        let mut s = status(5, 0);
+        s.lake_retrying = Some("for 4 s, 3 attempts: PUT timed out".into());
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
+        assert_eq!(
+            failed(&r),
+            vec!["lake : writes failing, retrying for 4 s, 3 attempts: PUT timed out"]
+        );
+        s.lake_retrying = None;
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
+        assert!(failed(&r).is_empty(), "{:?}", failed(&r));
     }
 }

@@ -61,10 +61,34 @@ pub struct Status {
     pub reloads: u64,
     /// Set when a pipeline thread failed; the pipeline is then stopping.
     pub failure: Option<String>,
+    /// Lake parts a read in this process found damaged (`tickflow verify` checks them all).
+    pub damaged_parts: Vec<DamagedPart>,
+    /// While writes to the lake fail and are retried: for how long, and the last error.
+    pub lake_retrying: Option<String>,
     /// On a partitioned log: the partitions and which this process owns. The figures above
     /// then add up the owned partitions (offsets and lag: the sum of each one's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionsStatus>,
+}
+
+/// A part whose bytes no longer match their checksum, and what the read found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DamagedPart {
+    pub path: String,
+    pub reason: String,
+}
+
+impl DamagedPart {
+    /// Every part found damaged so far in this process.
+    fn found() -> Vec<Self> {
+        tickflow_core::damage::found()
+            .into_iter()
+            .map(|(path, reason)| Self {
+                path: path.display().to_string(),
+                reason,
+            })
+            .collect()
+    }
 }
 
 /// Which partitions of a partitioned log this process runs (`crate::members`).
@@ -105,6 +129,8 @@ impl Status {
             jobs: Vec::new(),
             reloads: 0,
             failure: None,
+            damaged_parts: DamagedPart::found(),
+            lake_retrying: None,
             partitions: None,
         }
     }
@@ -126,6 +152,10 @@ impl Status {
         self.alerts = s.alerts;
         self.flushes = s.flushes;
         self.compactions = s.compactions;
+        self.damaged_parts = s.damaged_parts;
+        if s.lake_retrying.is_some() {
+            self.lake_retrying = s.lake_retrying;
+        }
         self.latency_p50_seconds = s.latency_p50_seconds;
         self.latency_p99_seconds = s.latency_p99_seconds;
         self.sinks.extend(s.sinks);
@@ -186,6 +216,16 @@ struct Inner {
     processed_offset: std::sync::atomic::AtomicU64,
     started: Instant,
     failure: Mutex<Option<String>>,
+    /// While the lake's writes fail: since when, the attempts and the last error.
+    lake_failing: Mutex<Option<LakeFailing>>,
+}
+
+/// A lake write being retried.
+#[derive(Debug, Clone)]
+struct LakeFailing {
+    since: Instant,
+    attempts: u32,
+    error: String,
 }
 
 impl Inner {
@@ -491,6 +531,7 @@ impl Single {
             processed_offset: std::sync::atomic::AtomicU64::new(next),
             started: Instant::now(),
             failure: Mutex::new(None),
+            lake_failing: Mutex::new(None),
         });
         let _ = late_log.0.set(Arc::downgrade(&inner));
         if let Err(e) = start_notifiers(&inner, ckpt.flush_seq) {
@@ -874,6 +915,21 @@ impl Single {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            damaged_parts: DamagedPart::found(),
+            lake_retrying: self
+                .inner
+                .lake_failing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|f| {
+                    format!(
+                        "for {} s, {} attempts: {}",
+                        f.since.elapsed().as_secs(),
+                        f.attempts,
+                        f.error
+                    )
+                }),
             partitions: None,
         }
     }
@@ -1475,10 +1531,30 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         let mut attempt = 0u32;
         let report = loop {
             match inner.lake.write(&job.rows, job.seq) {
-                Ok(r) => break r,
+                Ok(r) => {
+                    if attempt > 0 {
+                        tracing::info!(
+                            sink = "lake",
+                            attempts = attempt + 1,
+                            "lake write succeeded after failures"
+                        );
+                        *inner.lake_failing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                    break r;
+                }
                 Err(e) => {
                     m.sink_errors.add("lake", 1);
                     attempt += 1;
+                    {
+                        let mut failing =
+                            inner.lake_failing.lock().unwrap_or_else(|e| e.into_inner());
+                        let since = failing.as_ref().map_or_else(Instant::now, |f| f.since);
+                        *failing = Some(LakeFailing {
+                            since,
+                            attempts: attempt,
+                            error: e.to_string(),
+                        });
+                    }
                     tracing::warn!(sink = "lake", error = %e, attempt, "lake write failed; retrying");
                     if inner.stop_processing.is_triggered() && attempt >= 5 {
                         return Err(e.into());

@@ -9,6 +9,11 @@
 //! the file: the page cache's own pages, no copy. Everything but reading is
 //! `LocalFileSystem`'s.
 //!
+//! The first map of a part checks all of it against the sum in its footer
+//! (`tickflow_lake::verify_bytes`): DataFusion reads parts itself, and parquet-rs would
+//! decode a flipped byte inside a page into a wrong value. A damaged part fails the query
+//! with its path and is not kept, so every query that needs it fails the same way.
+//!
 //! Maps are kept between queries: mapping, faulting the pages in and unmapping again cost
 //! about a tenth of a query's CPU. A kept map is used only while the path still names the
 //! same file (device, inode and length, one `stat`), and the engine drops the maps of
@@ -88,6 +93,17 @@ impl MappedFiles {
             return Ok(kept.bytes.clone());
         }
         let (file, bytes) = map_file(&path)?;
+        // Checked once per file and process: a kept map is a checked one.
+        if path.extension().is_some_and(|e| e == "parquet")
+            && let Err(e) = tickflow_lake::verify_bytes(&path, &bytes)
+        {
+            // Nor is the map of the file the path named before.
+            self.kept().remove(location);
+            return Err(Error::Generic {
+                store: "MappedFiles",
+                source: e.to_string().into(),
+            });
+        }
         self.kept().insert(
             location.clone(),
             Kept {
@@ -213,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn ranges_are_slices_of_the_file_and_bad_ranges_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("part.parquet");
+        let path = dir.path().join("part.bin");
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let store = MappedFiles::default();
@@ -235,7 +251,7 @@ mod tests {
             past.to_string().contains("outside the file's 10000 bytes"),
             "{past}"
         );
-        let missing = Path::from_absolute_path(dir.path().join("gone.parquet")).unwrap();
+        let missing = Path::from_absolute_path(dir.path().join("gone.bin")).unwrap();
         assert!(matches!(
             store
                 .get_ranges(&missing, std::slice::from_ref(&(0..1)))
@@ -257,7 +273,7 @@ mod tests {
     #[tokio::test]
     async fn maps_are_kept_while_the_path_names_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("part.parquet");
+        let path = dir.path().join("part.bin");
         std::fs::write(&path, b"first version").unwrap();
         let store = MappedFiles::default();
         let location = Path::from_absolute_path(&path).unwrap();
@@ -297,5 +313,39 @@ mod tests {
             0,
             "files no longer in the lake are let go"
         );
+    }
+
+    #[tokio::test]
+    async fn a_part_is_checked_against_its_sum_when_first_mapped_and_a_damaged_one_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = tickflow_lake::Lake::open(dir.path()).unwrap();
+        lake.write(&tickflow_core::contract::sample_rows(1, 20), 1)
+            .unwrap();
+        let part = lake.files(tickflow_lake::Table::Trades, 1).unwrap()[0].clone();
+        let store = MappedFiles::default();
+        let location = Path::from_absolute_path(&part).unwrap();
+        let whole = std::slice::from_ref(&(0..8));
+        assert_eq!(
+            store.get_ranges(&location, whole).await.unwrap()[0].as_ref()[..4],
+            *b"PAR1"
+        );
+        assert_eq!(store.kept_count(), 1);
+
+        // The same name, another file: one byte of its first page inverted.
+        let mut bytes = std::fs::read(&part).unwrap();
+        bytes[8] ^= 0xff;
+        let tmp = part.with_extension("tmp");
+        std::fs::write(&tmp, &bytes).unwrap();
+        std::fs::rename(&tmp, &part).unwrap();
+        let e = store
+            .get_ranges(&location, whole)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&part.display().to_string()) && e.contains("checksum mismatch"),
+            "{e}"
+        );
+        assert_eq!(store.kept_count(), 0, "a damaged part is not kept");
     }
 }

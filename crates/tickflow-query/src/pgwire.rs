@@ -19,9 +19,13 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire::api::auth::sasl::SCRAM_SHA_256_METHOD;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::{
+    self, ScramServerAuth, ScramServerAuthWaitingForClientFinal,
+};
 use datafusion_postgres::pgwire::api::auth::{
-    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
-    save_startup_parameters_to_metadata,
+    DefaultServerParameterProvider, Password, StartupHandler, finish_authentication,
+    protocol_negotiation, save_startup_parameters_to_metadata,
 };
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
@@ -38,6 +42,8 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Login {
     pub password: String,
+    /// SCRAM-SHA-256 (the password never crosses the wire) rather than the password as it is.
+    pub scram: bool,
     /// Shared with the HTTP API: an address that failed too often is refused unasked.
     pub limiter: Arc<Limiter>,
     /// Wrong passwords, and connections refused by the limiter.
@@ -104,11 +110,16 @@ pub async fn serve(
     // psql chooses the catalog queries it sends by this; 15 is what tickflow answers.
     parameters.server_version = SERVER_VERSION.into();
     parameters.default_transaction_read_only = true;
+    let scram = login
+        .as_ref()
+        .filter(|l| l.scram)
+        .map(|l| Scram::new(&l.password));
     let handlers = Arc::new(Handlers {
         service: Arc::new(DfSessionService::new_with_hooks(session, hooks)),
         startup: Arc::new(Startup {
             parameters,
             login,
+            scram,
             tls_required: tls.is_some(),
         }),
     });
@@ -165,17 +176,53 @@ impl PgWireServerHandlers for Handlers {
         Arc::clone(&self.service)
     }
 
+    /// Asked once per connection: a SCRAM exchange's state is the connection's own.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.startup)
+        Arc::new(Handshake {
+            startup: Arc::clone(&self.startup),
+            scram: std::sync::Mutex::new(None),
+        })
     }
 }
 
-/// The startup handshake: a cleartext password when `login` is set (the scheme every
-/// client speaks), none otherwise.
+/// The startup handshake: SCRAM-SHA-256 or the password itself when `login` is set, none
+/// otherwise.
 struct Startup {
     parameters: DefaultServerParameterProvider,
     login: Option<Login>,
+    /// Set when clients sign in with SCRAM-SHA-256.
+    scram: Option<Scram>,
     tls_required: bool,
+}
+
+/// The password as SCRAM-SHA-256 checks it: salted and hashed once, when the endpoint
+/// starts (RFC 5802, RFC 7677).
+struct Scram {
+    server: ScramServerAuth,
+    salted: Password,
+}
+
+impl Scram {
+    /// PostgreSQL's own iteration count.
+    const ITERATIONS: usize = 4096;
+
+    fn new(password: &str) -> Self {
+        let salt = scram::random_nonce().into_bytes();
+        let salted = scram::gen_salted_password(password, &salt, Self::ITERATIONS);
+        let mut server = ScramServerAuth::new();
+        server.set_iterations(Self::ITERATIONS);
+        Self {
+            server,
+            salted: Password::new(Some(salt), salted),
+        }
+    }
+}
+
+/// One connection's handshake.
+struct Handshake {
+    startup: Arc<Startup>,
+    /// Between the server's first SCRAM message and the client's proof.
+    scram: std::sync::Mutex<Option<ScramServerAuthWaitingForClientFinal>>,
 }
 
 /// The limiter's name for this endpoint: its failures do not hold back the HTTP API's.
@@ -255,7 +302,7 @@ fn fatal(code: &str, message: String) -> PgWireError {
 }
 
 #[async_trait]
-impl StartupHandler for Startup {
+impl StartupHandler for Handshake {
     async fn on_startup<C>(
         &self,
         client: &mut C,
@@ -266,10 +313,11 @@ impl StartupHandler for Startup {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        let startup = &self.startup;
         let ip = client.socket_addr().ip();
-        match (message, &self.login) {
-            (PgWireFrontendMessage::Startup(ref startup), login) => {
-                if self.tls_required && !client.is_secure() {
+        match (message, &startup.login) {
+            (PgWireFrontendMessage::Startup(ref hello), login) => {
+                if startup.tls_required && !client.is_secure() {
                     // 28000: invalid_authorization_specification, as PostgreSQL answers a
                     // client that no `hostssl` line lets in.
                     return Err(fatal(
@@ -277,19 +325,22 @@ impl StartupHandler for Startup {
                         "TLS is required: connect with sslmode=require or verify-full".into(),
                     ));
                 }
-                protocol_negotiation(client, startup).await?;
-                save_startup_parameters_to_metadata(client, startup);
+                protocol_negotiation(client, hello).await?;
+                save_startup_parameters_to_metadata(client, hello);
                 let Some(login) = login else {
-                    return finish_authentication(client, &self.parameters).await;
+                    return finish_authentication(client, &startup.parameters).await;
                 };
                 if let Some(refused) = held_off(login, ip) {
                     return Err(refused);
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                let ask = if startup.scram.is_some() {
+                    Authentication::SASL(vec![SCRAM_SHA_256_METHOD.to_string()])
+                } else {
+                    Authentication::CleartextPassword
+                };
                 client
-                    .send(PgWireBackendMessage::Authentication(
-                        Authentication::CleartextPassword,
-                    ))
+                    .send(PgWireBackendMessage::Authentication(ask))
                     .await?;
             }
             (PgWireFrontendMessage::PasswordMessageFamily(given), Some(login)) => {
@@ -297,12 +348,66 @@ impl StartupHandler for Startup {
                 if let Some(refused) = held_off(login, ip) {
                     return Err(refused);
                 }
-                let given = given.into_password()?;
-                if same_secret(given.password.as_bytes(), login.password.as_bytes()) {
+                let signed_in = match &startup.scram {
+                    None => {
+                        let given = given.into_password()?;
+                        same_secret(given.password.as_bytes(), login.password.as_bytes())
+                    }
+                    Some(scram) => {
+                        let waiting = self
+                            .scram
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take();
+                        let Some(waiting) = waiting else {
+                            // The client's first message: its nonce, answered with ours, the
+                            // salt and the iterations.
+                            let first = given.into_sasl_initial_response()?;
+                            if first.auth_method != SCRAM_SHA_256_METHOD {
+                                return Err(fatal(
+                                    "28000",
+                                    format!(
+                                        "unsupported SASL mechanism {:?}: this server offers {SCRAM_SHA_256_METHOD}",
+                                        first.auth_method
+                                    ),
+                                ));
+                            }
+                            let data = first.data.unwrap_or_default();
+                            let (server_first, next) = scram
+                                .server
+                                .on_client_first_message(&data, scram.salted.clone())?;
+                            *self
+                                .scram
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(next);
+                            client
+                                .send(PgWireBackendMessage::Authentication(
+                                    Authentication::SASLContinue(server_first.into()),
+                                ))
+                                .await?;
+                            return Ok(());
+                        };
+                        // The client's proof: checked, and answered with the server's own.
+                        let proof = given.into_sasl_response()?;
+                        match waiting.on_client_final_message(&proof.data) {
+                            Ok(server_final) => {
+                                client
+                                    .send(PgWireBackendMessage::Authentication(
+                                        Authentication::SASLFinal(server_final.into()),
+                                    ))
+                                    .await?;
+                                true
+                            }
+                            Err(PgWireError::InvalidPassword(_)) => false,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                if signed_in {
                     client
                         .metadata_mut()
                         .insert(SIGNED_IN.to_string(), "yes".to_string());
-                    finish_authentication(client, &self.parameters).await?;
+                    finish_authentication(client, &startup.parameters).await?;
                 } else {
                     login.limiter.failed(ip, SURFACE);
                     login

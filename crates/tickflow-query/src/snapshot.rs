@@ -368,14 +368,24 @@ async fn register_alerts_view(ctx: &SessionContext) -> Result<()> {
     Ok(())
 }
 
-/// Every lake file of `snapshot`, named as the scans will name it.
-/// On a Parquet error, names the first local file of the query whose footer cannot be read:
-/// DataFusion's message says what is wrong but not with which file, and the operator needs
-/// the file to move it aside or restore it.
+/// Words the error of a query that met a damaged part: the part whose sum did not match
+/// (`mapped.rs`), or else, on a Parquet error, the first local file of the query whose
+/// footer cannot be read. DataFusion's message says what is wrong but not with which file,
+/// and the operator needs the file to move it aside or restore it.
 fn name_damaged_file(files: &[(Table, Vec<PathBuf>)], e: Error) -> Error {
     let Error::Execution(text) = &e else {
         return e;
     };
+    let found = tickflow_core::damage::found();
+    if let Some((path, reason)) = found
+        .iter()
+        .find(|(path, _)| text.contains(&path.display().to_string()))
+    {
+        return Error::Execution(format!(
+            "{} is damaged ({reason}); move it aside or restore it from a copy (`tickflow verify` checks every part)",
+            path.display()
+        ));
+    }
     if !text.contains("Parquet error") {
         return e;
     }
@@ -393,6 +403,7 @@ fn name_damaged_file(files: &[(Table, Vec<PathBuf>)], e: Error) -> Error {
     e
 }
 
+/// Every lake file of `snapshot`, named as the scans will name it.
 fn lake_locations(snapshot: &Snapshot) -> Result<HashSet<object_store::path::Path>> {
     snapshot
         .files

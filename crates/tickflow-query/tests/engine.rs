@@ -485,6 +485,7 @@ async fn a_lake_on_s3_answers_as_the_same_lake_on_disk() {
         region: Some("us-east-1".into()),
         access_key_id: Some("testing".into()),
         secret_access_key: Some("testing".into()),
+        timeout: None,
     })
     .unwrap();
     let on_s3 = fill_suite_lake(&remote);

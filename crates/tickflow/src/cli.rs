@@ -65,6 +65,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  tickflow compact --data-dir /tmp/tf\n  tickflow compact --data-dir /tmp/tf --target-mb 256\n\nEvery day before today (UTC) becomes as few files per folder as --target-mb allows;\ntoday's folders are merged once 32 flush files have gathered. Refused while a pipeline\nruns on the data directory: it compacts by itself, every lake.compact_interval_secs."
     )]
     Compact(CompactArgs),
+    /// Read every part of the lake and check it against the checksum it was written with.
+    #[command(
+        after_help = "Examples:\n  tickflow verify --data-dir /tmp/tf\n\nEvery published Parquet part is read in full and its crc32 compared with the one recorded\nin its footer when it was written (parts from before tickflow recorded one are counted,\nnot checked). Safe while a pipeline runs. Prints each damaged part with its reason and\nexits 1 if there is one; queries, sinks catching up, compaction and replay check the same\nsum before they read a part."
+    )]
+    Verify(VerifyArgs),
     /// Fetch a vendor's history (bars or trades) for a config's source into its data directory.
     #[command(
         after_help = "Examples:\n  tickflow backfill --config config/polygon.toml                       # 70 days of daily bars (the old initialize)\n  tickflow backfill --config config/polygon.toml --from 2026-12-03 --to 2026-12-03   # one day (the old daily_update)\n  tickflow backfill --config config/alpaca.toml --symbols AAPL --what 1m --from 2026-11-02 --to 2026-11-06\n  tickflow backfill --config config/alpaca.toml --what trades --from 2026-12-01 --to 2026-12-01\n\nAn embedded pipeline processes what is fetched (bars, daily metrics, the lake, the sinks) and\nstops when done; the data directory must not be in use by a running pipeline (send to one with\n--to-url http://127.0.0.1:8750 instead). Progress is kept\nper chunk in DATA_DIR/backfill/: run the same command again to resume where it stopped;\n--restart fetches everything again, and processing drops the rows already stored as duplicates.\nRows older than what processing already holds for a symbol are late and go to the DLQ: backfill\na symbol's history before its live data, oldest first."
@@ -274,6 +279,13 @@ pub(crate) struct CompactArgs {
     /// Largest merged file, in MiB; files this large are left alone.
     #[arg(long, value_name = "MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub(crate) target_mb: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The data directory whose lake to check (a lake on object storage is found from it).
+    #[arg(long, value_name = "DIR", default_value = "./tickflow-data")]
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ mod run;
 mod sql;
 mod status;
 mod top;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => produce::produce(&args),
         Command::Replay(args) => replay::replay(&args),
         Command::Compact(args) => compact::compact(&args),
+        Command::Verify(args) => verify::verify(&args),
         Command::Backfill(args) => backfill::backfill(&args),
         Command::Gaps(args) => gaps::gaps(&args),
         Command::Status(args) => status::status(args),

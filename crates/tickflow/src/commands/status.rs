@@ -102,6 +102,18 @@ fn render(url: &str, s: &Value) -> String {
         ms(&s["latency_p50_seconds"]),
         ms(&s["latency_p99_seconds"])
     );
+    if let Some(retrying) = s["lake_retrying"].as_str() {
+        let _ = writeln!(out, "RETRYING   lake writes failing {retrying}");
+    }
+    if let Some(damaged) = s["damaged_parts"].as_array().filter(|d| !d.is_empty()) {
+        let _ = writeln!(
+            out,
+            "DAMAGED    {} lake parts fail their checksum (tickflow verify lists them all); first: {} ({})",
+            damaged.len(),
+            damaged[0]["path"].as_str().unwrap_or("?"),
+            damaged[0]["reason"].as_str().unwrap_or("?")
+        );
+    }
     if let Some(rows) = s["rows_durable"].as_object().filter(|r| !r.is_empty()) {
         let shown: Vec<String> = rows
             .iter()

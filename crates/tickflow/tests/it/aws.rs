@@ -292,12 +292,13 @@ pub(crate) fn moto_store(bucket: &str) -> std::sync::Arc<dyn object_store::Objec
         region: Some("us-east-1".into()),
         access_key_id: Some("testing".into()),
         secret_access_key: Some("testing".into()),
+        timeout: None,
     };
     store.connect().unwrap().0
 }
 
 /// The JSON lines of every object under `prefix` in moto's `bucket`.
-fn s3_lines(bucket: &str, prefix: &str) -> Vec<Value> {
+pub(crate) fn s3_lines(bucket: &str, prefix: &str) -> Vec<Value> {
     use object_store::ObjectStoreExt;
     let store = moto_store(bucket);
     block_on(async {

@@ -55,6 +55,112 @@ fn a_truncated_parquet_part_is_named_and_never_read_as_rows() {
     );
 }
 
+/// A byte flipped inside a part's pages, where the file still reads as Parquet and would
+/// decode into wrong values: the scrub names it, a query that needs it fails with its name,
+/// a query that does not still answers, and a pipeline that met it shows it in `/metrics`
+/// and its status.
+#[test]
+fn a_byte_flipped_inside_a_part_is_found_by_the_scrub_and_by_every_query_that_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, config(&data, "\n[lake]\nflush_interval_ms = 50\n")).unwrap();
+    let server = Server::start(&cfg, &data);
+    let now = tickflow_model::UnixNanos::now().0;
+    let ticks: String = (1..=6)
+        .map(|i| {
+            let symbol = if i % 2 == 0 { "NVDA" } else { "AAPL" };
+            format!(
+                "{{\"type\":\"trade\",\"symbol\":\"{symbol}\",\"ts_event\":{},\"price\":\"18{i}\",\"size\":\"1\",\"trade_id\":\"{i}\"}}\n",
+                now + i
+            )
+        })
+        .collect();
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/ingest", server.url),
+        Some(ticks.as_bytes()),
+    );
+    assert_eq!(code, 200, "{body}");
+    crate::support::wait_for(&server, "six trades in the lake", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(6)
+    });
+    server.stop();
+    let data_dir = data.to_str().unwrap();
+    let clean = run_ok(&["verify", "--data-dir", data_dir]);
+    assert!(clean.contains("damaged: 0"), "{clean}");
+    let parts = walk(&data.join("lake"));
+    assert!(
+        clean.contains(&format!("{} match their checksum", parts.len())),
+        "{clean}"
+    );
+    let damaged = parts
+        .iter()
+        .find(|p| p.parent().is_some_and(|d| d.ends_with("symbol=NVDA")))
+        .expect("an NVDA part")
+        .clone();
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    // Past the magic, inside the first page.
+    bytes[8] ^= 0x01;
+    std::fs::write(&damaged, bytes).unwrap();
+
+    let out = bin()
+        .args(["verify", "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("damaged: 1")
+            && stdout.contains(&damaged.display().to_string())
+            && stdout.contains("checksum mismatch"),
+        "{stdout}"
+    );
+    let out = bin()
+        .args(["sql", "--data-dir", data_dir])
+        .arg("SELECT sum(price) AS s FROM trades")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "rows from a damaged part: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains(&damaged.display().to_string()) && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+    // The other symbol's folder does not hold the part: its trades still answer.
+    assert_eq!(
+        crate::support::sql_count(&data, "SELECT count(*) FROM trades WHERE symbol = 'AAPL'"),
+        3
+    );
+
+    let server = Server::start(&cfg, &data);
+    let (code, body) = http(
+        "POST",
+        &format!("{}/api/v1/sql", server.url),
+        Some(br#"{"sql":"SELECT count(*) AS n FROM trades WHERE symbol = 'NVDA'"}"#),
+    );
+    assert!(code >= 400, "{code} {body}");
+    assert!(body.contains(&damaged.display().to_string()), "{body}");
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "tickflow_lake_damaged_parts 1"),
+        "{metrics}"
+    );
+    let status = server.status();
+    assert_eq!(
+        status["damaged_parts"][0]["path"].as_str(),
+        Some(damaged.to_str().unwrap()),
+        "{status}"
+    );
+    server.stop();
+}
+
 /// Every file under `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -239,14 +239,14 @@ fn the_old_market_ticks_topic_flows_into_postgresql_exactly() {
 
 /// A tansu of the test's own, reached through a proxy that the test cuts: it advertises the
 /// proxy's port, so every client connection goes through it.
-struct CutBroker {
+pub(crate) struct CutBroker {
     child: std::process::Child,
-    proxy: tickflow_core::contract::Proxy,
+    pub(crate) proxy: tickflow_core::contract::Proxy,
 }
 
 impl CutBroker {
     /// `None` outside CI when the tansu binary is not built.
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let tansu = std::env::var_os("TICKFLOW_TANSU")
             .map(std::path::PathBuf::from)
             .or_else(|| {
@@ -290,7 +290,7 @@ impl CutBroker {
         Some(Self { child, proxy })
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.proxy.port)
     }
 }

@@ -228,6 +228,28 @@ fn tokens_keep_queries_ingest_and_the_postgres_wire_apart_and_guessing_is_held_o
         })
     };
     assert_eq!(connect(PASSWORD), Ok(()));
+    // The server asks for SCRAM-SHA-256, so the password itself never crosses the wire.
+    let mut socket = std::net::TcpStream::connect((host.as_str(), port)).unwrap();
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    hello.extend_from_slice(b"user\0anyone\0\0");
+    let mut startup = ((hello.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&hello);
+    std::io::Write::write_all(&mut socket, &startup).unwrap();
+    let mut answer = [0u8; 64];
+    let n = std::io::Read::read(&mut socket, &mut answer).unwrap();
+    let answer = &answer[..n];
+    assert_eq!(answer[0], b'R', "{answer:?}");
+    assert_eq!(
+        &answer[5..9],
+        &10u32.to_be_bytes(),
+        "AuthenticationSASL: {answer:?}"
+    );
+    assert!(
+        answer.windows(14).any(|w| w == b"SCRAM-SHA-256\0"),
+        "{answer:?}"
+    );
+    drop(socket);
     let wrong = connect("wrong-password-000000").unwrap_err();
     assert!(
         wrong.starts_with("28P01 password authentication failed"),
