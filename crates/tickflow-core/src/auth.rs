@@ -28,14 +28,20 @@ pub fn bearer(header: &str) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// The client an address belongs to, for counting: an IPv4 address (also when it arrives
-/// mapped into IPv6) is one client, an IPv6 address counts as its /64, since one host or
-/// site is usually handed a whole /64 and could otherwise spread over it.
+/// The client an address belongs to when connections are shared out: an IPv4 address
+/// (also mapped into IPv6, or behind NAT64's 64:ff9b::/96) is one client; any other IPv6
+/// address counts as its /64, since one host or site is usually handed a whole /64 and
+/// could otherwise spread over it. Failed sign-ins are counted per address instead, so
+/// that one guesser cannot lock out its neighbours.
 pub fn client_of(ip: IpAddr) -> IpAddr {
+    const NAT64: u128 = 0x0064_ff9b_u128 << 96;
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
+            None if u128::from(v6) >> 32 == NAT64 >> 32 => {
+                IpAddr::V4(std::net::Ipv4Addr::from(u128::from(v6) as u32))
+            }
             None => {
                 let prefix = u128::from(v6) & !((1u128 << 64) - 1);
                 IpAddr::V6(prefix.into())
@@ -127,7 +133,7 @@ impl Limiter {
 
     /// How long `ip` must wait before it may try `surface` again, if it has failed too often.
     pub fn blocked(&self, ip: IpAddr, surface: &'static str) -> Option<Duration> {
-        self.blocked_at((client_of(ip), surface), Instant::now())
+        self.blocked_at((ip, surface), Instant::now())
     }
 
     fn blocked_at(&self, key: (IpAddr, &'static str), now: Instant) -> Option<Duration> {
@@ -139,7 +145,7 @@ impl Limiter {
 
     /// Records a failed attempt from `ip` at `surface`.
     pub fn failed(&self, ip: IpAddr, surface: &'static str) {
-        self.failed_at((client_of(ip), surface), Instant::now());
+        self.failed_at((ip, surface), Instant::now());
     }
 
     fn failed_at(&self, key: (IpAddr, &'static str), now: Instant) {
@@ -212,6 +218,10 @@ mod tests {
             "10.0.0.1 mapped into IPv6 counted as 10.0.0.1"
         );
         assert_eq!(client_of(v6("2001:db8:1:2::1")), v6("2001:db8:1:2::"));
+        assert_eq!(
+            client_of(v6("64:ff9b::a00:1")),
+            v6("::ffff:10.0.0.1").to_canonical()
+        );
     }
 
     #[test]

@@ -93,14 +93,18 @@ pub(crate) fn verify(
     let mut hasher = crc32fast::Hasher::new();
     match read(len, &mut hasher) {
         Ok(()) => {}
-        // Gone meanwhile (compaction deleted it): not damage.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // Fewer bytes than the sum covers: cut short.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(damaged(e.to_string()));
+        }
+        // Gone meanwhile (compaction deleted it), or a read that failed (permissions, too
+        // many open files, a bad sector): an error, but not a verdict on the bytes.
+        Err(e) => {
             return Err(Error::Io {
                 path: path.to_path_buf(),
                 source: e,
             });
         }
-        Err(e) => return Err(damaged(e.to_string())),
     }
     if hasher.finalize() != crc {
         return Err(damaged(
@@ -108,6 +112,36 @@ pub(crate) fn verify(
         ));
     }
     Ok(Verdict::Matched)
+}
+
+/// Checks the part in the file at `path` against the sum in its footer with plain reads,
+/// so that an unreadable sector is an error rather than a fault in a memory map.
+///
+/// # Errors
+/// [`Error::Damaged`] if the footer cannot be read or the bytes do not match their sum;
+/// [`Error::Io`] if the file cannot be read (or was deleted meanwhile).
+pub fn verify_file(path: &Path) -> Result<Verdict> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .map_err(|e| match e {
+            parquet::errors::ParquetError::External(inner) => Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(inner),
+            },
+            e => {
+                let reason = format!("unreadable footer: {e}");
+                tickflow_core::damage::record(path, &reason);
+                Error::Damaged {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            }
+        })?;
+    verify(path, &metadata, |len, hasher| read_file(path, len, hasher))
 }
 
 /// Checks a whole part held in memory (`bytes`, read from `path`) against the sum in its
@@ -142,11 +176,7 @@ pub fn verify_bytes(path: &Path, bytes: &bytes::Bytes) -> Result<Verdict> {
 }
 
 /// Feeds `hasher` the first `len` bytes of the file at `path`.
-pub(crate) fn read_file(
-    path: &Path,
-    len: u64,
-    hasher: &mut crc32fast::Hasher,
-) -> std::io::Result<()> {
+fn read_file(path: &Path, len: u64, hasher: &mut crc32fast::Hasher) -> std::io::Result<()> {
     let mut file = std::fs::File::open(path)?.take(len);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;

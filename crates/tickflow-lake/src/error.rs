@@ -38,3 +38,15 @@ pub enum Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the file is not there (deleted meanwhile, as compaction does), on disk or on
+    /// object storage.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            Error::Store { source, .. } => matches!(**source, object_store::Error::NotFound { .. }),
+            _ => false,
+        }
+    }
+}

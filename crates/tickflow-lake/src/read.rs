@@ -238,11 +238,9 @@ pub fn read_file(path: &Path, table: Table, rows: &mut Rows) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
+    crate::checksum::verify_file(path)?;
     let file = File::open(path).map_err(crate::writer::io(path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet)?;
-    crate::checksum::verify(path, builder.metadata(), |len, hasher| {
-        crate::checksum::read_file(path, len, hasher)
-    })?;
     let reader = builder
         .with_batch_size(64 * 1024)
         .build()

@@ -422,11 +422,9 @@ impl Lake {
                 builder.with_batch_size(size).build().map_err(parquet)
             }
             None => {
+                crate::checksum::verify_file(path)?;
                 let builder =
                     Builder::try_new(File::open(path).map_err(io(path))?).map_err(parquet)?;
-                crate::checksum::verify(path, builder.metadata(), |len, hasher| {
-                    crate::checksum::read_file(path, len, hasher)
-                })?;
                 builder.with_batch_size(size).build().map_err(parquet)
             }
         }
@@ -441,22 +439,7 @@ impl Lake {
     pub fn verify_part(&self, path: &Path) -> Result<crate::Verdict> {
         match &self.remote {
             Some(remote) => crate::checksum::verify_bytes(path, &remote.get(path)?),
-            None => {
-                let file = File::open(path).map_err(io(path))?;
-                let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
-                    .parse_and_finish(&file)
-                    .map_err(|e| {
-                        let reason = format!("unreadable footer: {e}");
-                        tickflow_core::damage::record(path, &reason);
-                        Error::Damaged {
-                            path: path.to_path_buf(),
-                            reason,
-                        }
-                    })?;
-                crate::checksum::verify(path, &metadata, |len, hasher| {
-                    crate::checksum::read_file(path, len, hasher)
-                })
-            }
+            None => crate::checksum::verify_file(path),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Readiness: whether this pipeline is doing its job, check by check, for `GET /readyz`.
 //!
-//! It fails closed: ready only when the pipeline runs, data has arrived at some point,
-//! every required source has delivered within `[health] source_silence_secs` (counted only
+//! It fails closed: ready only when the pipeline runs, its writes to the lake have not been
+//! failing for [`LAKE_GRACE_SECS`], data has arrived at some point, every required source has delivered within `[health] source_silence_secs` (counted only
 //! in market hours on the `nyse` calendar), and every sink and notifier is within
 //! `[health] sink_lag_flushes` of the lake. Each check says what it saw, so an unready answer
 //! names the source or sink at fault.
@@ -19,7 +19,7 @@ use crate::runtime::Status;
 /// One check of [`Readiness`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Check {
-    /// `pipeline`, `data`, `source`, `sink` or `notifier`.
+    /// `pipeline`, `lake`, `data`, `source`, `sink` or `notifier`.
     pub check: &'static str,
     /// The component's id, for `source`, `sink` and `notifier`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +109,9 @@ fn silence(hours: Hours, since: UnixNanos, now: UnixNanos) -> Option<i64> {
 }
 
 /// Every check on `status`, with `fresh` sampled up to `now`.
+/// How long the lake's writes may fail before `/readyz` says not ready.
+pub const LAKE_GRACE_SECS: u64 = 30;
+
 pub fn readiness(
     plan: &HealthPlan,
     status: &Status,
@@ -128,16 +131,24 @@ pub fn readiness(
         ok: pipeline.0,
         detail: pipeline.1,
     });
-    // Acknowledged data waits in the log while the lake is away, and queries still see it,
-    // but nothing becomes durable in the lake and the backlog grows: not ready.
+    // Acknowledged data waits in the log while the lake is away, and queries still see it:
+    // a short outage (an S3 hiccup) keeps the process in rotation. Past the grace nothing
+    // has become durable in the lake for a while and the backlog grows: not ready.
+    let (ok, detail) = match &status.lake_retrying {
+        None => (true, format!("flush {} published", status.published_flush)),
+        Some(r) => (
+            r.secs < LAKE_GRACE_SECS,
+            format!(
+                "writes failing for {} s (not ready after {LAKE_GRACE_SECS} s), retrying, {} attempts: {}",
+                r.secs, r.attempts, r.error
+            ),
+        ),
+    };
     checks.push(Check {
         check: "lake",
         id: None,
-        ok: status.lake_retrying.is_none(),
-        detail: match &status.lake_retrying {
-            Some(e) => format!("writes failing, retrying {e}"),
-            None => format!("flush {} published", status.published_flush),
-        },
+        ok,
+        detail,
     });
     let arrived = status.log_next_offset > 0 || status.ingested.values().any(|n| *n > 0);
     checks.push(Check {
@@ -443,11 +454,28 @@ mod tests {
         let fresh = Freshness::new(UnixNanos(0));
         fresh.observe(&status(5, 0).ingested, UnixNanos(0));
         let mut s = status(5, 0);
-        s.lake_retrying = Some("for 4 s, 3 attempts: PUT timed out".into());
+        let failing = |secs| crate::LakeRetrying {
+            secs,
+            attempts: 3,
+            error: "PUT timed out".into(),
+        };
+        // A short outage is shown, and the process stays in rotation.
+        s.lake_retrying = Some(failing(4));
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
+        assert!(failed(&r).is_empty(), "{:?}", failed(&r));
+        let lake = r.checks.iter().find(|c| c.check == "lake").unwrap();
+        assert!(
+            lake.detail.contains("writes failing for 4 s"),
+            "{}",
+            lake.detail
+        );
+        s.lake_retrying = Some(failing(LAKE_GRACE_SECS));
         let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
         assert_eq!(
             failed(&r),
-            vec!["lake : writes failing, retrying for 4 s, 3 attempts: PUT timed out"]
+            vec![
+                "lake : writes failing for 30 s (not ready after 30 s), retrying, 3 attempts: PUT timed out"
+            ]
         );
         s.lake_retrying = None;
         let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));

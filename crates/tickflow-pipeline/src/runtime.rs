@@ -64,11 +64,20 @@ pub struct Status {
     /// Lake parts a read in this process found damaged (`tickflow verify` checks them all).
     pub damaged_parts: Vec<DamagedPart>,
     /// While writes to the lake fail and are retried: for how long, and the last error.
-    pub lake_retrying: Option<String>,
+    pub lake_retrying: Option<LakeRetrying>,
     /// On a partitioned log: the partitions and which this process owns. The figures above
     /// then add up the owned partitions (offsets and lag: the sum of each one's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionsStatus>,
+}
+
+/// Writes to the lake failing and being retried.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LakeRetrying {
+    /// Since the first failed attempt of the flush being written.
+    pub secs: u64,
+    pub attempts: u32,
+    pub error: String,
 }
 
 /// A part whose bytes no longer match their checksum, and what the read found.
@@ -922,13 +931,10 @@ impl Single {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .map(|f| {
-                    format!(
-                        "for {} s, {} attempts: {}",
-                        f.since.elapsed().as_secs(),
-                        f.attempts,
-                        f.error
-                    )
+                .map(|f| LakeRetrying {
+                    secs: f.since.elapsed().as_secs(),
+                    attempts: f.attempts,
+                    error: f.error.clone(),
                 }),
             partitions: None,
         }

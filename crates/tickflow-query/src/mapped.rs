@@ -9,8 +9,8 @@
 //! the file: the page cache's own pages, no copy. Everything but reading is
 //! `LocalFileSystem`'s.
 //!
-//! The first map of a part checks all of it against the sum in its footer
-//! (`tickflow_lake::verify_bytes`): DataFusion reads parts itself, and parquet-rs would
+//! Before the first map of a part, all of it is checked against the sum in its footer
+//! (`tickflow_lake::verify_file`): DataFusion reads parts itself, and parquet-rs would
 //! decode a flipped byte inside a page into a wrong value. A damaged part fails the query
 //! with its path and is not kept, so every query that needs it fails the same way.
 //!
@@ -92,16 +92,23 @@ impl MappedFiles {
         if let Some(kept) = self.kept().get(location).filter(|k| k.file == now) {
             return Ok(kept.bytes.clone());
         }
-        let (file, bytes) = map_file(&path)?;
-        // Checked once per file and process: a kept map is a checked one.
+        // Checked once per file and process, with plain reads (a sector that cannot be read
+        // is then an error, not a SIGBUS in a map): a kept map is a checked one.
         if path.extension().is_some_and(|e| e == "parquet")
-            && let Err(e) = tickflow_lake::verify_bytes(&path, &bytes)
+            && let Err(e) = tickflow_lake::verify_file(&path)
         {
             // Nor is the map of the file the path named before.
             self.kept().remove(location);
             return Err(Error::Generic {
                 store: "MappedFiles",
                 source: e.to_string().into(),
+            });
+        }
+        let (file, bytes) = map_file(&path)?;
+        if file != now {
+            return Err(Error::Generic {
+                store: "MappedFiles",
+                source: format!("{}: replaced while being checked", path.display()).into(),
             });
         }
         self.kept().insert(

@@ -30,7 +30,7 @@ use datafusion_postgres::pgwire::api::auth::{
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::startup::Authentication;
+use datafusion_postgres::pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use futures::SinkExt as _;
 use tickflow_core::auth::{Limiter, same_secret};
@@ -362,17 +362,15 @@ impl StartupHandler for Handshake {
                         let Some(waiting) = waiting else {
                             // The client's first message: its nonce, answered with ours, the
                             // salt and the iterations.
-                            let first = given.into_sasl_initial_response()?;
-                            if first.auth_method != SCRAM_SHA_256_METHOD {
+                            let (mechanism, data) = initial_response(given)?;
+                            if mechanism != SCRAM_SHA_256_METHOD {
                                 return Err(fatal(
                                     "28000",
                                     format!(
-                                        "unsupported SASL mechanism {:?}: this server offers {SCRAM_SHA_256_METHOD}",
-                                        first.auth_method
+                                        "unsupported SASL mechanism {mechanism:?}: this server offers {SCRAM_SHA_256_METHOD}"
                                     ),
                                 ));
                             }
-                            let data = first.data.unwrap_or_default();
                             let (server_first, next) = scram
                                 .server
                                 .on_client_first_message(&data, scram.salted.clone())?;
@@ -425,6 +423,44 @@ impl StartupHandler for Handshake {
         }
         Ok(())
     }
+}
+
+/// The mechanism and data of a client's SASLInitialResponse. Read here rather than by
+/// pgwire, whose decoder trusts the lengths in the message and panics on a short one: a
+/// client that sends its password as it is (not knowing SCRAM), or anything malformed,
+/// gets a protocol error instead.
+fn initial_response(given: PasswordMessageFamily) -> PgWireResult<(String, bytes::Bytes)> {
+    let malformed = || {
+        // 08P01: protocol_violation.
+        fatal(
+            "08P01",
+            "expected a SASLInitialResponse for SCRAM-SHA-256 (a client that sends the password as it is needs [pgwire] auth = \"password\")".into(),
+        )
+    };
+    let body = match given {
+        PasswordMessageFamily::Raw(body) => body.freeze(),
+        PasswordMessageFamily::SASLInitialResponse(first) => {
+            return Ok((first.auth_method, first.data.unwrap_or_default()));
+        }
+        _ => return Err(malformed()),
+    };
+    let end = body.iter().position(|b| *b == 0).ok_or_else(malformed)?;
+    let mechanism = std::str::from_utf8(&body[..end])
+        .map_err(|_| malformed())?
+        .to_string();
+    let rest = body.slice(end + 1..);
+    let (len, data) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
+    let data = match i32::from_be_bytes(*len) {
+        -1 => bytes::Bytes::new(),
+        n => {
+            let n = usize::try_from(n).map_err(|_| malformed())?;
+            if n > data.len() {
+                return Err(malformed());
+            }
+            rest.slice(4..4 + n)
+        }
+    };
+    Ok((mechanism, data))
 }
 
 /// Refuses every statement that is not a query, `EXPLAIN`, `SHOW`, `SET`, a transaction or
@@ -602,6 +638,29 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     use super::*;
+
+    #[test]
+    fn a_sasl_initial_response_is_read_and_a_malformed_one_is_refused_without_a_panic() {
+        let raw = |b: &[u8]| PasswordMessageFamily::Raw(bytes::BytesMut::from(b));
+        let (mechanism, data) = initial_response(raw(b"SCRAM-SHA-256\0\0\0\0\x05n,,n=")).unwrap();
+        assert_eq!(
+            (mechanism.as_str(), &data[..]),
+            ("SCRAM-SHA-256", &b"n,,n="[..])
+        );
+        let (_, data) = initial_response(raw(b"SCRAM-SHA-256\0\xff\xff\xff\xff")).unwrap();
+        assert!(data.is_empty(), "-1: no data");
+        for malformed in [
+            &b"the-password-itself\0"[..], // a client that sends the password as it is
+            b"SCRAM-SHA-256",              // no NUL
+            b"SCRAM-SHA-256\0\0\0",        // a cut length
+            b"SCRAM-SHA-256\0\0\0\0\x09n,,", // longer than what follows
+            b"SCRAM-SHA-256\0\x80\0\0\0",  // negative
+            b"\xff\xfe\0\0\0\0\0",         // not UTF-8
+        ] {
+            let e = initial_response(raw(malformed)).unwrap_err().to_string();
+            assert!(e.contains("SASLInitialResponse"), "{malformed:?}: {e}");
+        }
+    }
 
     fn check(sql: &str) -> Option<String> {
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();

@@ -102,8 +102,15 @@ fn render(url: &str, s: &Value) -> String {
         ms(&s["latency_p50_seconds"]),
         ms(&s["latency_p99_seconds"])
     );
-    if let Some(retrying) = s["lake_retrying"].as_str() {
-        let _ = writeln!(out, "RETRYING   lake writes failing {retrying}");
+    if s["lake_retrying"].is_object() {
+        let r = &s["lake_retrying"];
+        let _ = writeln!(
+            out,
+            "RETRYING   lake writes failing for {} s, {} attempts: {}",
+            n(&r["secs"]),
+            n(&r["attempts"]),
+            r["error"].as_str().unwrap_or("?")
+        );
     }
     if let Some(damaged) = s["damaged_parts"].as_array().filter(|d| !d.is_empty()) {
         let _ = writeln!(
