@@ -132,34 +132,30 @@ pub fn verify_file(path: &Path) -> Result<Verdict> {
                 path: path.to_path_buf(),
                 source: std::io::Error::other(inner),
             },
-            e => {
-                let reason = format!("unreadable footer: {e}");
-                tickflow_core::damage::record(path, &reason);
-                Error::Damaged {
-                    path: path.to_path_buf(),
-                    reason,
-                }
-            }
+            e => unreadable_footer(path, &e),
         })?;
     verify(path, &metadata, |len, hasher| read_file(path, len, hasher))
 }
 
+/// A footer that does not decode: damage, recorded.
+fn unreadable_footer(path: &Path, e: &parquet::errors::ParquetError) -> Error {
+    let reason = format!("unreadable footer: {e}");
+    tickflow_core::damage::record(path, &reason);
+    Error::Damaged {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
 /// Checks a whole part held in memory (`bytes`, read from `path`) against the sum in its
-/// footer: what a query does the first time it maps a part.
+/// footer: a part fetched whole from object storage.
 ///
 /// # Errors
 /// [`Error::Damaged`] if the footer cannot be read or the bytes do not match their sum.
 pub fn verify_bytes(path: &Path, bytes: &bytes::Bytes) -> Result<Verdict> {
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(bytes)
-        .map_err(|e| {
-            let reason = format!("unreadable footer: {e}");
-            tickflow_core::damage::record(path, &reason);
-            Error::Damaged {
-                path: path.to_path_buf(),
-                reason,
-            }
-        })?;
+        .map_err(|e| unreadable_footer(path, &e))?;
     verify(path, &metadata, |len, hasher| {
         let part = usize::try_from(len)
             .ok()
