@@ -152,7 +152,7 @@ fn unreadable_footer(path: &Path, e: &parquet::errors::ParquetError) -> Error {
 ///
 /// # Errors
 /// [`Error::Damaged`] if the footer cannot be read or the bytes do not match their sum.
-pub fn verify_bytes(path: &Path, bytes: &bytes::Bytes) -> Result<Verdict> {
+pub(crate) fn verify_bytes(path: &Path, bytes: &bytes::Bytes) -> Result<Verdict> {
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(bytes)
         .map_err(|e| unreadable_footer(path, &e))?;

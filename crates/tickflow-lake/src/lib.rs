@@ -29,7 +29,7 @@ mod table;
 mod writer;
 
 pub use athena::parquet_athena_ddl;
-pub use checksum::{Verdict, verify_bytes, verify_file};
+pub use checksum::{Verdict, verify_file};
 pub use compact::{CompactPolicy, CompactReport, seq_range_of};
 pub use convert::{cast_to, to_batch};
 pub use error::{Error, Result};

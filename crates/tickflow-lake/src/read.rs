@@ -444,7 +444,10 @@ mod tests {
             );
         };
         named(lake.verify_part(&damaged).unwrap_err());
-        named(crate::verify_bytes(&damaged, &bytes::Bytes::from(bytes.clone())).unwrap_err());
+        named(
+            crate::checksum::verify_bytes(&damaged, &bytes::Bytes::from(bytes.clone()))
+                .unwrap_err(),
+        );
         let table = Table::ALL
             .into_iter()
             .find(|t| damaged.starts_with(lake.table_dir(*t)))
@@ -459,7 +462,7 @@ mod tests {
         // Cut short: the sum covers more bytes than the file has.
         let mut cut = bytes.clone();
         cut.drain(100..200);
-        let e = crate::verify_bytes(&damaged, &bytes::Bytes::from(cut))
+        let e = crate::checksum::verify_bytes(&damaged, &bytes::Bytes::from(cut))
             .unwrap_err()
             .to_string();
         assert!(e.contains("is damaged"), "{e}");

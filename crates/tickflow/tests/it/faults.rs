@@ -39,11 +39,19 @@ fn caught_up(s: &serde_json::Value, id: &str) -> bool {
 
 /// `/readyz`'s check of follower `id`.
 fn readiness(server: &Server, id: &str) -> serde_json::Value {
+    readiness_where(server, |c| c["id"] == id)
+}
+
+/// The first of `/readyz`'s checks that `which` picks.
+fn readiness_where(
+    server: &Server,
+    which: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let (_, body) = http("GET", &format!("{}/readyz", server.url), None);
     let r: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     r["checks"]
         .as_array()
-        .and_then(|c| c.iter().find(|c| c["id"] == id).cloned())
+        .and_then(|c| c.iter().find(|c| which(c)).cloned())
         .unwrap_or_default()
 }
 
@@ -510,14 +518,7 @@ fn the_lake_on_s3_behind_every_fault_keeps_every_trade_once() {
     wait_for(&server, "the first trades in the lake", |s| {
         s["rows_durable"]["trades"].as_u64() == Some(per_round)
     });
-    let lake_check = || {
-        let (_, body) = http("GET", &format!("{}/readyz", server.url), None);
-        let r: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        r["checks"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["check"] == "lake").cloned())
-            .unwrap_or_default()
-    };
+    let lake_check = || readiness_where(&server, |c| c["check"] == "lake");
     let mut seen = Vec::new();
     for (round, fault) in Fault::ALL.into_iter().enumerate() {
         let before = sink_counter(&server, "tickflow_sink_errors_total", "lake");
