@@ -7,6 +7,10 @@ use tickflow_pipeline::Pipeline;
 use tickflow_query::{RecordBatch, Table};
 use tokio::sync::watch;
 
+/// How long a client has from connecting to signed in, as PostgreSQL's
+/// `authentication_timeout`.
+const PGWIRE_STARTUP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A pipeline's tables as the Postgres-wire session reads them. Weak: the session's catalog
 /// refers to itself (`pg_catalog` lists the catalog it is in), so it is never dropped, and
 /// it must not keep the pipeline from shutting down.
@@ -61,6 +65,14 @@ pub async fn serve_pgwire(
         refused: metrics.connections_refused.get("pgwire"),
         refused_per_address: metrics.connections_refused.get("pgwire_per_address"),
         tls: tls.map(|t| t.pgwire),
+        limits: tickflow_query::pgwire::Limits {
+            startup: PGWIRE_STARTUP,
+            idle: pipeline.plan().pgwire_idle_timeout,
+            max_message: pipeline.plan().pgwire_max_message,
+            closed_startup: metrics.connections_closed.get("pgwire_startup"),
+            closed_idle: metrics.connections_closed.get("pgwire_idle"),
+            closed_oversized: metrics.connections_closed.get("pgwire_oversized"),
+        },
     };
     tickflow_query::pgwire::serve(listener, Arc::new(session), access, stop).await;
     Ok(())

@@ -62,6 +62,7 @@ impl Source for SqsSource {
                     metrics::counter!("tickflow_reconnects_total", "source" => ctx.id().to_string(), "reason" => "error")
                         .increment(1);
                     tracing::warn!(source = ctx.id(), queue = %self.queue_url, error = %e, ?delay, "SQS failed; trying again");
+                    ctx.link().failed(e.to_string());
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = ctx.stopped() => {}
@@ -152,6 +153,7 @@ impl SqsSource {
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(Duration::from_secs(30), Duration::from_secs);
         tracing::info!(source = ctx.id(), queue = %self.queue_url, ?visibility, "following SQS");
+        ctx.link().working();
         let receive = json!({
             "QueueUrl": self.queue_url,
             "MaxNumberOfMessages": MAX_BATCH,

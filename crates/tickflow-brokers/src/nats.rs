@@ -55,7 +55,10 @@ impl Source for NatsSource {
                 Err(Failure::Log(e)) => return Err(e),
                 Err(Failure::Broker(e)) => {
                     let delay = delays.next().unwrap_or(self.retry_max);
+                    metrics::counter!("tickflow_reconnects_total", "source" => ctx.id().to_string(), "reason" => "error")
+                        .increment(1);
                     tracing::warn!(source = ctx.id(), url = %self.url, stream = %self.stream, error = %e, ?delay, "NATS JetStream failed; reconnecting");
+                    ctx.link().failed(e);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = ctx.stopped() => {}
@@ -167,6 +170,7 @@ impl NatsSource {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!(source = ctx.id(), url = %self.url, stream = %self.stream, durable = %self.durable, "following NATS JetStream");
+        ctx.link().working();
         loop {
             let fetch = consumer
                 .batch()

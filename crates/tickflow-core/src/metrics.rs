@@ -45,6 +45,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "tickflow_http_requests_total";
 pub const AUTH_FAILURES_TOTAL: &str = "tickflow_auth_failures_total";
 pub const INGEST_REFUSED_TOTAL: &str = "tickflow_ingest_refused_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "tickflow_connections_refused_total";
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "tickflow_connections_closed_total";
 pub const JOB_RUNS_TOTAL: &str = "tickflow_job_runs_total";
 
 /// Counters keyed by one label value, e.g. `source` or `rule`.
@@ -252,6 +253,9 @@ pub struct Metrics {
     /// Connections closed as they came because `max_connections` were open, by `surface`
     /// (`http`, `pgwire`).
     pub connections_refused: Labeled,
+    /// Connections closed for breaking a limit once open, by `reason`: `pgwire_startup` (not
+    /// signed in in time), `pgwire_idle`, `pgwire_oversized` (a message too large).
+    pub connections_closed: Labeled,
     /// Scheduled job runs, by `job/outcome`.
     pub job_runs: Labeled,
 }
@@ -437,6 +441,12 @@ impl Metrics {
                 "surface",
                 "Connections closed on arrival because max_connections were open (http, pgwire).",
                 self.connections_refused.snapshot(),
+            ),
+            labeled(
+                CONNECTIONS_CLOSED_TOTAL,
+                "reason",
+                "Open connections closed for a limit: pgwire_startup (not signed in in time), pgwire_idle, pgwire_oversized.",
+                self.connections_closed.snapshot(),
             ),
             labeled(
                 HTTP_REQUESTS_TOTAL,

@@ -9,7 +9,8 @@
 //! rate limits and gap accounting are the source's own.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -44,6 +45,41 @@ pub trait Append: Send + Sync + std::fmt::Debug {
     fn append(&self, source: &str, batch: &Batch) -> Result<Range<u64>, SourceError>;
 }
 
+/// How a source's connection to its upstream is faring, for the status and `/readyz`: clear
+/// while it works, else since when and how often it has failed in a row, and why.
+#[derive(Debug, Default)]
+pub struct Link(Mutex<Option<Trouble>>);
+
+/// Failures in a row of a source's connection.
+#[derive(Clone, Debug)]
+pub struct Trouble {
+    pub since: Instant,
+    pub attempts: u32,
+    pub error: String,
+}
+
+impl Link {
+    /// The connection failed (again).
+    pub fn failed(&self, error: String) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t = Some(Trouble {
+            since: t.as_ref().map_or_else(Instant::now, |t| t.since),
+            attempts: t.as_ref().map_or(0, |t| t.attempts) + 1,
+            error,
+        });
+    }
+
+    /// The connection works again.
+    pub fn working(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The failures since the connection last worked, if it has not since.
+    pub fn trouble(&self) -> Option<Trouble> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// What a running source is given: its id, the log, its metrics and the stop signal.
 #[derive(Clone, Debug)]
 pub struct SourceContext {
@@ -52,6 +88,7 @@ pub struct SourceContext {
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     state_dir: Option<std::path::PathBuf>,
+    link: Arc<Link>,
 }
 
 impl SourceContext {
@@ -68,7 +105,20 @@ impl SourceContext {
             metrics,
             stop,
             state_dir: None,
+            link: Arc::default(),
         }
+    }
+
+    /// The same context reporting its connection to `link`, which the pipeline shows.
+    #[must_use]
+    pub fn with_link(mut self, link: Arc<Link>) -> Self {
+        self.link = link;
+        self
+    }
+
+    /// Where a source that reconnects reports how its connection fares.
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 
     /// The same context with a directory of the source's own for what it keeps across
@@ -124,4 +174,26 @@ pub trait Source: Send + std::fmt::Debug {
     /// # Errors
     /// Anything that stops the source for good: its input is gone or the log failed.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_counts_failures_in_a_row_from_the_first_and_forgets_them_once_working() {
+        let link = Link::default();
+        assert!(link.trouble().is_none());
+        link.failed("connect: refused".into());
+        let first = link.trouble().unwrap();
+        link.failed("timeout: nothing heard".into());
+        let t = link.trouble().unwrap();
+        assert_eq!(t.attempts, 2);
+        assert_eq!(t.error, "timeout: nothing heard");
+        assert_eq!(t.since, first.since, "since the first failure");
+        link.working();
+        assert!(link.trouble().is_none());
+        link.failed("read: reset".into());
+        assert_eq!(link.trouble().unwrap().attempts, 1);
+    }
 }

@@ -140,6 +140,10 @@ pub struct RawPgwire {
     /// How clients prove they know the password: `scram-sha-256` (the default) or
     /// `password` (sent as it is, for clients older than SCRAM).
     pub auth: Option<String>,
+    /// Silence after which a signed-in client is let go; 0 waits for ever.
+    pub idle_timeout_secs: Option<i64>,
+    /// The largest message a signed-in client may send.
+    pub max_message_mb: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -312,6 +316,7 @@ pub struct RawPolygon {
     pub requests_per_minute: Option<i64>,
     pub repair_gaps: Option<bool>,
     pub stale_after_secs: Option<i64>,
+    pub ping_interval_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
 }
 
@@ -328,6 +333,7 @@ pub struct RawAlpaca {
     pub repair_gaps: Option<bool>,
     pub requests_per_minute: Option<i64>,
     pub stale_after_secs: Option<i64>,
+    pub ping_interval_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
 }
 
@@ -337,6 +343,7 @@ pub struct RawWsFeed {
     pub url: Option<String>,
     pub symbols: Option<Vec<String>>,
     pub stale_after_secs: Option<i64>,
+    pub ping_interval_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
 }
 
@@ -1005,6 +1012,7 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
             url: Some(format!("{}/{path}", base.trim_end_matches('/'))),
             symbols: raw.symbols.clone(),
             stale_after_secs: Some(raw.stale_after_secs.unwrap_or(600)),
+            ping_interval_secs: raw.ping_interval_secs,
             retry_max_secs: raw.retry_max_secs,
         },
         "",
@@ -1062,6 +1070,7 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
         bars,
         daily_bars,
         stale_after: feed.stale_after,
+        ping_every: feed.ping_every,
         retry_max: feed.retry_max,
         on_change,
         repair_gaps: raw.repair_gaps.unwrap_or(true),
@@ -1089,6 +1098,7 @@ fn polygon(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawPolygon) -> So
             url: raw.url,
             symbols: raw.symbols.clone(),
             stale_after_secs: Some(raw.stale_after_secs.unwrap_or(600)),
+            ping_interval_secs: raw.ping_interval_secs,
             retry_max_secs: raw.retry_max_secs,
         },
         DEFAULT_WS_URL,
@@ -1160,6 +1170,7 @@ fn polygon(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawPolygon) -> So
         ) as u32,
         repair_gaps: raw.repair_gaps.unwrap_or(true),
         stale_after: feed.stale_after,
+        ping_every: feed.ping_every,
         retry_max: feed.retry_max,
     })
 }
@@ -1297,6 +1308,7 @@ struct WsFeedPlan {
     url: String,
     symbols: Vec<Symbol>,
     stale_after: Duration,
+    ping_every: Duration,
     retry_max: Duration,
 }
 
@@ -1923,6 +1935,13 @@ fn ws_feed(
         url,
         symbols,
         stale_after: secs(c.range(&key("stale_after_secs"), raw.stale_after_secs, 30, 2, 3600)),
+        ping_every: secs(c.range(
+            &key("ping_interval_secs"),
+            raw.ping_interval_secs,
+            10,
+            1,
+            300,
+        )),
         retry_max: secs(c.range(&key("retry_max_secs"), raw.retry_max_secs, 30, 1, 3600)),
     }
 }
@@ -2362,6 +2381,10 @@ pub struct Plan {
     pub pgwire_max_connections_per_address: usize,
     /// How its clients prove they know the password.
     pub pgwire_auth: PgwireAuth,
+    /// Silence after which a signed-in client is let go; `None` waits for ever.
+    pub pgwire_idle_timeout: Option<Duration>,
+    /// The largest message a signed-in client may send, in bytes.
+    pub pgwire_max_message: usize,
     pub query: QueryPlan,
     pub log: LogPlan,
     pub processing: ProcessorConfig,
@@ -2827,6 +2850,25 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         1,
         1 << 20,
     ) as usize;
+    let pgwire_idle_timeout = match c.range(
+        "pgwire.idle_timeout_secs",
+        raw.pgwire.idle_timeout_secs,
+        3600,
+        0,
+        7 * 86_400,
+    ) {
+        0 => None,
+        secs => Some(Duration::from_secs(secs.unsigned_abs())),
+    };
+    let pgwire_max_message = c.range(
+        "pgwire.max_message_mb",
+        raw.pgwire.max_message_mb,
+        16,
+        1,
+        1023,
+    ) as usize
+        * 1024
+        * 1024;
     let pgwire_auth = match raw.pgwire.auth.as_deref() {
         None | Some("scram-sha-256") => PgwireAuth::ScramSha256,
         Some("password") => PgwireAuth::Password,
@@ -3432,6 +3474,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     url: f.url,
                     symbols: f.symbols.iter().map(|s| s.as_str().to_string()).collect(),
                     stale_after: f.stale_after,
+                    ping_every: f.ping_every,
                     retry_max: f.retry_max,
                 })
             }
@@ -3453,6 +3496,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     url: f.url,
                     symbols: f.symbols,
                     stale_after: f.stale_after,
+                    ping_every: f.ping_every,
                     retry_max: f.retry_max,
                 })
             }
@@ -3886,6 +3930,8 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         pgwire_max_connections,
         pgwire_max_connections_per_address,
         pgwire_auth,
+        pgwire_idle_timeout,
+        pgwire_max_message,
         query,
         log,
         processing,

@@ -190,6 +190,14 @@ pub fn readiness(
                 }
             }
         };
+        // Within the silence limit, but an operator should see why nothing comes.
+        let detail = match state.and_then(|s| s.reconnecting.as_ref()) {
+            Some(r) => format!(
+                "{detail}; reconnecting for {} s, {} failures: {}",
+                r.secs, r.attempts, r.error
+            ),
+            None => detail,
+        };
         checks.push(Check {
             check: "source",
             id: Some(id),
@@ -277,6 +285,7 @@ mod tests {
                 state: "running",
                 events,
                 error: None,
+                reconnecting: None,
             },
             SourceStatus {
                 id: "web".into(),
@@ -284,6 +293,7 @@ mod tests {
                 state: "running",
                 events: 0,
                 error: None,
+                reconnecting: None,
             },
         ];
         s.sinks = vec![SinkStatus {
@@ -342,6 +352,34 @@ mod tests {
         fresh.observe(&status(6, 0).ingested, UnixNanos(62 * S));
         let r = readiness(&p, &status(6, 0), &fresh, false, UnixNanos(62 * S));
         assert!(r.ready, "{:?}", failed(&r));
+    }
+
+    #[test]
+    fn a_reconnecting_source_says_why_and_fails_only_past_the_silence_limit() {
+        let fresh = Freshness::new(UnixNanos(0));
+        let p = plan(Hours::Always);
+        let mut s = status(5, 0);
+        s.sources[0].state = "reconnecting";
+        s.sources[0].reconnecting = Some(crate::sources::Reconnecting {
+            secs: 12,
+            attempts: 3,
+            error: "connect: connection refused".into(),
+        });
+        fresh.observe(&s.ingested, UnixNanos(0));
+        let r = readiness(&p, &s, &fresh, false, UnixNanos(20 * S));
+        assert!(r.ready, "{:?}", failed(&r));
+        let check = r.checks.iter().find(|c| c.check == "source").unwrap();
+        assert_eq!(
+            check.detail,
+            "5 events, the last 20 s ago; reconnecting for 12 s, 3 failures: connect: connection refused"
+        );
+        let r = readiness(&p, &s, &fresh, false, UnixNanos(61 * S));
+        assert_eq!(
+            failed(&r),
+            vec![
+                "source feed: silent for 61 s (limit 60 s) after 5 events; reconnecting for 12 s, 3 failures: connect: connection refused"
+            ]
+        );
     }
 
     #[test]

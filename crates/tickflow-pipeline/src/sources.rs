@@ -20,13 +20,25 @@ pub struct SourceStatus {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// `running`; `waiting` (the log refused its events, its disk at the reserve; it starts
-    /// again by itself); `finished` (a finite input, such as a replayed file, has ended);
-    /// `failed` (see `error`); `stopped`.
+    /// `running`; `reconnecting` (its connection to the venue failed and is retried, see
+    /// `reconnecting`); `waiting` (the log refused its events, its disk at the reserve; it
+    /// starts again by itself); `finished` (a finite input, such as a replayed file, has
+    /// ended); `failed` (see `error`); `stopped`.
     pub state: &'static str,
     /// Events and unreadable inputs it has appended.
     pub events: u64,
     pub error: Option<String>,
+    /// While `reconnecting`: for how long, how many failures in a row, and the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnecting: Option<Reconnecting>,
+}
+
+/// A source's connection failing, as the status shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Reconnecting {
+    pub secs: u64,
+    pub attempts: u32,
+    pub error: String,
 }
 
 #[derive(Debug)]
@@ -34,6 +46,7 @@ struct Handle {
     id: String,
     kind: &'static str,
     state: Mutex<(&'static str, Option<String>)>,
+    link: Arc<tickflow_core::source::Link>,
 }
 
 /// The running sources.
@@ -72,6 +85,7 @@ impl Sources {
                 id: plan.id.clone(),
                 kind: plan.config.type_name(),
                 state: Mutex::new(("running", None)),
+                link: Arc::default(),
             });
             let source = plan.config.build(log_is_empty);
             let ctx = SourceContext::new(
@@ -80,7 +94,8 @@ impl Sources {
                 Arc::clone(metrics),
                 stop.subscribe(),
             )
-            .with_state_dir(tickflow_sources::gaps::state_dir(data_dir, &plan.id));
+            .with_state_dir(tickflow_sources::gaps::state_dir(data_dir, &plan.id))
+            .with_link(Arc::clone(&handle.link));
             let h = Arc::clone(&handle);
             let config = plan.config.clone();
             let thread = std::thread::Builder::new()
@@ -140,13 +155,26 @@ impl Sources {
         self.handles
             .iter()
             .map(|h| {
-                let (state, error) = h.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let (mut state, error) = h.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let reconnecting =
+                    h.link
+                        .trouble()
+                        .filter(|_| state == "running")
+                        .map(|t| Reconnecting {
+                            secs: t.since.elapsed().as_secs(),
+                            attempts: t.attempts,
+                            error: t.error,
+                        });
+                if reconnecting.is_some() {
+                    state = "reconnecting";
+                }
                 SourceStatus {
                     id: h.id.clone(),
                     kind: h.kind,
                     state,
                     events: events.get(&h.id).copied().unwrap_or(0),
                     error,
+                    reconnecting,
                 }
             })
             .collect()

@@ -7,7 +7,11 @@
 //! adds the session ([`QueryEngine::live_session`](crate::QueryEngine::live_session)),
 //! whose tables are read anew at every scan, and a rule that the endpoint is read-only.
 
+mod connection;
+
 use std::sync::Arc;
+
+pub use connection::Limits;
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
@@ -65,6 +69,8 @@ pub struct Access {
     /// When set, TLS is offered and required: a client that starts in plain text without
     /// asking for it (`sslmode=disable`) is refused before its password.
     pub tls: Option<datafusion_postgres::pgwire::tokio::TlsAcceptor>,
+    /// How long and how much each client may take.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Access {
@@ -93,7 +99,9 @@ pub async fn serve(
         refused,
         refused_per_address,
         tls,
+        limits,
     } = access;
+    let limits = Arc::new(limits);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let shares = tickflow_core::auth::Shares::new(max_per_address);
     let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
@@ -139,10 +147,10 @@ pub async fn serve(
                     };
                     let handlers = Arc::clone(&handlers);
                     let tls = tls.clone();
+                    let limits = Arc::clone(&limits);
                     tokio::spawn(async move {
                         let _slots = (slot, share);
-                        if let Err(e) =
-                            datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await
+                        if let Err(e) = connection::serve(socket, tls, handlers, &limits).await
                         {
                             tracing::debug!(%peer, error = %e, "Postgres-wire connection ended");
                         }

@@ -1,8 +1,13 @@
 //! The connection loop every WebSocket feed shares: connect, subscribe, read frames until the
 //! stop, and reconnect after a capped exponential backoff with jitter when the connection
 //! drops, goes silent or the venue says something is wrong. Each reconnect is counted in
-//! `tickflow_reconnects_total{source, reason}`. What a frame means is the venue's own
-//! (`Venue::read`).
+//! `tickflow_reconnects_total{source, reason}` and shown in the status until a connection
+//! works again. What a frame means is the venue's own (`Venue::read`).
+//!
+//! A quiet market and a dead link look alike from the frames, so the link is checked on its
+//! own: a ping every `ping_every`, and a connection that answers nothing, not even a pong,
+//! for twice that is taken for dead. A handshake gets the same time: a partition that holds
+//! every byte (no reset ever comes) costs seconds, not the kernel's retransmission minutes.
 
 use std::time::Duration;
 
@@ -43,6 +48,9 @@ pub struct Feed {
     pub subscribe: Option<String>,
     /// Silence after which the connection is taken for dead and reopened.
     pub stale_after: Duration,
+    /// How often the link is pinged; nothing heard for twice this, or a handshake that
+    /// takes that long, reopens it.
+    pub ping_every: Duration,
     /// A stock feed: outside the regular session (`crate::calendar`) silence is the market's,
     /// not the connection's, and staleness does not grow.
     pub market_hours: bool,
@@ -158,10 +166,14 @@ async fn follow_until_done(
     loop {
         let reason = match session(feed, ctx, venue, repair, &mut last_event).await {
             Ok(true) => return Ok(()),
-            Ok(false) => "closed",
+            Ok(false) => {
+                ctx.link().failed("closed by the venue".into());
+                "closed"
+            }
             Err(Failure::Stop(e)) => return Err(e),
             Err(Failure::Connection { reason, error }) => {
                 tracing::warn!(source = ctx.id(), url = %feed.url, reason, error = %error, "connection lost; reconnecting");
+                ctx.link().failed(format!("{reason}: {error}"));
                 reason
             }
         };
@@ -187,20 +199,31 @@ async fn session(
     repair: Option<&Repair>,
     last_event: &mut UnixNanos,
 ) -> Result<bool, Failure> {
+    let dead_after = feed.ping_every * 2;
     let (mut ws, _) = tokio::select! {
         () = ctx.stopped() => return Ok(true),
-        connected = tokio_tungstenite::connect_async(feed.url.as_str()) => {
-            connected.map_err(|e| refused(&feed.url, e))?
+        connected = tokio::time::timeout(dead_after, tokio_tungstenite::connect_async(feed.url.as_str())) => {
+            connected
+                .map_err(|_| lost("connect", format!("no answer to the handshake in {dead_after:?}")))?
+                .map_err(|e| refused(&feed.url, e))?
         }
     };
     if let Some(subscribe) = &feed.subscribe {
-        ws.send(Message::text(subscribe.as_str()))
-            .await
-            .map_err(|e| lost("send", e))?;
+        send(&mut ws, Message::text(subscribe.as_str()), dead_after).await?;
     }
     let mut batch = Batch::default();
-    let mut tick = tokio::time::interval(feed.stale_after.div_f64(4.0).min(Duration::from_secs(1)));
+    let mut tick = tokio::time::interval(
+        feed.stale_after
+            .div_f64(4.0)
+            .min(feed.ping_every.div_f64(2.0))
+            .min(Duration::from_secs(1)),
+    );
+    // Any frame shows the link is alive; pongs aside (they answer ours), it shows the feed
+    // is.
     let mut heard = std::time::Instant::now();
+    let mut heard_venue = heard;
+    let mut pinged = heard;
+    let mut working = false;
     loop {
         let frame = tokio::select! {
             () = ctx.stopped() => {
@@ -210,19 +233,34 @@ async fn session(
             _ = tick.tick() => {
                 let now = UnixNanos::now();
                 report_staleness(ctx.id(), feed.market_hours, *last_event, now);
-                if heard.elapsed() >= feed.stale_after {
+                if heard.elapsed() >= dead_after {
+                    return Err(lost("timeout", format!("nothing heard, not even a pong, in {dead_after:?}")));
+                }
+                if heard_venue.elapsed() >= feed.stale_after {
                     if feed.market_hours && !calendar::in_regular_session(now) {
                         // A closed market is quiet; the session's opening restarts the watch.
-                        heard = std::time::Instant::now();
+                        heard_venue = std::time::Instant::now();
                         continue;
                     }
                     return Err(lost("stale", format!("silent for {:?}", feed.stale_after)));
+                }
+                if pinged.elapsed() >= feed.ping_every {
+                    pinged = std::time::Instant::now();
+                    send(&mut ws, Message::Ping(Default::default()), dead_after).await?;
                 }
                 continue;
             }
             next = ws.next() => next,
         };
         heard = std::time::Instant::now();
+        if !matches!(frame, Some(Ok(Message::Pong(_)))) {
+            heard_venue = heard;
+        }
+        if !working && matches!(frame, Some(Ok(_))) {
+            // The venue answers: the link works, whatever failed before.
+            working = true;
+            ctx.link().working();
+        }
         let text = match frame {
             None | Some(Ok(Message::Close(_))) => return Ok(false),
             Some(Err(e)) => return Err(lost("read", e)),
@@ -271,12 +309,29 @@ async fn session(
         {
             // Frames sent meanwhile wait in the socket, so the log stays in time order.
             repair.fill(ctx, marks, now).await.map_err(Failure::Stop)?;
+            // Nothing was read meanwhile: what the link said waits in the socket.
+            heard = std::time::Instant::now();
+            heard_venue = heard;
         }
         for reply in venue.replies() {
-            ws.send(Message::text(reply))
-                .await
-                .map_err(|e| lost("send", e))?;
+            send(&mut ws, Message::text(reply), dead_after).await?;
         }
+    }
+}
+
+/// Sends `message`, giving up after `limit`: a link that takes no bytes is as dead as one
+/// that sends none.
+async fn send<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    message: Message,
+    limit: Duration,
+) -> Result<(), Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(limit, ws.send(message)).await {
+        Ok(sent) => sent.map_err(|e| lost("send", e)),
+        Err(_) => Err(lost("send", format!("not taken in {limit:?}"))),
     }
 }
 

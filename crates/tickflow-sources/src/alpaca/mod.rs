@@ -45,6 +45,8 @@ pub struct AlpacaSource {
     pub bars: Vec<String>,
     pub daily_bars: Vec<String>,
     pub stale_after: Duration,
+    /// How often the link is pinged; see [`crate::ws`].
+    pub ping_every: Duration,
     pub retry_max: Duration,
     /// Send a trade or quote only when its price differs from the symbol's previous one, as
     /// the producers tickflow replaces did; the rest are counted in
@@ -217,6 +219,7 @@ impl Source for AlpacaSource {
             // The server speaks first; the venue answers its greeting.
             subscribe: None,
             stale_after: self.stale_after,
+            ping_every: self.ping_every,
             market_hours: !self.url.contains("/crypto/"),
             retry_max: self.retry_max,
         };

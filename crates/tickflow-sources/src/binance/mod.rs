@@ -26,6 +26,8 @@ pub struct BinanceSource {
     /// In tickflow's form, `BTC-USDT`; the stream is `btcusdt@trade`.
     pub symbols: Vec<Symbol>,
     pub stale_after: Duration,
+    /// How often the link is pinged; see [`crate::ws`].
+    pub ping_every: Duration,
     pub retry_max: Duration,
 }
 
@@ -58,6 +60,7 @@ impl Source for BinanceSource {
             url: parse::streams_url(&self.url, &names),
             subscribe: None,
             stale_after: self.stale_after,
+            ping_every: self.ping_every,
             market_hours: false,
             retry_max: self.retry_max,
         };

@@ -34,6 +34,8 @@ pub struct CoinbaseSource {
     pub symbols: Vec<String>,
     /// Silence after which the connection is taken for dead and reopened.
     pub stale_after: Duration,
+    /// How often the link is pinged; see [`crate::ws`].
+    pub ping_every: Duration,
     /// The longest wait between reconnects.
     pub retry_max: Duration,
 }
@@ -67,6 +69,7 @@ impl Source for CoinbaseSource {
             url: self.url.clone(),
             subscribe: Some(parse::subscribe(&self.symbols)),
             stale_after: self.stale_after,
+            ping_every: self.ping_every,
             market_hours: false,
             retry_max: self.retry_max,
         };

@@ -54,6 +54,8 @@ pub struct PolygonSource {
     /// restart (`crate::gaps`); trades and quotes are recorded as unfillable.
     pub repair_gaps: bool,
     pub stale_after: Duration,
+    /// How often the link is pinged; see [`crate::ws`].
+    pub ping_every: Duration,
     pub retry_max: Duration,
 }
 
@@ -179,6 +181,7 @@ impl Source for PolygonSource {
                 url: self.ws_url.clone(),
                 subscribe: None,
                 stale_after: self.stale_after,
+                ping_every: self.ping_every,
                 market_hours: self.ws_url.trim_end_matches('/').ends_with("/stocks"),
                 retry_max: self.retry_max,
             };

@@ -84,6 +84,7 @@ fn source(url: String, secret: &str) -> AlpacaSource {
         bars: vec!["SPY".into()],
         daily_bars: Vec::new(),
         stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
         on_change: false,
         repair_gaps: false,

@@ -73,6 +73,7 @@ fn binance_names_its_streams_and_reconnects_on_the_shutdown_notice() {
             Symbol::parse("ETH-USDT").unwrap(),
         ],
         stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(200),
     };
     // Two trades and the unreadable frame, then one trade after the reconnect.
@@ -150,6 +151,7 @@ fn a_pair_the_venue_does_not_know_stops_the_source_with_its_answer() {
         url,
         symbols: vec![Symbol::parse("NOPE-USDT").unwrap()],
         stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
     };
     let err = crate::support::run_until_failed(Box::new(source)).to_string();

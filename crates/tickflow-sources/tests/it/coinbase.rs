@@ -75,6 +75,7 @@ fn coinbase_reconnects_resubscribes_and_keeps_what_it_cannot_read() {
         url,
         symbols: vec!["BTC-USD".into()],
         stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(200),
     };
     // Four records from the first connection, two from the second.
@@ -142,6 +143,7 @@ fn a_product_the_venue_does_not_know_stops_the_source_with_its_reason() {
         url,
         symbols: vec!["ZZZ-USD".into()],
         stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
     }));
     assert!(
@@ -174,6 +176,7 @@ fn a_socket_that_stays_open_but_goes_silent_is_reopened() {
         url,
         symbols: vec!["BTC-USD".into()],
         stale_after: Duration::from_millis(300),
+        ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
     };
     let appended = check_source(Box::new(source), 2);

@@ -78,6 +78,7 @@ fn source(ws_url: String, rest_url: String, key: &str) -> PolygonSource {
         requests_per_minute: 600,
         repair_gaps: false,
         stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
     }
 }

@@ -135,7 +135,15 @@ fn render(url: &str, s: &Value) -> String {
             text(&c["type"]),
             text(&c["state"]),
             count(n(&c["events"])),
-            text(&c["error"]),
+            match &c["reconnecting"] {
+                Value::Null => text(&c["error"]),
+                r => format!(
+                    "{} failures in {} s: {}",
+                    n(&r["attempts"]),
+                    n(&r["secs"]),
+                    text(&r["error"])
+                ),
+            },
         ]
     });
     table(
@@ -288,7 +296,9 @@ mod tests {
             "published_flush": 40, "flushes": 38, "compactions": 2,
             "latency_p50_seconds": 0.0123, "latency_p99_seconds": null,
             "rows_durable": {"trades": 1000000},
-            "sources": [{"id": "sim", "type": "simulator", "state": "running", "events": 1234567, "error": null}],
+            "sources": [{"id": "sim", "type": "simulator", "state": "running", "events": 1234567, "error": null},
+                        {"id": "iex", "type": "alpaca", "state": "reconnecting", "events": 5, "error": null,
+                         "reconnecting": {"secs": 42, "attempts": 4, "error": "connect: connection refused"}}],
             "sinks": [{"id": "pg", "type": "postgres", "state": "retrying", "position": 37, "lag_flushes": 3,
                        "rows_written": 999, "errors": 2, "last_error": "writing: connection refused"}],
             "notifiers": [],
@@ -303,7 +313,8 @@ mod tests {
             "log        1,234,567 records, processed to 1,234,560, lag 7",
             "p50 12.3 ms, p99 -",
             "stored     trades 1,000,000",
-            "sim     simulator  running  1,234,567",
+            "sim     simulator  running       1,234,567",
+            "iex     alpaca     reconnecting  5          4 failures in 42 s: connect: connection refused",
             "pg    postgres  retrying  37",
             "writing: connection refused",
             "weekly  weekly_report  0 16 * * SAT UTC  2026-12-12T16:00:00Z  failed at 2026-12-05T16:00:09Z  1/3     smtp refused",

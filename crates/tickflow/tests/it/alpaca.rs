@@ -185,3 +185,192 @@ fn a_dropped_stream_is_repaired_from_rest_and_the_lake_holds_every_trade_once() 
         "{listed}"
     );
 }
+
+/// A local Alpaca that streams AAPL trades as the test publishes them, to every connection
+/// that has signed in and subscribed, and serves them all from its historical REST.
+/// Trade `id` happened an hour ago plus `id` milliseconds.
+pub(crate) struct Streaming {
+    /// `host:port` of the WebSocket stream.
+    pub(crate) ws_addr: String,
+    pub(crate) rest_url: String,
+    published: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Connections that have subscribed.
+    subscribed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Streaming {
+    pub(crate) fn start() -> Self {
+        let ws = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let rest = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ws.set_nonblocking(true).unwrap();
+        rest.set_nonblocking(true).unwrap();
+        let ws_addr = ws.local_addr().unwrap().to_string();
+        let rest_url = format!("http://{}", rest.local_addr().unwrap());
+        let published = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let (history, stream) = (Arc::clone(&published), Arc::clone(&published));
+        let subscribed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&subscribed);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+                    let upto = *history.borrow();
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            history_page(uri.query().unwrap_or_default(), upto),
+                        )
+                    }
+                });
+                tokio::spawn(async move {
+                    let rest = tokio::net::TcpListener::from_std(rest).unwrap();
+                    axum::serve(rest, app).await.unwrap();
+                });
+                let listener = tokio::net::TcpListener::from_std(ws).unwrap();
+                loop {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    tokio::spawn(stream_session(
+                        tcp,
+                        stream.subscribe(),
+                        Arc::clone(&counted),
+                    ));
+                }
+            });
+        });
+        Streaming {
+            ws_addr,
+            rest_url,
+            published: Arc::clone(&published),
+            subscribed,
+        }
+    }
+
+    /// Connections that have subscribed so far.
+    pub(crate) fn subscriptions(&self) -> usize {
+        self.subscribed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Trades `1..=n` have happened: they go to every subscribed connection and into the
+    /// history.
+    pub(crate) fn publish_up_to(&self, n: u64) {
+        self.published.send_replace(n);
+    }
+}
+
+/// When streamed trade `id` happened.
+fn streamed_when(id: u64) -> tickflow_model::UnixNanos {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let hour_ago = tickflow_model::UnixNanos::now().0 - 3_600_000_000_000;
+        hour_ago - hour_ago % 60_000_000_000
+    });
+    tickflow_model::UnixNanos(base + id as i64 * 1_000_000)
+}
+
+/// A streamed trade; `with_symbol` for the stream, without `T` and `S` for the history.
+fn streamed(id: u64, with_symbol: bool) -> String {
+    format!(
+        r#"{{{}"i":{id},"x":"V","p":{}.5,"s":{},"c":["@"],"t":"{}","z":"C"}}"#,
+        if with_symbol {
+            r#""T":"t","S":"AAPL","#
+        } else {
+            ""
+        },
+        100 + id % 50,
+        1 + id % 7,
+        streamed_when(id)
+    )
+}
+
+/// One page of `GET /v2/stocks/trades` over the trades published so far: those from
+/// `start` to `end`, both included, 1,000 a page, `page_token` naming the next id.
+fn history_page(query: &str, published: u64) -> String {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(|v| v.replace("%3A", ":"))
+    };
+    let time = |name: &str| {
+        param(name)
+            .and_then(|v| tickflow_model::UnixNanos::parse(&v).ok())
+            .unwrap_or_else(|| panic!("{name} missing or unreadable in {query}"))
+    };
+    let (start, end) = (time("start"), time("end"));
+    let first = param("page_token").map_or(1, |t| t.parse().unwrap());
+    let ids: Vec<u64> = (first..=published)
+        .filter(|id| (start..=end).contains(&streamed_when(*id)))
+        .take(1001)
+        .collect();
+    let next = ids
+        .get(1000)
+        .map_or("null".to_string(), |id| format!("\"{id}\""));
+    let rows: Vec<String> = ids
+        .iter()
+        .take(1000)
+        .map(|id| streamed(*id, false))
+        .collect();
+    format!(
+        r#"{{"trades":{{"AAPL":[{}]}},"next_page_token":{next}}}"#,
+        rows.join(",")
+    )
+}
+
+/// One stream connection: the greeting, sign-in and subscription, then every trade
+/// published from then on, a frame of up to 50 each time more are; pings are answered
+/// while it reads.
+async fn stream_session(
+    tcp: tokio::net::TcpStream,
+    mut published: tokio::sync::watch::Receiver<u64>,
+    subscribed: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+        return;
+    };
+    let greet = [
+        r#"[{"T":"success","msg":"connected"}]"#,
+        r#"[{"T":"success","msg":"authenticated"}]"#,
+    ];
+    for reply in greet {
+        if ws.send(Message::text(reply)).await.is_err() {
+            return;
+        }
+        if !matches!(ws.next().await, Some(Ok(_))) {
+            return;
+        }
+    }
+    let mut sent = *published.borrow_and_update();
+    let confirmed = ws
+        .send(Message::text(
+            r#"[{"T":"subscription","trades":["AAPL"],"quotes":[],"bars":[]}]"#,
+        ))
+        .await;
+    if confirmed.is_err() {
+        return;
+    }
+    subscribed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    loop {
+        tokio::select! {
+            changed = published.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let upto = *published.borrow_and_update();
+                while sent < upto {
+                    let last = upto.min(sent + 50);
+                    let frame: Vec<String> = (sent + 1..=last).map(|id| streamed(id, true)).collect();
+                    if ws.send(Message::text(format!("[{}]", frame.join(",")))).await.is_err() {
+                        return;
+                    }
+                    sent = last;
+                }
+            }
+            read = ws.next() => if !matches!(read, Some(Ok(_))) {
+                return;
+            },
+        }
+    }
+}

@@ -573,3 +573,119 @@ fn the_lake_on_s3_behind_every_fault_keeps_every_trade_once() {
         proxy.injected()
     );
 }
+
+/// `tickflow_reconnects_total{source}` by reason.
+fn reconnects(server: &Server, source: &str) -> HashMap<String, u64> {
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    let label = format!("source=\"{source}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tickflow_reconnects_total{") && l.contains(&label))
+        .filter_map(|l| {
+            let reason = l.split("reason=\"").nth(1)?.split('"').next()?;
+            Some((reason.to_string(), l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn source<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    s["sources"]
+        .as_array()
+        .and_then(|all| all.iter().find(|x| x["id"] == id))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// A vendor's stream is a dependency too, read rather than written: behind each fault the
+/// source notices (a blackhole by its pings going unanswered), reconnects with backoff, says
+/// so in the status, `/readyz` and `/metrics`, and once healed repairs what it missed from
+/// the vendor's history, so the lake holds every trade once.
+#[test]
+fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trade_once() {
+    let venue = crate::alpaca::Streaming::start();
+    let proxy = Proxy::start(&venue.ws_addr);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"alpaca\"\nid = \"iex\"\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nkey = \"PKTEST\"\nsecret = \"s3cret\"\nsymbols = [\"AAPL\"]\nchannels = [\"trades\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
+                proxy.port, venue.rest_url
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let per_round = 300;
+    // A venue streams what happens after a subscription; the first trades wait for one.
+    while venue.subscriptions() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    venue.publish_up_to(per_round);
+    wait_for(&server, "the first trades in the lake", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(per_round)
+    });
+    let mut seen = Vec::new();
+    for (round, fault) in Fault::ALL.into_iter().enumerate() {
+        let before = reconnects(&server, "iex");
+        proxy.inject(fault);
+        // Published while the link is down: on a stream nobody reads, and in the history.
+        let total = per_round * (round as u64 + 2);
+        venue.publish_up_to(total);
+        if !fault.lets_through() {
+            wait_for(&server, "the source reconnects and says why", |s| {
+                source(s, "iex")["state"] == "reconnecting"
+                    && source(s, "iex")["reconnecting"]["attempts"]
+                        .as_u64()
+                        .is_some_and(|n| n >= 2)
+            });
+            let check = readiness(&server, "iex");
+            assert!(
+                check["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("reconnecting")),
+                "{fault:?}: /readyz does not show it: {check}"
+            );
+            let after = reconnects(&server, "iex");
+            assert!(
+                after.values().sum::<u64>() > before.values().sum::<u64>(),
+                "{fault:?}: not counted: {after:?}"
+            );
+        }
+        proxy.heal();
+        wait_for(&server, "every trade in the lake once healed", |s| {
+            s["log_lag"].as_u64() == Some(0)
+                && s["rows_durable"]["trades"].as_u64() == Some(total)
+                && source(s, "iex")["state"] == "running"
+        });
+        let after = reconnects(&server, "iex");
+        let by_reason: Vec<(String, u64)> = after
+            .iter()
+            .map(|(r, n)| (r.clone(), n - before.get(r).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        seen.push((fault, by_reason));
+    }
+    let total = per_round * (Fault::ALL.len() as u64 + 1);
+    let rows = crate::support::api_rows(
+        &server.url,
+        "SELECT count(*) AS n, count(DISTINCT trade_id) AS d, min(trade_id::BIGINT) AS lo, max(trade_id::BIGINT) AS hi FROM trades",
+    );
+    let peak = peak_rss_mib(&server);
+    server.stop();
+    assert_eq!(rows[0]["n"].as_u64(), Some(total), "{rows}");
+    assert_eq!(rows[0]["d"].as_u64(), Some(total), "{rows}");
+    assert_eq!(rows[0]["lo"].as_u64(), Some(1), "{rows}");
+    assert_eq!(rows[0]["hi"].as_u64(), Some(total), "{rows}");
+    assert!(
+        seen.iter().filter(|(_, r)| !r.is_empty()).count() >= 4,
+        "{seen:?}"
+    );
+    assert!(peak < 512, "peak RSS {peak} MiB");
+    eprintln!(
+        "faults before the Alpaca stream: reconnects by reason {seen:?}; {} connections and reads hit; peak RSS {peak} MiB",
+        proxy.injected()
+    );
+}

@@ -417,3 +417,73 @@ fn a_source_the_full_disk_refuses_waits_and_starts_again_by_itself() {
     server.stop();
     drop(disk);
 }
+
+/// The counter `name{reason="<reason>"}` in `/metrics`.
+fn closed_counter(server: &Server, reason: &str) -> u64 {
+    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
+    let prefix = format!("tickflow_connections_closed_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn postgres_wire_clients_that_send_too_much_or_go_quiet_are_let_go_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(&data, "").replace(
+            "[pgwire]\nport = 0\n",
+            "[pgwire]\nport = 0\nidle_timeout_secs = 1\nmax_message_mb = 1\n",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let (host, port) = crate::pgwire::pg_addr(&data);
+    let url = format!("host={host} port={port} user=tester dbname=tickflow");
+    crate::aws::block_on(async {
+        // A 2 MiB statement against a 1 MiB limit: refused with the reason, and closed.
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let big = format!("SELECT '{}' AS x", "a".repeat(2 << 20));
+        let err = client.simple_query(&big).await.unwrap_err();
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+        assert_eq!(db.code().code(), "54000", "{db:?}");
+        assert!(db.message().contains("max_message_mb"), "{db:?}");
+        let _ = conn.await;
+        assert!(client.is_closed());
+
+        // A statement within the limit is answered; then silence past the idle timeout
+        // ends the connection from the server's side, with PostgreSQL's code.
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let fits = format!("SELECT length('{}') AS n", "a".repeat(512 << 10));
+        let rows = client.simple_query(&fits).await.unwrap();
+        assert!(
+            rows.iter().any(|m| matches!(m,
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get("n") == Some("524288"))),
+            "{rows:?}"
+        );
+        let ended = conn.await.unwrap().expect_err("closed by the server");
+        let db = ended.as_db_error().unwrap_or_else(|| panic!("{ended:?}"));
+        assert_eq!(db.code().code(), "57P05", "{db:?}");
+        assert!(db.message().contains("idle_timeout_secs"), "{db:?}");
+    });
+    assert_eq!(closed_counter(&server, "pgwire_oversized"), 1);
+    assert_eq!(closed_counter(&server, "pgwire_idle"), 1);
+    // The endpoint still serves.
+    let rows = crate::aws::block_on(async {
+        let client = crate::support::pg_client(&host, port, "after").await;
+        client.simple_query("SELECT 1 AS one").await.unwrap().len()
+    });
+    assert!(rows >= 1);
+    server.stop();
+}

@@ -1,0 +1,282 @@
+//! One Postgres-wire connection, served as pgwire's own loop serves it, with three limits
+//! that loop does not have: a client has [`Limits::startup`] to sign in, may then stay
+//! silent for [`Limits::idle`] at most between two messages (PostgreSQL's
+//! `idle_session_timeout`), and may send no message larger than [`Limits::max_message`]
+//! (pgwire buffers up to 1 GiB for one, before and after sign-in).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ErrorHandler as _, PgWireConnectionState, PgWireServerHandlers,
+};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::pgwire::tokio::TlsAcceptor;
+use datafusion_postgres::pgwire::tokio::server::{
+    PgWireMessageServerCodec, negotiate_tls, process_error, process_message,
+};
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedParts};
+
+/// The largest message a client may send before it has signed in: a startup packet or a
+/// password exchange is a few hundred bytes.
+const BEFORE_SIGN_IN: usize = 64 * 1024;
+
+/// How long and how much a client may take.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// From connecting to signed in.
+    pub startup: Duration,
+    /// Silence between two messages once signed in; `None` waits for ever.
+    pub idle: Option<Duration>,
+    /// The largest message, in bytes, once signed in.
+    pub max_message: usize,
+    /// Connections closed by each limit.
+    pub closed_startup: Arc<AtomicU64>,
+    pub closed_idle: Arc<AtomicU64>,
+    pub closed_oversized: Arc<AtomicU64>,
+}
+
+/// A client's stream that fails a read once more than `limit` bytes have arrived since the
+/// last whole message: the codec would otherwise keep buffering a message it cannot decode
+/// yet, however large its length says it is.
+struct Capped<T> {
+    io: T,
+    /// Bytes read that no decoded message has taken yet.
+    unread: usize,
+    limit: usize,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Capped<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.unread += buf.filled().len() - before;
+        if this.unread > this.limit {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                TooLarge(this.limit),
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Capped<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A message past [`Capped::limit`].
+#[derive(Debug)]
+struct TooLarge(usize);
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a message larger than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// Whether `e` is a read [`Capped`] refused.
+fn too_large(e: &PgWireError) -> bool {
+    matches!(e, PgWireError::IoError(io) if io.get_ref().is_some_and(|inner| inner.is::<TooLarge>()))
+}
+
+/// Serves `tcp` until the client leaves or breaks a limit.
+///
+/// # Errors
+/// The socket's, while answering.
+pub(super) async fn serve<H: PgWireServerHandlers>(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handlers: H,
+    limits: &Limits,
+) -> io::Result<()> {
+    let startup_deadline = tokio::time::Instant::now() + limits.startup;
+    let negotiated = match tokio::time::timeout_at(startup_deadline, negotiate_tls(tcp, tls)).await
+    {
+        Ok(negotiated) => negotiated?,
+        Err(_) => {
+            limits.closed_startup.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
+    // A TLS handshake the client began without asking (no acceptor to finish it).
+    let Some(socket) = negotiated else {
+        return Ok(());
+    };
+    let parts = socket.into_parts();
+    let io = Capped {
+        io: parts.io,
+        unread: parts.read_buf.len(),
+        limit: BEFORE_SIGN_IN,
+    };
+    let mut rebuilt = FramedParts::new::<PgWireBackendMessage>(io, parts.codec);
+    rebuilt.read_buf = parts.read_buf;
+    rebuilt.write_buf = parts.write_buf;
+    let mut socket = Framed::from_parts(rebuilt);
+
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let on_error = handlers.error_handler();
+    loop {
+        let signed_in = !matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        socket.get_mut().limit = if signed_in {
+            limits.max_message
+        } else {
+            BEFORE_SIGN_IN
+        };
+        let next = match (signed_in, limits.idle) {
+            (false, _) => tokio::time::timeout_at(startup_deadline, socket.next()).await,
+            (true, Some(idle)) => tokio::time::timeout(idle, socket.next()).await,
+            (true, None) => Ok(socket.next().await),
+        };
+        let message = match next {
+            Err(_) if signed_in => {
+                limits.closed_idle.fetch_add(1, Ordering::Relaxed);
+                // 57P05: idle_session_timeout, as PostgreSQL words it.
+                let idle = limits.idle.unwrap_or_default();
+                return fatal(
+                    &mut socket,
+                    "57P05",
+                    format!(
+                        "terminating connection due to idle-session timeout ({} s without a message; [pgwire] idle_timeout_secs)",
+                        idle.as_secs()
+                    ),
+                )
+                .await;
+            }
+            Err(_) => {
+                limits.closed_startup.fetch_add(1, Ordering::Relaxed);
+                return fatal(
+                    &mut socket,
+                    "08006",
+                    format!(
+                        "not signed in within {} s of connecting",
+                        limits.startup.as_secs()
+                    ),
+                )
+                .await;
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) if too_large(&e) => {
+                limits.closed_oversized.fetch_add(1, Ordering::Relaxed);
+                // 54000: program_limit_exceeded.
+                let limit = socket.get_ref().limit;
+                return fatal(
+                    &mut socket,
+                    "54000",
+                    format!(
+                        "message larger than {limit} bytes{}; the connection is closed",
+                        if signed_in {
+                            " ([pgwire] max_message_mb)"
+                        } else {
+                            " before signing in"
+                        }
+                    ),
+                )
+                .await;
+            }
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "unreadable Postgres-wire message; closing");
+                return fatal(&mut socket, "08P01", format!("unreadable message: {e}")).await;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        // What is buffered past this message counts towards the next.
+        socket.get_mut().unread = socket.read_buffer().len();
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        if let Err(mut e) = process_message(
+            message,
+            &mut socket,
+            Arc::clone(&startup),
+            Arc::clone(&simple),
+            Arc::clone(&extended),
+            Arc::clone(&copy),
+            Arc::clone(&cancel),
+        )
+        .await
+        {
+            on_error.on_error(&socket, &mut e);
+            process_error(&mut socket, e, extended_query).await?;
+        }
+    }
+}
+
+/// Tells the client why it is being let go, and lets it go. What it is still sending is
+/// read and dropped for a moment first: closing a socket with unread bytes resets it, and a
+/// reset can reach the client before the reason does.
+async fn fatal<T, S>(
+    socket: &mut Framed<Capped<T>, PgWireMessageServerCodec<S>>,
+    code: &str,
+    message: String,
+) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let info = ErrorInfo::new("FATAL".into(), code.into(), message);
+    let linger = async {
+        socket
+            .send(PgWireBackendMessage::ErrorResponse(info.into()))
+            .await?;
+        let io = &mut socket.get_mut().io;
+        io.shutdown().await?;
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut drained = 0usize;
+        while drained < LINGER_BYTES {
+            match io.read(&mut scratch).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    };
+    // The client may be gone or not reading; it is closed either way.
+    let _ = tokio::time::timeout(LINGER, linger).await;
+    Ok(())
+}
+
+/// How long, and for how many bytes, a client let go is still read from.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
