@@ -2853,7 +2853,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
     let pgwire_idle_timeout = match c.range(
         "pgwire.idle_timeout_secs",
         raw.pgwire.idle_timeout_secs,
-        3600,
+        0,
         0,
         7 * 86_400,
     ) {

@@ -10,9 +10,12 @@ use tickflow_process::{Processor, ProcessorConfig};
 
 use crate::{Result, checkpoint};
 
-/// Spare flush buffers kept: the flush being built, two queued for the flusher and one
-/// being written are all there can be.
-pub(crate) const MAX_SPARE: usize = 3;
+/// Flushes handed to the flusher and not yet finished, at most: with one, the processor
+/// fills one buffer while the flusher writes the other.
+pub(crate) const MAX_IN_FLIGHT: usize = 1;
+
+/// Spare flush buffers kept: with one flush in flight, the one it returns.
+pub(crate) const MAX_SPARE: usize = 1;
 
 /// Shared between the processor, the flusher and queries, behind one mutex.
 #[derive(Debug, Default)]
@@ -33,9 +36,11 @@ pub(crate) struct Live {
     pub(crate) open_bars_read: bool,
     /// Flushed buffers and their receive times, emptied, for the next flushes to refill: at
     /// a million ticks a second a fresh one faults in over a hundred megabytes each time.
-    /// Up to [`MAX_SPARE`]: while the flusher lags, several flushes are in flight, and a
-    /// single spare was usually still out when the next flush began.
+    /// Up to [`MAX_SPARE`].
     pub(crate) spare: Vec<(Rows, Vec<i64>)>,
+    /// Flushes handed to the flusher that it has not finished (written, published and
+    /// its buffer returned); at most [`MAX_IN_FLIGHT`].
+    pub(crate) in_flight: usize,
     /// Final bars and alerts since the live stream last took them ([`Live::view`]).
     pub(crate) recent: Recent,
     /// When the live stream last looked: the processor keeps [`Live::recent`] only while

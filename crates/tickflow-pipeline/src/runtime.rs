@@ -201,6 +201,8 @@ struct Inner {
     /// until their entries are removed (`checkpoint/followers.json`).
     retired: std::collections::BTreeMap<String, u64>,
     live: Mutex<Live>,
+    /// Signalled when the flusher has finished a flush (`Live::in_flight` fell).
+    flush_done: std::sync::Condvar,
     /// Raised first on shutdown: sources stop (those that wait on it wake) and ingest
     /// refuses new events.
     stop_sources: watch::Sender<bool>,
@@ -526,6 +528,7 @@ impl Single {
             early: std::sync::OnceLock::new(),
             retired,
             live: Mutex::new(live),
+            flush_done: std::sync::Condvar::new(),
             stop_sources: watch::Sender::new(false),
             stop_processing: Shutdown::new(),
             hand_over: AtomicBool::new(false),
@@ -1277,6 +1280,18 @@ fn run_processor(
         let flush_seq = flush_seq.get();
         let (rows, next_recv_times) = {
             let mut live = inner.live();
+            // One flush at a time past this point: the flusher's buffer comes back as the
+            // next one, and two buffers are all there ever are (each is about 150 bytes a
+            // row). A processor ahead of the flusher waits here; the log holds what comes
+            // meanwhile.
+            while live.in_flight >= live::MAX_IN_FLIGHT && !failed(inner) {
+                live = inner
+                    .flush_done
+                    .wait_timeout(live, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            live.in_flight += 1;
             let (next_pending, next_recv_times) = live.spare.pop().unwrap_or_else(|| {
                 let rows = Rows::with_capacity_of(&live.pending);
                 (rows, Vec::with_capacity(recv_times.len()))
@@ -1491,6 +1506,15 @@ fn notifiers_reached(inner: &Inner, seq: u64, deadline: Instant) -> bool {
     true
 }
 
+/// Whether the pipeline has failed (the flusher among others): nobody waits for it then.
+fn failed(inner: &Inner) -> bool {
+    inner
+        .failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
+}
+
 /// Waits for the flusher to commit flush `seq`, or to fail.
 fn wait_until_published(inner: &Inner, seq: u64) {
     while inner.live().published_seq < seq
@@ -1570,6 +1594,8 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             }
         };
         checkpoint::write(data_dir, &job.checkpoint)?;
+        // Tens of megabytes with large dedupe windows: gone before the next is encoded.
+        drop(job.checkpoint);
         inner.log.commit(job.next_offset)?;
         {
             let mut live = inner.live();
@@ -1583,16 +1609,24 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
         }
         m.latency
             .observe_since(UnixNanos::now().0, job.recv_times.iter().copied());
-        // Readers copy rows out under the lock, so the flush's buffer is ours alone now.
-        if let Ok(mut rows) = Arc::try_unwrap(job.rows) {
+        // Readers copy rows out under the lock, so the flush's buffer is ours alone now,
+        // unless sinks keep it for a while.
+        let recycled = Arc::try_unwrap(job.rows).ok().map(|mut rows| {
             let mut recv_times = job.recv_times;
             rows.clear();
             recv_times.clear();
+            (rows, recv_times)
+        });
+        {
             let mut live = inner.live();
-            if live.spare.len() < live::MAX_SPARE {
-                live.spare.push((rows, recv_times));
+            if let Some(spare) = recycled
+                && live.spare.len() < live::MAX_SPARE
+            {
+                live.spare.push(spare);
             }
+            live.in_flight = live.in_flight.saturating_sub(1);
         }
+        inner.flush_done.notify_all();
         for (table, n) in &report.rows {
             m.rows_written.add(table, *n as u64);
         }

@@ -5,9 +5,10 @@
 //! works again. What a frame means is the venue's own (`Venue::read`).
 //!
 //! A quiet market and a dead link look alike from the frames, so the link is checked on its
-//! own: a ping every `ping_every`, and a connection that answers nothing, not even a pong,
-//! for twice that is taken for dead. A handshake gets the same time: a partition that holds
-//! every byte (no reset ever comes) costs seconds, not the kernel's retransmission minutes.
+//! own: after `ping_every` with nothing heard a ping goes out, and a ping unanswered for as
+//! long again means the link is dead. A handshake gets twice `ping_every`, and a send
+//! `ping_every`: a partition that holds every byte (no reset ever comes) costs seconds, not
+//! the kernel's retransmission minutes.
 
 use std::time::Duration;
 
@@ -48,8 +49,8 @@ pub struct Feed {
     pub subscribe: Option<String>,
     /// Silence after which the connection is taken for dead and reopened.
     pub stale_after: Duration,
-    /// How often the link is pinged; nothing heard for twice this, or a handshake that
-    /// takes that long, reopens it.
+    /// Quiet after which the link is pinged; a ping unanswered this long, or a handshake
+    /// that takes twice this, reopens it.
     pub ping_every: Duration,
     /// A stock feed: outside the regular session (`crate::calendar`) silence is the market's,
     /// not the connection's, and staleness does not grow.
@@ -75,6 +76,12 @@ pub trait Venue {
 
     /// Whether the frame just read confirmed the subscription: gaps are repaired then.
     fn subscribed(&mut self) -> bool {
+        false
+    }
+
+    /// Whether the venue confirms a subscription ([`Venue::subscribed`]): the link counts
+    /// as working once it has. Otherwise any frame read without error does.
+    fn confirms_subscription(&self) -> bool {
         false
     }
 
@@ -173,7 +180,10 @@ async fn follow_until_done(
             Err(Failure::Stop(e)) => return Err(e),
             Err(Failure::Connection { reason, error }) => {
                 tracing::warn!(source = ctx.id(), url = %feed.url, reason, error = %error, "connection lost; reconnecting");
-                ctx.link().failed(format!("{reason}: {error}"));
+                // A full disk is the log's, not the link's.
+                if reason != "log_refused" {
+                    ctx.link().failed(format!("{reason}: {error}"));
+                }
                 reason
             }
         };
@@ -199,17 +209,17 @@ async fn session(
     repair: Option<&Repair>,
     last_event: &mut UnixNanos,
 ) -> Result<bool, Failure> {
-    let dead_after = feed.ping_every * 2;
+    let handshake = feed.ping_every * 2;
     let (mut ws, _) = tokio::select! {
         () = ctx.stopped() => return Ok(true),
-        connected = tokio::time::timeout(dead_after, tokio_tungstenite::connect_async(feed.url.as_str())) => {
+        connected = tokio::time::timeout(handshake, tokio_tungstenite::connect_async(feed.url.as_str())) => {
             connected
-                .map_err(|_| lost("connect", format!("no answer to the handshake in {dead_after:?}")))?
+                .map_err(|_| lost("connect", format!("no answer to the handshake in {handshake:?}")))?
                 .map_err(|e| refused(&feed.url, e))?
         }
     };
     if let Some(subscribe) = &feed.subscribe {
-        send(&mut ws, Message::text(subscribe.as_str()), dead_after).await?;
+        send(&mut ws, Message::text(subscribe.as_str()), feed.ping_every).await?;
     }
     let mut batch = Batch::default();
     let mut tick = tokio::time::interval(
@@ -219,10 +229,10 @@ async fn session(
             .min(Duration::from_secs(1)),
     );
     // Any frame shows the link is alive; pongs aside (they answer ours), it shows the feed
-    // is.
+    // is. Both are set again after a frame's work: frames that came meanwhile wait unread.
     let mut heard = std::time::Instant::now();
     let mut heard_venue = heard;
-    let mut pinged = heard;
+    let mut pinged: Option<std::time::Instant> = None;
     let mut working = false;
     loop {
         let frame = tokio::select! {
@@ -233,8 +243,16 @@ async fn session(
             _ = tick.tick() => {
                 let now = UnixNanos::now();
                 report_staleness(ctx.id(), feed.market_hours, *last_event, now);
-                if heard.elapsed() >= dead_after {
-                    return Err(lost("timeout", format!("nothing heard, not even a pong, in {dead_after:?}")));
+                match pinged.filter(|at| heard < *at) {
+                    Some(at) if at.elapsed() >= feed.ping_every => {
+                        return Err(lost("timeout", format!("a ping unanswered for {:?}", feed.ping_every)));
+                    }
+                    Some(_) => {}
+                    None if heard.elapsed() >= feed.ping_every => {
+                        pinged = Some(std::time::Instant::now());
+                        send(&mut ws, Message::Ping(Default::default()), feed.ping_every).await?;
+                    }
+                    None => {}
                 }
                 if heard_venue.elapsed() >= feed.stale_after {
                     if feed.market_hours && !calendar::in_regular_session(now) {
@@ -244,22 +262,14 @@ async fn session(
                     }
                     return Err(lost("stale", format!("silent for {:?}", feed.stale_after)));
                 }
-                if pinged.elapsed() >= feed.ping_every {
-                    pinged = std::time::Instant::now();
-                    send(&mut ws, Message::Ping(Default::default()), dead_after).await?;
-                }
                 continue;
             }
             next = ws.next() => next,
         };
         heard = std::time::Instant::now();
-        if !matches!(frame, Some(Ok(Message::Pong(_)))) {
+        let from_venue = !matches!(frame, Some(Ok(Message::Pong(_))));
+        if from_venue {
             heard_venue = heard;
-        }
-        if !working && matches!(frame, Some(Ok(_))) {
-            // The venue answers: the link works, whatever failed before.
-            working = true;
-            ctx.link().working();
         }
         let text = match frame {
             None | Some(Ok(Message::Close(_))) => return Ok(false),
@@ -270,7 +280,17 @@ async fn session(
         };
         let now = UnixNanos::now();
         batch.clear();
-        match venue.read(&text, now, &mut batch) {
+        let read = venue.read(&text, now, &mut batch);
+        let subscribed = venue.subscribed();
+        if !working
+            && read.is_ok()
+            && (subscribed || !venue.confirms_subscription() || !batch.is_empty())
+        {
+            // The venue serves this connection: whatever failed before is over.
+            working = true;
+            ctx.link().working();
+        }
+        match read {
             Ok(()) => {}
             Err(Frame::Reconnect(message)) => return Err(lost("error", message)),
             Err(Frame::Stop(message)) => {
@@ -304,17 +324,17 @@ async fn session(
                 marks.save(ctx.state_dir(), false);
             }
         }
-        if venue.subscribed()
-            && let (Some(repair), Some(marks)) = (repair, venue.marks())
-        {
+        if subscribed && let (Some(repair), Some(marks)) = (repair, venue.marks()) {
             // Frames sent meanwhile wait in the socket, so the log stays in time order.
             repair.fill(ctx, marks, now).await.map_err(Failure::Stop)?;
-            // Nothing was read meanwhile: what the link said waits in the socket.
-            heard = std::time::Instant::now();
-            heard_venue = heard;
         }
         for reply in venue.replies() {
-            send(&mut ws, Message::text(reply), dead_after).await?;
+            send(&mut ws, Message::text(reply), feed.ping_every).await?;
+        }
+        // A slow append or a gap repair read nothing: what the link said meanwhile waits.
+        heard = std::time::Instant::now();
+        if from_venue {
+            heard_venue = heard;
         }
     }
 }

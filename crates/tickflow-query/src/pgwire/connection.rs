@@ -34,7 +34,7 @@ const BEFORE_SIGN_IN: usize = 64 * 1024;
 pub struct Limits {
     /// From connecting to signed in.
     pub startup: Duration,
-    /// Silence between two messages once signed in; `None` waits for ever.
+    /// Silence (not a byte) once signed in; `None` waits for ever.
     pub idle: Option<Duration>,
     /// The largest message, in bytes, once signed in.
     pub max_message: usize,
@@ -44,14 +44,65 @@ pub struct Limits {
     pub closed_oversized: Arc<AtomicU64>,
 }
 
-/// A client's stream that fails a read once more than `limit` bytes have arrived since the
-/// last whole message: the codec would otherwise keep buffering a message it cannot decode
-/// yet, however large its length says it is.
+/// A client's stream that reads each message's header as it passes and fails the read
+/// that brings one longer than `limit`: pgwire's codec would otherwise buffer up to 1 GiB of
+/// a message before decoding it. It also counts the bytes read, for the idle clock.
 struct Capped<T> {
     io: T,
-    /// Bytes read that no decoded message has taken yet.
-    unread: usize,
     limit: usize,
+    /// The next message has no type byte: the startup packet.
+    untyped: bool,
+    /// The current header's bytes so far.
+    header: [u8; 5],
+    have: usize,
+    /// Bytes of the current message's body still to come.
+    body_left: usize,
+    /// Bytes read in all.
+    read: Arc<AtomicU64>,
+}
+
+impl<T> Capped<T> {
+    fn new(io: T, limit: usize) -> Self {
+        Self {
+            io,
+            limit,
+            untyped: true,
+            header: [0; 5],
+            have: 0,
+            body_left: 0,
+            read: Arc::default(),
+        }
+    }
+
+    /// Follows message boundaries through `bytes`.
+    fn scan(&mut self, mut bytes: &[u8]) -> Result<(), TooLarge> {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let need = if self.untyped { 4 } else { 5 };
+            let n = (need - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == need {
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&self.header[need - 4..need]);
+                // The length counts itself.
+                let len = u32::from_be_bytes(len) as usize;
+                if len > self.limit {
+                    return Err(TooLarge(self.limit));
+                }
+                self.body_left = len.saturating_sub(4);
+                self.have = 0;
+                self.untyped = false;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Capped<T> {
@@ -63,12 +114,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Capped<T> {
         let before = buf.filled().len();
         let this = &mut *self;
         std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        this.unread += buf.filled().len() - before;
-        if this.unread > this.limit {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                TooLarge(this.limit),
-            )));
+        let fresh = &buf.filled()[before..];
+        this.read.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        if let Err(e) = this.scan(fresh) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
         }
         Poll::Ready(Ok(()))
     }
@@ -133,11 +182,12 @@ pub(super) async fn serve<H: PgWireServerHandlers>(
         return Ok(());
     };
     let parts = socket.into_parts();
-    let io = Capped {
-        io: parts.io,
-        unread: parts.read_buf.len(),
-        limit: BEFORE_SIGN_IN,
-    };
+    let mut io = Capped::new(parts.io, BEFORE_SIGN_IN);
+    // What negotiation read past its own request is the start of the startup packet.
+    if io.scan(&parts.read_buf).is_err() {
+        return Ok(());
+    }
+    let progress = Arc::clone(&io.read);
     let mut rebuilt = FramedParts::new::<PgWireBackendMessage>(io, parts.codec);
     rebuilt.read_buf = parts.read_buf;
     rebuilt.write_buf = parts.write_buf;
@@ -162,7 +212,14 @@ pub(super) async fn serve<H: PgWireServerHandlers>(
         };
         let next = match (signed_in, limits.idle) {
             (false, _) => tokio::time::timeout_at(startup_deadline, socket.next()).await,
-            (true, Some(idle)) => tokio::time::timeout(idle, socket.next()).await,
+            (true, Some(idle)) => loop {
+                // Idle is silence: a large statement still arriving is not.
+                let before = progress.load(Ordering::Relaxed);
+                match tokio::time::timeout(idle, socket.next()).await {
+                    Err(_) if progress.load(Ordering::Relaxed) != before => continue,
+                    next => break next,
+                }
+            },
             (true, None) => Ok(socket.next().await),
         };
         let message = match next {
@@ -174,7 +231,7 @@ pub(super) async fn serve<H: PgWireServerHandlers>(
                     &mut socket,
                     "57P05",
                     format!(
-                        "terminating connection due to idle-session timeout ({} s without a message; [pgwire] idle_timeout_secs)",
+                        "terminating connection due to idle-session timeout ({} s without a byte; [pgwire] idle_timeout_secs)",
                         idle.as_secs()
                     ),
                 )
@@ -211,14 +268,17 @@ pub(super) async fn serve<H: PgWireServerHandlers>(
                 )
                 .await;
             }
+            // The client went away (reset, broken pipe): nobody to tell.
+            Ok(Some(Err(PgWireError::IoError(e)))) => {
+                tracing::debug!(error = %e, "Postgres-wire client gone");
+                return Ok(());
+            }
             Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "unreadable Postgres-wire message; closing");
                 return fatal(&mut socket, "08P01", format!("unreadable message: {e}")).await;
             }
             Ok(Some(Ok(message))) => message,
         };
-        // What is buffered past this message counts towards the next.
-        socket.get_mut().unread = socket.read_buffer().len();
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             return Ok(());
         }
@@ -280,3 +340,45 @@ where
 /// How long, and for how many bytes, a client let go is still read from.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(kind: u8, body: usize) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&(body as u32 + 4).to_be_bytes());
+        m.resize(5 + body, b'x');
+        m
+    }
+
+    #[test]
+    fn message_lengths_are_checked_at_each_header_however_the_bytes_arrive() {
+        let mut c = Capped::new((), 100);
+        // The startup packet has no type byte.
+        let mut startup = 40u32.to_be_bytes().to_vec();
+        startup.resize(40, 0);
+        let mut stream = startup;
+        for body in [10, 95, 0, 60] {
+            stream.extend(typed(b'P', body));
+        }
+        // Pipelined in one read, or a byte at a time: headers are found either way.
+        assert!(c.scan(&stream).is_ok());
+        let mut c = Capped::new((), 100);
+        for b in &stream {
+            assert!(c.scan(std::slice::from_ref(b)).is_ok());
+        }
+        // One announcing 101 bytes (its length counts itself) is refused at its header, in
+        // whichever read completes the header.
+        let too_long = typed(b'Q', 97);
+        let mut c = Capped::new((), 100);
+        c.untyped = false;
+        assert!(c.scan(&too_long[..3]).is_ok());
+        assert!(c.scan(&too_long[3..5]).is_err());
+        // Many small messages together are no large one.
+        let mut c = Capped::new((), 100);
+        c.untyped = false;
+        let many: Vec<u8> = (0..1000).flat_map(|_| typed(b'B', 50)).collect();
+        assert!(c.scan(&many).is_ok());
+    }
+}

@@ -165,6 +165,10 @@ impl Venue for Stream {
         std::mem::take(&mut self.subscribed)
     }
 
+    fn confirms_subscription(&self) -> bool {
+        true
+    }
+
     fn marks(&mut self) -> Option<&mut Marks> {
         Some(&mut self.marks)
     }

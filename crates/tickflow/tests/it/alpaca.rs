@@ -196,6 +196,8 @@ pub(crate) struct Streaming {
     published: Arc<tokio::sync::watch::Sender<u64>>,
     /// Connections that have subscribed.
     subscribed: Arc<std::sync::atomic::AtomicUsize>,
+    /// Pings received, over all connections.
+    pinged: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Streaming {
@@ -210,6 +212,8 @@ impl Streaming {
         let (history, stream) = (Arc::clone(&published), Arc::clone(&published));
         let subscribed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = Arc::clone(&subscribed);
+        let pinged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pings = Arc::clone(&pinged);
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -236,6 +240,7 @@ impl Streaming {
                         tcp,
                         stream.subscribe(),
                         Arc::clone(&counted),
+                        Arc::clone(&pings),
                     ));
                 }
             });
@@ -245,7 +250,13 @@ impl Streaming {
             rest_url,
             published: Arc::clone(&published),
             subscribed,
+            pinged,
         }
+    }
+
+    /// Pings received so far.
+    pub(crate) fn pings(&self) -> usize {
+        self.pinged.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Connections that have subscribed so far.
@@ -326,6 +337,7 @@ async fn stream_session(
     tcp: tokio::net::TcpStream,
     mut published: tokio::sync::watch::Receiver<u64>,
     subscribed: Arc<std::sync::atomic::AtomicUsize>,
+    pings: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;
@@ -368,8 +380,13 @@ async fn stream_session(
                     sent = last;
                 }
             }
-            read = ws.next() => if !matches!(read, Some(Ok(_))) {
-                return;
+            read = ws.next() => match read {
+                // Answered by the library at its next read or write.
+                Some(Ok(Message::Ping(_))) => {
+                    pings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Some(Ok(_)) => {}
+                _ => return,
             },
         }
     }

@@ -627,6 +627,21 @@ fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trad
     wait_for(&server, "the first trades in the lake", |s| {
         s["rows_durable"]["trades"].as_u64() == Some(per_round)
     });
+    // A quiet link that answers its pings is kept: three pings, no reconnect.
+    let (pings, subscriptions) = (venue.pings(), venue.subscriptions());
+    wait_for(&server, "three pings on a quiet link", |_| {
+        venue.pings() >= pings + 3
+    });
+    assert_eq!(
+        venue.subscriptions(),
+        subscriptions,
+        "a healthy link was dropped"
+    );
+    assert!(
+        reconnects(&server, "iex").is_empty(),
+        "{:?}",
+        reconnects(&server, "iex")
+    );
     let mut seen = Vec::new();
     for (round, fault) in Fault::ALL.into_iter().enumerate() {
         let before = reconnects(&server, "iex");
@@ -681,6 +696,12 @@ fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trad
     assert_eq!(rows[0]["hi"].as_u64(), Some(total), "{rows}");
     assert!(
         seen.iter().filter(|(_, r)| !r.is_empty()).count() >= 4,
+        "{seen:?}"
+    );
+    // Only unanswered pings notice a blackhole.
+    assert!(
+        seen.iter().any(|(f, r)| *f == Fault::Blackhole
+            && r.iter().any(|(reason, _)| reason == "timeout")),
         "{seen:?}"
     );
     assert!(peak < 512, "peak RSS {peak} MiB");

@@ -438,7 +438,7 @@ fn postgres_wire_clients_that_send_too_much_or_go_quiet_are_let_go_with_the_reas
         &cfg,
         config(&data, "").replace(
             "[pgwire]\nport = 0\n",
-            "[pgwire]\nport = 0\nidle_timeout_secs = 1\nmax_message_mb = 1\n",
+            "[pgwire]\nport = 0\nidle_timeout_secs = 2\nmax_message_mb = 1\n",
         ),
     )
     .unwrap();
@@ -456,7 +456,8 @@ fn postgres_wire_clients_that_send_too_much_or_go_quiet_are_let_go_with_the_reas
         let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
         assert_eq!(db.code().code(), "54000", "{db:?}");
         assert!(db.message().contains("max_message_mb"), "{db:?}");
-        let _ = conn.await;
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+        assert!(closed.is_ok(), "the server did not close the connection");
         assert!(client.is_closed());
 
         // A statement within the limit is answered; then silence past the idle timeout
@@ -472,7 +473,11 @@ fn postgres_wire_clients_that_send_too_much_or_go_quiet_are_let_go_with_the_reas
                 tokio_postgres::SimpleQueryMessage::Row(r) if r.get("n") == Some("524288"))),
             "{rows:?}"
         );
-        let ended = conn.await.unwrap().expect_err("closed by the server");
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(60), conn)
+            .await
+            .expect("the idle connection was not closed")
+            .unwrap()
+            .expect_err("closed by the server");
         let db = ended.as_db_error().unwrap_or_else(|| panic!("{ended:?}"));
         assert_eq!(db.code().code(), "57P05", "{db:?}");
         assert!(db.message().contains("idle_timeout_secs"), "{db:?}");
