@@ -201,8 +201,10 @@ struct Inner {
     /// until their entries are removed (`checkpoint/followers.json`).
     retired: std::collections::BTreeMap<String, u64>,
     live: Mutex<Live>,
-    /// Signalled when the flusher has finished a flush (`Live::in_flight` fell).
+    /// Signalled when the flusher has finished a flush (`Live::in_flight` fell) or stopped.
     flush_done: std::sync::Condvar,
+    /// The flusher thread has returned: nobody waits for it any more.
+    flusher_gone: AtomicBool,
     /// Raised first on shutdown: sources stop (those that wait on it wake) and ingest
     /// refuses new events.
     stop_sources: watch::Sender<bool>,
@@ -529,6 +531,7 @@ impl Single {
             retired,
             live: Mutex::new(live),
             flush_done: std::sync::Condvar::new(),
+            flusher_gone: AtomicBool::new(false),
             stop_sources: watch::Sender::new(false),
             stop_processing: Shutdown::new(),
             hand_over: AtomicBool::new(false),
@@ -574,7 +577,12 @@ impl Single {
         let i = Arc::clone(&inner);
         threads.push(spawn(
             "flusher",
-            Box::new(move || run_flusher(&i, rx)),
+            Box::new(move || {
+                let done = run_flusher(&i, rx);
+                i.flusher_gone.store(true, Ordering::Release);
+                i.flush_done.notify_all();
+                done
+            }),
             Arc::clone(&inner),
         )?);
         let i = Arc::clone(&inner);
@@ -1281,10 +1289,12 @@ fn run_processor(
         let (rows, next_recv_times) = {
             let mut live = inner.live();
             // One flush at a time past this point: the flusher's buffer comes back as the
-            // next one, and two buffers are all there ever are (each is about 150 bytes a
-            // row). A processor ahead of the flusher waits here; the log holds what comes
-            // meanwhile.
-            while live.in_flight >= live::MAX_IN_FLIGHT && !failed(inner) {
+            // next one, so two buffers (about 150 bytes a row) are all there are unless
+            // sinks or notifiers still hold a flush. A processor ahead of the flusher waits
+            // here; the log holds what comes meanwhile.
+            while live.in_flight >= live::MAX_IN_FLIGHT
+                && !inner.flusher_gone.load(Ordering::Acquire)
+            {
                 live = inner
                     .flush_done
                     .wait_timeout(live, Duration::from_millis(50))
@@ -1504,15 +1514,6 @@ fn notifiers_reached(inner: &Inner, seq: u64, deadline: Instant) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
     true
-}
-
-/// Whether the pipeline has failed (the flusher among others): nobody waits for it then.
-fn failed(inner: &Inner) -> bool {
-    inner
-        .failure
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_some()
 }
 
 /// Waits for the flusher to commit flush `seq`, or to fail.

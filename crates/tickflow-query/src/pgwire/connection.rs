@@ -34,7 +34,8 @@ const BEFORE_SIGN_IN: usize = 64 * 1024;
 pub struct Limits {
     /// From connecting to signed in.
     pub startup: Duration,
-    /// Silence (not a byte) once signed in; `None` waits for ever.
+    /// Once signed in, the longest wait for a whole message from its first byte, or for
+    /// the first byte; `None` waits for ever.
     pub idle: Option<Duration>,
     /// The largest message, in bytes, once signed in.
     pub max_message: usize,
@@ -46,7 +47,8 @@ pub struct Limits {
 
 /// A client's stream that reads each message's header as it passes and fails the read
 /// that brings one longer than `limit`: pgwire's codec would otherwise buffer up to 1 GiB of
-/// a message before decoding it. It also counts the bytes read, for the idle clock.
+/// a message before decoding it. It also notes when the message arriving began, for the
+/// idle clock.
 struct Capped<T> {
     io: T,
     limit: usize,
@@ -57,8 +59,8 @@ struct Capped<T> {
     have: usize,
     /// Bytes of the current message's body still to come.
     body_left: usize,
-    /// Bytes read in all.
-    read: Arc<AtomicU64>,
+    /// When the first byte of a message not yet whole arrived.
+    started: Option<tokio::time::Instant>,
 }
 
 impl<T> Capped<T> {
@@ -70,35 +72,42 @@ impl<T> Capped<T> {
             header: [0; 5],
             have: 0,
             body_left: 0,
-            read: Arc::default(),
+            started: None,
         }
     }
 
     /// Follows message boundaries through `bytes`.
     fn scan(&mut self, mut bytes: &[u8]) -> Result<(), TooLarge> {
+        if !bytes.is_empty() && self.started.is_none() {
+            self.started = Some(tokio::time::Instant::now());
+        }
         while !bytes.is_empty() {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
                 self.body_left -= n;
                 bytes = &bytes[n..];
-                continue;
-            }
-            let need = if self.untyped { 4 } else { 5 };
-            let n = (need - self.have).min(bytes.len());
-            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
-            self.have += n;
-            bytes = &bytes[n..];
-            if self.have == need {
-                let mut len = [0u8; 4];
-                len.copy_from_slice(&self.header[need - 4..need]);
-                // The length counts itself.
-                let len = u32::from_be_bytes(len) as usize;
-                if len > self.limit {
-                    return Err(TooLarge(self.limit));
+            } else {
+                let need = if self.untyped { 4 } else { 5 };
+                let n = (need - self.have).min(bytes.len());
+                self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have == need {
+                    let mut len = [0u8; 4];
+                    len.copy_from_slice(&self.header[need - 4..need]);
+                    // The length counts itself.
+                    let len = u32::from_be_bytes(len) as usize;
+                    if len > self.limit {
+                        return Err(TooLarge(self.limit));
+                    }
+                    self.body_left = len.saturating_sub(4);
+                    self.have = 0;
+                    self.untyped = false;
                 }
-                self.body_left = len.saturating_sub(4);
-                self.have = 0;
-                self.untyped = false;
+            }
+            if self.have == 0 && self.body_left == 0 {
+                // Whole: the next message's clock starts with its first byte.
+                self.started = (!bytes.is_empty()).then(tokio::time::Instant::now);
             }
         }
         Ok(())
@@ -115,7 +124,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Capped<T> {
         let this = &mut *self;
         std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         let fresh = &buf.filled()[before..];
-        this.read.fetch_add(fresh.len() as u64, Ordering::Relaxed);
         if let Err(e) = this.scan(fresh) {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
         }
@@ -185,9 +193,9 @@ pub(super) async fn serve<H: PgWireServerHandlers>(
     let mut io = Capped::new(parts.io, BEFORE_SIGN_IN);
     // What negotiation read past its own request is the start of the startup packet.
     if io.scan(&parts.read_buf).is_err() {
+        limits.closed_oversized.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
-    let progress = Arc::clone(&io.read);
     let mut rebuilt = FramedParts::new::<PgWireBackendMessage>(io, parts.codec);
     rebuilt.read_buf = parts.read_buf;
     rebuilt.write_buf = parts.write_buf;
@@ -212,11 +220,24 @@ pub(super) async fn serve<H: PgWireServerHandlers>(
         };
         let next = match (signed_in, limits.idle) {
             (false, _) => tokio::time::timeout_at(startup_deadline, socket.next()).await,
+            // Silence between messages, or a message that takes that long to arrive whole:
+            // a large statement on its way is not idle, one trickled in to hold the
+            // connection is.
             (true, Some(idle)) => loop {
-                // Idle is silence: a large statement still arriving is not.
-                let before = progress.load(Ordering::Relaxed);
-                match tokio::time::timeout(idle, socket.next()).await {
-                    Err(_) if progress.load(Ordering::Relaxed) != before => continue,
+                let deadline = socket
+                    .get_ref()
+                    .started
+                    .unwrap_or_else(tokio::time::Instant::now)
+                    + idle;
+                match tokio::time::timeout_at(deadline, socket.next()).await {
+                    Err(_)
+                        if socket
+                            .get_ref()
+                            .started
+                            .is_some_and(|t| t + idle > tokio::time::Instant::now()) =>
+                    {
+                        continue;
+                    }
                     next => break next,
                 }
             },
@@ -231,7 +252,7 @@ pub(super) async fn serve<H: PgWireServerHandlers>(
                     &mut socket,
                     "57P05",
                     format!(
-                        "terminating connection due to idle-session timeout ({} s without a byte; [pgwire] idle_timeout_secs)",
+                        "terminating connection due to idle-session timeout (no whole message in {} s; [pgwire] idle_timeout_secs)",
                         idle.as_secs()
                     ),
                 )
@@ -375,6 +396,14 @@ mod tests {
         c.untyped = false;
         assert!(c.scan(&too_long[..3]).is_ok());
         assert!(c.scan(&too_long[3..5]).is_err());
+        // The idle clock runs from a message's first byte until it is whole.
+        let mut c = Capped::new((), 100);
+        c.untyped = false;
+        let one = typed(b'Q', 20);
+        assert!(c.scan(&one[..7]).is_ok());
+        assert!(c.started.is_some(), "a message on its way");
+        assert!(c.scan(&one[7..]).is_ok());
+        assert!(c.started.is_none(), "whole, and nothing after it");
         // Many small messages together are no large one.
         let mut c = Capped::new((), 100);
         c.untyped = false;
