@@ -1605,8 +1605,14 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
             live.flushing.retain(|(s, _)| *s != job.seq);
         }
         inner.sinks.publish(job.seq, &job.rows);
-        if let Some(n) = inner.notifiers.get() {
-            n.publish(job.seq, &job.rows);
+        if let Some(n) = inner.notifiers.get().filter(|n| !n.is_empty()) {
+            // Notifiers read alerts alone: they keep those, and the flush's ticks go back
+            // to the processor.
+            let alerts = Rows {
+                alerts: job.rows.alerts.clone(),
+                ..Rows::default()
+            };
+            n.publish(job.seq, &Arc::new(alerts));
         }
         m.latency
             .observe_since(UnixNanos::now().0, job.recv_times.iter().copied());
