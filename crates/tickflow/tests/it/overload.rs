@@ -418,15 +418,14 @@ fn a_source_the_full_disk_refuses_waits_and_starts_again_by_itself() {
     drop(disk);
 }
 
-/// The counter `name{reason="<reason>"}` in `/metrics`.
+/// `tickflow_connections_closed_total{reason}`.
 fn closed_counter(server: &Server, reason: &str) -> u64 {
-    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
-    let prefix = format!("tickflow_connections_closed_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    crate::support::labelled_counter(
+        server,
+        "tickflow_connections_closed_total",
+        "reason",
+        reason,
+    )
 }
 
 #[test]

@@ -318,8 +318,13 @@ pub(crate) fn api_rows(url: &str, sql: &str) -> serde_json::Value {
 
 /// The counter `name{sink="<sink>"}` in `/metrics`.
 pub(crate) fn sink_counter(server: &Server, name: &str, sink: &str) -> u64 {
+    labelled_counter(server, name, "sink", sink)
+}
+
+/// The counter `name{<label>="<value>"}` in `/metrics`, 0 while it has not counted.
+pub(crate) fn labelled_counter(server: &Server, name: &str, label: &str, value: &str) -> u64 {
     let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
-    let prefix = format!("{name}{{sink=\"{sink}\"}} ");
+    let prefix = format!("{name}{{{label}=\"{value}\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
