@@ -128,6 +128,105 @@ pub fn encode(
     Ok(out)
 }
 
+/// A checkpoint written to a file of its own beside the checkpoint, not yet durable nor in
+/// its place: [`Staged::commit`] makes it the checkpoint once the flush's lake files are.
+/// Staging writes the state straight to the file on the processor thread, which owns the
+/// state: with large dedupe windows an encoded checkpoint is tens of megabytes, which would
+/// otherwise sit in memory beside two full row buffers until the flusher wrote it.
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    tmp: PathBuf,
+}
+
+/// Writes `bytes` through to `out`, summing them.
+struct Summing<W> {
+    out: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes a checkpoint of `state` at `next_offset` and `flush_seq` to a staged file: the
+/// same bytes [`encode`] makes.
+///
+/// # Errors
+/// The file cannot be written, or the state cannot be encoded.
+pub fn stage(data_dir: &Path, next_offset: u64, flush_seq: u64, state: &State) -> Result<Staged> {
+    use std::io::{Seek, SeekFrom};
+    let dir = dir(data_dir);
+    let tmp = dir.join(format!("processor.ckpt.{flush_seq}.staged"));
+    let io = |e: std::io::Error| err(&tmp, e.to_string());
+    fs::create_dir_all(&dir).map_err(io)?;
+    let mut file = File::create(&tmp).map_err(io)?;
+    let mut header = Vec::with_capacity(28);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&next_offset.to_le_bytes());
+    header.extend_from_slice(&flush_seq.to_le_bytes());
+    header.extend_from_slice(&[0; 4]); // crc of the body, filled in below
+    file.write_all(&header).map_err(io)?;
+    let crc = {
+        let body = Summing {
+            out: std::io::BufWriter::with_capacity(1 << 20, &file),
+            crc: crc32fast::Hasher::new(),
+        };
+        let mut body = postcard::to_io(state, body).map_err(|e| err(&tmp, e.to_string()))?;
+        body.flush().map_err(io)?;
+        body.crc.clone().finalize()
+    };
+    file.seek(SeekFrom::Start(24)).map_err(io)?;
+    file.write_all(&crc.to_le_bytes()).map_err(io)?;
+    Ok(Staged { file, tmp })
+}
+
+impl Staged {
+    /// Makes the staged checkpoint the checkpoint, durably: fsync, rename over the old one,
+    /// fsync the directory. A crash before leaves the old one, after the new one.
+    ///
+    /// # Errors
+    /// The file cannot be synced or renamed.
+    pub fn commit(self, data_dir: &Path) -> Result<()> {
+        let path = path(data_dir);
+        let io = |e: std::io::Error| err(&path, e.to_string());
+        self.file.sync_all().map_err(io)?;
+        drop(self.file);
+        fs::rename(&self.tmp, &path).map_err(io)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    }
+}
+
+/// Deletes checkpoints staged by a process that stopped before committing them: a flush
+/// whose checkpoint was never committed is replayed from the log.
+///
+/// # Errors
+/// The folder cannot be read, or a file there deleted.
+pub fn discard_staged(data_dir: &Path) -> Result<()> {
+    let dir = dir(data_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(&dir, e.to_string())),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| err(&dir, e.to_string()))?.path();
+        if path.extension().is_some_and(|x| x == "staged") {
+            fs::remove_file(&path).map_err(|e| err(&path, e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes encoded checkpoint bytes durably: temp file, fsync, rename, fsync the directory.
 pub fn write(data_dir: &Path, bytes: &[u8]) -> Result<()> {
     let path = path(data_dir);
@@ -323,6 +422,35 @@ mod tests {
         assert_eq!(&bytes[..8], MAGIC);
         write(dir.path(), &bytes).unwrap();
         assert_restores_fixture(read(dir.path()).unwrap().unwrap());
+    }
+
+    #[test]
+    fn a_staged_checkpoint_is_the_encoded_one_and_counts_only_once_committed() {
+        let mut processor = Processor::new(ProcessorConfig::default());
+        let mut out = Output::default();
+        for e in fixture_events() {
+            processor.process(None, e, UnixNanos(0), &mut out);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &encode(1, 1, &State::default(), 0).unwrap()).unwrap();
+        let staged = stage(dir.path(), 42, 7, processor.state()).unwrap();
+        let on_disk = fs::read(&staged.tmp).unwrap();
+        assert_eq!(
+            on_disk,
+            encode(42, 7, processor.state(), 0).unwrap(),
+            "the same bytes, sum included"
+        );
+        // Staged is not committed: a restart reads the old checkpoint and drops the staged.
+        assert_eq!(read(dir.path()).unwrap().unwrap().flush_seq, 1);
+        staged.commit(dir.path()).unwrap();
+        assert_restores_fixture(read(dir.path()).unwrap().unwrap());
+        let left = stage(dir.path(), 50, 8, processor.state()).unwrap();
+        let leftover = left.tmp.clone();
+        drop(left);
+        discard_staged(dir.path()).unwrap();
+        assert!(!leftover.exists());
+        assert_eq!(read(dir.path()).unwrap().unwrap().flush_seq, 7);
+        assert!(path(dir.path()).exists());
     }
 
     #[test]

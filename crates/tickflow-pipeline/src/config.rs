@@ -3268,7 +3268,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
         flush_rows: c.range(
             "lake.flush_rows",
             raw.lake.flush_rows,
-            1_000_000,
+            750_000,
             1,
             100_000_000,
         ) as usize,

@@ -183,7 +183,7 @@ struct FlushJob {
     seq: u64,
     rows: Arc<Rows>,
     next_offset: u64,
-    checkpoint: Vec<u8>,
+    checkpoint: checkpoint::Staged,
     recv_times: Vec<i64>,
 }
 
@@ -411,6 +411,7 @@ impl Single {
             source,
         })?;
         let recorded = checkpoint::read(&data_dir)?;
+        checkpoint::discard_staged(&data_dir)?;
         let at = recorded.as_ref().map_or(0, |c| c.next_offset);
         crate::log_store::check_identity(&data_dir, &plan.log, at > 0)?;
         let log = LogStore::open(&data_dir, &plan.log, at)?;
@@ -1274,7 +1275,6 @@ fn run_processor(
     // How late each event of the batch arrived (`ts_recv - ts_event`), for the feed histogram.
     let mut feed_delays: Vec<u64> = Vec::new();
     let mut alert_log = AlertLog::new();
-    let mut checkpoint_len = 0usize;
     let mut pending_rows = 0usize;
     let mut flushed_offset = next;
     let mut last_flush = Instant::now();
@@ -1283,7 +1283,7 @@ fn run_processor(
     let flush_rows = inner.plan.lake.flush_rows;
     // The flush the rows being processed go into is the one after it.
     let flush_seq = std::cell::Cell::new(flush_seq);
-    let mut flush = |processor: &Processor, next: u64, recv_times: &mut Vec<i64>| -> Result<()> {
+    let flush = |processor: &Processor, next: u64, recv_times: &mut Vec<i64>| -> Result<()> {
         flush_seq.set(flush_seq.get() + 1);
         let flush_seq = flush_seq.get();
         let (rows, next_recv_times) = {
@@ -1311,8 +1311,8 @@ fn run_processor(
             live.open_bars = processor.open_bars();
             (rows, next_recv_times)
         };
-        let checkpoint = checkpoint::encode(next, flush_seq, processor.state(), checkpoint_len)?;
-        checkpoint_len = checkpoint.len();
+        let checkpoint =
+            checkpoint::stage(&inner.plan.data_dir, next, flush_seq, processor.state())?;
         let job = FlushJob {
             seq: flush_seq,
             rows,
@@ -1594,9 +1594,7 @@ fn run_flusher(inner: &Inner, rx: Receiver<FlushJob>) -> Result<()> {
                 }
             }
         };
-        checkpoint::write(data_dir, &job.checkpoint)?;
-        // Tens of megabytes with large dedupe windows: gone before the next is encoded.
-        drop(job.checkpoint);
+        job.checkpoint.commit(data_dir)?;
         inner.log.commit(job.next_offset)?;
         {
             let mut live = inner.live();

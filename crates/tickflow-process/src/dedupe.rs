@@ -82,6 +82,12 @@ impl DedupeWindow {
             None => i64::MIN,
         };
         if ts > newest {
+            if self.in_order.len() == self.in_order.capacity() {
+                // A quarter more rather than twice as much: the window's size is steady
+                // (rate × lateness), and a ring buffer's every slot is touched in turn, so
+                // its whole capacity stays resident.
+                self.in_order.reserve_exact(self.in_order.len() / 4 + 16);
+            }
             self.in_order.push_back((ts, key));
             return true;
         }
