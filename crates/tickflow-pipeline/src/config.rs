@@ -345,6 +345,11 @@ pub struct RawWsFeed {
     pub stale_after_secs: Option<i64>,
     pub ping_interval_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
+    /// The venue's REST history, for gap repair.
+    pub rest_url: Option<String>,
+    pub repair_gaps: Option<bool>,
+    /// Binance only: sent to its REST history.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1014,6 +1019,7 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
             stale_after_secs: Some(raw.stale_after_secs.unwrap_or(600)),
             ping_interval_secs: raw.ping_interval_secs,
             retry_max_secs: raw.retry_max_secs,
+            ..RawWsFeed::default()
         },
         "",
     );
@@ -1100,6 +1106,7 @@ fn polygon(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawPolygon) -> So
             stale_after_secs: Some(raw.stale_after_secs.unwrap_or(600)),
             ping_interval_secs: raw.ping_interval_secs,
             retry_max_secs: raw.retry_max_secs,
+            ..RawWsFeed::default()
         },
         DEFAULT_WS_URL,
     );
@@ -2090,6 +2097,14 @@ impl SourceConfig {
                         .map(|h| (shared(h), symbols)),
                 )
             }
+            Self::Coinbase(c) => Some(
+                c.history(id, Retry::default())
+                    .map(|h| (shared(h), c.symbols.clone())),
+            ),
+            Self::Binance(b) => Some(b.history(id, Retry::default()).map(|h| {
+                let symbols = b.symbols.iter().map(|s| s.as_str().to_string()).collect();
+                (shared(h), symbols)
+            })),
             _ => None,
         }
     }
@@ -3468,7 +3483,20 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 };
                 SourceConfig::Replay(ReplayPlan { path, speed })
             }
-            RawSourceKind::Coinbase(raw) => {
+            RawSourceKind::Coinbase(mut raw) => {
+                if raw.key.take().is_some() {
+                    c.add(
+                        key("key"),
+                        "Coinbase's public feed and history take no key: leave it out",
+                    );
+                }
+                let rest_url = http_url(
+                    c,
+                    &key("rest_url"),
+                    raw.rest_url.take(),
+                    tickflow_sources::coinbase::history::DEFAULT_REST_URL,
+                );
+                let repair_gaps = raw.repair_gaps.unwrap_or(true);
                 let f = ws_feed(c, &key, raw, tickflow_sources::coinbase::DEFAULT_URL);
                 SourceConfig::Coinbase(tickflow_sources::coinbase::CoinbaseSource {
                     url: f.url,
@@ -3476,6 +3504,8 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     stale_after: f.stale_after,
                     ping_every: f.ping_every,
                     retry_max: f.retry_max,
+                    rest_url,
+                    repair_gaps,
                 })
             }
             RawSourceKind::Alpaca(raw) => alpaca(c, &key, raw),
@@ -3484,7 +3514,15 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             RawSourceKind::Nats(raw) => nats(c, &key, raw, &id),
             RawSourceKind::Sqs(raw) => sqs(c, &key, raw),
             RawSourceKind::Kafka(raw) => kafka(c, &key, raw, &id),
-            RawSourceKind::Binance(raw) => {
+            RawSourceKind::Binance(mut raw) => {
+                let rest_url = http_url(
+                    c,
+                    &key("rest_url"),
+                    raw.rest_url.take(),
+                    tickflow_sources::binance::history::DEFAULT_REST_URL,
+                );
+                let repair_gaps = raw.repair_gaps.unwrap_or(true);
+                let api_key = raw.key.take().filter(|k| !k.is_empty());
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
                     c.add(
@@ -3498,6 +3536,9 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     stale_after: f.stale_after,
                     ping_every: f.ping_every,
                     retry_max: f.retry_max,
+                    rest_url,
+                    key: api_key,
+                    repair_gaps,
                 })
             }
             RawSourceKind::Http(h) => {
@@ -3845,7 +3886,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                 Some(id) if !with_history.contains(&id.as_str()) => c.add(
                     key("source"),
                     format!(
-                        "source {id:?} has no vendor history to fetch from (alpaca and polygon do)"
+                        "source {id:?} has no vendor history to fetch from (alpaca, polygon, coinbase and binance do)"
                     ),
                 ),
                 None if with_history.len() != 1 => c.add(

@@ -129,6 +129,8 @@ fn source(venue: &str, url: &str) -> Box<dyn Source> {
             stale_after,
             ping_every: Duration::from_secs(10),
             retry_max,
+            rest_url: "http://127.0.0.1:9".into(),
+            repair_gaps: false,
         }),
         "binance" => Box::new(tickflow_sources::binance::BinanceSource {
             url: url.to_string(),
@@ -136,6 +138,9 @@ fn source(venue: &str, url: &str) -> Box<dyn Source> {
             stale_after,
             ping_every: Duration::from_secs(10),
             retry_max,
+            rest_url: "http://127.0.0.1:9".into(),
+            key: None,
+            repair_gaps: false,
         }),
         "alpaca" => Box::new(tickflow_sources::alpaca::AlpacaSource {
             url: format!("{url}/v1beta3/crypto/us"),

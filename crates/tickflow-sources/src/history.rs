@@ -58,7 +58,16 @@ pub trait History: Send + Sync + std::fmt::Debug {
     fn read_page(&self, body: &str, request: &Request, now: UnixNanos) -> Result<Page, String>;
     /// The client, with the vendor's key, limiter and retries.
     fn rest(&self) -> &Rest;
+    /// Whether pages go back in time from the newest (Coinbase): [`fetch`] then gathers
+    /// the whole range before handing it on oldest first, as the log wants it.
+    fn descending(&self) -> bool {
+        false
+    }
 }
+
+/// The most events a range read backwards is gathered up to: about 200 MB of trades. A
+/// longer gap fails as the vendor's, and is recorded unfillable.
+pub const MAX_GATHERED: usize = 1_000_000;
 
 /// Follows a request's pages, handing each page's new events to `on_page` in time order;
 /// returns how many events there were.
@@ -74,6 +83,7 @@ pub async fn fetch<E>(
     let mut edge = Edge::default();
     let mut total = 0u64;
     let mut pages = 0u32;
+    let mut gathered = Vec::new();
     while let Some(current) = url.take() {
         let body = history.rest().get(&current).await.map_err(Fetch::Vendor)?;
         let mut page = history
@@ -86,14 +96,36 @@ pub async fn fetch<E>(
             })?;
         page.events
             .retain(|e| (request.from..=request.to).contains(&e.ts_event()));
+        pages += 1;
+        // A cursor that points at itself would loop for ever.
+        url = page.next.filter(|next| *next != current && pages < 100_000);
+        if history.descending() {
+            gathered.append(&mut page.events);
+            if gathered.len() > MAX_GATHERED {
+                return Err(Fetch::Vendor(RestError::Failed {
+                    url: crate::rest::redact(&current),
+                    status: 200,
+                    message: format!(
+                        "more than {MAX_GATHERED} events in {}..{}: fetch shorter ranges",
+                        request.from, request.to
+                    ),
+                }));
+            }
+            continue;
+        }
         edge.keep_new(&mut page.events);
         total += page.events.len() as u64;
         if !page.events.is_empty() {
             on_page(page.events).map_err(Fetch::Sink)?;
         }
-        pages += 1;
-        // A cursor that points at itself would loop for ever.
-        url = page.next.filter(|next| *next != current && pages < 100_000);
+    }
+    if !gathered.is_empty() {
+        // Stable: events of one time keep the vendor's order, reversed with the pages.
+        gathered.reverse();
+        gathered.sort_by_key(Event::ts_event);
+        edge.keep_new(&mut gathered);
+        total = gathered.len() as u64;
+        on_page(gathered).map_err(Fetch::Sink)?;
     }
     Ok(total)
 }

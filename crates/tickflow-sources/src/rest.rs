@@ -325,12 +325,16 @@ fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
     Some(until(SystemTime::UNIX_EPOCH + Duration::from_secs(reset)))
 }
 
-/// The vendor's explanation in an error body: `error` (Polygon), `message` (Alpaca), or the
-/// body itself, shortened.
+/// The vendor's explanation in an error body: `error` (Polygon), `message` (Alpaca,
+/// Coinbase), `msg` (Binance), or the body itself, shortened.
 fn vendor_message(body: &str) -> String {
     let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
     json.as_ref()
-        .and_then(|j| j.get("error").or_else(|| j.get("message")))
+        .and_then(|j| {
+            j.get("error")
+                .or_else(|| j.get("message"))
+                .or_else(|| j.get("msg"))
+        })
         .and_then(|m| m.as_str())
         .map_or_else(
             || body.chars().take(300).collect(),

@@ -79,6 +79,12 @@ pub trait Venue {
         false
     }
 
+    /// Whether the streams are named in the address, so a connection is subscribed once it
+    /// opens: gaps are repaired then, before any frame is read.
+    fn subscribed_on_connect(&self) -> bool {
+        false
+    }
+
     /// Whether the venue confirms a subscription ([`Venue::subscribed`]): the link counts
     /// as working once it has. Otherwise any frame read without error does.
     fn confirms_subscription(&self) -> bool {
@@ -221,6 +227,15 @@ async fn session(
     if let Some(subscribe) = &feed.subscribe {
         send(&mut ws, Message::text(subscribe.as_str()), feed.ping_every).await?;
     }
+    if venue.subscribed_on_connect()
+        && let (Some(repair), Some(marks)) = (repair, venue.marks())
+    {
+        // What the venue streams meanwhile waits in the socket, so the log stays in order.
+        repair
+            .fill(ctx, marks, UnixNanos::now())
+            .await
+            .map_err(Failure::Stop)?;
+    }
     let mut batch = Batch::default();
     let mut tick = tokio::time::interval(
         feed.stale_after
@@ -233,7 +248,12 @@ async fn session(
     let mut heard = std::time::Instant::now();
     let mut heard_venue = heard;
     let mut pinged: Option<std::time::Instant> = None;
-    let mut working = false;
+    // A venue that reads its streams from the address refuses a bad one at the handshake:
+    // one that completed is served.
+    let mut working = venue.subscribed_on_connect();
+    if working {
+        ctx.link().working();
+    }
     loop {
         let frame = tokio::select! {
             () = ctx.stopped() => {

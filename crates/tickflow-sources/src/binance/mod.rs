@@ -1,7 +1,11 @@
 //! Binance Spot's public trade streams (`<symbol>@trade`): every trade, with no account. One
 //! combined-stream connection carries every configured symbol; the venue's 24-hour limit and
-//! its `serverShutdown` notice end it, and the shared loop (`crate::ws`) reconnects.
+//! its `serverShutdown` notice end it, and the shared loop (`crate::ws`) reconnects. The
+//! streams are named in the address, so a connection is subscribed once it opens: with
+//! `repair_gaps`, the trades a reconnect or a restart missed are fetched from the venue's
+//! REST history ([`history`]) then, before the stream is read (`crate::gaps`).
 
+pub mod history;
 pub mod parse;
 
 use std::collections::HashMap;
@@ -12,6 +16,7 @@ use tickflow_core::codec::Batch;
 use tickflow_core::source::{Source, SourceContext, SourceError};
 use tickflow_model::{Event, Symbol, UnixNanos};
 
+use crate::gaps::{Marks, Repair};
 use crate::ws::{self, Feed, Frame, Venue};
 use parse::Parsed;
 
@@ -19,7 +24,7 @@ use parse::Parsed;
 pub const DEFAULT_URL: &str = "wss://data-stream.binance.vision";
 
 /// A Binance source as its config entry sets it up.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BinanceSource {
     /// The endpoint, without `/stream?…`.
     pub url: String,
@@ -29,22 +34,83 @@ pub struct BinanceSource {
     /// How often the link is pinged; see [`crate::ws`].
     pub ping_every: Duration,
     pub retry_max: Duration,
+    /// The REST history, for gap repair.
+    pub rest_url: String,
+    /// Sent as `X-MBX-APIKEY` to the REST history, when set.
+    pub key: Option<String>,
+    /// Fetch the trades a reconnect or a restart missed.
+    pub repair_gaps: bool,
+}
+
+impl std::fmt::Debug for BinanceSource {
+    /// The key never shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BinanceSource")
+            .field("url", &self.url)
+            .field("rest_url", &self.rest_url)
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .field("symbols", &self.symbols)
+            .field("repair_gaps", &self.repair_gaps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BinanceSource {
+    /// The REST history client, as source `id` reads it.
+    ///
+    /// # Errors
+    /// The key is not a valid header value, or TLS could not be set up.
+    pub fn history(
+        &self,
+        id: &str,
+        retry: crate::rest::Retry,
+    ) -> Result<history::BinanceHistory, String> {
+        let key = self.key.as_deref().unwrap_or_default();
+        let headers: &[(&str, &str)] = if key.is_empty() {
+            &[]
+        } else {
+            &[("X-MBX-APIKEY", key)]
+        };
+        Ok(history::BinanceHistory {
+            base: self.rest_url.clone(),
+            rest: crate::rest::Rest::new(
+                id,
+                headers,
+                crate::rest::limiter(&self.rest_url, key, history::REQUESTS_PER_MINUTE),
+                retry,
+            )?,
+            source: Arc::from(id),
+        })
+    }
 }
 
 struct Trades {
     symbols: HashMap<String, Symbol>,
     source: Arc<str>,
+    marks: Marks,
 }
 
 impl Venue for Trades {
     fn read(&mut self, text: &str, now: UnixNanos, batch: &mut Batch) -> Result<(), Frame> {
         match parse::parse(text, &self.symbols, &self.source, now) {
-            Ok(Parsed::Trade(trade)) => batch.push(&Event::Trade(trade)),
+            Ok(Parsed::Trade(trade)) => {
+                let event = Event::Trade(trade);
+                self.marks.saw(&event);
+                batch.push(&event);
+            }
             Ok(Parsed::Reply) => {}
             Ok(Parsed::Reconnect(why)) => return Err(Frame::Reconnect(why)),
             Err(error) => return Err(Frame::Unreadable(error)),
         }
         Ok(())
+    }
+
+    fn subscribed_on_connect(&self) -> bool {
+        true
+    }
+
+    fn marks(&mut self) -> Option<&mut Marks> {
+        Some(&mut self.marks)
     }
 }
 
@@ -67,7 +133,15 @@ impl Source for BinanceSource {
         let mut venue = Trades {
             symbols: parse::symbol_map(&self.symbols),
             source: Arc::from(ctx.id()),
+            marks: Marks::load(ctx.state_dir()),
         };
-        ws::follow(&feed, &ctx, &mut venue, None).await
+        let repair = if self.repair_gaps {
+            Some(Repair {
+                history: Arc::new(self.history(ctx.id(), crate::rest::Retry::default())?),
+            })
+        } else {
+            None
+        };
+        ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await
     }
 }

@@ -9,8 +9,11 @@
 //! with jitter, resubscribing; each reconnect is counted in
 //! `tickflow_reconnects_total{source, reason}`. Trades repeated across a reconnect (the
 //! `last_match` sent on subscribing) carry their venue `trade_id`, so processing drops them
-//! as duplicates.
+//! as duplicates. With `repair_gaps`, the trades a reconnect or a restart missed are fetched
+//! from the venue's REST history ([`history`]) once the subscription is confirmed, before
+//! the stream goes on (`crate::gaps`).
 
+pub mod history;
 pub mod parse;
 
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tickflow_core::codec::Batch;
 use tickflow_core::source::{Source, SourceContext, SourceError};
 use tickflow_model::{Event, UnixNanos};
 
+use crate::gaps::{Marks, Repair};
 use crate::ws::{self, Feed, Frame, Venue};
 use parse::Parsed;
 
@@ -38,19 +42,60 @@ pub struct CoinbaseSource {
     pub ping_every: Duration,
     /// The longest wait between reconnects.
     pub retry_max: Duration,
+    /// The REST history, for gap repair.
+    pub rest_url: String,
+    /// Fetch the trades a reconnect or a restart missed.
+    pub repair_gaps: bool,
+}
+
+impl CoinbaseSource {
+    /// The REST history client, as source `id` reads it.
+    ///
+    /// # Errors
+    /// TLS could not be set up.
+    pub fn history(
+        &self,
+        id: &str,
+        retry: crate::rest::Retry,
+    ) -> Result<history::CoinbaseHistory, String> {
+        Ok(history::CoinbaseHistory {
+            base: self.rest_url.clone(),
+            rest: crate::rest::Rest::new(
+                id,
+                &[],
+                crate::rest::limiter(&self.rest_url, "", history::REQUESTS_PER_MINUTE),
+                retry,
+            )?,
+            source: Arc::from(id),
+            feed: feed_name(id),
+        })
+    }
+}
+
+/// The feed trades carry: `<id>:matches`.
+fn feed_name(id: &str) -> Arc<str> {
+    Arc::from(format!("{id}:matches"))
 }
 
 /// Frames read under the source's id.
 struct Matches {
     source: Arc<str>,
     feed: Arc<str>,
+    marks: Marks,
+    /// The frame just read confirmed the subscription.
+    subscribed: bool,
 }
 
 impl Venue for Matches {
     fn read(&mut self, text: &str, now: UnixNanos, batch: &mut Batch) -> Result<(), Frame> {
         match parse::parse(text, &self.source, &self.feed, now) {
-            Ok(Parsed::Trade(trade)) => batch.push(&Event::Trade(trade)),
-            Ok(Parsed::Subscribed | Parsed::Heartbeat) => {}
+            Ok(Parsed::Trade(trade)) => {
+                let event = Event::Trade(trade);
+                self.marks.saw(&event);
+                batch.push(&event);
+            }
+            Ok(Parsed::Subscribed) => self.subscribed = true,
+            Ok(Parsed::Heartbeat) => {}
             // A product it does not know: subscribing again would be refused again.
             Ok(Parsed::Error(message)) if message.starts_with("Failed to subscribe") => {
                 return Err(Frame::Stop(message));
@@ -59,6 +104,14 @@ impl Venue for Matches {
             Err(error) => return Err(Frame::Unreadable(error)),
         }
         Ok(())
+    }
+
+    fn subscribed(&mut self) -> bool {
+        std::mem::take(&mut self.subscribed)
+    }
+
+    fn marks(&mut self) -> Option<&mut Marks> {
+        Some(&mut self.marks)
     }
 }
 
@@ -75,8 +128,17 @@ impl Source for CoinbaseSource {
         };
         let mut venue = Matches {
             source: Arc::from(ctx.id()),
-            feed: Arc::from(format!("{}:matches", ctx.id())),
+            feed: feed_name(ctx.id()),
+            marks: Marks::load(ctx.state_dir()),
+            subscribed: false,
         };
-        ws::follow(&feed, &ctx, &mut venue, None).await
+        let repair = if self.repair_gaps {
+            Some(Repair {
+                history: Arc::new(self.history(ctx.id(), crate::rest::Retry::default())?),
+            })
+        } else {
+            None
+        };
+        ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await
     }
 }

@@ -75,6 +75,9 @@ fn binance_names_its_streams_and_reconnects_on_the_shutdown_notice() {
         stale_after: Duration::from_secs(30),
         ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(200),
+        rest_url: "http://127.0.0.1:9".into(),
+        key: None,
+        repair_gaps: false,
     };
     // Two trades and the unreadable frame, then one trade after the reconnect.
     let appended = check_source(Box::new(source), 4);
@@ -153,6 +156,9 @@ fn a_pair_the_venue_does_not_know_stops_the_source_with_its_answer() {
         stale_after: Duration::from_secs(30),
         ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
+        rest_url: "http://127.0.0.1:9".into(),
+        key: None,
+        repair_gaps: false,
     };
     let err = crate::support::run_until_failed(Box::new(source)).to_string();
     assert!(
@@ -160,4 +166,93 @@ fn a_pair_the_venue_does_not_know_stops_the_source_with_its_answer() {
         "{err}"
     );
     assert_eq!(*connections.lock().unwrap(), 1, "not retried");
+}
+
+/// A gap's first raw trade is found by time through the aggregate trades, then raw trades
+/// are read by id until a page passes the gap's end; the key goes in its header only.
+#[test]
+fn a_gap_is_found_by_time_and_read_by_trade_id_with_the_key_in_its_header() {
+    use tickflow_model::UnixNanos;
+    use tickflow_sources::history::{self, Request, What};
+    // Trade `id` at 1715096000000 ms plus `id`; trades 1..=2500.
+    let row = |id: u64| {
+        format!(
+            r#"{{"id":{id},"price":"63000.{id}","qty":"0.01","quoteQty":"630","time":{},"isBuyerMaker":false,"isBestMatch":true}}"#,
+            1_715_096_000_000 + id
+        )
+    };
+    let (rest, seen) = crate::support::rest_server(move |_, uri| {
+        let body = if uri.starts_with("/api/v3/aggTrades") {
+            r#"[{"a":90,"p":"63000.1","q":"0.02","f":100,"l":101,"T":1715096000100,"m":false,"M":true}]"#.to_string()
+        } else {
+            let from: u64 = uri
+                .split("fromId=")
+                .nth(1)
+                .and_then(|v| v.split('&').next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let rows: Vec<String> = (from..=2500).take(1000).map(row).collect();
+            format!("[{}]", rows.join(","))
+        };
+        (200, Vec::new(), body)
+    });
+    let source = BinanceSource {
+        url: String::new(),
+        symbols: vec![Symbol::parse("BTC-USDT").unwrap()],
+        stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
+        retry_max: Duration::from_millis(100),
+        rest_url: rest,
+        key: Some("BNKEY".into()),
+        repair_gaps: true,
+    };
+    assert!(
+        !format!("{source:?}").contains("BNKEY"),
+        "the key never shows"
+    );
+    let h = source
+        .history("binance", tickflow_sources::rest::Retry::default())
+        .unwrap();
+    let request = Request {
+        symbol: "BTC-USDT".into(),
+        what: What::Trades,
+        from: UnixNanos(1_715_096_000_100_000_000),
+        to: UnixNanos(1_715_096_001_500_000_000),
+    };
+    let mut ids = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = rt
+        .block_on(history::fetch(&h, &request, |events| {
+            for e in events {
+                let Event::Trade(t) = e else { panic!() };
+                assert_eq!(t.symbol.as_str(), "BTC-USDT");
+                ids.push(t.trade_id.as_deref().unwrap().parse::<u64>().unwrap());
+            }
+            Ok::<_, ()>(())
+        }))
+        .unwrap();
+    assert_eq!(n, 1401);
+    assert_eq!(
+        ids,
+        (100..=1500).collect::<Vec<u64>>(),
+        "in order, each once"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let uris: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        [
+            "/api/v3/aggTrades?symbol=BTCUSDT&startTime=1715096000100&limit=1",
+            "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=100&limit=1000",
+            "/api/v3/historicalTrades?symbol=BTCUSDT&fromId=1100&limit=1000",
+        ],
+        "stops at the page that passes the end"
+    );
+    for s in &seen {
+        assert_eq!(s.headers["x-mbx-apikey"], "BNKEY");
+    }
 }

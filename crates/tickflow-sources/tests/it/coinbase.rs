@@ -77,6 +77,8 @@ fn coinbase_reconnects_resubscribes_and_keeps_what_it_cannot_read() {
         stale_after: Duration::from_secs(30),
         ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(200),
+        rest_url: "http://127.0.0.1:9".into(),
+        repair_gaps: false,
     };
     // Four records from the first connection, two from the second.
     let appended = check_source(Box::new(source), 6);
@@ -145,6 +147,8 @@ fn a_product_the_venue_does_not_know_stops_the_source_with_its_reason() {
         stale_after: Duration::from_secs(30),
         ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
+        rest_url: "http://127.0.0.1:9".into(),
+        repair_gaps: false,
     }));
     assert!(
         err.to_string().contains("ZZZ-USD is not a valid product"),
@@ -178,6 +182,8 @@ fn a_socket_that_stays_open_but_goes_silent_is_reopened() {
         stale_after: Duration::from_millis(300),
         ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),
+        rest_url: "http://127.0.0.1:9".into(),
+        repair_gaps: false,
     };
     let appended = check_source(Box::new(source), 2);
     assert_eq!(appended.events.len(), 2, "a trade from each connection");
@@ -185,5 +191,85 @@ fn a_socket_that_stays_open_but_goes_silent_is_reopened() {
         *connections.lock().unwrap(),
         2,
         "the silent one was given up"
+    );
+}
+
+/// Trade `id` of the history, at 14:00 plus `id` seconds.
+fn historical(id: u64) -> String {
+    format!(
+        r#"{{"time":"2024-05-06T14:{:02}:{:02}.5Z","trade_id":{id},"price":"630{:02}.5","size":"0.01","side":"buy"}}"#,
+        id / 60,
+        id % 60,
+        id % 100
+    )
+}
+
+/// A gap is read newest first, a page back at a time by the oldest `trade_id`, until a page
+/// reaches its start; the trades go to the log oldest first, each once, only those inside.
+#[test]
+fn a_gap_is_read_back_from_the_newest_page_and_handed_on_oldest_first() {
+    use tickflow_sources::history::{self, History, Request, What};
+    // Trades 1..=2500; the gap is 14:05:00 to 14:40:00 (trades 300 to 2400).
+    let (rest, seen) = crate::support::rest_server(|_, uri| {
+        let after: u64 = uri
+            .split("after=")
+            .nth(1)
+            .map_or(2501, |a| a.parse().unwrap());
+        let rows: Vec<String> = (1..after).rev().take(1000).map(historical).collect();
+        (200, Vec::new(), format!("[{}]", rows.join(",")))
+    });
+    let source = CoinbaseSource {
+        url: String::new(),
+        symbols: vec!["BTC-USD".into()],
+        stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
+        retry_max: Duration::from_millis(100),
+        rest_url: rest,
+        repair_gaps: true,
+    };
+    let h = source
+        .history("coinbase", tickflow_sources::rest::Retry::default())
+        .unwrap();
+    assert!(h.serves(What::Trades) && !h.serves(What::Bars(tickflow_model::BarInterval::M1)));
+    let request = Request {
+        symbol: "BTC-USD".into(),
+        what: What::Trades,
+        from: UnixNanos::parse("2024-05-06T14:05:00Z").unwrap(),
+        to: UnixNanos::parse("2024-05-06T14:40:00Z").unwrap(),
+    };
+    let mut handed = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = rt
+        .block_on(history::fetch(&h, &request, |events| {
+            handed.push(events);
+            Ok::<_, ()>(())
+        }))
+        .unwrap();
+    assert_eq!(n, 2100);
+    assert_eq!(handed.len(), 1, "the range is handed on whole");
+    let ids: Vec<u64> = handed[0]
+        .iter()
+        .map(|e| match e {
+            Event::Trade(t) => t.trade_id.as_deref().unwrap().parse().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (300..=2399).collect::<Vec<u64>>(),
+        "oldest first, each once"
+    );
+    let seen: Vec<String> = seen.lock().unwrap().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(
+        seen,
+        [
+            "/products/BTC-USD/trades?limit=1000",
+            "/products/BTC-USD/trades?limit=1000&after=1501",
+            "/products/BTC-USD/trades?limit=1000&after=501",
+        ],
+        "stops at the page that reaches the start"
     );
 }

@@ -176,7 +176,7 @@ pub(crate) fn job(
         None => match with_history[..] {
             [one] => one,
             [] => anyhow::bail!(
-                "{config}: no source has a vendor history to backfill from (alpaca and polygon do)"
+                "{config}: no source has a vendor history to backfill from (alpaca, polygon, coinbase and binance do)"
             ),
             _ => anyhow::bail!(
                 "{config}: several sources have a history; choose one with --source ({})",

@@ -61,7 +61,7 @@ fn coinbase_trades_reach_the_lake_once_across_a_dropped_connection() {
     let data = dir.path().join("data");
     let cfg = dir.path().join("run.toml");
     let extra = format!(
-        "\n[lake]\nflush_interval_ms = 50\n\n[[sources]]\ntype = \"coinbase\"\nurl = \"{}\"\nsymbols = [\"ETH-USD\"]\nretry_max_secs = 1\n",
+        "\n[lake]\nflush_interval_ms = 50\n\n[[sources]]\ntype = \"coinbase\"\nurl = \"{}\"\nsymbols = [\"ETH-USD\"]\nretry_max_secs = 1\nrepair_gaps = false\n",
         venue()
     );
     std::fs::write(&cfg, config(&data, &extra)).unwrap();

@@ -13,6 +13,7 @@ use tickflow_core::contract::{Fault, Proxy, SmtpServer, mail_header};
 
 use crate::notify::{Answer, Receiver};
 use crate::postgres::{fresh_schema, pg_count, pg_sink, pg_trade_seqs};
+use crate::streaming::{Dialect, Streaming};
 use crate::support::{Server, config, http, lake_trade_seqs, run_ok, sink_counter, sql, wait_for};
 
 /// The follower (sink or notifier) `id` in a status.
@@ -599,20 +600,29 @@ fn source<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 /// source notices (a blackhole by its pings going unanswered), reconnects with backoff, says
 /// so in the status, `/readyz` and `/metrics`, and once healed repairs what it missed from
 /// the vendor's history, so the lake holds every trade once.
-#[test]
-fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trade_once() {
-    let venue = crate::alpaca::Streaming::start();
+fn a_stream_behind_every_fault_is_repaired(dialect: Dialect) {
+    let venue = Streaming::start(dialect);
     let proxy = Proxy::start(&venue.ws_addr);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cfg = dir.path().join("run.toml");
+    let id = format!("{dialect:?}").to_lowercase();
+    let entry = match dialect {
+        Dialect::Alpaca => {
+            "type = \"alpaca\"\nkey = \"PKTEST\"\nsecret = \"s3cret\"\nchannels = [\"trades\"]\n"
+        }
+        Dialect::Coinbase => "type = \"coinbase\"\n",
+        Dialect::Binance => "type = \"binance\"\n",
+    };
     std::fs::write(
         &cfg,
         config(
             &data,
             &format!(
-                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"alpaca\"\nid = \"iex\"\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nkey = \"PKTEST\"\nsecret = \"s3cret\"\nsymbols = [\"AAPL\"]\nchannels = [\"trades\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
-                proxy.port, venue.rest_url
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\n{entry}id = \"{id}\"\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nsymbols = [\"{}\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
+                proxy.port,
+                venue.rest_url,
+                dialect.symbol()
             ),
         ),
     )
@@ -638,32 +648,32 @@ fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trad
         "a healthy link was dropped"
     );
     assert!(
-        reconnects(&server, "iex").is_empty(),
+        reconnects(&server, &id).is_empty(),
         "{:?}",
-        reconnects(&server, "iex")
+        reconnects(&server, &id)
     );
     let mut seen = Vec::new();
     for (round, fault) in Fault::ALL.into_iter().enumerate() {
-        let before = reconnects(&server, "iex");
+        let before = reconnects(&server, &id);
         proxy.inject(fault);
         // Published while the link is down: on a stream nobody reads, and in the history.
         let total = per_round * (round as u64 + 2);
         venue.publish_up_to(total);
         if !fault.lets_through() {
             wait_for(&server, "the source reconnects and says why", |s| {
-                source(s, "iex")["state"] == "reconnecting"
-                    && source(s, "iex")["reconnecting"]["attempts"]
+                source(s, &id)["state"] == "reconnecting"
+                    && source(s, &id)["reconnecting"]["attempts"]
                         .as_u64()
                         .is_some_and(|n| n >= 2)
             });
-            let check = readiness(&server, "iex");
+            let check = readiness(&server, &id);
             assert!(
                 check["detail"]
                     .as_str()
                     .is_some_and(|d| d.contains("reconnecting")),
                 "{fault:?}: /readyz does not show it: {check}"
             );
-            let after = reconnects(&server, "iex");
+            let after = reconnects(&server, &id);
             assert!(
                 after.values().sum::<u64>() > before.values().sum::<u64>(),
                 "{fault:?}: not counted: {after:?}"
@@ -673,9 +683,9 @@ fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trad
         wait_for(&server, "every trade in the lake once healed", |s| {
             s["log_lag"].as_u64() == Some(0)
                 && s["rows_durable"]["trades"].as_u64() == Some(total)
-                && source(s, "iex")["state"] == "running"
+                && source(s, &id)["state"] == "running"
         });
-        let after = reconnects(&server, "iex");
+        let after = reconnects(&server, &id);
         let by_reason: Vec<(String, u64)> = after
             .iter()
             .map(|(r, n)| (r.clone(), n - before.get(r).copied().unwrap_or(0)))
@@ -687,6 +697,10 @@ fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trad
     let rows = crate::support::api_rows(
         &server.url,
         "SELECT count(*) AS n, count(DISTINCT trade_id) AS d, min(trade_id::BIGINT) AS lo, max(trade_id::BIGINT) AS hi FROM trades",
+    );
+    let unsequenced = crate::support::api_rows(
+        &server.url,
+        "SELECT count(*) AS n FROM trades WHERE seq IS NULL",
     );
     let peak = peak_rss_mib(&server);
     server.stop();
@@ -704,9 +718,30 @@ fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trad
             && r.iter().any(|(reason, _)| reason == "timeout")),
         "{seen:?}"
     );
+    if dialect == Dialect::Coinbase {
+        // The stream's trades carry the feed's sequence, the history's none: the repaired
+        // ones are those the stream missed.
+        let repaired = unsequenced[0]["n"].as_u64().unwrap_or(0);
+        assert!(repaired >= per_round, "{unsequenced}");
+    }
     assert!(peak < 512, "peak RSS {peak} MiB");
     eprintln!(
-        "faults before the Alpaca stream: reconnects by reason {seen:?}; {} connections and reads hit; peak RSS {peak} MiB",
+        "faults before the {dialect:?} stream: reconnects by reason {seen:?}; {} connections and reads hit; peak RSS {peak} MiB",
         proxy.injected()
     );
+}
+
+#[test]
+fn an_alpaca_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trade_once() {
+    a_stream_behind_every_fault_is_repaired(Dialect::Alpaca);
+}
+
+#[test]
+fn a_coinbase_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trade_once() {
+    a_stream_behind_every_fault_is_repaired(Dialect::Coinbase);
+}
+
+#[test]
+fn a_binance_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trade_once() {
+    a_stream_behind_every_fault_is_repaired(Dialect::Binance);
 }

@@ -37,5 +37,6 @@ mod s3;
 mod security;
 mod sinks;
 mod status;
+mod streaming;
 mod support;
 mod tls;
