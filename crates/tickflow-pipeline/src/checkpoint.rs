@@ -137,19 +137,31 @@ pub fn encode(
 pub struct Staged {
     file: File,
     tmp: PathBuf,
+    /// Renamed into place: nothing is left to delete.
+    committed: bool,
 }
 
-/// Writes `bytes` through to `out`, summing them.
+/// Writes through to `out`, summing what it took, and keeps the first error: postcard
+/// reports any failed write as a full buffer, which would hide a full disk.
 struct Summing<W> {
     out: W,
     crc: crc32fast::Hasher,
+    error: Option<std::io::Error>,
 }
 
 impl<W: Write> Write for Summing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.crc.update(&buf[..n]);
-        Ok(n)
+        match self.out.write(buf) {
+            Ok(n) => {
+                self.crc.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                let kept = std::io::Error::new(e.kind(), e.to_string());
+                self.error.get_or_insert(kept);
+                Err(e)
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -168,25 +180,38 @@ pub fn stage(data_dir: &Path, next_offset: u64, flush_seq: u64, state: &State) -
     let tmp = dir.join(format!("processor.ckpt.{flush_seq}.staged"));
     let io = |e: std::io::Error| err(&tmp, e.to_string());
     fs::create_dir_all(&dir).map_err(io)?;
-    let mut file = File::create(&tmp).map_err(io)?;
+    // From here a failure deletes the file again (`Drop`).
+    let mut staged = Staged {
+        file: File::create(&tmp).map_err(io)?,
+        tmp: tmp.clone(),
+        committed: false,
+    };
     let mut header = Vec::with_capacity(28);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&next_offset.to_le_bytes());
     header.extend_from_slice(&flush_seq.to_le_bytes());
     header.extend_from_slice(&[0; 4]); // crc of the body, filled in below
-    file.write_all(&header).map_err(io)?;
-    let crc = {
-        let body = Summing {
-            out: std::io::BufWriter::with_capacity(1 << 20, &file),
+    staged.file.write_all(&header).map_err(io)?;
+    let mut body = std::io::BufWriter::with_capacity(
+        1 << 20,
+        Summing {
+            out: &staged.file,
             crc: crc32fast::Hasher::new(),
-        };
-        let mut body = postcard::to_io(state, body).map_err(|e| err(&tmp, e.to_string()))?;
-        body.flush().map_err(io)?;
-        body.crc.clone().finalize()
-    };
-    file.seek(SeekFrom::Start(24)).map_err(io)?;
-    file.write_all(&crc.to_le_bytes()).map_err(io)?;
-    Ok(Staged { file, tmp })
+            error: None,
+        },
+    );
+    let encoded = postcard::to_io(state, &mut body).map(|_| ());
+    let flushed = body.flush();
+    let summing = body.into_parts().0;
+    if let Some(e) = summing.error {
+        return Err(io(e));
+    }
+    encoded.map_err(|e| err(&tmp, e.to_string()))?;
+    flushed.map_err(io)?;
+    let crc = summing.crc.finalize();
+    staged.file.seek(SeekFrom::Start(24)).map_err(io)?;
+    staged.file.write_all(&crc.to_le_bytes()).map_err(io)?;
+    Ok(staged)
 }
 
 impl Staged {
@@ -195,14 +220,32 @@ impl Staged {
     ///
     /// # Errors
     /// The file cannot be synced or renamed.
-    pub fn commit(self, data_dir: &Path) -> Result<()> {
+    pub fn commit(mut self, data_dir: &Path) -> Result<()> {
         let path = path(data_dir);
-        let io = |e: std::io::Error| err(&path, e.to_string());
-        self.file.sync_all().map_err(io)?;
-        drop(self.file);
-        fs::rename(&self.tmp, &path).map_err(io)?;
+        self.file
+            .sync_all()
+            .map_err(|e| err(&self.tmp, e.to_string()))?;
+        fs::rename(&self.tmp, &path).map_err(|e| {
+            err(
+                &path,
+                format!("renaming {} into place: {e}", self.tmp.display()),
+            )
+        })?;
+        self.committed = true;
         let dir = path.parent().unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err(dir, format!("syncing the folder: {e}")))
+    }
+}
+
+impl Drop for Staged {
+    /// A staged checkpoint never committed (its flush failed) is tens of megabytes of
+    /// nothing: the flush is replayed from the log.
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -444,9 +487,16 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap().unwrap().flush_seq, 1);
         staged.commit(dir.path()).unwrap();
         assert_restores_fixture(read(dir.path()).unwrap().unwrap());
+        // A flush that failed drops its staged checkpoint, and the file goes with it.
+        let failed = stage(dir.path(), 50, 8, processor.state()).unwrap();
+        let failed_file = failed.tmp.clone();
+        drop(failed);
+        assert!(!failed_file.exists());
+        // A crash leaves one; the next start deletes it.
         let left = stage(dir.path(), 50, 8, processor.state()).unwrap();
         let leftover = left.tmp.clone();
-        drop(left);
+        std::mem::forget(left);
+        assert!(leftover.exists());
         discard_staged(dir.path()).unwrap();
         assert!(!leftover.exists());
         assert_eq!(read(dir.path()).unwrap().unwrap().flush_seq, 7);

@@ -4554,6 +4554,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "kafka")]
     fn a_kafka_source_reads_its_mapping_and_keeps_its_options_secret() {
         let text = "[[sources]]\ntype = \"kafka\"\nid = \"vendor\"\nbrokers = \"10.0.0.5:9092,10.0.0.6:9092\"\ntopics = [\"vendor.trades\"]\nformat = \"fields\"\nfields = { symbol = \"/S\", price = \"/p\", size_default = \"1\", ts_event = \"/t\", time_unit = \"ms\" }\n\n[sources.options]\n\"sasl.password\" = \"hunter2-secret\"\n\n[[sinks]]\ntype = \"kafka\"\nid = \"bus\"\n";
         let plan = parse(text, Path::new("k.toml")).unwrap();

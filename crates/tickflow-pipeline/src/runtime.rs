@@ -411,10 +411,11 @@ impl Single {
             source,
         })?;
         let recorded = checkpoint::read(&data_dir)?;
-        checkpoint::discard_staged(&data_dir)?;
         let at = recorded.as_ref().map_or(0, |c| c.next_offset);
         crate::log_store::check_identity(&data_dir, &plan.log, at > 0)?;
         let log = LogStore::open(&data_dir, &plan.log, at)?;
+        // Only once the log's lock is held: another process may be staging there.
+        checkpoint::discard_staged(&data_dir)?;
         if at > 0 && log.is_empty() {
             return Err(Error::Checkpoint {
                 path: checkpoint::path(&data_dir),

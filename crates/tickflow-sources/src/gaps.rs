@@ -209,6 +209,23 @@ pub struct Repair {
 }
 
 impl Repair {
+    /// The repair of a source whose `repair_gaps` is `enabled`, from the history `history`
+    /// makes; `None` when it is off.
+    ///
+    /// # Errors
+    /// The history client could not be set up.
+    pub fn when<H: History + 'static>(
+        enabled: bool,
+        history: impl FnOnce() -> Result<H, String>,
+    ) -> Result<Option<Repair>, String> {
+        if !enabled {
+            return Ok(None);
+        }
+        Ok(Some(Repair {
+            history: Arc::new(history()?),
+        }))
+    }
+
     /// Fills every gap from the marks to `until` (when the subscription was confirmed).
     ///
     /// # Errors
@@ -266,7 +283,7 @@ impl Repair {
                 from,
                 to: until,
             };
-            let mut seen = Vec::new();
+            let mut appended = 0u64;
             let fetched = tokio::select! {
                 () = ctx.stopped() => return Ok(()),
                 fetched = history::fetch(self.history.as_ref(), &request, |events| {
@@ -274,13 +291,16 @@ impl Repair {
                     for e in &events {
                         batch.push(e);
                     }
-                    seen.extend(events);
-                    ctx.append(&batch).map(|_| ())
+                    ctx.append(&batch)?;
+                    // Marked page by page, once in the log: nothing of a long gap is held
+                    // here, and a repair cut short resumes after what it appended.
+                    for e in &events {
+                        marks.saw(e);
+                    }
+                    appended += events.len() as u64;
+                    Ok::<(), SourceError>(())
                 }) => fetched,
             };
-            for e in &seen {
-                marks.saw(e);
-            }
             match fetched {
                 Ok(n) => {
                     gap.state = "filled".into();
@@ -289,7 +309,7 @@ impl Repair {
                 Err(Fetch::Sink(e)) => return Err(e),
                 Err(Fetch::Vendor(e)) => {
                     gap.state = "unfillable".into();
-                    gap.events = seen.len() as u64;
+                    gap.events = appended;
                     gap.detail = Some(e.to_string());
                 }
             }

@@ -97,18 +97,25 @@ pub async fn fetch<E>(
         page.events
             .retain(|e| (request.from..=request.to).contains(&e.ts_event()));
         pages += 1;
+        let more = page.next.is_some();
         // A cursor that points at itself would loop for ever.
         url = page.next.filter(|next| *next != current && pages < 100_000);
         if history.descending() {
             gathered.append(&mut page.events);
             if gathered.len() > MAX_GATHERED {
-                return Err(Fetch::Vendor(RestError::Failed {
+                return Err(Fetch::Vendor(RestError::Unreadable {
                     url: crate::rest::redact(&current),
-                    status: 200,
-                    message: format!(
-                        "more than {MAX_GATHERED} events in {}..{}: fetch shorter ranges",
+                    error: format!(
+                        "the range {}..{} holds more than {MAX_GATHERED} events, too many to gather before handing them on",
                         request.from, request.to
                     ),
+                }));
+            }
+            if url.is_none() && more {
+                // Stopped by the page cap or a cursor that repeats, short of the start.
+                return Err(Fetch::Vendor(RestError::Unreadable {
+                    url: crate::rest::redact(&current),
+                    error: format!("paged back {pages} pages without reaching {}", request.from),
                 }));
             }
             continue;

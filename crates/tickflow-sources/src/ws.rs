@@ -121,6 +121,16 @@ fn lost(reason: &'static str, error: impl ToString) -> Failure {
     }
 }
 
+/// An append that failed: the log's disk at its reserve reconnects later and repairs the
+/// gap; any other log error stops the source.
+fn append_failed(e: SourceError) -> Failure {
+    if e.is::<tickflow_core::source::Refused>() {
+        lost("log_refused", e)
+    } else {
+        Failure::Stop(e)
+    }
+}
+
 /// A failed handshake: the venue's refusal of what was asked for (a 4xx other than 408 and
 /// 429: an unknown stream or symbol, a bad key) stops the source with the venue's answer;
 /// anything else is the connection's and is retried.
@@ -234,7 +244,7 @@ async fn session(
         repair
             .fill(ctx, marks, UnixNanos::now())
             .await
-            .map_err(Failure::Stop)?;
+            .map_err(append_failed)?;
     }
     let mut batch = Batch::default();
     let mut tick = tokio::time::interval(
@@ -248,12 +258,7 @@ async fn session(
     let mut heard = std::time::Instant::now();
     let mut heard_venue = heard;
     let mut pinged: Option<std::time::Instant> = None;
-    // A venue that reads its streams from the address refuses a bad one at the handshake:
-    // one that completed is served.
-    let mut working = venue.subscribed_on_connect();
-    if working {
-        ctx.link().working();
-    }
+    let mut working = false;
     loop {
         let frame = tokio::select! {
             () = ctx.stopped() => {
@@ -287,6 +292,12 @@ async fn session(
             next = ws.next() => next,
         };
         heard = std::time::Instant::now();
+        if !working && venue.subscribed_on_connect() && matches!(frame, Some(Ok(_))) {
+            // A venue that reads its streams from the address refuses a bad one at the
+            // handshake; a frame after it, even a ping or a pong, shows the link holds.
+            working = true;
+            ctx.link().working();
+        }
         let from_venue = !matches!(frame, Some(Ok(Message::Pong(_))));
         if from_venue {
             heard_venue = heard;
@@ -331,14 +342,7 @@ async fn session(
             }
         }
         if !batch.is_empty() {
-            ctx.append(&batch).map_err(|e| {
-                // The log's disk at its reserve: reconnect later and repair the gap.
-                if e.is::<tickflow_core::source::Refused>() {
-                    lost("log_refused", e)
-                } else {
-                    Failure::Stop(e)
-                }
-            })?;
+            ctx.append(&batch).map_err(append_failed)?;
             *last_event = now;
             if let Some(marks) = venue.marks() {
                 marks.save(ctx.state_dir(), false);
@@ -346,7 +350,7 @@ async fn session(
         }
         if subscribed && let (Some(repair), Some(marks)) = (repair, venue.marks()) {
             // Frames sent meanwhile wait in the socket, so the log stays in time order.
-            repair.fill(ctx, marks, now).await.map_err(Failure::Stop)?;
+            repair.fill(ctx, marks, now).await.map_err(append_failed)?;
         }
         for reply in venue.replies() {
             send(&mut ws, Message::text(reply), feed.ping_every).await?;

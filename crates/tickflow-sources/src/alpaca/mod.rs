@@ -237,13 +237,9 @@ impl Source for AlpacaSource {
             marks: Marks::load(ctx.state_dir()),
             subscribed: false,
         };
-        let repair = if self.repair_gaps {
-            Some(Repair {
-                history: Arc::new(self.history(ctx.id(), crate::rest::Retry::default())?),
-            })
-        } else {
-            None
-        };
+        let repair = Repair::when(self.repair_gaps, || {
+            self.history(ctx.id(), crate::rest::Retry::default())
+        })?;
         ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await
     }
 }

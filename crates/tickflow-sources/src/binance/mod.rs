@@ -76,7 +76,8 @@ impl BinanceSource {
             rest: crate::rest::Rest::new(
                 id,
                 headers,
-                crate::rest::limiter(&self.rest_url, key, history::REQUESTS_PER_MINUTE),
+                // The venue weighs requests per address, whatever the key.
+                crate::rest::limiter(&self.rest_url, "", history::REQUESTS_PER_MINUTE),
                 retry,
             )?,
             source: Arc::from(id),
@@ -135,13 +136,9 @@ impl Source for BinanceSource {
             source: Arc::from(ctx.id()),
             marks: Marks::load(ctx.state_dir()),
         };
-        let repair = if self.repair_gaps {
-            Some(Repair {
-                history: Arc::new(self.history(ctx.id(), crate::rest::Retry::default())?),
-            })
-        } else {
-            None
-        };
+        let repair = Repair::when(self.repair_gaps, || {
+            self.history(ctx.id(), crate::rest::Retry::default())
+        })?;
         ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await
     }
 }

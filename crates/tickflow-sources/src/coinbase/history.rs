@@ -58,8 +58,11 @@ impl CoinbaseHistory {
     }
 }
 
-/// Reads one page of `product`'s trades, received at `ts_recv`; the page's oldest trade id
-/// and time come back with it, for the next page.
+/// A page's oldest trade: its id, the next page's cursor, and its time.
+type Oldest = (u64, UnixNanos);
+
+/// Reads one page of `product`'s trades, received at `ts_recv`; the page's oldest trade
+/// comes back with it, for the next page.
 ///
 /// # Errors
 /// The body is not an array of trades, or a trade cannot be read.
@@ -69,10 +72,10 @@ pub fn read(
     source: &Arc<str>,
     feed: &Arc<str>,
     ts_recv: UnixNanos,
-) -> Result<(Vec<Event>, Option<(u64, UnixNanos)>), String> {
+) -> Result<(Vec<Event>, Option<Oldest>), String> {
     let rows: Vec<Row<'_>> = serde_json::from_str(body).map_err(|e| e.to_string())?;
     let symbol = Symbol::parse(product).map_err(|e| e.to_string())?;
-    let mut oldest: Option<(u64, UnixNanos)> = None;
+    let mut oldest: Option<Oldest> = None;
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let id = row.trade_id;
