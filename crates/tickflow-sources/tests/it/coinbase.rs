@@ -273,3 +273,52 @@ fn a_gap_is_read_back_from_the_newest_page_and_handed_on_oldest_first() {
         "stops at the page that reaches the start"
     );
 }
+
+/// A venue whose cursor stops moving short of the range's start fails the fetch with the
+/// reason: trades gathered so far are not handed on as if the range were whole.
+#[test]
+fn a_gap_whose_pages_stop_short_of_its_start_fails_rather_than_come_back_short() {
+    use tickflow_sources::history::{self, Fetch, Request, What};
+    // Every page is the same thousand trades, 1501..=2500: `after` never moves.
+    let (rest, seen) = crate::support::rest_server(|_, _| {
+        let rows: Vec<String> = (1501..=2500).rev().map(historical).collect();
+        (200, Vec::new(), format!("[{}]", rows.join(",")))
+    });
+    let source = CoinbaseSource {
+        url: String::new(),
+        symbols: vec!["BTC-USD".into()],
+        stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
+        retry_max: Duration::from_millis(100),
+        rest_url: rest,
+        repair_gaps: true,
+    };
+    let h = source
+        .history("coinbase", tickflow_sources::rest::Retry::default())
+        .unwrap();
+    let request = Request {
+        symbol: "BTC-USD".into(),
+        what: What::Trades,
+        from: UnixNanos::parse("2024-05-06T14:05:00Z").unwrap(),
+        to: UnixNanos::parse("2024-05-06T14:40:00Z").unwrap(),
+    };
+    let mut handed = 0usize;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(history::fetch(&h, &request, |events| {
+        handed += events.len();
+        Ok::<_, ()>(())
+    }));
+    let Err(Fetch::Vendor(e)) = result else {
+        panic!("a range paged short of its start must fail: {result:?}")
+    };
+    assert!(e.to_string().contains("without reaching"), "{e}");
+    assert_eq!(handed, 0, "nothing handed on");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the repeated cursor stops it"
+    );
+}
