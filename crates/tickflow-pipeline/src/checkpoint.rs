@@ -106,6 +106,16 @@ fn err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// A checkpoint's header: magic, next offset, flush sequence, and room for the body's CRC
+/// (bytes 24..28), filled in once the body is written.
+fn header(next_offset: u64, flush_seq: u64) -> [u8; 28] {
+    let mut h = [0u8; 28];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&next_offset.to_le_bytes());
+    h[16..24].copy_from_slice(&flush_seq.to_le_bytes());
+    h
+}
+
 /// Serializes a checkpoint (done on the processor thread, which owns the state).
 /// `size_hint` is the length of the previous checkpoint: the state is serialized straight
 /// into a buffer that size, so a state of many megabytes is not copied while it grows.
@@ -116,10 +126,7 @@ pub fn encode(
     size_hint: usize,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 64);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&next_offset.to_le_bytes());
-    out.extend_from_slice(&flush_seq.to_le_bytes());
-    out.extend_from_slice(&[0; 4]); // crc of the body, filled in below
+    out.extend_from_slice(&header(next_offset, flush_seq));
     let header = out.len();
     let mut out =
         postcard::to_extend(state, out).map_err(|e| err(Path::new("<memory>"), e.to_string()))?;
@@ -186,12 +193,10 @@ pub fn stage(data_dir: &Path, next_offset: u64, flush_seq: u64, state: &State) -
         tmp: tmp.clone(),
         committed: false,
     };
-    let mut header = Vec::with_capacity(28);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&next_offset.to_le_bytes());
-    header.extend_from_slice(&flush_seq.to_le_bytes());
-    header.extend_from_slice(&[0; 4]); // crc of the body, filled in below
-    staged.file.write_all(&header).map_err(io)?;
+    staged
+        .file
+        .write_all(&header(next_offset, flush_seq))
+        .map_err(io)?;
     let mut body = std::io::BufWriter::with_capacity(
         1 << 20,
         Summing {

@@ -194,6 +194,22 @@ fn a_socket_that_stays_open_but_goes_silent_is_reopened() {
     );
 }
 
+/// The REST history of a Coinbase source whose `rest_url` is `rest`.
+fn history_at(rest: String) -> tickflow_sources::coinbase::history::CoinbaseHistory {
+    let source = CoinbaseSource {
+        url: String::new(),
+        symbols: vec!["BTC-USD".into()],
+        stale_after: Duration::from_secs(30),
+        ping_every: Duration::from_secs(10),
+        retry_max: Duration::from_millis(100),
+        rest_url: rest,
+        repair_gaps: true,
+    };
+    source
+        .history("coinbase", tickflow_sources::rest::Retry::default())
+        .unwrap()
+}
+
 /// Trade `id` of the history, at 14:00 plus `id` seconds.
 fn historical(id: u64) -> String {
     format!(
@@ -218,18 +234,7 @@ fn a_gap_is_read_back_from_the_newest_page_and_handed_on_oldest_first() {
         let rows: Vec<String> = (1..after).rev().take(1000).map(historical).collect();
         (200, Vec::new(), format!("[{}]", rows.join(",")))
     });
-    let source = CoinbaseSource {
-        url: String::new(),
-        symbols: vec!["BTC-USD".into()],
-        stale_after: Duration::from_secs(30),
-        ping_every: Duration::from_secs(10),
-        retry_max: Duration::from_millis(100),
-        rest_url: rest,
-        repair_gaps: true,
-    };
-    let h = source
-        .history("coinbase", tickflow_sources::rest::Retry::default())
-        .unwrap();
+    let h = history_at(rest);
     assert!(h.serves(What::Trades) && !h.serves(What::Bars(tickflow_model::BarInterval::M1)));
     let request = Request {
         symbol: "BTC-USD".into(),
@@ -284,18 +289,7 @@ fn a_gap_whose_pages_stop_short_of_its_start_fails_rather_than_come_back_short()
         let rows: Vec<String> = (1501..=2500).rev().map(historical).collect();
         (200, Vec::new(), format!("[{}]", rows.join(",")))
     });
-    let source = CoinbaseSource {
-        url: String::new(),
-        symbols: vec!["BTC-USD".into()],
-        stale_after: Duration::from_secs(30),
-        ping_every: Duration::from_secs(10),
-        retry_max: Duration::from_millis(100),
-        rest_url: rest,
-        repair_gaps: true,
-    };
-    let h = source
-        .history("coinbase", tickflow_sources::rest::Retry::default())
-        .unwrap();
+    let h = history_at(rest);
     let request = Request {
         symbol: "BTC-USD".into(),
         what: What::Trades,
