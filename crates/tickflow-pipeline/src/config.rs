@@ -315,6 +315,7 @@ pub struct RawPolygon {
     pub daily_update_utc: Option<String>,
     pub requests_per_minute: Option<i64>,
     pub repair_gaps: Option<bool>,
+    pub repair_hold_secs: Option<i64>,
     pub stale_after_secs: Option<i64>,
     pub ping_interval_secs: Option<i64>,
     pub retry_max_secs: Option<i64>,
@@ -331,6 +332,7 @@ pub struct RawAlpaca {
     pub emit: Option<String>,
     pub rest_url: Option<String>,
     pub repair_gaps: Option<bool>,
+    pub repair_hold_secs: Option<i64>,
     pub requests_per_minute: Option<i64>,
     pub stale_after_secs: Option<i64>,
     pub ping_interval_secs: Option<i64>,
@@ -348,6 +350,7 @@ pub struct RawWsFeed {
     /// The venue's REST history, for gap repair.
     pub rest_url: Option<String>,
     pub repair_gaps: Option<bool>,
+    pub repair_hold_secs: Option<i64>,
     /// Binance only: sent to its REST history.
     pub key: Option<String>,
 }
@@ -1080,7 +1083,15 @@ fn alpaca(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawAlpaca) -> Sour
         retry_max: feed.retry_max,
         on_change,
         repair_gaps: raw.repair_gaps.unwrap_or(true),
+        repair_hold: repair_hold(c, key, raw.repair_hold_secs),
     })
+}
+
+/// How long a stream waits for a failing history during a gap repair (0 to a day).
+fn repair_hold(c: &mut Checker, key: &dyn Fn(&str) -> String, secs: Option<i64>) -> Duration {
+    let default = tickflow_sources::gaps::DEFAULT_HOLD.as_secs() as i64;
+    let secs = c.range(&key("repair_hold_secs"), secs, default, 0, 86_400);
+    Duration::from_secs(secs.unsigned_abs())
 }
 
 /// Checks a Polygon entry: the stream, the REST base, the key, which channels carry the
@@ -1176,6 +1187,7 @@ fn polygon(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawPolygon) -> So
             100_000,
         ) as u32,
         repair_gaps: raw.repair_gaps.unwrap_or(true),
+        repair_hold: repair_hold(c, key, raw.repair_hold_secs),
         stale_after: feed.stale_after,
         ping_every: feed.ping_every,
         retry_max: feed.retry_max,
@@ -3497,6 +3509,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     tickflow_sources::coinbase::history::DEFAULT_REST_URL,
                 );
                 let repair_gaps = raw.repair_gaps.unwrap_or(true);
+                let repair_hold = repair_hold(c, &key, raw.repair_hold_secs);
                 let f = ws_feed(c, &key, raw, tickflow_sources::coinbase::DEFAULT_URL);
                 SourceConfig::Coinbase(tickflow_sources::coinbase::CoinbaseSource {
                     url: f.url,
@@ -3506,6 +3519,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     retry_max: f.retry_max,
                     rest_url,
                     repair_gaps,
+                    repair_hold,
                 })
             }
             RawSourceKind::Alpaca(raw) => alpaca(c, &key, raw),
@@ -3522,7 +3536,19 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     tickflow_sources::binance::history::DEFAULT_REST_URL,
                 );
                 let repair_gaps = raw.repair_gaps.unwrap_or(true);
+                let repair_hold = repair_hold(c, &key, raw.repair_hold_secs);
                 let api_key = raw.key.take().filter(|k| !k.is_empty());
+                if api_key
+                    .as_deref()
+                    .is_some_and(|k| !k.bytes().all(|b| b.is_ascii_graphic()))
+                {
+                    // Sent as a header: a stray newline or space from a copied key would
+                    // otherwise fail only once the source starts.
+                    c.add(
+                        key("key"),
+                        "holds a space, a control or a non-ASCII character; an API key is visible ASCII",
+                    );
+                }
                 let f = ws_feed(c, &key, raw, tickflow_sources::binance::DEFAULT_URL);
                 for s in f.symbols.iter().filter(|s| !s.as_str().contains('-')) {
                     c.add(
@@ -3539,6 +3565,7 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
                     rest_url,
                     key: api_key,
                     repair_gaps,
+                    repair_hold,
                 })
             }
             RawSourceKind::Http(h) => {
@@ -4551,6 +4578,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("alerts.threshold[0].hysteresis"), "{e}");
+    }
+
+    #[test]
+    fn a_streams_repair_hold_is_read_and_a_binance_key_must_be_visible_ascii() {
+        let text = "[[sources]]\ntype = \"coinbase\"\nsymbols = [\"BTC-USD\"]\nrepair_hold_secs = 0\n\n[[sources]]\ntype = \"alpaca\"\nkey = \"PK\"\nsecret = \"s\"\nsymbols = [\"AAPL\"]\n";
+        let plan = parse(text, Path::new("s.toml")).unwrap();
+        let SourceConfig::Coinbase(c) = &plan.sources[0].config else {
+            panic!("a coinbase source")
+        };
+        assert_eq!(c.repair_hold, Duration::ZERO);
+        let SourceConfig::Alpaca(a) = &plan.sources[1].config else {
+            panic!("an alpaca source")
+        };
+        assert_eq!(a.repair_hold, tickflow_sources::gaps::DEFAULT_HOLD);
+
+        let text = "[[sources]]\ntype = \"binance\"\nsymbols = [\"BTC-USDT\"]\nkey = \"abc\\ndef\"\nrepair_hold_secs = 90000\n";
+        let shown = parse(text, Path::new("s.toml")).unwrap_err().to_string();
+        for needle in [
+            "s.toml:4: sources[0].key: holds a space, a control or a non-ASCII character",
+            "s.toml:5: sources[0].repair_hold_secs: 90000 is out of range 0..=86400",
+        ] {
+            assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");
+        }
+        assert!(!shown.contains("abc"), "the key is not shown: {shown}");
     }
 
     #[test]

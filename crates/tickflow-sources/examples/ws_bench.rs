@@ -131,6 +131,7 @@ fn source(venue: &str, url: &str) -> Box<dyn Source> {
             retry_max,
             rest_url: "http://127.0.0.1:9".into(),
             repair_gaps: false,
+            repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
         }),
         "binance" => Box::new(tickflow_sources::binance::BinanceSource {
             url: url.to_string(),
@@ -141,6 +142,7 @@ fn source(venue: &str, url: &str) -> Box<dyn Source> {
             rest_url: "http://127.0.0.1:9".into(),
             key: None,
             repair_gaps: false,
+            repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
         }),
         "alpaca" => Box::new(tickflow_sources::alpaca::AlpacaSource {
             url: format!("{url}/v1beta3/crypto/us"),
@@ -157,6 +159,7 @@ fn source(venue: &str, url: &str) -> Box<dyn Source> {
             retry_max,
             on_change: false,
             repair_gaps: false,
+            repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
         }),
         "polygon" => Box::new(tickflow_sources::polygon::PolygonSource {
             ws_url: format!("{url}/stocks"),
@@ -171,6 +174,7 @@ fn source(venue: &str, url: &str) -> Box<dyn Source> {
             daily_at_minute: 0,
             requests_per_minute: 5,
             repair_gaps: false,
+            repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
             stale_after,
             ping_every: Duration::from_secs(10),
             retry_max,

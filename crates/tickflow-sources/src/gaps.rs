@@ -5,11 +5,18 @@
 //! A source keeps the latest event time it passed on per symbol and kind ([`Marks`]), saved
 //! in its state directory at most once a second and when it stops. When its subscription is
 //! confirmed again (a reconnect, or a start with saved marks), each mark opens a gap from the
-//! mark to that moment; events the stream sends meanwhile wait in the socket. The fetched
+//! mark to that moment; events the stream sends meanwhile wait (`crate::ws`). The fetched
 //! window includes its mark, so the events at the edge come again and processing drops them
 //! as duplicates. Every gap is recorded in the source's ledger (`gaps.jsonl`): `detected`,
 //! then `filled` with the events fetched, or `unfillable` with the reason (the vendor has no
 //! history of that kind, or refused).
+//!
+//! A history that fails for a while (its retries outlasted: a server error, a dropped
+//! connection) holds the stream: the connection is dropped and the next one repairs from
+//! where this one stopped, for up to the source's `repair_hold`. Repaired events after the
+//! stream went on would be late for processing (a final bar never changes), so holding is
+//! the only way to keep them; past the hold the gap is recorded unfillable and the stream
+//! goes on, since live data matters more than a complete past.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -37,6 +44,9 @@ pub struct Marks {
     saved_at: Option<Instant>,
     #[serde(skip)]
     dirty: bool,
+    /// Since when the stream has been held for a history that fails (`Repair::hold`).
+    #[serde(skip)]
+    held_since: Option<Instant>,
 }
 
 impl Marks {
@@ -91,6 +101,11 @@ impl Marks {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot save the source's last event times; a restart repairs from an older one")
             }
         }
+    }
+
+    /// The latest time passed on for `symbol`'s `kind`.
+    fn latest(&self, symbol: &str, kind: &str) -> Option<UnixNanos> {
+        self.latest.get(symbol)?.get(kind).copied()
     }
 
     /// Every (symbol, kind, latest time).
@@ -202,20 +217,38 @@ pub fn read_all(data_dir: &Path) -> Vec<Gap> {
 /// hold the stream for as long as the vendor's rate limit takes.
 pub const MAX_REPAIR: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
 
-/// A source's gap repair: its vendor history and what it streams.
+/// How long a stream is held, by default, for a history that fails: long enough for a
+/// vendor's REST to come back from a restart, short enough that alerts are not minutes late.
+pub const DEFAULT_HOLD: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A source's gap repair: its vendor history and how long the stream may wait for it.
 #[derive(Clone, Debug)]
 pub struct Repair {
     pub history: Arc<dyn History>,
+    /// How long the stream is held for a history that fails; zero records such a gap
+    /// unfillable at once.
+    pub hold: std::time::Duration,
+}
+
+/// What a repair came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Repaired {
+    /// Every gap was filled or recorded unfillable: the stream goes on.
+    Done,
+    /// The history failed within the hold, with this error: the connection is dropped, and
+    /// the next one repairs from where this one stopped.
+    Held(String),
 }
 
 impl Repair {
-    /// The repair of a source whose `repair_gaps` is `enabled`, from the history `history`
-    /// makes; `None` when it is off.
+    /// The repair of a source whose `repair_gaps` is `enabled`, holding the stream up to
+    /// `hold`, from the history `history` makes; `None` when it is off.
     ///
     /// # Errors
     /// The history client could not be set up.
     pub fn when<H: History + 'static>(
         enabled: bool,
+        hold: std::time::Duration,
         history: impl FnOnce() -> Result<H, String>,
     ) -> Result<Option<Repair>, String> {
         if !enabled {
@@ -223,19 +256,21 @@ impl Repair {
         }
         Ok(Some(Repair {
             history: Arc::new(history()?),
+            hold,
         }))
     }
 
     /// Fills every gap from the marks to `until` (when the subscription was confirmed).
     ///
     /// # Errors
-    /// The log's only: a vendor that cannot fill a gap leaves it recorded as unfillable.
+    /// The log's only: a vendor that cannot fill a gap leaves it recorded as unfillable, or
+    /// holds the stream ([`Repaired::Held`]).
     pub async fn fill(
         &self,
         ctx: &SourceContext,
         marks: &mut Marks,
         until: UnixNanos,
-    ) -> Result<(), SourceError> {
+    ) -> Result<Repaired, SourceError> {
         let dir = ctx.state_dir().map(Path::to_path_buf);
         let mut batch = Batch::default();
         for (symbol, kind, from) in marks.all() {
@@ -285,7 +320,7 @@ impl Repair {
             };
             let mut appended = 0u64;
             let fetched = tokio::select! {
-                () = ctx.stopped() => return Ok(()),
+                () = ctx.stopped() => return Ok(Repaired::Done),
                 fetched = history::fetch(self.history.as_ref(), &request, |events| {
                     batch.clear();
                     for e in &events {
@@ -307,10 +342,33 @@ impl Repair {
                     gap.events = n;
                 }
                 Err(Fetch::Sink(e)) => return Err(e),
+                Err(Fetch::Vendor(e)) if e.is_transient() && !self.held_too_long(marks) => {
+                    // What was appended is filled up to the mark; the next connection's gap
+                    // starts there (the same gap again when nothing was).
+                    if appended > 0 {
+                        gap.state = "filled".into();
+                        gap.events = appended;
+                        gap.to = marks.latest(&symbol, &kind).unwrap_or(from);
+                    }
+                    gap.detail = Some(format!(
+                        "the history failed; holding the stream and trying again: {e}"
+                    ));
+                    gap.recorded_at = UnixNanos::now();
+                    tracing::warn!(source = ctx.id(), symbol, kind, error = %e, "gap repair failed; holding the stream");
+                    record(dir.as_deref(), &gap);
+                    marks.save(dir.as_deref(), true);
+                    return Ok(Repaired::Held(format!("{symbol} {kind}: {e}")));
+                }
                 Err(Fetch::Vendor(e)) => {
                     gap.state = "unfillable".into();
                     gap.events = appended;
-                    gap.detail = Some(e.to_string());
+                    gap.detail = Some(match marks.held_since {
+                        Some(since) if e.is_transient() && !self.hold.is_zero() => format!(
+                            "{e} (the stream was held {}s for it)",
+                            since.elapsed().as_secs()
+                        ),
+                        _ => e.to_string(),
+                    });
                 }
             }
             gap.recorded_at = UnixNanos::now();
@@ -324,8 +382,14 @@ impl Repair {
             );
             record(dir.as_deref(), &gap);
         }
+        marks.held_since = None;
         marks.save(dir.as_deref(), true);
-        Ok(())
+        Ok(Repaired::Done)
+    }
+
+    /// Whether the stream has waited its hold for the history; starts the hold when not held.
+    fn held_too_long(&self, marks: &mut Marks) -> bool {
+        marks.held_since.get_or_insert_with(Instant::now).elapsed() >= self.hold
     }
 }
 
@@ -419,6 +483,31 @@ mod tests {
         }
     }
 
+    /// A vendor whose history cannot be reached.
+    #[derive(Debug)]
+    struct Unreachable(crate::rest::Rest);
+
+    impl History for Unreachable {
+        fn serves(&self, _: What) -> bool {
+            true
+        }
+        fn first_url(&self, _: &Request) -> String {
+            // Nothing listens on port 1: the connection is refused.
+            "http://127.0.0.1:1/v2/stocks/trades".into()
+        }
+        fn read_page(
+            &self,
+            _: &str,
+            _: &Request,
+            _: UnixNanos,
+        ) -> Result<crate::rest::Page, String> {
+            unreachable!("no page is read")
+        }
+        fn rest(&self) -> &crate::rest::Rest {
+            &self.0
+        }
+    }
+
     #[derive(Debug)]
     struct NoLog;
 
@@ -431,14 +520,7 @@ mod tests {
     #[test]
     fn a_gap_longer_than_the_limit_is_left_for_backfill() {
         let dir = tempfile::tempdir().unwrap();
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        let ctx = SourceContext::new(
-            "alpaca",
-            Arc::new(NoLog),
-            Arc::new(tickflow_core::metrics::Metrics::default()),
-            stop_rx,
-        )
-        .with_state_dir(dir.path().join("sources/alpaca"));
+        let (_stop, ctx) = context(dir.path());
         let rest = crate::rest::Rest::new(
             "alpaca",
             &[],
@@ -448,15 +530,17 @@ mod tests {
         .unwrap();
         let repair = Repair {
             history: Arc::new(NotAsked(rest)),
+            hold: DEFAULT_HOLD,
         };
         let mut marks = Marks::default();
         marks.saw(&trade("AAPL", 0));
         let until = UnixNanos(MAX_REPAIR.as_nanos() as i64 + 1);
-        tokio::runtime::Builder::new_current_thread()
+        let outcome = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(repair.fill(&ctx, &mut marks, until))
             .unwrap();
+        assert_eq!(outcome, Repaired::Done);
         let gaps = read_all(dir.path());
         assert_eq!(gaps.len(), 1);
         assert_eq!(gaps[0].state, "unfillable");
@@ -466,6 +550,92 @@ mod tests {
                 .as_deref()
                 .unwrap()
                 .contains("tickflow backfill")
+        );
+    }
+
+    fn context(dir: &Path) -> (tokio::sync::watch::Sender<bool>, SourceContext) {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let ctx = SourceContext::new(
+            "alpaca",
+            Arc::new(NoLog),
+            Arc::new(tickflow_core::metrics::Metrics::default()),
+            stop_rx,
+        )
+        .with_state_dir(dir.join("sources/alpaca"));
+        (stop, ctx)
+    }
+
+    #[test]
+    fn a_failing_history_holds_the_stream_until_the_hold_is_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_stop, ctx) = context(dir.path());
+        let rest = crate::rest::Rest::new(
+            "alpaca",
+            &[],
+            Arc::new(crate::rest::Limiter::new(1_000)),
+            crate::rest::Retry {
+                attempts: 1,
+                ..crate::rest::Retry::default()
+            },
+        )
+        .unwrap();
+        let history: Arc<dyn History> = Arc::new(Unreachable(rest));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut marks = Marks::default();
+        marks.saw(&trade("AAPL", 1_000));
+        let holding = Repair {
+            history: Arc::clone(&history),
+            hold: std::time::Duration::from_secs(3_600),
+        };
+        for until in [2_000, 3_000] {
+            let outcome = rt
+                .block_on(holding.fill(&ctx, &mut marks, UnixNanos(until)))
+                .unwrap();
+            assert!(
+                matches!(&outcome, Repaired::Held(e) if e.contains("AAPL trades") && e.contains("127.0.0.1:1")),
+                "{outcome:?}"
+            );
+        }
+        // Held twice from the same mark: one gap, still being fetched, saying why.
+        let gaps = read_all(dir.path());
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].state, "detected");
+        assert_eq!(gaps[0].to, UnixNanos(3_000));
+        assert!(
+            gaps[0]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("holding the stream"),
+            "{gaps:?}"
+        );
+
+        // The hold spent: recorded unfillable, and the stream goes on.
+        let spent = Repair {
+            history,
+            hold: std::time::Duration::ZERO,
+        };
+        let outcome = rt
+            .block_on(spent.fill(&ctx, &mut marks, UnixNanos(4_000)))
+            .unwrap();
+        assert_eq!(outcome, Repaired::Done);
+        let gaps = read_all(dir.path());
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].state, "unfillable");
+        assert!(
+            gaps[0]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("gave up after 1 tries"),
+            "{gaps:?}"
+        );
+        assert_eq!(
+            marks.held_since, None,
+            "a new hold starts with the next failure"
         );
     }
 }

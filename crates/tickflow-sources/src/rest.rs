@@ -153,6 +153,12 @@ impl RestError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, Self::Refused { .. })
     }
+
+    /// Whether asking again later may succeed: server or connection errors, or a rate
+    /// limit, that outlasted the retries.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Exhausted { .. })
+    }
 }
 
 /// An HTTP client for one vendor key: its headers, its limiter and its retries.

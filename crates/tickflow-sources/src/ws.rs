@@ -9,7 +9,12 @@
 //! long again means the link is dead. A handshake gets twice `ping_every`, and a send
 //! `ping_every`: a partition that holds every byte (no reset ever comes) costs seconds, not
 //! the kernel's retransmission minutes.
+//!
+//! A gap repair holds the stream (`crate::gaps`), but not the link: while it runs, frames are
+//! read into a queue, so the venue's pings are answered (Binance drops a link whose ping
+//! goes a minute unanswered), and handled once it is done, in order.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,10 +22,11 @@ use tickflow_core::codec::{Batch, Rejected};
 use tickflow_core::retry::backoff;
 use tickflow_core::source::{SourceContext, SourceError};
 use tickflow_model::{RejectReason, UnixNanos};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::calendar;
-use crate::gaps::{Marks, Repair};
+use crate::gaps::{Marks, Repair, Repaired};
 
 /// `tickflow_feed_staleness_seconds{source}`; see [`staleness`].
 fn report_staleness(source: &str, market_hours: bool, last_event: UnixNanos, now: UnixNanos) {
@@ -131,6 +137,14 @@ fn append_failed(e: SourceError) -> Failure {
     }
 }
 
+/// A repair's outcome: a history that fails holds the stream, by dropping the connection.
+fn held(repaired: Result<Repaired, SourceError>) -> Result<(), Failure> {
+    match repaired.map_err(append_failed)? {
+        Repaired::Done => Ok(()),
+        Repaired::Held(error) => Err(lost("repair", format!("gap repair failed: {error}"))),
+    }
+}
+
 /// A failed handshake: the venue's refusal of what was asked for (a 4xx other than 408 and
 /// 429: an unknown stream or symbol, a bad key) stops the source with the venue's answer;
 /// anything else is the connection's and is retried.
@@ -237,14 +251,17 @@ async fn session(
     if let Some(subscribe) = &feed.subscribe {
         send(&mut ws, Message::text(subscribe.as_str()), feed.ping_every).await?;
     }
+    let mut queued = VecDeque::new();
     if venue.subscribed_on_connect()
         && let (Some(repair), Some(marks)) = (repair, venue.marks())
     {
-        // What the venue streams meanwhile waits in the socket, so the log stays in order.
-        repair
-            .fill(ctx, marks, UnixNanos::now())
-            .await
-            .map_err(append_failed)?;
+        // What the venue streams meanwhile waits in the queue, so the log stays in order.
+        repairing(
+            &mut ws,
+            &mut queued,
+            repair.fill(ctx, marks, UnixNanos::now()),
+        )
+        .await?;
     }
     let mut batch = Batch::default();
     let mut tick = tokio::time::interval(
@@ -260,36 +277,40 @@ async fn session(
     let mut pinged: Option<std::time::Instant> = None;
     let mut working = false;
     loop {
-        let frame = tokio::select! {
-            () = ctx.stopped() => {
-                let _ = ws.close(None).await;
-                return Ok(true);
-            }
-            _ = tick.tick() => {
-                let now = UnixNanos::now();
-                report_staleness(ctx.id(), feed.market_hours, *last_event, now);
-                match pinged.filter(|at| heard < *at) {
-                    Some(at) if at.elapsed() >= feed.ping_every => {
-                        return Err(lost("timeout", format!("a ping unanswered for {:?}", feed.ping_every)));
-                    }
-                    Some(_) => {}
-                    None if heard.elapsed() >= feed.ping_every => {
-                        pinged = Some(std::time::Instant::now());
-                        send(&mut ws, Message::Ping(Default::default()), feed.ping_every).await?;
-                    }
-                    None => {}
+        let frame = if let Some(frame) = queued.pop_front() {
+            frame
+        } else {
+            tokio::select! {
+                () = ctx.stopped() => {
+                    let _ = ws.close(None).await;
+                    return Ok(true);
                 }
-                if heard_venue.elapsed() >= feed.stale_after {
-                    if feed.market_hours && !calendar::in_regular_session(now) {
-                        // A closed market is quiet; the session's opening restarts the watch.
-                        heard_venue = std::time::Instant::now();
-                        continue;
+                _ = tick.tick() => {
+                    let now = UnixNanos::now();
+                    report_staleness(ctx.id(), feed.market_hours, *last_event, now);
+                    match pinged.filter(|at| heard < *at) {
+                        Some(at) if at.elapsed() >= feed.ping_every => {
+                            return Err(lost("timeout", format!("a ping unanswered for {:?}", feed.ping_every)));
+                        }
+                        Some(_) => {}
+                        None if heard.elapsed() >= feed.ping_every => {
+                            pinged = Some(std::time::Instant::now());
+                            send(&mut ws, Message::Ping(Default::default()), feed.ping_every).await?;
+                        }
+                        None => {}
                     }
-                    return Err(lost("stale", format!("silent for {:?}", feed.stale_after)));
+                    if heard_venue.elapsed() >= feed.stale_after {
+                        if feed.market_hours && !calendar::in_regular_session(now) {
+                            // A closed market is quiet; the session's opening restarts the watch.
+                            heard_venue = std::time::Instant::now();
+                            continue;
+                        }
+                        return Err(lost("stale", format!("silent for {:?}", feed.stale_after)));
+                    }
+                    continue;
                 }
-                continue;
+                next = ws.next() => next,
             }
-            next = ws.next() => next,
         };
         heard = std::time::Instant::now();
         if !working && venue.subscribed_on_connect() && matches!(frame, Some(Ok(_))) {
@@ -313,14 +334,8 @@ async fn session(
         batch.clear();
         let read = venue.read(&text, now, &mut batch);
         let subscribed = venue.subscribed();
-        if !working
-            && read.is_ok()
-            && (subscribed || !venue.confirms_subscription() || !batch.is_empty())
-        {
-            // The venue serves this connection: whatever failed before is over.
-            working = true;
-            ctx.link().working();
-        }
+        let serves =
+            read.is_ok() && (subscribed || !venue.confirms_subscription() || !batch.is_empty());
         match read {
             Ok(()) => {}
             Err(Frame::Reconnect(message)) => return Err(lost("error", message)),
@@ -349,8 +364,14 @@ async fn session(
             }
         }
         if subscribed && let (Some(repair), Some(marks)) = (repair, venue.marks()) {
-            // Frames sent meanwhile wait in the socket, so the log stays in time order.
-            repair.fill(ctx, marks, now).await.map_err(append_failed)?;
+            // Frames sent meanwhile wait in the queue, so the log stays in time order.
+            repairing(&mut ws, &mut queued, repair.fill(ctx, marks, now)).await?;
+        }
+        if !working && serves {
+            // The venue serves this connection, and what it missed is repaired: whatever
+            // failed before is over.
+            working = true;
+            ctx.link().working();
         }
         for reply in venue.replies() {
             send(&mut ws, Message::text(reply), feed.ping_every).await?;
@@ -359,6 +380,36 @@ async fn session(
         heard = std::time::Instant::now();
         if from_venue {
             heard_venue = heard;
+        }
+    }
+}
+
+/// The most bytes of frames read while a repair runs; past it the link is left unread.
+const QUEUED_BYTES: usize = 64 << 20;
+
+/// Awaits a repair while reading the link into `queued` (up to [`QUEUED_BYTES`]), which
+/// answers the venue's pings meanwhile.
+async fn repairing<S>(
+    ws: &mut S,
+    queued: &mut VecDeque<Option<Result<Message, WsError>>>,
+    repair: impl std::future::Future<Output = Result<Repaired, SourceError>>,
+) -> Result<(), Failure>
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let mut repair = std::pin::pin!(repair);
+    let mut bytes = 0;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            repaired = &mut repair => return held(repaired),
+            frame = ws.next(), if open && bytes < QUEUED_BYTES => {
+                // The end of the link, or an error, is the last frame: it is handled in turn.
+                open = matches!(frame, Some(Ok(_)));
+                bytes += frame.as_ref().and_then(|f| f.as_ref().ok()).map_or(0, Message::len);
+                queued.push_back(frame);
+            }
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct AlpacaSource {
     /// Fetch what the stream missed (trades and minute bars) over REST after a reconnect
     /// or a restart (`crate::gaps`).
     pub repair_gaps: bool,
+    /// How long the stream waits for a history that fails (`crate::gaps::Repair::hold`).
+    pub repair_hold: Duration,
 }
 
 impl std::fmt::Debug for AlpacaSource {
@@ -237,7 +239,7 @@ impl Source for AlpacaSource {
             marks: Marks::load(ctx.state_dir()),
             subscribed: false,
         };
-        let repair = Repair::when(self.repair_gaps, || {
+        let repair = Repair::when(self.repair_gaps, self.repair_hold, || {
             self.history(ctx.id(), crate::rest::Retry::default())
         })?;
         ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await

@@ -40,6 +40,8 @@ pub struct BinanceSource {
     pub key: Option<String>,
     /// Fetch the trades a reconnect or a restart missed.
     pub repair_gaps: bool,
+    /// How long the stream waits for a history that fails (`crate::gaps::Repair::hold`).
+    pub repair_hold: Duration,
 }
 
 impl std::fmt::Debug for BinanceSource {
@@ -51,6 +53,7 @@ impl std::fmt::Debug for BinanceSource {
             .field("key", &self.key.as_ref().map(|_| "***"))
             .field("symbols", &self.symbols)
             .field("repair_gaps", &self.repair_gaps)
+            .field("repair_hold", &self.repair_hold)
             .finish_non_exhaustive()
     }
 }
@@ -136,7 +139,7 @@ impl Source for BinanceSource {
             source: Arc::from(ctx.id()),
             marks: Marks::load(ctx.state_dir()),
         };
-        let repair = Repair::when(self.repair_gaps, || {
+        let repair = Repair::when(self.repair_gaps, self.repair_hold, || {
             self.history(ctx.id(), crate::rest::Retry::default())
         })?;
         ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await

@@ -46,6 +46,8 @@ pub struct CoinbaseSource {
     pub rest_url: String,
     /// Fetch the trades a reconnect or a restart missed.
     pub repair_gaps: bool,
+    /// How long the stream waits for a history that fails (`crate::gaps::Repair::hold`).
+    pub repair_hold: Duration,
 }
 
 impl CoinbaseSource {
@@ -132,7 +134,7 @@ impl Source for CoinbaseSource {
             marks: Marks::load(ctx.state_dir()),
             subscribed: false,
         };
-        let repair = Repair::when(self.repair_gaps, || {
+        let repair = Repair::when(self.repair_gaps, self.repair_hold, || {
             self.history(ctx.id(), crate::rest::Retry::default())
         })?;
         ws::follow(&feed, &ctx, &mut venue, repair.as_ref()).await

@@ -53,6 +53,8 @@ pub struct PolygonSource {
     /// Fetch the minute and second bars the stream missed over REST after a reconnect or a
     /// restart (`crate::gaps`); trades and quotes are recorded as unfillable.
     pub repair_gaps: bool,
+    /// How long the stream waits for a history that fails (`crate::gaps::Repair::hold`).
+    pub repair_hold: Duration,
     pub stale_after: Duration,
     /// How often the link is pinged; see [`crate::ws`].
     pub ping_every: Duration,
@@ -207,6 +209,7 @@ impl Source for PolygonSource {
             let repair = if self.repair_gaps {
                 Some(Repair {
                     history: Arc::new(self.history(ctx.id(), Retry::default())?),
+                    hold: self.repair_hold,
                 })
             } else {
                 None

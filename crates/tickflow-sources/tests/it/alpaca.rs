@@ -88,6 +88,7 @@ fn source(url: String, secret: &str) -> AlpacaSource {
         retry_max: Duration::from_millis(100),
         on_change: false,
         repair_gaps: false,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     }
 }
 

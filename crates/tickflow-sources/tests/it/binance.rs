@@ -78,6 +78,7 @@ fn binance_names_its_streams_and_reconnects_on_the_shutdown_notice() {
         rest_url: "http://127.0.0.1:9".into(),
         key: None,
         repair_gaps: false,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     };
     // Two trades and the unreadable frame, then one trade after the reconnect.
     let appended = check_source(Box::new(source), 4);
@@ -159,6 +160,7 @@ fn a_pair_the_venue_does_not_know_stops_the_source_with_its_answer() {
         rest_url: "http://127.0.0.1:9".into(),
         key: None,
         repair_gaps: false,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     };
     let err = crate::support::run_until_failed(Box::new(source)).to_string();
     assert!(
@@ -206,6 +208,7 @@ fn a_gap_is_found_by_time_and_read_by_trade_id_with_the_key_in_its_header() {
         rest_url: rest,
         key: Some("BNKEY".into()),
         repair_gaps: true,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     };
     assert!(
         !format!("{source:?}").contains("BNKEY"),

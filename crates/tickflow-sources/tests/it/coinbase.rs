@@ -79,6 +79,7 @@ fn coinbase_reconnects_resubscribes_and_keeps_what_it_cannot_read() {
         retry_max: Duration::from_millis(200),
         rest_url: "http://127.0.0.1:9".into(),
         repair_gaps: false,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     };
     // Four records from the first connection, two from the second.
     let appended = check_source(Box::new(source), 6);
@@ -149,6 +150,7 @@ fn a_product_the_venue_does_not_know_stops_the_source_with_its_reason() {
         retry_max: Duration::from_millis(100),
         rest_url: "http://127.0.0.1:9".into(),
         repair_gaps: false,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     }));
     assert!(
         err.to_string().contains("ZZZ-USD is not a valid product"),
@@ -184,6 +186,7 @@ fn a_socket_that_stays_open_but_goes_silent_is_reopened() {
         retry_max: Duration::from_millis(100),
         rest_url: "http://127.0.0.1:9".into(),
         repair_gaps: false,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     };
     let appended = check_source(Box::new(source), 2);
     assert_eq!(appended.events.len(), 2, "a trade from each connection");
@@ -204,6 +207,7 @@ fn history_at(rest: String) -> tickflow_sources::coinbase::history::CoinbaseHist
         retry_max: Duration::from_millis(100),
         rest_url: rest,
         repair_gaps: true,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
     };
     source
         .history("coinbase", tickflow_sources::rest::Retry::default())

@@ -77,6 +77,7 @@ fn source(ws_url: String, rest_url: String, key: &str) -> PolygonSource {
         daily_at_minute: 13 * 60,
         requests_per_minute: 600,
         repair_gaps: false,
+        repair_hold: tickflow_sources::gaps::DEFAULT_HOLD,
         stale_after: Duration::from_secs(30),
         ping_every: Duration::from_secs(10),
         retry_max: Duration::from_millis(100),

@@ -613,6 +613,7 @@ fn a_stream_behind_every_fault_is_repaired(dialect: Dialect) {
         }
         Dialect::Coinbase => "type = \"coinbase\"\n",
         Dialect::Binance => "type = \"binance\"\n",
+        Dialect::Polygon => unreachable!("Polygon's history has no trades: its own test below"),
     };
     std::fs::write(
         &cfg,
@@ -744,4 +745,359 @@ fn a_coinbase_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_tra
 #[test]
 fn a_binance_stream_behind_every_fault_is_repaired_and_the_lake_holds_every_trade_once() {
     a_stream_behind_every_fault_is_repaired(Dialect::Binance);
+}
+
+/// A vendor's history that fails while the stream comes back holds the stream: the source
+/// reconnects, saying why, until the history answers, then repairs the gap and goes on, so
+/// nothing the stream missed is lost and nothing streamed after it is late.
+#[test]
+fn a_stream_waits_for_its_failing_history_and_loses_nothing() {
+    let dialect = Dialect::Alpaca;
+    let venue = Streaming::start(dialect);
+    let stream = Proxy::start(&venue.ws_addr);
+    let history = Proxy::start(venue.rest_url.trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"alpaca\"\nid = \"alpaca\"\nkey = \"PKTEST\"\nsecret = \"s3cret\"\nchannels = [\"trades\"]\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"http://127.0.0.1:{}\"\nsymbols = [\"AAPL\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
+                stream.port, history.port
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    while venue.subscriptions() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    venue.publish_up_to(300);
+    wait_for(&server, "the first trades in the lake", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(300)
+    });
+
+    // The link drops and the history goes with it; trades 301 to 600 are missed.
+    stream.inject(Fault::Refuse);
+    history.inject(Fault::Refuse);
+    venue.publish_up_to(600);
+    wait_for(&server, "the source reconnects", |s| {
+        source(s, "alpaca")["state"] == "reconnecting"
+    });
+    // The stream is back, the history is not: each connection is dropped after its repair
+    // fails, and the trades it streams (601 on) wait with the gap.
+    stream.heal();
+    let subscribed = venue.subscriptions();
+    wait_for(&server, "two repairs fail and hold the stream", |_| {
+        reconnects(&server, "alpaca")
+            .get("repair")
+            .is_some_and(|n| *n >= 2)
+            && venue.subscriptions() >= subscribed + 2
+    });
+    venue.publish_up_to(900);
+    wait_for(
+        &server,
+        "the status says the repair holds the stream",
+        |s| {
+            source(s, "alpaca")["reconnecting"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("gap repair failed"))
+        },
+    );
+    let check = readiness(&server, "alpaca");
+    assert!(
+        check["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("gap repair failed")),
+        "/readyz does not show it: {check}"
+    );
+    let (_, body) = http("GET", &format!("{}/api/v1/gaps", server.url), None);
+    let gaps: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        gaps.as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["state"] == "detected"
+                && g["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("holding the stream"))),
+        "{gaps:#}"
+    );
+    let held = crate::support::api_rows(&server.url, "SELECT count(*) AS n FROM trades");
+    assert_eq!(
+        held[0]["n"].as_u64(),
+        Some(300),
+        "nothing streamed past the gap: {held}"
+    );
+
+    history.heal();
+    wait_for(
+        &server,
+        "every trade in the lake once the history is back",
+        |s| {
+            s["log_lag"].as_u64() == Some(0)
+                && s["rows_durable"]["trades"].as_u64() == Some(900)
+                && source(s, "alpaca")["state"] == "running"
+        },
+    );
+    let rows = crate::support::api_rows(
+        &server.url,
+        "SELECT count(*) AS n, count(DISTINCT trade_id) AS d, min(trade_id::BIGINT) AS lo, max(trade_id::BIGINT) AS hi FROM trades",
+    );
+    let late = crate::support::api_rows(
+        &server.url,
+        "SELECT count(*) AS n FROM dlq WHERE reason = 'late'",
+    );
+    let (_, body) = http("GET", &format!("{}/api/v1/gaps", server.url), None);
+    let repairs = reconnects(&server, "alpaca");
+    server.stop();
+    assert_eq!(rows[0]["n"].as_u64(), Some(900), "{rows}");
+    assert_eq!(rows[0]["d"].as_u64(), Some(900), "{rows}");
+    assert_eq!(rows[0]["lo"].as_u64(), Some(1), "{rows}");
+    assert_eq!(rows[0]["hi"].as_u64(), Some(900), "{rows}");
+    assert_eq!(late[0]["n"].as_u64(), Some(0), "{late}");
+    let gaps: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        gaps.as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["state"] == "filled"),
+        "every gap filled in the end: {gaps:#}"
+    );
+    eprintln!(
+        "a failing history held the stream: reconnects by reason {repairs:?}; {} connections to the history refused",
+        history.injected()
+    );
+}
+
+/// Polygon's history has no trades, so what its stream misses behind a fault is lost; the
+/// promise is then that nothing is lost silently: every trade the lake lacks lies in a gap
+/// recorded `unfillable`, opened at the last trade passed on.
+#[test]
+fn a_polygon_stream_behind_every_fault_records_every_trade_it_lost_in_a_gap() {
+    let dialect = Dialect::Polygon;
+    let venue = Streaming::start(dialect);
+    let proxy = Proxy::start(&venue.ws_addr);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"polygon\"\nid = \"polygon\"\nkey = \"PKTEST\"\nchannels = [\"trades\"]\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nsymbols = [\"AAPL\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
+                proxy.port, venue.rest_url
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let per_round = 300;
+    while venue.subscriptions() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    venue.publish_up_to(per_round);
+    wait_for(&server, "the first trades in the lake", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(per_round)
+    });
+    let unfillable = |server: &Server| -> Vec<serde_json::Value> {
+        let (_, body) = http("GET", &format!("{}/api/v1/gaps", server.url), None);
+        let gaps: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        gaps.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["state"] == "unfillable")
+            .cloned()
+            .collect()
+    };
+    // The newest trade the lake holds: a round on a link that lets it through is stored
+    // once its last trade is.
+    let newest = |server: &Server| {
+        crate::support::api_rows(
+            &server.url,
+            "SELECT max(trade_id::BIGINT) AS hi FROM trades",
+        )[0]["hi"]
+            .as_u64()
+    };
+    let mut whole = vec![1..=per_round];
+    let mut seen = Vec::new();
+    for (round, fault) in Fault::ALL.into_iter().enumerate() {
+        let before = reconnects(&server, "polygon");
+        proxy.inject(fault);
+        let total = per_round * (round as u64 + 2);
+        venue.publish_up_to(total);
+        if fault.lets_through() {
+            whole.push(total - per_round + 1..=total);
+            wait_for(&server, "a slow link gets every trade through", |s| {
+                s["log_lag"].as_u64() == Some(0) && newest(&server) == Some(total)
+            });
+        } else {
+            wait_for(&server, "the source reconnects and says why", |s| {
+                source(s, "polygon")["state"] == "reconnecting"
+            });
+        }
+        proxy.heal();
+        let healed = tickflow_model::UnixNanos::now();
+        if !fault.lets_through() {
+            // Once subscribed again, the gap is recorded: no history of trades to fill it. A
+            // gap opened at the same trade as one before is that gap, longer.
+            wait_for(&server, "the gap recorded once reconnected", |s| {
+                source(s, "polygon")["state"] == "running"
+                    && unfillable(&server).iter().any(|g| {
+                        tickflow_model::UnixNanos::parse(g["recorded_at"].as_str().unwrap_or(""))
+                            .is_ok_and(|at| at > healed)
+                    })
+            });
+        }
+        let after = reconnects(&server, "polygon");
+        seen.push((
+            fault,
+            after
+                .iter()
+                .map(|(r, n)| (r.clone(), n - before.get(r).copied().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect::<Vec<_>>(),
+        ));
+    }
+    // A healthy link again: the last round streams whole.
+    let subscribed = venue.subscriptions();
+    let total = per_round * (Fault::ALL.len() as u64 + 2);
+    venue.publish_up_to(total);
+    whole.push(total - per_round + 1..=total);
+    wait_for(&server, "the last round in the lake", |s| {
+        s["log_lag"].as_u64() == Some(0) && newest(&server) == Some(total)
+    });
+    let stored = server.status()["rows_durable"]["trades"].as_u64().unwrap();
+    let ids: HashSet<u64> = crate::support::api_rows(&server.url, "SELECT trade_id FROM trades")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["trade_id"].as_str()?.parse().ok())
+        .collect();
+    let gaps = unfillable(&server);
+    let peak = peak_rss_mib(&server);
+    server.stop();
+    assert_eq!(
+        venue.subscriptions(),
+        subscribed,
+        "the last round on one link"
+    );
+    assert_eq!(ids.len() as u64, stored, "each stored trade once");
+    for round in whole {
+        assert!(
+            round.clone().all(|id| ids.contains(&id)),
+            "{round:?} not whole"
+        );
+    }
+    let span = |g: &serde_json::Value, end: &str| {
+        tickflow_model::UnixNanos::parse(g[end].as_str().unwrap()).unwrap()
+    };
+    for g in &gaps {
+        assert_eq!(g["kind"], "trades", "{g}");
+        assert!(
+            g["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("no trades")),
+            "{g}"
+        );
+        // Opened at the last trade passed on.
+        assert!(
+            ids.iter()
+                .any(|id| crate::streaming::when(*id) == span(g, "from")),
+            "{g}"
+        );
+    }
+    let lost: Vec<u64> = (1..=total).filter(|id| !ids.contains(id)).collect();
+    assert_eq!(lost.len() as u64, total - stored);
+    let uncovered: Vec<u64> = lost
+        .iter()
+        .copied()
+        .filter(|id| {
+            !gaps
+                .iter()
+                .any(|g| (span(g, "from")..=span(g, "to")).contains(&crate::streaming::when(*id)))
+        })
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "lost outside any gap: {uncovered:?} {gaps:#?}"
+    );
+    assert!(!gaps.is_empty(), "{gaps:#?}");
+    assert!(peak < 512, "peak RSS {peak} MiB");
+    eprintln!(
+        "faults before the Polygon stream: reconnects by reason {seen:?}; {} trades stored, {} lost, each in one of {} unfillable gaps; peak RSS {peak} MiB",
+        stored,
+        lost.len(),
+        gaps.len()
+    );
+}
+
+/// A repair holds the stream, not the link: a venue that drops a connection whose ping goes
+/// unanswered (Binance, scaled down to a second) keeps the one whose repair takes longer
+/// than that, because the source reads on, answering pings, while it repairs.
+#[test]
+fn a_repair_longer_than_the_venues_pong_limit_keeps_the_link() {
+    let dialect = Dialect::Binance;
+    let venue = Streaming::start_strict(dialect);
+    let proxy = Proxy::start(&venue.ws_addr);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"binance\"\nid = \"binance\"\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nsymbols = [\"BTC-USDT\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
+                proxy.port, venue.rest_url
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    while venue.subscriptions() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    venue.publish_up_to(300);
+    wait_for(&server, "the first trades in the lake", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(300)
+    });
+    // Trades 301 to 600 happen while the link is cut; the next connection repairs them
+    // over two history answers of 600 ms each, while the venue pings every 100 ms.
+    proxy.inject(Fault::Reset);
+    venue.publish_up_to(600);
+    wait_for(&server, "the source reconnects", |s| {
+        source(s, "binance")["state"] == "reconnecting"
+    });
+    proxy.heal();
+    wait_for(&server, "the gap repaired", |s| {
+        s["log_lag"].as_u64() == Some(0)
+            && s["rows_durable"]["trades"].as_u64() == Some(600)
+            && source(s, "binance")["state"] == "running"
+    });
+    let subscribed = venue.subscriptions();
+    venue.publish_up_to(900);
+    wait_for(&server, "the link the repair kept streams on", |s| {
+        s["log_lag"].as_u64() == Some(0) && s["rows_durable"]["trades"].as_u64() == Some(900)
+    });
+    let rows = crate::support::api_rows(
+        &server.url,
+        "SELECT count(*) AS n, count(DISTINCT trade_id) AS d FROM trades",
+    );
+    server.stop();
+    assert_eq!(
+        venue.unanswered(),
+        0,
+        "the venue dropped a link whose pings went unanswered during the repair"
+    );
+    assert_eq!(
+        venue.subscriptions(),
+        subscribed,
+        "no reconnect after the repair"
+    );
+    assert_eq!(rows[0]["n"].as_u64(), Some(900), "{rows}");
+    assert_eq!(rows[0]["d"].as_u64(), Some(900), "{rows}");
 }

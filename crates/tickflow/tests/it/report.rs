@@ -321,17 +321,16 @@ fn the_daily_report_counts_gaps_between_bars_and_rejects_by_reason() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cfg = dir.path().join("run.toml");
-    // Events up to ten minutes ahead of now are fine here, so the day's events may start at
-    // midnight even just after it.
-    std::fs::write(
-        &cfg,
-        config(&data, "\n[processing]\nmax_future_secs = 3600\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, config(&data, "")).unwrap();
     let minute = 60 * 1_000_000_000i64;
+    // Every event in the past (so the trade at +10 closes the bars before it) and on one UTC
+    // day: just after midnight, the events are the end of the day before.
     let now = UnixNanos::now();
-    let day_start = UnixNanos::from_date(now.date()).0;
-    let base = (now.0 - now.0.rem_euclid(minute) - 15 * minute).max(day_start);
+    let mut base = now.0 - now.0.rem_euclid(minute) - 15 * minute;
+    let next_day = UnixNanos::from_date(UnixNanos(base).date()).0 + 1_440 * minute;
+    if base + 11 * minute >= next_day {
+        base = next_day - 15 * minute;
+    }
     let date = UnixNanos(base).date();
     let trade = |at: i64, price: &str| {
         format!(

@@ -1,7 +1,8 @@
 //! A local venue that streams one symbol's trades as a test publishes them, to every
 //! connection that has subscribed, and serves them all from its REST history: Alpaca,
 //! Coinbase or Binance, each speaking its own WebSocket and REST protocol
-//! (`reference/protocols.md`). Trade `id` happened an hour ago plus `id` milliseconds.
+//! (`reference/protocols.md`); or Polygon, whose history has no trades. Trade `id` happened
+//! an hour ago plus `id` milliseconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,19 +19,21 @@ pub(crate) enum Dialect {
     Coinbase,
     /// `BTC-USDT` on a combined stream; `aggTrades` by time, `historicalTrades` by id.
     Binance,
+    /// `AAPL` on `T.AAPL`; no trade history.
+    Polygon,
 }
 
 impl Dialect {
     /// The symbol as tickflow stores it.
     pub(crate) fn symbol(self) -> &'static str {
         match self {
-            Self::Alpaca => "AAPL",
+            Self::Alpaca | Self::Polygon => "AAPL",
             Self::Coinbase => "BTC-USD",
             Self::Binance => "BTC-USDT",
         }
     }
 
-    /// A streamed trade's frame (Alpaca's rows go into arrays of up to 50).
+    /// A streamed trade's frame (Alpaca's and Polygon's rows go into arrays of up to 50).
     fn streamed(self, id: u64) -> String {
         let (price, size) = (100 + id % 50, 1 + id % 7);
         match self {
@@ -47,7 +50,16 @@ impl Dialect {
                 r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{ms},"s":"BTCUSDT","t":{id},"p":"{price}.5","q":"0.{size}","T":{ms},"m":true,"M":true}}}}"#,
                 ms = when(id).0 / 1_000_000
             ),
+            Self::Polygon => format!(
+                r#"{{"ev":"T","sym":"AAPL","i":"{id}","x":4,"p":{price}.5,"s":{size},"c":[0],"t":{},"q":{id},"z":3}}"#,
+                when(id).0 / 1_000_000
+            ),
         }
+    }
+
+    /// Whether the venue's frames carry arrays of rows.
+    fn batches(self) -> bool {
+        matches!(self, Self::Alpaca | Self::Polygon)
     }
 
     /// A trade as the REST history sends it.
@@ -66,12 +78,13 @@ impl Dialect {
                 r#"{{"id":{id},"price":"{price}.5","qty":"0.{size}","quoteQty":"1","time":{},"isBuyerMaker":true,"isBestMatch":true}}"#,
                 when(id).0 / 1_000_000
             ),
+            Self::Polygon => unreachable!("Polygon's history has no trades"),
         }
     }
 }
 
 /// When trade `id` happened.
-fn when(id: u64) -> tickflow_model::UnixNanos {
+pub(crate) fn when(id: u64) -> tickflow_model::UnixNanos {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let base = *BASE.get_or_init(|| {
         let hour_ago = tickflow_model::UnixNanos::now().0 - 3_600_000_000_000;
@@ -79,6 +92,12 @@ fn when(id: u64) -> tickflow_model::UnixNanos {
     });
     tickflow_model::UnixNanos(base + id as i64 * 1_000_000)
 }
+
+/// A venue as strict as Binance, scaled down: it pings each connection every 100 ms and
+/// drops one whose ping goes a second unanswered; its history takes 600 ms an answer.
+const STRICT_PING: std::time::Duration = std::time::Duration::from_millis(100);
+const STRICT_PONG: std::time::Duration = std::time::Duration::from_secs(1);
+const STRICT_ANSWER: std::time::Duration = std::time::Duration::from_millis(600);
 
 pub(crate) struct Streaming {
     /// `host:port` of the WebSocket stream.
@@ -89,10 +108,21 @@ pub(crate) struct Streaming {
     subscribed: Arc<AtomicUsize>,
     /// Pings received, over all connections.
     pinged: Arc<AtomicUsize>,
+    /// Connections a strict venue dropped for a ping left unanswered.
+    unanswered: Arc<AtomicUsize>,
 }
 
 impl Streaming {
     pub(crate) fn start(dialect: Dialect) -> Self {
+        Self::start_with(dialect, false)
+    }
+
+    /// A venue that pings and wants pongs, with a slow history (`STRICT_*`).
+    pub(crate) fn start_strict(dialect: Dialect) -> Self {
+        Self::start_with(dialect, true)
+    }
+
+    fn start_with(dialect: Dialect, strict: bool) -> Self {
         let ws = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let rest = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         ws.set_nonblocking(true).unwrap();
@@ -105,6 +135,8 @@ impl Streaming {
         let counted = Arc::clone(&subscribed);
         let pinged = Arc::new(AtomicUsize::new(0));
         let pings = Arc::clone(&pinged);
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::clone(&unanswered);
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -114,6 +146,9 @@ impl Streaming {
                 let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
                     let upto = *history.borrow();
                     async move {
+                        if strict {
+                            tokio::time::sleep(STRICT_ANSWER).await;
+                        }
                         let (path, query) = (
                             uri.path().to_string(),
                             uri.query().unwrap_or_default().to_string(),
@@ -137,6 +172,7 @@ impl Streaming {
                         stream.subscribe(),
                         Arc::clone(&counted),
                         Arc::clone(&pings),
+                        strict.then(|| Arc::clone(&dropped)),
                     ));
                 }
             });
@@ -147,7 +183,13 @@ impl Streaming {
             published: Arc::clone(&published),
             subscribed,
             pinged,
+            unanswered,
         }
+    }
+
+    /// Connections dropped for a ping left unanswered (a strict venue's).
+    pub(crate) fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::SeqCst)
     }
 
     /// Pings received so far.
@@ -247,17 +289,21 @@ fn history_page(dialect: Dialect, path: &str, query: &str, published: u64) -> St
                 other => panic!("no such endpoint {other}"),
             }
         }
+        Dialect::Polygon => panic!("Polygon's history has no trades: asked {path}?{query}"),
     }
 }
 
 /// One stream connection: the venue's handshake and subscription, then every trade
-/// published from then on (Alpaca's 50 to a frame); pings are answered while it reads.
+/// published from then on (Alpaca's 50 to a frame); pings are answered while it reads. A
+/// strict venue pings too, and drops the connection (counted in `unanswered`) when a ping
+/// goes unanswered.
 async fn stream_session(
     dialect: Dialect,
     tcp: tokio::net::TcpStream,
     mut published: tokio::sync::watch::Receiver<u64>,
     subscribed: Arc<AtomicUsize>,
     pings: Arc<AtomicUsize>,
+    unanswered: Option<Arc<AtomicUsize>>,
 ) {
     let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;
@@ -284,6 +330,13 @@ async fn stream_session(
         }
         // The streams are named in the address.
         Dialect::Binance => (&[], None),
+        Dialect::Polygon => (
+            &[
+                r#"[{"ev":"status","status":"connected","message":"Connected Successfully"}]"#,
+                r#"[{"ev":"status","status":"auth_success","message":"authenticated"}]"#,
+            ],
+            Some(r#"[{"ev":"status","status":"success","message":"subscribed to: T.AAPL"}]"#),
+        ),
     };
     for reply in greet {
         if ws.send(Message::text(*reply)).await.is_err() {
@@ -300,15 +353,29 @@ async fn stream_session(
         return;
     }
     subscribed.fetch_add(1, Ordering::SeqCst);
+    let mut ping = tokio::time::interval(STRICT_PING);
+    let mut answered = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick(), if unanswered.is_some() => {
+                if answered.elapsed() > STRICT_PONG {
+                    if let Some(n) = &unanswered {
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let _ = ws.close(None).await;
+                    return;
+                }
+                if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             changed = published.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 let upto = *published.borrow_and_update();
                 while sent < upto {
-                    let (frame, last) = if dialect == Dialect::Alpaca {
+                    let (frame, last) = if dialect.batches() {
                         let last = upto.min(sent + 50);
                         let rows: Vec<String> = (sent + 1..=last).map(|id| dialect.streamed(id)).collect();
                         (format!("[{}]", rows.join(",")), last)
@@ -326,6 +393,7 @@ async fn stream_session(
                 Some(Ok(Message::Ping(_))) => {
                     pings.fetch_add(1, Ordering::SeqCst);
                 }
+                Some(Ok(Message::Pong(_))) => answered = tokio::time::Instant::now(),
                 Some(Ok(_)) => {}
                 _ => return,
             },
