@@ -596,13 +596,16 @@ fn source<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .unwrap_or(&serde_json::Value::Null)
 }
 
-/// A vendor's stream is a dependency too, read rather than written: behind each fault the
-/// source notices (a blackhole by its pings going unanswered), reconnects with backoff, says
-/// so in the status, `/readyz` and `/metrics`, and once healed repairs what it missed from
-/// the vendor's history, so the lake holds every trade once.
-fn a_stream_behind_every_fault_is_repaired(dialect: Dialect) {
-    let venue = Streaming::start(dialect);
-    let proxy = Proxy::start(&venue.ws_addr);
+/// A pipeline whose source follows `dialect`'s local venue (its id the dialect's name), the
+/// stream on `ws_port` and the history at `rest_url`, once trades 1 to `first` are in its
+/// lake; with the directory it keeps its data in.
+fn following(
+    dialect: Dialect,
+    venue: &Streaming,
+    ws_port: u16,
+    rest_url: &str,
+    first: u64,
+) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cfg = dir.path().join("run.toml");
@@ -613,31 +616,41 @@ fn a_stream_behind_every_fault_is_repaired(dialect: Dialect) {
         }
         Dialect::Coinbase => "type = \"coinbase\"\n",
         Dialect::Binance => "type = \"binance\"\n",
-        Dialect::Polygon => unreachable!("Polygon's history has no trades: its own test below"),
+        Dialect::Polygon => "type = \"polygon\"\nkey = \"PKTEST\"\nchannels = [\"trades\"]\n",
     };
     std::fs::write(
         &cfg,
         config(
             &data,
             &format!(
-                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\n{entry}id = \"{id}\"\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nsymbols = [\"{}\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
-                proxy.port,
-                venue.rest_url,
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\n{entry}id = \"{id}\"\nurl = \"ws://127.0.0.1:{ws_port}\"\nrest_url = \"{rest_url}\"\nsymbols = [\"{}\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
                 dialect.symbol()
             ),
         ),
     )
     .unwrap();
     let server = Server::start(&cfg, &data);
-    let per_round = 300;
     // A venue streams what happens after a subscription; the first trades wait for one.
     while venue.subscriptions() == 0 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    venue.publish_up_to(per_round);
+    venue.publish_up_to(first);
     wait_for(&server, "the first trades in the lake", |s| {
-        s["rows_durable"]["trades"].as_u64() == Some(per_round)
+        s["rows_durable"]["trades"].as_u64() == Some(first)
     });
+    (dir, server)
+}
+
+/// A vendor's stream is a dependency too, read rather than written: behind each fault the
+/// source notices (a blackhole by its pings going unanswered), reconnects with backoff, says
+/// so in the status, `/readyz` and `/metrics`, and once healed repairs what it missed from
+/// the vendor's history, so the lake holds every trade once.
+fn a_stream_behind_every_fault_is_repaired(dialect: Dialect) {
+    let venue = Streaming::start(dialect);
+    let proxy = Proxy::start(&venue.ws_addr);
+    let id = format!("{dialect:?}").to_lowercase();
+    let per_round = 300;
+    let (_dir, server) = following(dialect, &venue, proxy.port, &venue.rest_url, per_round);
     // A quiet link that answers its pings is kept: three pings, no reconnect.
     let (pings, subscriptions) = (venue.pings(), venue.subscriptions());
     wait_for(&server, "three pings on a quiet link", |_| {
@@ -756,28 +769,13 @@ fn a_stream_waits_for_its_failing_history_and_loses_nothing() {
     let venue = Streaming::start(dialect);
     let stream = Proxy::start(&venue.ws_addr);
     let history = Proxy::start(venue.rest_url.trim_start_matches("http://"));
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = dir.path().join("run.toml");
-    std::fs::write(
-        &cfg,
-        config(
-            &data,
-            &format!(
-                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"alpaca\"\nid = \"alpaca\"\nkey = \"PKTEST\"\nsecret = \"s3cret\"\nchannels = [\"trades\"]\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"http://127.0.0.1:{}\"\nsymbols = [\"AAPL\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
-                stream.port, history.port
-            ),
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&cfg, &data);
-    while venue.subscriptions() == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    venue.publish_up_to(300);
-    wait_for(&server, "the first trades in the lake", |s| {
-        s["rows_durable"]["trades"].as_u64() == Some(300)
-    });
+    let (_dir, server) = following(
+        dialect,
+        &venue,
+        stream.port,
+        &format!("http://127.0.0.1:{}", history.port),
+        300,
+    );
 
     // The link drops and the history goes with it; trades 301 to 600 are missed.
     stream.inject(Fault::Refuse);
@@ -880,29 +878,8 @@ fn a_polygon_stream_behind_every_fault_records_every_trade_it_lost_in_a_gap() {
     let dialect = Dialect::Polygon;
     let venue = Streaming::start(dialect);
     let proxy = Proxy::start(&venue.ws_addr);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = dir.path().join("run.toml");
-    std::fs::write(
-        &cfg,
-        config(
-            &data,
-            &format!(
-                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"polygon\"\nid = \"polygon\"\nkey = \"PKTEST\"\nchannels = [\"trades\"]\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nsymbols = [\"AAPL\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
-                proxy.port, venue.rest_url
-            ),
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&cfg, &data);
     let per_round = 300;
-    while venue.subscriptions() == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    venue.publish_up_to(per_round);
-    wait_for(&server, "the first trades in the lake", |s| {
-        s["rows_durable"]["trades"].as_u64() == Some(per_round)
-    });
+    let (_dir, server) = following(dialect, &venue, proxy.port, &venue.rest_url, per_round);
     let unfillable = |server: &Server| -> Vec<serde_json::Value> {
         let (_, body) = http("GET", &format!("{}/api/v1/gaps", server.url), None);
         let gaps: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -1043,28 +1020,7 @@ fn a_repair_longer_than_the_venues_pong_limit_keeps_the_link() {
     let dialect = Dialect::Binance;
     let venue = Streaming::start_strict(dialect);
     let proxy = Proxy::start(&venue.ws_addr);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = dir.path().join("run.toml");
-    std::fs::write(
-        &cfg,
-        config(
-            &data,
-            &format!(
-                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"binance\"\nid = \"binance\"\nurl = \"ws://127.0.0.1:{}\"\nrest_url = \"{}\"\nsymbols = [\"BTC-USDT\"]\nretry_max_secs = 1\nping_interval_secs = 1\n",
-                proxy.port, venue.rest_url
-            ),
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&cfg, &data);
-    while venue.subscriptions() == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    venue.publish_up_to(300);
-    wait_for(&server, "the first trades in the lake", |s| {
-        s["rows_durable"]["trades"].as_u64() == Some(300)
-    });
+    let (_dir, server) = following(dialect, &venue, proxy.port, &venue.rest_url, 300);
     // Trades 301 to 600 happen while the link is cut; the next connection repairs them
     // over two history answers of 600 ms each, while the venue pings every 100 ms.
     proxy.inject(Fault::Reset);
