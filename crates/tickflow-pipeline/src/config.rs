@@ -1848,11 +1848,18 @@ fn kafka_options(
     options: Option<std::collections::BTreeMap<String, String>>,
 ) -> std::collections::BTreeMap<String, String> {
     let options = options.unwrap_or_default();
-    for name in options.keys() {
+    for (name, value) in &options {
         if tickflow_brokers::kafka::OWN_SETTINGS.contains(&name.as_str()) {
             c.add(
                 key(&format!("options.{name}")),
                 "set by tickflow: use brokers and group instead",
+            );
+        }
+        if name == "security.protocol" && value.to_ascii_lowercase().ends_with("ssl") {
+            // librdkafka would refuse it only once the client is made, at start.
+            c.add(
+                key(&format!("options.{name}")),
+                format!("{value:?}: this build's librdkafka has no TLS; PLAINTEXT and SASL_PLAINTEXT work (docs/security.md)"),
             );
         }
     }
@@ -4254,7 +4261,17 @@ fn postgres_sink(
     key: &dyn Fn(&str) -> String,
     c: &mut Checker,
 ) -> tickflow_postgres::PostgresConfig {
-    let mut connection = match raw.url.as_deref().map(str::parse::<tokio_postgres::Config>) {
+    // `sslmode` and `sslrootcert` are tickflow's to read; tokio-postgres reads the rest.
+    let split = raw.url.as_deref().map(tickflow_postgres::tls::split);
+    let (url, ssl_mode, root_cert) = match split {
+        None => (None, tickflow_postgres::tls::SslMode::Prefer, None),
+        Some(Ok(s)) => (Some(s.rest), s.mode, s.root_cert),
+        Some(Err(e)) => {
+            c.add(key("url"), e);
+            (None, tickflow_postgres::tls::SslMode::Prefer, None)
+        }
+    };
+    let mut connection = match url.as_deref().map(str::parse::<tokio_postgres::Config>) {
         None => tokio_postgres::Config::new(),
         Some(Ok(config)) => config,
         Some(Err(e)) => {
@@ -4307,6 +4324,15 @@ fn postgres_sink(
     }
     connection.application_name("tickflow");
     connection.connect_timeout(Duration::from_secs(10));
+    connection.ssl_mode(if ssl_mode.encrypts() {
+        tokio_postgres::config::SslMode::Require
+    } else {
+        tokio_postgres::config::SslMode::Disable
+    });
+    let tls = tickflow_postgres::tls::client(ssl_mode, root_cert.as_deref()).unwrap_or_else(|e| {
+        c.add(key("url"), e);
+        None
+    });
     let schema = raw.schema.unwrap_or_else(|| "tickflow".into());
     if !tickflow_postgres::valid_schema(&schema) {
         c.add(
@@ -4325,6 +4351,7 @@ fn postgres_sink(
     }
     tickflow_postgres::PostgresConfig {
         connection,
+        tls,
         schema,
         tables: sink_tables(raw.tables, &tickflow_postgres::TABLES, key, c),
         compress_after,
@@ -4627,7 +4654,7 @@ mod tests {
         assert!(sink.dir.ends_with("sinks/bus"));
         assert!(!format!("{plan:?}").contains("hunter2"), "{plan:?}");
 
-        let text = "[[sources]]\ntype = \"kafka\"\nbrokers = \"nohost\"\nformat = \"fields\"\nfields = { symbol = \"S\", time_unit = \"minutes\", size_default = \"0\" }\noptions = { \"group.id\" = \"x\" }\n\n[[sources]]\ntype = \"nats\"\nstream = \"T\"\nsubjects = [\"t.>\"]\nformat = \"csv\"\n";
+        let text = "[[sources]]\ntype = \"kafka\"\nbrokers = \"nohost\"\nformat = \"fields\"\nfields = { symbol = \"S\", time_unit = \"minutes\", size_default = \"0\" }\noptions = { \"group.id\" = \"x\", \"security.protocol\" = \"SASL_SSL\" }\n\n[[sources]]\ntype = \"nats\"\nstream = \"T\"\nsubjects = [\"t.>\"]\nformat = \"csv\"\n";
         let shown = parse(text, Path::new("k.toml")).unwrap_err().to_string();
         for needle in [
             "sources[0].brokers: \"nohost\": write host:port",
@@ -4637,6 +4664,7 @@ mod tests {
             "sources[0].fields.time_unit: \"minutes\": expected one of s, ms, us, ns",
             "sources[0].fields.size_default: \"0\" is not a size above zero",
             "sources[0].options.group.id: set by tickflow",
+            "sources[0].options.security.protocol: \"SASL_SSL\": this build's librdkafka has no TLS",
             "sources[1].format: \"csv\": expected one of tickflow, market_ticks, fields",
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");

@@ -9,10 +9,12 @@
 //! leaves either the whole flush and its position, or neither.
 //!
 //! Any error drops the connection; the pipeline retries the flush with capped backoff while
-//! everything else flows, and the next attempt reconnects.
+//! everything else flows, and the next attempt reconnects. The connection is encrypted, and
+//! the server's certificate checked, as the url's `sslmode` asks ([`tls`]).
 
 pub mod load;
 pub mod schema;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub const TABLES: [&str; 5] = ["trades", "quotes", "bars", "daily_metrics", "ale
 pub struct PostgresConfig {
     /// Where to connect (its `Debug` hides the password).
     pub connection: tokio_postgres::Config,
+    /// The TLS client, when the url's `sslmode` encrypts ([`tls::client`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The schema of the tables, created if missing; a plain lower-case identifier.
     pub schema: String,
     /// Which of [`TABLES`] it keeps.
@@ -127,18 +131,35 @@ impl PostgresSink {
     }
 
     async fn connect(&self) -> Result<Client, SinkError> {
-        let (client, connection) = self
-            .config
-            .connection
-            .connect(NoTls)
-            .await
-            .map_err(|e| context("connecting", &e))?;
         let id = self.id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(sink = %id, error = %e, "PostgreSQL connection closed");
+        let connection = &self.config.connection;
+        let client = match &self.config.tls {
+            None => {
+                let (client, connection) = connection
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| context("connecting", &e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(sink = %id, error = %e, "PostgreSQL connection closed");
+                    }
+                });
+                client
             }
-        });
+            Some(tls) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                let (client, connection) = connection
+                    .connect(tls)
+                    .await
+                    .map_err(|e| context("connecting over TLS", &e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(sink = %id, error = %e, "PostgreSQL connection closed");
+                    }
+                });
+                client
+            }
+        };
         Ok(client)
     }
 

@@ -518,7 +518,20 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
             None => format!("{} ({})", db.message(), db.code().code()),
         },
-        None => e.to_string(),
+        // tokio-postgres's own text leaves the cause out ("error performing TLS
+        // handshake"): the chain says why.
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let why = c.to_string();
+                if !text.contains(&why) {
+                    text = format!("{text}: {why}");
+                }
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 

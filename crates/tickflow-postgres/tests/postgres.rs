@@ -46,8 +46,14 @@ async fn schema(client: &tokio_postgres::Client, name: &str) -> String {
 }
 
 fn sink_at(connection: &str, schema: &str, dlq: &Arc<CollectLog>) -> PostgresSink {
+    let split = tickflow_postgres::tls::split(connection).unwrap();
+    let mut parsed: tokio_postgres::Config = split.rest.parse().unwrap();
+    if split.mode.encrypts() {
+        parsed.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     let config = PostgresConfig {
-        connection: connection.parse().unwrap(),
+        connection: parsed,
+        tls: tickflow_postgres::tls::client(split.mode, split.root_cert.as_deref()).unwrap(),
         schema: schema.into(),
         tables: TABLES.to_vec(),
         compress_after: "7 days".into(),
@@ -408,4 +414,91 @@ async fn keeps_the_sink_contract() {
         counts
     };
     check_sink(|| sink_at(&url(), &s, &dlq), probe, &TABLES).await;
+}
+
+/// Over TLS the sink checks the server's certificate: against the `sslrootcert` file it
+/// connects (the server's own certificate, made for `localhost`, is its root here); against
+/// the system's roots, or under another name, it is refused with the reason, and
+/// `verify-ca` checks the chain and not the name.
+#[tokio::test]
+async fn over_tls_the_sink_checks_the_servers_certificate() {
+    let Some(admin) = admin().await else { return };
+    if std::env::var("DATABASE_URL").is_ok() {
+        eprintln!("skipped: the TLS test needs the local server");
+        return;
+    }
+    let setting = |name: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        setting("ssl").await,
+        "on",
+        "the test server serves TLS (scripts/test)"
+    );
+    let root = setting("ssl_cert_file").await;
+    let schema = schema(&admin, "tls").await;
+    let dlq = Arc::new(CollectLog::default());
+    let at = |host: &str, mode: &str, root: Option<&str>| {
+        let root = root.map_or(String::new(), |r| format!("&sslrootcert={r}"));
+        format!("postgres://postgres@{host}:5432/test?sslmode={mode}{root}")
+    };
+
+    let mut sink = sink_at(&at("localhost", "verify-full", Some(&root)), &schema, &dlq);
+    assert_eq!(sink.open().await.unwrap(), None);
+    let one = flush(
+        1,
+        Rows {
+            trades: vec![trade(1, "100.5")],
+            ..Rows::default()
+        },
+    );
+    sink.write(&one).await.unwrap();
+    let stored: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {schema}.trades"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+
+    let refused =
+        |mut sink: PostgresSink| async move { sink.open().await.unwrap_err().to_string() };
+    // Another CA's root: the system's may hold the test server's certificate (Debian keeps
+    // it in /etc/ssl/certs).
+    let other = tempfile::tempdir().unwrap();
+    let other_root = other.path().join("other.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(other.path().join("other.key"))
+        .arg("-out")
+        .arg(&other_root)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let other_root = other_root.to_str().unwrap();
+    let e = refused(sink_at(
+        &at("localhost", "verify-full", Some(other_root)),
+        &schema,
+        &dlq,
+    ))
+    .await;
+    assert!(e.contains("TLS") && e.contains("UnknownIssuer"), "{e}");
+    let e = refused(sink_at(
+        &at("127.0.0.1", "require", Some(&root)),
+        &schema,
+        &dlq,
+    ))
+    .await;
+    assert!(e.contains("not valid for name"), "{e}");
+    let mut sink = sink_at(&at("127.0.0.1", "verify-ca", Some(&root)), &schema, &dlq);
+    assert_eq!(sink.open().await.unwrap(), Some(1));
 }
