@@ -35,6 +35,9 @@ const HAS_EXCHANGE: u8 = 2;
 const HAS_SEQ: u8 = 4;
 const HAS_VWAP: u8 = 8;
 const HAS_TRADE_COUNT: u8 = 16;
+/// A bar's end, when it is not its start plus its interval: a daily bar of a day that is 23
+/// or 25 hours long where the clocks change. Other bars' records are as they always were.
+const HAS_END: u8 = 32;
 
 /// A trade's fields borrowed from wherever they were parsed, so a hot path (HTTP ingest) can
 /// encode a trade without building a [`Trade`] and its owned strings first.
@@ -110,8 +113,10 @@ pub fn encode(event: &Event, out: &mut Vec<u8>) {
 /// the interval, the prices, then the strings.
 fn encode_bar(fed: &FedBar, out: &mut Vec<u8>) {
     let b = &fed.bar;
+    let own_end = b.end != bar_end(b.start, b.interval);
     let flags = (u8::from(b.vwap.is_some()) * HAS_VWAP)
-        | (u8::from(b.trade_count.is_some()) * HAS_TRADE_COUNT);
+        | (u8::from(b.trade_count.is_some()) * HAS_TRADE_COUNT)
+        | (u8::from(own_end) * HAS_END);
     out.extend_from_slice(&[TAG_BAR, flags]);
     out.extend_from_slice(&b.start.0.to_le_bytes());
     out.extend_from_slice(&fed.ts_recv.0.to_le_bytes());
@@ -120,6 +125,9 @@ fn encode_bar(fed: &FedBar, out: &mut Vec<u8>) {
         .position(|i| *i == b.interval)
         .unwrap_or(0);
     out.push(interval as u8);
+    if own_end {
+        out.extend_from_slice(&b.end.0.to_le_bytes());
+    }
     for p in [b.open, b.high, b.low, b.close] {
         put_price(out, p);
     }
@@ -134,6 +142,11 @@ fn encode_bar(fed: &FedBar, out: &mut Vec<u8>) {
     put_str(out, b.symbol.as_str());
     put_str(out, fed.source());
     put_str(out, &fed.feed);
+}
+
+/// Where a bar of `interval` starting at `start` ends unless its record says otherwise.
+fn bar_end(start: UnixNanos, interval: BarInterval) -> UnixNanos {
+    UnixNanos(start.0.saturating_add(interval.nanos()))
 }
 
 /// Appends the encoding of a trade to `out`; [`Decoder::decode`] reads it back as a [`Trade`].
@@ -533,6 +546,7 @@ pub fn symbol_of(bytes: &[u8]) -> Option<&[u8]> {
         TAG_BAR => {
             TIMES
                 + 1
+                + if flags & HAS_END != 0 { 8 } else { 0 }
                 + 4 * PRICE
                 + 17
                 + if flags & HAS_VWAP != 0 { PRICE } else { 0 }
@@ -681,6 +695,11 @@ impl Decoder {
                 let interval = *BarInterval::ALL
                     .get(usize::from(c.u8()?))
                     .ok_or(Error::Codec("unknown bar interval"))?;
+                let end = if flags & HAS_END != 0 {
+                    UnixNanos(c.i64()?)
+                } else {
+                    bar_end(ts_event, interval)
+                };
                 let open = c.price()?;
                 let high = c.price()?;
                 let low = c.price()?;
@@ -711,7 +730,7 @@ impl Decoder {
                         symbol,
                         interval,
                         start: ts_event,
-                        end: UnixNanos(ts_event.0.saturating_add(interval.nanos())),
+                        end,
                         open,
                         high,
                         low,
@@ -803,6 +822,33 @@ mod tests {
             ts_recv: UnixNanos(1_763_900_000_000_000_000),
             feed: "polygon:stocks".into(),
         })
+    }
+
+    #[test]
+    fn a_daily_bar_of_a_short_day_keeps_its_end_and_others_keep_their_bytes() {
+        let usual = bar();
+        let usual_bytes = to_bytes(&usual);
+        // 2026-03-08 in New York: the clocks go forward, the day is 23 hours long.
+        let Event::Bar(mut short) = bar() else {
+            unreachable!()
+        };
+        short.bar.start = UnixNanos(1_772_946_000_000_000_000);
+        short.bar.end = UnixNanos(1_772_946_000_000_000_000 + 23 * 3_600_000_000_000);
+        let short = Event::Bar(short);
+        let bytes = to_bytes(&short);
+        assert_eq!(
+            bytes.len(),
+            usual_bytes.len() + 8,
+            "the end only where it is its own"
+        );
+        assert_eq!(Decoder::new().decode(&bytes).unwrap(), short);
+        assert_eq!(Decoder::new().decode(&usual_bytes).unwrap(), usual);
+        assert_eq!(symbol_of(&bytes), Some(&b"NVDA"[..]));
+        assert_eq!(
+            usual_bytes[1] & HAS_END,
+            0,
+            "a usual bar's record is as before"
+        );
     }
 
     #[test]

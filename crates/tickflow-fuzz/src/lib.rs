@@ -38,10 +38,16 @@ pub enum Target {
     Binance,
     /// Postgres-wire messages from a client (pgwire's decoder).
     Pgwire,
+    /// Vendors' REST answers: history pages (gap repair, backfill) and the quote poller's.
+    AlpacaRest,
+    PolygonRest,
+    CoinbaseRest,
+    BinanceRest,
+    RestPoll,
 }
 
 impl Target {
-    pub const ALL: [Target; 13] = [
+    pub const ALL: [Target; 18] = [
         Target::Ingest,
         Target::Codec,
         Target::Config,
@@ -55,6 +61,11 @@ impl Target {
         Target::Coinbase,
         Target::Binance,
         Target::Pgwire,
+        Target::AlpacaRest,
+        Target::PolygonRest,
+        Target::CoinbaseRest,
+        Target::BinanceRest,
+        Target::RestPoll,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +83,11 @@ impl Target {
             Target::Coinbase => "coinbase",
             Target::Binance => "binance",
             Target::Pgwire => "pgwire",
+            Target::AlpacaRest => "alpaca_rest",
+            Target::PolygonRest => "polygon_rest",
+            Target::CoinbaseRest => "coinbase_rest",
+            Target::BinanceRest => "binance_rest",
+            Target::RestPoll => "rest_poll",
         }
     }
 
@@ -91,6 +107,11 @@ impl Target {
             Target::Coinbase => frame(data, Vendor::Coinbase),
             Target::Binance => frame(data, Vendor::Binance),
             Target::Pgwire => pgwire_messages(data),
+            Target::AlpacaRest => answer(data, Vendor::Alpaca),
+            Target::PolygonRest => answer(data, Vendor::Polygon),
+            Target::CoinbaseRest => answer(data, Vendor::Coinbase),
+            Target::BinanceRest => answer(data, Vendor::Binance),
+            Target::RestPoll => poll_answer(data),
         }
     }
 
@@ -140,6 +161,26 @@ impl Target {
                 "../../tickflow-sources/src/binance/testdata/frames.ndjson"
             )),
             Target::Pgwire => vec![pgwire_seed()],
+            Target::AlpacaRest => vec![
+                include_bytes!("../../tickflow-sources/src/alpaca/testdata/history-trades.json")
+                    .to_vec(),
+                include_bytes!("../../tickflow-sources/src/alpaca/testdata/history-bars.json")
+                    .to_vec(),
+            ],
+            Target::PolygonRest => vec![
+                include_bytes!("../../tickflow-sources/src/polygon/testdata/aggs-page1.json")
+                    .to_vec(),
+                include_bytes!("../../tickflow-sources/src/polygon/testdata/grouped.json").to_vec(),
+            ],
+            Target::CoinbaseRest => vec![COINBASE_REST_SEED.as_bytes().to_vec()],
+            Target::BinanceRest => vec![
+                BINANCE_AGG_SEED.as_bytes().to_vec(),
+                BINANCE_TRADES_SEED.as_bytes().to_vec(),
+            ],
+            Target::RestPoll => vec![
+                include_bytes!("../../tickflow-sources/src/rest_poll/testdata/global-quote.json")
+                    .to_vec(),
+            ],
         }
     }
 }
@@ -343,6 +384,114 @@ fn frame(data: &[u8], vendor: Vendor) {
                 .expect("symbol")]);
             let _ = tickflow_sources::binance::parse::parse(text, &symbols, &source, now);
         }
+    }
+}
+
+const COINBASE_REST_SEED: &str = r#"[{"time":"2026-12-07T15:00:00.002Z","trade_id":2,"price":"100.5","size":"0.2","side":"buy"},{"time":"2026-12-07T15:00:00.001Z","trade_id":1,"price":"100.25","size":"0.1","side":"sell"}]"#;
+const BINANCE_AGG_SEED: &str =
+    r#"[{"a":7,"p":"100.5","q":"0.1","f":11,"l":12,"T":1765119600001,"m":true,"M":true}]"#;
+const BINANCE_TRADES_SEED: &str = r#"[{"id":11,"price":"100.5","qty":"0.1","quoteQty":"10.05","time":1765119600001,"isBuyerMaker":true,"isBestMatch":true},{"id":12,"price":"100.75","qty":"0.2","quoteQty":"20.15","time":1765119600002,"isBuyerMaker":false,"isBestMatch":true}]"#;
+
+/// Events a vendor's answer was read into must be what the log carries: each encodes to
+/// bytes that decode to the same event.
+fn carried(events: &[tickflow_model::Event]) {
+    for event in events {
+        let bytes = tickflow_core::codec::to_bytes(event);
+        let again = tickflow_core::codec::Decoder::new()
+            .decode(&bytes)
+            .unwrap_or_else(|e| panic!("a vendor's event the log cannot carry: {e}"));
+        assert_eq!(&again, event, "the log changed a vendor's event");
+    }
+}
+
+/// One REST answer from a vendor's history, as gap repair and backfill read it.
+fn answer(data: &[u8], vendor: Vendor) {
+    use tickflow_sources::history::{History, Request, What};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return; // the client refuses a body that is not UTF-8 before reading it
+    };
+    let source: Arc<str> = Arc::from("vendor");
+    let feed: Arc<str> = Arc::from("feed");
+    let now = UnixNanos::now();
+    match vendor {
+        Vendor::Alpaca => {
+            for what in [What::Trades, What::Bars(tickflow_model::BarInterval::M1)] {
+                if let Ok((events, _)) =
+                    tickflow_sources::alpaca::history::read(text, what, &source, &feed, now)
+                {
+                    carried(&events);
+                }
+            }
+        }
+        Vendor::Polygon => {
+            let only = ["AAPL".to_string()];
+            for only in [None, Some(&only[..])] {
+                if let Ok(page) = tickflow_sources::polygon::rest::read(
+                    text,
+                    tickflow_model::BarInterval::D1,
+                    only,
+                    &source,
+                    &feed,
+                    now,
+                ) {
+                    carried(&page.events);
+                }
+            }
+        }
+        Vendor::Coinbase => {
+            if let Ok((events, _)) =
+                tickflow_sources::coinbase::history::read(text, "BTC-USD", &source, &feed, now)
+            {
+                carried(&events);
+            }
+        }
+        Vendor::Binance => {
+            static HISTORY: std::sync::OnceLock<
+                tickflow_sources::binance::history::BinanceHistory,
+            > = std::sync::OnceLock::new();
+            let history =
+                HISTORY.get_or_init(|| tickflow_sources::binance::history::BinanceHistory {
+                    base: "http://127.0.0.1:1".into(),
+                    rest: tickflow_sources::rest::Rest::new(
+                        "binance",
+                        &[],
+                        Arc::new(tickflow_sources::rest::Limiter::new(1)),
+                        tickflow_sources::rest::Retry::default(),
+                    )
+                    .expect("a client"),
+                    source: Arc::from("vendor"),
+                });
+            let request = Request {
+                symbol: "BTC-USDT".into(),
+                what: What::Trades,
+                from: UnixNanos(1_765_119_600_000_000_000),
+                to: UnixNanos(1_765_119_700_000_000_000),
+            };
+            if let Ok(page) = history.read_page(text, &request, now) {
+                carried(&page.events);
+            }
+        }
+    }
+}
+
+/// One answer to the quote poller (Alpha Vantage's shape).
+fn poll_answer(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let source: Arc<str> = Arc::from("vendor");
+    let feed: Arc<str> = Arc::from("feed");
+    let symbol = tickflow_model::Symbol::parse("IBM").expect("symbol");
+    if let Ok(bar) = tickflow_sources::rest_poll::parse::read(
+        text,
+        &tickflow_sources::rest_poll::parse::Shape::AlphaVantage,
+        &symbol,
+        tickflow_model::BarInterval::M1,
+        &source,
+        &feed,
+        UnixNanos::now(),
+    ) {
+        carried(&[tickflow_model::Event::Bar(bar)]);
     }
 }
 

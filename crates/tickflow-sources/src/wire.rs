@@ -77,6 +77,10 @@ pub(crate) fn fed_bar(
     kind: &str,
     stamp: &Stamp<'_>,
 ) -> Result<Event, String> {
+    if end <= start {
+        // A time past what nanoseconds since 1970 can hold (the year 2262).
+        return Err(format!("{kind}: its time is out of range"));
+    }
     Ok(Event::Bar(FedBar {
         bar: Bar {
             symbol,
