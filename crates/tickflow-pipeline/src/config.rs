@@ -1,8 +1,9 @@
 //! Configuration in three steps: raw TOML ([`RawConfig`], serde) → validated [`Plan`] (every
 //! problem collected, each with file, line and key) → running [`crate::Pipeline`].
 //!
-//! `${VAR}` and `${VAR:-default}` are replaced from the environment before parsing, so secrets
-//! stay out of files. Unknown keys are errors: a typo must not silently become a default.
+//! `${VAR}` and `${VAR:-default}` are replaced from the environment before parsing, and
+//! `${file:PATH}` by the first line of a file only its owner may read, so secrets stay out of
+//! the config. Unknown keys are errors: a typo must not silently become a default.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -2589,7 +2590,8 @@ impl SinkConfig {
     }
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}`; an unset variable without default is a problem.
+/// Replaces `${VAR}`, `${VAR:-default}` and `${file:PATH}`; an unset variable without
+/// default, or a secret file that cannot be read or that others may read, is a problem.
 /// Comments are left as written, so a commented-out example needs no variable set.
 fn interpolate(text: &str, problems: &mut Vec<(usize, String)>) -> String {
     let mut out = String::with_capacity(text.len());
@@ -2639,6 +2641,17 @@ fn interpolate_span(
             break;
         };
         let expr = &after[..end];
+        if let Some(path) = expr.strip_prefix("file:") {
+            match read_secret_file(Path::new(path)) {
+                Ok(secret) => out.push_str(&secret),
+                Err(e) => {
+                    let offset = base + text.len() - rest.len() + start;
+                    problems.push((offset, e));
+                }
+            }
+            rest = &after[end + 1..];
+            continue;
+        }
         let (name, default) = match expr.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
             None => (expr, None),
@@ -4138,8 +4151,16 @@ fn private_file(path: &Path) -> Result<(), String> {
 
 /// A secret kept in a file: its first line, refused when other users may read the file.
 fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
     private_file(path)?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    // A secret is a line; a device or a huge file named by mistake must not be read whole.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let value = text.lines().next().unwrap_or("").trim_end().to_string();
     if value.is_empty() {
         return Err(format!("{} is empty", path.display()));
@@ -4605,6 +4626,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("alerts.threshold[0].hysteresis"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_comes_from_a_file_only_its_owner_may_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("alpaca.key");
+        std::fs::write(&key, "PKFROMFILE123\nignored second line\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = |path: &Path| {
+            format!(
+                "[[sources]]\ntype = \"alpaca\"\nkey = \"${{file:{}}}\"\nsecret = \"s\"\nsymbols = [\"AAPL\"]\n",
+                path.display()
+            )
+        };
+        let plan = parse(&text(&key), Path::new("s.toml")).unwrap();
+        let SourceConfig::Alpaca(a) = &plan.sources[0].config else {
+            panic!("an alpaca source")
+        };
+        assert_eq!(a.key, "PKFROMFILE123");
+
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let shown = parse(&text(&key), Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("s.toml:3:"), "{shown}");
+        assert!(
+            shown.contains("may be read by other users (mode 644)"),
+            "{shown}"
+        );
+        assert!(!shown.contains("PKFROMFILE"), "{shown}");
+        let shown = parse(&text(&dir.path().join("none.key")), Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("none.key"), "{shown}");
     }
 
     #[test]
