@@ -333,6 +333,18 @@ impl StartupHandler for Handshake {
                         "TLS is required: connect with sslmode=require or verify-full".into(),
                     ));
                 }
+                if hello
+                    .parameters
+                    .iter()
+                    .any(|(k, v)| format!("{k}{v}").contains(char::REPLACEMENT_CHARACTER))
+                {
+                    // pgwire reads them lossily: a user or database name that is not UTF-8
+                    // would otherwise arrive as another name.
+                    return Err(fatal(
+                        "22021",
+                        "invalid byte sequence for encoding \"UTF8\": the startup parameters are not UTF-8 text".into(),
+                    ));
+                }
                 protocol_negotiation(client, hello).await?;
                 save_startup_parameters_to_metadata(client, hello);
                 let Some(login) = login else {
@@ -534,6 +546,16 @@ fn selects_into(body: &SetExpr) -> bool {
 }
 
 fn refused(statement: &Statement) -> Option<PgWireError> {
+    if statement.to_string().contains(char::REPLACEMENT_CHARACTER) {
+        // pgwire reads a statement's bytes lossily: bytes that are not UTF-8 arrive as
+        // U+FFFD, and a literal compared with them would match something else. 22021:
+        // character_not_in_repertoire, PostgreSQL's answer to such bytes.
+        return Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "22021".into(),
+            "invalid byte sequence for encoding \"UTF8\": the statement is not UTF-8 text".into(),
+        ))));
+    }
     refusal(statement).map(|message| {
         // 25006: read_only_sql_transaction, what PostgreSQL answers on a read-only replica.
         PgWireError::UserError(Box::new(ErrorInfo::new(

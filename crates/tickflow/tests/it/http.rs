@@ -244,3 +244,58 @@ fn http_sources_have_ids_and_tokens() {
         51
     );
 }
+
+/// Bodies built to hurt a parser: JSON nested a hundred thousand deep, at the top or inside
+/// an event, and a million lines. Each gets an answer that says what is wrong (or what was
+/// taken), nothing panics, and the pipeline takes the next good body.
+#[test]
+fn hostile_bodies_are_refused_clearly_and_ingest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, config(&data, "")).unwrap();
+    let server = Server::start(&cfg, &data);
+    let ingest = format!("{}/api/v1/ingest", server.url);
+    let deep = 100_000;
+
+    let nested = format!("{}{}", "[".repeat(deep), "]".repeat(deep));
+    let (code, body) = http("POST", &ingest, Some(nested.as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("line 1: element 0"), "{body}");
+
+    let inside = format!(
+        r#"{{"type":"trade","symbol":"NVDA","ts_event":1,"price":"1","size":"1","x":{}{}}}"#,
+        "{\"a\":".repeat(deep),
+        "}".repeat(deep)
+    );
+    let (code, body) = http("POST", &ingest, Some(inside.as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("line 1"), "{body}");
+
+    // A million empty lines: nothing to take, said so.
+    let blank = "\n".repeat(1_000_000);
+    let (code, body) = http("POST", &ingest, Some(blank.as_bytes()));
+    assert!(code == 200 || code == 400, "{code} {body}");
+    assert!(!body.contains("\"accepted\":1"), "{body}");
+
+    // A hundred thousand trades in one body, each taken.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let many: String = (0..100_000u64)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"trade\",\"symbol\":\"NVDA\",\"ts_event\":{},\"price\":\"1\",\"size\":\"1\",\"trade_id\":\"{i}\"}}\n",
+                now - 1_000_000_000 + u128::from(i)
+            )
+        })
+        .collect();
+    let (code, body) = http("POST", &ingest, Some(many.as_bytes()));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"accepted\":100000"), "{body}");
+    crate::support::wait_for(&server, "every trade of the big body stored", |s| {
+        s["log_lag"].as_u64() == Some(0) && s["rows_durable"]["trades"].as_u64() == Some(100_000)
+    });
+    server.stop();
+}

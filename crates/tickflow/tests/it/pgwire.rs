@@ -450,3 +450,120 @@ fn a_message_that_panics_the_decoder_ends_its_connection_only() {
     );
     server.stop();
 }
+
+/// The messages a server sent until it was ready for the next query (or closed): each
+/// message's type byte and body.
+fn read_until_ready(socket: &mut std::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut messages = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        if socket.read_exact(&mut head).is_err() {
+            return messages;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        if socket.read_exact(&mut body).is_err() {
+            return messages;
+        }
+        let ready = head[0] == b'Z';
+        messages.push((head[0], body));
+        if ready {
+            return messages;
+        }
+    }
+}
+
+/// Statements that are not UTF-8, or that never end, get a clear refusal: an error naming
+/// the problem, or the connection closed; the pipeline answers the next client.
+#[test]
+fn malformed_utf8_and_unterminated_messages_are_refused_and_the_endpoint_goes_on() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, data) = running(dir.path());
+    let (host, port) = pg_addr(&data);
+    let signed_in = || {
+        let mut socket = std::net::TcpStream::connect((host.as_str(), port)).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let startup = b"\0\x03\0\0user\0tickflow\0database\0tickflow\0\0";
+        let mut message = (startup.len() as u32 + 4).to_be_bytes().to_vec();
+        message.extend_from_slice(startup);
+        socket.write_all(&message).unwrap();
+        let greeting = read_until_ready(&mut socket);
+        assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "signed in");
+        socket
+    };
+    let query = |sql: &[u8]| {
+        let mut message = vec![b'Q'];
+        message.extend_from_slice(&(sql.len() as u32 + 5).to_be_bytes());
+        message.extend_from_slice(sql);
+        message.push(0);
+        message
+    };
+
+    // A statement whose text is not UTF-8.
+    let mut socket = signed_in();
+    socket
+        .write_all(&query(b"SELECT '\xff\xfe' AS bad"))
+        .unwrap();
+    let answer = read_until_ready(&mut socket);
+    let error = answer
+        .iter()
+        .find(|(kind, _)| *kind == b'E')
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+        .unwrap_or_default();
+    assert!(
+        error.contains("22021") && error.contains("not UTF-8"),
+        "refused with the reason: {answer:?}"
+    );
+    assert!(
+        !answer.iter().any(|(kind, _)| *kind == b'D'),
+        "no rows for a statement that is not text: {answer:?}"
+    );
+
+    // A message that announces more than it sends, then the client goes away.
+    let mut socket = signed_in();
+    let mut cut = query(b"SELECT count(*) FROM trades");
+    cut.truncate(cut.len() - 10);
+    socket.write_all(&cut).unwrap();
+    drop(socket);
+
+    // A startup message that is not UTF-8.
+    let mut socket = std::net::TcpStream::connect((host.as_str(), port)).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let startup = b"\0\x03\0\0user\0\xff\xfe\0database\0tickflow\0\0";
+    let mut message = (startup.len() as u32 + 4).to_be_bytes().to_vec();
+    message.extend_from_slice(startup);
+    socket.write_all(&message).unwrap();
+    let answer = read_until_ready(&mut socket);
+    assert!(
+        answer.iter().any(|(kind, body)| *kind == b'E'
+            && String::from_utf8_lossy(body).contains("startup parameters are not UTF-8")),
+        "refused with the reason: {answer:?}"
+    );
+    // Not signed in: a query on that connection gets no rows.
+    if socket.write_all(&query(b"SELECT 1 AS one")).is_ok() {
+        let answer = read_until_ready(&mut socket);
+        assert!(
+            !answer.iter().any(|(kind, _)| *kind == b'D'),
+            "a connection refused at startup ran a query: {answer:?}"
+        );
+    }
+
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the pipeline exited"
+    );
+    let out = psql(&host, port, "SELECT count(*) FROM trades");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("5000"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop();
+}
