@@ -2643,6 +2643,12 @@ fn interpolate_span(
         let expr = &after[..end];
         if let Some(path) = expr.strip_prefix("file:") {
             match read_secret_file(Path::new(path)) {
+                // Spliced into a TOML string as it is: a quote or a backslash would end it
+                // or change it.
+                Ok(secret) if secret.contains(['"', '\'', '\\']) => {
+                    let offset = base + text.len() - rest.len() + start;
+                    problems.push((offset, format!("{path}: a secret holding a quote or a backslash cannot go into a config string as it is")));
+                }
                 Ok(secret) => out.push_str(&secret),
                 Err(e) => {
                     let offset = base + text.len() - rest.len() + start;
@@ -4661,6 +4667,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(shown.contains("none.key"), "{shown}");
+        let quoted = dir.path().join("quoted.key");
+        std::fs::write(&quoted, "a\"b\n").unwrap();
+        std::fs::set_permissions(&quoted, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let shown = parse(&text(&quoted), Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("holding a quote or a backslash"), "{shown}");
     }
 
     #[test]

@@ -78,7 +78,12 @@ pub fn split(connection: &str) -> Result<Split, String> {
         Ok(true)
     };
     let rest = if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
-        match connection.split_once('?') {
+        // The query starts at the first `?` after the credentials: a password may hold one.
+        let after_at = connection.rfind('@').map_or(0, |at| at + 1);
+        let split = connection[after_at..]
+            .find('?')
+            .map(|q| connection.split_at(after_at + q));
+        match split.map(|(base, query)| (base, &query[1..])) {
             None => connection.to_string(),
             Some((base, query)) => {
                 let mut kept = Vec::new();
@@ -250,6 +255,11 @@ mod tests {
         );
         assert_eq!(s.mode, SslMode::VerifyFull);
         assert_eq!(s.root_cert.as_deref(), Some(Path::new("/etc/rds.pem")));
+        let s = split("postgres://u:pa?ss@h/db?sslmode=verify-full").unwrap();
+        assert_eq!(
+            (s.rest.as_str(), s.mode),
+            ("postgres://u:pa?ss@h/db", SslMode::VerifyFull)
+        );
         let s = split("postgres://u@h/db?sslmode=require").unwrap();
         assert_eq!(
             (s.rest.as_str(), s.mode),

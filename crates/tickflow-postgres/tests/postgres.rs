@@ -48,9 +48,12 @@ async fn schema(client: &tokio_postgres::Client, name: &str) -> String {
 fn sink_at(connection: &str, schema: &str, dlq: &Arc<CollectLog>) -> PostgresSink {
     let split = tickflow_postgres::tls::split(connection).unwrap();
     let mut parsed: tokio_postgres::Config = split.rest.parse().unwrap();
-    if split.mode.encrypts() {
-        parsed.ssl_mode(tokio_postgres::config::SslMode::Require);
-    }
+    // As the config does: tokio-postgres is told whether to encrypt, never to guess.
+    parsed.ssl_mode(if split.mode.encrypts() {
+        tokio_postgres::config::SslMode::Require
+    } else {
+        tokio_postgres::config::SslMode::Disable
+    });
     let config = PostgresConfig {
         connection: parsed,
         tls: tickflow_postgres::tls::client(split.mode, split.root_cert.as_deref()).unwrap(),

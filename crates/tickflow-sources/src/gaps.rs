@@ -238,6 +238,9 @@ pub enum Repaired {
     /// The history failed within the hold, with this error: the connection is dropped, and
     /// the next one repairs from where this one stopped.
     Held(String),
+    /// The source was stopped during the repair: nothing streamed since may be passed on, or
+    /// its marks would pass over the gap not yet fetched.
+    Stopped,
 }
 
 impl Repair {
@@ -320,7 +323,7 @@ impl Repair {
             };
             let mut appended = 0u64;
             let fetched = tokio::select! {
-                () = ctx.stopped() => return Ok(Repaired::Done),
+                () = ctx.stopped() => return Ok(Repaired::Stopped),
                 fetched = history::fetch(self.history.as_ref(), &request, |events| {
                     batch.clear();
                     for e in &events {
@@ -357,7 +360,8 @@ impl Repair {
                     tracing::warn!(source = ctx.id(), symbol, kind, error = %e, "gap repair failed; holding the stream");
                     record(dir.as_deref(), &gap);
                     marks.save(dir.as_deref(), true);
-                    return Ok(Repaired::Held(format!("{symbol} {kind}: {e}")));
+                    let error: String = e.to_string().chars().take(300).collect();
+                    return Ok(Repaired::Held(format!("{symbol} {kind}: {error}")));
                 }
                 Err(Fetch::Vendor(e)) => {
                     gap.state = "unfillable".into();
@@ -637,5 +641,13 @@ mod tests {
             marks.held_since, None,
             "a new hold starts with the next failure"
         );
+
+        // Stopped during a repair: said so, so the caller passes nothing streamed on.
+        let (stop, ctx) = context(dir.path());
+        stop.send(true).unwrap();
+        let outcome = rt
+            .block_on(holding.fill(&ctx, &mut marks, UnixNanos(5_000)))
+            .unwrap();
+        assert_eq!(outcome, Repaired::Stopped);
     }
 }

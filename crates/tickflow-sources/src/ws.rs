@@ -137,10 +137,12 @@ fn append_failed(e: SourceError) -> Failure {
     }
 }
 
-/// A repair's outcome: a history that fails holds the stream, by dropping the connection.
-fn held(repaired: Result<Repaired, SourceError>) -> Result<(), Failure> {
+/// A repair's outcome: a history that fails holds the stream, by dropping the connection;
+/// `Ok(true)` when the source was stopped during it.
+fn held(repaired: Result<Repaired, SourceError>) -> Result<bool, Failure> {
     match repaired.map_err(append_failed)? {
-        Repaired::Done => Ok(()),
+        Repaired::Done => Ok(false),
+        Repaired::Stopped => Ok(true),
         Repaired::Held(error) => Err(lost("repair", format!("gap repair failed: {error}"))),
     }
 }
@@ -256,12 +258,10 @@ async fn session(
         && let (Some(repair), Some(marks)) = (repair, venue.marks())
     {
         // What the venue streams meanwhile waits in the queue, so the log stays in order.
-        repairing(
-            &mut ws,
-            &mut queued,
-            repair.fill(ctx, marks, UnixNanos::now()),
-        )
-        .await?;
+        let fill = repair.fill(ctx, marks, UnixNanos::now());
+        if repairing(&mut ws, &mut queued, fill).await? {
+            return Ok(true);
+        }
     }
     let mut batch = Batch::default();
     let mut tick = tokio::time::interval(
@@ -365,7 +365,9 @@ async fn session(
         }
         if subscribed && let (Some(repair), Some(marks)) = (repair, venue.marks()) {
             // Frames sent meanwhile wait in the queue, so the log stays in time order.
-            repairing(&mut ws, &mut queued, repair.fill(ctx, marks, now)).await?;
+            if repairing(&mut ws, &mut queued, repair.fill(ctx, marks, now)).await? {
+                return Ok(true);
+            }
         }
         if !working && serves {
             // The venue serves this connection, and what it missed is repaired: whatever
@@ -387,19 +389,27 @@ async fn session(
 /// The most bytes of frames read while a repair runs; past it the link is left unread.
 const QUEUED_BYTES: usize = 64 << 20;
 
+/// What a queued frame costs: its payload and a frame's bookkeeping.
+fn queued_size(frame: &Option<Result<Message, WsError>>) -> usize {
+    64 + frame
+        .as_ref()
+        .and_then(|f| f.as_ref().ok())
+        .map_or(0, Message::len)
+}
+
 /// Awaits a repair while reading the link into `queued` (up to [`QUEUED_BYTES`]), which
-/// answers the venue's pings meanwhile.
+/// answers the venue's pings meanwhile; `Ok(true)` when the source was stopped during it.
 async fn repairing<S>(
     ws: &mut S,
     queued: &mut VecDeque<Option<Result<Message, WsError>>>,
     repair: impl std::future::Future<Output = Result<Repaired, SourceError>>,
-) -> Result<(), Failure>
+) -> Result<bool, Failure>
 where
     S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
 {
     let mut repair = std::pin::pin!(repair);
-    let mut bytes = 0;
-    let mut open = true;
+    let mut bytes: usize = queued.iter().map(queued_size).sum();
+    let mut open = !matches!(queued.back(), Some(None | Some(Err(_))));
     loop {
         tokio::select! {
             biased;
@@ -407,7 +417,7 @@ where
             frame = ws.next(), if open && bytes < QUEUED_BYTES => {
                 // The end of the link, or an error, is the last frame: it is handled in turn.
                 open = matches!(frame, Some(Ok(_)));
-                bytes += frame.as_ref().and_then(|f| f.as_ref().ok()).map_or(0, Message::len);
+                bytes += queued_size(&frame);
                 queued.push_back(frame);
             }
         }

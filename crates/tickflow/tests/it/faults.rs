@@ -947,7 +947,24 @@ fn a_polygon_stream_behind_every_fault_records_every_trade_it_lost_in_a_gap() {
     wait_for(&server, "the last round in the lake", |s| {
         s["log_lag"].as_u64() == Some(0) && newest(&server) == Some(total)
     });
+    // What the lake holds, as SQL sees it once it has caught up with the status.
+    let counted = |server: &Server| {
+        let rows = crate::support::api_rows(
+            &server.url,
+            "SELECT count(*) AS n, count(DISTINCT trade_id) AS d FROM trades",
+        );
+        (rows[0]["n"].as_u64(), rows[0]["d"].as_u64())
+    };
+    wait_for(&server, "SQL counts what the lake holds", |s| {
+        s["log_lag"].as_u64() == Some(0)
+            && counted(&server).0 == s["rows_durable"]["trades"].as_u64()
+    });
     let stored = server.status()["rows_durable"]["trades"].as_u64().unwrap();
+    assert_eq!(
+        counted(&server),
+        (Some(stored), Some(stored)),
+        "each stored trade once"
+    );
     let ids: HashSet<u64> = crate::support::api_rows(&server.url, "SELECT trade_id FROM trades")
         .as_array()
         .unwrap()
