@@ -77,8 +77,7 @@ pub(crate) enum Command {
     Backfill(BackfillArgs),
     /// List what streaming sources missed while disconnected or stopped, and whether it was fetched again.
     #[command(
-        after_help = "Examples:\n  tickflow gaps --data-dir ./tickflow-data\n  tickflow gaps --json\n\nA gap runs from the last event a source passed on to the moment its subscription was\nconfirmed again. `filled`: fetched over the vendor's REST history and appended; `unfillable`:\nthe vendor has no history of that kind (quotes, Polygon trades) or refused, with the reason;\n`detected`: still being fetched (or the stream is held while the vendor's history fails), or the
-process stopped while it was. A running pipeline\nserves the same list at GET /api/v1/gaps."
+        after_help = "Examples:\n  tickflow gaps --data-dir ./tickflow-data\n  tickflow gaps --json\n\nA gap runs from the last event a source passed on to the moment its subscription was\nconfirmed again. `filled`: fetched over the vendor's REST history and appended; `unfillable`:\nthe vendor has no history of that kind (quotes, Polygon trades) or refused, with the reason;\n`detected`: still being fetched (or the stream is held while the vendor's history fails), or the\nprocess stopped while it was. A running pipeline\nserves the same list at GET /api/v1/gaps."
     )]
     Gaps(GapsArgs),
     /// Show a running pipeline at a glance: the log, the lake, every source, sink, notifier and job.
