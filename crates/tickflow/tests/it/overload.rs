@@ -237,6 +237,17 @@ fn connections_past_the_cap_are_closed_and_silent_ones_time_out() {
     let idle: Vec<TcpStream> = (0..30)
         .map(|_| TcpStream::connect(&host).unwrap())
         .collect();
+    all_closed(idle);
+    // The pipeline goes on: ingest and metrics answer.
+    let (code, _, body) = send(&server.url, "/api/v1/ingest", &trades(0, 10));
+    assert_eq!(code, 200, "{body}");
+    let refused = refused_on_arrival(&server, "http");
+    assert!((10..=30).contains(&refused), "{refused}");
+    server.stop();
+}
+
+/// Waits for the server to close each of `idle` (reading nothing, or a reset).
+fn all_closed(idle: Vec<TcpStream>) {
     for mut socket in idle {
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(30)))
@@ -248,18 +259,18 @@ fn connections_past_the_cap_are_closed_and_silent_ones_time_out() {
             Err(e) => panic!("an idle connection stayed open: {e}"),
         }
     }
-    // The pipeline goes on: ingest and metrics answer.
-    let (code, _, body) = send(&server.url, "/api/v1/ingest", &trades(0, 10));
-    assert_eq!(code, 200, "{body}");
+}
+
+/// `tickflow_connections_refused_total{surface}`.
+fn refused_on_arrival(server: &Server, surface: &str) -> u64 {
     let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
-    let refused: u64 = metrics
+    let prefix = format!("tickflow_connections_refused_total{{surface=\"{surface}\"}} ");
+    metrics
         .lines()
-        .find_map(|l| l.strip_prefix("tickflow_connections_refused_total{surface=\"http\"} "))
+        .find_map(|l| l.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("{metrics}"))
         .parse()
-        .unwrap();
-    assert!((10..=30).contains(&refused), "{refused}");
-    server.stop();
+        .unwrap()
 }
 
 /// Two thousand clients that connect and say nothing, at the default caps: the address's
@@ -285,28 +296,10 @@ fn thousands_of_idle_connections_are_closed_and_the_pipeline_goes_on() {
     let mut answer = String::new();
     other.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    for mut socket in idle {
-        socket
-            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-            .unwrap();
-        let mut byte = [0u8; 1];
-        match socket.read(&mut byte) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("an idle connection stayed open: {e}"),
-        }
-    }
+    all_closed(idle);
     let (code, _, body) = send(&server.url, "/api/v1/ingest", &trades(0, 10));
     assert_eq!(code, 200, "{body}");
-    let (_, metrics) = http("GET", &format!("{}/metrics", server.url), None);
-    let refused: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("tickflow_connections_refused_total{surface=\"http_per_address\"} ")
-        })
-        .unwrap_or_else(|| panic!("{metrics}"))
-        .parse()
-        .unwrap();
+    let refused = refused_on_arrival(&server, "http_per_address");
     // At least the address's 256 were served; the served are let go a second after they
     // connect, so how many more found a free place depends on the pace of the connects.
     assert!((1..=1_744).contains(&refused), "{refused}");

@@ -417,6 +417,21 @@ fn psycopg_and_node_postgres_bind_parameters_and_get_the_rows_tickflow_sql_gets(
     server.stop();
 }
 
+/// The pipeline is still running and psql gets the 5,000 trades [`running`] stored.
+fn still_answers(server: &mut Server, host: &str, port: u16) {
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the pipeline exited"
+    );
+    let out = psql(host, port, "SELECT count(*) FROM trades");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("5000"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_message_that_panics_the_decoder_ends_its_connection_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -437,17 +452,7 @@ fn a_message_that_panics_the_decoder_ends_its_connection_only() {
         let mut answer = Vec::new();
         let _ = socket.read_to_end(&mut answer);
     }
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "the pipeline exited"
-    );
-    let out = psql(&host, port, "SELECT count(*) FROM trades");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("5000"),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    still_answers(&mut server, &host, port);
     server.stop();
 }
 
@@ -554,16 +559,6 @@ fn malformed_utf8_and_unterminated_messages_are_refused_and_the_endpoint_goes_on
         );
     }
 
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "the pipeline exited"
-    );
-    let out = psql(&host, port, "SELECT count(*) FROM trades");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("5000"),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    still_answers(&mut server, &host, port);
     server.stop();
 }
