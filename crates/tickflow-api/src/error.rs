@@ -122,6 +122,11 @@ impl From<tickflow_pipeline::Error> for ApiError {
             tickflow_pipeline::Error::Log(tickflow_log::Error::DiskFull { .. }) => {
                 (StatusCode::INSUFFICIENT_STORAGE, Some(10))
             }
+            // The broker holding the log did not confirm: nothing is acknowledged, and the
+            // batch is sent again (what the broker did store is dropped as a duplicate).
+            tickflow_pipeline::Error::LogUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Some(2))
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, None),
         };
         Self {

@@ -27,9 +27,6 @@ use crate::client::{AwsConfig, Client, Error, Service};
 /// The most messages one receive returns (SQS's own limit).
 pub const MAX_BATCH: usize = 10;
 
-/// How long a call other than the long poll may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// An SQS queue to read ticks from; see the module docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqsSource {
@@ -44,6 +41,9 @@ pub struct SqsSource {
     pub dead_letter_queue_url: Option<String>,
     /// The longest wait between attempts while the queue cannot be reached.
     pub retry_max: Duration,
+    /// How long a call other than the long poll may take (the long poll: its wait and
+    /// 10 s more): a queue that holds every byte is noticed then.
+    pub timeout: Duration,
     /// How message bodies are read: tickflow's ingest format unless a mapping says otherwise.
     pub format: tickflow_core::mapping::Format,
 }
@@ -51,7 +51,7 @@ pub struct SqsSource {
 #[async_trait::async_trait]
 impl Source for SqsSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        let client = Client::new(&self.aws, Service::Sqs, CALL_TIMEOUT)?;
+        let client = Client::new(&self.aws, Service::Sqs, self.timeout)?;
         let mut delays = tickflow_core::retry::backoff(self.retry_max);
         while !ctx.is_stopping() {
             match self.follow(&client, &ctx).await {

@@ -104,6 +104,7 @@ fn source(aws: &AwsConfig, queue: &str, dlq: Option<&str>, max_receives: u32) ->
         max_receives,
         dead_letter_queue_url: dlq.map(str::to_string),
         retry_max: Duration::from_millis(200),
+        timeout: Duration::from_secs(30),
         format: Default::default(),
     }
 }

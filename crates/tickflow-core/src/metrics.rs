@@ -18,6 +18,7 @@ pub const REJECTED_TOTAL: &str = "tickflow_rejected_total";
 pub const DUPLICATES_TOTAL: &str = "tickflow_duplicates_total";
 pub const LOG_LAG: &str = "tickflow_log_lag";
 pub const LOG_APPENDED_TOTAL: &str = "tickflow_log_appended_total";
+pub const LOG_APPEND_ERRORS_TOTAL: &str = "tickflow_log_append_errors_total";
 pub const PROCESSED_TOTAL: &str = "tickflow_processed_total";
 pub const PROCESS_LATENCY_SECONDS: &str = "tickflow_process_latency_seconds";
 pub const LOG_LATENCY_SECONDS: &str = "tickflow_log_latency_seconds";
@@ -75,6 +76,73 @@ impl Labeled {
     /// Sum over labels.
     pub fn total(&self) -> u64 {
         self.snapshot().iter().map(|(_, v)| v).sum()
+    }
+}
+
+/// Appends to the log failing now: since when, how many, the last error. Cleared by the
+/// next append that succeeds, so the status and `/readyz` show an outage of the log's
+/// broker (or its disk reserve) while it lasts.
+#[derive(Debug, Default)]
+pub struct Failing {
+    state: Mutex<Option<FailingState>>,
+    /// Whether `state` holds an outage: the appends that succeed read only this.
+    active: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct FailingState {
+    since: std::time::Instant,
+    last: std::time::Instant,
+    attempts: u32,
+    error: String,
+}
+
+/// What [`Failing::now`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingNow {
+    /// Since the first failure of this outage.
+    pub secs: u64,
+    /// Since the latest failure.
+    pub last_secs: u64,
+    pub attempts: u32,
+    pub error: String,
+}
+
+impl Failing {
+    /// Records a failure.
+    pub fn fail(&self, error: &str) {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.active.store(true, Ordering::Release);
+        let s = state.get_or_insert_with(|| FailingState {
+            since: now,
+            last: now,
+            attempts: 0,
+            error: String::new(),
+        });
+        s.last = now;
+        s.attempts = s.attempts.saturating_add(1);
+        error.clone_into(&mut s.error);
+    }
+
+    /// Ends the outage, if there is one.
+    pub fn clear(&self) {
+        if self.active.load(Ordering::Acquire) {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            *state = None;
+            self.active.store(false, Ordering::Release);
+        }
+    }
+
+    /// The outage in progress.
+    pub fn now(&self) -> Option<FailingNow> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.as_ref().map(|s| FailingNow {
+            secs: s.since.elapsed().as_secs(),
+            last_secs: s.last.elapsed().as_secs(),
+            attempts: s.attempts,
+            error: s.error.clone(),
+        })
     }
 }
 
@@ -203,6 +271,10 @@ pub struct Metrics {
     rejected: [AtomicU64; RejectReason::ALL.len()],
     pub duplicates: AtomicU64,
     pub log_appended: AtomicU64,
+    /// Appends the log refused or did not confirm (a broker away, the disk reserve).
+    pub log_append_errors: AtomicU64,
+    /// The outage those errors make, while it lasts.
+    pub log_failing: Failing,
     pub log_lag: AtomicU64,
     pub processed: AtomicU64,
     /// `ts_recv` → durable in the lake (and the checkpoint).
@@ -248,7 +320,8 @@ pub struct Metrics {
     /// unread because their address failed too often (`surface` `limited`).
     pub auth_failures: Labeled,
     /// Ingest requests refused before anything was written, by `reason`: `busy` (request
-    /// bodies in flight at `[http] max_inflight_mb`), `disk_full` (the log's reserve).
+    /// bodies in flight at `[http] max_inflight_mb`), `disk_full` (the log's reserve),
+    /// `log_unavailable` (the broker holding the log did not store the batch).
     pub ingest_refused: Labeled,
     /// Connections closed as they came because `max_connections` were open, by `surface`
     /// (`http`, `pgwire`).
@@ -433,7 +506,7 @@ impl Metrics {
             labeled(
                 INGEST_REFUSED_TOTAL,
                 "reason",
-                "Ingest requests refused unwritten: busy (memory budget), disk_full (log reserve).",
+                "Ingest requests refused unacknowledged: busy (memory budget), disk_full (log reserve), log_unavailable (the log's broker did not store them).",
                 self.ingest_refused.snapshot(),
             ),
             labeled(
@@ -463,6 +536,11 @@ impl Metrics {
                 LOG_APPENDED_TOTAL,
                 "Records appended to the durable log.",
                 &self.log_appended,
+            ),
+            plain(
+                LOG_APPEND_ERRORS_TOTAL,
+                "Appends the log refused or did not confirm (its broker away, its disk reserve).",
+                &self.log_append_errors,
             ),
             plain(PROCESSED_TOTAL, "Log records processed.", &self.processed),
             plain(LAKE_FILES_TOTAL, "Parquet files written.", &self.lake_files),

@@ -21,9 +21,10 @@ use crate::metrics::Metrics;
 /// id, shows it in the status and stops that source; the other sources go on.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The log refused a batch for now and wrote none of it: its disk is down to the reserve
-/// (`[log] min_free_mb`). A source with a vendor history treats it like a lost connection,
-/// waits and repairs the gap; the refusal clears by itself once space is freed.
+/// The log refused a batch for now and acknowledged none of it: its disk is down to the
+/// reserve (`[log] min_free_mb`), or the broker holding it did not store the batch. A source
+/// with a vendor history treats it like a lost connection, waits and repairs the gap; the
+/// refusal clears by itself once space is freed or the broker is back.
 #[derive(Debug)]
 pub struct Refused(pub String);
 

@@ -261,6 +261,7 @@ pub struct RawSqs {
     pub max_receives: Option<i64>,
     pub dead_letter_queue_url: Option<String>,
     pub retry_max_secs: Option<i64>,
+    pub timeout_ms: Option<i64>,
     /// Where and as whom to call AWS; unset, from the standard AWS environment. (Not a
     /// flattened struct: serde's flatten would hide misspelt keys from the checker.)
     pub region: Option<String>,
@@ -1651,6 +1652,13 @@ fn sqs(c: &mut Checker, key: &dyn Fn(&str) -> String, raw: RawSqs) -> SourceConf
             c.range(&key("retry_max_secs"), raw.retry_max_secs, 30, 1, 3600)
                 .unsigned_abs(),
         ),
+        timeout: Duration::from_millis(c.range(
+            &key("timeout_ms"),
+            raw.timeout_ms,
+            30_000,
+            100,
+            120_000,
+        ) as u64),
         format: message_format(c, key, raw.format, raw.fields),
     };
     for (field, message) in source.problems() {
@@ -1856,11 +1864,15 @@ fn kafka_options(
                 "set by tickflow: use brokers and group instead",
             );
         }
-        if name == "security.protocol" && value.to_ascii_lowercase().ends_with("ssl") {
-            // librdkafka would refuse it only once the client is made, at start.
+        // librdkafka would name a missing certificate or key only once the client is made,
+        // at start.
+        if name.starts_with("ssl.")
+            && name.ends_with(".location")
+            && let Err(e) = std::fs::File::open(value)
+        {
             c.add(
                 key(&format!("options.{name}")),
-                format!("{value:?}: this build's librdkafka has no TLS; PLAINTEXT and SASL_PLAINTEXT work (docs/security.md)"),
+                format!("{value:?} cannot be read: {e}"),
             );
         }
     }
@@ -4723,7 +4735,7 @@ mod tests {
         assert!(sink.dir.ends_with("sinks/bus"));
         assert!(!format!("{plan:?}").contains("hunter2"), "{plan:?}");
 
-        let text = "[[sources]]\ntype = \"kafka\"\nbrokers = \"nohost\"\nformat = \"fields\"\nfields = { symbol = \"S\", time_unit = \"minutes\", size_default = \"0\" }\noptions = { \"group.id\" = \"x\", \"security.protocol\" = \"SASL_SSL\" }\n\n[[sources]]\ntype = \"nats\"\nstream = \"T\"\nsubjects = [\"t.>\"]\nformat = \"csv\"\n";
+        let text = "[[sources]]\ntype = \"kafka\"\nbrokers = \"nohost\"\nformat = \"fields\"\nfields = { symbol = \"S\", time_unit = \"minutes\", size_default = \"0\" }\noptions = { \"group.id\" = \"x\", \"security.protocol\" = \"SASL_SSL\", \"ssl.ca.location\" = \"/no/such/ca.pem\" }\n\n[[sources]]\ntype = \"nats\"\nstream = \"T\"\nsubjects = [\"t.>\"]\nformat = \"csv\"\n";
         let shown = parse(text, Path::new("k.toml")).unwrap_err().to_string();
         for needle in [
             "sources[0].brokers: \"nohost\": write host:port",
@@ -4733,7 +4745,7 @@ mod tests {
             "sources[0].fields.time_unit: \"minutes\": expected one of s, ms, us, ns",
             "sources[0].fields.size_default: \"0\" is not a size above zero",
             "sources[0].options.group.id: set by tickflow",
-            "sources[0].options.security.protocol: \"SASL_SSL\": this build's librdkafka has no TLS",
+            "sources[0].options.ssl.ca.location: \"/no/such/ca.pem\" cannot be read: No such file",
             "sources[1].format: \"csv\": expected one of tickflow, market_ticks, fields",
         ] {
             assert!(shown.contains(needle), "{needle:?} missing from:\n{shown}");

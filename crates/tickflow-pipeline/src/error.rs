@@ -47,6 +47,10 @@ pub enum Error {
     Log(#[from] tickflow_log::Error),
     #[error("{0}")]
     BrokerLog(String),
+    /// The broker holding the log did not store an append (down, unreachable, too slow to
+    /// confirm): nothing is acknowledged, and the sender sends it again.
+    #[error("the log did not store the batch: {0}")]
+    LogUnavailable(String),
     #[error("lake: {0}")]
     Lake(#[from] tickflow_lake::Error),
     #[error("checkpoint {path}: {message}")]
@@ -65,11 +69,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// For a source: a refusal that clears by itself (the log's disk reserve) becomes
+    /// For a source: a refusal that clears by itself (the log's disk reserve, its broker
+    /// away) becomes
     /// [`tickflow_core::source::Refused`], so the source retries; anything else stops it.
     pub fn into_source_error(self) -> tickflow_core::source::SourceError {
         match self {
-            Error::Log(tickflow_log::Error::DiskFull { .. }) => {
+            Error::Log(tickflow_log::Error::DiskFull { .. }) | Error::LogUnavailable(_) => {
                 Box::new(tickflow_core::source::Refused(self.to_string()))
             }
             other => other.into(),

@@ -1,6 +1,7 @@
 //! Readiness: whether this pipeline is doing its job, check by check, for `GET /readyz`.
 //!
-//! It fails closed: ready only when the pipeline runs, its writes to the lake have not been
+//! It fails closed: ready only when the pipeline runs, its log takes appends (or has not
+//! refused one for [`LOG_RETRY_SECS`]), its writes to the lake have not been
 //! failing for [`LAKE_GRACE_SECS`], data has arrived at some point, every required source has delivered within `[health] source_silence_secs` (counted only
 //! in market hours on the `nyse` calendar), and every sink and notifier is within
 //! `[health] sink_lag_flushes` of the lake. Each check says what it saw, so an unready answer
@@ -19,7 +20,7 @@ use crate::runtime::Status;
 /// One check of [`Readiness`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Check {
-    /// `pipeline`, `lake`, `data`, `source`, `sink` or `notifier`.
+    /// `pipeline`, `log`, `lake`, `data`, `source`, `sink` or `notifier`.
     pub check: &'static str,
     /// The component's id, for `source`, `sink` and `notifier`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,10 +109,15 @@ fn silence(hours: Hours, since: UnixNanos, now: UnixNanos) -> Option<i64> {
     Some((now.0 - from.0).max(0) / 1_000_000_000)
 }
 
-/// Every check on `status`, with `fresh` sampled up to `now`.
 /// How long the lake's writes may fail before `/readyz` says not ready.
 pub const LAKE_GRACE_SECS: u64 = 30;
 
+/// How long after the log's last failed append `/readyz` says not ready. An outage ends
+/// only with an append that succeeds, which a balancer that took the process out of
+/// rotation would never send: past this, the next request tells.
+pub const LOG_RETRY_SECS: u64 = 10;
+
+/// Every check on `status`, with `fresh` sampled up to `now`.
 pub fn readiness(
     plan: &HealthPlan,
     status: &Status,
@@ -130,6 +136,23 @@ pub fn readiness(
         id: None,
         ok: pipeline.0,
         detail: pipeline.1,
+    });
+    // Nothing can be acknowledged while the log refuses appends.
+    let (ok, detail) = match &status.log_retrying {
+        None => (true, "taking appends".to_string()),
+        Some(r) => (
+            r.last_secs >= LOG_RETRY_SECS,
+            format!(
+                "appends failing for {} s, {} refused (the last {} s ago), senders retry: {}",
+                r.secs, r.attempts, r.last_secs, r.error
+            ),
+        ),
+    };
+    checks.push(Check {
+        check: "log",
+        id: None,
+        ok,
+        detail,
     });
     // Acknowledged data waits in the log while the lake is away, and queries still see it:
     // a short outage (an S3 hiccup) keeps the process in rotation. Past the grace nothing
@@ -518,5 +541,34 @@ mod tests {
         s.lake_retrying = None;
         let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
         assert!(failed(&r).is_empty(), "{:?}", failed(&r));
+    }
+
+    #[test]
+    fn a_log_that_refuses_appends_is_named_until_one_succeeds() {
+        let fresh = Freshness::new(UnixNanos(0));
+        fresh.observe(&status(5, 0).ingested, UnixNanos(0));
+        let mut s = status(5, 0);
+        let failing = |last_secs| crate::LogRetrying {
+            secs: 12,
+            last_secs,
+            attempts: 7,
+            error: "NATS log: publishing: timed out".into(),
+        };
+        s.log_retrying = Some(failing(0));
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
+        assert_eq!(
+            failed(&r),
+            vec![
+                "log : appends failing for 12 s, 7 refused (the last 0 s ago), senders retry: NATS log: publishing: timed out"
+            ]
+        );
+        // Nothing refused for a while: back in rotation, so a request can find out.
+        s.log_retrying = Some(failing(LOG_RETRY_SECS));
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
+        assert!(failed(&r).is_empty(), "{:?}", failed(&r));
+        s.log_retrying = None;
+        let r = readiness(&plan(Hours::Always), &s, &fresh, false, UnixNanos(0));
+        assert!(r.ready, "{:?}", failed(&r));
+        assert_eq!(r.checks[1].detail, "taking appends");
     }
 }

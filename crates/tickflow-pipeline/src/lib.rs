@@ -29,7 +29,7 @@ pub use error::{ConfigError, Error, Problem, Result};
 pub use lake_location::open_recorded as open_lake;
 pub use live::{LiveView, QueryInputs, offline_inputs};
 pub use pipeline::Pipeline;
-pub use runtime::{DamagedPart, LakeRetrying, PartitionsStatus, Status};
+pub use runtime::{DamagedPart, LakeRetrying, LogRetrying, PartitionsStatus, Status};
 pub use sinks::SinkStatus;
 pub use sources::SourceStatus;
 pub use tickflow_sources::gaps::Gap;

@@ -150,6 +150,25 @@ pub(crate) fn check_identity(data_dir: &Path, plan: &LogPlan, has_checkpoint: bo
     }
 }
 
+/// Counts a failed append and keeps the outage it makes (status, `/readyz`), or ends the
+/// outage once an append succeeds.
+pub(crate) fn noted<T>(
+    metrics: &tickflow_core::metrics::Metrics,
+    appended: Result<T>,
+) -> Result<T> {
+    match &appended {
+        Ok(_) => metrics.log_failing.clear(),
+        Err(Error::ShuttingDown) => {}
+        Err(e) => {
+            metrics
+                .log_append_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics.log_failing.fail(&e.to_string());
+        }
+    }
+    appended
+}
+
 fn nats_error(e: tickflow_brokers::nats_log::NatsLogError) -> Error {
     Error::BrokerLog(e.to_string())
 }
@@ -208,11 +227,18 @@ impl LogStore {
         }
     }
 
+    /// # Errors
+    /// The embedded log's own; a broker's failure is [`Error::LogUnavailable`], which the
+    /// sender may try again.
     pub(crate) fn append_batch(&self, records: &[&[u8]]) -> Result<Range<u64>> {
         match self {
             Self::Embedded(log) => Ok(log.append_batch(records)?),
-            Self::Nats { log, .. } => log.append_batch(records).map_err(nats_error),
-            Self::Kafka { log, .. } => log.append_batch(records).map_err(kafka_error),
+            Self::Nats { log, .. } => log
+                .append_batch(records)
+                .map_err(|e| Error::LogUnavailable(e.to_string())),
+            Self::Kafka { log, .. } => log
+                .append_batch(records)
+                .map_err(|e| Error::LogUnavailable(e.to_string())),
         }
     }
 

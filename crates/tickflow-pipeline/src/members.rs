@@ -104,10 +104,10 @@ impl Writer {
         match self {
             Self::Nats(log) => log
                 .append_batch(records)
-                .map_err(|e| Error::BrokerLog(e.to_string())),
+                .map_err(|e| Error::LogUnavailable(e.to_string())),
             Self::Kafka(log) => log
                 .append_batch(records)
-                .map_err(|e| Error::BrokerLog(e.to_string())),
+                .map_err(|e| Error::LogUnavailable(e.to_string())),
         }
     }
 
@@ -187,7 +187,7 @@ impl Router {
             if records.is_empty() {
                 continue;
             }
-            let offsets = writer.append(records)?;
+            let offsets = crate::log_store::noted(&self.metrics, writer.append(records))?;
             first.get_or_insert(offsets);
         }
         let m = &self.metrics;
@@ -458,6 +458,7 @@ impl Members {
         status.sources = self.sources.status();
         let m = &self.shared.metrics;
         status.ingested = m.ingested.snapshot().into_iter().collect();
+        status.log_retrying = crate::runtime::LogRetrying::of(m);
         status.partitions = Some(crate::runtime::PartitionsStatus {
             partitions: self.shared.plan.log.partitions,
             owned: owned.keys().copied().collect(),

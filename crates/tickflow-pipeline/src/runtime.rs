@@ -65,6 +65,9 @@ pub struct Status {
     pub damaged_parts: Vec<DamagedPart>,
     /// While writes to the lake fail and are retried: for how long, and the last error.
     pub lake_retrying: Option<LakeRetrying>,
+    /// While appends to the log fail (its broker away, its disk reserve reached): ingest
+    /// and sources are refused and send again.
+    pub log_retrying: Option<LogRetrying>,
     /// On a partitioned log: the partitions and which this process owns. The figures above
     /// then add up the owned partitions (offsets and lag: the sum of each one's).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +81,29 @@ pub struct LakeRetrying {
     pub secs: u64,
     pub attempts: u32,
     pub error: String,
+}
+
+/// Appends to the log failing: the outage ends with the next append that succeeds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRetrying {
+    /// Since the first failure.
+    pub secs: u64,
+    /// Since the latest failure.
+    pub last_secs: u64,
+    pub attempts: u32,
+    pub error: String,
+}
+
+impl LogRetrying {
+    /// The outage `metrics` records, if one is going on.
+    pub(crate) fn of(metrics: &Metrics) -> Option<Self> {
+        metrics.log_failing.now().map(|f| Self {
+            secs: f.secs,
+            last_secs: f.last_secs,
+            attempts: f.attempts,
+            error: f.error,
+        })
+    }
 }
 
 /// A part whose bytes no longer match their checksum, and what the read found.
@@ -140,6 +166,7 @@ impl Status {
             failure: None,
             damaged_parts: DamagedPart::found(),
             lake_retrying: None,
+            log_retrying: None,
             partitions: None,
         }
     }
@@ -949,6 +976,7 @@ impl Single {
                     attempts: f.attempts,
                     error: f.error.clone(),
                 }),
+            log_retrying: LogRetrying::of(m),
             partitions: None,
         }
     }
@@ -1020,7 +1048,7 @@ fn append(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
 /// processes those records.
 fn append_while_open(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
     let records: Vec<&[u8]> = batch.records().collect();
-    let offsets = inner.log.append_batch(&records)?;
+    let offsets = crate::log_store::noted(&inner.metrics, inner.log.append_batch(&records))?;
     inner
         .metrics
         .log_latency

@@ -21,8 +21,8 @@ pub struct SourceStatus {
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// `running`; `reconnecting` (its connection to the venue failed and is retried, see
-    /// `reconnecting`); `waiting` (the log refused its events, its disk at the reserve; it
-    /// starts again by itself); `finished` (a finite input, such as a replayed file, has
+    /// `reconnecting`); `waiting` (the log refused its events, its disk at the reserve or
+    /// its broker away; it starts again by itself); `finished` (a finite input, such as a replayed file, has
     /// ended); `failed` (see `error`); `stopped`.
     pub state: &'static str,
     /// Events and unreadable inputs it has appended.
@@ -119,7 +119,7 @@ impl Sources {
                                 if e.is::<tickflow_core::source::Refused>()
                                     && !stopping.is_stopping() =>
                             {
-                                tracing::warn!(source = %h.id, error = %e, "the log refused the source's events; it starts again once there is room");
+                                tracing::warn!(source = %h.id, error = %e, "the log refused the source's events; it starts again once the log takes them");
                                 *h.state.lock().unwrap_or_else(|e| e.into_inner()) =
                                     ("waiting", Some(e.to_string()));
                                 wait_or_stop(&stopping, REFUSED_RETRY);

@@ -19,7 +19,10 @@ use datafusion::physical_plan::union::UnionExec;
 use tickflow_lake::{RecordBatch, Table};
 
 use crate::lake_table::{LakeTable, NarrowedStatistics};
-use crate::mapped::MappedFiles;
+use crate::mapped::{MappedFiles, PART_GONE};
+
+/// Snapshots a scan takes before a part that vanished meanwhile fails the query.
+const PLAN_ATTEMPTS: u32 = 3;
 
 /// Where a long-lived session finds each table's rows when a query scans it.
 pub trait Tables: Send + Sync + std::fmt::Debug {
@@ -80,20 +83,20 @@ impl TableProvider for LiveTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (files, live) = self
-            .shared
-            .tables
-            .snapshot(self.table)
-            .map_err(DataFusionError::Execution)?;
-        self.unmap_unlisted(&files)?;
-        let live: Vec<RecordBatch> = live
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| tickflow_lake::cast_to(b, &self.schema))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let mut plans = Vec::with_capacity(2);
-        if !files.is_empty() {
+        // A part compaction deleted between the snapshot and the scan's planning fails the
+        // plan (`crate::mapped::PART_GONE`): take the table again, as it is now.
+        let mut attempts = 0;
+        let (live, lake_plan) = loop {
+            attempts += 1;
+            let (files, live) = self
+                .shared
+                .tables
+                .snapshot(self.table)
+                .map_err(DataFusionError::Execution)?;
+            self.unmap_unlisted(&files)?;
+            if files.is_empty() {
+                break (live, None);
+            }
             let lake = LakeTable {
                 schema: Arc::clone(&self.schema),
                 stored: self.table.schema(),
@@ -101,8 +104,19 @@ impl TableProvider for LiveTable {
                 statistics: self.shared.statistics.clone(),
                 narrowed_statistics: Some(Arc::clone(&self.shared.narrowed_statistics)),
             };
-            plans.push(lake.scan(state, projection, filters, limit).await?);
-        }
+            match lake.scan(state, projection, filters, limit).await {
+                Err(e) if attempts < PLAN_ATTEMPTS && e.to_string().contains(PART_GONE) => {}
+                planned => break (live, Some(planned?)),
+            }
+        };
+        let live: Vec<RecordBatch> = live
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| tickflow_lake::cast_to(b, &self.schema))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut plans = Vec::with_capacity(2);
+        plans.extend(lake_plan);
         if !live.is_empty() || plans.is_empty() {
             let memory = MemTable::try_new(Arc::clone(&self.schema), vec![live])?;
             plans.push(memory.scan(state, projection, filters, limit).await?);

@@ -39,6 +39,11 @@ use datafusion::object_store::{
 };
 use futures::stream::BoxStream;
 
+/// What a part listed for a query but deleted before it was read fails with: compaction
+/// replaced it, and the query runs again on the lake as it is now.
+pub(crate) const PART_GONE: &str =
+    "the lake part is gone (compaction replaced it after the query listed the lake)";
+
 /// `file://` with reads served from memory maps.
 #[derive(Debug, Default)]
 pub(crate) struct MappedFiles {
@@ -197,8 +202,20 @@ impl ObjectStore for MappedFiles {
     }
 
     /// Whole-object reads and footers (read once per file, then cached) stay plain reads.
+    ///
+    /// A listed part that is missing when DataFusion plans the scan is an error here, not
+    /// `NotFound`: DataFusion takes a path whose `HEAD` is not found for a directory, lists
+    /// it, finds nothing and reads no rows from it, so a part compaction replaced after the
+    /// query listed the lake would silently count zero. The caller lists again.
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.local.get_opts(location, options).await
+        let head = options.head;
+        match self.local.get_opts(location, options).await {
+            Err(Error::NotFound { path, .. }) if head => Err(Error::Generic {
+                store: "MappedFiles",
+                source: format!("{path}: {PART_GONE}").into(),
+            }),
+            other => other,
+        }
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
@@ -231,6 +248,8 @@ impl ObjectStore for MappedFiles {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::object_store::ObjectStoreExt as _;
+
     use super::*;
 
     #[tokio::test]
@@ -265,6 +284,14 @@ mod tests {
                 .await,
             Err(Error::NotFound { .. })
         ));
+
+        // DataFusion would take a missing part for an empty directory: it is an error.
+        let head = store.head(&missing).await.unwrap_err();
+        assert!(
+            matches!(head, Error::Generic { .. }) && head.to_string().contains(PART_GONE),
+            "{head}"
+        );
+        assert_eq!(store.head(&location).await.unwrap().size, data.len() as u64);
 
         // A file deleted while its bytes are held stays readable.
         std::fs::remove_file(&path).unwrap();

@@ -619,3 +619,86 @@ async fn a_live_session_stops_a_query_past_its_time_limit() {
         "{err}"
     );
 }
+
+/// A session's tables whose first snapshot lists a part compaction has since deleted, as a
+/// snapshot taken just before the deletion does; later snapshots list the lake as it is.
+#[derive(Debug)]
+struct CompactedMeanwhile {
+    files: Vec<std::path::PathBuf>,
+    gone: std::path::PathBuf,
+    snapshots: std::sync::atomic::AtomicU32,
+}
+
+impl tickflow_query::Tables for CompactedMeanwhile {
+    fn snapshot(
+        &self,
+        _table: Table,
+    ) -> Result<(Vec<std::path::PathBuf>, Vec<tickflow_lake::RecordBatch>), String> {
+        let mut files = self.files.clone();
+        if self
+            .snapshots
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            files.push(self.gone.clone());
+        }
+        Ok((files, Vec::new()))
+    }
+}
+
+/// DataFusion reads a listed part that is missing as an empty directory. A part deleted
+/// between a query's listing and its plan must never count as zero rows: a one-shot query
+/// fails (and the API runs it again), a session's scan lists the lake again.
+#[tokio::test]
+async fn a_part_deleted_after_the_listing_is_never_read_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = suite_lake(dir.path());
+    let files = snapshot.files[0].1.clone();
+    let gone = dir
+        .path()
+        .join("trades/date=2024-10-01/symbol=AAPL/part-gone.parquet");
+    let engine = QueryEngine::new().unwrap();
+    let sql = "SELECT count(*) AS n FROM trades";
+
+    let mut listed = files.clone();
+    listed.push(gone.clone());
+    let err = engine
+        .run(
+            Snapshot {
+                files: vec![(Table::Trades, listed)],
+                live: vec![],
+            },
+            sql,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the lake part is gone"), "{err}");
+
+    let tables = Arc::new(CompactedMeanwhile {
+        files,
+        gone,
+        snapshots: Default::default(),
+    });
+    let session = engine
+        .live_session(Arc::clone(&tables) as Arc<dyn tickflow_query::Tables>)
+        .await
+        .unwrap();
+    let rows = session.sql(sql).await.unwrap().collect().await.unwrap();
+    let n = rows[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(
+        n,
+        3 * 4 * 500,
+        "every trade, none lost to the vanished part"
+    );
+    assert_eq!(
+        tables.snapshots.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "listed again once"
+    );
+}

@@ -105,6 +105,9 @@ pub struct Retry {
     pub max_rate_limited_wait: Duration,
     /// 429s in a row a request takes before it fails.
     pub rate_limited_attempts: u32,
+    /// How long one request may take, answer included, before it counts as a connection
+    /// error: a network partition that holds every byte is noticed then.
+    pub timeout: Duration,
 }
 
 impl Default for Retry {
@@ -115,6 +118,7 @@ impl Default for Retry {
             rate_limited_wait: Duration::from_secs(60),
             max_rate_limited_wait: Duration::from_secs(15 * 60),
             rate_limited_attempts: 20,
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -193,7 +197,7 @@ impl Rest {
             map.insert(name, value);
         }
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(retry.timeout)
             .user_agent(concat!("tickflow/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;

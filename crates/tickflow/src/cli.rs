@@ -426,7 +426,8 @@ pub(crate) struct ProduceArgs {
     /// or with --from their positions in the file, counting from 0).
     #[arg(long, value_name = "FILE")]
     pub(crate) ack_log: Option<PathBuf>,
-    /// Retries per request on connection errors or 5xx before giving up on it.
+    /// Retries per request on connection errors, 429 or 5xx before giving up on it, each
+    /// after the server's Retry-After (up to 30 s) when it sends one.
     #[arg(long, default_value_t = 0)]
     pub(crate) retries: u32,
     /// A librdkafka setting for a kafka:// target, such as security.protocol=SASL_SSL or

@@ -161,10 +161,16 @@ pub(crate) async fn append(
             retry_after: None,
         })?;
     appended.map_err(|e| {
-        let e = ApiError::from(e);
-        if e.status == StatusCode::INSUFFICIENT_STORAGE {
-            state.pipeline.metrics().ingest_refused.add("disk_full", 1);
+        let reason = match &e {
+            tickflow_pipeline::Error::Log(tickflow_log::Error::DiskFull { .. }) => {
+                Some("disk_full")
+            }
+            tickflow_pipeline::Error::LogUnavailable(_) => Some("log_unavailable"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            state.pipeline.metrics().ingest_refused.add(reason, 1);
         }
-        e
+        ApiError::from(e)
     })
 }

@@ -67,6 +67,8 @@ struct Shared {
     mode: AtomicU8,
     /// Connections and reads a fault acted on.
     injected: AtomicU64,
+    /// Connections accepted, faulted or not.
+    accepted: AtomicU64,
     open: Mutex<Vec<Weak<Conn>>>,
 }
 
@@ -110,6 +112,7 @@ impl Proxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
+                accepting.accepted.fetch_add(1, Ordering::Relaxed);
                 if accepting.mode.load(Ordering::SeqCst) == Fault::Refuse as u8 {
                     accepting.injected.fetch_add(1, Ordering::Relaxed);
                     let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
@@ -166,6 +169,12 @@ impl Proxy {
     /// [`Proxy::heal`]: the dependency is back.
     pub fn restore(&self) {
         self.heal();
+    }
+
+    /// How many connections clients have opened so far. Behind a blackhole, where nothing
+    /// is acted on until it heals, a new one shows that a client gave up and tried again.
+    pub fn connections(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
     }
 
     /// How many connections and reads a fault has acted on so far.

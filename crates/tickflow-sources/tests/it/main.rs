@@ -4,6 +4,7 @@ mod alpaca;
 mod binance;
 mod coinbase;
 mod polygon;
+mod rest_faults;
 mod rest_poll;
 mod support;
 

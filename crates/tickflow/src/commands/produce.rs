@@ -586,8 +586,12 @@ pub(crate) fn ingest_url(base: &str, source: Option<&str>) -> String {
     }
 }
 
-/// Posts one body (with the source's bearer token, if any), retrying connection errors and
-/// 5xx up to `retries` times with backoff.
+/// The longest `Retry-After` honoured, so a wrong header cannot park the producer.
+const MAX_RETRY_AFTER_SECS: u64 = 30;
+
+/// Posts one body (with the source's bearer token, if any), retrying connection errors,
+/// 429 and 5xx up to `retries` times with backoff, or after the `Retry-After` the server
+/// asked for.
 pub(crate) async fn post(
     client: &reqwest::Client,
     url: &str,
@@ -607,23 +611,32 @@ pub(crate) async fn post(
             request = request.bearer_auth(token);
         }
         let sent = request.send().await;
-        let (retryable, message) = match sent {
+        let (retryable, message, asked) = match sent {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) => {
                 let status = r.status();
+                let asked = r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS)));
                 let text = r.text().await.unwrap_or_default();
                 (
-                    status.is_server_error(),
+                    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS,
                     format!("{status}: {}", text.trim()),
+                    asked,
                 )
             }
-            Err(e) => (true, e.to_string()),
+            Err(e) => (true, e.to_string(), None),
         };
         if !retryable || tries >= retries {
             return Err(message);
         }
         tries += 1;
-        tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+        // The server's `Retry-After` when it gave one (busy, disk reserve, log away).
+        let backoff = Duration::from_millis(200 * u64::from(tries));
+        tokio::time::sleep(asked.map_or(backoff, |a| a.max(backoff))).await;
     }
 }
 

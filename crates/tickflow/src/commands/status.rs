@@ -112,6 +112,16 @@ fn render(url: &str, s: &Value) -> String {
             r["error"].as_str().unwrap_or("?")
         );
     }
+    if s["log_retrying"].is_object() {
+        let r = &s["log_retrying"];
+        let _ = writeln!(
+            out,
+            "RETRYING   log appends failing for {} s, {} refused, senders retry: {}",
+            n(&r["secs"]),
+            n(&r["attempts"]),
+            r["error"].as_str().unwrap_or("?")
+        );
+    }
     if let Some(damaged) = s["damaged_parts"].as_array().filter(|d| !d.is_empty()) {
         let _ = writeln!(
             out,

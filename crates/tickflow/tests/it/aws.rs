@@ -34,7 +34,7 @@ pub(crate) fn call(client: &Client, op: &str, body: Value) -> Value {
     block_on(client.json(op, &body)).unwrap_or_else(|e| panic!("{op}: {e}"))
 }
 
-fn create_queue(client: &Client, name: &str) -> String {
+pub(crate) fn create_queue(client: &Client, name: &str) -> String {
     call(client, "CreateQueue", json!({"QueueName": name}))["QueueUrl"]
         .as_str()
         .unwrap()

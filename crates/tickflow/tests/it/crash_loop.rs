@@ -269,6 +269,23 @@ fn twenty_kills(log: &str, name: &str, lone_last_trade: bool) {
         lake,
         "PostgreSQL differs from the lake"
     );
+    // PostgreSQL's bars of every closed minute equal bars recomputed from its own trades.
+    let pg_bars = crate::postgres::pg(&format!(
+        "WITH t AS (SELECT symbol, date_trunc('minute', ts_event) AS start, max(price) AS high, \
+         min(price) AS low, sum(size) AS volume, count(*) AS n FROM {schema}.trades GROUP BY 1, 2), \
+         newest AS (SELECT symbol, max(start) AS start FROM t GROUP BY symbol), \
+         b AS (SELECT symbol, start, high, low, volume, trade_count FROM {schema}.bars WHERE interval = '1m') \
+         SELECT count(*) FILTER (WHERE t.symbol IS NULL OR b.symbol IS NULL OR t.high <> b.high \
+         OR t.low <> b.low OR t.volume <> b.volume OR t.n <> b.trade_count), count(*) \
+         FROM t FULL OUTER JOIN b ON t.symbol = b.symbol AND t.start = b.start \
+         WHERE coalesce(t.start, b.start) < (SELECT min(start) FROM newest)"
+    ))
+    .unwrap();
+    let (differ, compared): (i64, i64) = (pg_bars[0].get(0), pg_bars[0].get(1));
+    assert_eq!(
+        differ, 0,
+        "PostgreSQL's bars differ from its trades ({compared} compared)"
+    );
     let mut csv_seqs = Vec::new();
     for file in std::fs::read_dir(csv.join("trades")).unwrap() {
         let path = file.unwrap().path();
@@ -313,7 +330,7 @@ fn twenty_kills(log: &str, name: &str, lone_last_trade: bool) {
     );
     let repeats: usize = accepted.values().map(|n| n - 1).sum();
     println!(
-        "crash loop ({name}): {CYCLES} kills, {} acknowledged, {} stored, lost 0, doubled 0, {} alerts, {} webhook requests, {repeats} repeated deliveries",
+        "crash loop ({name}): {CYCLES} kills, {} acknowledged, {} stored, lost 0, doubled 0, {compared} PostgreSQL bars equal to its trades, {} alerts, {} webhook requests, {repeats} repeated deliveries",
         acked.len(),
         lake.len(),
         alerts.len(),

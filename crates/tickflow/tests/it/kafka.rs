@@ -237,6 +237,130 @@ fn the_old_market_ticks_topic_flows_into_postgresql_exactly() {
     );
 }
 
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tansu of the test's own on `port`, advertising `advertised` (where clients reach it:
+/// a proxy, a TLS terminator); `None` outside CI when the tansu binary is not built.
+fn tansu(port: u16, advertised: u16) -> Option<std::process::Child> {
+    let tansu = std::env::var_os("TICKFLOW_TANSU")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/tickflow/tansu/bin/tansu"))
+        })
+        .filter(|p| p.exists());
+    let Some(tansu) = tansu else {
+        // With a broker of the caller's own (TICKFLOW_TEST_KAFKA) there is none to start.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true")
+                || std::env::var_os("TICKFLOW_TEST_KAFKA").is_some(),
+            "tansu is required under CI: ./scripts/test builds it"
+        );
+        eprintln!("skipped: no tansu binary");
+        return None;
+    };
+    let mut child = std::process::Command::new(tansu)
+        .args(["broker", "--storage-engine", "memory://tansu/"])
+        .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+        .args([
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+        ])
+        .args(["--cluster-id", "tickflow-cut"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("tansu did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child)
+}
+
+/// A tansu reached only over TLS: a terminator in front of it holds a certificate for
+/// 127.0.0.1 from a CA of the test's own, and tansu advertises the terminator.
+pub(crate) struct TlsBroker {
+    child: std::process::Child,
+    pub(crate) port: u16,
+    _terminator: tokio::runtime::Runtime,
+}
+
+impl TlsBroker {
+    /// `None` outside CI when the tansu binary is not built.
+    pub(crate) fn start(cert: &str, key: &str) -> Option<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let plain = free_port();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let child = tansu(plain, port)?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends its handshake here.
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let Ok(mut broker) = tokio::net::TcpStream::connect(("127.0.0.1", plain)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                });
+            }
+        });
+        Some(Self {
+            child,
+            port,
+            _terminator: rt,
+        })
+    }
+
+    pub(crate) fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A tansu of the test's own, reached through a proxy that the test cuts: it advertises the
 /// proxy's port, so every client connection goes through it.
 pub(crate) struct CutBroker {
@@ -247,46 +371,9 @@ pub(crate) struct CutBroker {
 impl CutBroker {
     /// `None` outside CI when the tansu binary is not built.
     pub(crate) fn start() -> Option<Self> {
-        let tansu = std::env::var_os("TICKFLOW_TANSU")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| std::path::PathBuf::from(h).join(".cache/tickflow/tansu/bin/tansu"))
-            })
-            .filter(|p| p.exists());
-        let Some(tansu) = tansu else {
-            // With a broker of the caller's own (TICKFLOW_TEST_KAFKA) there is none to start.
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true")
-                    || std::env::var_os("TICKFLOW_TEST_KAFKA").is_some(),
-                "tansu is required under CI: ./scripts/test builds it"
-            );
-            eprintln!("skipped: no tansu binary");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let proxy = tickflow_core::contract::Proxy::start(&format!("127.0.0.1:{port}"));
-        let child = std::process::Command::new(tansu)
-            .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{}", proxy.port),
-            ])
-            .args(["--cluster-id", "tickflow-cut"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = tansu(port, proxy.port)?;
         Some(Self { child, proxy })
     }
 
@@ -454,5 +541,80 @@ fn produce_creates_a_missing_topic() {
         out.status.success() && text.contains("5 acknowledged, 0 failed"),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kafka over TLS (`security.protocol = "SSL"`), to a broker whose certificate a private CA
+/// signed: with that CA named, the log on Kafka takes every acknowledged tick and processing
+/// reads each back once; with another CA, the broker is refused and nothing is sent.
+#[test]
+fn kafka_over_tls_checks_the_brokers_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::tls::certificate(dir.path(), "broker");
+    let Some(broker) = TlsBroker::start(&cert, &key) else {
+        return;
+    };
+    let brokers = broker.address();
+    std::fs::create_dir_all(dir.path().join("other")).unwrap();
+    let (other_ca, _, _) = crate::tls::certificate(&dir.path().join("other"), "other");
+
+    // Another CA: the handshake fails, and the delivery times out unsent.
+    let refused = bin()
+        .args(["produce", "--count", "5", "--batch-size", "5"])
+        .args(["--to", &format!("kafka://{brokers}/tls-refused")])
+        .args(["--kafka-option", "security.protocol=SSL"])
+        .args(["--kafka-option", &format!("ssl.ca.location={other_ca}")])
+        .args(["--kafka-option", "message.timeout.ms=3000"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        !refused.status.success() && !stdout.contains("5 acknowledged"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let log = crate::crash::kafka_log_section(&brokers, "tftls").replace(
+        "options = { ",
+        &format!("options = {{ \"security.protocol\" = \"SSL\", \"ssl.ca.location\" = \"{ca}\", "),
+    );
+    assert!(log.contains("ssl.ca.location"), "{log}");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!("\n[lake]\nflush_interval_ms = 100\n\n{log}"),
+        ),
+    )
+    .unwrap();
+    let check = bin()
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let server = Server::start(&cfg, &data);
+    let out = crate::support::run_ok(&[
+        "produce",
+        "--count",
+        "500",
+        "--batch-size",
+        "100",
+        "--to",
+        &server.url,
+    ]);
+    assert!(out.contains("500 acknowledged"), "{out}");
+    wait_for(&server, "every tick read back over TLS", |s| {
+        s["log_lag"].as_u64() == Some(0) && s["rows_durable"]["trades"].as_u64() == Some(500)
+    });
+    server.stop();
+    assert_eq!(
+        sql_count(&data, "SELECT count(DISTINCT seq) FROM trades"),
+        500
     );
 }
