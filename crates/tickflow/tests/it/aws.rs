@@ -43,7 +43,7 @@ pub(crate) fn create_queue(client: &Client, name: &str) -> String {
 
 /// A new SNS topic named from `name`, and a queue subscribed to it that shows what was
 /// published: (topic ARN, queue URL).
-fn watched_topic(sqs: &Client, sns: &Client, name: &str) -> (String, String) {
+pub(crate) fn watched_topic(sqs: &Client, sns: &Client, name: &str) -> (String, String) {
     let watch = create_queue(sqs, &unique(&format!("{name}-watch")));
     let xml = block_on(sns.query("CreateTopic", "2010-03-31", &[("Name", &unique(name))])).unwrap();
     let topic = xml
@@ -74,7 +74,7 @@ fn watched_topic(sqs: &Client, sns: &Client, name: &str) -> (String, String) {
 }
 
 /// Every message on the queue now; received, so hidden for a minute.
-fn drain(client: &Client, queue: &str) -> Vec<Value> {
+pub(crate) fn drain(client: &Client, queue: &str) -> Vec<Value> {
     let mut out = Vec::new();
     loop {
         let answer = call(
