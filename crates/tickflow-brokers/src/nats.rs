@@ -26,6 +26,28 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
 /// How long one fetch waits for its batch to fill before handing over what it has.
 const FETCH_WAIT: Duration = Duration::from_millis(200);
+/// How often the client pings the server: a link that holds every byte (a partition) is
+/// taken for lost once two pings go unanswered, not after the default two minutes.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Shows a lost connection in the status, `/readyz` and `tickflow_reconnects_total` while
+/// the client reconnects, and clears it once it has.
+fn connection_event(ctx: &SourceContext, event: &async_nats::Event) {
+    match event {
+        async_nats::Event::Disconnected => {
+            metrics::counter!("tickflow_reconnects_total", "source" => ctx.id().to_string(), "reason" => "error")
+                .increment(1);
+            tracing::warn!(
+                source = ctx.id(),
+                "lost the connection to the NATS server; reconnecting"
+            );
+            ctx.link()
+                .failed("lost the connection to the NATS server; reconnecting".into());
+        }
+        async_nats::Event::Connected => ctx.link().working(),
+        _ => {}
+    }
+}
 
 /// A JetStream stream followed by a durable consumer; see the module docs.
 #[derive(Clone, Debug)]
@@ -85,7 +107,16 @@ impl NatsSource {
     /// Connects, makes sure of the stream and the consumer, and appends batches until told
     /// to stop (`Ok`) or until the broker fails.
     async fn follow(&self, ctx: &SourceContext) -> Result<(), Failure> {
-        let client = async_nats::connect(&self.url)
+        // The client reconnects by itself after a lost connection, and a fetch meanwhile just
+        // comes back empty: its events are what show the outage.
+        let events = ctx.clone();
+        let client = async_nats::ConnectOptions::new()
+            .ping_interval(PING_INTERVAL)
+            .event_callback(move |event| {
+                let ctx = events.clone();
+                async move { connection_event(&ctx, &event) }
+            })
+            .connect(&self.url)
             .await
             .map_err(broker("connecting"))?;
         let js = jetstream::new(client);

@@ -351,6 +351,153 @@ fn a_mail_server_behind_every_fault_gets_every_alert() {
     eprintln!("mail: 60 alerts, {repeats} repeated deliveries");
 }
 
+/// The SNS notifier on moto behind every fault: every alert is published once healed; a
+/// topic's subscribed queue, read past the proxy, shows what arrived.
+#[test]
+fn an_sns_topic_behind_every_fault_gets_every_alert() {
+    let Some(aws) = crate::aws::moto() else {
+        return;
+    };
+    let endpoint = aws.endpoint.clone().unwrap();
+    let proxy = Proxy::start(endpoint.trim_start_matches("http://"));
+    let wait = std::time::Duration::from_secs(30);
+    let sqs = tickflow_aws::Client::new(&aws, tickflow_aws::Service::Sqs, wait).unwrap();
+    let sns = tickflow_aws::Client::new(&aws, tickflow_aws::Service::Sns, wait).unwrap();
+    let (topic, watch) = crate::aws::watched_topic(&sqs, &sns, "faults");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    let notifier = format!(
+        "\n[[notifiers]]\ntype = \"sns\"\nid = \"sns\"\ntopic_arn = \"{topic}\"\ntimeout_ms = 1000\nmax_attempts = 1000\nretry_max_ms = 200\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\nsecret_access_key = \"testing\"\n",
+        proxy.port
+    );
+    std::fs::write(&cfg, alerting_config(&data, &notifier)).unwrap();
+    let server = Server::start(&cfg, &data);
+    let ids = alerts_through_every_fault(&server, &proxy, "sns");
+    server.stop();
+    let mut arrived: HashMap<String, usize> = HashMap::new();
+    for m in crate::aws::drain(&sqs, &watch) {
+        let envelope: serde_json::Value =
+            serde_json::from_str(m["Body"].as_str().unwrap()).unwrap();
+        let key = envelope["MessageAttributes"]["idempotency_key"]["Value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        *arrived.entry(key).or_default() += 1;
+    }
+    let keys: Vec<String> = ids.iter().map(|id| format!("{id}:sns")).collect();
+    let repeats = each_arrived(&arrived, &keys);
+    eprintln!("sns: 60 alerts, {repeats} repeated publishes");
+}
+
+/// The NATS source behind every fault, while trades keep being published to its stream
+/// straight (not through the proxy): it fails, is retried and counted, the status and
+/// `/readyz` say so, and once healed every trade is stored once.
+#[test]
+fn a_nats_source_behind_every_fault_stores_every_trade_once() {
+    let Some(url) = crate::nats::server() else {
+        return;
+    };
+    let proxy = Proxy::start(url.trim_start_matches("nats://"));
+    let unique = format!(
+        "{}_{}",
+        std::process::id(),
+        tickflow_model::UnixNanos::now().0
+    );
+    let subject = format!("tffault.{unique}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            &format!(
+                "\n[lake]\nflush_interval_ms = 100\n\n[[sources]]\ntype = \"nats\"\nid = \"market\"\nurl = \"nats://127.0.0.1:{}\"\nstream = \"TFFAULT_{unique}\"\nsubjects = [\"{subject}.>\"]\nbatch = 100\nretry_max_secs = 1\n",
+                proxy.port
+            ),
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let per_round = 200;
+    // The source makes the stream; the producer waits until it takes the subject.
+    let publish = |start: u64| {
+        let out = run_ok(&[
+            "produce",
+            "--count",
+            &per_round.to_string(),
+            "--batch-size",
+            "50",
+            "--retries",
+            "50",
+            "--start-seq",
+            &start.to_string(),
+            "--to",
+            &format!("{url}/{subject}.ticks"),
+        ]);
+        assert!(out.contains(&format!("{per_round} acknowledged")), "{out}");
+    };
+    publish(0);
+    wait_for(&server, "the first trades in the lake", |s| {
+        s["rows_durable"]["trades"].as_u64() == Some(per_round)
+    });
+    let mut seen = Vec::new();
+    for (round, fault) in Fault::ALL.into_iter().enumerate() {
+        let before = reconnects(&server, "market");
+        proxy.inject(fault);
+        let start = per_round * (round as u64 + 1);
+        publish(start);
+        if !fault.lets_through() {
+            wait_for(&server, "the source fails and retries", |s| {
+                source(s, "market")["reconnecting"]["attempts"]
+                    .as_u64()
+                    .is_some_and(|n| n > 0)
+            });
+            let check = readiness_where(&server, |c| c["id"] == "market");
+            assert!(
+                check["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("reconnecting")),
+                "{fault:?}: /readyz does not show it: {check}"
+            );
+            let after = reconnects(&server, "market");
+            assert!(
+                after.values().sum::<u64>() > before.values().sum::<u64>(),
+                "{fault:?}: not counted: {after:?}"
+            );
+        }
+        proxy.heal();
+        let total = start + per_round;
+        wait_for(&server, "every trade in the lake once healed", |s| {
+            s["log_lag"].as_u64() == Some(0)
+                && s["rows_durable"]["trades"].as_u64() == Some(total)
+                && source(s, "market")["reconnecting"].is_null()
+        });
+        let after = reconnects(&server, "market");
+        seen.push((
+            fault,
+            after.values().sum::<u64>() - before.values().sum::<u64>(),
+        ));
+    }
+    let total = per_round * (Fault::ALL.len() as u64 + 1);
+    let rows = crate::support::api_rows(
+        &server.url,
+        "SELECT count(*) AS n, count(DISTINCT seq) AS d FROM trades",
+    );
+    let status = server.status();
+    let peak = peak_rss_mib(&server);
+    server.stop();
+    assert_eq!(rows[0]["n"].as_u64(), Some(total), "{rows}");
+    assert_eq!(rows[0]["d"].as_u64(), Some(total), "{rows}");
+    assert!(seen.iter().filter(|(_, n)| *n > 0).count() >= 4, "{seen:?}");
+    eprintln!(
+        "faults before the NATS source: reconnects per fault {seen:?}; {} duplicates dropped; {} connections and reads hit; peak RSS {peak} MiB",
+        status["duplicates"],
+        proxy.injected()
+    );
+}
+
 #[test]
 fn a_nats_sink_behind_every_fault_publishes_every_trade_once() {
     let Some(url) = crate::nats::server() else {
