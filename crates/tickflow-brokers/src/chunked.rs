@@ -56,6 +56,10 @@ pub fn messages_behind(next: u64, last: u64) -> u64 {
 ///
 /// # Errors
 /// A record that does not fit a chunk on its own.
+/// What [`pack`]'s refusal says: a record that can never fit one message, which no retry
+/// helps.
+pub(crate) const TOO_LARGE: &str = "does not fit the broker's message limit";
+
 pub(crate) fn pack(records: &[&[u8]], max_payload: usize) -> Result<Vec<(Bytes, u64)>, String> {
     fn close(buf: &mut BytesMut, count: u64, out: &mut Vec<(Bytes, u64)>) {
         let mut chunk = buf.split();
@@ -69,7 +73,7 @@ pub(crate) fn pack(records: &[&[u8]], max_payload: usize) -> Result<Vec<(Bytes, 
         let size = 4 + record.len();
         if size + 4 > max_payload {
             return Err(format!(
-                "a record of {} bytes does not fit the broker's message limit of {max_payload} bytes",
+                "a record of {} bytes {TOO_LARGE} of {max_payload} bytes",
                 record.len()
             ));
         }

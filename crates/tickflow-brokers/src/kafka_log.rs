@@ -103,6 +103,13 @@ impl std::fmt::Display for KafkaLogError {
 
 impl std::error::Error for KafkaLogError {}
 
+impl KafkaLogError {
+    /// A record larger than one message may be: the append can never succeed.
+    pub fn is_too_large(&self) -> bool {
+        self.0.contains(crate::chunked::TOO_LARGE)
+    }
+}
+
 type Result<T, E = KafkaLogError> = std::result::Result<T, E>;
 
 #[cfg(feature = "kafka")]
@@ -195,8 +202,10 @@ fn producer(config: &KafkaLogConfig) -> Result<FutureProducer> {
     if client.get("linger.ms").is_none() {
         client.set("linger.ms", "2");
     }
+    // An append waits for this long at most: well inside an HTTP client's usual 30 s, so a
+    // producer sees the 503 and its Retry-After rather than its own timeout.
     if client.get("message.timeout.ms").is_none() {
-        client.set("message.timeout.ms", "30000");
+        client.set("message.timeout.ms", "15000");
     }
     client
         .set("acks", "all")

@@ -13,6 +13,8 @@
 //! The stream and the consumer are created when missing; a lost connection is retried with
 //! capped backoff, and the durable consumer resumes where it left off.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -31,10 +33,13 @@ const FETCH_WAIT: Duration = Duration::from_millis(200);
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Shows a lost connection in the status, `/readyz` and `tickflow_reconnects_total` while
-/// the client reconnects, and clears it once it has.
-fn connection_event(ctx: &SourceContext, event: &async_nats::Event) {
+/// the client reconnects, and clears it once it has. `lost` is whether this client lost its
+/// connection: the first connect's event, which comes late, must not clear a failure the
+/// source has met since (a stream it cannot open).
+fn connection_event(ctx: &SourceContext, lost: &AtomicBool, event: &async_nats::Event) {
     match event {
         async_nats::Event::Disconnected => {
+            lost.store(true, Ordering::Release);
             metrics::counter!("tickflow_reconnects_total", "source" => ctx.id().to_string(), "reason" => "error")
                 .increment(1);
             tracing::warn!(
@@ -44,7 +49,9 @@ fn connection_event(ctx: &SourceContext, event: &async_nats::Event) {
             ctx.link()
                 .failed("lost the connection to the NATS server; reconnecting".into());
         }
-        async_nats::Event::Connected => ctx.link().working(),
+        async_nats::Event::Connected if lost.swap(false, Ordering::AcqRel) => {
+            ctx.link().working();
+        }
         _ => {}
     }
 }
@@ -110,11 +117,12 @@ impl NatsSource {
         // The client reconnects by itself after a lost connection, and a fetch meanwhile just
         // comes back empty: its events are what show the outage.
         let events = ctx.clone();
+        let lost = Arc::new(AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .ping_interval(PING_INTERVAL)
             .event_callback(move |event| {
-                let ctx = events.clone();
-                async move { connection_event(&ctx, &event) }
+                let (ctx, lost) = (events.clone(), Arc::clone(&lost));
+                async move { connection_event(&ctx, &lost, &event) }
             })
             .connect(&self.url)
             .await

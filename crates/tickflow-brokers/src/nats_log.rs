@@ -74,6 +74,13 @@ impl std::fmt::Display for NatsLogError {
 
 impl std::error::Error for NatsLogError {}
 
+impl NatsLogError {
+    /// A record larger than one message may be: the append can never succeed.
+    pub fn is_too_large(&self) -> bool {
+        self.0.contains(chunked::TOO_LARGE)
+    }
+}
+
 type Result<T, E = NatsLogError> = std::result::Result<T, E>;
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> NatsLogError {

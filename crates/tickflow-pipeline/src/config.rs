@@ -1866,8 +1866,10 @@ fn kafka_options(
         }
         // librdkafka would name a missing certificate or key only once the client is made,
         // at start.
+        // `probe` asks librdkafka to look in the usual places itself.
         if name.starts_with("ssl.")
             && name.ends_with(".location")
+            && value != "probe"
             && let Err(e) = std::fs::File::open(value)
         {
             c.add(

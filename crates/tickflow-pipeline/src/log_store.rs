@@ -150,6 +150,16 @@ pub(crate) fn check_identity(data_dir: &Path, plan: &LogPlan, has_checkpoint: bo
     }
 }
 
+/// A broker log's failed append: [`Error::LogUnavailable`] (the sender tries again), or for
+/// a record too large for one message ever, [`Error::BrokerLog`], which no retry helps.
+pub(crate) fn append_error(too_large: bool, e: &dyn std::fmt::Display) -> Error {
+    if too_large {
+        Error::BrokerLog(e.to_string())
+    } else {
+        Error::LogUnavailable(e.to_string())
+    }
+}
+
 /// Counts a failed append and keeps the outage it makes (status, `/readyz`), or ends the
 /// outage once an append succeeds.
 pub(crate) fn noted<T>(
@@ -158,13 +168,15 @@ pub(crate) fn noted<T>(
 ) -> Result<T> {
     match &appended {
         Ok(_) => metrics.log_failing.clear(),
-        Err(Error::ShuttingDown) => {}
-        Err(e) => {
+        Err(e @ (Error::LogUnavailable(_) | Error::Log(tickflow_log::Error::DiskFull { .. }))) => {
             metrics
                 .log_append_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics.log_failing.fail(&e.to_string());
         }
+        // Shutting down, or a failure no retry helps (the pipeline stops, or the sender is
+        // told why): not an outage of the log.
+        Err(_) => {}
     }
     appended
 }
@@ -229,16 +241,16 @@ impl LogStore {
 
     /// # Errors
     /// The embedded log's own; a broker's failure is [`Error::LogUnavailable`], which the
-    /// sender may try again.
+    /// sender may try again, unless a record can never fit a message ([`append_error`]).
     pub(crate) fn append_batch(&self, records: &[&[u8]]) -> Result<Range<u64>> {
         match self {
             Self::Embedded(log) => Ok(log.append_batch(records)?),
             Self::Nats { log, .. } => log
                 .append_batch(records)
-                .map_err(|e| Error::LogUnavailable(e.to_string())),
+                .map_err(|e| append_error(e.is_too_large(), &e)),
             Self::Kafka { log, .. } => log
                 .append_batch(records)
-                .map_err(|e| Error::LogUnavailable(e.to_string())),
+                .map_err(|e| append_error(e.is_too_large(), &e)),
         }
     }
 

@@ -104,10 +104,10 @@ impl Writer {
         match self {
             Self::Nats(log) => log
                 .append_batch(records)
-                .map_err(|e| Error::LogUnavailable(e.to_string())),
+                .map_err(|e| crate::log_store::append_error(e.is_too_large(), &e)),
             Self::Kafka(log) => log
                 .append_batch(records)
-                .map_err(|e| Error::LogUnavailable(e.to_string())),
+                .map_err(|e| crate::log_store::append_error(e.is_too_large(), &e)),
         }
     }
 
@@ -182,14 +182,20 @@ impl Router {
             let key = tickflow_core::codec::symbol_of(record).unwrap_or(source.as_bytes());
             parts[partition_of(key, n) as usize].push(record);
         }
-        let mut first = None;
-        for (writer, records) in self.writers.iter().zip(&parts) {
-            if records.is_empty() {
-                continue;
+        // The outage ends only with a batch every partition took, so a healthy partition
+        // does not hide a failing one.
+        let appended = (|| -> Result<Option<Range<u64>>> {
+            let mut first = None;
+            for (writer, records) in self.writers.iter().zip(&parts) {
+                if records.is_empty() {
+                    continue;
+                }
+                let offsets = writer.append(records)?;
+                first.get_or_insert(offsets);
             }
-            let offsets = crate::log_store::noted(&self.metrics, writer.append(records))?;
-            first.get_or_insert(offsets);
-        }
+            Ok(first)
+        })();
+        let first = crate::log_store::noted(&self.metrics, appended)?;
         let m = &self.metrics;
         m.log_latency
             .observe_since(UnixNanos::now().0, batch.recv_times().iter().copied());

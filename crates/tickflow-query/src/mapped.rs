@@ -246,6 +246,72 @@ impl ObjectStore for MappedFiles {
     }
 }
 
+/// A lake's object store (S3) as queries read it: a listed part that is missing when
+/// DataFusion plans the scan is an error, as in [`MappedFiles::get_opts`]; everything else
+/// is the store's own.
+#[derive(Debug)]
+pub(crate) struct ListedParts(pub(crate) std::sync::Arc<dyn ObjectStore>);
+
+impl fmt::Display for ListedParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ListedParts({})", self.0)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for ListedParts {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let head = options.head;
+        match self.0.get_opts(location, options).await {
+            Err(Error::NotFound { path, .. }) if head => Err(Error::Generic {
+                store: "ListedParts",
+                source: format!("{path}: {PART_GONE}").into(),
+            }),
+            other => other,
+        }
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.0.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::object_store::ObjectStoreExt as _;

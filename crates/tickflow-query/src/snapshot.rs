@@ -132,7 +132,8 @@ impl QueryEngine {
     pub fn register_lake(&self, lake: &tickflow_lake::Lake) -> Result<()> {
         if let Some((url, store)) = lake.object_store() {
             let url = ObjectStoreUrl::parse(url)?;
-            self.runtime.register_object_store(url.as_ref(), store);
+            self.runtime
+                .register_object_store(url.as_ref(), Arc::new(crate::mapped::ListedParts(store)));
         }
         Ok(())
     }

@@ -509,6 +509,16 @@ async fn a_lake_on_s3_answers_as_the_same_lake_on_disk() {
             "{sql}"
         );
     }
+    // A part gone from the bucket after the listing fails the query, never counts as empty.
+    let mut listed = on_s3.clone();
+    let gone = format!("s3://{bucket}/lake/trades/date=2024-10-01/symbol=AAPL/part-gone.parquet");
+    listed.files[0].1.push(std::path::PathBuf::from(gone));
+    let err = engine
+        .run(listed, "SELECT count(*) FROM trades")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the lake part is gone"), "{err}");
 }
 
 /// The benchmark suite's shapes: each rule switched off gives the same answers.

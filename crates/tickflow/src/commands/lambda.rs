@@ -218,10 +218,22 @@ impl Handler {
             }
         }
         if !batch.is_empty() {
-            let offsets = self
-                .pipeline
-                .ingest_batch(source, &batch)
-                .map_err(|e| Failure::Pipeline(e.to_string()))?;
+            let offsets = match self.pipeline.ingest_batch(source, &batch) {
+                Ok(offsets) => offsets,
+                // The log refused it for now (its broker away, its disk at the reserve):
+                // every message not dead-lettered comes again; the environment lives on.
+                Err(
+                    e @ (tickflow_pipeline::Error::LogUnavailable(_)
+                    | tickflow_pipeline::Error::Log(tickflow_log::Error::DiskFull { .. })),
+                ) => {
+                    tracing::warn!(request = %invocation.request_id, error = %e, messages = records.len(), "the log refused the batch; its messages come again");
+                    for (f, dead) in failed.iter_mut().zip(&dead_lettered) {
+                        *f = !dead;
+                    }
+                    return Ok(batch_response(&records, &failed));
+                }
+                Err(e) => return Err(Failure::Pipeline(e.to_string())),
+            };
             let wait = invocation.remaining().saturating_sub(ANSWER_MARGIN);
             if !self.stored(offsets.end, wait).await? {
                 tracing::warn!(request = %invocation.request_id, trace = ?invocation.trace_id, messages = records.len(), "the sinks did not have the batch before the deadline; its messages come again");

@@ -635,7 +635,8 @@ pub(crate) async fn post(
         }
         tries += 1;
         // The server's `Retry-After` when it gave one (busy, disk reserve, log away).
-        let backoff = Duration::from_millis(200 * u64::from(tries));
+        let backoff = Duration::from_millis(200 * u64::from(tries))
+            .min(Duration::from_secs(MAX_RETRY_AFTER_SECS));
         tokio::time::sleep(asked.map_or(backoff, |a| a.max(backoff))).await;
     }
 }

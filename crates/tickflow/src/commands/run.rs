@@ -106,7 +106,11 @@ fn serve(
         "pid": std::process::id(),
         "pgwire": pg_addr.map(|a| a.to_string()),
     });
-    std::fs::write(server_file(&data_dir), format!("{server_json}\n"))
+    // Written aside and renamed: `tickflow status`, `sql` and scripts read it while a new
+    // process starts, and must never see it half written.
+    let aside = data_dir.join("server.json.tmp");
+    std::fs::write(&aside, format!("{server_json}\n"))
+        .and_then(|()| std::fs::rename(&aside, server_file(&data_dir)))
         .context("writing server.json")?;
     println!(
         "tickflow is running: dashboard {url}/  (data in {}; Ctrl-C stops)",
