@@ -140,16 +140,16 @@ impl Sink for KafkaSink {
         if self.position >= Some(flush.seq) {
             return Ok(());
         }
+        // Ids carry the first flush of the write, as the NATS sink's do: a run read again
+        // after a crash repeats the ids an earlier, shorter run sent.
+        let first = self.position.map_or(flush.seq, |p| p + 1);
         // (topic, table, symbol, id, payload); the last version of a row wins.
         let mut messages: Vec<(String, String, String, String, String)> = Vec::new();
         let mut by_id: std::collections::HashMap<String, usize> = Default::default();
         for table in &self.config.tables {
             let topic = format!("{}.{table}", self.config.topic_prefix);
             rows_json::each(table, &flush.rows, STYLE, &mut |line| {
-                let id = format!(
-                    "{}:{}:{table}:{}:{}",
-                    self.id, flush.seq, line.symbol, line.key
-                );
+                let id = format!("{}:{first}:{table}:{}:{}", self.id, line.symbol, line.key);
                 let message = (
                     topic.clone(),
                     table.clone(),

@@ -49,6 +49,8 @@ pub struct NatsSink {
     id: String,
     config: NatsSinkConfig,
     js: Option<jetstream::Context>,
+    /// The last flush written (from the position file at open).
+    written: Option<u64>,
 }
 
 impl NatsSink {
@@ -57,6 +59,7 @@ impl NatsSink {
             id: id.to_string(),
             config,
             js: None,
+            written: None,
         }
     }
 
@@ -99,21 +102,30 @@ impl Sink for NatsSink {
         std::fs::create_dir_all(&self.config.dir)
             .map_err(|e| format!("{}: {e}", self.config.dir.display()))?;
         let path = self.position_path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(
+        self.written = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(
                 text.trim()
                     .parse()
                     .map_err(|e| format!("{}: {e}", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display()).into()),
-        }
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+        };
+        Ok(self.written)
     }
 
     async fn write(&mut self, flush: &Flush) -> Result<(), SinkError> {
         let Some(js) = &self.js else {
             return Err("the NATS sink is not open".into());
         };
+        // Ids carry the first flush of the write: a run of flushes read again after a crash
+        // (as many as were committed by then) repeats the ids an earlier, shorter run sent,
+        // which the stream's duplicate window drops.
+        if self.written >= Some(flush.seq) {
+            // Published, position and all: handed again by a caller that did not see it end.
+            return Ok(());
+        }
+        let first = self.written.map_or(flush.seq, |w| w + 1);
         let mut messages: Vec<(String, String, bytes::Bytes)> = Vec::new();
         let mut by_id: std::collections::HashMap<String, usize> = Default::default();
         for table in &self.config.tables {
@@ -123,10 +135,7 @@ impl Sink for NatsSink {
                     self.config.subject_prefix,
                     token(line.symbol)
                 );
-                let id = format!(
-                    "{}:{}:{table}:{}:{}",
-                    self.id, flush.seq, line.symbol, line.key
-                );
+                let id = format!("{}:{first}:{table}:{}:{}", self.id, line.symbol, line.key);
                 let message = (
                     subject,
                     id.clone(),
@@ -169,7 +178,9 @@ impl Sink for NatsSink {
             std::fs::rename(&tmp, &path)?;
             std::fs::File::open(&self.config.dir)?.sync_all()
         })();
-        written.map_err(|e| format!("{}: {e}", path.display()).into())
+        written.map_err(|e| format!("{}: {e}", path.display()))?;
+        self.written = Some(flush.seq);
+        Ok(())
     }
 }
 

@@ -1,11 +1,12 @@
 //! Processed rows as JSON lines on S3, laid out for Athena: the old pipeline's
 //! `processed/` output, beside the Parquet lake.
 //!
-//! Each flush writes, per table and UTC day, one object
-//! `<prefix>/<table>/dt=YYYY-MM-DD/<flush, 12 digits>-<sink id>.json` holding one JSON object
-//! per line, then the sink's position, `<prefix>/_tickflow/<sink id>.json`. The objects' names
-//! and contents follow from the sink and the flush alone, so a flush written again after a
-//! crash replaces them with the same bytes: nothing doubles; and sinks of several pipelines
+//! Each write (a flush, or a run of flushes a sink catching up reads from the lake at once)
+//! puts, per table and UTC day, one object
+//! `<prefix>/<table>/dt=YYYY-MM-DD/<first flush, 12 digits>-<sink id>.json` holding one JSON
+//! object per line, then the sink's position, `<prefix>/_tickflow/<sink id>.json`. The
+//! objects' names follow from the sink and the first flush, so flushes written again after a
+//! crash replace them, with the same rows or (a longer run) more: nothing doubles; and sinks of several pipelines
 //! (Lambda environments, processes sharing a stream) can share a prefix. Bars are written once final: an open bar
 //! changes until then, and a line cannot be updated in place. The partition is named `dt`,
 //! since `daily_metrics` has a `date` column of its own.
@@ -49,6 +50,9 @@ pub struct JsonSink {
     id: String,
     config: JsonSinkConfig,
     store: Option<(Arc<dyn ObjectStore>, String)>,
+    /// The last flush written (from the store at open): the next write holds the flushes
+    /// after it, and its objects are named by the first of them.
+    written: Option<u64>,
 }
 
 impl std::fmt::Debug for JsonSink {
@@ -66,6 +70,7 @@ impl JsonSink {
             id: id.to_string(),
             config,
             store: None,
+            written: None,
         }
     }
 
@@ -94,6 +99,7 @@ impl Sink for JsonSink {
             Err(e) => return Err(Box::new(e)),
         };
         self.store = Some((store, prefix));
+        self.written = position;
         Ok(position)
     }
 
@@ -101,6 +107,15 @@ impl Sink for JsonSink {
         let Some((store, prefix)) = &self.store else {
             return Err("the JSON sink is not open".into());
         };
+        // A sink catching up reads several flushes from the lake at once, and how many depends
+        // on what was committed by then: named by the last, a range read again after a crash
+        // could hold rows an earlier, shorter range already wrote under another name. Named
+        // by the first, it replaces each of that range's objects with one holding all of it.
+        if self.written >= Some(flush.seq) {
+            // Written, position and all: handed again by a caller that did not see it end.
+            return Ok(());
+        }
+        let first = self.written.map_or(flush.seq, |w| w + 1);
         let mut objects: std::collections::BTreeMap<(String, Date), String> = Default::default();
         for table in &self.config.tables {
             rows_json::each(table, &flush.rows, STYLE, &mut |line| {
@@ -111,8 +126,8 @@ impl Sink for JsonSink {
         }
         let puts = objects.into_iter().map(|((table, date), text)| {
             let key = Key::from(format!(
-                "{prefix}/{table}/dt={date}/{:012}-{}.json",
-                flush.seq, self.id
+                "{prefix}/{table}/dt={date}/{first:012}-{}.json",
+                self.id
             ));
             let store = Arc::clone(store);
             async move { store.put(&key, PutPayload::from(text)).await }
@@ -128,6 +143,7 @@ impl Sink for JsonSink {
         store
             .put(&self.position_key(prefix), PutPayload::from(position))
             .await?;
+        self.written = Some(flush.seq);
         Ok(())
     }
 }

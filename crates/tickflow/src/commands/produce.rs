@@ -547,7 +547,9 @@ fn send(args: &ProduceArgs, events: &mut Events, target: Target) -> anyhow::Resu
                 Ok(()) => {
                     acked += sent.n;
                     if let Some(f) = ack_log.as_mut() {
-                        writeln!(f, "{} {}", sent.first, sent.first + sent.n - 1)?;
+                        // One write per line: a reader never sees half of one.
+                        let line = format!("{} {}\n", sent.first, sent.first + sent.n - 1);
+                        f.write_all(line.as_bytes())?;
                         f.flush()?;
                     }
                 }

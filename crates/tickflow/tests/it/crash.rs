@@ -11,7 +11,11 @@ use crate::support::{Server, api_rows, bin, config, sql, sql_count};
 pub(crate) fn acked_seqs(path: &std::path::Path) -> Vec<u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out = Vec::new();
-    for line in text.lines() {
+    // A last line still being written (no newline yet) is not an acknowledgement yet.
+    for line in text
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+    {
         let (a, b) = line.split_once(' ').expect("FIRST LAST");
         out.extend(a.parse::<u64>().unwrap()..=b.parse::<u64>().unwrap());
     }
