@@ -118,3 +118,55 @@ fn the_json_sink_keeps_the_sink_contract_in_athenas_layout() {
         "{keys:?}"
     );
 }
+
+/// A sink catching up reads a run of flushes at once, as many as are committed by then. A run
+/// read again after a crash that came before its position was stored is longer: it must
+/// replace what the shorter run wrote, day by day, not add to it.
+#[test]
+fn a_run_of_flushes_written_again_longer_after_a_crash_doubles_nothing() {
+    use std::sync::Arc;
+    use tickflow_core::sink::{Flush, Sink};
+    let Some(bucket) = s3_bucket("tf-json-run") else {
+        return;
+    };
+    let mut config = config(&bucket);
+    config.tables = vec!["trades".to_string()];
+    // Flush b holds 4 trades on a day of its own.
+    let run = |last: u64| {
+        let mut rows = tickflow_lake::Rows::default();
+        for b in 1..=last {
+            rows.trades
+                .extend(tickflow_core::contract::sample_rows(b, 4).trades);
+        }
+        Flush {
+            seq: last,
+            rows: Arc::new(rows),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sink = JsonSink::new("athena", config.clone());
+        assert_eq!(sink.open().await.unwrap(), None);
+        sink.write(&Flush::empty(0)).await.unwrap();
+        sink.write(&run(2)).await.unwrap();
+        // The crash came before the position was stored.
+        let (store, prefix) = config.store.connect().unwrap();
+        store
+            .put(
+                &format!("{prefix}/_tickflow/athena.json").into(),
+                r#"{"flush":0}"#.into(),
+            )
+            .await
+            .unwrap();
+        let mut again = JsonSink::new("athena", config.clone());
+        assert_eq!(again.open().await.unwrap(), Some(0));
+        again.write(&run(3)).await.unwrap();
+        // Handed again once written: nothing more.
+        again.write(&run(3)).await.unwrap();
+    });
+    let (counts, keys) = rt.block_on(lines(&config));
+    assert_eq!(counts["trades"], 12, "each trade once: {keys:?}");
+}
