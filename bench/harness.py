@@ -259,6 +259,18 @@ def suite_ingest(ctx):
     rss = [s["peak_rss_bytes"] / 2**20 for s in sims if s.get("peak_rss_bytes")]
     rows.append(row("ingest", "peak RSS under simulator flood", "MB", median(rss), higher_is_better=False, runs={"peak_rss_mb": rss}))
 
+    # The same flood with a sink that never connects: what it cannot write must not pile up
+    # in memory (`[lake] sink_buffer_rows` bounds it; the lake keeps everything).
+    down_sink = '\n[[sinks]]\ntype = "postgres"\nid = "down"\nurl = "host=127.0.0.1 port=1 dbname=tickflow user=tickflow connect_timeout=1"\ntables = ["trades"]\n'
+    downs = []
+    for i in range(RUNS):
+        log(f"ingest: simulator flood with a PostgreSQL sink that cannot connect, run {i + 1}/{RUNS}, {SECONDS} s")
+        downs.append(simulated(0, SECONDS, sim=sim_keys(0), thresholds=DEMO_RULES, extra=down_sink))
+    down_rss = [s["peak_rss_bytes"] / 2**20 for s in downs if s.get("peak_rss_bytes")]
+    down_tps = [s["ticks_per_second"] for s in downs]
+    rows.append(row("ingest", "peak RSS under simulator flood, a PostgreSQL sink down all along", "MB", median(down_rss), higher_is_better=False, runs={"peak_rss_mb": down_rss, "ticks_per_second": down_tps},
+                    note="the sink's url points at a closed port; the lake takes every tick meanwhile"))
+
     # Long enough (about 5 s a run) that start-up, the first flush and the dedupe windows
     # filling up weigh little against the sustained rate.
     count = 200_000 if QUICK else 5_000_000

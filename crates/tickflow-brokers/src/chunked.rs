@@ -365,6 +365,29 @@ mod tests {
         back
     }
 
+    /// A source's rejected input at its longest (a poison message of many megabytes, with a
+    /// source id and an error at the codec's limits) still fits one chunk, so it reaches the
+    /// DLQ instead of stopping the source.
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn the_largest_rejected_input_fits_one_chunk() {
+        use tickflow_core::codec::{Batch, MAX_REJECTED_PAYLOAD, Rejected, payload_prefix};
+        let payload = "x".repeat(4 * MAX_REJECTED_PAYLOAD);
+        let long = "e".repeat(100_000);
+        let mut batch = Batch::default();
+        batch.push_rejected(&Rejected {
+            reason: tickflow_model::RejectReason::Malformed,
+            ts_recv: tickflow_model::UnixNanos(1),
+            source: &long,
+            error: &long,
+            payload: payload_prefix(&payload),
+        });
+        let records: Vec<&[u8]> = batch.records().collect();
+        let chunks = pack(&records, crate::kafka_log::MAX_CHUNK).expect("fits");
+        assert_eq!(chunks.len(), 1);
+        assert!(records[0].len() > MAX_REJECTED_PAYLOAD);
+    }
+
     #[test]
     fn chunks_split_under_the_payload_limit_and_read_back() {
         let records: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10]).collect();

@@ -15,7 +15,11 @@
 //! lines or a JSON array), the old `market_ticks` shape, or a field mapping. One that cannot
 //! be read goes to the DLQ with the topic, partition, offset and reason, and its offset is
 //! committed with its batch-mates': a poison message never stalls its partition. A broker
-//! that goes away is retried by librdkafka; errors it reports are counted and logged.
+//! that goes away is retried by librdkafka. The errors it reports mark the source's link
+//! failed (status, `/readyz`, `tickflow_reconnects_total`); while it is, the source asks the
+//! brokers for the topic's metadata every [`PROBE_EVERY`] and clears the failure once they
+//! answer, so the recovery shows on an idle topic too. A broker that holds the bytes without
+//! answering (a partition) is taken for lost after `socket.timeout.ms`, 10 s unless set.
 
 use std::collections::BTreeMap;
 #[cfg(feature = "kafka")]
@@ -39,6 +43,13 @@ use tickflow_model::{RejectReason, UnixNanos};
 /// How long a batch waits for more messages once it has one.
 #[cfg(feature = "kafka")]
 const LINGER: Duration = Duration::from_millis(5);
+
+/// How often a source whose link failed asks the brokers for metadata, to see them back.
+#[cfg(feature = "kafka")]
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long that request may take.
+#[cfg(feature = "kafka")]
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Kafka topic (or several) to consume ticks from.
 #[derive(Clone, PartialEq, Eq)]
@@ -140,6 +151,7 @@ impl Source for KafkaSource {
         let mut config = client_config(&self.brokers, &self.options);
         set_default(&mut config, "auto.offset.reset", "earliest");
         set_default(&mut config, "session.timeout.ms", "10000");
+        set_default(&mut config, "socket.timeout.ms", "10000");
         set_default(
             &mut config,
             "group.instance.id",
@@ -151,6 +163,9 @@ impl Source for KafkaSource {
             .set("enable.auto.offset.store", "false")
             .create()
             .map_err(|e| format!("creating the Kafka consumer for {}: {e}", self.brokers))?;
+        // A synchronous commit waits on the group coordinator, up to `socket.timeout.ms`
+        // when it does not answer: it runs off the async threads.
+        let consumer = std::sync::Arc::new(consumer);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -158,10 +173,16 @@ impl Source for KafkaSource {
         tracing::info!(source = ctx.id(), brokers = %self.brokers, ?topics, group = %self.group, "following Kafka");
         let mut batch = Batch::default();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // The first message of a batch is waited for; the rest only briefly.
             let first = tokio::select! {
                 m = consumer.recv() => m,
+                _ = probe.tick(), if ctx.link().trouble().is_some() => {
+                    self.probe(&consumer, &ctx).await;
+                    continue;
+                }
                 () = ctx.stopped() => return Ok(()),
             };
             let mut next = Some(first);
@@ -179,6 +200,7 @@ impl Source for KafkaSource {
                     Err(e) => {
                         metrics::counter!("tickflow_reconnects_total", "source" => ctx.id().to_string(), "reason" => "error").increment(1);
                         tracing::warn!(source = ctx.id(), error = %e, "Kafka consumer error; librdkafka retries");
+                        ctx.link().failed(format!("{e}; reconnecting"));
                     }
                 }
                 if taken < self.batch {
@@ -199,7 +221,12 @@ impl Source for KafkaSource {
             }
             // A partition taken away meanwhile refuses the commit: its new owner reads the
             // batch again, and processing drops the repeats.
-            if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
+            let committing = std::sync::Arc::clone(&consumer);
+            let committed =
+                tokio::task::spawn_blocking(move || committing.commit(&list, CommitMode::Sync))
+                    .await
+                    .map_err(|e| format!("committing offsets: {e}"))?;
+            if let Err(e) = committed {
                 metrics::counter!("tickflow_source_errors_total", "source" => ctx.id().to_string())
                     .increment(1);
                 tracing::warn!(source = ctx.id(), error = %e, "committing offsets failed; the batch may be read again");
@@ -213,6 +240,21 @@ impl Source for KafkaSource {
 
 #[cfg(feature = "kafka")]
 impl KafkaSource {
+    /// Clears the source's failed link if the brokers answer a metadata request (off the
+    /// async threads: librdkafka waits for the answer).
+    async fn probe(&self, consumer: &std::sync::Arc<StreamConsumer>, ctx: &SourceContext) {
+        let asking = std::sync::Arc::clone(consumer);
+        let topic = self.topics.first().cloned();
+        let answered = tokio::task::spawn_blocking(move || {
+            asking.fetch_metadata(topic.as_deref(), PROBE_TIMEOUT)
+        })
+        .await;
+        if let Ok(Ok(_)) = answered {
+            tracing::info!(source = ctx.id(), "the Kafka brokers answer again");
+            ctx.link().working();
+        }
+    }
+
     /// Adds one message's events to `batch`, or the message as rejected with why.
     fn read(
         &self,

@@ -52,7 +52,7 @@ const FORMAT: &[u8] = b"1";
 /// The largest chunk: under the brokers' default message limit of 1 MB, with room for the
 /// record batch around it.
 #[cfg(feature = "kafka")]
-const MAX_CHUNK: usize = 900_000;
+pub(crate) const MAX_CHUNK: usize = 900_000;
 /// How long the brokers are waited for when opening.
 #[cfg(feature = "kafka")]
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -370,8 +370,9 @@ fn put_long_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The most of an unreadable input a source keeps as a DLQ payload: enough to see what it
-/// was, and far below the log's record limit whatever a broker lets through.
-pub const MAX_REJECTED_PAYLOAD: usize = 1 << 20;
+/// was, and small enough that the record, with its source and error at their longest, fits
+/// one message of a log on Kafka or NATS (about 900 kB).
+pub const MAX_REJECTED_PAYLOAD: usize = 256 << 10;
 
 /// `text` cut to [`MAX_REJECTED_PAYLOAD`] bytes, at a character boundary.
 pub fn payload_prefix(text: &str) -> &str {

@@ -79,12 +79,14 @@ impl Labeled {
     }
 }
 
-/// Appends to the log failing now: since when, how many, the last error. Cleared by the
-/// next append that succeeds, so the status and `/readyz` show an outage of the log's
-/// broker (or its disk reserve) while it lasts.
+/// Appends to the log failing now: since when, how many, the last error. Kept per
+/// partition of the log (0 for a log of one), and a partition's outage is cleared only by
+/// the next append to that partition that succeeds: in a partitioned log, one partition
+/// taking appends must not hide another that refuses them. The status and `/readyz` show
+/// an outage of the log's broker (or its disk reserve) while any partition's lasts.
 #[derive(Debug, Default)]
 pub struct Failing {
-    state: Mutex<Option<FailingState>>,
+    state: Mutex<Vec<(u32, FailingState)>>,
     /// Whether `state` holds an outage: the appends that succeed read only this.
     active: std::sync::atomic::AtomicBool,
 }
@@ -100,48 +102,62 @@ struct FailingState {
 /// What [`Failing::now`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailingNow {
-    /// Since the first failure of this outage.
+    /// Since the first failure of the oldest outage.
     pub secs: u64,
-    /// Since the latest failure.
+    /// Since the latest failure of any.
     pub last_secs: u64,
+    /// Failures in all outages going on.
     pub attempts: u32,
+    /// The latest failure's error.
     pub error: String,
 }
 
 impl Failing {
-    /// Records a failure.
-    pub fn fail(&self, error: &str) {
+    /// Records a failure of an append to `partition`.
+    pub fn fail(&self, partition: u32, error: &str) {
         let now = std::time::Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.active.store(true, Ordering::Release);
-        let s = state.get_or_insert_with(|| FailingState {
-            since: now,
-            last: now,
-            attempts: 0,
-            error: String::new(),
-        });
+        let i = match state.iter().position(|(p, _)| *p == partition) {
+            Some(i) => i,
+            None => {
+                state.push((
+                    partition,
+                    FailingState {
+                        since: now,
+                        last: now,
+                        attempts: 0,
+                        error: String::new(),
+                    },
+                ));
+                state.len() - 1
+            }
+        };
+        let s = &mut state[i].1;
         s.last = now;
         s.attempts = s.attempts.saturating_add(1);
         error.clone_into(&mut s.error);
     }
 
-    /// Ends the outage, if there is one.
-    pub fn clear(&self) {
+    /// Ends `partition`'s outage, if it has one.
+    pub fn clear(&self, partition: u32) {
         if self.active.load(Ordering::Acquire) {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            *state = None;
-            self.active.store(false, Ordering::Release);
+            state.retain(|(p, _)| *p != partition);
+            self.active.store(!state.is_empty(), Ordering::Release);
         }
     }
 
-    /// The outage in progress.
+    /// The outages in progress, as one.
     pub fn now(&self) -> Option<FailingNow> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.as_ref().map(|s| FailingNow {
-            secs: s.since.elapsed().as_secs(),
-            last_secs: s.last.elapsed().as_secs(),
-            attempts: s.attempts,
-            error: s.error.clone(),
+        let oldest = state.iter().map(|(_, s)| s.since).min()?;
+        let latest = state.iter().map(|(_, s)| s).max_by_key(|s| s.last)?;
+        Some(FailingNow {
+            secs: oldest.elapsed().as_secs(),
+            last_secs: latest.last.elapsed().as_secs(),
+            attempts: state.iter().map(|(_, s)| s.attempts).sum(),
+            error: latest.error.clone(),
         })
     }
 }
@@ -672,6 +688,31 @@ mod tests {
                         .all(|((k, v), (k2, v2))| k == k2 && v == v2)
             })
             .map(|(_, v)| v)
+    }
+
+    #[test]
+    fn a_partition_that_takes_appends_does_not_clear_another_that_refuses_them() {
+        let f = Failing::default();
+        assert!(f.now().is_none());
+        f.fail(1, "partition 1: broker away");
+        f.clear(0);
+        f.clear(2);
+        let now = f.now().expect("partition 1 still failing");
+        assert_eq!(
+            (now.attempts, now.error.as_str()),
+            (1, "partition 1: broker away")
+        );
+        f.fail(2, "partition 2: timed out");
+        f.fail(1, "partition 1: refused");
+        let now = f.now().unwrap();
+        assert_eq!(
+            (now.attempts, now.error.as_str()),
+            (3, "partition 1: refused")
+        );
+        f.clear(1);
+        assert_eq!(f.now().unwrap().attempts, 1);
+        f.clear(2);
+        assert!(f.now().is_none());
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct RawHttp {
     pub max_connections_per_address: Option<i64>,
     /// Time a client has to send a request's headers; also how long an idle connection stays.
     pub header_timeout_secs: Option<i64>,
+    /// Time an ingest body has to arrive in full once its headers have; past it, 408.
+    pub body_timeout_secs: Option<i64>,
     /// Bearer token for queries and administration (everything but ingest and health);
     /// `token_file` reads it from a file only its owner may read.
     pub token: Option<String>,
@@ -852,6 +854,9 @@ pub struct HttpPlan {
     pub max_connections_per_address: usize,
     /// Time a client has to send a request's headers, and an idle connection stays open.
     pub header_timeout: Duration,
+    /// Time an ingest body has to arrive in full once its headers have: a producer that
+    /// stops halfway must not hold its share of `max_inflight_bytes`.
+    pub body_timeout: Duration,
     /// Required (`Authorization: Bearer`, or the dashboard's cookie) on every route but
     /// ingest, health and the dashboard's static files, when set. Always set when `bind`
     /// is not loopback.
@@ -3017,6 +3022,13 @@ fn validate(raw: RawConfig, checker: &mut Checker) -> Plan {
             "http.header_timeout_secs",
             raw.http.header_timeout_secs,
             30,
+            1,
+            3600,
+        ) as u64),
+        body_timeout: Duration::from_secs(c.range(
+            "http.body_timeout_secs",
+            raw.http.body_timeout_secs,
+            60,
             1,
             3600,
         ) as u64),

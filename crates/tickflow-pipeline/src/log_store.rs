@@ -160,19 +160,20 @@ pub(crate) fn append_error(too_large: bool, e: &dyn std::fmt::Display) -> Error 
     }
 }
 
-/// Counts a failed append and keeps the outage it makes (status, `/readyz`), or ends the
-/// outage once an append succeeds.
+/// Counts a failed append to `partition` (0 for a log of one) and keeps the outage it makes
+/// (status, `/readyz`), or ends that partition's outage once an append to it succeeds.
 pub(crate) fn noted<T>(
     metrics: &tickflow_core::metrics::Metrics,
+    partition: u32,
     appended: Result<T>,
 ) -> Result<T> {
     match &appended {
-        Ok(_) => metrics.log_failing.clear(),
+        Ok(_) => metrics.log_failing.clear(partition),
         Err(e @ (Error::LogUnavailable(_) | Error::Log(tickflow_log::Error::DiskFull { .. }))) => {
             metrics
                 .log_append_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics.log_failing.fail(&e.to_string());
+            metrics.log_failing.fail(partition, &e.to_string());
         }
         // Shutting down, or a failure no retry helps (the pipeline stops, or the sender is
         // told why): not an outage of the log.

@@ -182,20 +182,17 @@ impl Router {
             let key = tickflow_core::codec::symbol_of(record).unwrap_or(source.as_bytes());
             parts[partition_of(key, n) as usize].push(record);
         }
-        // The outage ends only with a batch every partition took, so a healthy partition
-        // does not hide a failing one.
-        let appended = (|| -> Result<Option<Range<u64>>> {
-            let mut first = None;
-            for (writer, records) in self.writers.iter().zip(&parts) {
-                if records.is_empty() {
-                    continue;
-                }
-                let offsets = writer.append(records)?;
-                first.get_or_insert(offsets);
+        // Each partition's outage is its own: a healthy partition does not hide a failing
+        // one. A partition past a failing one is not tried, so its outage (if any) stays.
+        let mut first = None;
+        for (p, (writer, records)) in self.writers.iter().zip(&parts).enumerate() {
+            if records.is_empty() {
+                continue;
             }
-            Ok(first)
-        })();
-        let first = crate::log_store::noted(&self.metrics, appended)?;
+            let p = u32::try_from(p).unwrap_or(u32::MAX);
+            let offsets = crate::log_store::noted(&self.metrics, p, writer.append(records))?;
+            first.get_or_insert(offsets);
+        }
         let m = &self.metrics;
         m.log_latency
             .observe_since(UnixNanos::now().0, batch.recv_times().iter().copied());

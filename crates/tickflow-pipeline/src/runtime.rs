@@ -1048,7 +1048,9 @@ fn append(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
 /// processes those records.
 fn append_while_open(inner: &Inner, source: &str, batch: &Batch) -> Result<Range<u64>> {
     let records: Vec<&[u8]> = batch.records().collect();
-    let offsets = crate::log_store::noted(&inner.metrics, inner.log.append_batch(&records))?;
+    let partition = inner.plan.log.partition.unwrap_or(0);
+    let offsets =
+        crate::log_store::noted(&inner.metrics, partition, inner.log.append_batch(&records))?;
     inner
         .metrics
         .log_latency

@@ -352,7 +352,7 @@ async fn session(
                     ts_recv: now,
                     source: ctx.id(),
                     error: &error,
-                    payload: &text,
+                    payload: tickflow_core::codec::payload_prefix(&text),
                 });
             }
         }

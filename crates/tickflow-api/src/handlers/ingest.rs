@@ -71,13 +71,14 @@ async fn ingest_to(
     let _room = admit(&state, request.headers())?;
     // Read only now, within the router's body limit (413 past it), and in time: a producer
     // that stops sending halfway must not hold its share of the budget.
-    let body = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(request, &()))
+    let body_timeout = state.pipeline.plan().http.body_timeout;
+    let body = tokio::time::timeout(body_timeout, Bytes::from_request(request, &()))
         .await
         .map_err(|_| ApiError {
             status: StatusCode::REQUEST_TIMEOUT,
             message: format!(
-                "the request body did not arrive within {} s; send it again",
-                BODY_TIMEOUT.as_secs()
+                "the request body did not arrive within {} s ([http] body_timeout_secs); send it again",
+                body_timeout.as_secs()
             ),
             line: None,
             retry_after: None,
@@ -108,9 +109,6 @@ async fn ingest_to(
         json!({ "accepted": n, "first_offset": offsets.start, "last_offset": offsets.end.saturating_sub(1) }),
     ))
 }
-
-/// Time an ingest body has to arrive in full once its headers have.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A share of `[http] max_inflight_mb` for a body of the request's `Content-Length` (the
 /// body limit when it has none), or 503 with `Retry-After` when bodies already in flight

@@ -73,8 +73,12 @@ impl Source for RestPollSource {
             .collect();
         let host = self.url.split('/').take(3).collect::<Vec<_>>().join("/");
         let bucket = limiter(&host, &self.url, self.requests_per_minute);
+        // A request that takes longer than the interval holds up the next poll: a partition
+        // is noticed within an interval (2 s at least, 30 s at most).
+        let interval = Duration::from_nanos(u64::try_from(self.interval.nanos()).unwrap_or(0));
         let retry = Retry {
             attempts: 3,
+            timeout: interval.clamp(Duration::from_secs(2), Duration::from_secs(30)),
             ..Retry::default()
         };
         let rest = Rest::new(ctx.id(), &headers, Arc::clone(&bucket), retry)?;
@@ -95,12 +99,16 @@ impl Source for RestPollSource {
                 };
                 let now = UnixNanos::now();
                 let body = match answer {
-                    Ok(body) => body,
+                    Ok(body) => {
+                        ctx.link().working();
+                        body
+                    }
                     Err(e) if e.is_refusal() => return Err(e.into()),
                     Err(e) => {
                         metrics::counter!("tickflow_poll_failures_total", "source" => source.to_string())
                             .increment(1);
                         tracing::warn!(source = %source, symbol = name, error = %e, "poll failed; trying at the next interval");
+                        ctx.link().failed(format!("{name}: {e}"));
                         continue;
                     }
                 };
@@ -125,7 +133,7 @@ impl Source for RestPollSource {
                         ts_recv: now,
                         source: &source,
                         error: &format!("{name}: {error}"),
-                        payload: &body,
+                        payload: tickflow_core::codec::payload_prefix(&body),
                     }),
                 }
             }

@@ -538,3 +538,82 @@ fn postgres_wire_clients_that_send_too_much_or_go_quiet_are_let_go_with_the_reas
     assert!(rows >= 1);
     server.stop();
 }
+
+/// A producer that sends its headers and part of its body, then goes silent, is answered
+/// 408 naming `[http] body_timeout_secs` once that passes; until then its `Content-Length`
+/// holds its room in `max_inflight_mb` (another body gets 503), and after, the room is free
+/// and ingest takes the next body.
+#[test]
+fn a_body_that_stops_halfway_gets_408_and_gives_its_room_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            &data,
+            "max_body_mb = 1\nmax_inflight_mb = 1\nbody_timeout_secs = 5\n",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&cfg, &data);
+    let host = server.url.strip_prefix("http://").unwrap().to_string();
+    let mut stalled = TcpStream::connect(&host).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /api/v1/ingest HTTP/1.1\r\nHost: tickflow\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+                1 << 20
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    stalled.write_all(&trades(0, 3)).unwrap();
+    // Nothing else is in flight, so it is admitted and held, waiting for the rest. (A small
+    // body sent before its headers were read could take a share first and get it refused.)
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        stalled.read(&mut byte).is_err(),
+        "the stalled producer was answered at once"
+    );
+    stalled.set_read_timeout(None).unwrap();
+    // The stalled body holds the whole budget: another is refused while it waits.
+    let mut taken = 0;
+    let mut refused = None;
+    for i in 0..200 {
+        let (code, head, body) = send(&server.url, "/api/v1/ingest", &trades(100 + i, 1));
+        if code == 503 {
+            refused = Some(head);
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+        taken += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let head = refused.expect("a body arriving while the stalled one holds the budget gets 503");
+    assert!(retry_after(&head) > 0, "{head}");
+    let mut answer = String::new();
+    stalled.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout_secs"), "{answer}");
+    let (code, _, body) = send(&server.url, "/api/v1/ingest", &trades(1_000, 10));
+    assert_eq!(code, 200, "the room is given back: {body}");
+    let total = taken + 10;
+    crate::support::wait_for(&server, "the acknowledged trades stored", |s| {
+        s["log_lag"].as_u64() == Some(0) && s["rows_durable"]["trades"].as_u64() == Some(total)
+    });
+    server.stop();
+    // Only what was acknowledged: none of the stalled body's three trades.
+    assert_eq!(
+        sql_count(&data, "SELECT count(*) FROM trades"),
+        total as i64
+    );
+    let stalled_rows = sql_count(
+        &data,
+        "SELECT count(*) FROM trades WHERE trade_id IN ('0', '1', '2')",
+    );
+    assert_eq!(stalled_rows, 0);
+}
