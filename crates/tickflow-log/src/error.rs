@@ -22,6 +22,15 @@ pub enum Error {
     #[error("corrupt record in segment {} at byte {position}", segment.display())]
     Corrupt { segment: PathBuf, position: u64 },
 
+    /// A record in the active segment failed its check, yet the record after it is whole: not
+    /// a tail torn by a crash (which ends the file) but damage with acknowledged records
+    /// behind it. The log does not open rather than cut them off.
+    #[error(
+        "damaged record in the active segment {} at byte {position}, with whole records after it: not a torn tail, so the log does not cut them off; restore the file from a copy, or move it aside to start without its records",
+        segment.display()
+    )]
+    DamagedActive { segment: PathBuf, position: u64 },
+
     /// A read asked for an offset that retention has already removed or that is past the
     /// durable end of the log.
     #[error("offset {offset} out of range: log holds [{start}, {next})")]

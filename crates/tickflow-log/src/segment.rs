@@ -72,7 +72,8 @@ impl Segment {
 
     /// Opens the active (last) segment and truncates a torn tail: the first record whose header
     /// is incomplete, whose length is absurd or whose crc fails, and everything after it. Only
-    /// the last group commit can be torn by a crash, and none of it was acknowledged.
+    /// the last group commit can be torn by a crash, and none of it was acknowledged. A bad
+    /// record followed by a whole one is damage, not a tear: [`Error::DamagedActive`].
     pub(crate) fn recover_active(path: PathBuf, base: u64, fsync: bool) -> Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
@@ -80,7 +81,13 @@ impl Segment {
             .open(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
         let scan = scan(&file, &path, base, None)?;
-        if scan.bad_at.is_some() {
+        if let Some(bad) = scan.bad_at {
+            if whole_record_after(&file, &path, bad, scan.end + 1)? {
+                return Err(Error::DamagedActive {
+                    segment: path,
+                    position: bad,
+                });
+            }
             file.set_len(scan.size)
                 .map_err(|e| Error::io("truncate torn tail of", &path, e))?;
             if fsync {
@@ -130,6 +137,46 @@ impl Segment {
             .copied()
             .unwrap_or((self.base, 0))
     }
+}
+
+/// Whether the record after the bad one at `bad` (whose length field still reads) is whole,
+/// with offset `next`. A crash tears only the end of a file, so a whole record there means
+/// the bad one was damaged in place. (Damage to the length field itself hides the record
+/// after it and reads as a tear.)
+fn whole_record_after(file: &File, path: &Path, bad: u64, next: u64) -> Result<bool> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?
+        .len();
+    let mut header = [0u8; HEADER_LEN];
+    if bad + HEADER_LEN as u64 > len {
+        return Ok(false);
+    }
+    file.read_exact_at(&mut header, bad)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    let bad_len = u64::from(u32::from_le_bytes([
+        header[0], header[1], header[2], header[3],
+    ]));
+    if bad_len > record::MAX_RECORD_BYTES as u64 {
+        return Ok(false);
+    }
+    let at = bad + HEADER_LEN as u64 + bad_len;
+    if at + HEADER_LEN as u64 > len {
+        return Ok(false);
+    }
+    file.read_exact_at(&mut header, at)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    let next_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if next_len > record::MAX_RECORD_BYTES || at + record::framed_len(next_len) > len {
+        return Ok(false);
+    }
+    let mut framed = vec![0u8; HEADER_LEN + next_len];
+    file.read_exact_at(&mut framed, at)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    Ok(matches!(
+        record::decode(&framed, next, true),
+        Decoded::Record { .. }
+    ))
 }
 
 /// Result of scanning a segment from the start.

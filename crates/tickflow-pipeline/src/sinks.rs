@@ -730,6 +730,11 @@ impl Task {
             }
             self.handle.recovered();
             position = flush.seq;
+            // `ok` before the position says caught up, so a status never shows no lag and
+            // `behind` together.
+            if position >= self.feed.published() {
+                self.handle.set("ok", None);
+            }
             self.handle.position.store(position + 1, Ordering::Release);
             let n = flush.rows.len() as u64;
             self.handle.rows_written.fetch_add(n, Ordering::Relaxed);

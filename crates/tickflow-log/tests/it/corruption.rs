@@ -1,5 +1,6 @@
 //! Damage inside closed segments (or anywhere, after open) is reported as
-//! `Error::Corrupt`, never served, and never a panic.
+//! `Error::Corrupt`, never served, and never a panic; damage in the active segment with
+//! whole records after it refuses the open (`Error::DamagedActive`) rather than cut them.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -69,6 +70,39 @@ fn flipped_byte_in_a_closed_segment_is_an_error_not_data() {
     assert_eq!(out.len(), 12);
     assert!(out.iter().all(|(o, b)| *b == record(*o)));
     assert_eq!(log.append(&record(22)).expect("append"), 22);
+}
+
+/// A flipped byte in the active segment with whole records after it is damage, not a tail a
+/// crash tore: the log refuses to open, naming the file and byte, instead of cutting off the
+/// acknowledged records behind it; nothing is truncated.
+#[test]
+fn flipped_byte_in_the_active_segment_before_whole_records_is_refused_not_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path());
+    // Records 20 and 21 are the active segment's; damage the first.
+    let active = segment_files(dir.path()).last().cloned().expect("active");
+    let mut bytes = fs::read(&active).expect("read");
+    let len = bytes.len();
+    bytes[8 + 5] ^= 0x40;
+    fs::write(&active, &bytes).expect("write");
+    match Log::open(config(dir.path())) {
+        Err(e @ Error::DamagedActive { .. }) => {
+            let Error::DamagedActive { segment, position } = &e else {
+                unreachable!()
+            };
+            assert_eq!((segment, *position), (&active, 0));
+            let message = e.to_string();
+            assert!(message.contains("not a torn tail"), "{message}");
+        }
+        other => panic!("expected DamagedActive, got {other:?}"),
+    }
+    assert_eq!(fs::read(&active).expect("read").len(), len, "nothing cut");
+    // Damage in the last record only is a torn tail: cut, and the log opens.
+    bytes[8 + 5] ^= 0x40;
+    bytes[(FRAMED + 8 + 5) as usize] ^= 0x40;
+    fs::write(&active, &bytes).expect("write");
+    let log = Log::open(config(dir.path())).expect("a torn last record is cut");
+    assert_eq!(log.next_offset(), 21);
 }
 
 #[test]

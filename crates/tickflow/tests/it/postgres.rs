@@ -275,8 +275,9 @@ fn the_database_cut_away_stalls_nothing_and_the_sink_catches_up() {
     assert!(sink(&s)["lag_flushes"].as_u64().unwrap() > 0, "{s:#}");
 
     proxy.restore();
-    wait_for(&server, "the sink catches up", caught_up);
-    assert_eq!(server.status()["sinks"][0]["state"], "ok");
+    wait_for(&server, "the sink catches up", |s| {
+        caught_up(s) && s["sinks"][0]["state"] == "ok"
+    });
     server.stop();
     assert_eq!(
         pg_trade_seqs(&schema),
